@@ -1,0 +1,223 @@
+//! The rollout plan: the validated form of the YAML (or JSON) plan file.
+//!
+//! Every field is valid by construction: [`parse_plan`] either returns a
+//! [`Plan`] the engine can trust without re-checking, or every problem it
+//! found, each with the field path, the line and column, and what would be
+//! valid.
+
+mod parse;
+mod window;
+
+use std::fmt;
+
+pub use parse::parse_plan;
+pub use window::{Days, Window};
+
+use crate::duration::Duration;
+use crate::percent::{Amount, Percent};
+use crate::selector::Selector;
+
+/// A validated rollout plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Unique, human-readable name; also the default selection salt.
+    pub name: String,
+    pub component: String,
+    /// The target version.
+    pub version: String,
+    /// Opaque JSON handed to the agent with the version.
+    pub payload: Option<serde_json::Value>,
+    /// Which hosts the rollout covers; empty selects every host.
+    pub selector: Selector,
+    pub strategy: Strategy,
+    /// Hosts told to change but not yet healthy, fleet-wide; `None` is no
+    /// limit beyond the stage quotas.
+    pub max_in_flight: Option<Amount>,
+    /// At least one stage; percentages never decrease and the last is 100.
+    pub stages: Vec<Stage>,
+    pub gates: Gates,
+    pub on_failure: OnFailure,
+    /// `false` for roll-forward-only changes: sluice never rolls them back by
+    /// itself and pauses instead.
+    pub reversible: bool,
+    /// When the rollout may admit hosts; empty is always.
+    pub windows: Vec<Window>,
+}
+
+/// How hosts are spread: strata and ranking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Strategy {
+    /// Label names whose distinct value combinations form the strata.
+    pub spread: Vec<String>,
+    /// From the first stage on, every stratum gets at least this many hosts
+    /// (never more than it has).
+    pub min_per_stratum: u64,
+    /// The salt of the ranking hash; `None` uses the plan's name.
+    pub salt: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stage {
+    /// Given in the plan, or `stage-N` (1-based).
+    pub name: String,
+    /// Cumulative share of each stratum admitted by the end of this stage.
+    pub percent: Percent,
+    /// How long the stage waits, all its hosts healthy, before the next.
+    pub bake: Duration,
+    /// Whether the stage, once its hosts are healthy and its bake is over,
+    /// waits for `sluice rollout approve` before the rollout moves on.
+    pub approve: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gates {
+    /// Failures tolerated per stage (count, or % of admitted hosts); one more
+    /// fails the stage.
+    pub max_failed: Amount,
+    /// An instructed host not healthy after this long counts as failed.
+    pub host_timeout: Duration,
+    pub prometheus: Vec<PrometheusGate>,
+    pub http: Vec<HttpGate>,
+}
+
+/// Settings shared by every external gate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateCommon {
+    pub name: String,
+    /// How often the gate is evaluated while a stage progresses and bakes.
+    pub interval: Duration,
+    /// Consecutive failing evaluations before the gate fails.
+    pub consecutive: u32,
+    pub no_data: NoData,
+    /// Evaluated and recorded, but never acts.
+    pub report_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrometheusGate {
+    pub common: GateCommon,
+    /// Base URL of the Prometheus HTTP API, e.g. `http://prometheus:9090`.
+    pub url: String,
+    /// A PromQL instant query.
+    pub query: String,
+    pub fail_if: Threshold,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpGate {
+    pub common: GateCommon,
+    /// GET; 2xx passes, anything else or a timeout fails.
+    pub url: String,
+    pub timeout: Duration,
+}
+
+/// `fail_if: "> 0.5"`: the comparison that makes a value failing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Threshold {
+    pub op: Comparison,
+    pub value: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comparison {
+    Greater,
+    GreaterOrEqual,
+    Less,
+    LessOrEqual,
+    Equal,
+    NotEqual,
+}
+
+impl Threshold {
+    /// Whether `value` fails the gate.
+    pub fn fails(&self, value: f64) -> bool {
+        match self.op {
+            Comparison::Greater => value > self.value,
+            Comparison::GreaterOrEqual => value >= self.value,
+            Comparison::Less => value < self.value,
+            Comparison::LessOrEqual => value <= self.value,
+            Comparison::Equal => value == self.value,
+            Comparison::NotEqual => value != self.value,
+        }
+    }
+}
+
+impl fmt::Display for Threshold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let op = match self.op {
+            Comparison::Greater => ">",
+            Comparison::GreaterOrEqual => ">=",
+            Comparison::Less => "<",
+            Comparison::LessOrEqual => "<=",
+            Comparison::Equal => "==",
+            Comparison::NotEqual => "!=",
+        };
+        write!(f, "{op} {}", self.value)
+    }
+}
+
+/// What a gate without data (empty query result, no answer) counts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NoData {
+    #[default]
+    Fail,
+    Pause,
+    Pass,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnFailure {
+    #[default]
+    Pause,
+    Rollback,
+}
+
+impl Plan {
+    /// The salt of the ranking hash: the strategy's, else the plan's name.
+    pub fn salt(&self) -> &str {
+        self.strategy.salt.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// One problem found in a plan file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanError {
+    /// Dotted path of the field at fault, e.g. `stages[1].percent`; empty for
+    /// the document as a whole.
+    pub field: String,
+    /// 1-based line and column of the offending text.
+    pub line: usize,
+    pub column: usize,
+    /// What is wrong and what would be valid.
+    pub message: String,
+}
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}:{}: {}", self.line, self.column, self.message)
+        } else {
+            write!(
+                f,
+                "{}:{}: {}: {}",
+                self.line, self.column, self.field, self.message
+            )
+        }
+    }
+}
+
+/// Every problem found in a plan file, in the order they appear.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct PlanErrors(pub Vec<PlanError>);
+
+impl fmt::Display for PlanErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, error) in self.0.iter().enumerate() {
+            if index > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
