@@ -112,7 +112,11 @@ mod tests {
             ("1h30m", 5_400),
             ("0s", 0),
         ] {
-            assert_eq!(Duration::parse(text), Ok(Duration::from_secs(seconds)), "{text}");
+            assert_eq!(
+                Duration::parse(text),
+                Ok(Duration::from_secs(seconds)),
+                "{text}"
+            );
         }
     }
 

@@ -90,6 +90,9 @@ mod tests {
         let empty = parse_fleet(br#"[{"id":""}]"#).expect_err("empty");
         assert!(empty.to_string().contains("host 0: the id is empty"));
         let unknown = parse_fleet(br#"[{"id":"a","lables":{}}]"#).expect_err("unknown");
-        assert!(unknown.to_string().contains("unknown field `lables`"), "{unknown}");
+        assert!(
+            unknown.to_string().contains("unknown field `lables`"),
+            "{unknown}"
+        );
     }
 }

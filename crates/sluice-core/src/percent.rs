@@ -45,7 +45,9 @@ impl Percent {
             ));
         }
         if fraction.len() > 4 {
-            return Err(error("has more than four decimal places; 0.0001 is the finest step"));
+            return Err(error(
+                "has more than four decimal places; 0.0001 is the finest step",
+            ));
         }
         let whole: u64 = whole
             .parse()

@@ -11,7 +11,7 @@ mod window;
 use std::fmt;
 
 pub use parse::parse_plan;
-pub use window::{Days, Window};
+pub use window::{next_opening, windows_open, Days, Window, WindowError};
 
 use crate::duration::Duration;
 use crate::percent::{Amount, Percent};

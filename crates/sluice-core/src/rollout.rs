@@ -1,1 +1,0 @@
-//! The rollout state machine.

@@ -1,0 +1,436 @@
+//! The rollout's host table, built for a million hosts: compact per-host
+//! records indexed by id, the strata with their waiting hosts in rank order,
+//! the order in which strata get the next free slot, and the in-flight queue
+//! ordered by instruction time.
+//!
+//! Costs: placing a host is O(log n); admitting one is O(log n + log s) for s
+//! strata; finding timed-out hosts looks only at the front of the in-flight
+//! queue; nothing here scans every host except [`HostTable::admitted`] (used
+//! once, by a rollback) and snapshots.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use jiff::Timestamp;
+
+use crate::percent::Percent;
+use crate::selection::{stage_quota, StratumKey};
+
+use super::model::{HostCounts, HostState};
+
+/// An interned version string: agents report a handful of distinct versions,
+/// so each record holds 4 bytes instead of a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct VersionId(u32);
+
+#[derive(Debug, Clone, Default)]
+struct Versions {
+    names: Vec<Box<str>>,
+    ids: HashMap<Box<str>, VersionId>,
+}
+
+impl Versions {
+    fn intern(&mut self, version: &str) -> VersionId {
+        if let Some(id) = self.ids.get(version) {
+            return *id;
+        }
+        let id = VersionId(self.names.len() as u32);
+        self.names.push(version.into());
+        self.ids.insert(version.into(), id);
+        id
+    }
+
+    fn name(&self, id: VersionId) -> &str {
+        &self.names[id.0 as usize]
+    }
+}
+
+/// One host taking part in the rollout.
+#[derive(Debug, Clone)]
+pub(super) struct HostRecord {
+    pub id: Arc<str>,
+    pub rank: u64,
+    pub stratum: u32,
+    /// The version it last reported.
+    pub version: Option<VersionId>,
+    /// The version it reported before admission.
+    pub previous: Option<VersionId>,
+    pub admitted_stage: Option<u32>,
+    pub state: HostState,
+}
+
+impl HostRecord {
+    pub fn admitted(&self) -> bool {
+        self.admitted_stage.is_some()
+    }
+}
+
+/// One distinct combination of `spread` label values.
+#[derive(Debug, Clone)]
+pub(super) struct Stratum {
+    pub key: StratumKey,
+    pub size: u64,
+    pub admitted: u64,
+    pub healthy: u64,
+    pub failed: u64,
+    /// Hosts not admitted yet, best rank first: (rank, host index). Equal
+    /// ranks are ordered by id when taken (see [`HostTable::take_best`]).
+    waiting: BTreeSet<(u64, u32)>,
+}
+
+/// A stratum short of its quota, ordered so that the first is the one
+/// furthest behind: lowest admitted/quota ratio, ties by key.
+#[derive(Debug, Clone)]
+struct Behind {
+    admitted: u64,
+    quota: u64,
+    key: StratumKey,
+    stratum: u32,
+}
+
+impl Ord for Behind {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // admitted/quota < other.admitted/other.quota, in integers; quotas
+        // are never 0 here (a stratum at quota 0 is never behind).
+        let left = u128::from(self.admitted) * u128::from(other.quota);
+        let right = u128::from(other.admitted) * u128::from(self.quota);
+        left.cmp(&right)
+            .then_with(|| self.key.cmp(&other.key))
+            .then_with(|| self.stratum.cmp(&other.stratum))
+    }
+}
+
+impl PartialOrd for Behind {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Behind {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Behind {}
+
+/// The stage whose quotas admission works toward.
+#[derive(Debug, Clone, Copy)]
+struct StageTarget {
+    index: u32,
+    percent: Percent,
+    min_per_stratum: u64,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct HostTable {
+    records: Vec<HostRecord>,
+    index: HashMap<Arc<str>, u32>,
+    versions: Versions,
+    target: VersionId,
+    strata: Vec<Stratum>,
+    strata_index: HashMap<StratumKey, u32>,
+    stage: Option<StageTarget>,
+    /// Strata with fewer admitted hosts than the stage's quota.
+    behind: BTreeSet<Behind>,
+    /// Sum over strata of the stage's quota.
+    quota_total: u64,
+    /// Instructed hosts by instruction time, oldest first.
+    in_flight: BTreeSet<(Timestamp, u32)>,
+    counts: HostCounts,
+}
+
+impl HostTable {
+    pub fn new(target: &str) -> HostTable {
+        let mut versions = Versions::default();
+        let target = versions.intern(target);
+        HostTable {
+            records: Vec::new(),
+            index: HashMap::new(),
+            versions,
+            target,
+            strata: Vec::new(),
+            strata_index: HashMap::new(),
+            stage: None,
+            behind: BTreeSet::new(),
+            quota_total: 0,
+            in_flight: BTreeSet::new(),
+            counts: HostCounts::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn get(&self, id: &str) -> Option<u32> {
+        self.index.get(id).copied()
+    }
+
+    pub fn record(&self, host: u32) -> &HostRecord {
+        &self.records[host as usize]
+    }
+
+    pub fn records(&self) -> &[HostRecord] {
+        &self.records
+    }
+
+    pub fn strata(&self) -> &[Stratum] {
+        &self.strata
+    }
+
+    pub fn counts(&self) -> HostCounts {
+        self.counts
+    }
+
+    pub fn is_target(&self, version: &str) -> bool {
+        self.versions.name(self.target) == version
+    }
+
+    /// The stratum for `key`, created empty on first use.
+    pub fn stratum_for(&mut self, key: StratumKey) -> u32 {
+        if let Some(index) = self.strata_index.get(&key) {
+            return *index;
+        }
+        let index = self.strata.len() as u32;
+        self.strata_index.insert(key.clone(), index);
+        self.strata.push(Stratum {
+            key,
+            size: 0,
+            admitted: 0,
+            healthy: 0,
+            failed: 0,
+            waiting: BTreeSet::new(),
+        });
+        index
+    }
+
+    /// Adds a host to the table (the caller checked the id is new). An
+    /// admitted host (restored from a snapshot) counts toward its stratum's
+    /// admissions; any other is waiting.
+    pub fn insert(&mut self, mut record: HostRecord) -> u32 {
+        let host = self.records.len() as u32;
+        let s = record.stratum;
+        let old_quota = self.quota(s);
+        let stratum = &mut self.strata[s as usize];
+        stratum.size += 1;
+        if record.admitted() {
+            stratum.admitted += 1;
+        } else {
+            record.state = HostState::Waiting;
+            stratum.waiting.insert((record.rank, host));
+        }
+        self.index.insert(Arc::clone(&record.id), host);
+        account(
+            &mut self.counts,
+            stratum,
+            &mut self.in_flight,
+            host,
+            &record.state,
+            true,
+        );
+        self.records.push(record);
+        self.requota(s, old_quota);
+        host
+    }
+
+    pub fn intern(&mut self, version: &str) -> VersionId {
+        self.versions.intern(version)
+    }
+
+    pub fn set_version(&mut self, host: u32, version: &str) {
+        let id = self.versions.intern(version);
+        self.records[host as usize].version = Some(id);
+    }
+
+    /// Changes a host's state, keeping the counts, the per-stratum counts and
+    /// the in-flight queue. Returns whether the state changed.
+    pub fn set_state(&mut self, host: u32, state: HostState) -> bool {
+        let record = &mut self.records[host as usize];
+        if record.state == state {
+            return false;
+        }
+        let old = std::mem::replace(&mut record.state, state);
+        let stratum = &mut self.strata[record.stratum as usize];
+        account(
+            &mut self.counts,
+            stratum,
+            &mut self.in_flight,
+            host,
+            &old,
+            false,
+        );
+        account(
+            &mut self.counts,
+            stratum,
+            &mut self.in_flight,
+            host,
+            &record.state,
+            true,
+        );
+        true
+    }
+
+    /// Sets the stage whose quotas admission works toward (`None`: no stage).
+    pub fn set_stage(&mut self, stage: Option<(usize, Percent, u64)>) {
+        self.stage = stage.map(|(index, percent, min_per_stratum)| StageTarget {
+            index: index as u32,
+            percent,
+            min_per_stratum,
+        });
+        self.behind.clear();
+        self.quota_total = 0;
+        for s in 0..self.strata.len() as u32 {
+            let quota = self.quota(s);
+            self.quota_total += quota;
+            self.mark_behind(s, quota);
+        }
+    }
+
+    /// The quota of stratum `s` at the current stage (0 without one).
+    pub fn quota(&self, s: u32) -> u64 {
+        match self.stage {
+            Some(stage) => stage_quota(
+                stage.percent,
+                self.strata[s as usize].size,
+                stage.min_per_stratum,
+            ),
+            None => 0,
+        }
+    }
+
+    /// The stage's quota across strata.
+    pub fn quota_total(&self) -> u64 {
+        self.quota_total
+    }
+
+    /// Hosts admitted so far, in every stratum.
+    pub fn admitted_total(&self) -> u64 {
+        self.counts.admitted()
+    }
+
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.len() as u64
+    }
+
+    /// The host instructed longest ago.
+    pub fn oldest_in_flight(&self) -> Option<(Timestamp, u32)> {
+        self.in_flight.first().copied()
+    }
+
+    /// Every stratum has its quota admitted and no host is in flight.
+    pub fn settled(&self) -> bool {
+        self.behind.is_empty() && self.in_flight.is_empty()
+    }
+
+    /// Admits the best-ranked waiting host of the stratum furthest behind its
+    /// quota, instructing it at `now`; `None` when every stratum is at quota.
+    pub fn admit_next(&mut self, now: Timestamp) -> Option<u32> {
+        let stage = self.stage?;
+        let mut entry = self.behind.pop_first()?;
+        let s = entry.stratum;
+        let host = self.take_best(s)?;
+        self.strata[s as usize].admitted += 1;
+        entry.admitted += 1;
+        if entry.admitted < entry.quota {
+            self.behind.insert(entry);
+        }
+        let record = &mut self.records[host as usize];
+        record.admitted_stage = Some(stage.index);
+        record.previous = record.version;
+        self.set_state(host, HostState::Instructed { since: now });
+        Some(host)
+    }
+
+    /// Removes from stratum `s`'s waiting set its best-ranked host: lowest
+    /// rank, ties (astronomically rare) by id.
+    fn take_best(&mut self, s: u32) -> Option<u32> {
+        let waiting = &self.strata[s as usize].waiting;
+        let &(rank, first) = waiting.first()?;
+        let mut best = first;
+        for &(_, host) in waiting.range((rank, first + 1)..=(rank, u32::MAX)) {
+            if self.records[host as usize].id < self.records[best as usize].id {
+                best = host;
+            }
+        }
+        self.strata[s as usize].waiting.remove(&(rank, best));
+        Some(best)
+    }
+
+    /// Updates stratum `s`'s place among the strata behind after its size
+    /// changed, its quota having been `old_quota`.
+    fn requota(&mut self, s: u32, old_quota: u64) {
+        let quota = self.quota(s);
+        if quota == old_quota {
+            return;
+        }
+        let stratum = &self.strata[s as usize];
+        self.behind.remove(&Behind {
+            admitted: stratum.admitted,
+            quota: old_quota,
+            key: stratum.key.clone(),
+            stratum: s,
+        });
+        self.quota_total = self.quota_total - old_quota + quota;
+        self.mark_behind(s, quota);
+    }
+
+    fn mark_behind(&mut self, s: u32, quota: u64) {
+        let stratum = &self.strata[s as usize];
+        if stratum.admitted < quota {
+            self.behind.insert(Behind {
+                admitted: stratum.admitted,
+                quota,
+                key: stratum.key.clone(),
+                stratum: s,
+            });
+        }
+    }
+
+    /// Every admitted host, in table order.
+    pub fn admitted(&self) -> impl Iterator<Item = u32> + '_ {
+        self.records
+            .iter()
+            .enumerate()
+            .filter(|(_, record)| record.admitted())
+            .map(|(host, _)| host as u32)
+    }
+
+    /// Resolves an interned version for display or comparison.
+    pub fn version_of(&self, version: Option<VersionId>) -> Option<&str> {
+        version.map(|id| self.versions.name(id))
+    }
+}
+
+/// Adds (or removes) a host in `state` to the counts, its stratum's counts
+/// and the in-flight queue.
+fn account(
+    counts: &mut HostCounts,
+    stratum: &mut Stratum,
+    in_flight: &mut BTreeSet<(Timestamp, u32)>,
+    host: u32,
+    state: &HostState,
+    add: bool,
+) {
+    let step = |n: &mut u64| {
+        if add {
+            *n += 1;
+        } else {
+            *n -= 1;
+        }
+    };
+    step(counts.slot(state));
+    match state {
+        HostState::Healthy => step(&mut stratum.healthy),
+        HostState::Failed { .. } => step(&mut stratum.failed),
+        HostState::Instructed { since } => {
+            if add {
+                in_flight.insert((*since, host));
+            } else {
+                in_flight.remove(&(*since, host));
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,3 @@
+//! One module per `sluice` subcommand group.
+
+pub mod plan;
