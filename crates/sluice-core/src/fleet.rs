@@ -1,13 +1,20 @@
 //! Hosts as the engine sees them, and the fleet file format
 //! (`[{"id", "labels", "components"}]`) shared by preview, import and the
 //! simulator.
-
-use std::collections::BTreeMap;
+//!
+//! A million hosts must fit in well under a GiB: a [`Host`] is its id and two
+//! [`StrMap`]s (16 bytes each), and [`parse_fleet`] interns label and
+//! component strings and whole maps, so hosts with the same labels share them
+//! (see [`crate::strmap`]).
 
 use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::strmap::interning;
+pub use crate::strmap::StrMap;
 
 /// Label name → value, e.g. `role → playlist`.
-pub type Labels = BTreeMap<String, String>;
+pub type Labels = StrMap;
 
 /// One host of a fleet file: its id (FQDN), its labels and the version it
 /// runs of each component.
@@ -17,8 +24,9 @@ pub struct Host {
     pub id: String,
     #[serde(default)]
     pub labels: Labels,
+    /// Component → the version the host runs.
     #[serde(default)]
-    pub components: BTreeMap<String, String>,
+    pub components: StrMap,
 }
 
 /// Why a fleet file could not be read.
@@ -42,26 +50,58 @@ pub enum FleetError {
 
 /// Parses a fleet file and checks that every host has a unique, non-empty id.
 pub fn parse_fleet(json: &[u8]) -> Result<Vec<Host>, FleetError> {
-    let hosts: Vec<Host> = serde_json::from_slice(json).map_err(|source| FleetError::Json {
+    // Interning makes the hosts share their label and component strings and
+    // maps; it ends with the parse.
+    let hosts: Vec<Host> = interning(|| match std::str::from_utf8(json) {
+        // Checking the UTF-8 of the whole file at once is cheaper than string
+        // by string; invalid UTF-8 is left to `from_slice` to locate.
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(json),
+    })
+    .map_err(|source| FleetError::Json {
         line: source.line(),
         column: source.column(),
         source,
     })?;
-    let mut seen: std::collections::HashMap<&str, usize> =
-        std::collections::HashMap::with_capacity(hosts.len());
-    for (index, host) in hosts.iter().enumerate() {
-        if host.id.is_empty() {
-            return Err(FleetError::EmptyId { index });
+    // Of an empty and a repeated id, the one met first in the file is reported.
+    let empty = hosts.iter().position(|host| host.id.is_empty());
+    match (empty, first_duplicate(&hosts)) {
+        (Some(index), duplicate) if duplicate.is_none_or(|(second, _)| index < second) => {
+            Err(FleetError::EmptyId { index })
         }
-        if let Some(first) = seen.insert(&host.id, index) {
-            return Err(FleetError::DuplicateId {
-                index,
-                first,
-                id: host.id.clone(),
-            });
-        }
+        (_, Some((index, first))) => Err(FleetError::DuplicateId {
+            index,
+            first,
+            id: hosts[index].id.clone(),
+        }),
+        (_, None) => Ok(hosts),
     }
-    Ok(hosts)
+}
+
+/// The first host whose id an earlier host has, and the first host with
+/// that id: `(index, first)`.
+///
+/// Sorts `(hash of id, index)`: that reads each id once, in memory order, and
+/// takes 16 bytes a host, where a `HashMap<&str, usize>` of a million ids
+/// probes memory at random and takes three times the memory.
+fn first_duplicate(hosts: &[Host]) -> Option<(usize, usize)> {
+    let mut order: Vec<(u64, usize)> = hosts
+        .iter()
+        .enumerate()
+        .map(|(index, host)| (xxh3_64(host.id.as_bytes()), index))
+        .collect();
+    // Ids only break ties of hashes, so that equal ids end up side by side
+    // even when another id has the same hash.
+    order.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| hosts[a.1].id.cmp(&hosts[b.1].id))
+            .then(a.1.cmp(&b.1))
+    });
+    order
+        .windows(2)
+        .filter(|pair| pair[0].0 == pair[1].0 && hosts[pair[0].1].id == hosts[pair[1].1].id)
+        .map(|pair| (pair[1].1, pair[0].1))
+        .min()
 }
 
 #[cfg(test)]
@@ -76,7 +116,7 @@ mod tests {
         )
         .expect("valid fleet");
         assert_eq!(hosts.len(), 2);
-        assert_eq!(hosts[0].labels["role"], "edge");
+        assert_eq!(hosts[0].labels.get("role"), Some("edge"));
         assert!(hosts[1].labels.is_empty());
     }
 
@@ -87,6 +127,23 @@ mod tests {
             duplicate.to_string(),
             "host 2: \"a\" appears twice (first as host 0); host ids must be unique"
         );
+        for (fleet, error) in [
+            (
+                &br#"[{"id":"a"},{"id":"b"},{"id":"b"},{"id":"a"},{"id":"b"}]"#[..],
+                "host 2: \"b\" appears twice (first as host 1); host ids must be unique",
+            ),
+            (
+                br#"[{"id":"a"},{"id":""},{"id":"a"},{"id":""}]"#,
+                "host 1: the id is empty; give every host its FQDN",
+            ),
+            (
+                br#"[{"id":"a"},{"id":"a"},{"id":""}]"#,
+                "host 1: \"a\" appears twice (first as host 0); host ids must be unique",
+            ),
+        ] {
+            let message = parse_fleet(fleet).expect_err("invalid").to_string();
+            assert_eq!(message, error);
+        }
         let empty = parse_fleet(br#"[{"id":""}]"#).expect_err("empty");
         assert!(empty.to_string().contains("host 0: the id is empty"));
         let unknown = parse_fleet(br#"[{"id":"a","lables":{}}]"#).expect_err("unknown");
@@ -94,5 +151,31 @@ mod tests {
             unknown.to_string().contains("unknown field `lables`"),
             "{unknown}"
         );
+    }
+
+    #[test]
+    fn locates_invalid_utf8_and_duplicate_labels() {
+        let invalid = parse_fleet(b"[{\"id\":\"a\"},\n {\"id\":\"b\xff\"}]").expect_err("utf-8");
+        assert!(
+            invalid.to_string().starts_with("line 2, column "),
+            "{invalid}"
+        );
+        let duplicate = parse_fleet(br#"[{"id":"a","labels":{"role":"a","role":"b"}}]"#)
+            .expect_err("duplicate label");
+        assert!(
+            duplicate.to_string().contains("duplicate key `role`"),
+            "{duplicate}"
+        );
+    }
+
+    #[test]
+    fn hosts_with_equal_labels_share_them() {
+        let hosts = parse_fleet(
+            br#"[{"id":"a","labels":{"role":"edge","site":"sto"}},
+                {"id":"b","labels":{"site":"sto","role":"edge"}}]"#,
+        )
+        .expect("valid fleet");
+        assert_eq!(hosts[0].labels, hosts[1].labels);
+        assert!(hosts[0].labels.shares(&hosts[1].labels));
     }
 }

@@ -4,7 +4,8 @@
 //! - [`duration`], [`percent`]: the plan's small value types, valid by construction.
 //! - [`selector`]: Kubernetes label selectors.
 //! - [`plan`]: the plan model and its parser, with every error located.
-//! - [`fleet`]: hosts and the fleet file format.
+//! - [`fleet`]: hosts and the fleet file format; [`strmap`]: their compact,
+//!   shared label and component maps.
 //! - [`hash`]: the stable rank that orders hosts inside a stratum.
 //! - [`selection`]: strata, quotas, and the stage-by-stage preview.
 //! - [`rollout`]: the rollout state machine, driven by events and an injected clock.
@@ -21,3 +22,4 @@ pub mod plan;
 pub mod rollout;
 pub mod selection;
 pub mod selector;
+pub mod strmap;

@@ -23,10 +23,10 @@
 //! changes more than that one place per joiner, and other strata not at all;
 //! `tests/selection_props.rs` holds it to exactly this.
 
-use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 
-use serde::ser::{Serialize, SerializeStruct, Serializer};
+use foldhash::{HashMap, HashMapExt};
+use serde::ser::{Serialize, SerializeSeq, SerializeStruct, Serializer};
 
 use crate::fleet::{Host, Labels};
 use crate::hash::rank;
@@ -43,7 +43,7 @@ impl StratumKey {
         StratumKey(
             spread
                 .iter()
-                .map(|name| labels.get(name).cloned().unwrap_or_default())
+                .map(|name| labels.get(name).unwrap_or_default().to_owned())
                 .collect(),
         )
     }
@@ -166,41 +166,32 @@ pub fn stratify(plan: &Plan, hosts: &[Host]) -> Stratification {
     let spread = &plan.strategy.spread;
     let salt = plan.salt();
 
-    // Grouping borrows the label values; one key is allocated per stratum,
-    // not per host (the lookup takes the reused `key` buffer as a slice).
-    let mut group_of: HashMap<Vec<&str>, usize> = HashMap::new();
-    let mut groups: Vec<Group<'_>> = Vec::new();
-    let mut key: Vec<&str> = Vec::with_capacity(spread.len());
+    let mut grouping = Grouping {
+        plan,
+        group_of: HashMap::new(),
+        groups: Vec::new(),
+        key: Vec::with_capacity(spread.len()),
+    };
+    // Hosts with equal labels share them when read by `parse_fleet`: the
+    // selector and the stratum are then decided once per distinct labels.
+    let mut decided: HashMap<usize, Option<usize>> = HashMap::new();
     let mut selected = 0;
     for (index, host) in hosts.iter().enumerate() {
-        if !plan.selector.matches(&host.labels) {
-            continue;
-        }
-        key.clear();
-        key.extend(
-            spread
-                .iter()
-                .map(|name| host.labels.get(name).map_or("", String::as_str)),
-        );
-        let group = match group_of.get(key.as_slice()) {
-            Some(&group) => group,
-            None => {
-                let group = groups.len();
-                group_of.insert(key.clone(), group);
-                groups.push(Group {
-                    key: key.clone(),
-                    ranked: Vec::new(),
-                });
-                group
-            }
+        let group = match host.labels.shared_identity() {
+            Some(identity) => *decided
+                .entry(identity)
+                .or_insert_with(|| grouping.group(&host.labels)),
+            None => grouping.group(&host.labels),
         };
-        groups[group]
+        let Some(group) = group else {
+            continue;
+        };
+        grouping.groups[group]
             .ranked
             .push((rank(salt, &host.id), index as u32));
         selected += 1;
     }
-    drop(group_of);
-
+    let mut groups = grouping.groups;
     groups.sort_unstable_by(|a, b| a.key.cmp(&b.key));
     let strata = groups
         .into_iter()
@@ -225,6 +216,44 @@ pub fn stratify(plan: &Plan, hosts: &[Host]) -> Stratification {
 struct Group<'a> {
     key: Vec<&'a str>,
     ranked: Vec<(u64, u32)>,
+}
+
+/// The strata while [`stratify`] gathers them. Grouping borrows the label
+/// values; one key is allocated per stratum, not per host (the lookup takes
+/// the reused `key` buffer as a slice).
+struct Grouping<'a> {
+    plan: &'a Plan,
+    group_of: HashMap<Vec<&'a str>, usize>,
+    groups: Vec<Group<'a>>,
+    key: Vec<&'a str>,
+}
+
+impl<'a> Grouping<'a> {
+    /// The position in `groups` of the stratum of hosts with `labels`, if
+    /// the selector matches them.
+    fn group(&mut self, labels: &'a Labels) -> Option<usize> {
+        if !self.plan.selector.matches(labels) {
+            return None;
+        }
+        self.key.clear();
+        self.key.extend(
+            self.plan
+                .strategy
+                .spread
+                .iter()
+                .map(|name| labels.get(name).unwrap_or_default()),
+        );
+        if let Some(&group) = self.group_of.get(self.key.as_slice()) {
+            return Some(group);
+        }
+        let group = self.groups.len();
+        self.group_of.insert(self.key.clone(), group);
+        self.groups.push(Group {
+            key: self.key.clone(),
+            ranked: Vec::new(),
+        });
+        Some(group)
+    }
 }
 
 /// Each stage's quota for each stratum: `result[stage][stratum]`, strata in
@@ -358,11 +387,16 @@ impl Preview {
     ///
     /// If `stage` is not below `self.stages().len()`.
     pub fn admitted(&self, stage: usize) -> impl Iterator<Item = u32> + '_ {
+        self.admitted_per_stratum(stage).flatten().copied()
+    }
+
+    /// [`Self::admitted`], one slice per stratum.
+    fn admitted_per_stratum(&self, stage: usize) -> impl Iterator<Item = &[u32]> + '_ {
         self.stratification
             .strata
             .iter()
             .zip(&self.stages[stage].quotas)
-            .flat_map(|(stratum, &quota)| stratum.members[..quota as usize].iter().copied())
+            .map(|(stratum, &quota)| &stratum.members[..quota as usize])
     }
 
     /// Every stratum's progress at stage `stage` (0-based), largest stratum
@@ -616,11 +650,27 @@ struct AdmittedJson<'a> {
 
 impl Serialize for AdmittedJson<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(
-            self.preview
-                .admitted(self.stage)
-                .map(|index| self.hosts[index as usize].id.as_str()),
-        )
+        /// Hosts whose ids are loaded ahead of writing them.
+        const BATCH: usize = 64;
+        let hosts = self.hosts;
+        let admitted = self.preview.stages[self.stage].admitted;
+        let mut seq = serializer.serialize_seq(Some(admitted as usize))?;
+        for members in self.preview.admitted_per_stratum(self.stage) {
+            for batch in members.chunks(BATCH) {
+                // In rank order, hosts and their ids are scattered over
+                // memory. Reading the first byte of each id of a batch in a
+                // loop of independent loads overlaps their cache misses,
+                // where writing them one by one would wait for each in turn.
+                let first_bytes = batch.iter().fold(0u8, |acc, &index| {
+                    acc ^ hosts[index as usize].id.bytes().next().unwrap_or(0)
+                });
+                std::hint::black_box(first_bytes);
+                for &index in batch {
+                    seq.serialize_element(hosts[index as usize].id.as_str())?;
+                }
+            }
+        }
+        seq.end()
     }
 }
 

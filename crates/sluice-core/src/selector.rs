@@ -130,8 +130,8 @@ impl Requirement {
         match &self.op {
             Operator::Exists => value.is_some(),
             Operator::DoesNotExist => value.is_none(),
-            Operator::Equals(wanted) => value == Some(wanted),
-            Operator::NotEquals(unwanted) => value != Some(unwanted),
+            Operator::Equals(wanted) => value == Some(wanted.as_str()),
+            Operator::NotEquals(unwanted) => value != Some(unwanted.as_str()),
             Operator::In(values) => value.is_some_and(|v| values.contains(v)),
             Operator::NotIn(values) => !value.is_some_and(|v| values.contains(v)),
         }

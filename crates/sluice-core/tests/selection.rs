@@ -74,7 +74,7 @@ fn fleet(groups: &[(&str, usize)]) -> Vec<Host> {
         let stem = if labels.is_empty() {
             "bare".to_owned()
         } else {
-            labels.values().cloned().collect::<Vec<_>>().join("-")
+            labels.values().collect::<Vec<_>>().join("-")
         };
         for n in 1..=*count {
             hosts.push(Host {

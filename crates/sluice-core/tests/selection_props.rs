@@ -34,7 +34,7 @@ struct Filter {
 }
 
 fn label<'a>(labels: &'a Labels, name: &str) -> Option<&'a str> {
-    labels.get(name).map(String::as_str)
+    labels.get(name)
 }
 
 const FILTERS: [Filter; 7] = [
@@ -229,7 +229,7 @@ impl Model {
             let key = case
                 .spread
                 .iter()
-                .map(|name| host.labels.get(name).cloned().unwrap_or_default())
+                .map(|name| host.labels.get(name).unwrap_or_default().to_owned())
                 .collect();
             groups.entry(key).or_default().push(host.id.clone());
         }
@@ -369,7 +369,7 @@ proptest! {
             .strategy
             .spread
             .iter()
-            .map(|name| joiner_labels.get(name).cloned().unwrap_or_default())
+            .map(|name| joiner_labels.get(name).unwrap_or_default().to_owned())
             .collect();
         let selected = plan.selector.matches(&joiner_labels);
 

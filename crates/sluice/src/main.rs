@@ -25,12 +25,34 @@ enum Command {
     /// Validate plans and preview which hosts each stage admits
     #[command(subcommand)]
     Plan(commands::plan::PlanCommand),
+    /// Run the control plane: API, controller, dashboard, metrics
+    Server(commands::server::ServerArgs),
+    /// Create, follow and act on rollouts
+    #[command(subcommand)]
+    Rollout(commands::rollout::RolloutCommand),
+    /// The inventory: list and import hosts
+    #[command(subcommand)]
+    Hosts(commands::hosts::HostsCommand),
+    /// Hold every rollout at once (the big red button), or release them
+    #[command(subcommand)]
+    Freeze(commands::admin::FreezeCommand),
+    /// Each component's stable version and the versions across the fleet
+    Components(commands::admin::ComponentsArgs),
+    /// API tokens
+    #[command(subcommand)]
+    Token(commands::admin::TokenCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Plan(command) => commands::plan::run(command),
+        Command::Server(args) => commands::server::run(args),
+        Command::Rollout(command) => commands::rollout::run(command),
+        Command::Hosts(command) => commands::hosts::run(command),
+        Command::Freeze(command) => commands::admin::freeze(command),
+        Command::Components(args) => commands::admin::components(args),
+        Command::Token(command) => commands::admin::token(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -54,6 +54,23 @@ pub struct SnapshotHost {
 impl Rollout {
     /// The rollout's state, for storage.
     pub fn snapshot(&self) -> Snapshot {
+        let mut snapshot = self.snapshot_header();
+        snapshot.hosts = self
+            .hosts
+            .records()
+            .iter()
+            .map(|record| self.snapshot_record(record))
+            .collect();
+        snapshot
+    }
+
+    /// The snapshot without its hosts (`hosts` is empty): what changes with
+    /// the rollout as a whole, cheap to take after every input. A store that
+    /// keeps the header and the per-host records ([`Rollout::snapshot_host`])
+    /// apart rebuilds the whole snapshot by putting the records back into
+    /// `hosts`; a record's `stratum` indexes the header's `strata`, which
+    /// only ever grows, so a header at least as new as every record fits.
+    pub fn snapshot_header(&self) -> Snapshot {
         Snapshot {
             id: self.id.clone(),
             created_at: self.created_at,
@@ -69,19 +86,25 @@ impl Rollout {
                 .iter()
                 .map(|stratum| stratum.key.0.clone())
                 .collect(),
-            hosts: self
-                .hosts
-                .records()
-                .iter()
-                .map(|record| SnapshotHost {
-                    id: record.id.to_string(),
-                    stratum: record.stratum,
-                    state: record.state.clone(),
-                    version: self.hosts.version_of(record.version).map(str::to_owned),
-                    previous: self.hosts.version_of(record.previous).map(str::to_owned),
-                    admitted_stage: record.admitted_stage.map(|stage| stage as usize),
-                })
-                .collect(),
+            hosts: Vec::new(),
+        }
+    }
+
+    /// One host's record of the snapshot, if the host takes part: what to
+    /// store for each host an [`super::Outcome`] names.
+    pub fn snapshot_host(&self, id: &str) -> Option<SnapshotHost> {
+        let host = self.hosts.get(id)?;
+        Some(self.snapshot_record(self.hosts.record(host)))
+    }
+
+    fn snapshot_record(&self, record: &HostRecord) -> SnapshotHost {
+        SnapshotHost {
+            id: record.id.to_string(),
+            stratum: record.stratum,
+            state: record.state.clone(),
+            version: self.hosts.version_of(record.version).map(str::to_owned),
+            previous: self.hosts.version_of(record.previous).map(str::to_owned),
+            admitted_stage: record.admitted_stage.map(|stage| stage as usize),
         }
     }
 
@@ -180,5 +203,48 @@ impl Rollout {
         rollout.failures = snapshot.failures;
         rollout.failure_baseline = snapshot.failure_baseline;
         Ok(rollout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::Timestamp;
+
+    use crate::plan::parse_plan;
+    use crate::rollout::{Action, Input, Rollout};
+
+    #[test]
+    fn the_header_and_the_host_records_make_the_snapshot() {
+        let plan = parse_plan(
+            "name: t\ncomponent: c\nversion: \"2\"\nstrategy: { spread: [role] }\nstages:\n  - { percent: 50 }\n  - { percent: 100 }\n",
+        )
+        .expect("plan");
+        let now = Timestamp::UNIX_EPOCH;
+        let mut rollout = Rollout::new("r-1".to_owned(), plan, now);
+        for (id, role) in [("a", "web"), ("b", "web"), ("c", "db")] {
+            let labels = [("role".to_owned(), role.to_owned())].into_iter().collect();
+            let version = Some("1".to_owned());
+            let input = Input::Host {
+                id: id.to_owned(),
+                labels,
+                version,
+            };
+            rollout.handle(now, input).expect("host");
+        }
+        let start = Input::Action {
+            action: Action::Start,
+            actor: "me".to_owned(),
+            reason: "go".to_owned(),
+        };
+        rollout.handle(now, start).expect("start");
+
+        let mut split = rollout.snapshot_header();
+        assert!(split.hosts.is_empty());
+        split.hosts = ["a", "b", "c"]
+            .into_iter()
+            .filter_map(|id| rollout.snapshot_host(id))
+            .collect();
+        assert_eq!(split, rollout.snapshot());
+        assert_eq!(rollout.snapshot_host("unknown"), None);
     }
 }

@@ -1,3 +1,9 @@
 //! One module per `sluice` subcommand group.
 
+pub mod admin;
+pub mod connect;
+pub mod hosts;
+pub mod output;
 pub mod plan;
+pub mod rollout;
+pub mod server;

@@ -1,0 +1,75 @@
+//! Components, the fleet-wide freeze, and tokens.
+
+use std::collections::BTreeMap;
+
+use crate::wire;
+
+wire! {
+pub struct ComponentView {
+    pub name: String,
+    /// What hosts outside any rollout should run; absent until a rollout of
+    /// the component completes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_version: Option<String>,
+    /// Reported version → number of hosts.
+    pub versions: BTreeMap<String, u64>,
+    /// Active (pending, running or paused) rollout ids.
+    pub active_rollouts: Vec<String>,
+}
+}
+
+wire! {
+pub struct ComponentList {
+    pub components: Vec<ComponentView>,
+}
+}
+
+wire! {
+pub struct FreezeView {
+    pub frozen: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+}
+}
+
+wire! {
+#[derive(Copy, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Check-in only, bound to a host id.
+    Agent,
+    Viewer,
+    /// Rollout actions.
+    Operator,
+    /// Tokens and freeze.
+    Admin,
+}
+}
+
+wire! {
+/// `POST /v1/tokens`.
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    pub role: Role,
+    /// For agent tokens: the host id the token may check in as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// A note on whom the token is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+}
+
+wire! {
+pub struct TokenCreated {
+    /// The secret, shown once.
+    pub token: String,
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+}

@@ -1,0 +1,63 @@
+//! `POST /v1/agent/checkin`: the one call an agent makes.
+
+use std::collections::BTreeMap;
+
+use crate::wire;
+
+wire! {
+/// What an agent reports: who it is, its labels, and per component what it
+/// runs and how that is going.
+#[serde(deny_unknown_fields)]
+pub struct CheckinRequest {
+    /// The host's stable id, its FQDN.
+    pub host: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub components: BTreeMap<String, ComponentReport>,
+}
+}
+
+wire! {
+#[serde(deny_unknown_fields)]
+pub struct ComponentReport {
+    /// The version installed now, as `version_cmd` reads it.
+    pub version: String,
+    pub state: ReportState,
+    /// The last lines of output of a failed apply or health check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+}
+
+wire! {
+#[derive(Copy, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportState {
+    Ok,
+    Applying,
+    Failed,
+}
+}
+
+wire! {
+/// The desired version of every component sluice manages for this host; a
+/// component it does not manage is absent and the agent leaves it alone.
+pub struct CheckinResponse {
+    pub components: BTreeMap<String, Desired>,
+    /// When to check in next, before the agent's jitter.
+    pub next_checkin_s: u64,
+}
+}
+
+wire! {
+pub struct Desired {
+    pub version: String,
+    /// The rollout that sets this version, if any (else the stable version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<String>,
+    /// Opaque JSON for the agent's commands (`SLUICE_PAYLOAD`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<serde_json::Value>,
+}
+}

@@ -1,0 +1,68 @@
+//! Inventory: `GET /v1/hosts`, `GET /v1/hosts/{id}`, `GET /v1/hosts/{id}/desired`,
+//! `POST /v1/hosts/import`.
+
+use std::collections::BTreeMap;
+
+use crate::agent::ReportState;
+use crate::wire;
+
+wire! {
+/// One host of a fleet file or of `POST /v1/hosts/import`.
+#[serde(deny_unknown_fields)]
+pub struct ImportHost {
+    pub id: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Component → version it runs.
+    #[serde(default)]
+    pub components: BTreeMap<String, String>,
+}
+}
+
+wire! {
+pub struct ImportResult {
+    pub imported: u64,
+    /// Of those, hosts that were not known before.
+    pub new: u64,
+}
+}
+
+wire! {
+pub struct HostView {
+    pub id: String,
+    pub labels: BTreeMap<String, String>,
+    pub components: BTreeMap<String, HostComponent>,
+    /// RFC 3339; absent for hosts imported but never checked in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<String>,
+}
+}
+
+wire! {
+pub struct HostComponent {
+    /// What the host last reported (or was imported with).
+    pub version: String,
+    /// Absent for imported hosts that never reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<ReportState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// What sluice wants it to run, if it has an opinion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired: Option<String>,
+    /// The rollout the host takes part in for this component, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<String>,
+}
+}
+
+wire! {
+pub struct HostList {
+    pub hosts: Vec<HostView>,
+    /// Matching hosts in all; `hosts` may be a page of them.
+    pub total: u64,
+}
+}
+
+/// `GET /v1/hosts/{id}/desired`: component → desired version.
+pub type DesiredMap = BTreeMap<String, String>;

@@ -1,0 +1,26 @@
+//! sluice's HTTP API (v1) wire types: what travels between the server, the
+//! agent, the CLI and the tests, as JSON.
+//!
+//! These types are the public contract of `/v1`; they deliberately do not
+//! reuse `sluice-core`'s internal types, so that the engine can change
+//! without changing the wire. Timestamps are RFC 3339 strings (UTC).
+//!
+//! Layout: [`agent`] (the check-in), [`rollout`] (operators' view and
+//! actions), [`host`] (inventory), [`admin`] (components, freeze, tokens),
+//! [`error`] (the error body every endpoint shares).
+
+pub mod admin;
+pub mod agent;
+pub mod error;
+pub mod host;
+pub mod rollout;
+
+/// Derives the schema for the OpenAPI document when the `openapi` feature is on.
+macro_rules! wire {
+    ($item:item) => {
+        #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        $item
+    };
+}
+pub(crate) use wire;

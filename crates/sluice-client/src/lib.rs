@@ -1,0 +1,650 @@
+//! sluice-client: a typed async client for sluice's HTTP API (v1).
+//!
+//! One method per endpoint, taking and returning the `sluice-api` wire types;
+//! every failure is a [`ClientError`] that carries the HTTP status and the
+//! server's `{"error": {code, message, field}}`, or says that the server could
+//! not be reached. The token travels as a bearer token.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), sluice_client::ClientError> {
+//! use sluice_client::{Action, Client};
+//!
+//! let client = Client::builder("http://127.0.0.1:7070").token("s3cr3t").build()?;
+//! let created = client.create_rollout(&std::fs::read_to_string("plan.yaml").unwrap_or_default()).await?;
+//! client.action(&created.id, Action::Start, "canary approved in CHG-1234").await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Architecture invariant: this crate knows the wire and HTTP, nothing else —
+//! no store, no server, no engine, no command line — so that the agent, the
+//! CLI and the tests can all use it and the agent stays small.
+
+mod error;
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use reqwest::header::{HeaderValue, CONTENT_TYPE};
+use reqwest::{Method, RequestBuilder, Url};
+use serde::de::DeserializeOwned;
+use sluice_api::admin::{ComponentList, FreezeView, Role, TokenCreated, TokenRequest};
+use sluice_api::agent::{CheckinRequest, CheckinResponse};
+use sluice_api::error::ErrorBody;
+use sluice_api::host::{DesiredMap, HostList, HostView, ImportHost, ImportResult};
+use sluice_api::rollout::{Created, EventList, Reason, RolloutDetail, RolloutList, RolloutSummary};
+
+pub use error::ClientError;
+
+/// The operator actions on a rollout: `POST /v1/rollouts/{id}/{action}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    Start,
+    Pause,
+    Resume,
+    /// Skip the rest of the current stage's bake.
+    Advance,
+    /// Let a stage that waits for approval proceed.
+    Approve,
+    /// Stop; admitted hosts keep the target version.
+    Abort,
+    /// Stop and send admitted hosts back to the version they ran before.
+    Rollback,
+}
+
+impl Action {
+    pub const ALL: [Action; 7] = [
+        Action::Start,
+        Action::Pause,
+        Action::Resume,
+        Action::Advance,
+        Action::Approve,
+        Action::Abort,
+        Action::Rollback,
+    ];
+
+    /// The path segment, as in `/v1/rollouts/{id}/pause`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::Pause => "pause",
+            Action::Resume => "resume",
+            Action::Advance => "advance",
+            Action::Approve => "approve",
+            Action::Abort => "abort",
+            Action::Rollback => "rollback",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Action {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Action, String> {
+        Action::ALL
+            .into_iter()
+            .find(|action| action.as_str() == text)
+            .ok_or_else(|| {
+                format!(
+                    "unknown action {text:?}; expected one of start, pause, resume, advance, approve, abort, rollback"
+                )
+            })
+    }
+}
+
+/// Which hosts `GET /v1/hosts` lists: a label selector, a component, and
+/// a page (hosts are ordered by id).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostQuery<'a> {
+    pub selector: Option<&'a str>,
+    pub component: Option<&'a str>,
+    /// Skip this many matching hosts.
+    pub offset: Option<usize>,
+    /// At most this many (the server's default is 1000).
+    pub limit: Option<usize>,
+}
+
+/// Builds a [`Client`]: the server URL, the token, timeouts.
+#[derive(Clone)]
+pub struct ClientBuilder {
+    server: String,
+    token: Option<String>,
+    timeout: Duration,
+    connect_timeout: Duration,
+    user_agent: String,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("server", &self.server)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+impl ClientBuilder {
+    /// The bearer token sent with every request.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// The bearer token, if any.
+    pub fn maybe_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
+    }
+
+    /// How long one request may take in all (default 60 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How long connecting may take (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The `User-Agent` header (default `sluice-client/VERSION`).
+    pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
+        self.user_agent = user_agent.into();
+        self
+    }
+
+    pub fn build(self) -> Result<Client, ClientError> {
+        let base = parse_server_url(&self.server)?;
+        let token = match self.token {
+            Some(token) => {
+                let mut value = HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+                    .map_err(|_| ClientError::InvalidToken)?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
+        install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .timeout(self.timeout)
+            .connect_timeout(self.connect_timeout)
+            .user_agent(self.user_agent)
+            .build()
+            .map_err(|source| ClientError::Request {
+                request: "(building the HTTP client)".into(),
+                source,
+            })?;
+        Ok(Client {
+            http,
+            display: base.as_str().trim_end_matches('/').to_owned(),
+            base,
+            token,
+            timeout: self.timeout,
+        })
+    }
+}
+
+/// rustls needs one process-wide crypto provider; sluice builds it with
+/// `ring` (see the workspace manifest). Another already installed is kept.
+fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing a race with another thread installing one is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
+/// Accepts `http://host:port[/prefix]` and `https://…`, nothing else.
+fn parse_server_url(server: &str) -> Result<Url, ClientError> {
+    let invalid = |reason: &str| ClientError::InvalidUrl {
+        url: server.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let trimmed = server.trim();
+    if !trimmed.contains("://") {
+        return Err(invalid("it has no scheme"));
+    }
+    let mut url = Url::parse(trimmed).map_err(|error| invalid(&error.to_string()))?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(invalid(&format!("the scheme is {:?}", url.scheme())));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("it has no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("it has a query or fragment"));
+    }
+    // A path prefix (a server behind a proxy at /sluice) is kept; make it a
+    // directory so that segments are appended to it.
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+/// A client of one sluice server. Cheap to clone (the connection pool is
+/// shared).
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+    display: String,
+    token: Option<HeaderValue>,
+    timeout: Duration,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("server", &self.display)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl Client {
+    /// A client without a token, with the default timeouts.
+    pub fn new(server: &str) -> Result<Client, ClientError> {
+        Client::builder(server).build()
+    }
+
+    pub fn builder(server: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            server: server.into(),
+            token: None,
+            timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(5),
+            user_agent: concat!("sluice-client/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+
+    /// The server's base URL, without a trailing slash (`http://127.0.0.1:7070`).
+    pub fn server(&self) -> &str {
+        &self.display
+    }
+
+    /// Whether requests carry a token.
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    // ---- agent -------------------------------------------------------------
+
+    /// `POST /v1/agent/checkin`: report what the host runs, learn what it
+    /// should run.
+    pub async fn checkin(&self, report: &CheckinRequest) -> Result<CheckinResponse, ClientError> {
+        let request = self.request(Method::POST, &["v1", "agent", "checkin"], &[]);
+        self.send_json(request.json(report), "POST /v1/agent/checkin")
+            .await
+    }
+
+    // ---- rollouts ----------------------------------------------------------
+
+    /// `POST /v1/rollouts`: submit a plan (YAML or JSON text) as a new,
+    /// pending rollout.
+    pub async fn create_rollout(&self, plan: &str) -> Result<Created, ClientError> {
+        let content_type = if plan.trim_start().starts_with('{') {
+            "application/json"
+        } else {
+            "application/yaml"
+        };
+        let request = self
+            .request(Method::POST, &["v1", "rollouts"], &[])
+            .header(CONTENT_TYPE, content_type)
+            .body(plan.to_owned());
+        self.send_json(request, "POST /v1/rollouts").await
+    }
+
+    /// `GET /v1/rollouts`.
+    pub async fn rollouts(&self) -> Result<RolloutList, ClientError> {
+        let request = self.request(Method::GET, &["v1", "rollouts"], &[]);
+        self.send_json(request, "GET /v1/rollouts").await
+    }
+
+    /// `GET /v1/rollouts/{id}`.
+    pub async fn rollout(&self, id: &str) -> Result<RolloutDetail, ClientError> {
+        let request = self.request(Method::GET, &["v1", "rollouts", id], &[]);
+        self.send_json(request, &format!("GET /v1/rollouts/{id}"))
+            .await
+    }
+
+    /// `POST /v1/rollouts/{id}/{action}` with the reason recorded in the
+    /// event log; answers the rollout as the action left it.
+    pub async fn action(
+        &self,
+        id: &str,
+        action: Action,
+        reason: &str,
+    ) -> Result<RolloutSummary, ClientError> {
+        let request = self
+            .request(Method::POST, &["v1", "rollouts", id, action.as_str()], &[])
+            .json(&Reason {
+                reason: reason.to_owned(),
+            });
+        self.send_json(request, &format!("POST /v1/rollouts/{id}/{action}"))
+            .await
+    }
+
+    /// `GET /v1/rollouts/{id}/events`: events with `seq > after`, oldest
+    /// first, at most `limit` of them (the server's default page otherwise).
+    pub async fn events(
+        &self,
+        id: &str,
+        after: Option<i64>,
+        limit: Option<u32>,
+    ) -> Result<EventList, ClientError> {
+        let after = after.map(|after| after.to_string());
+        let limit = limit.map(|limit| limit.to_string());
+        let mut query = Vec::new();
+        if let Some(after) = &after {
+            query.push(("after", after.as_str()));
+        }
+        if let Some(limit) = &limit {
+            query.push(("limit", limit.as_str()));
+        }
+        let request = self.request(Method::GET, &["v1", "rollouts", id, "events"], &query);
+        self.send_json(request, &format!("GET /v1/rollouts/{id}/events"))
+            .await
+    }
+
+    // ---- inventory ---------------------------------------------------------
+
+    /// `GET /v1/hosts?selector=…&component=…`: the server's first page
+    /// (1000 hosts, ordered by id); `total` says how many match.
+    pub async fn hosts(
+        &self,
+        selector: Option<&str>,
+        component: Option<&str>,
+    ) -> Result<HostList, ClientError> {
+        self.hosts_page(&HostQuery {
+            selector,
+            component,
+            ..HostQuery::default()
+        })
+        .await
+    }
+
+    /// `GET /v1/hosts` with paging.
+    pub async fn hosts_page(&self, query: &HostQuery<'_>) -> Result<HostList, ClientError> {
+        let offset = query.offset.map(|offset| offset.to_string());
+        let limit = query.limit.map(|limit| limit.to_string());
+        let mut pairs = Vec::new();
+        if let Some(selector) = query.selector {
+            pairs.push(("selector", selector));
+        }
+        if let Some(component) = query.component {
+            pairs.push(("component", component));
+        }
+        if let Some(offset) = &offset {
+            pairs.push(("offset", offset.as_str()));
+        }
+        if let Some(limit) = &limit {
+            pairs.push(("limit", limit.as_str()));
+        }
+        let request = self.request(Method::GET, &["v1", "hosts"], &pairs);
+        self.send_json(request, "GET /v1/hosts").await
+    }
+
+    /// `GET /v1/hosts/{id}`.
+    pub async fn host(&self, id: &str) -> Result<HostView, ClientError> {
+        let request = self.request(Method::GET, &["v1", "hosts", id], &[]);
+        self.send_json(request, &format!("GET /v1/hosts/{id}"))
+            .await
+    }
+
+    /// `GET /v1/hosts/{id}/desired`: component → desired version.
+    pub async fn desired(&self, id: &str) -> Result<DesiredMap, ClientError> {
+        let request = self.request(Method::GET, &["v1", "hosts", id, "desired"], &[]);
+        self.send_json(request, &format!("GET /v1/hosts/{id}/desired"))
+            .await
+    }
+
+    /// `POST /v1/hosts/import`: register hosts (and the versions they run)
+    /// without agents.
+    pub async fn import_hosts(&self, hosts: &[ImportHost]) -> Result<ImportResult, ClientError> {
+        let request = self
+            .request(Method::POST, &["v1", "hosts", "import"], &[])
+            .json(hosts);
+        self.send_json(request, "POST /v1/hosts/import").await
+    }
+
+    // ---- admin -------------------------------------------------------------
+
+    /// `GET /v1/components`.
+    pub async fn components(&self) -> Result<ComponentList, ClientError> {
+        let request = self.request(Method::GET, &["v1", "components"], &[]);
+        self.send_json(request, "GET /v1/components").await
+    }
+
+    /// `GET /v1/freeze`.
+    pub async fn freeze(&self) -> Result<FreezeView, ClientError> {
+        let request = self.request(Method::GET, &["v1", "freeze"], &[]);
+        self.send_json(request, "GET /v1/freeze").await
+    }
+
+    /// `PUT /v1/freeze`: hold every rollout at once.
+    pub async fn freeze_on(&self, reason: &str) -> Result<FreezeView, ClientError> {
+        let request = self
+            .request(Method::PUT, &["v1", "freeze"], &[])
+            .json(&Reason {
+                reason: reason.to_owned(),
+            });
+        self.send_json(request, "PUT /v1/freeze").await
+    }
+
+    /// `DELETE /v1/freeze`: release the hold.
+    pub async fn freeze_off(&self, reason: &str) -> Result<FreezeView, ClientError> {
+        let request = self
+            .request(Method::DELETE, &["v1", "freeze"], &[])
+            .json(&Reason {
+                reason: reason.to_owned(),
+            });
+        self.send_json(request, "DELETE /v1/freeze").await
+    }
+
+    /// `POST /v1/tokens`: a new token; its secret is in the answer only.
+    pub async fn create_token(
+        &self,
+        role: Role,
+        host: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<TokenCreated, ClientError> {
+        let request = self
+            .request(Method::POST, &["v1", "tokens"], &[])
+            .json(&TokenRequest {
+                role,
+                host: host.map(str::to_owned),
+                name: name.map(str::to_owned),
+            });
+        self.send_json(request, "POST /v1/tokens").await
+    }
+
+    /// `GET /healthz`: succeeds when the server answers 2xx.
+    pub async fn healthz(&self) -> Result<(), ClientError> {
+        let request = self.request(Method::GET, &["healthz"], &[]);
+        self.send_ignoring_body(request).await
+    }
+
+    // ---- plumbing ----------------------------------------------------------
+
+    fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
+        let mut url = self.base.clone();
+        // `base` is a validated http(s) URL, which always has path segments.
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        url
+    }
+
+    fn request(&self, method: Method, segments: &[&str], query: &[(&str, &str)]) -> RequestBuilder {
+        let request = self.http.request(method, self.url(segments, query));
+        match &self.token {
+            Some(token) => request.header(reqwest::header::AUTHORIZATION, token.clone()),
+            None => request,
+        }
+    }
+
+    async fn send(&self, request: RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|source| self.transport_error(source))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|source| self.transport_error(source))?;
+        Err(match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(ErrorBody { error }) => ClientError::Api {
+                status: status.as_u16(),
+                error,
+            },
+            Err(_) => ClientError::Http {
+                server: self.display.clone(),
+                status: status.as_u16(),
+                body: snippet(&body),
+            },
+        })
+    }
+
+    async fn send_json<T: DeserializeOwned>(
+        &self,
+        request: RequestBuilder,
+        what: &str,
+    ) -> Result<T, ClientError> {
+        let response = self.send(request).await?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|source| self.transport_error(source))?;
+        serde_json::from_slice(&body).map_err(|source| ClientError::Decode {
+            request: what.to_owned(),
+            source,
+        })
+    }
+
+    async fn send_ignoring_body(&self, request: RequestBuilder) -> Result<(), ClientError> {
+        let response = self.send(request).await?;
+        // Read the body so that the connection goes back to the pool.
+        response
+            .bytes()
+            .await
+            .map_err(|source| self.transport_error(source))?;
+        Ok(())
+    }
+
+    fn transport_error(&self, source: reqwest::Error) -> ClientError {
+        if source.is_builder() {
+            return ClientError::Request {
+                request: source
+                    .url()
+                    .map(|url| url.path().to_owned())
+                    .unwrap_or_default(),
+                source,
+            };
+        }
+        ClientError::from_transport(&self.display, self.timeout, source)
+    }
+}
+
+/// The start of a non-JSON error body, on one line, for the error message.
+fn snippet(body: &[u8]) -> String {
+    const MAX: usize = 200;
+    let text = String::from_utf8_lossy(body);
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() > MAX {
+        let cut: String = line.chars().take(MAX).collect();
+        format!("{cut}…")
+    } else {
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_urls_must_be_http_or_https_with_a_host() {
+        for good in [
+            "http://127.0.0.1:7070",
+            "http://127.0.0.1:7070/",
+            "https://sluice.example.net",
+            "http://proxy.example.net/sluice",
+        ] {
+            assert!(parse_server_url(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "127.0.0.1:7070",
+            "ftp://host",
+            "http://",
+            "http://host/?x=1",
+            "",
+        ] {
+            let error = parse_server_url(bad).err().map(|e| e.to_string());
+            let error = error.unwrap_or_else(|| panic!("{bad:?} was accepted"));
+            assert!(error.contains("expected http://HOST:PORT"), "{error}");
+        }
+    }
+
+    #[test]
+    fn urls_append_escaped_segments_and_keep_a_path_prefix() -> Result<(), ClientError> {
+        let client = Client::new("http://proxy.example.net/sluice")?;
+        let url = client.url(&["v1", "hosts", "a b/c"], &[("selector", "role in (x, y)")]);
+        assert_eq!(
+            url.as_str(),
+            "http://proxy.example.net/sluice/v1/hosts/a%20b%2Fc?selector=role+in+%28x%2C+y%29"
+        );
+        assert_eq!(client.server(), "http://proxy.example.net/sluice");
+        let client = Client::new("http://127.0.0.1:7070/")?;
+        assert_eq!(
+            client
+                .url(&["v1", "rollouts", "r-7", "pause"], &[])
+                .as_str(),
+            "http://127.0.0.1:7070/v1/rollouts/r-7/pause"
+        );
+        assert_eq!(client.server(), "http://127.0.0.1:7070");
+        Ok(())
+    }
+
+    #[test]
+    fn actions_round_trip_through_their_names() {
+        for action in Action::ALL {
+            assert_eq!(action.as_str().parse::<Action>(), Ok(action));
+        }
+        let error = "stop".parse::<Action>().err().unwrap_or_default();
+        assert!(error.contains("pause"), "{error}");
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_token() -> Result<(), ClientError> {
+        let builder = Client::builder("http://127.0.0.1:7070").token("sekrit-token");
+        assert!(!format!("{builder:?}").contains("sekrit"));
+        let client = builder.build()?;
+        assert!(!format!("{client:?}").contains("sekrit"));
+        Ok(())
+    }
+
+    #[test]
+    fn long_error_bodies_are_cut_to_one_line() {
+        let body = format!("<html>\n<body>{}</body></html>", "x".repeat(500));
+        let cut = snippet(body.as_bytes());
+        assert!(cut.ends_with('…') && !cut.contains('\n'), "{cut}");
+        assert_eq!(cut.chars().count(), 201);
+    }
+}

@@ -1,0 +1,50 @@
+//! The server's settings.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{Clock, SystemClock};
+
+/// How `sluice server` runs. [`Config::new`] gives the defaults.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen; port 0 picks a free port (see [`crate::Application::port`]).
+    pub listen: SocketAddr,
+    /// Holds the SQLite database and `admin.token`.
+    pub data_dir: PathBuf,
+    /// `next_checkin_s` in check-in answers.
+    pub next_checkin_s: u64,
+    /// How often the controller ticks every rollout.
+    pub tick_interval: Duration,
+    /// The longest a Prometheus query may take (HTTP gates have their own
+    /// `timeout` in the plan).
+    pub gate_timeout: Duration,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Config {
+    pub fn new(listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            listen,
+            data_dir: data_dir.into(),
+            next_checkin_s: 60,
+            tick_interval: Duration::from_secs(1),
+            gate_timeout: Duration::from_secs(10),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// Request body limits, in bytes; a larger body is answered 413.
+pub mod limits {
+    /// A check-in: labels and a few components with short messages.
+    pub const CHECKIN: usize = 256 * 1024;
+    /// A plan file.
+    pub const PLAN: usize = 1024 * 1024;
+    /// A fleet file for `POST /v1/hosts/import`: a million hosts fit.
+    pub const IMPORT: usize = 512 * 1024 * 1024;
+    /// Every other body (a reason, a token request).
+    pub const DEFAULT: usize = 64 * 1024;
+}

@@ -1,0 +1,56 @@
+//! sluice-server: the control plane behind `sluice server`.
+//!
+//! It keeps the fleet, the components, the rollouts and the freeze in memory
+//! ([`world`]), answers agents' check-ins and operators' requests from there
+//! ([`routes`]), and makes every change durable through one writer task that
+//! commits batches to the [`sluice_store::Store`] (group commit, [`commit`])
+//! before any answer that depends on it is sent. The [`controller`] drives
+//! the rollouts through time: ticks, bakes, timeouts, windows and the
+//! external gates ([`gates`]).
+//!
+//! Layout:
+//! - [`startup`]: [`Application::build`] loads the store, restores the
+//!   rollouts, binds the listener; [`Application::run_until_stopped`] serves
+//!   until the shutdown future resolves, then drains and flushes.
+//! - [`config`]: the server's settings; [`clock`]: the injectable clock.
+//! - [`world`]: the in-memory state and every change to it, each change
+//!   returning the store writes that make it durable.
+//! - [`persist`]: how a rollout is split into a header and per-host records
+//!   in the store, and put back together at start.
+//! - [`commit`]: the group-commit writer.
+//! - [`controller`] and [`gates`]: the loop that drives rollouts, and the
+//!   Prometheus and HTTP gate evaluations.
+//! - [`routes`]: the HTTP API, with [`auth`] (bearer tokens and roles),
+//!   [`error`] (the one error type and its status mapping), [`extract`]
+//!   (request extractors that fail with that error) and [`metrics`].
+//!
+//! Architecture invariant: memory is changed and the matching writes are
+//! queued under one lock, so the writer commits changes in the order they
+//! happened; nothing is revealed to an agent before the writes it depends
+//! on are durable.
+
+pub mod auth;
+pub mod clock;
+pub mod commit;
+pub mod config;
+pub mod controller;
+pub mod error;
+pub mod extract;
+pub mod gates;
+pub mod metrics;
+pub mod persist;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod world;
+
+use std::path::{Path, PathBuf};
+
+pub use clock::{Clock, SystemClock};
+pub use config::Config;
+pub use startup::Application;
+
+/// Where the first start writes the admin token: `<data-dir>/admin.token`.
+pub fn admin_token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin.token")
+}

@@ -1,0 +1,175 @@
+//! Components, the fleet-wide freeze, and tokens.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use sluice_api::admin::{ComponentList, FreezeView, Role, TokenCreated, TokenRequest};
+use sluice_api::error::ErrorBody;
+use sluice_api::rollout::Reason;
+use sluice_store::{NewEvent, TokenRecord, Write};
+
+use crate::auth::{hash_secret, new_secret, role_name, Caller, Need};
+use crate::clock::rfc3339;
+use crate::error::ApiError;
+use crate::extract::Json;
+use crate::routes::agent::validate_host_id;
+use crate::state::AppState;
+
+/// Each component's stable version, the versions hosts report, and its
+/// active rollouts.
+#[utoipa::path(
+    get,
+    path = "/v1/components",
+    tag = "admin",
+    responses((status = 200, body = ComponentList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn components(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<axum::Json<ComponentList>, ApiError> {
+    caller.require(Need::View)?;
+    Ok(axum::Json(state.read(|world| world.component_list())))
+}
+
+/// Whether the fleet-wide freeze is on, who turned it on and why.
+#[utoipa::path(
+    get,
+    path = "/v1/freeze",
+    tag = "admin",
+    responses((status = 200, body = FreezeView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn freeze(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<axum::Json<FreezeView>, ApiError> {
+    caller.require(Need::View)?;
+    Ok(axum::Json(state.read(|world| world.freeze_view())))
+}
+
+/// Turns the freeze on: every rollout holds at once (no admission, no next
+/// stage) until it is turned off. Already on: changes nothing.
+#[utoipa::path(
+    put,
+    path = "/v1/freeze",
+    tag = "admin",
+    request_body = Reason,
+    responses((status = 200, description = "frozen, durable", body = FreezeView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn freeze_on(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(reason): Json<Reason>,
+) -> Result<axum::Json<FreezeView>, ApiError> {
+    set_freeze(state, caller, true, reason).await
+}
+
+/// Turns the freeze off: rollouts carry on. Already off: changes nothing.
+#[utoipa::path(
+    delete,
+    path = "/v1/freeze",
+    tag = "admin",
+    request_body = Reason,
+    responses((status = 200, description = "released, durable", body = FreezeView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn freeze_off(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(reason): Json<Reason>,
+) -> Result<axum::Json<FreezeView>, ApiError> {
+    set_freeze(state, caller, false, reason).await
+}
+
+async fn set_freeze(
+    state: AppState,
+    caller: Caller,
+    on: bool,
+    reason: Reason,
+) -> Result<axum::Json<FreezeView>, ApiError> {
+    caller.require(Need::Admin)?;
+    let reason = reason.reason.trim().to_owned();
+    if reason.is_empty() {
+        return Err(ApiError::bad_field(
+            "reason",
+            format!(
+                "a reason is required to turn the freeze {}: say why, it goes in the event log",
+                if on { "on" } else { "off" }
+            ),
+        ));
+    }
+    let actor = caller.actor().to_owned();
+    let (view, pending) = state.change(|world, now, writes| {
+        world.set_freeze(on, &actor, &reason, now, writes);
+        world.freeze_view()
+    });
+    pending.durable().await?;
+    state.wake_controller();
+    Ok(axum::Json(view))
+}
+
+/// Creates a token; the secret is in the answer and nowhere else.
+#[utoipa::path(
+    post,
+    path = "/v1/tokens",
+    tag = "admin",
+    request_body = TokenRequest,
+    responses((status = 201, description = "created; the secret is shown once", body = TokenCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn create_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(request): Json<TokenRequest>,
+) -> Result<(StatusCode, axum::Json<TokenCreated>), ApiError> {
+    caller.require(Need::Admin)?;
+    match (request.role, &request.host) {
+        (Role::Agent, None) => {
+            return Err(ApiError::bad_field(
+                "host",
+                "an agent token is bound to one host: give its id in host",
+            ))
+        }
+        (Role::Agent, Some(host)) => validate_host_id(host, "host")?,
+        (_, Some(_)) => {
+            return Err(ApiError::bad_field(
+                "host",
+                "only agent tokens are bound to a host; leave host out for viewer, operator and admin tokens",
+            ))
+        }
+        (_, None) => {}
+    }
+    let secret = new_secret().map_err(|error| ApiError::Internal(error.to_string()))?;
+    let role = role_name(request.role);
+    let actor = caller.actor().to_owned();
+    let (record, pending) = state.change(|_, now, writes| {
+        let record = TokenRecord {
+            hash: hash_secret(&secret),
+            role: role.to_owned(),
+            host: request.host.clone(),
+            name: request.name.clone(),
+            created_at: rfc3339(now),
+        };
+        writes.push(Write::Token(record.clone()));
+        writes.push(Write::Event(NewEvent {
+            rollout: None,
+            at: rfc3339(now),
+            actor: Some(actor.clone()),
+            kind: "token_created".to_owned(),
+            data: serde_json::json!({ "role": role, "host": request.host, "name": request.name }),
+        }));
+        record
+    });
+    pending.durable().await?;
+    state.tokens().insert(&record);
+    tracing::info!(role, host = ?request.host, %actor, "token created");
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(TokenCreated {
+            token: secret,
+            role: request.role,
+            host: request.host,
+        }),
+    ))
+}

@@ -1,0 +1,141 @@
+//! `POST /v1/agent/checkin`: the one call an agent makes.
+//!
+//! Answered from memory, and only once the check-in's writes, and every
+//! write queued before them, are durable.
+
+use std::time::Instant;
+
+use axum::extract::State;
+use sluice_api::agent::{CheckinRequest, CheckinResponse};
+use sluice_api::error::ErrorBody;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::Json;
+use crate::state::AppState;
+
+/// Most labels and components one check-in may carry.
+const MAX_LABELS: usize = 64;
+const MAX_COMPONENTS: usize = 256;
+
+/// Reports what the host runs and gets the desired version of every
+/// component sluice manages for it.
+#[utoipa::path(
+    post,
+    path = "/v1/agent/checkin",
+    tag = "agent",
+    request_body = CheckinRequest,
+    responses(
+        (status = 200, description = "the desired versions, once the report is durable", body = CheckinResponse),
+        (status = 400, description = "malformed or invalid check-in", body = ErrorBody),
+        (status = 401, description = "missing or unknown token", body = ErrorBody),
+        (status = 403, description = "the token may not check in as this host", body = ErrorBody),
+        (status = 413, description = "body too large", body = ErrorBody),
+        (status = 503, description = "the store cannot take writes", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn checkin(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(request): Json<CheckinRequest>,
+) -> Result<axum::Json<CheckinResponse>, ApiError> {
+    let started = Instant::now();
+    caller.require_host(&request.host)?;
+    validate(&request)?;
+    let next = state.next_checkin_s();
+    let (response, pending) =
+        state.change(|world, now, writes| world.checkin(&request, now, next, writes));
+    pending.durable().await?;
+    state.metrics().checkin(started.elapsed());
+    tracing::debug!(host = %request.host, components = request.components.len(), "check-in");
+    Ok(axum::Json(response))
+}
+
+fn validate(request: &CheckinRequest) -> Result<(), ApiError> {
+    validate_host_id(&request.host, "host")?;
+    if request.labels.len() > MAX_LABELS {
+        return Err(ApiError::bad_field(
+            "labels",
+            format!(
+                "{} labels given; a host may have at most {MAX_LABELS}",
+                request.labels.len()
+            ),
+        ));
+    }
+    for (key, value) in &request.labels {
+        validate_name(key, &format!("labels.{key}"), "a label name", 253)?;
+        if value.chars().count() > 253 || value.chars().any(char::is_control) {
+            return Err(ApiError::bad_field(
+                format!("labels.{key}"),
+                "a label value must be at most 253 characters without control characters",
+            ));
+        }
+    }
+    if request.components.len() > MAX_COMPONENTS {
+        return Err(ApiError::bad_field(
+            "components",
+            format!(
+                "{} components given; a check-in may report at most {MAX_COMPONENTS}",
+                request.components.len()
+            ),
+        ));
+    }
+    for (name, report) in &request.components {
+        let field = format!("components.{name}");
+        validate_name(name, &field, "a component name", 128)?;
+        validate_name(
+            &report.version,
+            &format!("{field}.version"),
+            "a version",
+            256,
+        )?;
+    }
+    Ok(())
+}
+
+/// A host id: its FQDN, 1 to 253 letters, digits, `.`, `-`, `_` or `:`.
+pub fn validate_host_id(id: &str, field: &str) -> Result<(), ApiError> {
+    let valid = !id.is_empty()
+        && id.len() <= 253
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'));
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::bad_field(
+            field,
+            format!(
+                "{id:?} is not a host id; use the host's FQDN: 1 to 253 letters, digits, '.', '-', '_' or ':'"
+            ),
+        ))
+    }
+}
+
+fn validate_name(text: &str, field: &str, what: &str, max: usize) -> Result<(), ApiError> {
+    let valid = !text.is_empty()
+        && text.chars().count() <= max
+        && !text.chars().any(|c| c.is_whitespace() || c.is_control());
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::bad_field(
+            field,
+            format!("{text:?} is not {what}; write 1 to {max} characters without spaces"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_ids_are_fqdns() {
+        assert!(validate_host_id("sto-playlist-a1.example.net", "host").is_ok());
+        assert!(validate_host_id("", "host").is_err());
+        assert!(validate_host_id("a/b", "host").is_err());
+        assert!(validate_host_id("a b", "host").is_err());
+    }
+}

@@ -1,0 +1,168 @@
+//! The inventory: list and show hosts, import a fleet file, and the
+//! pull-only integrations (a host's desired versions, an Ansible inventory).
+//!
+//! The integrations reveal desired versions, so they answer only once
+//! everything queued before them is durable, like a check-in.
+
+use axum::extract::State;
+use serde::Deserialize;
+use sluice_api::error::ErrorBody;
+use sluice_api::host::{DesiredMap, HostList, HostView, ImportHost, ImportResult};
+use sluice_core::fleet::parse_fleet;
+use sluice_core::selector::Selector;
+
+use crate::auth::{Caller, Need};
+use crate::error::ApiError;
+use crate::extract::{Body, Path, Query};
+use crate::routes::agent::validate_host_id;
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct HostsQuery {
+    /// A label selector (`role=edge,site in (sto, lon)`); empty is every host.
+    selector: Option<String>,
+    /// Only hosts that report (or were imported with) this component.
+    component: Option<String>,
+    /// At most this many hosts (default 1000, at most 100000).
+    limit: Option<usize>,
+    /// Skip this many matching hosts (hosts are ordered by id).
+    offset: Option<usize>,
+}
+
+/// Hosts, ordered by id, filtered by selector and component, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/hosts",
+    operation_id = "list_hosts",
+    tag = "hosts",
+    params(HostsQuery),
+    responses((status = 200, body = HostList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<HostsQuery>,
+) -> Result<axum::Json<HostList>, ApiError> {
+    caller.require(Need::View)?;
+    let selector = Selector::parse(query.selector.as_deref().unwrap_or("")).map_err(|error| {
+        ApiError::bad_field(
+            "selector",
+            format!("invalid selector: {error}; write e.g. role=edge,site in (sto, lon)"),
+        )
+    })?;
+    let limit = query.limit.unwrap_or(1000);
+    if limit == 0 || limit > 100_000 {
+        return Err(ApiError::bad_field(
+            "limit",
+            format!("limit {limit} is out of range; ask for 1 to 100000 hosts"),
+        ));
+    }
+    let offset = query.offset.unwrap_or(0);
+    let hosts =
+        state.read(|world| world.host_list(&selector, query.component.as_deref(), offset, limit));
+    Ok(axum::Json(hosts))
+}
+
+/// One host: labels, and per component what it reports and should run.
+#[utoipa::path(
+    get,
+    path = "/v1/hosts/{id}",
+    operation_id = "get_host",
+    tag = "hosts",
+    params(("id" = String, Path, description = "the host's id (FQDN)")),
+    responses((status = 200, body = HostView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn detail(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<HostView>, ApiError> {
+    caller.require(Need::View)?;
+    state
+        .read(|world| world.host(&id))
+        .map(axum::Json)
+        .ok_or_else(|| unknown_host(&id))
+}
+
+fn unknown_host(id: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "no host {id:?}; hosts appear when their agent checks in or when imported (POST /v1/hosts/import)"
+    ))
+}
+
+/// Component → desired version, for a Puppet function, a Hiera backend or
+/// a facts script. Readable by viewers and by the host's own agent token.
+#[utoipa::path(
+    get,
+    path = "/v1/hosts/{id}/desired",
+    tag = "hosts",
+    params(("id" = String, Path, description = "the host's id (FQDN)")),
+    responses((status = 200, description = "component → desired version", body = BTreeMap<String, String>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn desired(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<DesiredMap>, ApiError> {
+    if caller.require(Need::View).is_err() {
+        caller.require_host(&id)?;
+    }
+    state.barrier().durable().await?;
+    state
+        .read(|world| world.desired_map(&id))
+        .map(axum::Json)
+        .ok_or_else(|| unknown_host(&id))
+}
+
+/// Registers hosts from a fleet file (a JSON array of `{"id", "labels",
+/// "components"}`); they join active rollouts like any new host. Versions
+/// fill in only components the host's agent has not reported.
+#[utoipa::path(
+    post,
+    path = "/v1/hosts/import",
+    tag = "hosts",
+    request_body = Vec<ImportHost>,
+    responses((status = 200, description = "imported and durable", body = ImportResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn import(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(body): Body,
+) -> Result<axum::Json<ImportResult>, ApiError> {
+    caller.require(Need::Admin)?;
+    let hosts = parse_fleet(&body)
+        .map_err(|error| ApiError::bad_request(format!("invalid fleet: {error}")))?;
+    for (index, host) in hosts.iter().enumerate() {
+        validate_host_id(&host.id, &format!("[{index}].id"))?;
+    }
+    let actor = caller.actor().to_owned();
+    let (result, pending) =
+        state.change(|world, now, writes| world.import(hosts, &actor, now, writes));
+    pending.durable().await?;
+    tracing::info!(imported = result.imported, new = result.new, actor = %caller.actor(), "hosts imported");
+    Ok(axum::Json(result))
+}
+
+/// An Ansible dynamic inventory: a group per component and desired version
+/// (`docker_engine_17_03_1`), labels and desired versions in `_meta.hostvars`.
+#[utoipa::path(
+    get,
+    path = "/v1/inventory/ansible",
+    tag = "hosts",
+    responses((status = 200, description = "Ansible dynamic-inventory JSON", body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn ansible(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    caller.require(Need::View)?;
+    state.barrier().durable().await?;
+    Ok(axum::Json(state.read(|world| world.ansible_inventory())))
+}

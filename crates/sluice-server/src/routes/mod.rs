@@ -1,0 +1,119 @@
+//! The HTTP API (v1): the router, its OpenAPI document, and one module per
+//! group of endpoints.
+//!
+//! Every handler carries a `#[utoipa::path]`, and routes are registered
+//! through `utoipa-axum`, so that `/v1/openapi.json` lists exactly the
+//! routes served. Body limits are per route ([`crate::config::limits`]).
+//! Unknown paths and methods answer in the API's error format too.
+
+pub mod admin;
+pub mod agent;
+pub mod hosts;
+pub mod ops;
+pub mod rollouts;
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
+use utoipa_axum::routes;
+
+use crate::config::limits;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "sluice",
+        description = "Roll out fleet-wide infrastructure changes gradually, watched by health gates, stoppable and reversible at any moment."
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "agent", description = "The one call an agent makes"),
+        (name = "rollouts", description = "Plans, rollouts and operator actions"),
+        (name = "hosts", description = "The inventory and pull-only integrations"),
+        (name = "admin", description = "Components, the freeze and tokens"),
+        (name = "ops", description = "Health, metrics and this document"),
+    )
+)]
+struct ApiDoc;
+
+/// Declares the bearer token scheme the endpoints refer to.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// A route with its own body limit.
+fn limited(
+    (schemas, paths, router): UtoipaMethodRouter<AppState>,
+    bytes: usize,
+) -> UtoipaMethodRouter<AppState> {
+    (schemas, paths, router.layer(DefaultBodyLimit::max(bytes)))
+}
+
+/// The whole API. Stores the OpenAPI document in `state` for
+/// `/v1/openapi.json`.
+pub fn router(state: AppState) -> Router {
+    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(limited(routes!(agent::checkin), limits::CHECKIN))
+        .routes(limited(
+            routes!(rollouts::list, rollouts::create),
+            limits::PLAN,
+        ))
+        .routes(routes!(rollouts::detail))
+        .routes(routes!(rollouts::start))
+        .routes(routes!(rollouts::pause))
+        .routes(routes!(rollouts::resume))
+        .routes(routes!(rollouts::advance))
+        .routes(routes!(rollouts::approve))
+        .routes(routes!(rollouts::abort))
+        .routes(routes!(rollouts::rollback))
+        .routes(routes!(rollouts::events))
+        .routes(routes!(hosts::list))
+        .routes(routes!(hosts::detail))
+        .routes(routes!(hosts::desired))
+        .routes(limited(routes!(hosts::import), limits::IMPORT))
+        .routes(routes!(hosts::ansible))
+        .routes(routes!(admin::components))
+        .routes(routes!(admin::freeze, admin::freeze_on, admin::freeze_off))
+        .routes(routes!(admin::create_token))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::openapi))
+        .split_for_parts();
+    match serde_json::to_string_pretty(&openapi) {
+        Ok(json) => state.set_openapi(json),
+        Err(error) => tracing::error!(%error, "serialising the OpenAPI document"),
+    }
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limits::DEFAULT))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!(
+        "no endpoint at {}; the API is described at /v1/openapi.json",
+        uri.path()
+    ))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "{} does not take {method}; see /v1/openapi.json for its methods",
+        uri.path()
+    ))
+}

@@ -1,0 +1,245 @@
+//! Rollouts: create from a plan, list, detail, the operator actions and
+//! the event timeline.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use sluice_api::error::ErrorBody;
+use sluice_api::rollout::{
+    Created, EventList, EventView, Reason, RolloutDetail, RolloutList, RolloutSummary,
+};
+use sluice_core::plan::{parse_plan, PlanErrors};
+use sluice_core::rollout::Action;
+
+use crate::auth::{Caller, Need};
+use crate::error::ApiError;
+use crate::extract::{Json, Path, Query, Text};
+use crate::state::AppState;
+
+/// Creates a pending rollout from a plan (YAML or JSON).
+#[utoipa::path(
+    post,
+    path = "/v1/rollouts",
+    operation_id = "create_rollout",
+    tag = "rollouts",
+    request_body(content = String, description = "the plan, YAML or JSON", content_type = "application/yaml"),
+    responses(
+        (status = 201, description = "created, pending; start it with /start", body = Created),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, description = "the name is taken, or an active rollout of the component overlaps", body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 422, description = "the plan is invalid: `field` is the first problem, the message lists all", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Text(source): Text,
+) -> Result<(StatusCode, axum::Json<Created>), ApiError> {
+    caller.require(Need::Operate)?;
+    let plan = parse_plan(&source).map_err(plan_error)?;
+    let (created, pending) =
+        state.change(move |world, now, writes| world.create_rollout(source, plan, now, writes));
+    let id = created?;
+    pending.durable().await?;
+    tracing::info!(rollout = %id, actor = %caller.actor(), "rollout created");
+    Ok((StatusCode::CREATED, axum::Json(Created { id })))
+}
+
+/// 422 with the first problem's field and position, and every problem.
+fn plan_error(errors: PlanErrors) -> ApiError {
+    let field = match errors.0.first() {
+        Some(first) if first.field.is_empty() => format!("plan at {}:{}", first.line, first.column),
+        Some(first) => format!("{} at {}:{}", first.field, first.line, first.column),
+        None => "plan".to_owned(),
+    };
+    let count = errors.0.len();
+    let problems: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+    ApiError::InvalidPlan {
+        field,
+        message: format!(
+            "the plan has {count} problem{}: {}",
+            if count == 1 { "" } else { "s" },
+            problems.join("; ")
+        ),
+    }
+}
+
+/// Every rollout, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/rollouts",
+    operation_id = "list_rollouts",
+    tag = "rollouts",
+    responses((status = 200, body = RolloutList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<axum::Json<RolloutList>, ApiError> {
+    caller.require(Need::View)?;
+    let rollouts = state.read(|world| world.rollout_list());
+    Ok(axum::Json(RolloutList { rollouts }))
+}
+
+/// One rollout: state, stages, host counts, strata, gates and the plan.
+#[utoipa::path(
+    get,
+    path = "/v1/rollouts/{id}",
+    operation_id = "get_rollout",
+    tag = "rollouts",
+    params(("id" = String, Path, description = "rollout id, e.g. r-7")),
+    responses((status = 200, body = RolloutDetail), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn detail(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<RolloutDetail>, ApiError> {
+    caller.require(Need::View)?;
+    state
+        .read(|world| world.rollout_detail(&id))
+        .map(axum::Json)
+}
+
+/// Applies an operator action and answers once it is durable.
+async fn act(
+    state: AppState,
+    caller: Caller,
+    id: String,
+    action: Action,
+    reason: Reason,
+) -> Result<axum::Json<RolloutSummary>, ApiError> {
+    caller.require(Need::Operate)?;
+    let reason = reason.reason.trim().to_owned();
+    if reason.is_empty() {
+        return Err(ApiError::bad_field(
+            "reason",
+            format!(
+                "a reason is required to {} a rollout: say why, it goes in the event log",
+                action.name()
+            ),
+        ));
+    }
+    let actor = caller.actor().to_owned();
+    let (summary, pending) =
+        state.change(|world, now, writes| world.act(&id, action, &actor, &reason, now, writes));
+    let summary = summary?;
+    pending.durable().await?;
+    state.wake_controller();
+    Ok(axum::Json(summary))
+}
+
+macro_rules! action {
+    ($(#[$doc:meta])* $name:ident, $action:expr, $path:literal) => {
+        $(#[$doc])*
+        #[utoipa::path(
+            post,
+            path = $path,
+            tag = "rollouts",
+            params(("id" = String, Path, description = "rollout id, e.g. r-7")),
+            request_body = Reason,
+            responses(
+                (status = 200, description = "done and durable; the rollout as it is now", body = RolloutSummary),
+                (status = 400, description = "no reason, or a malformed body", body = ErrorBody),
+                (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+                (status = 409, description = "the action does not apply to the rollout as it is", body = ErrorBody),
+                (status = 503, body = ErrorBody),
+            ),
+            security(("bearer" = []))
+        )]
+        pub async fn $name(
+            State(state): State<AppState>,
+            caller: Caller,
+            Path(id): Path<String>,
+            Json(reason): Json<Reason>,
+        ) -> Result<axum::Json<RolloutSummary>, ApiError> {
+            act(state, caller, id, $action, reason).await
+        }
+    };
+}
+
+action!(
+    /// Starts a pending rollout: its first stage admits hosts.
+    start, Action::Start, "/v1/rollouts/{id}/start"
+);
+action!(
+    /// Pauses a running rollout: no host is admitted until it is resumed.
+    pause, Action::Pause, "/v1/rollouts/{id}/pause"
+);
+action!(
+    /// Resumes a paused rollout, acknowledging the failures that paused it.
+    resume, Action::Resume, "/v1/rollouts/{id}/resume"
+);
+action!(
+    /// Skips the rest of the current stage's bake.
+    advance, Action::Advance, "/v1/rollouts/{id}/advance"
+);
+action!(
+    /// Approves a stage awaiting approval: the next stage starts.
+    approve, Action::Approve, "/v1/rollouts/{id}/approve"
+);
+action!(
+    /// Stops the rollout for good; admitted hosts keep the target.
+    abort, Action::Abort, "/v1/rollouts/{id}/abort"
+);
+action!(
+    /// Stops the rollout and returns admitted hosts to what they ran before.
+    rollback, Action::Rollback, "/v1/rollouts/{id}/rollback"
+);
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Only events with a sequence number above this (default 0).
+    after: Option<i64>,
+    /// At most this many (default 1000, at most 10000).
+    limit: Option<u32>,
+}
+
+/// The rollout's timeline, oldest first; page with `after` = the last `seq`.
+#[utoipa::path(
+    get,
+    path = "/v1/rollouts/{id}/events",
+    tag = "rollouts",
+    params(("id" = String, Path, description = "rollout id, e.g. r-7"), EventsQuery),
+    responses((status = 200, body = EventList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(query): Query<EventsQuery>,
+) -> Result<axum::Json<EventList>, ApiError> {
+    caller.require(Need::View)?;
+    state.read(|world| world.has_rollout(&id))?;
+    let limit = query.limit.unwrap_or(1000);
+    if limit == 0 || limit > 10_000 {
+        return Err(ApiError::bad_field(
+            "limit",
+            format!("limit {limit} is out of range; ask for 1 to 10000 events"),
+        ));
+    }
+    let stored = state
+        .store()
+        .events(&id, query.after.unwrap_or(0), limit)
+        .await
+        .map_err(|error| ApiError::Unavailable(error.to_string()))?;
+    let events = stored
+        .into_iter()
+        .map(|stored| EventView {
+            seq: stored.seq,
+            at: stored.event.at,
+            actor: stored.event.actor,
+            kind: stored.event.kind,
+            data: stored.event.data,
+        })
+        .collect();
+    Ok(axum::Json(EventList { events }))
+}

@@ -1,0 +1,214 @@
+//! Building and running the server: [`Application::build`] loads the store,
+//! restores memory and binds the listener (port 0 picks one, see
+//! [`Application::port`]); [`Application::run_until_stopped`] serves until
+//! its shutdown future resolves, then drains in-flight requests, stops the
+//! controller and flushes the group commit.
+
+use std::future::Future;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use sluice_store::sqlite::SqliteStore;
+use sluice_store::{Store, TokenRecord, Write};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::auth::{hash_secret, new_secret, Tokens};
+use crate::clock::rfc3339;
+use crate::commit::Committer;
+use crate::config::Config;
+use crate::controller::{self, Settings};
+use crate::metrics::Metrics;
+use crate::state::{AppState, Parts};
+use crate::world::World;
+use crate::{admin_token_path, routes};
+
+/// A built server, listening, not yet serving.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    router: axum::Router,
+    state: AppState,
+    writer: JoinHandle<()>,
+    settings: Settings,
+    /// Set when this start wrote a new admin token.
+    admin_token: Option<PathBuf>,
+}
+
+impl Application {
+    /// Opens the SQLite store in `config.data_dir` and builds on it.
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let store = SqliteStore::open(&config.data_dir)
+            .await
+            .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+        Application::build_with_store(config, Arc::new(store)).await
+    }
+
+    /// Builds on any store (tests, other backends).
+    pub async fn build_with_store(
+        config: Config,
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<Application> {
+        // Gate evaluations use rustls with ring; the process needs it as its
+        // provider (another caller may have installed it already).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+
+        let loaded = store.load().await.context("loading state from the store")?;
+        let tokens = Tokens::default();
+        for token in &loaded.tokens {
+            tokens.insert(token);
+        }
+        let (hosts, rollouts) = (loaded.hosts.len(), loaded.rollouts.len());
+        let world = World::load(loaded)?;
+        let metrics = Arc::new(Metrics::new());
+        let (committer, writer) = Committer::spawn(Arc::clone(&store), Arc::clone(&metrics));
+        let state = AppState::new(
+            Parts {
+                world,
+                tokens,
+                committer,
+                metrics,
+                clock: Arc::clone(&config.clock),
+                next_checkin_s: config.next_checkin_s,
+            },
+            store,
+        );
+        // Hosts that joined while a rollout's record was not yet durable, and
+        // the freeze, are fed again; whatever that changes is saved first.
+        let ((), pending) = state.change(|world, now, writes| world.resume(now, writes));
+        pending
+            .durable()
+            .await
+            .context("saving the restored rollouts")?;
+        tracing::info!(hosts, rollouts, "state loaded");
+
+        let admin_token = if state.tokens().has_admin() {
+            None
+        } else {
+            Some(first_admin_token(&state, &config.data_dir).await?)
+        };
+
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listening on {}", config.listen))?;
+        let local_addr = listener.local_addr().context("reading the bound address")?;
+        let router = routes::router(state.clone());
+        Ok(Application {
+            listener,
+            local_addr,
+            router,
+            state,
+            writer,
+            settings: Settings {
+                tick: config.tick_interval,
+                gate_timeout: config.gate_timeout,
+            },
+            admin_token,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    /// The admin token file this start wrote, if it wrote one.
+    pub fn new_admin_token(&self) -> Option<&Path> {
+        self.admin_token.as_deref()
+    }
+
+    /// Serves until `shutdown` resolves; then waits for in-flight requests,
+    /// stops the controller, and commits everything queued before returning.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("sluice-server/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("building the HTTP client for gates")?;
+        let (stop, stopped) = oneshot::channel();
+        let controller = tokio::spawn(controller::run(
+            self.state.clone(),
+            client,
+            self.settings.clone(),
+            stopped,
+        ));
+        tracing::info!(address = %self.local_addr, "serving");
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        tracing::info!("shutting down: requests drained, stopping the controller");
+        let _ = stop.send(());
+        if let Err(error) = controller.await {
+            tracing::error!(%error, "the controller ended abnormally");
+        }
+        self.state.committer().stop().await;
+        if let Err(error) = self.writer.await {
+            tracing::error!(%error, "the group commit writer ended abnormally");
+        }
+        tracing::info!("stopped");
+        served.context("serving HTTP")
+    }
+}
+
+/// First start: writes a new admin token to `<data-dir>/admin.token` (mode
+/// 0600), then stores its hash. In that order: a crash in between leaves no
+/// admin token in the store, so the next start writes a new file.
+async fn first_admin_token(state: &AppState, data_dir: &Path) -> anyhow::Result<PathBuf> {
+    let secret = new_secret()?;
+    let path = admin_token_path(data_dir);
+    write_secret(&path, &secret)?;
+    let (record, pending) = state.change(|_, now, writes| {
+        let record = TokenRecord {
+            hash: hash_secret(&secret),
+            role: "admin".to_owned(),
+            host: None,
+            name: Some("admin".to_owned()),
+            created_at: rfc3339(now),
+        };
+        writes.push(Write::Token(record.clone()));
+        record
+    });
+    pending
+        .durable()
+        .await
+        .context("saving the first admin token")?;
+    state.tokens().insert(&record);
+    tracing::info!(path = %path.display(), "first start: wrote the admin token");
+    eprintln!(
+        "sluice: first start: the admin token is in {} (mode 0600); the CLI on this machine finds it there",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// Writes `secret` to `path`, readable by the owner only, atomically.
+fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
+    let temporary = path.with_extension("token.tmp");
+    let _ = std::fs::remove_file(&temporary);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(&temporary)
+        .with_context(|| format!("creating {}", temporary.display()))?;
+    writeln!(file, "{secret}").with_context(|| format!("writing {}", temporary.display()))?;
+    file.sync_all()
+        .with_context(|| format!("syncing {}", temporary.display()))?;
+    std::fs::rename(&temporary, path)
+        .with_context(|| format!("moving the admin token to {}", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! What survives a restart: acknowledged check-ins (group commit), rollout
+//! state without admitting beyond a quota, tokens.
+
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{desired, fleet, host, plan, report, spawn_app, spawn_app_in};
+
+#[tokio::test]
+async fn acknowledged_checkins_survive_a_crash() {
+    let app = spawn_app().await;
+    let app = Arc::new(app);
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let app = Arc::clone(&app);
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"host": host(i), "labels": {"role": "web"},
+                              "components": {"docker-engine": {"version": format!("1.{i}"), "state": "ok"}}});
+            app.checkin_as(&app.admin, &body).await.status()
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.expect("task"), StatusCode::OK);
+    }
+    let app = Arc::into_inner(app).expect("one owner");
+    let data_dir = app.crash();
+
+    let app = spawn_app_in(data_dir).await;
+    let hosts: Value = app
+        .get("/v1/hosts", &app.admin)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(hosts["total"], 64);
+    for i in 0..64 {
+        let host: Value = app
+            .get(&format!("/v1/hosts/{}", host(i)), &app.admin)
+            .await
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(
+            host["components"]["docker-engine"]["version"],
+            format!("1.{i}")
+        );
+        assert_eq!(host["components"]["docker-engine"]["state"], "ok");
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_rollout_keeps_its_admissions_and_quota() {
+    let app = spawn_app().await;
+    app.import(&fleet(10)).await;
+    let id = app
+        .rollout(&plan(
+            "restart",
+            &["{ percent: 30, approve: true }", "{ percent: 100 }"],
+        ))
+        .await;
+    app.action(&id, "start", "go").await;
+    let mut admitted = Vec::new();
+    for i in 0..10 {
+        if desired(&report(&app, &host(i), "1.0", "ok").await) == "2.0" {
+            admitted.push(i);
+        }
+    }
+    assert_eq!(admitted.len(), 3);
+    let data_dir = app.crash();
+
+    let app = spawn_app_in(data_dir).await;
+    let detail = app.detail(&id).await;
+    assert_eq!(detail["state"], "running");
+    assert_eq!(detail["admitted"], 3);
+    for i in 0..10 {
+        let expected = if admitted.contains(&i) { "2.0" } else { "1.0" };
+        assert_eq!(
+            desired(&report(&app, &host(i), "1.0", "ok").await),
+            expected
+        );
+    }
+    assert_eq!(
+        app.detail(&id).await["admitted"],
+        3,
+        "no host beyond the quota"
+    );
+
+    // The admin token of the first start still works; no new one was written.
+    let token = app.token("viewer", None).await;
+    let data_dir = app.stop();
+    let app = spawn_app_in(data_dir).await;
+    assert_eq!(
+        app.get("/v1/rollouts", &token).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn aborted_and_rolled_back_rollouts_still_decide_after_a_restart() {
+    let app = spawn_app().await;
+    app.import(&fleet(4)).await;
+    let aborted = app
+        .rollout(&plan(
+            "kept",
+            &["{ percent: 50, approve: true }", "{ percent: 100 }"],
+        ))
+        .await;
+    app.action(&aborted, "start", "go").await;
+    let mut kept = Vec::new();
+    for i in 0..4 {
+        if desired(&report(&app, &host(i), "1.0", "ok").await) == "2.0" {
+            kept.push(host(i));
+            report(&app, &host(i), "2.0", "ok").await;
+        }
+    }
+    app.action(&aborted, "abort", "good enough").await;
+
+    // A second rollout of another version, rolled back once admitted.
+    let source = plan(
+        "back",
+        &["{ percent: 50, approve: true }", "{ percent: 100 }"],
+    )
+    .replace("\"2.0\"", "\"3.0\"");
+    let rolled = app.rollout(&source).await;
+    app.action(&rolled, "start", "go").await;
+    let mut reverted = Vec::new();
+    for i in 0..4 {
+        let current = if kept.contains(&host(i)) {
+            "2.0"
+        } else {
+            "1.0"
+        };
+        if desired(&report(&app, &host(i), current, "ok").await) == "3.0" {
+            reverted.push((host(i), current));
+        }
+    }
+    assert_eq!(reverted.len(), 2);
+    app.action(&rolled, "rollback", "bad").await;
+
+    let app = spawn_app_in(app.crash()).await;
+    for i in 0..4 {
+        let id = host(i);
+        let answer = report(&app, &id, "3.0", "ok").await;
+        let expected = match reverted.iter().find(|(h, _)| *h == id) {
+            Some((_, previous)) => *previous,
+            None if kept.contains(&id) => "2.0",
+            None => "3.0",
+        };
+        assert_eq!(desired(&answer), expected, "{id}");
+    }
+}
+
+#[tokio::test]
+async fn a_completed_rollout_reads_the_same_after_a_restart() {
+    let app = spawn_app().await;
+    app.import(&fleet(3)).await;
+    let id = app.rollout(&plan("done", &["{ percent: 100 }"])).await;
+    app.action(&id, "start", "go").await;
+    for i in 0..3 {
+        report(&app, &host(i), "2.0", "ok").await;
+    }
+    let before = app.detail(&id).await;
+    assert_eq!(before["state"], "completed");
+    let app = spawn_app_in(app.crash()).await;
+    let after = app.detail(&id).await;
+    assert_eq!(after["state"], "completed");
+    assert_eq!(after["admitted"], before["admitted"]);
+    assert_eq!(after["healthy"], 3);
+    assert_eq!(after["strata"], before["strata"]);
+}

@@ -1,0 +1,13 @@
+//! The HTTP API, end to end in one process: each test spawns the server on
+//! port 0 with its own data directory (see `helpers`) and drives it with
+//! HTTP requests.
+
+mod admin;
+mod checkin;
+mod controller;
+mod durability;
+mod errors;
+mod helpers;
+mod hosts;
+mod openapi;
+mod rollouts;

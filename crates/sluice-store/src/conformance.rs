@@ -1,0 +1,831 @@
+//! The conformance suite: what every [`Store`] backend must do, written once.
+//!
+//! Each case is a `pub async fn(&dyn Backend)`;
+//! [`store_conformance_suite!`](crate::store_conformance_suite) turns the
+//! whole list into one `#[tokio::test]` per case for a backend, in the style
+//! of quickwit's `metastore_test_suite!`. A backend's test file
+//! implements [`Backend`] (how to open its database, again and again, and how
+//! to make it look migrated by a newer sluice) and invokes the macro:
+//!
+//! ```text
+//! mod conformance {
+//!     use super::*;
+//!     sluice_store::store_conformance_suite!(TempSqlite::new());
+//! }
+//! ```
+//!
+//! The expression is evaluated (and awaited) once per test, so each case gets
+//! a database of its own. The calling crate needs `tokio` (with `macros` and
+//! `rt`) among its dev-dependencies.
+//!
+//! Cases compare loaded lists after sorting them: the order of [`Loaded`]'s
+//! lists is not part of the contract, the order of events is.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use crate::{
+    ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, Loaded, NewEvent,
+    RolloutHostRecord, RolloutRecord, Store, StoreError, StoredEvent, TokenRecord, Write,
+};
+
+/// A backend under test: one database, opened as often as a case needs.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync {
+    /// Opens the database (creating and migrating it on first use). Every
+    /// call reaches the same data.
+    async fn open(&self) -> Result<Box<dyn Store>, StoreError>;
+
+    /// Records `version` as applied, as a newer sluice's migration would.
+    /// Called while no store is open.
+    async fn record_schema_version(&self, version: i64) -> Result<(), StoreError>;
+}
+
+/// Generates one `#[tokio::test]` per conformance case, each running against
+/// a fresh backend made by awaiting `$backend` (an expression of a future of
+/// something implementing [`Backend`]).
+#[macro_export]
+macro_rules! store_conformance_suite {
+    ($backend:expr) => {
+        $crate::__store_conformance_cases!(
+            $backend;
+            empty_store_loads_nothing,
+            hosts_upsert_and_replace_labels,
+            host_components_latest_write_wins,
+            rollouts_upsert_and_load,
+            rollout_hosts_load_only_for_active_rollouts,
+            events_are_ordered_and_paged,
+            fleet_wide_events_are_in_no_rollout,
+            freeze_turns_on_and_off,
+            tokens_are_stored,
+            components_hold_their_stable_version,
+            a_failed_batch_leaves_nothing_behind,
+            writes_naming_unknown_hosts_or_rollouts_are_refused,
+            a_batch_may_refer_forward_to_its_own_writes,
+            a_large_batch_round_trips,
+            data_survives_reopening,
+            schema_version_is_at_least_one,
+            a_newer_schema_is_refused,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __store_conformance_cases {
+    ($backend:expr; $($case:ident),+ $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() -> ::std::result::Result<(), $crate::StoreError> {
+                let backend = $backend.await;
+                $crate::conformance::$case(&backend).await
+            }
+        )+
+    };
+}
+
+// ---- fixtures ----
+
+/// A timestamp `minute` minutes into the test's day.
+fn at(minute: u32) -> String {
+    format!("2026-03-01T{:02}:{:02}:00Z", minute / 60, minute % 60)
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn host(id: &str, pairs: &[(&str, &str)], last_seen: Option<u32>) -> HostRecord {
+    HostRecord {
+        id: id.to_owned(),
+        labels: labels(pairs),
+        last_seen: last_seen.map(at),
+    }
+}
+
+fn host_component(
+    host: &str,
+    component: &str,
+    version: &str,
+    state: Option<&str>,
+    minute: u32,
+) -> HostComponentRecord {
+    HostComponentRecord {
+        host: host.to_owned(),
+        component: component.to_owned(),
+        version: version.to_owned(),
+        state: state.map(str::to_owned),
+        message: None,
+        at: at(minute),
+    }
+}
+
+fn rollout(id: &str, name: &str, state: &str) -> RolloutRecord {
+    RolloutRecord {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        component: "docker-engine".to_owned(),
+        state: state.to_owned(),
+        plan: format!("name: {name}\ncomponent: docker-engine\nversion: 17.03.1\n"),
+        header: json!({"stage": 0, "phase": "progressing", "strata": ["role=web,site=sto"]}),
+        created_at: at(0),
+        updated_at: at(0),
+    }
+}
+
+fn rollout_host(rollout: &str, host: &str, state: &str) -> RolloutHostRecord {
+    RolloutHostRecord {
+        rollout: rollout.to_owned(),
+        host: host.to_owned(),
+        record: json!({
+            "state": state,
+            "before": "1.12.6",
+            "rank": u64::MAX,
+            "weight": 0.1,
+            "note": "ü \"quoted\"\n",
+        }),
+    }
+}
+
+fn event(rollout: Option<&str>, kind: &str, minute: u32) -> NewEvent {
+    NewEvent {
+        rollout: rollout.map(str::to_owned),
+        at: at(minute),
+        actor: Some("alice".to_owned()),
+        kind: kind.to_owned(),
+        data: json!({"n": minute}),
+    }
+}
+
+fn freeze(reason: &str, minute: u32) -> FreezeRecord {
+    FreezeRecord {
+        actor: "alice".to_owned(),
+        reason: reason.to_owned(),
+        since: at(minute),
+    }
+}
+
+/// `loaded` with every list in a fixed order, for comparisons.
+fn sorted(mut loaded: Loaded) -> Loaded {
+    loaded.hosts.sort_by(|a, b| a.id.cmp(&b.id));
+    loaded
+        .host_components
+        .sort_by(|a, b| (&a.host, &a.component).cmp(&(&b.host, &b.component)));
+    loaded.components.sort_by(|a, b| a.name.cmp(&b.name));
+    loaded.rollouts.sort_by(|a, b| a.id.cmp(&b.id));
+    loaded
+        .rollout_hosts
+        .sort_by(|a, b| (&a.rollout, &a.host).cmp(&(&b.rollout, &b.host)));
+    loaded.tokens.sort_by(|a, b| a.hash.cmp(&b.hash));
+    loaded
+}
+
+async fn load(store: &dyn Store) -> Result<Loaded, StoreError> {
+    Ok(sorted(store.load().await?))
+}
+
+fn kinds(events: &[StoredEvent]) -> Vec<&str> {
+    events.iter().map(|e| e.event.kind.as_str()).collect()
+}
+
+fn assert_increasing(events: &[StoredEvent]) {
+    for pair in events.windows(2) {
+        assert!(
+            pair[0].seq < pair[1].seq,
+            "sequence numbers must increase: {} then {}",
+            pair[0].seq,
+            pair[1].seq
+        );
+    }
+}
+
+/// One write of every kind, consistent with itself.
+fn sample_batch() -> Vec<Write> {
+    vec![
+        Write::Host(host("a", &[("role", "web"), ("site", "sto")], Some(1))),
+        Write::Host(host("b", &[("role", "db"), ("site", "ash")], None)),
+        Write::HostComponent(host_component(
+            "a",
+            "docker-engine",
+            "1.12.6",
+            Some("ok"),
+            1,
+        )),
+        Write::HostComponent(host_component("b", "docker-engine", "1.12.6", None, 1)),
+        Write::Component(ComponentRecord {
+            name: "docker-engine".to_owned(),
+            stable_version: Some("1.12.6".to_owned()),
+        }),
+        Write::Rollout(rollout("r-1", "docker-17", "running")),
+        Write::RolloutHost(rollout_host("r-1", "a", "admitted")),
+        Write::Event(event(Some("r-1"), "created", 2)),
+        Write::Event(event(None, "freeze_on", 3)),
+        Write::Freeze(Some(freeze("incident 42", 3))),
+        Write::Token(TokenRecord {
+            hash: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".to_owned(),
+            role: "agent".to_owned(),
+            host: Some("a".to_owned()),
+            name: None,
+            created_at: at(0),
+        }),
+    ]
+}
+
+// ---- cases ----
+
+/// A new store loads nothing, has no events, and takes an empty batch.
+pub async fn empty_store_loads_nothing(backend: &dyn Backend) -> Result<(), StoreError> {
+    let store = backend.open().await?;
+    assert_eq!(store.load().await?, Loaded::default());
+    assert_eq!(store.events("r-1", 0, 100).await?, vec![]);
+    store.commit(&[]).await?;
+    assert_eq!(store.load().await?, Loaded::default());
+    Ok(())
+}
+
+/// Writing a host again replaces its labels (dropped labels are gone) and
+/// its last check-in; other hosts are untouched.
+pub async fn hosts_upsert_and_replace_labels(backend: &dyn Backend) -> Result<(), StoreError> {
+    let store = backend.open().await?;
+    let a = host("a", &[("role", "web"), ("site", "sto")], Some(1));
+    let b = host("b", &[("role", "db")], None);
+    store
+        .commit(&[Write::Host(a.clone()), Write::Host(b.clone())])
+        .await?;
+    assert_eq!(load(&*store).await?.hosts, vec![a, b.clone()]);
+
+    let a2 = host("a", &[("role", "edge"), ("pool", "ü-1")], Some(5));
+    store.commit(&[Write::Host(a2.clone())]).await?;
+    assert_eq!(load(&*store).await?.hosts, vec![a2.clone(), b.clone()]);
+
+    // An imported host (never seen) written again loses nothing it is given.
+    let b2 = host("b", &[], Some(7));
+    store.commit(&[Write::Host(b2.clone())]).await?;
+    assert_eq!(load(&*store).await?.hosts, vec![a2, b2]);
+    Ok(())
+}
+
+/// A host's component holds the last write, within a batch and across
+/// batches; its other components are separate rows.
+pub async fn host_components_latest_write_wins(backend: &dyn Backend) -> Result<(), StoreError> {
+    let store = backend.open().await?;
+    let nginx = host_component("a", "nginx", "1.25", Some("ok"), 1);
+    store
+        .commit(&[
+            Write::Host(host("a", &[], Some(1))),
+            Write::HostComponent(host_component("a", "docker-engine", "1.12.6", None, 0)),
+            Write::HostComponent(nginx.clone()),
+        ])
+        .await?;
+
+    let failed = HostComponentRecord {
+        message: Some("E: version '17.03.1' not found\n".to_owned()),
+        ..host_component("a", "docker-engine", "17.03.1", Some("failed"), 3)
+    };
+    store
+        .commit(&[
+            Write::HostComponent(host_component(
+                "a",
+                "docker-engine",
+                "17.03.1",
+                Some("applying"),
+                2,
+            )),
+            Write::HostComponent(failed.clone()),
+        ])
+        .await?;
+    assert_eq!(
+        load(&*store).await?.host_components,
+        vec![failed, nginx.clone()]
+    );
+
+    // A later report without a message clears the old one.
+    let ok = host_component("a", "docker-engine", "1.12.6", Some("ok"), 4);
+    store.commit(&[Write::HostComponent(ok.clone())]).await?;
+    assert_eq!(load(&*store).await?.host_components, vec![ok, nginx]);
+    Ok(())
+}
+
+/// A rollout written again replaces its row; every field round-trips,
+/// the opaque header included.
+pub async fn rollouts_upsert_and_load(backend: &dyn Backend) -> Result<(), StoreError> {
+    let store = backend.open().await?;
+    let r1 = rollout("r-1", "docker-17", "pending");
+    let r2 = rollout("r-2", "nginx-1.27", "pending");
+    store
+        .commit(&[Write::Rollout(r1.clone()), Write::Rollout(r2.clone())])
+        .await?;
+    assert_eq!(load(&*store).await?.rollouts, vec![r1.clone(), r2.clone()]);
+
+    let r1_running = RolloutRecord {
+        state: "running".to_owned(),
+        header: json!({
+            "stage": 2,
+            "phase": "baking",
+            "bake_until": at(30),
+            "gates": [{"name": "errors", "value": 0.25, "ok": true}, null],
+            "note": "naïve \"quotes\" \\ and\nnewlines",
+            "big": 9_007_199_254_740_993_i64,
+        }),
+        updated_at: at(20),
+        ..r1
+    };
+    store.commit(&[Write::Rollout(r1_running.clone())]).await?;
+    assert_eq!(load(&*store).await?.rollouts, vec![r1_running, r2]);
+    Ok(())
+}
+
+/// Rollout hosts load for pending, running and paused rollouts only; a
+/// rollout host written again replaces its record.
+pub async fn rollout_hosts_load_only_for_active_rollouts(
+    backend: &dyn Backend,
+) -> Result<(), StoreError> {
+    let store = backend.open().await?;
+    let states = [
+        "pending",
+        "running",
+        "paused",
+        "completed",
+        "aborted",
+        "rolled_back",
+    ];
+    let mut batch = vec![
+        Write::Host(host("a", &[], None)),
+        Write::Host(host("b", &[], None)),
+    ];
+    for (i, state) in states.iter().enumerate() {
+        let id = format!("r-{i}");
+        batch.push(Write::Rollout(rollout(&id, &format!("rollout-{i}"), state)));
+        batch.push(Write::RolloutHost(rollout_host(&id, "a", "admitted")));
+        batch.push(Write::RolloutHost(rollout_host(&id, "b", "waiting")));
+    }
+    store.commit(&batch).await?;
+
+    let loaded = load(&*store).await?;
+    assert_eq!(
+        loaded.rollouts.len(),
+        states.len(),
+        "terminal rollouts load too"
+    );
+    assert_eq!(
+        loaded.rollout_hosts,
+        vec![
+            rollout_host("r-0", "a", "admitted"),
+            rollout_host("r-0", "b", "waiting"),
+            rollout_host("r-1", "a", "admitted"),
+            rollout_host("r-1", "b", "waiting"),
+            rollout_host("r-2", "a", "admitted"),
+            rollout_host("r-2", "b", "waiting"),
+        ]
+    );
+
+    // r-1 admits b; r-0 completes, so its hosts are no longer loaded.
+    store
+        .commit(&[
+            Write::RolloutHost(rollout_host("r-1", "b", "admitted")),
+            Write::Rollout(rollout("r-0", "rollout-0", "completed")),
+        ])
+        .await?;
+    assert_eq!(
+        load(&*store).await?.rollout_hosts,
+        vec![
+            rollout_host("r-1", "a", "admitted"),
+            rollout_host("r-1", "b", "admitted"),
+            rollout_host("r-2", "a", "admitted"),
+            rollout_host("r-2", "b", "waiting"),
+        ]
+    );
+    Ok(())
+}
+
+/// A rollout's events come oldest first with increasing sequence numbers
+/// (which order commits across the whole store), and page with `after` and
+/// `limit`.
+pub async fn events_are_ordered_and_paged(backend: &dyn Backend) -> Result<(), StoreError> {
+    let store = backend.open().await?;
+    store
+        .commit(&[
+            Write::Rollout(rollout("r-1", "one", "running")),
+            Write::Rollout(rollout("r-2", "two", "running")),
+            Write::Event(event(Some("r-1"), "created", 1)),
+            Write::Event(event(Some("r-2"), "created", 1)),
+            Write::Event(event(Some("r-1"), "started", 2)),
+        ])
+        .await?;
+    let mut batch = Vec::new();
+    for minute in 10..35 {
+        batch.push(Write::Event(event(Some("r-1"), "host_updated", minute)));
+    }
+    store.commit(&batch).await?;
+
+    let all = store.events("r-1", 0, 1000).await?;
+    assert_eq!(all.len(), 27);
+    assert_eq!(&kinds(&all)[..3], ["created", "started", "host_updated"]);
+    assert_eq!(all[0].event, event(Some("r-1"), "created", 1));
+    assert_eq!(all[26].event, event(Some("r-1"), "host_updated", 34));
+    assert_increasing(&all);
+
+    let r2 = store.events("r-2", 0, 1000).await?;
+    assert_eq!(r2.len(), 1);
+    assert!(
+        all[0].seq < r2[0].seq && r2[0].seq < all[1].seq,
+        "sequence numbers follow commit order across rollouts"
+    );
+
+    // Paging: `after` is exclusive, `limit` caps the page.
+    let mut paged = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.events("r-1", after, 10).await?;
+        assert!(page.len() <= 10);
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
+    assert_eq!(
+        store.events("r-1", all[0].seq, 1).await?,
+        vec![all[1].clone()]
+    );
+    assert_eq!(store.events("r-1", all[26].seq, 10).await?, vec![]);
+    assert_eq!(store.events("r-1", 0, 0).await?, vec![]);
+    assert_eq!(store.events("r-9", 0, 10).await?, vec![]);
+    Ok(())
+}
+
+/// Fleet-wide events (no rollout) are stored but belong to no rollout's list.
+pub async fn fleet_wide_events_are_in_no_rollout(backend: &dyn Backend) -> Result<(), StoreError> {
+    let store = backend.open().await?;
+    let on = NewEvent {
+        actor: None,
+        ..event(None, "freeze_on", 2)
+    };
+    store
+        .commit(&[
+            Write::Rollout(rollout("r-1", "one", "running")),
+            Write::Event(event(Some("r-1"), "created", 1)),
+            Write::Event(on),
+            Write::Event(event(Some("r-1"), "paused", 3)),
+        ])
+        .await?;
+    let events = store.events("r-1", 0, 100).await?;
+    assert_eq!(kinds(&events), ["created", "paused"]);
+    assert!(
+        events[1].seq - events[0].seq >= 2,
+        "the fleet-wide event took a sequence number between them"
+    );
+    assert_eq!(store.events("", 0, 100).await?, vec![]);
+    Ok(())
+}
+
+/// The freeze is on after `Some`, replaced by a later `Some`, off after
+/// `None`; within a batch the last write counts.
+pub async fn freeze_turns_on_and_off(backend: &dyn Backend) -> Result<(), StoreError> {
+    let store = backend.open().await?;
+    assert_eq!(load(&*store).await?.freeze, None);
+
+    let first = freeze("incident 41", 1);
+    store.commit(&[Write::Freeze(Some(first.clone()))]).await?;
+    assert_eq!(load(&*store).await?.freeze, Some(first));
+
+    let second = freeze("incident 42", 2);
+    store.commit(&[Write::Freeze(Some(second.clone()))]).await?;
+    assert_eq!(load(&*store).await?.freeze, Some(second.clone()));
+
+    store.commit(&[Write::Freeze(None)]).await?;
+    assert_eq!(load(&*store).await?.freeze, None);
+    store.commit(&[Write::Freeze(None)]).await?;
+    assert_eq!(load(&*store).await?.freeze, None);
+
+    store
+        .commit(&[Write::Freeze(Some(second)), Write::Freeze(None)])
+        .await?;
+    assert_eq!(load(&*store).await?.freeze, None);
+
+    let third = freeze("game day", 3);
+    store
+        .commit(&[
+            Write::Freeze(None),
+            Write::Event(event(None, "freeze_on", 3)),
+            Write::Freeze(Some(third.clone())),
+        ])
+        .await?;
+    assert_eq!(load(&*store).await?.freeze, Some(third));
+    Ok(())
+}
+
+/// Tokens round-trip, with and without a host and a name.
+pub async fn tokens_are_stored(backend: &dyn Backend) -> Result<(), StoreError> {
+    let store = backend.open().await?;
+    let agent = TokenRecord {
+        hash: "1b4f0e9851971998e732078544c96b36c3d01cedf7caa332359d6f1d83567014".to_owned(),
+        role: "agent".to_owned(),
+        // Bound to a host that has not checked in yet.
+        host: Some("sto-playlist-a1.example.net".to_owned()),
+        name: None,
+        created_at: at(1),
+    };
+    let admin = TokenRecord {
+        hash: "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752".to_owned(),
+        role: "admin".to_owned(),
+        host: None,
+        name: Some("first start".to_owned()),
+        created_at: at(0),
+    };
+    store
+        .commit(&[Write::Token(agent.clone()), Write::Token(admin.clone())])
+        .await?;
+    assert_eq!(load(&*store).await?.tokens, vec![agent, admin]);
+    Ok(())
+}
+
+/// A component write creates the component and sets (or clears) its stable
+/// version.
+pub async fn components_hold_their_stable_version(backend: &dyn Backend) -> Result<(), StoreError> {
+    let store = backend.open().await?;
+    let component = |name: &str, stable: Option<&str>| ComponentRecord {
+        name: name.to_owned(),
+        stable_version: stable.map(str::to_owned),
+    };
+    store
+        .commit(&[Write::Component(component("docker-engine", None))])
+        .await?;
+    assert_eq!(
+        load(&*store).await?.components,
+        vec![component("docker-engine", None)]
+    );
+
+    store
+        .commit(&[
+            Write::Component(component("docker-engine", Some("17.03.1"))),
+            Write::Component(component("nginx", Some("1.25"))),
+        ])
+        .await?;
+    assert_eq!(
+        load(&*store).await?.components,
+        vec![
+            component("docker-engine", Some("17.03.1")),
+            component("nginx", Some("1.25")),
+        ]
+    );
+
+    store
+        .commit(&[Write::Component(component("nginx", None))])
+        .await?;
+    assert_eq!(
+        load(&*store).await?.components,
+        vec![
+            component("docker-engine", Some("17.03.1")),
+            component("nginx", None),
+        ]
+    );
+    Ok(())
+}
+
+/// A batch with a write the store refuses (a second rollout with a taken
+/// name) fails as a whole, with an error naming the name, and leaves
+/// nothing behind: neither the writes before the bad one nor those after.
+/// The store goes on working.
+pub async fn a_failed_batch_leaves_nothing_behind(backend: &dyn Backend) -> Result<(), StoreError> {
+    let store = backend.open().await?;
+    store.commit(&sample_batch()).await?;
+    let before = load(&*store).await?;
+    let events_before = store.events("r-1", 0, 100).await?;
+
+    let bad = [
+        Write::Host(host("a", &[("role", "changed")], Some(9))),
+        Write::Host(host("c", &[], Some(9))),
+        Write::HostComponent(host_component(
+            "c",
+            "docker-engine",
+            "17.03.1",
+            Some("ok"),
+            9,
+        )),
+        Write::Event(event(Some("r-1"), "paused", 9)),
+        Write::Freeze(None),
+        Write::Component(ComponentRecord {
+            name: "nginx".to_owned(),
+            stable_version: None,
+        }),
+        Write::Rollout(rollout("r-2", "docker-17", "pending")),
+        Write::Token(TokenRecord {
+            hash: "00".repeat(32),
+            role: "viewer".to_owned(),
+            host: None,
+            name: None,
+            created_at: at(9),
+        }),
+    ];
+    match store.commit(&bad).await {
+        Err(StoreError::Write(message)) => assert!(
+            message.contains("docker-17"),
+            "the error names the duplicate rollout name: {message}"
+        ),
+        other => {
+            panic!("a duplicate rollout name must fail the batch with a write error: {other:?}")
+        }
+    }
+    assert_eq!(load(&*store).await?, before);
+    assert_eq!(store.events("r-1", 0, 100).await?, events_before);
+
+    // Renaming the rollout in place is fine, and the store still commits.
+    let renamed = rollout("r-1", "docker-17-take-2", "running");
+    store
+        .commit(&[
+            Write::Rollout(renamed.clone()),
+            Write::Rollout(rollout("r-2", "docker-17", "pending")),
+        ])
+        .await?;
+    let names: Vec<String> = load(&*store)
+        .await?
+        .rollouts
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, ["docker-17-take-2", "docker-17"]);
+    Ok(())
+}
+
+/// Host components, rollout hosts and events must name a host or rollout
+/// the store knows; a batch that does not is refused whole.
+pub async fn writes_naming_unknown_hosts_or_rollouts_are_refused(
+    backend: &dyn Backend,
+) -> Result<(), StoreError> {
+    let store = backend.open().await?;
+    store.commit(&sample_batch()).await?;
+    let before = load(&*store).await?;
+
+    let dangling: [Write; 4] = [
+        Write::HostComponent(host_component("ghost", "docker-engine", "1", None, 5)),
+        Write::RolloutHost(rollout_host("r-1", "ghost", "admitted")),
+        Write::RolloutHost(rollout_host("r-9", "a", "admitted")),
+        Write::Event(event(Some("r-9"), "created", 5)),
+    ];
+    for write in dangling {
+        let batch = [Write::Host(host("c", &[], Some(5))), write];
+        match store.commit(&batch).await {
+            Err(StoreError::Write(_)) => {}
+            other => panic!("{:?} must be refused, got {other:?}", batch[1]),
+        }
+        assert_eq!(load(&*store).await?, before);
+    }
+
+    // The store goes on committing.
+    store
+        .commit(&[
+            Write::Host(host("c", &[], Some(6))),
+            Write::HostComponent(host_component("c", "docker-engine", "1", None, 6)),
+        ])
+        .await?;
+    assert_eq!(load(&*store).await?.hosts.len(), before.hosts.len() + 1);
+    Ok(())
+}
+
+/// Within a batch, a write may name a host or rollout that a later write of
+/// the same batch creates: only the committed whole must be consistent.
+pub async fn a_batch_may_refer_forward_to_its_own_writes(
+    backend: &dyn Backend,
+) -> Result<(), StoreError> {
+    let store = backend.open().await?;
+    store
+        .commit(&[
+            Write::Event(event(Some("r-1"), "created", 1)),
+            Write::RolloutHost(rollout_host("r-1", "a", "waiting")),
+            Write::HostComponent(host_component("a", "docker-engine", "1.12.6", None, 1)),
+            Write::Rollout(rollout("r-1", "one", "pending")),
+            Write::Host(host("a", &[], None)),
+        ])
+        .await?;
+    let loaded = load(&*store).await?;
+    assert_eq!(loaded.hosts.len(), 1);
+    assert_eq!(loaded.rollout_hosts.len(), 1);
+    assert_eq!(store.events("r-1", 0, 10).await?.len(), 1);
+    Ok(())
+}
+
+/// Ten thousand hosts (and as many component reports and rollout hosts, and
+/// a thousand events) in one batch, as a `hosts import` sends them, come
+/// back whole.
+pub async fn a_large_batch_round_trips(backend: &dyn Backend) -> Result<(), StoreError> {
+    const HOSTS: usize = 10_001;
+    const EVENTS: u32 = 1_001;
+    let store = backend.open().await?;
+    let hosts: Vec<HostRecord> = (0..HOSTS)
+        .map(|i| {
+            let site = ["sto", "ash", "lon"][i % 3];
+            host(
+                &format!("host-{i:05}.{site}.example.net"),
+                &[
+                    ("role", if i % 2 == 0 { "web" } else { "db" }),
+                    ("site", site),
+                ],
+                None,
+            )
+        })
+        .collect();
+    let mut batch: Vec<Write> = vec![Write::Rollout(rollout("r-1", "big", "running"))];
+    batch.extend(hosts.iter().cloned().map(Write::Host));
+    batch.extend(
+        hosts.iter().map(|h| {
+            Write::HostComponent(host_component(&h.id, "docker-engine", "1.12.6", None, 0))
+        }),
+    );
+    batch.extend((0..EVENTS).map(|m| Write::Event(event(Some("r-1"), "host_admitted", m))));
+    batch.extend(
+        hosts
+            .iter()
+            .map(|h| Write::RolloutHost(rollout_host("r-1", &h.id, "waiting"))),
+    );
+    // The same hosts again, relabelled: the later writes win.
+    batch.extend(hosts.iter().take(100).map(|h| {
+        let mut h = h.clone();
+        h.labels.insert("pool".to_owned(), "b".to_owned());
+        Write::Host(h)
+    }));
+    store.commit(&batch).await?;
+
+    let loaded = load(&*store).await?;
+    assert_eq!(loaded.hosts.len(), HOSTS);
+    assert_eq!(loaded.host_components.len(), HOSTS);
+    assert_eq!(loaded.rollout_hosts.len(), HOSTS);
+    assert_eq!(
+        loaded.rollout_hosts[HOSTS - 1],
+        rollout_host("r-1", &hosts[HOSTS - 1].id, "waiting")
+    );
+    assert_eq!(
+        loaded.hosts[0].labels.get("pool").map(String::as_str),
+        Some("b")
+    );
+    assert_eq!(
+        loaded.hosts[99].labels.get("pool").map(String::as_str),
+        Some("b")
+    );
+    assert_eq!(loaded.hosts[100], hosts[100]);
+    assert_eq!(loaded.hosts[HOSTS - 1], hosts[HOSTS - 1]);
+
+    let events = store.events("r-1", 0, 5_000).await?;
+    assert_eq!(events.len(), EVENTS as usize);
+    assert_increasing(&events);
+    let minutes: Vec<serde_json::Value> =
+        events.iter().map(|e| e.event.data["n"].clone()).collect();
+    let expected: Vec<serde_json::Value> = (0..EVENTS).map(|m| json!(m)).collect();
+    assert_eq!(minutes, expected, "events keep their batch order");
+    Ok(())
+}
+
+/// Everything committed is there after the store is dropped and opened
+/// again, and new events number after the old ones.
+pub async fn data_survives_reopening(backend: &dyn Backend) -> Result<(), StoreError> {
+    let store = backend.open().await?;
+    store.commit(&sample_batch()).await?;
+    let before = load(&*store).await?;
+    let events_before = store.events("r-1", 0, 100).await?;
+    assert_eq!(events_before.len(), 1);
+    drop(store);
+
+    let store = backend.open().await?;
+    assert_eq!(load(&*store).await?, before);
+    assert_eq!(store.events("r-1", 0, 100).await?, events_before);
+
+    store
+        .commit(&[Write::Event(event(Some("r-1"), "started", 10))])
+        .await?;
+    let events = store.events("r-1", 0, 100).await?;
+    assert_eq!(kinds(&events), ["created", "started"]);
+    assert_increasing(&events);
+    Ok(())
+}
+
+/// A migrated database reports its schema version, the same after reopening.
+pub async fn schema_version_is_at_least_one(backend: &dyn Backend) -> Result<(), StoreError> {
+    let store = backend.open().await?;
+    let version = store.schema_version().await?;
+    assert!(version >= 1, "schema version {version}");
+    drop(store);
+    let store = backend.open().await?;
+    assert_eq!(store.schema_version().await?, version);
+    Ok(())
+}
+
+/// A database migrated by a newer sluice is refused, naming both versions.
+pub async fn a_newer_schema_is_refused(backend: &dyn Backend) -> Result<(), StoreError> {
+    let store = backend.open().await?;
+    let known = store.schema_version().await?;
+    store.commit(&sample_batch()).await?;
+    drop(store);
+
+    backend.record_schema_version(known + 1).await?;
+    match backend.open().await {
+        Err(StoreError::SchemaTooNew { found, known: k }) => {
+            assert_eq!((found, k), (known + 1, known));
+        }
+        Err(other) => panic!("expected SchemaTooNew, got {other:?}"),
+        Ok(_) => panic!("a database with schema version {} was opened", known + 1),
+    }
+    Ok(())
+}

@@ -1,0 +1,302 @@
+//! The SQLite backend: the conformance suite on a temporary directory, then
+//! what only SQLite has (its pragmas, its file) and an import-speed probe.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use sluice_store::conformance::Backend;
+use sluice_store::sqlite::{self, SqliteStore};
+use sluice_store::{HostComponentRecord, HostRecord, Store, StoreError, Write};
+use sqlx::{ConnectOptions as _, Connection as _};
+
+/// A SQLite database in a directory of its own, removed when dropped.
+struct TempSqlite {
+    dir: tempfile::TempDir,
+}
+
+impl TempSqlite {
+    async fn new() -> TempSqlite {
+        TempSqlite {
+            dir: tempfile::tempdir().expect("creating a temporary directory"),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for TempSqlite {
+    async fn open(&self) -> Result<Box<dyn Store>, StoreError> {
+        Ok(Box::new(SqliteStore::open(self.dir.path()).await?))
+    }
+
+    async fn record_schema_version(&self, version: i64) -> Result<(), StoreError> {
+        let fail = |e: sqlx::Error| StoreError::Write(e.to_string());
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(self.dir.path().join(sqlite::FILE_NAME))
+            .connect()
+            .await
+            .map_err(fail)?;
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES ($1, 'from a newer sluice', TRUE, x'00', 0)",
+        )
+        .bind(version)
+        .execute(&mut conn)
+        .await
+        .map_err(fail)?;
+        conn.close().await.map_err(fail)
+    }
+}
+
+mod conformance {
+    use super::*;
+
+    sluice_store::store_conformance_suite!(TempSqlite::new());
+}
+
+fn host(i: usize) -> HostRecord {
+    let site = ["sto", "ash", "lon", "fra"][i % 4];
+    HostRecord {
+        id: format!("{site}-playlist-{i:07}.example.net"),
+        labels: BTreeMap::from([
+            ("role".to_owned(), "playlist".to_owned()),
+            ("site".to_owned(), site.to_owned()),
+            ("pool".to_owned(), ["a", "b"][i % 2].to_owned()),
+        ]),
+        last_seen: None,
+    }
+}
+
+/// What `hosts import` writes for one host: the host and one component.
+fn import_writes(i: usize) -> [Write; 2] {
+    let h = host(i);
+    let component = HostComponentRecord {
+        host: h.id.clone(),
+        component: "docker-engine".to_owned(),
+        version: "1.12.6".to_owned(),
+        state: None,
+        message: None,
+        at: "2026-03-01T00:00:00Z".to_owned(),
+    };
+    [Write::Host(h), Write::HostComponent(component)]
+}
+
+#[tokio::test]
+async fn wal_and_synchronous_full_are_in_effect() -> Result<(), StoreError> {
+    let dir = tempfile::tempdir().expect("creating a temporary directory");
+    let store = SqliteStore::open(dir.path()).await?;
+    let pragmas = store.pragmas().await?;
+    assert_eq!(pragmas.journal_mode, "wal");
+    assert_eq!(pragmas.synchronous, 2, "synchronous=FULL");
+    assert_eq!(pragmas.foreign_keys, 1);
+    assert!(pragmas.busy_timeout >= 1_000, "{pragmas:?}");
+
+    store.commit(&import_writes(1)).await?;
+    assert_eq!(store.path(), dir.path().join("sluice.db"));
+    assert!(
+        dir.path().join("sluice.db-wal").exists(),
+        "writes go to the log"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn open_creates_the_data_directory() -> Result<(), StoreError> {
+    let dir = tempfile::tempdir().expect("creating a temporary directory");
+    let data_dir = dir.path().join("nested").join("sluice-data");
+    let store = SqliteStore::open(&data_dir).await?;
+    store.commit(&import_writes(1)).await?;
+    assert!(data_dir.join("sluice.db").is_file());
+    Ok(())
+}
+
+#[tokio::test]
+async fn reopen_after_drop_and_after_close() -> Result<(), StoreError> {
+    let dir = tempfile::tempdir().expect("creating a temporary directory");
+    let store = SqliteStore::open(dir.path()).await?;
+    store.commit(&import_writes(1)).await?;
+    // Dropped with its connections still open, as a crashing server would.
+    drop(store);
+
+    let store = SqliteStore::open(dir.path()).await?;
+    store.commit(&import_writes(2)).await?;
+    assert_eq!(store.load().await?.hosts.len(), 2);
+    store.close().await;
+    assert!(
+        !dir.path().join("sluice.db-wal").exists(),
+        "closing the last connection checkpoints the log into the database"
+    );
+
+    let store = SqliteStore::open(dir.path()).await?;
+    assert_eq!(store.load().await?.hosts, vec![host(1), host(2)]);
+    assert_eq!(
+        store.schema_version().await?,
+        sqlite::known_schema_version()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_database_is_unavailable() {
+    let dir = tempfile::tempdir().expect("creating a temporary directory");
+    std::fs::write(dir.path().join("sluice.db"), [b'x'; 4096]).expect("writing the file");
+    match SqliteStore::open(dir.path()).await {
+        Err(StoreError::Unavailable(message)) => {
+            assert!(message.contains("sluice.db"), "{message}")
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_duplicate_rollout_name_names_the_rollout_holding_it() -> Result<(), StoreError> {
+    let dir = tempfile::tempdir().expect("creating a temporary directory");
+    let store = SqliteStore::open(dir.path()).await?;
+    let rollout = |id: &str| sluice_store::RolloutRecord {
+        id: id.to_owned(),
+        name: "docker-17".to_owned(),
+        component: "docker-engine".to_owned(),
+        state: "pending".to_owned(),
+        plan: String::new(),
+        header: serde_json::json!({}),
+        created_at: "2026-03-01T00:00:00Z".to_owned(),
+        updated_at: "2026-03-01T00:00:00Z".to_owned(),
+    };
+    store.commit(&[Write::Rollout(rollout("r-1"))]).await?;
+    match store.commit(&[Write::Rollout(rollout("r-2"))]).await {
+        Err(error @ StoreError::Write(_)) => assert_eq!(
+            error.to_string(),
+            "storage write failed: a rollout named \"docker-17\" already exists (r-1); \
+             cannot store rollout r-2 under that name"
+        ),
+        other => panic!("expected a write error, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn concurrent_commits_queue_for_the_one_writer() -> Result<(), StoreError> {
+    let dir = tempfile::tempdir().expect("creating a temporary directory");
+    let store = SqliteStore::open(dir.path()).await?;
+    store
+        .commit(&[Write::Rollout(sluice_store::RolloutRecord {
+            id: "r-1".to_owned(),
+            name: "one".to_owned(),
+            component: "docker-engine".to_owned(),
+            state: "running".to_owned(),
+            plan: String::new(),
+            header: serde_json::json!({}),
+            created_at: "2026-03-01T00:00:00Z".to_owned(),
+            updated_at: "2026-03-01T00:00:00Z".to_owned(),
+        })])
+        .await?;
+
+    let tasks: Vec<_> = (0..8)
+        .map(|task| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..25 {
+                    let event = sluice_store::NewEvent {
+                        rollout: Some("r-1".to_owned()),
+                        at: "2026-03-01T00:00:00Z".to_owned(),
+                        actor: None,
+                        kind: "host_updated".to_owned(),
+                        data: serde_json::json!({"task": task, "i": i}),
+                    };
+                    store.commit(&[Write::Event(event)]).await?;
+                    // Reads run beside the writes.
+                    store.events("r-1", 0, 10).await?;
+                }
+                Ok::<_, StoreError>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("a commit task panicked")?;
+    }
+
+    let events = store.events("r-1", 0, 1_000).await?;
+    assert_eq!(events.len(), 200);
+    for task in 0..8 {
+        let mine: Vec<_> = events
+            .iter()
+            .filter(|e| e.event.data["task"] == task)
+            .map(|e| e.event.data["i"].clone())
+            .collect();
+        let expected: Vec<_> = (0..25).map(|i| serde_json::json!(i)).collect();
+        assert_eq!(mine, expected, "each task's commits keep their order");
+    }
+    Ok(())
+}
+
+/// Times one batch of 10,000 host writes, then imports `SLUICE_IMPORT_HOSTS`
+/// hosts (default 1,000,000) in batches of 10,000 hosts (each with its
+/// component report) and loads them back, printing the rates.
+/// Run it in release: `cargo test -p sluice-store --release --test sqlite
+/// -- --ignored --nocapture import_speed`.
+#[tokio::test]
+#[ignore = "a measurement, not a test: run it explicitly, in release"]
+async fn import_speed() -> Result<(), StoreError> {
+    const BATCH: usize = 10_000;
+    let total: usize = std::env::var("SLUICE_IMPORT_HOSTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000_000);
+
+    // A batch of host writes alone, into an empty database.
+    let dir = tempfile::tempdir().expect("creating a temporary directory");
+    let store = SqliteStore::open(dir.path()).await?;
+    let batch: Vec<Write> = (0..BATCH).map(|i| Write::Host(host(i))).collect();
+    let t = Instant::now();
+    store.commit(&batch).await?;
+    let elapsed = t.elapsed();
+    println!(
+        "one batch of {BATCH} host writes: {:.1} ms, {:.0} rows/s",
+        elapsed.as_secs_f64() * 1e3,
+        BATCH as f64 / elapsed.as_secs_f64()
+    );
+    drop(store);
+
+    let dir = tempfile::tempdir().expect("creating a temporary directory");
+    let store = SqliteStore::open(dir.path()).await?;
+    let mut first = None;
+    let start = Instant::now();
+    for from in (0..total).step_by(BATCH) {
+        let batch: Vec<Write> = (from..(from + BATCH).min(total))
+            .flat_map(import_writes)
+            .collect();
+        let t = Instant::now();
+        store.commit(&batch).await?;
+        first.get_or_insert(t.elapsed());
+    }
+    let elapsed = start.elapsed();
+    let first = first.unwrap_or_default();
+    println!(
+        "first batch of {BATCH} hosts (+{BATCH} components): {:.1} ms, {:.0} hosts/s",
+        first.as_secs_f64() * 1e3,
+        BATCH as f64 / first.as_secs_f64()
+    );
+    println!(
+        "{total} hosts (+{total} components) in {:.2} s: {:.0} hosts/s",
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64()
+    );
+
+    let start = Instant::now();
+    let loaded = store.load().await?;
+    println!(
+        "load of {} hosts and {} components: {:.2} s; database {} MiB",
+        loaded.hosts.len(),
+        loaded.host_components.len(),
+        start.elapsed().as_secs_f64(),
+        file_mib(store.path())
+    );
+    assert_eq!(loaded.hosts.len(), total);
+    Ok(())
+}
+
+fn file_mib(path: &Path) -> u64 {
+    let wal = path.with_extension("db-wal");
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    (size(path) + size(&wal)) >> 20
+}

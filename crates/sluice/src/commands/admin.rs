@@ -1,0 +1,324 @@
+//! `sluice freeze on|off|status` (the fleet-wide hold), `sluice components`
+//! and `sluice token create`.
+
+use clap::{Args, Subcommand, ValueEnum};
+use sluice_api::admin::{ComponentView, FreezeView, Role};
+
+use crate::commands::connect::{block_on, require_reason, ConnectArgs};
+use crate::commands::output::{self, print_json, print_text, OutputArgs, Table};
+use crate::exit::Failure;
+
+#[derive(Debug, Subcommand)]
+pub enum FreezeCommand {
+    /// Hold every rollout now: no host is admitted anywhere until `freeze off`
+    On(FreezeArgs),
+    /// Release the hold; rollouts carry on where they stood
+    Off(FreezeArgs),
+    /// Whether the fleet is frozen, since when, by whom and why
+    Status(FreezeStatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FreezeArgs {
+    /// Why (required): recorded with your name in the event log
+    #[arg(long, short = 'r', value_name = "REASON")]
+    reason: Option<String>,
+    #[command(flatten)]
+    output: OutputArgs,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct FreezeStatusArgs {
+    #[command(flatten)]
+    output: OutputArgs,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ComponentsArgs {
+    #[command(flatten)]
+    output: OutputArgs,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create an API token; prints the secret (shown once) alone on its last line
+    Create(TokenCreateArgs),
+}
+
+/// The roles a token can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    /// Check-in only, for one host's agent (with --host)
+    Agent,
+    /// Read everything, change nothing
+    Viewer,
+    /// Create rollouts and act on them
+    Operator,
+    /// Everything, including tokens and the freeze
+    Admin,
+}
+
+impl From<RoleArg> for Role {
+    fn from(role: RoleArg) -> Role {
+        match role {
+            RoleArg::Agent => Role::Agent,
+            RoleArg::Viewer => Role::Viewer,
+            RoleArg::Operator => Role::Operator,
+            RoleArg::Admin => Role::Admin,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// What the token may do
+    #[arg(long, value_enum, value_name = "ROLE")]
+    role: RoleArg,
+    /// For an agent token: the host id (FQDN) it may check in as
+    #[arg(long, value_name = "HOST")]
+    host: Option<String>,
+    /// A note on whom the token is for
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    #[command(flatten)]
+    output: OutputArgs,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+pub fn freeze(command: FreezeCommand) -> Result<(), Failure> {
+    match command {
+        FreezeCommand::On(args) => set_freeze(true, args),
+        FreezeCommand::Off(args) => set_freeze(false, args),
+        FreezeCommand::Status(args) => freeze_status(args),
+    }
+}
+
+fn set_freeze(on: bool, args: FreezeArgs) -> Result<(), Failure> {
+    let (what, example) = if on {
+        (
+            "freeze the fleet",
+            "sluice freeze on --reason \"INC-42: registry outage\"",
+        )
+    } else {
+        (
+            "release the freeze",
+            "sluice freeze off --reason \"INC-42 resolved\"",
+        )
+    };
+    let reason = require_reason(args.reason.as_deref(), what, example)?;
+    let (client, connection) = args.connect.connect()?;
+    block_on(async move {
+        let view = if on {
+            client.freeze_on(&reason).await
+        } else {
+            client.freeze_off(&reason).await
+        }
+        .map_err(|error| {
+            connection.failure(
+                if on {
+                    "freezing the fleet"
+                } else {
+                    "releasing the freeze"
+                },
+                error,
+            )
+        })?;
+        if args.output.json() {
+            return print_json(&view);
+        }
+        print_text(&render_freeze(&view, jiff::Timestamp::now()))
+    })
+}
+
+fn freeze_status(args: FreezeStatusArgs) -> Result<(), Failure> {
+    let (client, connection) = args.connect.connect()?;
+    block_on(async move {
+        let view = client
+            .freeze()
+            .await
+            .map_err(|error| connection.failure("reading the freeze", error))?;
+        if args.output.json() {
+            return print_json(&view);
+        }
+        print_text(&render_freeze(&view, jiff::Timestamp::now()))
+    })
+}
+
+fn render_freeze(view: &FreezeView, now: jiff::Timestamp) -> String {
+    if !view.frozen {
+        return "not frozen: rollouts admit hosts as their plans say\n".to_owned();
+    }
+    let mut text = String::from("FROZEN: every rollout is held and admits no host");
+    if let Some(since) = &view.since {
+        text.push_str(&format!(
+            "\n  since   {} ({})",
+            output::timestamp(since),
+            output::relative(since, now)
+        ));
+    }
+    if let Some(actor) = &view.actor {
+        text.push_str(&format!("\n  by      {actor}"));
+    }
+    if let Some(reason) = &view.reason {
+        text.push_str(&format!("\n  reason  {reason}"));
+    }
+    text.push_str("\nrelease with: sluice freeze off --reason \"…\"\n");
+    text
+}
+
+pub fn components(args: ComponentsArgs) -> Result<(), Failure> {
+    let (client, connection) = args.connect.connect()?;
+    block_on(async move {
+        let list = client
+            .components()
+            .await
+            .map_err(|error| connection.failure("listing components", error))?;
+        if args.output.json() {
+            return print_json(&list);
+        }
+        if list.components.is_empty() {
+            return print_text(
+                "no components yet: they appear when agents report them or hosts are imported\n",
+            );
+        }
+        print_text(&render_components(&list.components))
+    })
+}
+
+fn render_components(components: &[ComponentView]) -> String {
+    let mut table =
+        Table::new(&["COMPONENT", "STABLE", "HOSTS", "VERSIONS", "ROLLOUTS"]).right(&[2]);
+    for component in components {
+        let mut versions: Vec<(&String, &u64)> = component.versions.iter().collect();
+        versions.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+        let hosts: u64 = component.versions.values().sum();
+        table.row(vec![
+            component.name.clone(),
+            component
+                .stable_version
+                .clone()
+                .unwrap_or_else(|| "-".into()),
+            hosts.to_string(),
+            versions
+                .iter()
+                .map(|(version, count)| format!("{version}:{count}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            if component.active_rollouts.is_empty() {
+                "-".into()
+            } else {
+                component.active_rollouts.join(",")
+            },
+        ]);
+    }
+    table.render()
+}
+
+pub fn token(command: TokenCommand) -> Result<(), Failure> {
+    match command {
+        TokenCommand::Create(args) => create_token(args),
+    }
+}
+
+fn create_token(args: TokenCreateArgs) -> Result<(), Failure> {
+    if args.host.is_some() && args.role != RoleArg::Agent {
+        return Err(Failure::invalid(
+            "--host binds an agent token to one host; use it with --role agent",
+        ));
+    }
+    let (client, connection) = args.connect.connect()?;
+    block_on(async move {
+        let created = client
+            .create_token(args.role.into(), args.host.as_deref(), args.name.as_deref())
+            .await
+            .map_err(|error| connection.failure("creating a token", error))?;
+        if args.output.json() {
+            return print_json(&created);
+        }
+        // The note goes to stderr, the secret alone to stdout: a script
+        // takes it with $(…) or `| tail -1`.
+        let role = format!("{:?}", created.role).to_lowercase();
+        let mut note = format!("created {} {role} token", article(&role));
+        if let Some(host) = &created.host {
+            note.push_str(&format!(" for host {host}"));
+        }
+        if let Some(name) = &args.name {
+            note.push_str(&format!(" ({name})"));
+        }
+        eprintln!("{note}; it is shown only this once:");
+        print_text(&format!("{}\n", created.token))
+    })
+}
+
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn a_freeze_says_since_when_by_whom_and_why() -> Result<(), jiff::Error> {
+        let now: jiff::Timestamp = "2024-06-01T10:00:00Z".parse()?;
+        let view = FreezeView {
+            frozen: true,
+            actor: Some("alice".into()),
+            reason: Some("INC-42: registry outage".into()),
+            since: Some("2024-06-01T09:45:00Z".into()),
+        };
+        expect_test::expect![[r#"
+            FROZEN: every rollout is held and admits no host
+              since   2024-06-01 09:45:00Z (15m ago)
+              by      alice
+              reason  INC-42: registry outage
+            release with: sluice freeze off --reason "…"
+        "#]]
+        .assert_eq(&render_freeze(&view, now));
+        let thawed = FreezeView {
+            frozen: false,
+            actor: None,
+            reason: None,
+            since: None,
+        };
+        assert!(render_freeze(&thawed, now).starts_with("not frozen"));
+        Ok(())
+    }
+
+    #[test]
+    fn components_list_versions_most_common_first() {
+        let components = [
+            ComponentView {
+                name: "docker-engine".into(),
+                stable_version: Some("1.12.6".into()),
+                versions: BTreeMap::from([("1.12.6".into(), 432), ("17.03.1".into(), 48)]),
+                active_rollouts: vec!["r-7".into()],
+            },
+            ComponentView {
+                name: "kernel".into(),
+                stable_version: None,
+                versions: BTreeMap::from([("6.1".into(), 480)]),
+                active_rollouts: vec![],
+            },
+        ];
+        expect_test::expect![[r#"
+            COMPONENT      STABLE  HOSTS  VERSIONS               ROLLOUTS
+            docker-engine  1.12.6    480  1.12.6:432 17.03.1:48  r-7
+            kernel         -         480  6.1:480                -
+        "#]]
+        .assert_eq(&render_components(&components));
+    }
+}

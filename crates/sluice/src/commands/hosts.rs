@@ -1,0 +1,359 @@
+//! `sluice hosts list` and `sluice hosts import`: the server's inventory.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use sluice_api::host::{HostView, ImportHost, ImportResult};
+use sluice_client::HostQuery;
+use sluice_core::selector::Selector;
+
+use crate::commands::connect::{block_on, io_reason, ConnectArgs};
+use crate::commands::output::{self, plural, print_json, print_text, OutputArgs, Table};
+use crate::exit::Failure;
+
+#[derive(Debug, Subcommand)]
+pub enum HostsCommand {
+    /// The hosts the server knows, their labels and versions
+    List(ListArgs),
+    /// Register hosts (and the versions they run) from a fleet file, without agents
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only hosts matching this label selector, e.g. "role in (edge), site=sto"
+    #[arg(long, short = 's', value_name = "SELECTOR")]
+    selector: Option<String>,
+    /// Show this component's version, state and desired version per host
+    #[arg(long, short = 'c', value_name = "COMPONENT")]
+    component: Option<String>,
+    /// At most this many hosts (the server's default: 1000)
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// Skip this many matching hosts (hosts are ordered by id)
+    #[arg(long, value_name = "N")]
+    offset: Option<usize>,
+    #[command(flatten)]
+    output: OutputArgs,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// A fleet file: a JSON array of {"id", "labels", "components"}
+    #[arg(value_name = "FLEET.json")]
+    file: PathBuf,
+    #[command(flatten)]
+    output: OutputArgs,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+pub fn run(command: HostsCommand) -> Result<(), Failure> {
+    match command {
+        HostsCommand::List(args) => list(args),
+        HostsCommand::Import(args) => import(args),
+    }
+}
+
+fn list(args: ListArgs) -> Result<(), Failure> {
+    if let Some(selector) = &args.selector {
+        Selector::parse(selector).map_err(|error| {
+            Failure::invalid(format!(
+                "--selector {selector:?}: {error}; selectors look like \"role in (edge, api), site=sto, pool!=b\""
+            ))
+        })?;
+    }
+    let (client, connection) = args.connect.connect()?;
+    block_on(async move {
+        let list = client
+            .hosts_page(&HostQuery {
+                selector: args.selector.as_deref(),
+                component: args.component.as_deref(),
+                offset: args.offset,
+                limit: args.limit,
+            })
+            .await
+            .map_err(|error| connection.failure("listing hosts", error))?;
+        if args.output.json() {
+            return print_json(&list);
+        }
+        if list.hosts.is_empty() {
+            let text = match &args.selector {
+                Some(selector) => format!("no host matches {selector:?}\n"),
+                None => "no hosts yet: agents register on their first check-in, or import a fleet with `sluice hosts import FLEET.json`\n".to_owned(),
+            };
+            return print_text(&text);
+        }
+        let mut text = render_hosts(
+            &list.hosts,
+            args.component.as_deref(),
+            jiff::Timestamp::now(),
+        );
+        let shown = list.hosts.len() as u64;
+        let offset = args.offset.unwrap_or(0) as u64;
+        if shown < list.total {
+            text.push_str(&format!(
+                "showing {} to {} of {}; narrow with --selector, or page with --offset {}\n",
+                offset + 1,
+                offset + shown,
+                plural(list.total, "host"),
+                offset + shown
+            ));
+        } else {
+            text.push_str(&format!("{}\n", plural(list.total, "host")));
+        }
+        print_text(&text)
+    })
+}
+
+fn render_hosts(hosts: &[HostView], component: Option<&str>, now: jiff::Timestamp) -> String {
+    let labels = |host: &HostView| {
+        host.labels
+            .iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let seen = |host: &HostView| {
+        host.last_seen
+            .as_deref()
+            .map(|at| output::relative(at, now))
+            .unwrap_or_else(|| "never".into())
+    };
+    let state_name = |state: Option<sluice_api::agent::ReportState>| {
+        use sluice_api::agent::ReportState;
+        match state {
+            Some(ReportState::Ok) => "ok",
+            Some(ReportState::Applying) => "applying",
+            Some(ReportState::Failed) => "failed",
+            None => "-",
+        }
+    };
+    match component {
+        Some(name) => {
+            let mut table = Table::new(&[
+                "HOST", "LABELS", "VERSION", "STATE", "DESIRED", "ROLLOUT", "SEEN",
+            ]);
+            for host in hosts {
+                let entry = host.components.get(name);
+                table.row(vec![
+                    host.id.clone(),
+                    labels(host),
+                    entry
+                        .map(|c| c.version.clone())
+                        .unwrap_or_else(|| "-".into()),
+                    state_name(entry.and_then(|c| c.state)).into(),
+                    entry
+                        .and_then(|c| c.desired.clone())
+                        .unwrap_or_else(|| "-".into()),
+                    entry
+                        .and_then(|c| c.rollout.clone())
+                        .unwrap_or_else(|| "-".into()),
+                    seen(host),
+                ]);
+            }
+            table.render()
+        }
+        None => {
+            let mut table = Table::new(&["HOST", "LABELS", "COMPONENTS", "SEEN"]);
+            for host in hosts {
+                let components = host
+                    .components
+                    .iter()
+                    .map(|(name, c)| {
+                        let mut text = format!("{name}={}", c.version);
+                        if let Some(desired) = c.desired.as_deref().filter(|d| *d != c.version) {
+                            text.push_str(&format!("→{desired}"));
+                        }
+                        if let Some(state) =
+                            c.state.filter(|s| *s != sluice_api::agent::ReportState::Ok)
+                        {
+                            text.push_str(&format!("({})", state_name(Some(state))));
+                        }
+                        text
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                table.row(vec![host.id.clone(), labels(host), components, seen(host)]);
+            }
+            table.render()
+        }
+    }
+}
+
+/// Hosts per import request (about 5 MB): a fleet of that size goes in one
+/// atomic request; a larger one in several, each well under the server's
+/// body limit and each showing progress.
+const IMPORT_BATCH: usize = 50_000;
+
+fn import(args: ImportArgs) -> Result<(), Failure> {
+    let hosts = read_fleet(&args.file)?;
+    let (client, connection) = args.connect.connect()?;
+    let file = args.file.display().to_string();
+    block_on(async move {
+        let mut total = ImportResult {
+            imported: 0,
+            new: 0,
+        };
+        for batch in hosts.chunks(IMPORT_BATCH) {
+            let result = client.import_hosts(batch).await.map_err(|error| {
+                let doing = if total.imported == 0 {
+                    format!("importing {file}")
+                } else {
+                    format!(
+                        "importing {file} (the first {} were imported)",
+                        plural(total.imported, "host")
+                    )
+                };
+                connection.failure(&doing, error)
+            })?;
+            total.imported += result.imported;
+            total.new += result.new;
+        }
+        if args.output.json() {
+            return print_json(&total);
+        }
+        print_text(&format!(
+            "imported {} from {file} ({} new, {} updated)\n",
+            plural(total.imported, "host"),
+            total.new,
+            total.imported - total.new.min(total.imported)
+        ))
+    })
+}
+
+/// Reads a fleet file, with the line and column of a JSON problem, and
+/// refuses empty or repeated host ids before anything is sent.
+fn read_fleet(path: &Path) -> Result<Vec<ImportHost>, Failure> {
+    let bytes = std::fs::read(path).map_err(|error| {
+        Failure::invalid(format!(
+            "cannot read fleet file {}: {}",
+            path.display(),
+            io_reason(&error)
+        ))
+    })?;
+    let hosts: Vec<ImportHost> = serde_json::from_slice(&bytes).map_err(|error| {
+        Failure::invalid(format!(
+            "{}:{}:{}: {error}; a fleet is a JSON array of {{\"id\", \"labels\", \"components\"}} objects",
+            path.display(),
+            error.line(),
+            error.column()
+        ))
+    })?;
+    let mut seen: HashMap<&str, usize> = HashMap::with_capacity(hosts.len());
+    for (index, host) in hosts.iter().enumerate() {
+        if host.id.trim().is_empty() {
+            return Err(Failure::invalid(format!(
+                "{}: host {index}: the id is empty; give every host its FQDN",
+                path.display()
+            )));
+        }
+        if let Some(first) = seen.insert(host.id.as_str(), index) {
+            return Err(Failure::invalid(format!(
+                "{}: host {index}: {:?} appears twice (first as host {first}); host ids must be unique",
+                path.display(),
+                host.id
+            )));
+        }
+    }
+    Ok(hosts)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use sluice_api::agent::ReportState;
+    use sluice_api::host::HostComponent;
+
+    use super::*;
+
+    fn host(
+        id: &str,
+        version: &str,
+        state: Option<ReportState>,
+        desired: Option<&str>,
+    ) -> HostView {
+        HostView {
+            id: id.into(),
+            labels: BTreeMap::from([
+                ("role".into(), "edge".into()),
+                ("site".into(), "sto".into()),
+            ]),
+            components: BTreeMap::from([(
+                "docker-engine".into(),
+                HostComponent {
+                    version: version.into(),
+                    state,
+                    message: None,
+                    desired: desired.map(str::to_owned),
+                    rollout: desired.map(|_| "r-7".to_owned()),
+                },
+            )]),
+            last_seen: state.map(|_| "2024-06-01T09:59:00Z".to_owned()),
+        }
+    }
+
+    #[test]
+    fn hosts_render_with_and_without_a_component() -> Result<(), jiff::Error> {
+        let now: jiff::Timestamp = "2024-06-01T10:00:00Z".parse()?;
+        let hosts = [
+            host(
+                "edge-1.sto",
+                "1.12.6",
+                Some(ReportState::Applying),
+                Some("17.03.1"),
+            ),
+            host("edge-2.sto", "1.12.6", None, None),
+        ];
+        expect_test::expect![[r#"
+            HOST        LABELS              COMPONENTS                              SEEN
+            edge-1.sto  role=edge,site=sto  docker-engine=1.12.6→17.03.1(applying)  1m ago
+            edge-2.sto  role=edge,site=sto  docker-engine=1.12.6                    never
+        "#]]
+        .assert_eq(&render_hosts(&hosts, None, now));
+        expect_test::expect![[r#"
+            HOST        LABELS              VERSION  STATE     DESIRED  ROLLOUT  SEEN
+            edge-1.sto  role=edge,site=sto  1.12.6   applying  17.03.1  r-7      1m ago
+            edge-2.sto  role=edge,site=sto  1.12.6   -         -        -        never
+        "#]]
+        .assert_eq(&render_hosts(&hosts, Some("docker-engine"), now));
+        Ok(())
+    }
+
+    #[test]
+    fn fleet_files_are_checked_before_sending() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let check = |name: &str, text: &str| -> String {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("writing");
+            match read_fleet(&path) {
+                Ok(hosts) => format!("ok {}", hosts.len()),
+                Err(Failure::Invalid(error)) => error.to_string(),
+                Err(Failure::Failed(error)) => format!("failed: {error}"),
+            }
+        };
+        assert_eq!(
+            check(
+                "ok.json",
+                r#"[{"id": "a", "labels": {"role": "x"}, "components": {"c": "1"}}]"#
+            ),
+            "ok 1"
+        );
+        let typo = check("typo.json", "[\n  {\"id\": \"a\", \"lables\": {}}\n]");
+        assert!(
+            typo.contains("typo.json:2:") && typo.contains("unknown field `lables`"),
+            "{typo}"
+        );
+        let twice = check("twice.json", r#"[{"id": "a"}, {"id": "a"}]"#);
+        assert!(twice.contains("\"a\" appears twice"), "{twice}");
+        let missing = match read_fleet(&dir.path().join("missing.json")) {
+            Err(Failure::Invalid(error)) => error.to_string(),
+            other => format!("{other:?}"),
+        };
+        assert!(missing.contains("no such file or directory"), "{missing}");
+    }
+}

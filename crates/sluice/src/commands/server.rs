@@ -1,0 +1,107 @@
+//! `sluice server`: the control plane (API, check-ins, controller, metrics)
+//! on embedded SQLite in `--data-dir`.
+//!
+//! Prints `listening on http://ADDR` on stdout once bound (so that scripts
+//! and tests can pass `--listen 127.0.0.1:0` and read the port), logs to
+//! stderr (`RUST_LOG`, default `info`), and shuts down gracefully on SIGTERM
+//! or Ctrl-C: in-flight requests finish, the group commit is flushed, exit 0.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use sluice_server::{Application, Config};
+use tracing_subscriber::EnvFilter;
+
+use crate::exit::Failure;
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Address to listen on; port 0 picks a free port
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
+    listen: String,
+    /// Directory of the SQLite database and of admin.token
+    #[arg(long, value_name = "DIR", default_value = "./sluice-data")]
+    data_dir: PathBuf,
+    /// Seconds between an agent's check-ins, told to agents in every answer
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    checkin_interval: u64,
+}
+
+pub fn run(args: ServerArgs) -> Result<(), Failure> {
+    init_tracing();
+    let listen = resolve(&args.listen)?;
+    if args.checkin_interval == 0 {
+        return Err(Failure::invalid(
+            "--checkin-interval must be at least 1 second",
+        ));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(listen, args))
+}
+
+async fn serve(listen: SocketAddr, args: ServerArgs) -> Result<(), Failure> {
+    let mut config = Config::new(listen, &args.data_dir);
+    config.next_checkin_s = args.checkin_interval;
+    let app = Application::build(config).await?;
+    println!("listening on http://{}", app.local_addr());
+    let _ = std::io::stdout().flush();
+    app.run_until_stopped(shutdown_signal()).await?;
+    Ok(())
+}
+
+/// `host:port`, a name or an address.
+fn resolve(listen: &str) -> Result<SocketAddr, Failure> {
+    listen
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addresses| addresses.next())
+        .ok_or_else(|| {
+            Failure::invalid(format!(
+                "--listen {listen:?} is not an address to listen on; write HOST:PORT, such as 127.0.0.1:7070 or 0.0.0.0:7070"
+            ))
+        })
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+fn init_tracing() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "listening for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "listening for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("ctrl-c received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,618 @@
+//! Issue 3, point 7: whole rollouts of the 10k fixture through the CLI
+//! (import, create and start, approve, pause, resume, rollback, components)
+//! with agents played over HTTP, checked against what `sluice plan preview`
+//! says each stage admits — exactly that set of hosts, no more, no fewer.
+//!
+//! The agents play in rounds: every host checks in with what it runs
+//! ("sweep"), then the hosts told another version apply it and report it
+//! ("apply"). A stage only settles when its hosts report healthy, which
+//! happens in "apply" alone, so after a sweep the hosts told the target are
+//! exactly those admitted so far, whatever the controller does meanwhile.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use sluice_api::agent::{CheckinRequest, CheckinResponse, ReportState};
+use sluice_api::host::ImportHost;
+use sluice_api::rollout::RolloutDetail;
+use sluice_client::Client;
+
+use crate::fleet::{
+    desired, fleet_10k, fleet_10k_hosts, for_each_concurrent, report, COMPONENT, OLD_VERSION,
+    WORKERS,
+};
+use crate::sandbox::{wait_for, Sandbox};
+
+const TARGET: &str = "17.03.1";
+/// Hosts of other sites that check in too, and must never be told the target.
+const OUTSIDERS: usize = 100;
+
+/// The agents of the hosts a test plays, and what they were told.
+struct Sim {
+    client: Client,
+    /// The selected hosts first, then the outsiders.
+    hosts: Arc<Vec<ImportHost>>,
+    selected: usize,
+    running: Vec<String>,
+    /// What each host was last told to run.
+    desired: Vec<Option<String>>,
+    /// Selected hosts ever told the target.
+    told: BTreeSet<String>,
+}
+
+impl Sim {
+    /// The hosts of the fixture matching `selected`, and a few others.
+    fn new(client: Client, fleet: &[ImportHost], selected: impl Fn(&ImportHost) -> bool) -> Sim {
+        let (inside, outside): (Vec<&ImportHost>, Vec<&ImportHost>) =
+            fleet.iter().partition(|host| selected(host));
+        let hosts: Vec<ImportHost> = inside
+            .iter()
+            .chain(outside.iter().take(OUTSIDERS))
+            .map(|host| (*host).clone())
+            .collect();
+        Sim {
+            client,
+            selected: inside.len(),
+            running: vec![OLD_VERSION.to_owned(); hosts.len()],
+            desired: vec![None; hosts.len()],
+            hosts: Arc::new(hosts),
+            told: BTreeSet::new(),
+        }
+    }
+
+    /// Checks in `which` hosts with what they run; records and returns the answers.
+    async fn checkin(&mut self, which: Vec<usize>) -> Vec<(usize, CheckinResponse)> {
+        let requests: Arc<Vec<CheckinRequest>> = Arc::new(
+            which
+                .iter()
+                .map(|&i| report(&self.hosts[i], &self.running[i], ReportState::Ok))
+                .collect(),
+        );
+        let client = self.client.clone();
+        let answers = for_each_concurrent(requests.len(), WORKERS, {
+            let requests = Arc::clone(&requests);
+            move |i| {
+                let (client, requests) = (client.clone(), Arc::clone(&requests));
+                async move {
+                    let request = &requests[i];
+                    client
+                        .checkin(request)
+                        .await
+                        .unwrap_or_else(|error| panic!("check-in of {}: {error}", request.host))
+                }
+            }
+        })
+        .await;
+        let answers: Vec<(usize, CheckinResponse)> = which.into_iter().zip(answers).collect();
+        for (i, answer) in &answers {
+            let version = desired(answer).map(str::to_owned);
+            let id = &self.hosts[*i].id;
+            if version.as_deref() == Some(TARGET) {
+                assert!(
+                    *i < self.selected,
+                    "{id} does not match the selector and was told {TARGET}"
+                );
+                self.told.insert(id.clone());
+            }
+            self.desired[*i] = version;
+        }
+        answers
+    }
+
+    /// Every host checks in with what it runs.
+    async fn sweep(&mut self) -> Vec<(usize, CheckinResponse)> {
+        self.checkin((0..self.hosts.len()).collect()).await
+    }
+
+    /// The hosts told to run what they do not apply it and report it
+    /// healthy; returns how many did.
+    async fn apply(&mut self) -> usize {
+        let pending: Vec<usize> = (0..self.hosts.len())
+            .filter(|&i| {
+                self.desired[i]
+                    .as_deref()
+                    .is_some_and(|version| version != self.running[i])
+            })
+            .collect();
+        for &i in &pending {
+            self.running[i] = self.desired[i].clone().unwrap_or_default();
+        }
+        let count = pending.len();
+        self.checkin(pending).await;
+        count
+    }
+}
+
+/// What `sluice plan preview --json` says each stage admits (cumulative).
+async fn preview(sandbox: &Sandbox, plan: &Path) -> (u64, Vec<BTreeSet<String>>) {
+    let json = sandbox
+        .sluice(&[
+            "plan",
+            "preview",
+            "-f",
+            path(plan),
+            "--fleet",
+            path(&fleet_10k()),
+            "--json",
+        ])
+        .await
+        .ok()
+        .json();
+    let stages = json["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .map(|stage| {
+            stage["admitted"]
+                .as_array()
+                .expect("admitted")
+                .iter()
+                .map(|id| id.as_str().expect("a host id").to_owned())
+                .collect()
+        })
+        .collect();
+    (json["strata"].as_u64().expect("strata"), stages)
+}
+
+/// Each stage's quota over all strata, computed here from the fixture:
+/// `ceil(p × n / 100)` hosts of a stratum of n, at least one, at most n.
+fn quotas(hosts: &[ImportHost], percents: &[u64]) -> (usize, Vec<u64>) {
+    let mut sizes: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for host in hosts {
+        let label = |name: &str| host.labels.get(name).cloned().unwrap_or_default();
+        *sizes.entry((label("role"), label("site"))).or_default() += 1;
+    }
+    let quotas = percents
+        .iter()
+        .map(|p| {
+            sizes
+                .values()
+                .map(|&n| (p * n).div_ceil(100).max(1).min(n))
+                .sum()
+        })
+        .collect();
+    (sizes.len(), quotas)
+}
+
+fn path(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
+async fn detail(sandbox: &Sandbox, id: &str) -> RolloutDetail {
+    sandbox
+        .client()
+        .rollout(id)
+        .await
+        .unwrap_or_else(|error| panic!("GET /v1/rollouts/{id}: {error}"))
+}
+
+/// Whether stage `stage` is settled: every host it admits is healthy, so it
+/// bakes, awaits approval, or is already behind the rollout.
+fn settled(detail: &RolloutDetail, stage: usize) -> bool {
+    let summary = &detail.summary;
+    summary.state == "completed"
+        || summary.stage.is_some_and(|current| current > stage)
+        || (summary.stage == Some(stage) && summary.phase.as_deref() != Some("progressing"))
+}
+
+/// Waits until the rollout works on `stage` (the previous one baked).
+async fn wait_for_stage(sandbox: &Sandbox, id: &str, stage: usize) {
+    wait_for(
+        &format!("rollout {id} to reach stage {}", stage + 1),
+        || async {
+            let detail = detail(sandbox, id).await;
+            (detail.summary.stage >= Some(stage)).then_some(())
+        },
+    )
+    .await;
+}
+
+/// Plays rounds until stage `stage` settles, checking after each sweep that
+/// no host beyond the current stage's preview was told the target, and at
+/// the end that exactly the stage's preview was.
+async fn settle_stage(
+    sim: &mut Sim,
+    sandbox: &Sandbox,
+    id: &str,
+    stage: usize,
+    preview: &[BTreeSet<String>],
+) -> RolloutDetail {
+    loop {
+        sim.sweep().await;
+        let now = detail(sandbox, id).await;
+        let current = now.summary.stage.unwrap_or(preview.len() - 1);
+        let beyond: Vec<&String> = sim.told.difference(&preview[current]).collect();
+        assert!(
+            beyond.is_empty(),
+            "at stage {}, hosts outside its preview were told {TARGET}: {beyond:?}",
+            current + 1
+        );
+        let applied = sim.apply().await;
+        let now = detail(sandbox, id).await;
+        if settled(&now, stage) {
+            assert_eq!(
+                sim.told,
+                preview[stage],
+                "stage {} settled: the hosts told {TARGET} are exactly its preview",
+                stage + 1
+            );
+            if now.summary.stage == Some(stage) {
+                for stratum in &now.strata {
+                    assert_eq!(stratum.admitted, stratum.quota, "{}", stratum.key);
+                }
+                assert_eq!(now.summary.admitted, preview[stage].len() as u64);
+            }
+            return now;
+        }
+        assert!(
+            applied > 0 || now.summary.state != "running" || now.in_flight > 0,
+            "stage {} is stuck: {now:?}",
+            stage + 1
+        );
+    }
+}
+
+const PLAN: &str = r#"# docker 17.03.1 on one site of the fixture, spread over roles
+name: e2e-docker-17.03.1
+component: docker-engine
+version: "17.03.1"
+payload: { url: "https://repo.example.net/docker-ce_17.03.1.deb" }
+selector: "site=sto"
+strategy: { spread: [role, site] }
+max_in_flight: 20%
+stages:
+  - { name: canary, percent: 1, bake: 1s, approve: true }
+  - { name: ten, percent: 10, bake: 1s }
+  - { name: half, percent: 50, bake: 1s }
+  - { name: all, percent: 100 }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_stage_admits_exactly_its_preview_pause_holds_rollback_reverts() {
+    let mut sandbox = Sandbox::start().await;
+    let fleet = fleet_10k_hosts();
+    let imported = sandbox
+        .sluice(&["hosts", "import", path(&fleet_10k()), "--output", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(imported["imported"], fleet.len());
+
+    let is_sto = |host: &ImportHost| host.labels.get("site").map(String::as_str) == Some("sto");
+    let plan = sandbox.write("plan.yaml", PLAN);
+    let (strata, preview) = preview(&sandbox, &plan).await;
+    let sto: Vec<ImportHost> = fleet.iter().filter(|host| is_sto(host)).cloned().collect();
+    let (expected_strata, expected_quotas) = quotas(&sto, &[1, 10, 50, 100]);
+    assert_eq!(strata, expected_strata as u64);
+    let preview_sizes: Vec<u64> = preview.iter().map(|stage| stage.len() as u64).collect();
+    assert_eq!(
+        preview_sizes, expected_quotas,
+        "the preview admits each stage's quota"
+    );
+    for pair in preview.windows(2) {
+        assert!(pair[0].is_subset(&pair[1]), "admission is monotonic");
+    }
+
+    let created = sandbox
+        .sluice(&[
+            "rollout",
+            "create",
+            "-f",
+            path(&plan),
+            "--start",
+            "--reason",
+            "e2e: CHG-1",
+            "--output",
+            "json",
+        ])
+        .await
+        .ok()
+        .json();
+    let id = created["id"]
+        .as_str()
+        .expect("create prints {\"id\": …}")
+        .to_owned();
+    let now = detail(&sandbox, &id).await;
+    assert_eq!(now.summary.state, "running");
+    assert_eq!(now.summary.selected, sto.len() as u64);
+    let stage_quotas: Vec<u64> = now.stages.iter().map(|stage| stage.quota).collect();
+    assert_eq!(stage_quotas, expected_quotas, "the server's quotas");
+    let max_in_flight = now.max_in_flight as usize;
+
+    let mut sim = Sim::new(sandbox.client().clone(), &fleet, is_sto);
+
+    // Canary: exactly its preview, then it waits for approval, admitting no one.
+    settle_stage(&mut sim, &sandbox, &id, 0, &preview).await;
+    wait_for("the canary to await approval", || async {
+        let now = detail(&sandbox, &id).await;
+        (now.summary.phase.as_deref() == Some("awaiting_approval")).then_some(())
+    })
+    .await;
+    sim.sweep().await;
+    assert_eq!(
+        sim.told, preview[0],
+        "nothing is admitted while awaiting approval"
+    );
+    let approved = sandbox
+        .sluice(&[
+            "rollout",
+            "approve",
+            &id,
+            "--reason",
+            "e2e: canaries healthy",
+            "--output",
+            "json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        approved["stage"], 1,
+        "approval starts the next stage: {approved}"
+    );
+
+    // 10 %: bakes, then moves on by itself.
+    settle_stage(&mut sim, &sandbox, &id, 1, &preview).await;
+
+    // 50 %: more than max_in_flight new hosts, so the first round admits
+    // only max_in_flight of them; pause then, with the rest waiting.
+    wait_for_stage(&sandbox, &id, 2).await;
+    sim.sweep().await;
+    assert_eq!(
+        sim.told.len(),
+        preview[1].len() + max_in_flight,
+        "stage 3 admits max_in_flight hosts at first"
+    );
+    assert!(sim.told.len() < preview[2].len() && sim.told.is_subset(&preview[2]));
+    let paused = sandbox
+        .sluice(&[
+            "rollout",
+            "pause",
+            &id,
+            "--reason",
+            "e2e: error rate up",
+            "--output",
+            "json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(paused["state"], "paused");
+    let told_at_pause = sim.told.clone();
+    // The hosts in flight report healthy, freeing every slot: still, no
+    // new host is told the target, round after round.
+    assert_eq!(sim.apply().await, max_in_flight);
+    for _ in 0..2 {
+        sim.sweep().await;
+        assert_eq!(sim.told, told_at_pause, "a paused rollout admits no one");
+    }
+    let now = detail(&sandbox, &id).await;
+    assert_eq!(
+        (
+            now.summary.state.as_str(),
+            now.summary.admitted,
+            now.in_flight
+        ),
+        ("paused", told_at_pause.len() as u64, 0)
+    );
+    sandbox
+        .sluice(&["rollout", "resume", &id, "--reason", "e2e: false alarm"])
+        .await
+        .ok();
+    settle_stage(&mut sim, &sandbox, &id, 2, &preview).await;
+
+    // 100 %: the first hosts are told; then roll back.
+    wait_for_stage(&sandbox, &id, 3).await;
+    sim.sweep().await;
+    assert_eq!(sim.told.len(), preview[2].len() + max_in_flight);
+    assert!(sim.told.is_subset(&preview[3]));
+    let upgraded: usize = sim.running.iter().filter(|v| v.as_str() == TARGET).count();
+    assert_eq!(
+        upgraded,
+        preview[2].len(),
+        "the stage 4 hosts have not applied yet"
+    );
+    let rolled_back = sandbox
+        .sluice(&[
+            "rollout",
+            "rollback",
+            &id,
+            "--reason",
+            "e2e: containers orphaned",
+            "--output",
+            "json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(rolled_back["state"], "rolled_back");
+    let admitted = sim.told.clone();
+    // At its next check-in every admitted host is told what it ran before.
+    for (i, answer) in sim.sweep().await {
+        let host = &sim.hosts[i].id;
+        let told = &answer.components[COMPONENT];
+        assert_eq!(told.version, OLD_VERSION, "{host} after the rollback");
+        if admitted.contains(host) {
+            assert_eq!(told.rollout.as_deref(), Some(id.as_str()), "{host}");
+        }
+    }
+    assert_eq!(
+        sim.apply().await,
+        preview[2].len(),
+        "the upgraded hosts revert"
+    );
+    let now = detail(&sandbox, &id).await;
+    assert_eq!(now.summary.state, "rolled_back");
+    assert_eq!(
+        now.hosts["reverted"],
+        admitted.len() as u64,
+        "{:?}",
+        now.hosts
+    );
+    assert_eq!(now.hosts["reverting"], 0, "{:?}", now.hosts);
+    assert!(sim.running.iter().all(|version| version == OLD_VERSION));
+
+    // A rollback sets no stable version.
+    let components = sandbox
+        .sluice(&["components", "--output", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(components["components"][0]["name"], COMPONENT);
+    assert!(
+        components["components"][0].get("stable_version").is_none(),
+        "{components}"
+    );
+
+    // The rollback outlives a crash: after SIGKILL and a restart, every
+    // admitted host is still told what it ran before, and is reverted.
+    sandbox.kill9();
+    sandbox.restart().await;
+    let now = detail(&sandbox, &id).await;
+    assert_eq!(
+        (now.summary.state.as_str(), now.summary.admitted),
+        ("rolled_back", admitted.len() as u64)
+    );
+    for (i, answer) in sim.sweep().await {
+        let host = &sim.hosts[i].id;
+        let told = &answer.components[COMPONENT];
+        assert_eq!(told.version, OLD_VERSION, "{host} after the restart");
+        if admitted.contains(host) {
+            assert_eq!(told.rollout.as_deref(), Some(id.as_str()), "{host}");
+        }
+    }
+    let now = detail(&sandbox, &id).await;
+    assert_eq!(
+        now.hosts["reverted"],
+        admitted.len() as u64,
+        "{:?}",
+        now.hosts
+    );
+}
+
+const COMPLETE_PLAN: &str = r#"name: e2e-complete
+component: docker-engine
+version: "17.03.1"
+selector: "site=ash, role in (dns, ntp, vault)"
+strategy: { spread: [role, site] }
+stages:
+  - { name: half, percent: 50, bake: 1s }
+  - { name: all, percent: 100 }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completion_makes_the_target_the_stable_version() {
+    let mut sandbox = Sandbox::start().await;
+    let fleet = fleet_10k_hosts();
+    sandbox
+        .sluice(&["hosts", "import", path(&fleet_10k())])
+        .await
+        .ok();
+    let selected = |host: &ImportHost| {
+        host.labels.get("site").map(String::as_str) == Some("ash")
+            && matches!(
+                host.labels.get("role").map(String::as_str),
+                Some("dns" | "ntp" | "vault")
+            )
+    };
+    let plan = sandbox.write("complete.yaml", COMPLETE_PLAN);
+    let (_, preview) = preview(&sandbox, &plan).await;
+    let created = sandbox
+        .sluice(&[
+            "rollout",
+            "create",
+            "-f",
+            path(&plan),
+            "--start",
+            "--reason",
+            "e2e: CHG-2",
+            "--output",
+            "json",
+        ])
+        .await
+        .ok()
+        .json();
+    let id = created["id"].as_str().expect("an id").to_owned();
+
+    let components = sandbox
+        .sluice(&["components", "--output", "json"])
+        .await
+        .ok()
+        .json();
+    assert!(
+        components["components"][0].get("stable_version").is_none(),
+        "{components}"
+    );
+    assert_eq!(
+        components["components"][0]["active_rollouts"][0],
+        id.as_str()
+    );
+
+    let mut sim = Sim::new(sandbox.client().clone(), &fleet, selected);
+    settle_stage(&mut sim, &sandbox, &id, 0, &preview).await;
+    wait_for_stage(&sandbox, &id, 1).await;
+    settle_stage(&mut sim, &sandbox, &id, 1, &preview).await;
+    let status = wait_for("the rollout to complete", || async {
+        let status = sandbox
+            .sluice(&["rollout", "status", &id, "--output", "json"])
+            .await
+            .ok()
+            .json();
+        (status["state"] == "completed").then_some(status)
+    })
+    .await;
+    assert_eq!(status["admitted"], preview[1].len());
+
+    let components = sandbox
+        .sluice(&["components", "--output", "json"])
+        .await
+        .ok()
+        .json();
+    let docker = &components["components"][0];
+    assert_eq!(docker["name"], COMPONENT);
+    assert_eq!(docker["stable_version"], TARGET, "{components}");
+    assert_eq!(docker["active_rollouts"], serde_json::json!([]));
+
+    // Completion outlives a crash.
+    sandbox.kill9();
+    sandbox.restart().await;
+    let components = sandbox
+        .sluice(&["components", "--output", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        components["components"][0]["stable_version"], TARGET,
+        "after a restart: {components}"
+    );
+
+    // Every host of the rollout keeps being told the target; a host outside
+    // any rollout, and a host that appears only now, are told the stable
+    // version.
+    for (i, answer) in sim.checkin((0..sim.selected).collect()).await {
+        assert_eq!(desired(&answer), Some(TARGET), "{}", sim.hosts[i].id);
+    }
+    let outsider = &sim.hosts[sim.selected];
+    let joiner = ImportHost {
+        id: "joiner-1.ash.example.net".to_owned(),
+        labels: [("role", "dns"), ("site", "ash")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into(),
+        components: BTreeMap::new(),
+    };
+    for host in [outsider, &joiner] {
+        let answer = sandbox
+            .client()
+            .checkin(&report(host, OLD_VERSION, ReportState::Ok))
+            .await
+            .expect("check-in");
+        let told = &answer.components[COMPONENT];
+        assert_eq!(
+            (told.version.as_str(), told.rollout.as_deref()),
+            (TARGET, None),
+            "{} is told the stable version",
+            host.id
+        );
+    }
+}

@@ -1,0 +1,20 @@
+//! End-to-end tests of the real `sluice` binary: each test starts
+//! `sluice server` in a [`sandbox::Sandbox`] (port 0, temp data dir), plays
+//! agents over HTTP with the typed client (`fleet`), drives rollouts with
+//! the CLI, and crashes the server with SIGKILL where durability is the
+//! point.
+//!
+//! - `durability`: acknowledged check-ins survive SIGKILL;
+//! - `crash_rollout`: a rollout survives SIGKILL at random moments without
+//!   admitting beyond a quota or forgetting a host it told the target;
+//! - `full_rollout`: each stage admits exactly the preview's hosts, pause
+//!   holds, rollback reverts, completion sets the stable version.
+//!
+//! `TEST_LOG=1` shows the servers' logs; `E2E_SEED=N` replays the random
+//! crash moments of a failed run.
+
+mod crash_rollout;
+mod durability;
+mod fleet;
+mod full_rollout;
+mod sandbox;
