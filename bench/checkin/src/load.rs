@@ -81,7 +81,11 @@ impl Agents {
     pub fn new(fleet: &Fleet) -> Agents {
         Agents {
             bodies: fleet.bodies.clone(),
-            upgraded: fleet.bodies.iter().map(|_| AtomicBool::new(false)).collect(),
+            upgraded: fleet
+                .bodies
+                .iter()
+                .map(|_| AtomicBool::new(false))
+                .collect(),
             next: AtomicU64::new(0),
         }
     }
@@ -199,7 +203,9 @@ pub async fn run_phase(
         Load::Open(rate) => {
             let due = Arc::clone(&due);
             let (begun, duration) = (begun.into_std(), duration);
-            Some(std::thread::spawn(move || pace(&due, begun, duration, rate)))
+            Some(std::thread::spawn(move || {
+                pace(&due, begun, duration, rate)
+            }))
         }
     };
     tokio::time::sleep_until(begun + duration).await;
@@ -291,12 +297,16 @@ impl Worker {
                     let from = due.unwrap_or(sent);
                     phase.intended.saturating_record(micros(from));
                     if done - from >= SLOW && phase.slow.len() < MAX_SLOW {
-                        phase.slow.push(((from - start).as_secs_f64(), micros(from)));
+                        phase
+                            .slow
+                            .push(((from - start).as_secs_f64(), micros(from)));
                     }
                 }
                 Err(error) => {
                     phase.errors += 1;
-                    phase.first_error.get_or_insert_with(|| format!("{error:#}"));
+                    phase
+                        .first_error
+                        .get_or_insert_with(|| format!("{error:#}"));
                     match connect(self.target.addr).await {
                         Ok(sender) => self.sender = sender,
                         Err(_) => {

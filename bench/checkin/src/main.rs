@@ -66,13 +66,14 @@ pub struct RunArgs {
     pub warmup: Duration,
     /// Keep-alive connections of the closed loop; a list (16,64,256) tries
     /// each and takes the best as the maximum throughput
-    #[arg(long, default_value = "64", value_delimiter = ',')]
+    #[arg(long, default_value = "16,64,256", value_delimiter = ',')]
     pub connections: Vec<usize>,
     /// Keep-alive connections available to the open loop
     #[arg(long, default_value_t = 256)]
     pub open_connections: usize,
-    /// Worker threads of the load generator's runtime
-    #[arg(long, default_value_t = 1)]
+    /// Worker threads of the load generator's runtime (with one, it limits
+    /// the bare handler's throughput, which would flatter the ratio)
+    #[arg(long, default_value_t = 2)]
     pub client_threads: usize,
     /// The sluice binary (default: `sluice` beside this binary, i.e. target/release/sluice)
     #[arg(long)]

@@ -126,7 +126,13 @@ fn stop(child: &mut Child) {
 /// Pins every thread of this process (and the threads it starts later) to `cpu`.
 pub fn pin_self(cpu: usize) -> anyhow::Result<()> {
     let status = Command::new("taskset")
-        .args(["-a", "-p", "-c", &cpu.to_string(), &std::process::id().to_string()])
+        .args([
+            "-a",
+            "-p",
+            "-c",
+            &cpu.to_string(),
+            &std::process::id().to_string(),
+        ])
         .stdout(Stdio::null())
         .status()
         .context("running taskset (util-linux)")?;
@@ -175,6 +181,20 @@ pub fn machine_ticks() -> anyhow::Result<(u64, u64)> {
     // idle + iowait
     let idle = values[3] + values[4];
     Ok((total - idle, total))
+}
+
+/// Cores busy on the whole machine over `interval` (sleeps that long).
+pub fn machine_busy(interval: Duration) -> anyhow::Result<f64> {
+    let (busy0, total0) = machine_ticks()?;
+    std::thread::sleep(interval);
+    let (busy1, total1) = machine_ticks()?;
+    let total = total1.saturating_sub(total0) as f64;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    Ok(if total > 0.0 {
+        busy1.saturating_sub(busy0) as f64 / total * cores
+    } else {
+        0.0
+    })
 }
 
 /// CPU used by the server, the load generator (this process) and the

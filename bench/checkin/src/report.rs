@@ -18,6 +18,8 @@ const MAX_P99_MS: f64 = 10.0;
 #[derive(Debug)]
 pub struct Report {
     pub started: jiff::Timestamp,
+    /// Cores busy on the machine in the second before measuring.
+    pub quiet: f64,
     pub args: RunArgs,
     pub machine: Machine,
     /// The rollout at the end, if one ran.
@@ -218,27 +220,47 @@ impl Report {
                 );
             }
         }
+        let busiest = self
+            .targets
+            .iter()
+            .flat_map(|m| m.closed.iter().chain(m.open.iter().map(|(_, run)| run)))
+            .map(|run| run.cpu.other())
+            .fold(0.0, f64::max);
+        let _ = writeln!(
+            out,
+            "- Quiet machine? {:.2} cores busy just before measuring; other processes took up to {busiest:.2} cores during a phase.{}",
+            self.quiet,
+            if busiest > 0.15 || self.quiet > 0.15 {
+                " **Not quiet: something else ran; these figures understate both servers.**"
+            } else {
+                ""
+            }
+        );
         let _ = writeln!(out);
 
         let [bare, sluice] = &self.targets[..] else {
             return out;
         };
-        if a.connections.len() > 1 {
-            let _ = writeln!(out, "Closed loop, by connections (check-ins/s):\n");
-            let _ = writeln!(out, "| connections | {} | {} |", bare.name, sluice.name);
-            let _ = writeln!(out, "| ---: | ---: | ---: |");
-            for (b, s) in bare.closed.iter().zip(&sluice.closed) {
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | {} |",
-                    b.connections,
-                    thousands(b.phase.throughput()),
-                    thousands(s.phase.throughput())
-                );
-            }
-            let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "Closed loop by connections: check-ins/s, latency p50 / p99 ms, server + generator cores:\n"
+        );
+        let _ = writeln!(out, "| connections | {} | {} |", bare.name, sluice.name);
+        let _ = writeln!(out, "| ---: | ---: | ---: |");
+        let cell = |run: &Run| {
+            format!(
+                "{}, {:.2} / {:.2} ms, {:.2} + {:.2}",
+                thousands(run.phase.throughput()),
+                ms(&run.phase.service, 0.5),
+                ms(&run.phase.service, 0.99),
+                run.cpu.server,
+                run.cpu.generator
+            )
+        };
+        for (b, s) in bare.closed.iter().zip(&sluice.closed) {
+            let _ = writeln!(out, "| {} | {} | {} |", b.connections, cell(b), cell(s));
         }
-
+        let _ = writeln!(out);
         let (bb, sb) = (bare.best(), sluice.best());
         let ratio = sb.phase.throughput() / bb.phase.throughput();
         let per_request = |run: &Run, cores: f64| cores * 1e6 / run.phase.throughput();
@@ -341,7 +363,9 @@ impl Report {
                     let listed: Vec<String> = stalls
                         .iter()
                         .take(12)
-                        .map(|s| format!("{:.2} s ({} req, max {:.0} ms)", s.0, s.1, s.2 as f64 / 1e3))
+                        .map(|s| {
+                            format!("{:.2} s ({} req, max {:.0} ms)", s.0, s.1, s.2 as f64 / 1e3)
+                        })
                         .collect();
                     let _ = writeln!(
                         out,
@@ -351,7 +375,11 @@ impl Report {
                         stalls.len(),
                         if stalls.len() == 1 { "" } else { "s" },
                         listed.join(", "),
-                        if stalls.len() > listed.len() { ", …" } else { "" }
+                        if stalls.len() > listed.len() {
+                            ", …"
+                        } else {
+                            ""
+                        }
                     );
                 }
             }
@@ -410,10 +438,14 @@ mod tests {
 
     #[test]
     fn reads_commit_metrics() {
-        let text = "# HELP x\nsluice_commit_batch_writes_sum 30.0\nsluice_commit_batch_writes_count 3\n\
+        let text =
+            "# HELP x\nsluice_commit_batch_writes_sum 30.0\nsluice_commit_batch_writes_count 3\n\
                     sluice_commit_batch_requests_sum 12.0\nsluice_commit_duration_seconds_sum 0.5\n\
                     sluice_commit_duration_seconds_count 3\n";
         let c = Commits::parse(text).expect("parsed");
-        assert_eq!((c.commits, c.requests, c.writes, c.seconds), (3.0, 12.0, 30.0, 0.5));
+        assert_eq!(
+            (c.commits, c.requests, c.writes, c.seconds),
+            (3.0, 12.0, 30.0, 0.5)
+        );
     }
 }

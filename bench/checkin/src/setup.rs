@@ -85,65 +85,59 @@ pub async fn benchmark(args: RunArgs) -> anyhow::Result<()> {
         (&server, Target::new("sluice", server.addr, Some(&token))?),
     ];
 
-    let mut measured = Vec::new();
-    for (process, target) in &targets {
-        let most = args.connections.iter().copied().max().unwrap_or(64);
+    let quiet = procs::machine_busy(Duration::from_secs(1))?;
+    eprintln!("machine before measuring: {quiet:.2} cores busy");
+
+    // Warm both up, then alternate between them at each step, so that a
+    // drift in the machine's state affects both alike.
+    let most = args.connections.iter().copied().max().unwrap_or(64);
+    for (_, target) in &targets {
         warm_up(target, &agents, most, args.warmup).await?;
-        let mut closed = Vec::new();
-        for &connections in &args.connections {
-            let before = commits(&server).await;
+    }
+    let mut measured: Vec<Measured> = targets
+        .iter()
+        .map(|(_, target)| Measured {
+            name: target.name,
+            closed: Vec::new(),
+            open: None,
+        })
+        .collect();
+    for &connections in &args.connections {
+        for ((process, target), result) in targets.iter().zip(&mut measured) {
             let perf = match &args.perf {
-                Some(file) if target.authorization.is_some() && closed.is_empty() => {
-                    Some(procs::perf_record(process.pid(), file, args.duration)?)
+                Some(file) if target.authorization.is_some() && connections == most => {
+                    Some(file.as_path())
                 }
                 _ => None,
             };
-            let (phase, cpu) = measure(process, target, &agents, connections, Load::Closed, args.duration, ticks).await?;
-            if let Some(mut perf) = perf {
-                let status = perf.wait().context("waiting for perf")?;
-                eprintln!("perf record: {status}; see perf report -i {}", args.perf.as_ref().map(|p| p.display().to_string()).unwrap_or_default());
-            }
-            let after = commits(&server).await;
-            check_errors(target, "closed loop", &phase)?;
-            eprintln!(
-                "{}: closed loop, {connections} connections: {:.0} check-ins/s, latency p50 {:.2} ms p99 {:.2} ms, server {:.2} cores, generator {:.2} cores, machine {:.2} cores",
-                target.name,
-                phase.throughput(),
-                phase.service.value_at_quantile(0.5) as f64 / 1e3,
-                phase.service.value_at_quantile(0.99) as f64 / 1e3,
-                cpu.server,
-                cpu.generator,
-                cpu.machine
-            );
-            let commits = match (before, after) {
-                (Some(before), Some(after)) if target.authorization.is_some() => Some(after.since(&before)),
-                _ => None,
+            let step = Step {
+                process,
+                target,
+                sluice: &server,
+                agents: &agents,
+                connections,
+                load: Load::Closed,
+                duration: args.duration,
+                ticks,
+                perf,
             };
-            closed.push(report::Run { connections, phase, cpu, commits });
+            result.closed.push(step.run().await?);
         }
-        measured.push(Measured { name: target.name, closed, open: None });
     }
     for ((process, target), result) in targets.iter().zip(&mut measured) {
         let rate = result.best().phase.throughput() / 2.0;
-        eprintln!("{}: open loop at {rate:.0} check-ins/s …", target.name);
-        let before = commits(&server).await;
-        let (phase, cpu) = measure(
+        let step = Step {
             process,
             target,
-            &agents,
-            args.open_connections,
-            Load::Open(rate),
-            args.duration,
+            sluice: &server,
+            agents: &agents,
+            connections: args.open_connections,
+            load: Load::Open(rate),
+            duration: args.duration,
             ticks,
-        )
-        .await?;
-        let after = commits(&server).await;
-        check_errors(target, "open loop", &phase)?;
-        let commits = match (before, after) {
-            (Some(before), Some(after)) if target.authorization.is_some() => Some(after.since(&before)),
-            _ => None,
+            perf: None,
         };
-        result.open = Some((rate, report::Run { connections: args.open_connections, phase, cpu, commits }));
+        result.open = Some((rate, step.run().await?));
     }
 
     let rollout_state = match &rollout {
@@ -152,6 +146,7 @@ pub async fn benchmark(args: RunArgs) -> anyhow::Result<()> {
     };
     let report = Report {
         started,
+        quiet,
         args: args.clone(),
         machine: report::Machine::read(),
         rollout: rollout_state,
@@ -190,8 +185,16 @@ async fn warm_up(
         || (done < agents.hosts() as u64 && started.elapsed() < WARMUP_CAP)
     {
         let step = Duration::from_secs(1).min(warmup);
-        let phase =
-            load::run_phase(target, agents, connections, Load::Closed, step, || {}, || {}).await?;
+        let phase = load::run_phase(
+            target,
+            agents,
+            connections,
+            Load::Closed,
+            step,
+            || {},
+            || {},
+        )
+        .await?;
         check_errors(target, "warm-up", &phase)?;
         done += phase.ok;
     }
@@ -203,33 +206,89 @@ async fn warm_up(
     Ok(())
 }
 
-/// One phase with the CPU each process used during it.
-async fn measure(
-    process: &Server,
-    target: &Target,
-    agents: &Arc<Agents>,
+/// One measured phase against one target.
+struct Step<'a> {
+    process: &'a Server,
+    target: &'a Target,
+    /// The sluice server, whose group-commit metrics are read around the
+    /// phase when it is the target.
+    sluice: &'a Server,
+    agents: &'a Arc<Agents>,
     connections: usize,
     load: Load,
     duration: Duration,
     ticks: f64,
-) -> anyhow::Result<(Phase, CpuUse)> {
-    let pid = process.pid();
-    let mut start = None;
-    let mut end = None;
-    let phase = load::run_phase(
-        target,
-        agents,
-        connections,
-        load,
-        duration,
-        || start = Some((CpuSample::take(pid), std::time::Instant::now())),
-        || end = Some((CpuSample::take(pid), std::time::Instant::now())),
-    )
-    .await?;
-    let (Some((start, t0)), Some((end, t1))) = (start, end) else {
-        anyhow::bail!("the phase did not sample CPU");
-    };
-    Ok((phase, CpuUse::between(start?, end?, t1 - t0, ticks)))
+    /// Record a CPU profile of the target into this file.
+    perf: Option<&'a std::path::Path>,
+}
+
+impl Step<'_> {
+    /// Runs the phase, with the CPU each process used during it and, for
+    /// sluice, its group commits.
+    async fn run(self) -> anyhow::Result<report::Run> {
+        let is_sluice = self.target.authorization.is_some();
+        let what = match self.load {
+            Load::Closed => format!("closed loop, {} connections", self.connections),
+            Load::Open(rate) => format!("open loop at {rate:.0}/s"),
+        };
+        eprintln!("{}: {what} …", self.target.name);
+        let before = if is_sluice {
+            commits(self.sluice).await
+        } else {
+            None
+        };
+        let mut perf = match self.perf {
+            Some(file) => Some(procs::perf_record(self.process.pid(), file, self.duration)?),
+            None => None,
+        };
+        let pid = self.process.pid();
+        let mut start = None;
+        let mut end = None;
+        let phase = load::run_phase(
+            self.target,
+            self.agents,
+            self.connections,
+            self.load,
+            self.duration,
+            || start = Some((CpuSample::take(pid), std::time::Instant::now())),
+            || end = Some((CpuSample::take(pid), std::time::Instant::now())),
+        )
+        .await?;
+        if let (Some(perf), Some(file)) = (&mut perf, self.perf) {
+            let status = perf.wait().context("waiting for perf")?;
+            eprintln!("perf record: {status}; perf report -i {}", file.display());
+        }
+        let (Some((start, t0)), Some((end, t1))) = (start, end) else {
+            anyhow::bail!("the phase did not sample CPU");
+        };
+        let cpu = CpuUse::between(start?, end?, t1 - t0, self.ticks);
+        let after = if is_sluice {
+            commits(self.sluice).await
+        } else {
+            None
+        };
+        check_errors(self.target, &what, &phase)?;
+        eprintln!(
+            "{}: {what}: {:.0} check-ins/s, latency p50 {:.2} ms p99 {:.2} ms; cores: server {:.2}, generator {:.2}, machine {:.2}",
+            self.target.name,
+            phase.throughput(),
+            phase.intended.value_at_quantile(0.5) as f64 / 1e3,
+            phase.intended.value_at_quantile(0.99) as f64 / 1e3,
+            cpu.server,
+            cpu.generator,
+            cpu.machine
+        );
+        let commits = match (before, after) {
+            (Some(before), Some(after)) => Some(after.since(&before)),
+            _ => None,
+        };
+        Ok(report::Run {
+            connections: self.connections,
+            phase,
+            cpu,
+            commits,
+        })
+    }
 }
 
 /// Errors are not part of a fair comparison: stop and say what they were.
@@ -259,7 +318,10 @@ async fn prepare(
         .build()?;
     let started = std::time::Instant::now();
     for chunk in fleet.hosts.chunks(IMPORT_CHUNK) {
-        client.import_hosts(chunk).await.context("importing hosts")?;
+        client
+            .import_hosts(chunk)
+            .await
+            .context("importing hosts")?;
     }
     eprintln!(
         "imported {} hosts in {:.1} s",
@@ -269,7 +331,10 @@ async fn prepare(
     if !rollout {
         return Ok(None);
     }
-    let created = client.create_rollout(&plan()).await.context("creating the rollout")?;
+    let created = client
+        .create_rollout(&plan())
+        .await
+        .context("creating the rollout")?;
     client
         .action(&created.id, Action::Start, "check-in benchmark")
         .await
