@@ -18,7 +18,7 @@ const MAX_P99_MS: f64 = 10.0;
 #[derive(Debug)]
 pub struct Report {
     pub started: jiff::Timestamp,
-    /// Cores busy on the machine in the second before measuring.
+    /// Cores busy on the machine in the second before the servers started.
     pub quiet: f64,
     pub args: RunArgs,
     pub machine: Machine,
@@ -228,7 +228,7 @@ impl Report {
             .fold(0.0, f64::max);
         let _ = writeln!(
             out,
-            "- Quiet machine? {:.2} cores busy just before measuring; other processes took up to {busiest:.2} cores during a phase.{}",
+            "- Quiet machine? {:.2} cores busy before the servers started; other processes took up to {busiest:.2} cores during a phase.{}",
             self.quiet,
             if busiest > 0.15 || self.quiet > 0.15 {
                 " **Not quiet: something else ran; these figures understate both servers.**"

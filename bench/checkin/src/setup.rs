@@ -35,6 +35,8 @@ pub async fn benchmark(args: RunArgs) -> anyhow::Result<()> {
     let ticks = procs::clock_ticks();
     let sluice = sluice_binary(&args)?;
     let started = jiff::Timestamp::now();
+    let quiet = procs::machine_busy(Duration::from_secs(1))?;
+    eprintln!("before starting: {quiet:.2} cores busy");
 
     eprintln!("generating {} hosts …", args.hosts);
     let fleet = Fleet::generate(args.hosts)?;
@@ -84,9 +86,6 @@ pub async fn benchmark(args: RunArgs) -> anyhow::Result<()> {
         (&bare, Target::new("bare axum", bare.addr, None)?),
         (&server, Target::new("sluice", server.addr, Some(&token))?),
     ];
-
-    let quiet = procs::machine_busy(Duration::from_secs(1))?;
-    eprintln!("machine before measuring: {quiet:.2} cores busy");
 
     // Warm both up, then alternate between them at each step, so that a
     // drift in the machine's state affects both alike.
