@@ -108,6 +108,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.client_threads == 0 {
         bail!("--client-threads must be at least 1");
     }
+    // How busy the machine is before anything starts, for the report.
+    let quiet = procs::machine_busy(Duration::from_secs(1))?;
+    eprintln!("before starting: {quiet:.2} cores busy");
     if args.pin {
         procs::pin_self(1)?;
     }
@@ -116,7 +119,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the load generator's runtime")?;
-    runtime.block_on(setup::benchmark(args))
+    runtime.block_on(setup::benchmark(args, quiet))
 }
 
 /// `10s`, `500ms`, `2m`.

@@ -31,12 +31,11 @@ fn plan() -> String {
     )
 }
 
-pub async fn benchmark(args: RunArgs) -> anyhow::Result<()> {
+/// The whole benchmark; `quiet` is how many cores were busy just before.
+pub async fn benchmark(args: RunArgs, quiet: f64) -> anyhow::Result<()> {
     let ticks = procs::clock_ticks();
     let sluice = sluice_binary(&args)?;
     let started = jiff::Timestamp::now();
-    let quiet = procs::machine_busy(Duration::from_secs(1))?;
-    eprintln!("before starting: {quiet:.2} cores busy");
 
     eprintln!("generating {} hosts …", args.hosts);
     let fleet = Fleet::generate(args.hosts)?;
