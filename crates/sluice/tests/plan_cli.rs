@@ -21,6 +21,20 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Runs `sluice plan preview -f PLAN --fleet FLEET EXTRA…`.
+fn preview(plan: &Path, fleet: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "plan",
+        "preview",
+        "-f",
+        plan.to_str().expect("utf-8 path"),
+        "--fleet",
+        fleet.to_str().expect("utf-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    sluice(&args)
+}
+
 #[test]
 fn check_accepts_the_example_plans() {
     for plan in ["examples/plan-docker.yaml", "examples/plan-minimal.yaml"] {
@@ -104,15 +118,7 @@ fn check_of_a_missing_file_is_invalid_input() {
 fn preview_json_has_the_spec_shape_and_cumulative_admissions() {
     let plan = repo_file("examples/plan-docker.yaml");
     let fleet = repo_file("examples/fleet-10k.json");
-    let output = sluice(&[
-        "plan",
-        "preview",
-        "-f",
-        plan.to_str().expect("utf-8 path"),
-        "--fleet",
-        fleet.to_str().expect("utf-8 path"),
-        "--json",
-    ]);
+    let output = preview(&plan, &fleet, &["--json"]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
     let object = json.as_object().expect("an object");
@@ -162,16 +168,7 @@ fn preview_json_has_the_spec_shape_and_cumulative_admissions() {
 fn preview_text_summarises_stages_and_strata() {
     let plan = repo_file("examples/plan-docker.yaml");
     let fleet = repo_file("examples/fleet-10k.json");
-    let output = sluice(&[
-        "plan",
-        "preview",
-        "-f",
-        plan.to_str().expect("utf-8 path"),
-        "--fleet",
-        fleet.to_str().expect("utf-8 path"),
-        "--top",
-        "3",
-    ]);
+    let output = preview(&plan, &fleet, &["--top", "3"]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     let stdout = text(&output.stdout);
     assert!(stdout.contains("stage 1/4  canary"), "{stdout}");
@@ -193,14 +190,7 @@ fn preview_rejects_a_broken_fleet_file_naming_the_position() {
     let fleet = dir.path().join("fleet.json");
     std::fs::write(&fleet, "[{\"id\": \"a\"},\n {\"id\": 7}]").expect("writing fleet");
     let plan = repo_file("examples/plan-minimal.yaml");
-    let output = sluice(&[
-        "plan",
-        "preview",
-        "-f",
-        plan.to_str().expect("utf-8 path"),
-        "--fleet",
-        fleet.to_str().expect("utf-8 path"),
-    ]);
+    let output = preview(&plan, &fleet, &[]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = text(&output.stderr);
     assert!(stderr.contains("line 2"), "{stderr}");
