@@ -13,6 +13,7 @@
 //! and committed first next time, so the store never holds a later change
 //! without an earlier one.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,7 +41,11 @@ type Ack = oneshot::Sender<Result<(), CommitError>>;
 
 #[derive(Debug)]
 enum Message {
-    Batch { writes: Vec<Write>, ack: Ack },
+    Batch {
+        writes: Vec<Write>,
+        ack: Ack,
+        seq: u64,
+    },
     Stop(oneshot::Sender<()>),
 }
 
@@ -48,6 +53,16 @@ enum Message {
 #[derive(Debug, Clone)]
 pub struct Committer {
     tx: mpsc::UnboundedSender<Message>,
+    progress: Arc<Progress>,
+}
+
+/// Batches are numbered as they are submitted; the writer records the last
+/// one that is durable. When the two are equal nothing is in flight, and a
+/// barrier (an empty batch) is durable at once, without waking the writer.
+#[derive(Debug, Default)]
+struct Progress {
+    submitted: AtomicU64,
+    durable: AtomicU64,
 }
 
 /// A submitted batch; [`Pending::durable`] resolves once it is committed.
@@ -66,8 +81,9 @@ impl Committer {
     /// Starts the writer task.
     pub fn spawn(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> (Committer, JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(writer(store, rx, metrics));
-        (Committer { tx }, task)
+        let progress = Arc::new(Progress::default());
+        let task = tokio::spawn(writer(store, rx, metrics, Arc::clone(&progress)));
+        (Committer { tx, progress }, task)
     }
 
     /// Queues `writes` (possibly none: a barrier that resolves once
@@ -75,9 +91,19 @@ impl Committer {
     /// guarded the change, so that batches queue in the order of changes.
     pub fn submit(&self, writes: Vec<Write>) -> Pending {
         let (ack, rx) = oneshot::channel();
+        let submitted = self.progress.submitted.load(Ordering::Acquire);
+        let idle = self.progress.durable.load(Ordering::Acquire) == submitted;
+        if writes.is_empty() && idle && !self.tx.is_closed() {
+            let _ = ack.send(Ok(()));
+            return Pending(rx);
+        }
+        // Submissions happen under the lock that guarded the change, so
+        // this numbering is the order of the queue.
+        let seq = submitted + 1;
+        self.progress.submitted.store(seq, Ordering::Release);
         // A stopped writer drops the message and with it `ack`: the caller
         // then learns that nothing was saved.
-        let _ = self.tx.send(Message::Batch { writes, ack });
+        let _ = self.tx.send(Message::Batch { writes, ack, seq });
         Pending(rx)
     }
 
@@ -94,6 +120,7 @@ async fn writer(
     store: Arc<dyn Store>,
     mut rx: mpsc::UnboundedReceiver<Message>,
     metrics: Arc<Metrics>,
+    progress: Arc<Progress>,
 ) {
     // Writes of a failed commit, committed first next time.
     let mut carry: Vec<Write> = Vec::new();
@@ -106,13 +133,16 @@ async fn writer(
         let mut writes = std::mem::take(&mut carry);
         let mut acks = Vec::new();
         let mut stop = None;
+        let mut last_seq = None;
         let mut take = |message: Message, writes: &mut Vec<Write>| match message {
             Message::Batch {
                 writes: mut batch,
                 ack,
+                seq,
             } => {
                 writes.append(&mut batch);
                 acks.push(ack);
+                last_seq = Some(seq);
                 None
             }
             Message::Stop(done) => Some(done),
@@ -133,6 +163,9 @@ async fn writer(
             result.map_err(|error| CommitError::Store(error.to_string()))
         };
         let failed = result.is_err();
+        if let (false, Some(seq)) = (failed, last_seq) {
+            progress.durable.store(seq, Ordering::Release);
+        }
         for ack in acks {
             let _ = ack.send(result.clone());
         }
@@ -232,5 +265,54 @@ mod tests {
         // Once stopped, nothing is acknowledged.
         let late = committer.submit(vec![write("c")]);
         assert_eq!(late.durable().await, Err(CommitError::Closed));
+    }
+
+    /// Commits only when the test lets it.
+    #[derive(Debug)]
+    struct GatedStore {
+        gate: tokio::sync::Semaphore,
+    }
+
+    #[async_trait::async_trait]
+    impl Store for GatedStore {
+        async fn load(&self) -> Result<Loaded, StoreError> {
+            Ok(Loaded::default())
+        }
+
+        async fn commit(&self, _: &[Write]) -> Result<(), StoreError> {
+            let permit = self.gate.acquire().await;
+            permit
+                .map(|p| p.forget())
+                .map_err(|e| StoreError::Write(e.to_string()))
+        }
+
+        async fn events(&self, _: &str, _: i64, _: u32) -> Result<Vec<StoredEvent>, StoreError> {
+            Ok(Vec::new())
+        }
+
+        async fn schema_version(&self) -> Result<i64, StoreError> {
+            Ok(1)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_barrier_waits_for_the_batch_in_flight() {
+        let store = Arc::new(GatedStore {
+            gate: tokio::sync::Semaphore::new(0),
+        });
+        let (committer, writer) = Committer::spawn(store.clone(), Arc::new(Metrics::new()));
+        let batch = committer.submit(vec![write("a")]);
+        let barrier = committer.submit(Vec::new());
+        let early = tokio::time::timeout(Duration::from_millis(50), barrier.durable()).await;
+        assert!(
+            early.is_err(),
+            "a barrier resolved before the batch before it was durable"
+        );
+        store.gate.add_permits(1);
+        assert_eq!(batch.durable().await, Ok(()));
+        // Nothing in flight: a barrier is durable at once, with no commit.
+        assert_eq!(committer.submit(Vec::new()).durable().await, Ok(()));
+        committer.stop().await;
+        writer.await.expect("writer");
     }
 }

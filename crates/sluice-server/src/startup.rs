@@ -151,6 +151,12 @@ impl Application {
         if let Err(error) = controller.await {
             tracing::error!(%error, "the controller ended abnormally");
         }
+        let ((), saved) = self
+            .state
+            .change(|world, _, writes| world.save_last_seen(writes));
+        if let Err(error) = saved.durable().await {
+            tracing::error!(%error, "could not save the hosts' last check-in times");
+        }
         self.state.committer().stop().await;
         if let Err(error) = self.writer.await {
             tracing::error!(%error, "the group commit writer ended abnormally");

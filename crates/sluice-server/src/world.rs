@@ -42,12 +42,30 @@ use crate::persist;
 /// Longest message kept from a check-in report: its last lines.
 const MAX_MESSAGE_CHARS: usize = 4096;
 
+/// How stale the stored `last_seen` of a host may get. A check-in that
+/// changes nothing else writes nothing durable unless the stored time is
+/// this old: after a crash, a host's `last_seen` may be this much older than
+/// its last check-in (a clean shutdown saves them all). Reports, labels and
+/// every decision are still durable before the check-in is answered.
+const LAST_SEEN_SAVE_EVERY: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
+
 /// Converts wire labels to the engine's: the one place that knows both.
 pub fn to_labels(labels: &BTreeMap<String, String>) -> Labels {
     labels
         .iter()
         .map(|(key, value)| (key.clone(), value.clone()))
         .collect()
+}
+
+/// Whether the engine's labels equal the wire's, without converting.
+fn same_labels(labels: &Labels, wire: &BTreeMap<String, String>) -> bool {
+    labels.len() == wire.len()
+        && labels
+            .iter()
+            .zip(wire)
+            .all(|((key, value), (wire_key, wire_value))| {
+                *key == **wire_key && *value == **wire_value
+            })
 }
 
 /// Converts the engine's labels to the wire's.
@@ -64,6 +82,8 @@ pub struct HostEntry {
     pub labels: Labels,
     /// `None` for hosts imported but never checked in.
     pub last_seen: Option<Timestamp>,
+    /// The `last_seen` the store holds (see [`LAST_SEEN_SAVE_EVERY`]).
+    saved_seen: Option<Timestamp>,
     /// Component → what the host last reported (or was imported with).
     pub components: BTreeMap<String, Reported>,
 }
@@ -278,11 +298,13 @@ impl World {
             ..World::default()
         };
         for host in loaded.hosts {
+            let last_seen = host.last_seen.as_deref().and_then(parse_timestamp);
             world.hosts.insert(
                 host.id,
                 HostEntry {
                     labels: to_labels(&host.labels),
-                    last_seen: host.last_seen.as_deref().and_then(parse_timestamp),
+                    last_seen,
+                    saved_seen: last_seen,
                     components: BTreeMap::new(),
                 },
             );
@@ -456,17 +478,27 @@ impl World {
         writes: &mut Vec<Write>,
     ) -> CheckinResponse {
         let id = &request.host;
-        let labels = to_labels(&request.labels);
-        let host = self.hosts.entry(id.clone()).or_default();
-        if host.labels != labels {
-            host.labels = labels.clone();
+        let host = match self.hosts.get_mut(id) {
+            Some(host) => host,
+            None => self.hosts.entry(id.clone()).or_default(),
+        };
+        let relabelled = !same_labels(&host.labels, &request.labels);
+        if relabelled {
+            host.labels = to_labels(&request.labels);
         }
         host.last_seen = Some(now);
-        writes.push(Write::Host(HostRecord {
-            id: id.clone(),
-            labels: request.labels.clone(),
-            last_seen: Some(rfc3339(now)),
-        }));
+        let stale = host
+            .saved_seen
+            .is_none_or(|saved| now.duration_since(saved) >= LAST_SEEN_SAVE_EVERY);
+        if relabelled || stale {
+            host.saved_seen = Some(now);
+            writes.push(Write::Host(HostRecord {
+                id: id.clone(),
+                labels: request.labels.clone(),
+                last_seen: Some(rfc3339(now)),
+            }));
+        }
+        let labels = host.labels.clone();
         for (component, report) in &request.components {
             let reported = Reported {
                 version: report.version.clone(),
@@ -516,6 +548,20 @@ impl World {
         CheckinResponse {
             components: self.desired(id),
             next_checkin_s,
+        }
+    }
+
+    /// Saves every `last_seen` the store does not hold yet (at shutdown).
+    pub fn save_last_seen(&mut self, writes: &mut Vec<Write>) {
+        for (id, host) in &mut self.hosts {
+            if host.last_seen != host.saved_seen {
+                host.saved_seen = host.last_seen;
+                writes.push(Write::Host(HostRecord {
+                    id: id.clone(),
+                    labels: from_labels(&host.labels),
+                    last_seen: host.last_seen.map(rfc3339),
+                }));
+            }
         }
     }
 
@@ -820,6 +866,7 @@ impl World {
             if entry.labels != host.labels {
                 entry.labels = host.labels.clone();
             }
+            entry.saved_seen = entry.last_seen;
             writes.push(Write::Host(HostRecord {
                 id: host.id.clone(),
                 labels: from_labels(&host.labels),

@@ -170,3 +170,49 @@ async fn a_completed_rollout_reads_the_same_after_a_restart() {
     assert_eq!(after["healthy"], 3);
     assert_eq!(after["strata"], before["strata"]);
 }
+
+/// A check-in that changes nothing writes nothing durable, so its time is
+/// kept in memory: labels and reports survive a crash, and a clean shutdown
+/// saves the last check-in time of every host.
+#[tokio::test]
+async fn labels_survive_a_crash_and_a_clean_shutdown_saves_last_seen() {
+    async fn last_seen(app: &crate::helpers::TestApp) -> Value {
+        let host: Value = app
+            .get(&format!("/v1/hosts/{}", host(0)), &app.admin)
+            .await
+            .json()
+            .await
+            .expect("json");
+        host["last_seen"].clone()
+    }
+    let engine = json!({"docker-engine": {"version": "1.0", "state": "ok"}});
+    let app = spawn_app().await;
+    app.checkin(&host(0), json!({"role": "web"}), engine.clone())
+        .await;
+    app.checkin(&host(0), json!({"role": "db"}), engine.clone())
+        .await;
+    let relabelled_at = last_seen(&app).await;
+    app.checkin(&host(0), json!({"role": "db"}), engine.clone())
+        .await;
+    let latest = last_seen(&app).await;
+    assert_ne!(latest, relabelled_at, "each check-in moves last_seen");
+
+    let app = spawn_app_in(app.crash()).await;
+    let host_after_crash: Value = app
+        .get(&format!("/v1/hosts/{}", host(0)), &app.admin)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(host_after_crash["labels"], json!({"role": "db"}));
+    let seen = host_after_crash["last_seen"].as_str().expect("last_seen");
+    assert!(
+        seen >= relabelled_at.as_str().expect("time"),
+        "last_seen went back past a durable check-in: {seen}"
+    );
+
+    app.checkin(&host(0), json!({"role": "db"}), engine).await;
+    let before_stop = last_seen(&app).await;
+    let app = spawn_app_in(app.stop()).await;
+    assert_eq!(last_seen(&app).await, before_stop);
+}

@@ -10,4 +10,5 @@ mod errors;
 mod helpers;
 mod hosts;
 mod openapi;
+mod prometheus;
 mod rollouts;

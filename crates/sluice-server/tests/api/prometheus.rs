@@ -1,0 +1,214 @@
+//! Prometheus gates against a real Prometheus (Debian's `prometheus`, which
+//! `scripts/test` installs): it scrapes a metric the test sets, and the
+//! controller queries it like any production Prometheus.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::helpers::{fleet, plan, spawn_app, wait_for, TestApp};
+
+/// A Prometheus process scraping one target every second; killed on drop.
+struct Prometheus {
+    url: String,
+    child: Child,
+    _dir: TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn prometheus_binary() -> PathBuf {
+    let path = PathBuf::from(
+        std::env::var("SLUICE_TEST_PROMETHEUS").unwrap_or_else(|_| "/usr/bin/prometheus".into()),
+    );
+    assert!(
+        path.exists(),
+        "{} not found: these tests need a real Prometheus; run ./scripts/test \
+         (it installs Debian's prometheus) or set SLUICE_TEST_PROMETHEUS",
+        path.display()
+    );
+    path
+}
+
+impl Prometheus {
+    /// Starts Prometheus scraping `target`, and waits until it has scraped
+    /// `metric` at least once.
+    async fn start(target: SocketAddr, metric: &str) -> Prometheus {
+        let dir = TempDir::new().expect("temp dir");
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\n\
+                 scrape_configs:\n  - job_name: docker\n    static_configs:\n      - targets: [\"{target}\"]\n"
+            ),
+        )
+        .expect("prometheus.yml");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new(prometheus_binary())
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--log.level=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting prometheus");
+        let prometheus = Prometheus {
+            url: format!("http://127.0.0.1:{port}"),
+            child,
+            _dir: dir,
+        };
+        let client = reqwest::Client::new();
+        let query = reqwest::Url::parse_with_params(
+            &format!("{}/api/v1/query", prometheus.url),
+            [("query", metric)],
+        )
+        .expect("query url");
+        wait_for("Prometheus to scrape the target", || async {
+            let answer: Value = client
+                .get(query.clone())
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (!answer["data"]["result"].as_array()?.is_empty()).then_some(())
+        })
+        .await;
+        prometheus
+    }
+}
+
+/// An exporter: serves `/metrics` with the values the test sets.
+async fn exporter(text: Arc<Mutex<String>>) -> SocketAddr {
+    let router = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let text = Arc::clone(&text);
+            async move { text.lock().expect("metrics text").clone() }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    address
+}
+
+async fn events(app: &TestApp, id: &str) -> Vec<Value> {
+    let events: Value = app
+        .get(&format!("/v1/rollouts/{id}/events"), &app.admin)
+        .await
+        .json()
+        .await
+        .expect("json");
+    events["events"].as_array().expect("events").clone()
+}
+
+fn gate<'a>(detail: &'a Value, name: &str) -> &'a Value {
+    detail["gates"]
+        .as_array()
+        .expect("gates")
+        .iter()
+        .find(|g| g["name"] == name)
+        .unwrap_or_else(|| panic!("gate {name} in {detail}"))
+}
+
+#[tokio::test]
+async fn a_failing_prometheus_gate_rolls_back_with_its_evidence() {
+    let metrics = Arc::new(Mutex::new(
+        "container_restarts_rate{host=\"a\"} 0.9\n".to_owned(),
+    ));
+    // The server first: it sets up TLS for every HTTP client of the process.
+    let app = spawn_app().await;
+    let prometheus = Prometheus::start(exporter(metrics).await, "container_restarts_rate").await;
+    app.import(&fleet(2)).await;
+    let source = format!(
+        "{}gates:\n  prometheus:\n    - {{ name: restarts, url: \"{}\", query: \"max(container_restarts_rate)\", fail_if: \"> 0.5\", for: 2, interval: 1s }}\non_failure: rollback\n",
+        plan("gated", &["{ percent: 50, bake: 1h }", "{ percent: 100 }"]),
+        prometheus.url,
+    );
+    let id = app.rollout(&source).await;
+    app.action(&id, "start", "go").await;
+    let rolled_back = wait_for("rollback", || async {
+        let detail = app.detail(&id).await;
+        (detail["state"] == "rolled_back").then_some(detail)
+    })
+    .await;
+    assert_eq!(gate(&rolled_back, "restarts")["latest"]["outcome"], "fail");
+
+    let events = events(&app, &id).await;
+    let failed = events
+        .iter()
+        .find(|e| e["kind"] == "gate_failed")
+        .expect("a gate_failed event");
+    assert_eq!(failed["data"]["gate"], "restarts");
+    let evidence = failed["data"]["evidence"].as_str().expect("evidence");
+    assert!(
+        evidence.contains("max(container_restarts_rate)")
+            && evidence.contains("0.9")
+            && evidence.contains("> 0.5"),
+        "{evidence}"
+    );
+}
+
+#[tokio::test]
+async fn a_healthy_metric_passes_and_a_missing_one_is_a_failure() {
+    let metrics = Arc::new(Mutex::new(
+        "container_restarts_rate{host=\"a\"} 0.1\n".to_owned(),
+    ));
+    // The server first: it sets up TLS for every HTTP client of the process.
+    let app = spawn_app().await;
+    let prometheus = Prometheus::start(exporter(metrics).await, "container_restarts_rate").await;
+    app.import(&fleet(2)).await;
+    let gates = format!(
+        "gates:\n  prometheus:\n    \
+         - {{ name: restarts, url: \"{url}\", query: \"max(container_restarts_rate)\", fail_if: \"> 0.5\", interval: 1s }}\n    \
+         - {{ name: latency, url: \"{url}\", query: \"max(request_latency_seconds)\", fail_if: \"> 0.3\", interval: 1s }}\n",
+        url = prometheus.url,
+    );
+    let source = format!(
+        "{}{gates}",
+        plan(
+            "watched",
+            &["{ percent: 50, bake: 1h }", "{ percent: 100 }"]
+        )
+    );
+    let id = app.rollout(&source).await;
+    app.action(&id, "start", "go").await;
+    let paused = wait_for("pause on missing data", || async {
+        let detail = app.detail(&id).await;
+        (detail["state"] == "paused").then_some(detail)
+    })
+    .await;
+    let restarts = gate(&paused, "restarts");
+    assert_eq!(restarts["latest"]["outcome"], "pass");
+    let evidence = restarts["latest"]["evidence"].as_str().expect("evidence");
+    assert!(evidence.contains("0.1"), "{evidence}");
+    let latency = gate(&paused, "latency");
+    assert_eq!(latency["latest"]["outcome"], "no_data");
+    assert!(
+        paused["reason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("latency")),
+        "{paused}"
+    );
+}
