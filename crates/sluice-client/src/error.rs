@@ -13,6 +13,9 @@ pub enum ClientError {
     /// The server address is not an `http://` or `https://` URL.
     #[error("{url:?} is not a sluice server URL ({reason}); expected http://HOST:PORT or https://HOST:PORT")]
     InvalidUrl { url: String, reason: String },
+    /// The extra CA certificate is not PEM.
+    #[error("the CA certificate is not valid PEM ({reason}); give a PEM file with one or more -----BEGIN CERTIFICATE----- blocks")]
+    InvalidCaCertificate { reason: String },
     /// The token has characters that cannot travel in an HTTP header.
     #[error("the token is not valid: it may hold only visible ASCII characters")]
     InvalidToken,

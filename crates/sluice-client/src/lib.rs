@@ -118,6 +118,9 @@ pub struct ClientBuilder {
     timeout: Duration,
     connect_timeout: Duration,
     user_agent: String,
+    /// Extra trusted CA certificates (PEM), for a server whose certificate
+    /// a private CA signed.
+    ca_pem: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -156,6 +159,13 @@ impl ClientBuilder {
         self
     }
 
+    /// Also trusts the CA certificates of this PEM bundle (beside the
+    /// system's), for a server whose certificate a private CA signed.
+    pub fn ca_certificate_pem(mut self, pem: Vec<u8>) -> Self {
+        self.ca_pem = Some(pem);
+        self
+    }
+
     /// The `User-Agent` header (default `sluice-client/VERSION`).
     pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
         self.user_agent = user_agent.into();
@@ -174,15 +184,27 @@ impl ClientBuilder {
             None => None,
         };
         install_crypto_provider();
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .timeout(self.timeout)
             .connect_timeout(self.connect_timeout)
-            .user_agent(self.user_agent)
-            .build()
-            .map_err(|source| ClientError::Request {
-                request: "(building the HTTP client)".into(),
-                source,
+            .user_agent(self.user_agent);
+        if let Some(pem) = &self.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|error| {
+                ClientError::InvalidCaCertificate {
+                    reason: error.to_string(),
+                }
             })?;
+            if certs.is_empty() {
+                return Err(ClientError::InvalidCaCertificate {
+                    reason: "no certificate in it".to_owned(),
+                });
+            }
+            http = http.tls_certs_merge(certs);
+        }
+        let http = http.build().map_err(|source| ClientError::Request {
+            request: "(building the HTTP client)".into(),
+            source,
+        })?;
         Ok(Client {
             http,
             display: base.as_str().trim_end_matches('/').to_owned(),
@@ -264,6 +286,7 @@ impl Client {
             timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(5),
             user_agent: concat!("sluice-client/", env!("CARGO_PKG_VERSION")).to_owned(),
+            ca_pem: None,
         }
     }
 

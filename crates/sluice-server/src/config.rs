@@ -22,6 +22,17 @@ pub struct Config {
     /// `timeout` in the plan).
     pub gate_timeout: Duration,
     pub clock: Arc<dyn Clock>,
+    /// Serve HTTPS with this certificate and key (PEM files) instead of HTTP.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The PEM files of `--tls-cert` and `--tls-key`.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The certificate chain, the server's certificate first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 impl Config {
@@ -33,6 +44,7 @@ impl Config {
             tick_interval: Duration::from_secs(1),
             gate_timeout: Duration::from_secs(10),
             clock: Arc::new(SystemClock),
+            tls: None,
         }
     }
 }

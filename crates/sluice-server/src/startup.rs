@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum_server::tls_rustls::RustlsConfig;
 use sluice_store::sqlite::SqliteStore;
 use sluice_store::{Store, TokenRecord, Write};
 use tokio::net::TcpListener;
@@ -20,7 +21,7 @@ use tokio::task::JoinHandle;
 use crate::auth::{hash_secret, new_secret, Tokens};
 use crate::clock::rfc3339;
 use crate::commit::Committer;
-use crate::config::Config;
+use crate::config::{Config, TlsFiles};
 use crate::controller::{self, Settings};
 use crate::metrics::Metrics;
 use crate::state::{AppState, Parts};
@@ -36,6 +37,8 @@ pub struct Application {
     state: AppState,
     writer: JoinHandle<()>,
     settings: Settings,
+    /// HTTPS when set.
+    tls: Option<RustlsConfig>,
     /// Set when this start wrote a new admin token.
     admin_token: Option<PathBuf>,
 }
@@ -57,6 +60,10 @@ impl Application {
         // Gate evaluations use rustls with ring; the process needs it as its
         // provider (another caller may have installed it already).
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let tls = match &config.tls {
+            Some(files) => Some(load_tls(files).await?),
+            None => None,
+        };
 
         let loaded = store.load().await.context("loading state from the store")?;
         let tokens = Tokens::default();
@@ -108,6 +115,7 @@ impl Application {
                 tick: config.tick_interval,
                 gate_timeout: config.gate_timeout,
             },
+            tls,
             admin_token,
         })
     }
@@ -118,6 +126,12 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.local_addr.port()
+    }
+
+    /// Where clients reach this server: `https://ADDR` with TLS, else `http://ADDR`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.local_addr)
     }
 
     /// The admin token file this start wrote, if it wrote one.
@@ -143,9 +157,13 @@ impl Application {
             stopped,
         ));
         tracing::info!(address = %self.local_addr, "serving");
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = match self.tls {
+            None => axum::serve(self.listener, self.router)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .context("serving HTTP"),
+            Some(tls) => serve_tls(self.listener, self.router, tls, shutdown).await,
+        };
         tracing::info!("shutting down: requests drained, stopping the controller");
         let _ = stop.send(());
         if let Err(error) = controller.await {
@@ -162,7 +180,7 @@ impl Application {
             tracing::error!(%error, "the group commit writer ended abnormally");
         }
         tracing::info!("stopped");
-        served.context("serving HTTP")
+        served
     }
 }
 
@@ -217,4 +235,52 @@ fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
     std::fs::rename(&temporary, path)
         .with_context(|| format!("moving the admin token to {}", path.display()))?;
     Ok(())
+}
+
+/// The TLS certificate or key cannot be used: the operator's input is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidTls(String);
+
+/// Reads the certificate chain and key of `--tls-cert` and `--tls-key`,
+/// naming the file at fault.
+async fn load_tls(files: &TlsFiles) -> Result<RustlsConfig, InvalidTls> {
+    let read = |path: &Path, flag: &str| {
+        std::fs::read(path)
+            .map_err(|error| InvalidTls(format!("{flag}: cannot read {}: {error}", path.display())))
+    };
+    let cert = read(&files.cert, "--tls-cert")?;
+    let key = read(&files.key, "--tls-key")?;
+    RustlsConfig::from_pem(cert, key).await.map_err(|error| {
+        InvalidTls(format!(
+            "--tls-cert {} / --tls-key {}: {error}; --tls-cert takes a PEM certificate chain \
+             (the server's certificate first) and --tls-key its PEM private key (PKCS#8, PKCS#1 or SEC1)",
+            files.cert.display(),
+            files.key.display()
+        ))
+    })
+}
+
+/// Serves HTTPS until `shutdown` resolves, then lets requests in flight finish.
+async fn serve_tls(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: RustlsConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = listener
+        .into_std()
+        .context("handing the listener to the TLS server")?;
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.graceful_shutdown(None);
+    });
+    axum_server::from_tcp_rustls(listener, tls)
+        .context("serving HTTPS")?
+        .handle(handle)
+        .serve(router.into_make_service())
+        .await
+        .context("serving HTTPS")
 }

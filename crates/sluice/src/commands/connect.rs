@@ -1,7 +1,9 @@
 //! How an operator command finds its server and token, and how the server's
 //! answers become exit codes.
 //!
-//! Server: `--server URL`, else `SLUICE_SERVER`, else `http://127.0.0.1:7070`.
+//! Server: `--server URL`, else `SLUICE_SERVER`, else `http://127.0.0.1:7070`;
+//! an `https://` server signed by a private CA is trusted with `--ca-cert`
+//! (or `SLUICE_CA_CERT`), beside the system's CAs.
 //! Token: `--token T` or `--token-file F`, else `SLUICE_TOKEN` or
 //! `SLUICE_TOKEN_FILE`, else the admin token the server wrote beside itself:
 //! `<data dir>/admin.token`, the data dir being `--data-dir`, else
@@ -46,6 +48,9 @@ pub struct ConnectArgs {
     /// The server's data dir, to find its admin.token [env: SLUICE_DATA_DIR] [default: ./sluice-data]
     #[arg(long, value_name = "DIR", help_heading = "Connection")]
     pub data_dir: Option<PathBuf>,
+    /// Also trust this PEM CA certificate for an https:// server [env: SLUICE_CA_CERT]
+    #[arg(long, value_name = "FILE", help_heading = "Connection")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// Where the token came from, to say so when the server refuses it.
@@ -84,6 +89,8 @@ pub struct Connection {
     pub server_source: &'static str,
     pub token: Option<String>,
     pub token_source: TokenSource,
+    /// The extra CA certificate (PEM) and where it came from.
+    pub ca_cert: Option<(Vec<u8>, String)>,
 }
 
 impl fmt::Debug for Connection {
@@ -100,19 +107,25 @@ impl ConnectArgs {
     /// Resolves against the process environment and builds a client.
     pub fn connect(&self) -> Result<(Client, Connection), Failure> {
         let connection = self.resolve(&|name| std::env::var(name).ok())?;
-        let client = Client::builder(connection.server.clone())
+        let mut builder = Client::builder(connection.server.clone())
             .maybe_token(connection.token.clone())
-            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|error| match error {
-                ClientError::InvalidUrl { .. } => {
-                    Failure::Invalid(anyhow!("{} (from {})", error, connection.server_source))
-                }
-                ClientError::InvalidToken => {
-                    Failure::Invalid(anyhow!("{} (from {})", error, connection.token_source))
-                }
-                other => Failure::Failed(other.into()),
-            })?;
+            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")));
+        if let Some((pem, _)) = &connection.ca_cert {
+            builder = builder.ca_certificate_pem(pem.clone());
+        }
+        let client = builder.build().map_err(|error| match error {
+            ClientError::InvalidCaCertificate { .. } => {
+                let from = connection.ca_cert.as_ref().map_or("", |(_, from)| from);
+                Failure::Invalid(anyhow!("{error} (from {from})"))
+            }
+            ClientError::InvalidUrl { .. } => {
+                Failure::Invalid(anyhow!("{} (from {})", error, connection.server_source))
+            }
+            ClientError::InvalidToken => {
+                Failure::Invalid(anyhow!("{} (from {})", error, connection.token_source))
+            }
+            other => Failure::Failed(other.into()),
+        })?;
         Ok((client, connection))
     }
 
@@ -177,11 +190,30 @@ impl ConnectArgs {
                 }
             }
         };
+        let ca_cert = match (&self.ca_cert, env("SLUICE_CA_CERT")) {
+            (Some(path), _) => Some((path.clone(), "--ca-cert")),
+            (None, Some(path)) => Some((PathBuf::from(path), "SLUICE_CA_CERT")),
+            (None, None) => None,
+        };
+        let ca_cert = match ca_cert {
+            Some((path, flag)) => match std::fs::read(&path) {
+                Ok(pem) => Some((pem, format!("{flag} {}", path.display()))),
+                Err(error) => {
+                    return Err(Failure::invalid(format!(
+                        "{flag}: cannot read {}: {}",
+                        path.display(),
+                        io_reason(&error)
+                    )))
+                }
+            },
+            None => None,
+        };
         Ok(Connection {
             server,
             server_source,
             token,
             token_source,
+            ca_cert,
         })
     }
 }
@@ -461,6 +493,7 @@ mod tests {
             token_source: TokenSource::None {
                 looked_in: PathBuf::from("./sluice-data/admin.token"),
             },
+            ca_cert: None,
         };
         let api = |status: u16, code: &str| ClientError::Api {
             status,

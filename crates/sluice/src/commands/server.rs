@@ -1,7 +1,7 @@
 //! `sluice server`: the control plane (API, check-ins, controller, metrics)
 //! on embedded SQLite in `--data-dir`.
 //!
-//! Prints `listening on http://ADDR` on stdout once bound (so that scripts
+//! Prints `listening on http://ADDR` (`https://` with `--tls-cert`) on stdout once bound (so that scripts
 //! and tests can pass `--listen 127.0.0.1:0` and read the port), logs to
 //! stderr (`RUST_LOG`, default `info`), and shuts down gracefully on SIGTERM
 //! or Ctrl-C: in-flight requests finish, the group commit is flushed, exit 0.
@@ -12,7 +12,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use sluice_server::{Application, Config};
+use sluice_server::startup::InvalidTls;
+use sluice_server::{Application, Config, TlsFiles};
 use tracing_subscriber::EnvFilter;
 
 use crate::exit::Failure;
@@ -28,6 +29,12 @@ pub struct ServerArgs {
     /// Seconds between an agent's check-ins, told to agents in every answer
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     checkin_interval: u64,
+    /// Serve HTTPS with this PEM certificate chain (the server's certificate first)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 pub fn run(args: ServerArgs) -> Result<(), Failure> {
@@ -48,8 +55,17 @@ pub fn run(args: ServerArgs) -> Result<(), Failure> {
 async fn serve(listen: SocketAddr, args: ServerArgs) -> Result<(), Failure> {
     let mut config = Config::new(listen, &args.data_dir);
     config.next_checkin_s = args.checkin_interval;
-    let app = Application::build(config).await?;
-    println!("listening on http://{}", app.local_addr());
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        config.tls = Some(TlsFiles { cert, key });
+    }
+    let app = Application::build(config).await.map_err(|error| {
+        if error.is::<InvalidTls>() {
+            Failure::Invalid(error)
+        } else {
+            Failure::Failed(error)
+        }
+    })?;
+    println!("listening on {}", app.url());
     let _ = std::io::stdout().flush();
     app.run_until_stopped(shutdown_signal()).await?;
     Ok(())
