@@ -7,7 +7,7 @@ use axum::http::StatusCode as AxumStatus;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{desired, fleet, host, plan, report, spawn_app, wait_for, TestApp};
+use crate::helpers::{desired, fleet, host, plan, report, serve, spawn_app, wait_for, TestApp};
 
 /// Every host checks in once, applying what it is told: an agent's loop.
 async fn agents_round(app: &TestApp, hosts: usize) {
@@ -168,12 +168,7 @@ async fn health_endpoint() -> SocketAddr {
             "/down",
             axum::routing::get(|| async { (AxumStatus::SERVICE_UNAVAILABLE, "down") }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    address
+    serve(router).await
 }
 
 #[tokio::test]

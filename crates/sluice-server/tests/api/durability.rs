@@ -177,13 +177,7 @@ async fn a_completed_rollout_reads_the_same_after_a_restart() {
 #[tokio::test]
 async fn labels_survive_a_crash_and_a_clean_shutdown_saves_last_seen() {
     async fn last_seen(app: &crate::helpers::TestApp) -> Value {
-        let host: Value = app
-            .get(&format!("/v1/hosts/{}", host(0)), &app.admin)
-            .await
-            .json()
-            .await
-            .expect("json");
-        host["last_seen"].clone()
+        app.host(&host(0)).await["last_seen"].clone()
     }
     let engine = json!({"docker-engine": {"version": "1.0", "state": "ok"}});
     let app = spawn_app().await;
@@ -198,12 +192,7 @@ async fn labels_survive_a_crash_and_a_clean_shutdown_saves_last_seen() {
     assert_ne!(latest, relabelled_at, "each check-in moves last_seen");
 
     let app = spawn_app_in(app.crash()).await;
-    let host_after_crash: Value = app
-        .get(&format!("/v1/hosts/{}", host(0)), &app.admin)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let host_after_crash = app.host(&host(0)).await;
     assert_eq!(host_after_crash["labels"], json!({"role": "db"}));
     let seen = host_after_crash["last_seen"].as_str().expect("last_seen");
     assert!(

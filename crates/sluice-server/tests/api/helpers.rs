@@ -212,6 +212,23 @@ impl TestApp {
         response.json().await.expect("json")
     }
 
+    /// The rollout's events, oldest first.
+    pub async fn events(&self, id: &str) -> Vec<Value> {
+        let response = self
+            .get(&format!("/v1/rollouts/{id}/events"), &self.admin)
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let events: Value = response.json().await.expect("json");
+        events["events"].as_array().expect("events").clone()
+    }
+
+    /// `GET /v1/hosts/{id}` with the admin token.
+    pub async fn host(&self, id: &str) -> Value {
+        let response = self.get(&format!("/v1/hosts/{id}"), &self.admin).await;
+        assert_eq!(response.status(), StatusCode::OK, "host {id}");
+        response.json().await.expect("json")
+    }
+
     pub async fn import(&self, fleet: &Value) -> Response {
         self.post("/v1/hosts/import", &self.admin, fleet).await
     }
@@ -313,4 +330,15 @@ pub fn desired(answer: &Value) -> &str {
     answer["components"]["docker-engine"]["version"]
         .as_str()
         .unwrap_or("")
+}
+
+/// Serves `router` on a free port of 127.0.0.1 (monitoring endpoints and
+/// exporters for the gates).
+pub async fn serve(router: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    address
 }

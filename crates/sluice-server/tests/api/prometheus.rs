@@ -5,12 +5,11 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::helpers::{fleet, plan, spawn_app, wait_for, TestApp};
+use crate::helpers::{fleet, plan, serve, spawn_app, wait_for, TestApp};
 
 /// A Prometheus process scraping one target every second; killed on drop.
 struct Prometheus {
@@ -96,31 +95,20 @@ impl Prometheus {
     }
 }
 
-/// An exporter: serves `/metrics` with the values the test sets.
-async fn exporter(text: Arc<Mutex<String>>) -> SocketAddr {
-    let router = axum::Router::new().route(
+/// A server with two hosts, and a Prometheus scraping an exporter whose
+/// `container_restarts_rate` is `rate`.
+async fn watched(rate: f64) -> (TestApp, Prometheus) {
+    // The server first: it sets up TLS for every HTTP client of the process.
+    let app = spawn_app().await;
+    app.import(&fleet(2)).await;
+    let text = format!("container_restarts_rate{{host=\"a\"}} {rate}\n");
+    let exporter = serve(axum::Router::new().route(
         "/metrics",
-        axum::routing::get(move || {
-            let text = Arc::clone(&text);
-            async move { text.lock().expect("metrics text").clone() }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    address
-}
-
-async fn events(app: &TestApp, id: &str) -> Vec<Value> {
-    let events: Value = app
-        .get(&format!("/v1/rollouts/{id}/events"), &app.admin)
-        .await
-        .json()
-        .await
-        .expect("json");
-    events["events"].as_array().expect("events").clone()
+        axum::routing::get(move || async move { text.clone() }),
+    ))
+    .await;
+    let prometheus = Prometheus::start(exporter, "container_restarts_rate").await;
+    (app, prometheus)
 }
 
 fn gate<'a>(detail: &'a Value, name: &str) -> &'a Value {
@@ -134,13 +122,7 @@ fn gate<'a>(detail: &'a Value, name: &str) -> &'a Value {
 
 #[tokio::test]
 async fn a_failing_prometheus_gate_rolls_back_with_its_evidence() {
-    let metrics = Arc::new(Mutex::new(
-        "container_restarts_rate{host=\"a\"} 0.9\n".to_owned(),
-    ));
-    // The server first: it sets up TLS for every HTTP client of the process.
-    let app = spawn_app().await;
-    let prometheus = Prometheus::start(exporter(metrics).await, "container_restarts_rate").await;
-    app.import(&fleet(2)).await;
+    let (app, prometheus) = watched(0.9).await;
     let source = format!(
         "{}gates:\n  prometheus:\n    - {{ name: restarts, url: \"{}\", query: \"max(container_restarts_rate)\", fail_if: \"> 0.5\", for: 2, interval: 1s }}\non_failure: rollback\n",
         plan("gated", &["{ percent: 50, bake: 1h }", "{ percent: 100 }"]),
@@ -155,7 +137,7 @@ async fn a_failing_prometheus_gate_rolls_back_with_its_evidence() {
     .await;
     assert_eq!(gate(&rolled_back, "restarts")["latest"]["outcome"], "fail");
 
-    let events = events(&app, &id).await;
+    let events = app.events(&id).await;
     let failed = events
         .iter()
         .find(|e| e["kind"] == "gate_failed")
@@ -172,13 +154,7 @@ async fn a_failing_prometheus_gate_rolls_back_with_its_evidence() {
 
 #[tokio::test]
 async fn a_healthy_metric_passes_and_a_missing_one_is_a_failure() {
-    let metrics = Arc::new(Mutex::new(
-        "container_restarts_rate{host=\"a\"} 0.1\n".to_owned(),
-    ));
-    // The server first: it sets up TLS for every HTTP client of the process.
-    let app = spawn_app().await;
-    let prometheus = Prometheus::start(exporter(metrics).await, "container_restarts_rate").await;
-    app.import(&fleet(2)).await;
+    let (app, prometheus) = watched(0.1).await;
     let gates = format!(
         "gates:\n  prometheus:\n    \
          - {{ name: restarts, url: \"{url}\", query: \"max(container_restarts_rate)\", fail_if: \"> 0.5\", interval: 1s }}\n    \

@@ -173,20 +173,10 @@ async fn events_are_the_timeline_with_actors() {
     app.action(&id, "start", "change 42").await;
     app.action(&id, "pause", "looking").await;
 
-    let events: Value = app
-        .get(&format!("/v1/rollouts/{id}/events"), &app.admin)
-        .await
-        .json()
-        .await
-        .expect("json");
-    let kinds: Vec<&str> = events["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter_map(|e| e["kind"].as_str())
-        .collect();
+    let events = app.events(&id).await;
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
     assert_eq!(kinds, ["created", "started", "stage_started", "paused"]);
-    let started = &events["events"][1];
+    let started = &events[1];
     assert_eq!(started["actor"], "admin");
     assert_eq!(started["data"]["reason"], "change 42");
 
