@@ -25,7 +25,7 @@
 //!   other input advances the timers too, as in the server).
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 
 use foldhash::{HashMap, HashMapExt};
 use jiff::Timestamp;
@@ -176,7 +176,9 @@ struct Sim<'a> {
     version_ids: HashMap<String, u32>,
     target: u32,
     /// Host timeouts: (due, host), checked against `instructed_since`.
-    timeouts: BinaryHeap<Reverse<(i64, u32)>>,
+    /// Hosts are instructed at the time of the input that admits them, and
+    /// time never goes back, so this is a queue in order of due time.
+    timeouts: VecDeque<(i64, u32)>,
     /// The earliest tick in the queue.
     tick_at: i64,
     /// When the windows next close, as last computed.
@@ -229,7 +231,7 @@ impl<'a> Sim<'a> {
             versions: Vec::new(),
             version_ids: HashMap::new(),
             target: 0,
-            timeouts: BinaryHeap::new(),
+            timeouts: VecDeque::new(),
             tick_at: NEVER,
             closing: 0,
             reached_limit: false,
@@ -500,13 +502,13 @@ impl<'a> Sim<'a> {
             next = next.min(self.at_ms(*until));
         }
         if self.listens() {
-            while let Some(&Reverse((due, host))) = self.timeouts.peek() {
+            while let Some(&(due, host)) = self.timeouts.front() {
                 let since = self.agents[host as usize].instructed_since;
                 if since != NEVER && since + self.host_timeout_ms == due {
                     next = next.min(due);
                     break;
                 }
-                self.timeouts.pop();
+                self.timeouts.pop_front();
             }
         }
         let status = self.rollout.status();
@@ -567,7 +569,7 @@ impl<'a> Sim<'a> {
                     self.agents[host].instructed_since = since;
                     if self.host_timeout_ms > 0 {
                         self.timeouts
-                            .push(Reverse((since + self.host_timeout_ms, host as u32)));
+                            .push_back((since + self.host_timeout_ms, host as u32));
                     }
                     self.wake(host);
                 }
