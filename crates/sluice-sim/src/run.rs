@@ -294,7 +294,12 @@ impl<'a> Sim<'a> {
             let Ok(outcome) = self.rollout.handle(at, input) else {
                 continue;
             };
-            if outcome.hosts.is_empty() {
+            let joined = !outcome.hosts.is_empty();
+            // A pending rollout records holds too (outside its windows).
+            for event in outcome.events {
+                self.record(event);
+            }
+            if !joined {
                 continue;
             }
             self.index.insert(&entry.id, host as u32);

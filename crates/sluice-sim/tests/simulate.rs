@@ -107,6 +107,50 @@ fn bakes_and_windows_are_honoured_in_virtual_time() {
 }
 
 #[test]
+fn approvals_wait_for_approve_after_and_windows_for_the_start() {
+    let plan = example("plan-docker.yaml");
+    let prompt = run(&plan, &[], 1);
+    let config = Config {
+        seed: 1,
+        approve_after: Duration::from_secs(3_600),
+        ..Config::default()
+    };
+    let patient = simulate(&plan, fleet(), &config);
+    let awaited = |report: &Report| {
+        let canary = &report.stages[0];
+        report.stages[1].started_s.expect("stage 2 started") - canary.started_s.expect("started")
+    };
+    assert!(
+        awaited(&patient) >= awaited(&prompt) + 3_600.0 - 1.0,
+        "{} vs {}",
+        awaited(&patient),
+        awaited(&prompt)
+    );
+
+    // Started on a Friday, the Monday-to-Thursday plan admits no host
+    // before Monday 09:00 in Stockholm (08:00 UTC), 3 days later.
+    let friday = Config {
+        seed: 1,
+        start: "2026-01-09T08:00:00Z".parse().expect("timestamp"),
+        ..Config::default()
+    };
+    let report = simulate(&plan, fleet(), &friday);
+    assert_eq!(report.final_state, "completed");
+    assert!(matches!(
+        report.timeline.iter().find(|e| matches!(e.event, EventKind::Held { .. })),
+        Some(entry) if entry.at_s == 0.0
+    ));
+    let released = (report.timeline.iter())
+        .find(|e| matches!(e.event, EventKind::Released { .. }))
+        .expect("released");
+    assert_eq!(released.at_s, 3.0 * 86_400.0);
+    let baking = (report.timeline.iter())
+        .find(|e| matches!(e.event, EventKind::Baking { .. }))
+        .expect("the canary bakes");
+    assert!(baking.at_s > released.at_s);
+}
+
+#[test]
 fn all_fail_halts_within_max_in_flight_plus_max_failed() {
     // The example plan (max_in_flight 5 % of 7004 = 351, max_failed 2,
     // rollback), and one where max_in_flight binds: a 10 % canary of 700
