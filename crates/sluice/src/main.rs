@@ -44,6 +44,8 @@ enum Command {
     /// API tokens
     #[command(subcommand)]
     Token(commands::admin::TokenCommand),
+    /// Rehearse a plan against a fleet file in virtual time, with faults
+    Simulate(commands::simulate::SimulateArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Command::Freeze(command) => commands::admin::freeze(command),
         Command::Components(args) => commands::admin::components(args),
         Command::Token(command) => commands::admin::token(command),
+        Command::Simulate(args) => commands::simulate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,3 +7,4 @@ pub mod output;
 pub mod plan;
 pub mod rollout;
 pub mod server;
+pub mod simulate;

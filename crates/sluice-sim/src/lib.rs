@@ -1,0 +1,25 @@
+//! sluice-sim: rehearse a plan against a virtual fleet in virtual time.
+//!
+//! The simulator runs sluice-core's [`Rollout`](sluice_core::rollout::Rollout)
+//! — the very engine the server runs — fed the way the server feeds it
+//! (inventory, check-ins, controller ticks, approvals), while simulated
+//! agents check in with jitter, apply what they are told and misbehave as
+//! the [`Fault`]s say. It reports what would happen: the stages over time,
+//! hosts changed and failed (the blast radius) by role, and how long sluice
+//! takes to detect a failure and to halt.
+//!
+//! Layout:
+//! - [`fault`]: `SELECTOR:KIND[:p=SHARE]` faults.
+//! - [`run`]: the discrete-event loop and its [`Config`].
+//! - [`report`]: the [`Report`] and its text rendering.
+//!
+//! Architecture invariant: pure, like sluice-core — no IO, no clock, no
+//! threads; the same plan, fleet and config give the same report.
+
+pub mod fault;
+pub mod report;
+pub mod run;
+
+pub use fault::{Fault, FaultError, FaultKind};
+pub use report::Report;
+pub use run::{simulate, Config};
