@@ -146,7 +146,9 @@ impl<H: HostOps> Agent<H> {
                 }
                 () = sleep_until(tick) => {
                     tick = None;
-                    if work.is_none() {
+                    if call.is_some() {
+                        // The answer's handler schedules the next check-in.
+                    } else if work.is_none() {
                         work = Some(self.survey());
                     } else {
                         // An apply is running: report it as `applying`.
@@ -184,9 +186,9 @@ impl<H: HostOps> Agent<H> {
                             if once && work.is_none() {
                                 return Ok(());
                             }
-                            if work.is_none() {
-                                tick = Some(self.jittered());
-                            }
+                            // While an apply runs, check-ins go on and
+                            // report it `applying`.
+                            tick = Some(self.jittered());
                         }
                         Err(error) if once => return Err(AgentError::Checkin(error)),
                         Err(error) => {
@@ -196,9 +198,7 @@ impl<H: HostOps> Agent<H> {
                                 "check-in failed, changing nothing; retrying in {:.1}s: {error}",
                                 retry.saturating_duration_since(Instant::now()).as_secs_f64()
                             );
-                            if work.is_none() {
-                                tick = Some(retry);
-                            }
+                            tick = Some(retry);
                         }
                     }
                 }

@@ -1,0 +1,6 @@
+//! End-to-end tests of `sluice-agent` with real processes: the `sluice`
+//! server, many agents, real shell commands, and Puppet.
+
+mod harness;
+mod restart;
+mod rollout;
