@@ -2,5 +2,6 @@
 //! server, many agents, real shell commands, and Puppet.
 
 mod harness;
+mod puppet;
 mod restart;
 mod rollout;
