@@ -79,6 +79,8 @@ pub struct Agent<H: HostOps> {
     failures: u32,
     /// The labels `HostOps::labels` gave at the last survey.
     labels: BTreeMap<String, String>,
+    /// An apply finished and its outcome is not reported yet.
+    report_due: bool,
 }
 
 impl<H: HostOps> Agent<H> {
@@ -100,6 +102,7 @@ impl<H: HostOps> Agent<H> {
             state,
             failures: 0,
             labels: BTreeMap::new(),
+            report_due: false,
         })
     }
 
@@ -149,6 +152,7 @@ impl<H: HostOps> Agent<H> {
                     if call.is_some() {
                         // The answer's handler schedules the next check-in.
                     } else if work.is_none() {
+                        self.report_due = false;
                         work = Some(self.survey());
                     } else {
                         // An apply is running: report it as `applying`.
@@ -168,7 +172,9 @@ impl<H: HostOps> Agent<H> {
                         },
                         Work::Applied(applied) => {
                             self.applied(applied)?;
-                            // Report the outcome right away.
+                            // Report the outcome right away (once the answer
+                            // to a check-in in flight, if any, is in).
+                            self.report_due = true;
                             tick = Some(Instant::now());
                         }
                     }
@@ -188,7 +194,11 @@ impl<H: HostOps> Agent<H> {
                             }
                             // While an apply runs, check-ins go on and
                             // report it `applying`.
-                            tick = Some(self.jittered());
+                            tick = Some(if self.report_due && work.is_none() {
+                                Instant::now()
+                            } else {
+                                self.jittered()
+                            });
                         }
                         Err(error) if once => return Err(AgentError::Checkin(error)),
                         Err(error) => {
@@ -360,17 +370,16 @@ impl<H: HostOps> Agent<H> {
     ) -> Result<Option<Task<Work>>, AgentError> {
         let mut desired_changed = false;
         for component in &self.config.components {
-            // A component the server does not name is left alone.
-            let Some(desired) = answer.components.get(&component.name) else {
-                continue;
-            };
+            // A component the server does not name is left alone: sluice
+            // has no opinion on it (any more).
+            let desired = answer.components.get(&component.name);
             let entry = self
                 .state
                 .components
                 .entry(component.name.clone())
                 .or_default();
-            if entry.desired.as_ref() != Some(desired) {
-                entry.desired = Some(desired.clone());
+            if entry.desired.as_ref() != desired {
+                entry.desired = desired.cloned();
                 desired_changed = true;
             }
             settle(component, entry);
@@ -386,7 +395,6 @@ impl<H: HostOps> Agent<H> {
             let entry = self.state.components.get(&component.name)?;
             let desired = entry.desired.as_ref()?;
             let wanted = component.mode == Mode::Apply
-                && answer.components.contains_key(&component.name)
                 && entry.installed.as_deref() != Some(desired.version.as_str())
                 && entry.failed.as_deref() != Some(desired.version.as_str());
             wanted.then(|| (component.clone(), desired.clone()))
@@ -473,9 +481,6 @@ impl<H: HostOps> Agent<H> {
             }
         }
         for (path, desired) in files {
-            if desired.is_empty() {
-                continue;
-            }
             match write_facts(path, &facts_json(desired)) {
                 Ok(true) => {
                     tracing::info!(path = %path.display(), "wrote the desired versions for config management")

@@ -2,6 +2,7 @@
 //! server, many agents, real shell commands, and Puppet.
 
 mod harness;
+mod library;
 mod puppet;
 mod restart;
 mod rollout;
