@@ -3,6 +3,7 @@
 
 mod harness;
 mod library;
+mod once;
 mod puppet;
 mod restart;
 mod rollout;
