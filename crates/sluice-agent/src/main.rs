@@ -3,6 +3,7 @@
 //! round failed (`--once`) or the state file could not be kept, 2 invalid
 //! configuration.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let config = match FileConfig::load(&args.config) {
         Ok(config) => config,
