@@ -127,7 +127,7 @@ struct RawComponent {
     name: Spanned<String>,
     version_cmd: String,
     apply_cmd: Option<Spanned<String>>,
-    health_cmd: Option<String>,
+    health_cmd: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
     mode: Option<Spanned<String>>,
     facts_file: Option<Spanned<PathBuf>>,
@@ -274,6 +274,13 @@ impl FileConfig {
                             "a component in mode = \"facts\" is applied by config management, not by apply_cmd; remove it".into(),
                         ));
                     }
+                    if let Some(health_cmd) = &raw.health_cmd {
+                        return Err(locate(
+                            Some(health_cmd.span()),
+                            Some(field("health_cmd")),
+                            "a component in mode = \"facts\" is checked by config management; the agent reports what version_cmd says, so remove health_cmd".into(),
+                        ));
+                    }
                     let Some(facts_file) = raw.facts_file.as_ref() else {
                         return Err(locate(
                             Some(component_span),
@@ -300,7 +307,7 @@ impl FileConfig {
                 Commands {
                     version_cmd: raw.version_cmd,
                     apply_cmd: raw.apply_cmd.map(Spanned::into_inner),
-                    health_cmd: raw.health_cmd,
+                    health_cmd: raw.health_cmd.map(Spanned::into_inner),
                 },
             );
             components.push(ComponentConfig {
@@ -512,6 +519,10 @@ version_cmd = "cat /etc/docker/daemon.json.version"
             (
                 "server = \"http://a:1\"\n[[component]]\nname = \"c\"\nversion_cmd = \"v\"\napply_cmd = \"x\"\n[[component]]\nname = \"c\"\nversion_cmd = \"v\"\napply_cmd = \"x\"\n",
                 "agent.toml:7:8: component[1].name: component \"c\" is configured twice",
+            ),
+            (
+                "server = \"http://a:1\"\n[[component]]\nname = \"c\"\nversion_cmd = \"v\"\nmode = \"facts\"\nfacts_file = \"f\"\nhealth_cmd = \"h\"\n",
+                "agent.toml:7:14: component[0].health_cmd: a component in mode = \"facts\" is checked by config management",
             ),
             ("token_file = \"t\"\n", "missing field `server`"),
         ];
