@@ -295,6 +295,19 @@ impl Client {
         &self.display
     }
 
+    /// The same client (the same connection pool, server and timeouts) with
+    /// another bearer token: many agents of one process, each with the token
+    /// bound to its host, share one pool.
+    pub fn with_token(&self, token: &str) -> Result<Client, ClientError> {
+        let mut value = HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+            .map_err(|_| ClientError::InvalidToken)?;
+        value.set_sensitive(true);
+        Ok(Client {
+            token: Some(value),
+            ..self.clone()
+        })
+    }
+
     /// Whether requests carry a token.
     pub fn has_token(&self) -> bool {
         self.token.is_some()

@@ -1,0 +1,547 @@
+//! The agent's configuration: the TOML file of the spec (`agent.toml`), read
+//! into an in-memory [`FileConfig`], which gives the loop's [`AgentConfig`]
+//! and the shell commands of [`crate::ShellOps`].
+//!
+//! Every problem is reported as `FILE:LINE:COLUMN: FIELD: MESSAGE`, like
+//! plan errors; unknown keys are rejected with their name and place.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Where the agent keeps its state unless `state_file` says otherwise.
+pub const DEFAULT_STATE_FILE: &str = "/var/lib/sluice-agent/state.json";
+/// The check-in interval unless `interval` says otherwise.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+/// How long one command may run unless a component's `timeout` says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// What the loop needs to know, independent of any file: who the host is,
+/// how often to check in, its labels, the components it manages and where
+/// (if anywhere) to keep its state. The simulated agents of `sluice demo`
+/// build this directly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// The host id sent with every check-in (the FQDN by default).
+    pub id: String,
+    /// Time between check-ins until the server names its own, jittered ±20 %.
+    pub interval: Duration,
+    /// Labels sent with every check-in (merged under those of `labels_cmd`).
+    pub labels: BTreeMap<String, String>,
+    /// The components this agent reports and changes, in file order.
+    pub components: Vec<ComponentConfig>,
+    /// Where the state survives restarts; `None` keeps it in memory only.
+    pub state_file: Option<PathBuf>,
+}
+
+/// One `[[component]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentConfig {
+    pub name: String,
+    pub mode: Mode,
+    /// How long each of its commands may run before its process group is killed.
+    pub timeout: Duration,
+}
+
+/// How a component reaches its desired version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// The agent runs `apply_cmd`, then checks the version and the health.
+    Apply,
+    /// The agent writes the desired versions to this JSON facts file for
+    /// Puppet/Facter and reports what `version_cmd` says.
+    Facts { facts_file: PathBuf },
+}
+
+/// The shell commands of one component (run with `sh -c`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Commands {
+    pub version_cmd: String,
+    pub apply_cmd: Option<String>,
+    pub health_cmd: Option<String>,
+}
+
+/// The whole configuration file, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileConfig {
+    /// `server`: the sluice server's URL.
+    pub server: String,
+    /// `token_file`: where the agent token is (read at start).
+    pub token_file: Option<PathBuf>,
+    /// `labels_cmd`: prints a JSON object of extra labels.
+    pub labels_cmd: Option<String>,
+    pub agent: AgentConfig,
+    /// The commands of each component, by name.
+    pub commands: BTreeMap<String, Commands>,
+}
+
+/// A configuration problem, located in its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based line and column, when known.
+    pub position: Option<(usize, usize)>,
+    /// The key at fault (`component[1].timeout`), when known.
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some((line, column)) = self.position {
+            write!(f, ":{line}:{column}")?;
+        }
+        match &self.field {
+            Some(field) => write!(f, ": {field}: {}", self.message),
+            None => write!(f, ": {}", self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    server: Spanned<String>,
+    token_file: Option<PathBuf>,
+    id: Option<Spanned<String>>,
+    interval: Option<Spanned<String>>,
+    #[serde(default)]
+    labels: BTreeMap<String, Spanned<String>>,
+    labels_cmd: Option<String>,
+    state_file: Option<PathBuf>,
+    #[serde(default)]
+    component: Vec<Spanned<RawComponent>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawComponent {
+    name: Spanned<String>,
+    version_cmd: String,
+    apply_cmd: Option<Spanned<String>>,
+    health_cmd: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    mode: Option<Spanned<String>>,
+    facts_file: Option<Spanned<PathBuf>>,
+}
+
+impl FileConfig {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
+            file: path.to_owned(),
+            position: None,
+            field: None,
+            message: format!("cannot read the configuration: {error}"),
+        })?;
+        FileConfig::parse(path, &text)
+    }
+
+    /// Parses and validates `text`, read from `file` (used in messages only).
+    /// `id` defaults to the host's FQDN.
+    pub fn parse(file: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+        let locate =
+            |span: Option<Range<usize>>, field: Option<String>, message: String| ConfigError {
+                file: file.to_owned(),
+                position: span.map(|span| line_column(text, span.start)),
+                field,
+                message,
+            };
+        let raw: RawConfig = toml::from_str(text).map_err(|error| {
+            let (field, message) = split_toml_message(error.message());
+            locate(error.span(), field, message)
+        })?;
+
+        let server = raw.server.get_ref().trim().to_owned();
+        if !(server.starts_with("http://") || server.starts_with("https://")) {
+            return Err(locate(
+                Some(raw.server.span()),
+                Some("server".into()),
+                format!(
+                    "{server:?} is not a server URL; write http://HOST:PORT or https://HOST:PORT"
+                ),
+            ));
+        }
+        let id = match raw.id {
+            Some(id) => {
+                let value = id.get_ref().trim().to_owned();
+                if value.is_empty() {
+                    return Err(locate(
+                        Some(id.span()),
+                        Some("id".into()),
+                        "the host id is empty; leave `id` out to use the FQDN".into(),
+                    ));
+                }
+                value
+            }
+            None => fqdn(),
+        };
+        let interval = match &raw.interval {
+            Some(interval) => {
+                let value = parse_duration(interval.get_ref())
+                    .filter(|value| *value >= Duration::from_secs(1))
+                    .ok_or_else(|| {
+                        locate(
+                            Some(interval.span()),
+                            Some("interval".into()),
+                            format!(
+                                "{:?} is not a valid interval; write at least 1s, such as 30s, 5m or 1h",
+                                interval.get_ref()
+                            ),
+                        )
+                    })?;
+                value
+            }
+            None => DEFAULT_INTERVAL,
+        };
+        let labels = raw
+            .labels
+            .into_iter()
+            .map(|(key, value)| (key, value.into_inner()))
+            .collect();
+
+        let mut components = Vec::new();
+        let mut commands = BTreeMap::new();
+        let mut seen = BTreeSet::new();
+        for (index, spanned) in raw.component.into_iter().enumerate() {
+            let component_span = spanned.span();
+            let raw = spanned.into_inner();
+            let field = |key: &str| format!("component[{index}].{key}");
+            let name = raw.name.get_ref().trim().to_owned();
+            if name.is_empty() {
+                return Err(locate(
+                    Some(raw.name.span()),
+                    Some(field("name")),
+                    "a component needs a name, such as \"docker-engine\"".into(),
+                ));
+            }
+            if !seen.insert(name.clone()) {
+                return Err(locate(
+                    Some(raw.name.span()),
+                    Some(field("name")),
+                    format!("component {name:?} is configured twice; each name may appear once"),
+                ));
+            }
+            let timeout = match &raw.timeout {
+                Some(timeout) => parse_duration(timeout.get_ref())
+                    .filter(|value| !value.is_zero())
+                    .ok_or_else(|| {
+                        locate(
+                            Some(timeout.span()),
+                            Some(field("timeout")),
+                            format!(
+                                "{:?} is not a valid timeout; write a positive duration such as 30s, 10m or 1h",
+                                timeout.get_ref()
+                            ),
+                        )
+                    })?,
+                None => DEFAULT_TIMEOUT,
+            };
+            let mode_name = raw.mode.as_ref().map(|mode| mode.get_ref().as_str());
+            let mode = match mode_name {
+                None | Some("apply") => {
+                    if raw.apply_cmd.is_none() {
+                        return Err(locate(
+                            Some(component_span),
+                            Some(field("apply_cmd")),
+                            format!(
+                                "component {name:?} has no apply_cmd; give one, or set mode = \"facts\" with a facts_file"
+                            ),
+                        ));
+                    }
+                    if let Some(facts_file) = &raw.facts_file {
+                        return Err(locate(
+                            Some(facts_file.span()),
+                            Some(field("facts_file")),
+                            "facts_file is used only with mode = \"facts\"".into(),
+                        ));
+                    }
+                    Mode::Apply
+                }
+                Some("facts") => {
+                    if let Some(apply_cmd) = &raw.apply_cmd {
+                        return Err(locate(
+                            Some(apply_cmd.span()),
+                            Some(field("apply_cmd")),
+                            "a component in mode = \"facts\" is applied by config management, not by apply_cmd; remove it".into(),
+                        ));
+                    }
+                    if let Some(health_cmd) = &raw.health_cmd {
+                        return Err(locate(
+                            Some(health_cmd.span()),
+                            Some(field("health_cmd")),
+                            "a component in mode = \"facts\" is checked by config management; the agent reports what version_cmd says, so remove health_cmd".into(),
+                        ));
+                    }
+                    let Some(facts_file) = raw.facts_file.as_ref() else {
+                        return Err(locate(
+                            Some(component_span),
+                            Some(field("facts_file")),
+                            format!(
+                                "component {name:?} in mode = \"facts\" needs a facts_file, such as \"/etc/facter/facts.d/sluice.json\""
+                            ),
+                        ));
+                    };
+                    Mode::Facts {
+                        facts_file: facts_file.get_ref().clone(),
+                    }
+                }
+                Some(other) => {
+                    return Err(locate(
+                        raw.mode.as_ref().map(Spanned::span),
+                        Some(field("mode")),
+                        format!("{other:?} is not a mode; expected \"apply\" or \"facts\""),
+                    ))
+                }
+            };
+            commands.insert(
+                name.clone(),
+                Commands {
+                    version_cmd: raw.version_cmd,
+                    apply_cmd: raw.apply_cmd.map(Spanned::into_inner),
+                    health_cmd: raw.health_cmd.map(Spanned::into_inner),
+                },
+            );
+            components.push(ComponentConfig {
+                name,
+                mode,
+                timeout,
+            });
+        }
+        Ok(FileConfig {
+            server,
+            token_file: raw.token_file,
+            labels_cmd: raw.labels_cmd,
+            agent: AgentConfig {
+                id,
+                interval,
+                labels,
+                components,
+                state_file: Some(
+                    raw.state_file
+                        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_FILE)),
+                ),
+            },
+            commands,
+        })
+    }
+}
+
+/// `30s`, `15m`, `2h`, `1d`, or a concatenation such as `1h30m`; also `500ms`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let value: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (part, tail) = if let Some(tail) = rest.strip_prefix("ms") {
+            (Duration::from_millis(value), tail)
+        } else {
+            let unit = match rest.chars().next()? {
+                's' => 1,
+                'm' => 60,
+                'h' => 3_600,
+                'd' => 86_400,
+                _ => return None,
+            };
+            (Duration::from_secs(value.checked_mul(unit)?), &rest[1..])
+        };
+        total = total.checked_add(part)?;
+        rest = tail;
+    }
+    Some(total)
+}
+
+/// The host's fully qualified name: `hostname --fqdn` when it answers,
+/// else the kernel's node name.
+pub fn fqdn() -> String {
+    let from_command = std::process::Command::new("hostname")
+        .arg("--fqdn")
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        .filter(|name| !name.is_empty() && !name.contains(char::is_whitespace));
+    from_command.unwrap_or_else(|| {
+        rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned()
+    })
+}
+
+/// 1-based line and column (in characters) of byte `offset` of `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map_or(0, |line| line.chars().count())
+        + 1;
+    (line, column)
+}
+
+/// serde's "unknown field `tiemout`, expected one of …" names the key: make
+/// it the error's field.
+fn split_toml_message(message: &str) -> (Option<String>, String) {
+    let message = message.trim();
+    for prefix in ["unknown field `", "missing field `", "duplicate field `"] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            if let Some(end) = rest.find('`') {
+                return (Some(rest[..end].to_owned()), message.to_owned());
+            }
+        }
+    }
+    (None, message.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<FileConfig, String> {
+        FileConfig::parse(Path::new("agent.toml"), text).map_err(|error| error.to_string())
+    }
+
+    const SPEC_EXAMPLE: &str = r#"
+server = "https://sluice.example.net:7070"
+token_file = "/etc/sluice/agent.token"
+id = "sto-playlist-a1.example.net"
+interval = "60s"
+labels = { role = "playlist", site = "sto", pool = "a" }
+
+[[component]]
+name = "docker-engine"
+version_cmd = "dpkg-query -W -f='${Version}' docker-engine"
+apply_cmd = "apt-get install -y docker-engine=$SLUICE_VERSION"
+health_cmd = "docker info >/dev/null"
+timeout = "10m"
+
+[[component]]
+name = "dockerd-config"
+mode = "facts"
+facts_file = "/etc/facter/facts.d/sluice.json"
+version_cmd = "cat /etc/docker/daemon.json.version"
+"#;
+
+    #[test]
+    fn the_spec_example_parses() {
+        let config = parse(SPEC_EXAMPLE).expect("the spec's example is valid");
+        assert_eq!(config.server, "https://sluice.example.net:7070");
+        assert_eq!(config.agent.id, "sto-playlist-a1.example.net");
+        assert_eq!(config.agent.interval, Duration::from_secs(60));
+        assert_eq!(config.agent.labels["role"], "playlist");
+        assert_eq!(config.agent.components.len(), 2);
+        assert_eq!(config.agent.components[0].timeout, Duration::from_secs(600));
+        assert_eq!(config.agent.components[0].mode, Mode::Apply);
+        assert_eq!(
+            config.agent.components[1].mode,
+            Mode::Facts {
+                facts_file: "/etc/facter/facts.d/sluice.json".into()
+            }
+        );
+        assert_eq!(
+            config.agent.state_file.as_deref(),
+            Some(Path::new(DEFAULT_STATE_FILE))
+        );
+        assert_eq!(
+            config.commands["docker-engine"].health_cmd.as_deref(),
+            Some("docker info >/dev/null")
+        );
+    }
+
+    #[test]
+    fn defaults_fill_id_and_interval() {
+        let config = parse("server = \"http://127.0.0.1:7070\"\n").expect("valid");
+        assert_eq!(config.agent.interval, DEFAULT_INTERVAL);
+        assert!(!config.agent.id.is_empty());
+        assert_eq!(config.agent.id, fqdn());
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_line() {
+        let error = parse("server = \"http://a:1\"\n\n[[component]]\nname = \"x\"\nversion_cmd = \"true\"\napply_cmd = \"true\"\ntiemout = \"1m\"\n")
+            .expect_err("an unknown key is rejected");
+        assert!(
+            error.starts_with("agent.toml:7:1: tiemout: unknown field `tiemout`"),
+            "{error}"
+        );
+        let error = parse("server = \"http://a:1\"\nintervall = \"1m\"\n").expect_err("rejected");
+        assert!(error.starts_with("agent.toml:2:1: intervall: "), "{error}");
+    }
+
+    #[test]
+    fn bad_values_name_the_field_and_what_would_be_valid() {
+        let cases = [
+            (
+                "server = \"a:1\"\n",
+                "agent.toml:1:10: server: \"a:1\" is not a server URL",
+            ),
+            (
+                "server = \"http://a:1\"\ninterval = \"0s\"\n",
+                "agent.toml:2:12: interval: \"0s\" is not a valid interval",
+            ),
+            (
+                "server = \"http://a:1\"\n[[component]]\nname = \"c\"\nversion_cmd = \"true\"\napply_cmd = \"x\"\nmode = \"puppet\"\n",
+                "agent.toml:6:8: component[0].mode: \"puppet\" is not a mode; expected \"apply\" or \"facts\"",
+            ),
+            (
+                "server = \"http://a:1\"\n[[component]]\nname = \"c\"\nversion_cmd = \"true\"\n",
+                "component[0].apply_cmd: component \"c\" has no apply_cmd",
+            ),
+            (
+                "server = \"http://a:1\"\n[[component]]\nname = \"c\"\nversion_cmd = \"true\"\nmode = \"facts\"\n",
+                "component[0].facts_file: component \"c\" in mode = \"facts\" needs a facts_file",
+            ),
+            (
+                "server = \"http://a:1\"\n[[component]]\nname = \"c\"\nversion_cmd = \"true\"\napply_cmd = \"x\"\ntimeout = \"soon\"\n",
+                "agent.toml:6:11: component[0].timeout: \"soon\" is not a valid timeout",
+            ),
+            (
+                "server = \"http://a:1\"\n[[component]]\nname = \"c\"\nversion_cmd = \"v\"\napply_cmd = \"x\"\n[[component]]\nname = \"c\"\nversion_cmd = \"v\"\napply_cmd = \"x\"\n",
+                "agent.toml:7:8: component[1].name: component \"c\" is configured twice",
+            ),
+            (
+                "server = \"http://a:1\"\n[[component]]\nname = \"c\"\nversion_cmd = \"v\"\nmode = \"facts\"\nfacts_file = \"f\"\nhealth_cmd = \"h\"\n",
+                "agent.toml:7:14: component[0].health_cmd: a component in mode = \"facts\" is checked by config management",
+            ),
+            ("token_file = \"t\"\n", "missing field `server`"),
+        ];
+        for (text, expected) in cases {
+            let error = parse(text).expect_err(text);
+            assert!(
+                error.contains(expected),
+                "{text}\n→ {error}\nwanted {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1s"), Some(Duration::from_secs(1)));
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10"), None);
+        assert_eq!(parse_duration("m"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+}

@@ -1,0 +1,78 @@
+//! sluice-agent: the agent that runs on every host. It checks in with the
+//! sluice server, applies the desired version of each component it manages
+//! (or, in facts mode, hands it to Puppet/Facter), runs the health check and
+//! reports the outcome.
+//!
+//! The binary reads `agent.toml` ([`FileConfig`]) and runs one [`Agent`]
+//! with [`ShellOps`]. The library also serves `sluice demo`, which runs
+//! hundreds of simulated agents in one process: build an [`AgentConfig`] in
+//! memory (no file, `state_file: None`), share one [`Client`] among all
+//! agents, and plug in a simulated host by implementing [`HostOps`].
+//!
+//! ```no_run
+//! use std::collections::BTreeMap;
+//! use std::sync::{Arc, Mutex};
+//! use std::time::Duration;
+//!
+//! use sluice_agent::{Agent, AgentConfig, ComponentConfig, Desired, Failure, HostOps, Mode};
+//! use sluice_client::Client;
+//!
+//! /// A host that "installs" a version by remembering it.
+//! #[derive(Debug)]
+//! struct SimulatedHost(Mutex<String>);
+//!
+//! impl HostOps for SimulatedHost {
+//!     async fn installed(&self, _: &ComponentConfig, _: Option<&Desired>) -> Result<String, Failure> {
+//!         Ok(self.0.lock().map_err(|_| "poisoned".to_owned())?.clone())
+//!     }
+//!     async fn apply(&self, _: &ComponentConfig, desired: &Desired) -> Result<(), Failure> {
+//!         tokio::time::sleep(Duration::from_millis(500)).await;
+//!         *self.0.lock().map_err(|_| "poisoned".to_owned())? = desired.version.clone();
+//!         Ok(())
+//!     }
+//!     async fn health(&self, _: &ComponentConfig, _: &Desired) -> Result<(), Failure> {
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! // One HTTP client (one connection pool) for every simulated agent.
+//! let client = Client::builder("http://127.0.0.1:7070").token("agent-token").build()?;
+//! let mut agents = tokio::task::JoinSet::new();
+//! for i in 0..300 {
+//!     let config = AgentConfig {
+//!         id: format!("sim-{i}.example.net"),
+//!         interval: Duration::from_secs(5),
+//!         labels: BTreeMap::from([("role".to_owned(), "web".to_owned())]),
+//!         components: vec![ComponentConfig {
+//!             name: "docker-engine".into(),
+//!             mode: Mode::Apply,
+//!             timeout: Duration::from_secs(60),
+//!         }],
+//!         state_file: None,
+//!     };
+//!     let host = Arc::new(SimulatedHost(Mutex::new("1.12.6".into())));
+//!     let agent = Agent::new(config, client.clone(), host)?.with_seed(i);
+//!     agents.spawn(agent.run(std::future::pending()));
+//! }
+//! agents.join_all().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Architecture invariant: the agent depends on the wire types and the HTTP
+//! client only — no store, server, engine or database driver — and it never
+//! applies a version the server did not name in its latest answer.
+
+mod agent;
+pub mod config;
+mod facts;
+mod ops;
+mod state;
+
+pub use agent::{backoff_delay, Agent, AgentError};
+pub use config::{AgentConfig, Commands, ComponentConfig, ConfigError, FileConfig, Mode};
+pub use facts::{facts_json, write_facts};
+pub use ops::{environment, run_shell, Failure, HostOps, Run, ShellOps, TAIL_BYTES, TAIL_LINES};
+pub use sluice_api::agent::{Desired, ReportState};
+pub use sluice_client::Client;
+pub use state::{write_atomically, AgentState, ComponentState, StateError};

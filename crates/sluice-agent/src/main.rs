@@ -1,0 +1,113 @@
+//! `sluice-agent --config /etc/sluice/agent.toml [--once]`: the agent on
+//! every host. Exit codes: 0 done (or stopped by SIGTERM/Ctrl-C), 1 the
+//! round failed (`--once`) or the state file could not be kept, 2 invalid
+//! configuration.
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use sluice_agent::{Agent, Client, FileConfig, ShellOps};
+use tracing_subscriber::EnvFilter;
+
+/// Checks in with the sluice server, applies the desired versions, runs the
+/// health checks and reports.
+#[derive(Debug, Parser)]
+#[command(name = "sluice-agent", version)]
+struct Args {
+    /// The agent's configuration (TOML)
+    #[arg(long, value_name = "PATH", default_value = "/etc/sluice/agent.toml")]
+    config: PathBuf,
+    /// One check-in (and apply, and report), then exit: for cron or a Puppet exec
+    #[arg(long)]
+    once: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let config = match FileConfig::load(&args.config) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let token = match &config.token_file {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(token) => Some(token.trim().to_owned()),
+            Err(error) => {
+                eprintln!(
+                    "error: {}: token_file: cannot read {}: {error}",
+                    args.config.display(),
+                    path.display()
+                );
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    let client = match Client::builder(config.server.clone())
+        .maybe_token(token)
+        .timeout(Duration::from_secs(30))
+        .user_agent(concat!("sluice-agent/", env!("CARGO_PKG_VERSION")))
+        .build()
+    {
+        Ok(client) => client,
+        Err(error) => {
+            eprintln!("error: {}: server: {error}", args.config.display());
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ops = Arc::new(ShellOps::new(config.commands, config.labels_cmd));
+    let outcome = runtime.block_on(async {
+        let agent = Agent::new(config.agent, client, ops)?;
+        if args.once {
+            agent.run_once().await
+        } else {
+            agent.run(shutdown_signal()).await
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests of `sluice-agent` with real processes: the `sluice`
+//! server, many agents, real shell commands, and Puppet.
+
+mod harness;
+mod library;
+mod once;
+mod puppet;
+mod restart;
+mod rollout;
