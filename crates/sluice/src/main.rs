@@ -25,6 +25,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Try sluice: a server, simulated agents over HTTP and a rollout of seconds
+    Demo(commands::demo::DemoArgs),
     /// Validate plans and preview which hosts each stage admits
     #[command(subcommand)]
     Plan(commands::plan::PlanCommand),
@@ -51,6 +53,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => commands::demo::run(args),
         Command::Plan(command) => commands::plan::run(command),
         Command::Server(args) => commands::server::run(args),
         Command::Rollout(command) => commands::rollout::run(command),

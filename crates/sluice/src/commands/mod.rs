@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod connect;
+pub mod demo;
 pub mod hosts;
 pub mod output;
 pub mod plan;

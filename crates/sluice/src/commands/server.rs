@@ -38,7 +38,7 @@ pub struct ServerArgs {
 }
 
 pub fn run(args: ServerArgs) -> Result<(), Failure> {
-    init_tracing();
+    init_tracing("info");
     let listen = resolve(&args.listen)?;
     if args.checkin_interval == 0 {
         return Err(Failure::invalid(
@@ -84,9 +84,9 @@ fn resolve(listen: &str) -> Result<SocketAddr, Failure> {
         })
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
-fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Logs to stderr, filtered by `RUST_LOG`, else by `default`.
+pub fn init_tracing(default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -95,7 +95,7 @@ fn init_tracing() {
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(error) = tokio::signal::ctrl_c().await {
             tracing::error!(%error, "listening for Ctrl-C");
