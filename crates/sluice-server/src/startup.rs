@@ -25,7 +25,7 @@ use crate::controller::{self, Settings};
 use crate::metrics::Metrics;
 use crate::state::{AppState, Parts};
 use crate::world::World;
-use crate::{admin_token_path, routes};
+use crate::{admin_token_path, dashboard, routes};
 
 /// A built server, listening, not yet serving.
 #[derive(Debug)]
@@ -142,12 +142,22 @@ impl Application {
             self.settings.clone(),
             stopped,
         ));
+        let (stop_sampler, sampler_stopped) = oneshot::channel();
+        let sampler = tokio::spawn(dashboard::sampler::run(
+            self.state.clone(),
+            dashboard::sampler::interval(self.settings.tick),
+            sampler_stopped,
+        ));
         tracing::info!(address = %self.local_addr, "serving");
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await;
         tracing::info!("shutting down: requests drained, stopping the controller");
         let _ = stop.send(());
+        let _ = stop_sampler.send(());
+        if let Err(error) = sampler.await {
+            tracing::error!(%error, "the dashboard's sampler ended abnormally");
+        }
         if let Err(error) = controller.await {
             tracing::error!(%error, "the controller ended abnormally");
         }

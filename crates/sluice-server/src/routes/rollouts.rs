@@ -107,7 +107,7 @@ pub async fn detail(
 }
 
 /// Applies an operator action and answers once it is durable.
-async fn act(
+pub(crate) async fn act(
     state: AppState,
     caller: Caller,
     id: String,
