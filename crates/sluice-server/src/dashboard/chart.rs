@@ -198,15 +198,19 @@ pub fn stacked_bar(parts: &[(String, f64, usize)]) -> String {
     svg
 }
 
-/// A progress bar: `done` and `failed` percent of the whole.
-pub fn progress_bar(done: f64, failed: f64) -> String {
-    let done = done.clamp(0.0, 100.0);
-    let failed = failed.clamp(0.0, 100.0 - done);
+/// A progress bar of percents of the whole: `admitted` (light), of which
+/// `healthy` (green) and `failed` (red).
+pub fn progress_bar(admitted: f64, healthy: f64, failed: f64) -> String {
+    let admitted = admitted.clamp(0.0, 100.0);
+    let healthy = healthy.clamp(0.0, admitted);
+    let failed = failed.clamp(0.0, admitted - healthy);
     format!(
-        "<svg class=\"bar\" viewBox=\"0 0 100 8\" preserveAspectRatio=\"none\" aria-hidden=\"true\">\
+        "<svg class=\"bar\" viewBox=\"0 0 100 8\" preserveAspectRatio=\"none\" role=\"img\" \
+         aria-label=\"{admitted:.1}% admitted, {healthy:.1}% healthy, {failed:.1}% failed\">\
          <rect width=\"100\" height=\"8\" fill=\"#e6e6e6\"/>\
-         <rect width=\"{done:.3}\" height=\"8\" fill=\"#2e7d32\"/>\
-         <rect x=\"{done:.3}\" width=\"{failed:.3}\" height=\"8\" fill=\"#b00020\"/></svg>"
+         <rect width=\"{admitted:.3}\" height=\"8\" fill=\"#8fb8e6\"/>\
+         <rect width=\"{healthy:.3}\" height=\"8\" fill=\"#2e7d32\"/>\
+         <rect x=\"{healthy:.3}\" width=\"{failed:.3}\" height=\"8\" fill=\"#b00020\"/></svg>"
     )
 }
 
@@ -245,6 +249,13 @@ mod tests {
         let svg = versions_over_time(&[point(0, &[("<b>", 1)])]);
         assert!(svg.contains("&lt;b&gt;") && !svg.contains("<b><"), "{svg}");
         assert!(versions_over_time(&[]).contains("No samples"));
+    }
+
+    #[test]
+    fn progress_nests_healthy_and_failed_inside_admitted() {
+        let bar = progress_bar(50.0, 30.0, 40.0);
+        assert!(bar.contains("<rect width=\"50.000\""), "{bar}");
+        assert!(bar.contains("<rect x=\"30.000\" width=\"20.000\""), "{bar}");
     }
 
     #[test]

@@ -202,7 +202,7 @@ impl EventRow {
         };
         EventRow {
             seq: stored.seq,
-            at: event.at.clone(),
+            at: views::short_time(&event.at),
             actor: event.actor.clone().unwrap_or_else(|| "sluice".to_owned()),
             kind: event.kind.replace('_', " "),
             reason,
@@ -308,6 +308,7 @@ pub async fn rollout(
     }
     let summary = &view.detail.summary;
     let progress = chart::progress_bar(
+        percent(summary.admitted, summary.selected),
         percent(summary.healthy, summary.selected),
         percent(summary.failed, summary.selected),
     );

@@ -74,6 +74,14 @@ pub fn link(path: &str, params: &[(&str, &str)]) -> String {
     url
 }
 
+/// A stored RFC 3339 time as people read it: `2026-03-01 09:30:00 UTC`.
+pub fn short_time(at: &str) -> String {
+    match at.get(..19) {
+        Some(seconds) if at.ends_with('Z') => format!("{} UTC", seconds.replacen('T', " ", 1)),
+        _ => at.to_owned(),
+    }
+}
+
 /// An empty query value means "no filter".
 fn given(value: &Option<String>) -> Option<&str> {
     value.as_deref().map(str::trim).filter(|v| !v.is_empty())
@@ -270,7 +278,7 @@ impl From<&RolloutSummary> for RolloutRow {
             healthy: summary.healthy,
             failed: summary.failed,
             progress: percent(summary.admitted, summary.selected),
-            updated_at: summary.updated_at.clone(),
+            updated_at: short_time(&summary.updated_at),
         }
     }
 }
@@ -719,7 +727,7 @@ pub fn hosts(world: &World, query: &HostsQuery) -> Result<HostSearch, DashError>
                     .join(", "),
                 last_seen: entry
                     .last_seen
-                    .map(crate::clock::rfc3339)
+                    .map(|at| short_time(&crate::clock::rfc3339(at)))
                     .unwrap_or_else(|| "never".to_owned()),
             });
         }
@@ -809,7 +817,7 @@ pub fn host(world: &World, id: &str) -> Result<HostPage, DashError> {
         .collect();
     Ok(HostPage {
         labels: labels.into_iter().collect(),
-        last_seen: last_seen.unwrap_or_else(|| "never".to_owned()),
+        last_seen: last_seen.map_or_else(|| "never".to_owned(), |at| short_time(&at)),
         components: components
             .into_iter()
             .map(|(name, c)| HostComponentRow {
@@ -889,6 +897,15 @@ mod tests {
         assert_eq!(shares[0].version, "2.0");
         assert_eq!((shares[0].percent, shares[0].slot), (70.0, 0));
         assert!(shares[1].stable && !shares[0].stable);
+    }
+
+    #[test]
+    fn times_are_shortened_to_the_second() {
+        assert_eq!(
+            short_time("2026-03-01T09:30:00.123456Z"),
+            "2026-03-01 09:30:00 UTC"
+        );
+        assert_eq!(short_time("yesterday"), "yesterday");
     }
 
     #[test]

@@ -480,3 +480,57 @@ async fn the_chart_is_fed_by_samples_of_hosts_by_version() {
     assert!(html.contains("now 1.0: 10, 2.0: 10"), "{html}");
     assert_eq!(html.matches("<polyline").count(), 2);
 }
+
+#[tokio::test]
+async fn the_gates_tab_shows_each_result_with_its_evidence() {
+    let app = spawn_app().await;
+    assert_eq!(app.import(&fleet(4)).await.status(), StatusCode::OK);
+    let gated = format!(
+        "{}gates:\n  http:\n    - {{ name: slo, url: \"http://127.0.0.1:9/ok\", interval: 1s }}\n",
+        plan("gated", &["{ percent: 50 }", "{ percent: 100 }"])
+    );
+    let id = app.rollout(&gated).await;
+    assert_eq!(
+        app.action(&id, "start", "go").await.status(),
+        StatusCode::OK
+    );
+    wait_for("the failing gate to pause the rollout", || async {
+        (app.detail(&id).await["state"] == "paused").then_some(())
+    })
+    .await;
+
+    let mut browser = Browser::new(&app);
+    browser.sign_in(&app.token("viewer", None).await).await;
+    let html = browser
+        .get(&format!("/rollouts/{id}?tab=gates"))
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(
+        html.contains("<span class=\"badge gate-fail\">fail</span>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<span class=\"kind\">gate failed</span>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("http://127.0.0.1:9/ok"),
+        "the evidence names the URL: {html}"
+    );
+    let html = browser
+        .get(&format!("/rollouts/{id}?tab=events"))
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(
+        html.contains("<span class=\"kind\">paused</span>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<span class=\"actor\">by admin</span>"),
+        "the start, by its actor"
+    );
+}

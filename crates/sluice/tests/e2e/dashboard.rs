@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use sluice_api::admin::Role;
 
@@ -337,7 +338,12 @@ async fn an_operator_pauses_from_the_rollout_page_and_it_updates_live() {
     .await;
     assert_eq!(status, 403);
 
-    // The pause button is the first action, at the top.
+    // In a narrow window, the pause button is the first action, at the
+    // top, and the keyboard reaches it: type the reason, Tab, Enter.
+    browser
+        .set_window_size(420, 900)
+        .await
+        .expect("narrowing the window");
     let first = browser
         .find(Locator::Css("#actions button"))
         .await
@@ -346,15 +352,30 @@ async fn an_operator_pauses_from_the_rollout_page_and_it_updates_live() {
         first.attr("id").await.expect("id").as_deref(),
         Some("action-pause")
     );
+    assert!(first.is_displayed().await.expect("visibility"));
+    screenshot(&browser, "rollout-narrow").await;
     browser
         .find(Locator::Id("reason"))
         .await
         .expect("the reason field")
-        .send_keys("error budget burning in sjc")
+        .send_keys(&format!("error budget burning in sjc{}", Key::Tab))
         .await
-        .expect("typing a reason");
-    first.click().await.expect("pressing pause");
+        .expect("typing a reason, then Tab");
+    let focused = browser.active_element().await.expect("the focused element");
+    assert_eq!(
+        focused.attr("id").await.expect("id").as_deref(),
+        Some("action-pause"),
+        "Tab from the reason lands on pause"
+    );
+    focused
+        .send_keys(&Key::Enter.to_string())
+        .await
+        .expect("pressing Enter on pause");
     wait_for_text(&browser, "state", "paused").await;
+    browser
+        .set_window_size(1280, 1000)
+        .await
+        .expect("widening the window");
     assert!(text_of(&browser, "flash").await.contains("pause"));
     screenshot(&browser, "rollout-paused").await;
 
