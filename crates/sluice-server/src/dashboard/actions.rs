@@ -23,6 +23,7 @@ use crate::auth::Need;
 use crate::error::ApiError;
 use crate::routes::{admin, rollouts};
 
+/// The sign-in form.
 #[derive(Debug, Deserialize)]
 pub struct SigninForm {
     token: String,
@@ -82,6 +83,7 @@ pub async fn signin(
     Ok((cookies, Redirect::to(&next)).into_response())
 }
 
+/// A form with nothing but its CSRF token (sign-out).
 #[derive(Debug, Deserialize)]
 pub struct CsrfForm {
     #[serde(default)]
@@ -100,6 +102,7 @@ pub async fn signout(
     Ok(([(SET_COOKIE, cookie)], Redirect::to("/signin")).into_response())
 }
 
+/// The rollout actions' form.
 #[derive(Debug, Deserialize)]
 pub struct ActionForm {
     #[serde(default)]
@@ -174,6 +177,7 @@ pub async fn act(
     outcome(&dash, &user, &back, result)
 }
 
+/// The freeze form on the overview.
 #[derive(Debug, Deserialize)]
 pub struct FreezeForm {
     #[serde(default)]

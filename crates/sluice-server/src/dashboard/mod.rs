@@ -96,9 +96,10 @@ async fn security_headers(request: Request, next: Next) -> Response {
     headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     if !headers.contains_key(CACHE_CONTROL) {
+        // A page depends on who asks.
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.append(VARY, HeaderValue::from_static("cookie"));
     }
-    headers.append(VARY, HeaderValue::from_static("cookie"));
     response
 }
 

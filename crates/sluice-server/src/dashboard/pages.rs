@@ -80,6 +80,7 @@ struct SigninPage {
     error: String,
 }
 
+/// The sign-in page's URL state: where to go after.
 #[derive(Debug, Deserialize)]
 pub struct SigninQuery {
     next: Option<String>,
@@ -308,9 +309,9 @@ pub async fn rollout(
     }
     let summary = &view.detail.summary;
     let progress = chart::progress_bar(
-        percent(summary.admitted, summary.selected),
-        percent(summary.healthy, summary.selected),
-        percent(summary.failed, summary.selected),
+        views::percent(summary.admitted, summary.selected),
+        views::percent(summary.healthy, summary.selected),
+        views::percent(summary.failed, summary.selected),
     );
     render(&RolloutPage {
         layout: Layout::new(format!("{} ({id})", summary.name), "rollouts", Some(&user)),
@@ -326,14 +327,6 @@ pub async fn rollout(
         gate_events,
         host_states: &views::HOST_STATES,
     })
-}
-
-fn percent(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        part as f64 * 100.0 / whole as f64
-    }
 }
 
 // ---- hosts ---------------------------------------------------------------

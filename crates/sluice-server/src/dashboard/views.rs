@@ -133,6 +133,7 @@ pub struct Share {
     pub stable: bool,
 }
 
+/// One component on the overview.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ComponentRow {
     pub name: String,
@@ -144,6 +145,7 @@ pub struct ComponentRow {
     pub active: Vec<RolloutRow>,
 }
 
+/// The fleet overview.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Overview {
     pub hosts: usize,
@@ -180,6 +182,7 @@ pub fn shares(versions: &BTreeMap<String, u64>, stable: Option<&str>) -> Vec<Sha
     shares
 }
 
+/// The fleet overview: components, their versions and active rollouts, the freeze.
 pub fn overview(world: &World) -> Overview {
     let rollouts = world.rollout_list();
     let components = world
@@ -236,6 +239,7 @@ pub struct RolloutsQuery {
     pub page: Option<usize>,
 }
 
+/// One rollout in a list.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RolloutRow {
     pub id: String,
@@ -283,7 +287,8 @@ impl From<&RolloutSummary> for RolloutRow {
     }
 }
 
-fn percent(part: u64, whole: u64) -> f64 {
+/// `part` of `whole`, in percent (0 of nothing).
+pub fn percent(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         0.0
     } else {
@@ -291,6 +296,7 @@ fn percent(part: u64, whole: u64) -> f64 {
     }
 }
 
+/// A page of the rollouts list with its filters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RolloutsList {
     pub rows: Vec<RolloutRow>,
@@ -487,6 +493,7 @@ pub struct RolloutHostRow {
     pub reason: String,
 }
 
+/// A page of a rollout's hosts, filtered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostsTab {
     pub rows: Vec<RolloutHostRow>,
@@ -565,6 +572,7 @@ fn bake_text(seconds: u64) -> String {
     }
 }
 
+/// The rollout page's memory part, for the URL state `state`.
 pub fn rollout(world: &World, id: &str, state: &RolloutState) -> Result<RolloutView, DashError> {
     let detail = world.rollout_detail(id)?;
     let entry = world
@@ -673,6 +681,7 @@ pub struct HostsQuery {
     pub page: Option<usize>,
 }
 
+/// One host found by the search.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostRow {
     pub id: String,
@@ -682,6 +691,7 @@ pub struct HostRow {
     pub last_seen: String,
 }
 
+/// A page of the host search with its query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostSearch {
     pub q: String,
@@ -690,6 +700,7 @@ pub struct HostSearch {
     pub pager: Pager,
 }
 
+/// Hosts whose id contains `q` and whose labels match `selector`, a page of them.
 pub fn hosts(world: &World, query: &HostsQuery) -> Result<HostSearch, DashError> {
     let q = given(&query.q).unwrap_or_default().to_owned();
     let selector_text = given(&query.selector).unwrap_or_default().to_owned();
@@ -773,6 +784,7 @@ pub struct HostRolloutRow {
     pub stage: String,
 }
 
+/// One host: labels, components, and the rollouts it takes part in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPage {
     pub id: String,
@@ -782,6 +794,7 @@ pub struct HostPage {
     pub rollouts: Vec<HostRolloutRow>,
 }
 
+/// The host page of `id`.
 pub fn host(world: &World, id: &str) -> Result<HostPage, DashError> {
     let HostView {
         id,

@@ -208,18 +208,23 @@ async fn failing_gates_apply_on_failure_with_their_evidence() {
     let slo = gates.iter().find(|g| g["name"] == "slo").expect("slo gate");
     assert_eq!(slo["latest"]["outcome"], "pass");
 
-    let events: Value = app
-        .get(&format!("/v1/rollouts/{id}/events"), &app.admin)
-        .await
-        .json()
-        .await
-        .expect("json");
-    let failed = events["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .find(|e| e["kind"] == "gate_failed")
-        .expect("a gate_failed event");
+    // Memory shows the rollback before its batch (and the events) is
+    // durable; the events endpoint reads the store.
+    let failed = wait_for("the gate_failed event", || async {
+        let events: Value = app
+            .get(&format!("/v1/rollouts/{id}/events"), &app.admin)
+            .await
+            .json()
+            .await
+            .expect("json");
+        events["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .find(|e| e["kind"] == "gate_failed")
+            .cloned()
+    })
+    .await;
     assert_eq!(failed["data"]["gate"], "restarts");
     let evidence = failed["data"]["evidence"].as_str().expect("evidence");
     assert!(

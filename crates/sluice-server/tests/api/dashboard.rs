@@ -501,12 +501,20 @@ async fn the_gates_tab_shows_each_result_with_its_evidence() {
 
     let mut browser = Browser::new(&app);
     browser.sign_in(&app.token("viewer", None).await).await;
-    let html = browser
-        .get(&format!("/rollouts/{id}?tab=gates"))
-        .await
-        .text()
-        .await
-        .expect("page");
+    // The page reads events from the store, which may trail memory a little.
+    let html = wait_for("the gate's failure in the gates tab", || {
+        let request = browser
+            .client
+            .get(format!("{}/rollouts/{id}?tab=gates", browser.base))
+            .header(COOKIE, browser.cookie_header())
+            .send();
+        async move {
+            let html = request.await.ok()?.text().await.ok()?;
+            html.contains("<span class=\"kind\">gate failed</span>")
+                .then_some(html)
+        }
+    })
+    .await;
     assert!(
         html.contains("<span class=\"badge gate-fail\">fail</span>"),
         "{html}"
