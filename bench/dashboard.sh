@@ -2,9 +2,11 @@
 # Benchmark: how long the dashboard takes to answer its pages on the 10k
 # fixture with a running rollout over 403 strata. Starts `sluice server` on
 # a temp data dir, imports examples/fleet-10k.json, creates and starts
-# bench/plan-dashboard.yaml, lets 1,000 hosts report healthy at the target
-# and 20 report failure, signs in with an operator token, then times each
-# page with curl (time to the last byte, localhost): best and median of N.
+# bench/plan-dashboard.yaml (its canary admits 457 hosts over 403 strata),
+# lets those hosts report as agents would (every 51st a failure, which
+# pauses the rollout; the rest healthy at the target), signs in with an
+# operator token, then times each page with curl (time to the last byte,
+# localhost): best and median of N.
 #
 # usage: bench/dashboard.sh [N]     (PROFILE=dev for a debug build)
 set -euo pipefail
@@ -21,7 +23,7 @@ trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; rm -rf "$work"' EX
 export SLUICE_SERVER=http://127.0.0.1:$port SLUICE_DATA_DIR=$work/data
 for _ in $(seq 100); do curl -sf "$SLUICE_SERVER/healthz" >/dev/null && break; sleep 0.1; done
 "$bin" hosts import examples/fleet-10k.json >/dev/null
-"$bin" rollout create -f bench/plan-dashboard.yaml --start >/dev/null
+"$bin" rollout create -f bench/plan-dashboard.yaml --start >/dev/null 2>&1
 admin=$(cat "$work/data/admin.token")
 # Hosts told the target report it (healthy) or a failure, as agents would.
 python3 - "$SLUICE_SERVER" "$admin" <<'PY'
@@ -38,11 +40,11 @@ def checkin(host, version, state):
     return call("POST", "/v1/agent/checkin", {"host": host["id"], "labels": host["labels"],
         "components": {"docker-engine": {"version": version, "state": state}}})
 told = [h for h in fleet if checkin(h, "1.12.6", "ok")["components"]["docker-engine"]["version"] == "17.03.1"]
-for i, host in enumerate(told[:1020]):
+for i, host in enumerate(told):
     checkin(host, "17.03.1", "failed" if i % 51 == 50 else "ok")
-print(f"{len(told)} hosts told the target; {min(len(told), 1020)} reported", file=sys.stderr)
+print(f"{len(told)} hosts told the target reported", file=sys.stderr)
 PY
-operator=$("$bin" token create --role operator --name bench | tail -1)
+operator=$("$bin" token create --role operator --name bench 2>/dev/null | tail -1)
 jar=$work/jar
 curl -s -c "$jar" -b "$jar" "$SLUICE_SERVER/signin" >"$work/signin.html"
 pairing=$(grep -o 'name="pairing" value="[0-9a-f]*"' "$work/signin.html" | grep -o '[0-9a-f]\{32\}')
