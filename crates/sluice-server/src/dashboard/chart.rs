@@ -244,6 +244,29 @@ mod tests {
         assert!(svg.contains("now 17.03.1: 100, 1.12.6: 0"), "{svg}");
     }
 
+    /// WCAG relative luminance of `#rrggbb`.
+    fn luminance(colour: &str) -> f64 {
+        let channel = |i: usize| {
+            let c = f64::from(u8::from_str_radix(&colour[i..i + 2], 16).expect("hex")) / 255.0;
+            if c <= 0.03928 {
+                c / 12.92
+            } else {
+                ((c + 0.055) / 1.055).powf(2.4)
+            }
+        };
+        0.2126 * channel(1) + 0.7152 * channel(3) + 0.0722 * channel(5)
+    }
+
+    #[test]
+    fn version_colours_stand_out_from_white_and_the_bar_background() {
+        for colour in PALETTE {
+            let on_white = 1.05 / (luminance(colour) + 0.05);
+            assert!(on_white >= 3.0, "{colour}: {on_white:.2}:1 against white");
+            let on_grey = (luminance("#e6e6e6") + 0.05) / (luminance(colour) + 0.05);
+            assert!(on_grey >= 3.0, "{colour}: {on_grey:.2}:1 against the bar");
+        }
+    }
+
     #[test]
     fn labels_are_escaped() {
         let svg = versions_over_time(&[point(0, &[("<b>", 1)])]);

@@ -279,6 +279,17 @@ mod tests {
     }
 
     #[test]
+    fn expired_sessions_are_gone() {
+        let sessions = Sessions::default();
+        let id = sessions.create(token(Role::Admin)).expect("session");
+        if let Some(session) = sessions.lock().get_mut(&id) {
+            session.expires = Instant::now() - Duration::from_secs(1);
+        }
+        assert!(sessions.take(&id).is_none());
+        assert!(sessions.lock().is_empty(), "and dropped");
+    }
+
+    #[test]
     fn csrf_tokens_must_match_exactly() {
         let user = User {
             session: "s".to_owned(),

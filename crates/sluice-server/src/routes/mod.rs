@@ -62,8 +62,8 @@ fn limited(
     (schemas, paths, router.layer(DefaultBodyLimit::max(bytes)))
 }
 
-/// The whole API, and the dashboard beside it. Stores the OpenAPI document in `state` for
-/// `/v1/openapi.json`.
+/// The whole API, and the dashboard beside it. Stores the OpenAPI document
+/// in `state` for `/v1/openapi.json`.
 pub fn router(state: AppState) -> Router {
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(limited(routes!(agent::checkin), limits::CHECKIN))
