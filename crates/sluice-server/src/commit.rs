@@ -202,7 +202,7 @@ async fn flush(store: &dyn Store, carry: &[Write]) {
 mod tests {
     use std::sync::Mutex;
 
-    use sluice_store::{ComponentRecord, Loaded, StoreError, StoredEvent};
+    use sluice_store::{ComponentRecord, Loaded, SampleRecord, StoreError, StoredEvent};
 
     use super::*;
 
@@ -230,6 +230,14 @@ mod tests {
         }
 
         async fn events(&self, _: &str, _: i64, _: u32) -> Result<Vec<StoredEvent>, StoreError> {
+            Ok(Vec::new())
+        }
+
+        async fn add_samples(&self, _: &[SampleRecord]) -> Result<(), StoreError> {
+            Ok(())
+        }
+
+        async fn samples(&self, _: &str) -> Result<Vec<SampleRecord>, StoreError> {
             Ok(Vec::new())
         }
 

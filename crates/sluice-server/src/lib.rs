@@ -34,6 +34,7 @@ pub mod clock;
 pub mod commit;
 pub mod config;
 pub mod controller;
+pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod gates;

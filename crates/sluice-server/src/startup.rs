@@ -26,7 +26,7 @@ use crate::controller::{self, Settings};
 use crate::metrics::Metrics;
 use crate::state::{AppState, Parts};
 use crate::world::World;
-use crate::{admin_token_path, routes};
+use crate::{admin_token_path, dashboard, routes};
 
 /// A built server, listening, not yet serving.
 #[derive(Debug)]
@@ -156,6 +156,12 @@ impl Application {
             self.settings.clone(),
             stopped,
         ));
+        let (stop_sampler, sampler_stopped) = oneshot::channel();
+        let sampler = tokio::spawn(dashboard::sampler::run(
+            self.state.clone(),
+            dashboard::sampler::interval(self.settings.tick),
+            sampler_stopped,
+        ));
         tracing::info!(address = %self.local_addr, "serving");
         let served = match self.tls {
             None => axum::serve(self.listener, self.router)
@@ -166,6 +172,10 @@ impl Application {
         };
         tracing::info!("shutting down: requests drained, stopping the controller");
         let _ = stop.send(());
+        let _ = stop_sampler.send(());
+        if let Err(error) = sampler.await {
+            tracing::error!(%error, "the dashboard's sampler ended abnormally");
+        }
         if let Err(error) = controller.await {
             tracing::error!(%error, "the controller ended abnormally");
         }

@@ -5,12 +5,13 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use jiff::Timestamp;
-use sluice_store::{Store, Write};
+use sluice_store::{Store, StoredEvent, Write};
 use tokio::sync::Notify;
 
 use crate::auth::Tokens;
 use crate::clock::Clock;
 use crate::commit::{Committer, Pending};
+use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::world::World;
 
@@ -98,6 +99,21 @@ impl AppState {
     pub fn barrier(&self) -> Pending {
         let _world = self.lock();
         self.0.committer.submit(Vec::new())
+    }
+
+    /// A rollout's events from the store, once every change made before
+    /// this call is durable: the log never lags what memory has shown.
+    pub async fn events(
+        &self,
+        rollout: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, ApiError> {
+        self.barrier().durable().await?;
+        self.store()
+            .events(rollout, after, limit)
+            .await
+            .map_err(|error| ApiError::Unavailable(error.to_string()))
     }
 
     pub fn tokens(&self) -> &Tokens {

@@ -1203,6 +1203,23 @@ impl World {
     pub fn host_count(&self) -> usize {
         self.hosts.len()
     }
+
+    // ---- read-only access for the dashboard's views --------------------
+
+    /// Every host, by id.
+    pub fn host_entries(&self) -> impl Iterator<Item = (&str, &HostEntry)> + '_ {
+        self.hosts.iter().map(|(id, entry)| (id.as_str(), entry))
+    }
+
+    /// Every rollout, oldest first.
+    pub fn rollout_entries(&self) -> &[RolloutEntry] {
+        &self.rollouts
+    }
+
+    /// One rollout, by id.
+    pub fn rollout_entry(&self, id: &str) -> Option<&RolloutEntry> {
+        self.by_id.get(id).map(|&index| &self.rollouts[index])
+    }
 }
 
 /// `r-12` → 12.

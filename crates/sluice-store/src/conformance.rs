@@ -27,7 +27,8 @@ use serde_json::json;
 
 use crate::{
     ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, Loaded, NewEvent,
-    RolloutHostRecord, RolloutRecord, Store, StoreError, StoredEvent, TokenRecord, Write,
+    RolloutHostRecord, RolloutRecord, SampleRecord, Store, StoreError, StoredEvent, TokenRecord,
+    Write,
 };
 
 /// A backend under test: one database, opened as often as a case needs.
@@ -67,6 +68,7 @@ macro_rules! store_conformance_suite {
             data_survives_reopening,
             schema_version_is_at_least_one,
             a_newer_schema_is_refused,
+            samples_are_kept_per_rollout_in_time_order,
         );
     };
 }
@@ -827,5 +829,46 @@ pub async fn a_newer_schema_is_refused(backend: &dyn Backend) -> Result<(), Stor
         Err(other) => panic!("expected SchemaTooNew, got {other:?}"),
         Ok(_) => panic!("a database with schema version {} was opened", known + 1),
     }
+    Ok(())
+}
+
+/// Samples of hosts by version come back per rollout, oldest first; one at
+/// the same rollout and time replaces the stored one; they survive reopening.
+pub async fn samples_are_kept_per_rollout_in_time_order(
+    backend: &dyn Backend,
+) -> Result<(), StoreError> {
+    let sample = |rollout: &str, minute: u32, versions: &[(&str, u64)]| SampleRecord {
+        rollout: rollout.to_owned(),
+        at: at(minute),
+        versions: versions
+            .iter()
+            .map(|(version, hosts)| ((*version).to_owned(), *hosts))
+            .collect(),
+    };
+    let store = backend.open().await?;
+    assert_eq!(store.samples("r-1").await?, []);
+    store.add_samples(&[]).await?;
+    store
+        .add_samples(&[
+            sample("r-1", 2, &[("1.12.6", 90), ("17.03.1", 10)]),
+            sample("r-2", 1, &[("2.0", 5)]),
+            sample("r-1", 1, &[("1.12.6", 100)]),
+        ])
+        .await?;
+    store
+        .add_samples(&[sample("r-1", 2, &[("1.12.6", 80), ("17.03.1", 20)])])
+        .await?;
+    let expected = vec![
+        sample("r-1", 1, &[("1.12.6", 100)]),
+        sample("r-1", 2, &[("1.12.6", 80), ("17.03.1", 20)]),
+    ];
+    assert_eq!(store.samples("r-1").await?, expected);
+    assert_eq!(
+        store.samples("r-2").await?,
+        [sample("r-2", 1, &[("2.0", 5)])]
+    );
+    drop(store);
+    let store = backend.open().await?;
+    assert_eq!(store.samples("r-1").await?, expected);
     Ok(())
 }

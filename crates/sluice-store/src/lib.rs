@@ -138,6 +138,16 @@ pub struct TokenRecord {
     pub created_at: Timestamp,
 }
 
+/// How many hosts of a rollout reported each version at one moment: a point
+/// of the dashboard's chart of hosts by version over time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SampleRecord {
+    pub rollout: String,
+    pub at: Timestamp,
+    /// Version → hosts of the rollout reporting it (`unknown`: none yet).
+    pub versions: BTreeMap<String, u64>,
+}
+
 /// Everything the server holds in memory, as loaded at start.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Loaded {
@@ -183,6 +193,14 @@ pub trait Store: Send + Sync + 'static {
         after: i64,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Keeps samples of hosts by version (outside the group commit: they are
+    /// a record for charts, not state). A sample with the same rollout and
+    /// time as a stored one replaces it.
+    async fn add_samples(&self, samples: &[SampleRecord]) -> Result<(), StoreError>;
+
+    /// A rollout's samples, oldest first.
+    async fn samples(&self, rollout: &str) -> Result<Vec<SampleRecord>, StoreError>;
 
     /// The schema version of the open database.
     async fn schema_version(&self) -> Result<i64, StoreError>;

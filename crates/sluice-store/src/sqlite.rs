@@ -33,7 +33,8 @@ use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 use crate::batch;
 use crate::{
     ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, Loaded, NewEvent,
-    RolloutHostRecord, RolloutRecord, Store, StoreError, StoredEvent, TokenRecord, Write,
+    RolloutHostRecord, RolloutRecord, SampleRecord, Store, StoreError, StoredEvent, TokenRecord,
+    Write,
 };
 
 /// The migrations of this dialect, embedded at compile time.
@@ -525,6 +526,48 @@ impl Store for SqliteStore {
                         kind,
                         data,
                     },
+                })
+            })
+            .collect()
+    }
+
+    async fn add_samples(&self, samples: &[SampleRecord]) -> Result<(), StoreError> {
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT OR REPLACE INTO rollout_samples (rollout, at, versions) ",
+        );
+        q.push_values(samples, |mut row, sample| {
+            let versions =
+                serde_json::to_string(&sample.versions).unwrap_or_else(|_| "{}".to_owned());
+            row.push_bind(sample.rollout.as_str())
+                .push_bind(sample.at.as_str())
+                .push_bind(versions);
+        });
+        q.build()
+            .execute(&self.writer)
+            .await
+            .map(drop)
+            .map_err(write_failed)
+    }
+
+    async fn samples(&self, rollout: &str) -> Result<Vec<SampleRecord>, StoreError> {
+        let rows = sqlx::query_as::<_, (String, String)>(
+            "SELECT at, versions FROM rollout_samples WHERE rollout = $1 ORDER BY at",
+        )
+        .bind(rollout)
+        .fetch_all(&self.readers)
+        .await
+        .map_err(reading("rollout_samples"))?;
+        rows.into_iter()
+            .map(|(at, versions)| {
+                let versions = serde_json::from_str(&versions)
+                    .map_err(|e| corrupt("rollout_samples", &at, "versions", e))?;
+                Ok(SampleRecord {
+                    rollout: rollout.to_owned(),
+                    at,
+                    versions,
                 })
             })
             .collect()

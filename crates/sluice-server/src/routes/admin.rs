@@ -82,7 +82,7 @@ pub async fn freeze_off(
     set_freeze(state, caller, false, reason).await
 }
 
-async fn set_freeze(
+pub(crate) async fn set_freeze(
     state: AppState,
     caller: Caller,
     on: bool,

@@ -62,8 +62,8 @@ fn limited(
     (schemas, paths, router.layer(DefaultBodyLimit::max(bytes)))
 }
 
-/// The whole API. Stores the OpenAPI document in `state` for
-/// `/v1/openapi.json`.
+/// The whole API, and the dashboard beside it. Stores the OpenAPI document
+/// in `state` for `/v1/openapi.json`.
 pub fn router(state: AppState) -> Router {
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(limited(routes!(agent::checkin), limits::CHECKIN))
@@ -101,7 +101,8 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits::DEFAULT))
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(crate::dashboard::router(state))
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

@@ -107,7 +107,7 @@ pub async fn detail(
 }
 
 /// Applies an operator action and answers once it is durable.
-async fn act(
+pub(crate) async fn act(
     state: AppState,
     caller: Caller,
     id: String,
@@ -227,10 +227,8 @@ pub async fn events(
         ));
     }
     let stored = state
-        .store()
         .events(&id, query.after.unwrap_or(0), limit)
-        .await
-        .map_err(|error| ApiError::Unavailable(error.to_string()))?;
+        .await?;
     let events = stored
         .into_iter()
         .map(|stored| EventView {

@@ -1,10 +1,11 @@
 //! The HTTP API, end to end in one process: each test spawns the server on
 //! port 0 with its own data directory (see `helpers`) and drives it with
-//! HTTP requests.
+//! HTTP requests (the dashboard's pages and forms in `dashboard`).
 
 mod admin;
 mod checkin;
 mod controller;
+mod dashboard;
 mod durability;
 mod errors;
 mod helpers;

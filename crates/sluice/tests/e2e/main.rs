@@ -8,12 +8,15 @@
 //! - `crash_rollout`: a rollout survives SIGKILL at random moments without
 //!   admitting beyond a quota or forgetting a host it told the target;
 //! - `full_rollout`: each stage admits exactly the preview's hosts, pause
-//!   holds, rollback reverts, completion sets the stable version.
+//!   holds, rollback reverts, completion sets the stable version;
+//! - `dashboard`: the dashboard in headless Chromium: links, sign-in, the
+//!   pause button, live updates, screenshots.
 //!
 //! `TEST_LOG=1` shows the servers' logs; `E2E_SEED=N` replays the random
 //! crash moments of a failed run.
 
 mod crash_rollout;
+mod dashboard;
 mod durability;
 mod fleet;
 mod full_rollout;

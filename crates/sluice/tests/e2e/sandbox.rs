@@ -90,6 +90,11 @@ impl Sandbox {
         }
     }
 
+    /// The server's base URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// A client with the admin token (cheap to clone; agents may share it).
     pub fn client(&self) -> &Client {
         &self.client

@@ -1,0 +1,544 @@
+//! The dashboard over HTTP (what a browser would send, without one): the
+//! sign-in and its session cookie, CSRF and roles on the action forms,
+//! security and caching headers, the pages' URL state, and the sampler
+//! behind the chart. The browser tests are in `crates/sluice/tests/e2e`.
+
+use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
+use reqwest::{redirect, Client, Response, StatusCode};
+use serde_json::Value;
+use sluice_server::dashboard::views::encode;
+
+use crate::helpers::{fleet, plan, report, spawn_app, wait_for, TestApp};
+
+/// A browser's worth of state: cookies and the page's CSRF token.
+struct Browser {
+    client: Client,
+    base: String,
+    cookies: Vec<(String, String)>,
+}
+
+impl Browser {
+    fn new(app: &TestApp) -> Browser {
+        Browser {
+            client: Client::builder()
+                .redirect(redirect::Policy::none())
+                .build()
+                .expect("client"),
+            base: app.address.clone(),
+            cookies: Vec::new(),
+        }
+    }
+
+    fn keep_cookies(&mut self, response: &Response) {
+        for header in response.headers().get_all(SET_COOKIE) {
+            let text = header.to_str().expect("ascii cookie");
+            let pair = text.split(';').next().expect("a name=value");
+            let (name, value) = pair.split_once('=').expect("name=value");
+            self.cookies.retain(|(n, _)| n != name);
+            if !value.is_empty() {
+                self.cookies.push((name.to_owned(), value.to_owned()));
+            }
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn get(&mut self, path: &str) -> Response {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .header(COOKIE, self.cookie_header())
+            .send()
+            .await
+            .expect("GET sent");
+        self.keep_cookies(&response);
+        response
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Response {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header(COOKIE, self.cookie_header())
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(
+                form.iter()
+                    .map(|(k, v)| format!("{k}={}", encode(v)))
+                    .collect::<Vec<_>>()
+                    .join("&"),
+            )
+            .send()
+            .await
+            .expect("POST sent");
+        self.keep_cookies(&response);
+        response
+    }
+
+    /// Signs in with `token` through the form; returns the answer.
+    async fn sign_in(&mut self, token: &str) -> Response {
+        let page = self
+            .get("/signin?next=/rollouts")
+            .await
+            .text()
+            .await
+            .expect("page");
+        let pairing = hidden(&page, "pairing");
+        self.post(
+            "/signin",
+            &[
+                ("token", token),
+                ("pairing", &pairing),
+                ("next", "/rollouts"),
+            ],
+        )
+        .await
+    }
+
+    /// The CSRF token of the page at `path`.
+    async fn csrf(&mut self, path: &str) -> String {
+        let page = self.get(path).await.text().await.expect("page");
+        hidden(&page, "csrf")
+    }
+}
+
+/// The value of the hidden input `name` in `html`.
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} field in {html}"))
+        + marker.len();
+    html[start..].split('"').next().expect("a value").to_owned()
+}
+
+async fn running_rollout(app: &TestApp) -> String {
+    assert_eq!(app.import(&fleet(20)).await.status(), StatusCode::OK);
+    let id = app
+        .rollout(&plan(
+            "dash",
+            &["{ percent: 50, approve: true }", "{ percent: 100 }"],
+        ))
+        .await;
+    assert_eq!(
+        app.action(&id, "start", "go").await.status(),
+        StatusCode::OK
+    );
+    id
+}
+
+#[tokio::test]
+async fn pages_need_a_session_and_carry_security_headers() {
+    let app = spawn_app().await;
+    let mut browser = Browser::new(&app);
+    let response = browser.get("/rollouts?state=running").await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        response.headers()[LOCATION],
+        "/signin?next=/rollouts%3Fstate%3Drunning"
+    );
+    let response = browser.get("/signin").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let headers = response.headers();
+    let csp = headers["content-security-policy"].to_str().expect("ascii");
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    assert_eq!(headers[CACHE_CONTROL], "no-store");
+    // The API is untouched: JSON errors, no cookies needed.
+    let response = browser.get("/v1/rollouts").await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn assets_have_their_type_and_are_cached_for_good() {
+    let app = spawn_app().await;
+    let mut browser = Browser::new(&app);
+    let page = browser.get("/signin").await.text().await.expect("page");
+    for (marker, content_type) in [
+        (
+            "<link rel=\"stylesheet\" href=\"",
+            "text/css; charset=utf-8",
+        ),
+        ("<script src=\"", "text/javascript; charset=utf-8"),
+    ] {
+        let start = page.find(marker).expect("an asset link") + marker.len();
+        let href = page[start..].split('"').next().expect("href").to_owned();
+        let response = browser.get(&href).await;
+        assert_eq!(response.status(), StatusCode::OK, "{href}");
+        assert_eq!(response.headers()[CONTENT_TYPE], content_type);
+        assert_eq!(
+            response.headers()[CACHE_CONTROL],
+            "public, max-age=31536000, immutable"
+        );
+    }
+    assert_eq!(
+        browser.get("/static/dash.0000000000.css").await.status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn sign_in_takes_a_paired_form_and_a_viewer_or_better_token() {
+    let app = spawn_app().await;
+    let mut browser = Browser::new(&app);
+    // Without the form's pairing cookie (a cross-site form): refused.
+    let response = browser
+        .post("/signin", &[("token", &app.admin), ("pairing", "x")])
+        .await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let response = browser.sign_in("slc_nope").await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(response
+        .text()
+        .await
+        .expect("page")
+        .contains("token: unknown token"));
+    let agent = app.token("agent", Some("h1.example.net")).await;
+    assert_eq!(
+        browser.sign_in(&agent).await.status(),
+        StatusCode::FORBIDDEN
+    );
+
+    let viewer = app.token("viewer", None).await;
+    let response = browser.sign_in(&viewer).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()[LOCATION], "/rollouts");
+    let cookie = response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().expect("ascii"))
+        .find(|v| v.starts_with("sluice_session="))
+        .expect("a session cookie")
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert_eq!(browser.get("/rollouts").await.status(), StatusCode::OK);
+
+    // Signing out needs the CSRF token too, and ends the session.
+    assert_eq!(
+        browser.post("/signout", &[("csrf", "x")]).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    let csrf = browser.csrf("/").await;
+    assert_eq!(
+        browser.post("/signout", &[("csrf", &csrf)]).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(browser.get("/").await.status(), StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn actions_need_an_operator_and_the_csrf_token_and_are_audited() {
+    let app = spawn_app().await;
+    let id = running_rollout(&app).await;
+    let page = format!("/rollouts/{id}");
+    let act = format!("/rollouts/{id}/act/pause");
+
+    let mut viewer = Browser::new(&app);
+    viewer.sign_in(&app.token("viewer", None).await).await;
+    let html = viewer.get(&page).await.text().await.expect("page");
+    assert!(
+        !html.contains("action-pause"),
+        "a viewer sees no pause button"
+    );
+    let csrf = hidden(&html, "csrf");
+    let response = viewer
+        .post(&act, &[("csrf", &csrf), ("reason", "viewer")])
+        .await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+
+    let mut operator = Browser::new(&app);
+    operator.sign_in(&app.token("operator", None).await).await;
+    let html = operator.get(&page).await.text().await.expect("page");
+    assert!(
+        html.contains("id=\"action-pause\""),
+        "an operator gets the pause button"
+    );
+    let csrf = hidden(&html, "csrf");
+    let response = operator.post(&act, &[("reason", "no csrf")]).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    // No reason: back to the page, which says what is missing.
+    let response = operator
+        .post(&act, &[("csrf", &csrf), ("reason", " "), ("back", &page)])
+        .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let html = operator.get(&page).await.text().await.expect("page");
+    assert!(html.contains("a reason is required to pause"), "{html}");
+    assert_eq!(app.detail(&id).await["state"], "running");
+
+    let response = operator
+        .post(
+            &act,
+            &[
+                ("csrf", &csrf),
+                ("reason", "looks wrong"),
+                ("back", "//evil.example"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        response.headers()[LOCATION],
+        "/",
+        "no redirect off the site"
+    );
+    assert_eq!(app.detail(&id).await["state"], "paused");
+    let events: Value = app
+        .get(&format!("/v1/rollouts/{id}/events"), &app.admin)
+        .await
+        .json()
+        .await
+        .expect("events");
+    let paused = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["kind"] == "paused")
+        .expect("a paused event");
+    assert!(paused["actor"]
+        .as_str()
+        .expect("actor")
+        .starts_with("operator-"));
+    assert_eq!(paused["data"]["reason"], "looks wrong");
+    // Pausing twice is refused by the engine; the page says so.
+    operator
+        .post(
+            &act,
+            &[("csrf", &csrf), ("reason", "again"), ("back", &page)],
+        )
+        .await;
+    let html = operator.get(&page).await.text().await.expect("page");
+    assert!(html.contains("class=\"flash error\""), "{html}");
+}
+
+#[tokio::test]
+async fn only_admins_freeze_the_fleet_from_the_overview() {
+    let app = spawn_app().await;
+    let mut operator = Browser::new(&app);
+    operator.sign_in(&app.token("operator", None).await).await;
+    let html = operator.get("/").await.text().await.expect("page");
+    assert!(!html.contains("freeze-on"));
+    let csrf = hidden(&html, "csrf");
+    let response = operator
+        .post(
+            "/freeze",
+            &[("csrf", &csrf), ("reason", "no"), ("set", "on")],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+
+    let mut admin = Browser::new(&app);
+    admin.sign_in(&app.admin).await;
+    let html = admin.get("/").await.text().await.expect("page");
+    assert!(html.contains("id=\"freeze-on\""));
+    let csrf = hidden(&html, "csrf");
+    let response = admin
+        .post(
+            "/freeze",
+            &[("csrf", &csrf), ("reason", "game day"), ("set", "on")],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let freeze: Value = app
+        .get("/v1/freeze", &app.admin)
+        .await
+        .json()
+        .await
+        .expect("freeze");
+    assert_eq!(freeze["frozen"], true);
+    assert_eq!(freeze["actor"], "admin");
+    let html = admin.get("/").await.text().await.expect("page");
+    assert!(html.contains("game day") && html.contains("id=\"freeze-off\""));
+}
+
+#[tokio::test]
+async fn views_follow_their_url_and_bad_filters_name_the_field() {
+    let app = spawn_app().await;
+    let id = running_rollout(&app).await;
+    let mut browser = Browser::new(&app);
+    browser.sign_in(&app.token("viewer", None).await).await;
+
+    let html = browser
+        .get(&format!("/rollouts/{id}?tab=hosts&hstate=instructed"))
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(html.contains("id=\"tab-hosts\" href=\"/rollouts/r-1?tab=hosts&#38;hstate=instructed\" aria-current=\"page\""), "{html}");
+    assert_eq!(html.matches("<tr class=\"host-instructed\">").count(), 10);
+    assert!(!html.contains("host-waiting"));
+
+    let html = browser
+        .get("/rollouts?state=completed")
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(html.contains("No rollout matches"));
+    let html = browser
+        .get("/rollouts?state=running")
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(html.contains(&format!("href=\"/rollouts/{id}\"")));
+
+    let response = browser.get(&format!("/rollouts/{id}?tab=nope")).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(response
+        .text()
+        .await
+        .expect("page")
+        .contains("tab: unknown tab"));
+    let response = browser.get("/hosts?selector=role%3D%3D%3D").await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(response.text().await.expect("page").contains("selector:"));
+
+    let html = browser.get("/hosts?q=h1").await.text().await.expect("page");
+    // h1, h10 … h19.
+    assert_eq!(
+        html.matches("<tr><th scope=\"row\"><a href=\"/hosts/")
+            .count(),
+        11
+    );
+    let html = browser
+        .get("/hosts/h3.example.net")
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(
+        html.contains(&format!("href=\"/rollouts/{id}\"")),
+        "the host's rollouts"
+    );
+    assert_eq!(
+        browser.get("/hosts/nowhere.example.net").await.status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn the_chart_is_fed_by_samples_of_hosts_by_version() {
+    let app = spawn_app().await;
+    let id = running_rollout(&app).await;
+    let mut browser = Browser::new(&app);
+    browser.sign_in(&app.admin).await;
+    let samples = |html: &str| -> usize {
+        let marker = "<p id=\"samples\" class=\"muted\">";
+        let start = html.find(marker).expect("the samples line") + marker.len();
+        html[start..]
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("a count")
+    };
+    // The first sample: every host at 1.0.
+    wait_for("a first sample", || {
+        let request = browser
+            .client
+            .get(format!("{}/rollouts/{id}", browser.base))
+            .header(COOKIE, browser.cookie_header())
+            .send();
+        async move {
+            let html = request.await.ok()?.text().await.ok()?;
+            (samples(&html) >= 1).then_some(())
+        }
+    })
+    .await;
+    // Half the hosts move to 2.0: a new sample, and a line for 2.0.
+    for i in 0..20 {
+        let answer = report(&app, &crate::helpers::host(i), "1.0", "ok").await;
+        if crate::helpers::desired(&answer) == "2.0" {
+            report(&app, &crate::helpers::host(i), "2.0", "ok").await;
+        }
+    }
+    let html = wait_for("a sample with 2.0", || {
+        let request = browser
+            .client
+            .get(format!("{}/rollouts/{id}", browser.base))
+            .header(COOKIE, browser.cookie_header())
+            .send();
+        async move {
+            let html = request.await.ok()?.text().await.ok()?;
+            (samples(&html) >= 2).then_some(html)
+        }
+    })
+    .await;
+    assert!(html.contains("now 1.0: 10, 2.0: 10"), "{html}");
+    assert_eq!(html.matches("<polyline").count(), 2);
+}
+
+#[tokio::test]
+async fn the_gates_tab_shows_each_result_with_its_evidence() {
+    let app = spawn_app().await;
+    assert_eq!(app.import(&fleet(4)).await.status(), StatusCode::OK);
+    let gated = format!(
+        "{}gates:\n  http:\n    - {{ name: slo, url: \"http://127.0.0.1:9/ok\", interval: 1s }}\n",
+        plan("gated", &["{ percent: 50 }", "{ percent: 100 }"])
+    );
+    let id = app.rollout(&gated).await;
+    assert_eq!(
+        app.action(&id, "start", "go").await.status(),
+        StatusCode::OK
+    );
+    wait_for("the failing gate to pause the rollout", || async {
+        (app.detail(&id).await["state"] == "paused").then_some(())
+    })
+    .await;
+
+    let mut browser = Browser::new(&app);
+    browser.sign_in(&app.token("viewer", None).await).await;
+    // The page reads events from the store, which may trail memory a little.
+    let html = wait_for("the gate's failure in the gates tab", || {
+        let request = browser
+            .client
+            .get(format!("{}/rollouts/{id}?tab=gates", browser.base))
+            .header(COOKIE, browser.cookie_header())
+            .send();
+        async move {
+            let html = request.await.ok()?.text().await.ok()?;
+            html.contains("<span class=\"kind\">gate failed</span>")
+                .then_some(html)
+        }
+    })
+    .await;
+    assert!(
+        html.contains("<span class=\"badge gate-fail\">fail</span>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<span class=\"kind\">gate failed</span>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("http://127.0.0.1:9/ok"),
+        "the evidence names the URL: {html}"
+    );
+    let html = browser
+        .get(&format!("/rollouts/{id}?tab=events"))
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(
+        html.contains("<span class=\"kind\">paused</span>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<span class=\"actor\">by admin</span>"),
+        "the start, by its actor"
+    );
+}

@@ -1,0 +1,408 @@
+//! Issue 6: the dashboard in a real browser. Each test starts the real
+//! server (10k fixture, a running rollout over 403 strata), a
+//! `chromedriver` on a free port, and headless Chromium through it
+//! (WebDriver, `fantoccini`). Waits poll with deadlines, never fixed
+//! sleeps. Screenshots of the main views land in
+//! `target/dashboard-screenshots/` as artifacts.
+//!
+//! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian's
+//! `chromium` and `chromium-driver`; `scripts/test` installs them).
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::key::Key;
+use fantoccini::{Client, ClientBuilder, Locator};
+use sluice_api::admin::Role;
+
+use crate::fleet::fleet_10k;
+use crate::sandbox::{wait_for, Sandbox};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// A chromedriver process, killed on drop.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Driver {
+    /// Starts chromedriver on a free port and waits until it listens.
+    async fn start() -> Driver {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("finding a free port")
+            .port();
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!("starting {CHROMEDRIVER} ({error}); install Debian's chromium-driver")
+            });
+        let address = SocketAddr::from(([127, 0, 0, 1], port));
+        wait_for("chromedriver to listen", || async move {
+            TcpStream::connect_timeout(&address, Duration::from_millis(200))
+                .ok()
+                .map(drop)
+        })
+        .await;
+        Driver {
+            child,
+            url: format!("http://{address}"),
+        }
+    }
+
+    /// A new headless Chromium session, 1280×1000.
+    async fn browser(&self) -> Client {
+        let capabilities = serde_json::json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--window-size=1280,1000"],
+            },
+        });
+        let serde_json::Value::Object(capabilities) = capabilities else {
+            unreachable!("a JSON object literal");
+        };
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        ClientBuilder::new(connector)
+            .capabilities(capabilities)
+            .connect(&self.url)
+            .await
+            .expect("starting a Chromium session through chromedriver")
+    }
+}
+
+/// The server with the fixture imported and the dashboard plan running,
+/// and a token of `role` named `name`.
+async fn rollout_sandbox(role: Role, name: &str) -> (Sandbox, String) {
+    let sandbox = Sandbox::start().await;
+    let fleet = fleet_10k();
+    sandbox
+        .sluice(&["hosts", "import", fleet.to_str().expect("utf-8 path")])
+        .await
+        .ok();
+    let plan = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/plan-dashboard.yaml");
+    sandbox
+        .sluice(&[
+            "rollout",
+            "create",
+            "-f",
+            plan.to_str().expect("utf-8 path"),
+            "--start",
+        ])
+        .await
+        .ok();
+    let token = sandbox
+        .client()
+        .create_token(role, None, Some(name))
+        .await
+        .expect("creating a token")
+        .token;
+    (sandbox, token)
+}
+
+/// Where screenshots go: `<target>/dashboard-screenshots/`.
+fn screenshots() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("the target dir")
+        .join("dashboard-screenshots");
+    std::fs::create_dir_all(&dir).expect("creating the screenshot dir");
+    dir
+}
+
+async fn screenshot(browser: &Client, name: &str) {
+    let png = browser.screenshot().await.expect("taking a screenshot");
+    std::fs::write(screenshots().join(format!("{name}.png")), png).expect("saving a screenshot");
+}
+
+/// Opens `url`; the dashboard sends the browser to its sign-in page; signs
+/// in with `token` and waits to be back at `url`.
+async fn open_signed_in(browser: &Client, url: &str, token: &str) {
+    browser.goto(url).await.expect("opening the link");
+    let field = browser
+        .wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::Id("token"))
+        .await
+        .expect("the sign-in page asks for a token");
+    field.send_keys(token).await.expect("typing the token");
+    browser
+        .find(Locator::Id("signin"))
+        .await
+        .expect("the sign-in button")
+        .click()
+        .await
+        .expect("signing in");
+    let expected = url.to_owned();
+    let browser = browser.clone();
+    wait_for("the browser to come back to the link", || {
+        let (browser, expected) = (browser.clone(), expected.clone());
+        async move {
+            let now = browser.current_url().await.ok()?;
+            (now.as_str() == expected).then_some(())
+        }
+    })
+    .await;
+}
+
+/// The text of the element with `id`, once it exists.
+async fn text_of(browser: &Client, id: &str) -> String {
+    browser
+        .wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::Id(id))
+        .await
+        .unwrap_or_else(|error| panic!("no #{id} on the page: {error}"))
+        .text()
+        .await
+        .expect("reading text")
+}
+
+/// Waits until `#id`'s text is `expected`, across reloads and live updates.
+async fn wait_for_text(browser: &Client, id: &'static str, expected: &'static str) {
+    wait_for(&format!("#{id} to read {expected:?}"), || {
+        let browser = browser.clone();
+        async move {
+            let element = browser.find(Locator::Id(id)).await.ok()?;
+            (element.text().await.ok()?.trim() == expected).then_some(())
+        }
+    })
+    .await;
+}
+
+/// POSTs a form from inside the page (with its cookies); returns the status.
+async fn post_from_page(browser: &Client, path: &str, fields: serde_json::Value) -> u64 {
+    let status = browser
+        .execute_async(
+            "const [path, fields, done] = arguments;
+             fetch(path, {method: 'POST', body: new URLSearchParams(fields), redirect: 'manual'})
+               .then(r => done(r.status), e => done(String(e)));",
+            vec![serde_json::json!(path), fields],
+        )
+        .await
+        .expect("running the fetch");
+    status
+        .as_u64()
+        .unwrap_or_else(|| panic!("the POST failed: {status}"))
+}
+
+async fn csrf_of_page(browser: &Client) -> String {
+    browser
+        .find(Locator::Css("input[name=csrf]"))
+        .await
+        .expect("a form with a csrf token")
+        .prop("value")
+        .await
+        .expect("reading the csrf token")
+        .expect("a csrf value")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pasted_link_opens_the_same_view_and_a_viewer_gets_no_buttons() {
+    let (sandbox, token) = rollout_sandbox(Role::Viewer, "vera").await;
+    let driver = Driver::start().await;
+    let browser = driver.browser().await;
+    let base = sandbox.url().to_owned();
+
+    let link = format!(
+        "{base}/rollouts/r-1?tab=hosts&stratum=role%3Dconfig%2Csite%3Dsjc&hstate=instructed"
+    );
+    open_signed_in(&browser, &link, &token).await;
+
+    // The same view: the hosts tab, filtered by the link's stratum and state.
+    let tab = browser
+        .find(Locator::Id("tab-hosts"))
+        .await
+        .expect("the hosts tab");
+    assert_eq!(
+        tab.attr("aria-current")
+            .await
+            .expect("attribute")
+            .as_deref(),
+        Some("page")
+    );
+    for (select, value) in [
+        ("f-stratum", "role=config,site=sjc"),
+        ("f-hstate", "instructed"),
+    ] {
+        let chosen = browser
+            .find(Locator::Id(select))
+            .await
+            .expect("a filter")
+            .prop("value")
+            .await
+            .expect("its value");
+        assert_eq!(chosen.as_deref(), Some(value), "filter #{select}");
+    }
+    let rows = browser
+        .find_all(Locator::Css("#rollout-hosts tbody tr"))
+        .await
+        .expect("the host rows");
+    assert!(!rows.is_empty(), "the canary admitted hosts of config/sjc");
+    for row in &rows {
+        let stratum = row
+            .find(Locator::Css("td.stratum"))
+            .await
+            .expect("a stratum cell")
+            .text()
+            .await
+            .expect("text");
+        assert_eq!(stratum, "role=config,site=sjc");
+        assert_eq!(
+            row.attr("class").await.expect("class").as_deref(),
+            Some("host-instructed")
+        );
+    }
+    screenshot(&browser, "rollout-hosts-filtered").await;
+
+    // A viewer sees no action, and the action endpoint refuses one anyway.
+    assert!(browser
+        .find_all(Locator::Css("#actions, #action-pause"))
+        .await
+        .expect("searching")
+        .is_empty());
+    let csrf = csrf_of_page(&browser).await;
+    let status = post_from_page(
+        &browser,
+        "/rollouts/r-1/act/pause",
+        serde_json::json!({"csrf": csrf, "reason": "a viewer tries", "back": "/"}),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let detail = sandbox.client().rollout("r-1").await.expect("the rollout");
+    assert_eq!(detail.summary.state, "running");
+
+    // The other main views, for the record.
+    browser
+        .goto(&format!("{base}/rollouts/r-1"))
+        .await
+        .expect("the rollout page");
+    assert_eq!(text_of(&browser, "state").await, "running");
+    let cells = browser
+        .find_all(Locator::Css("#grid li"))
+        .await
+        .expect("the strata grid");
+    assert_eq!(cells.len(), 403, "one cell per role × site stratum");
+    screenshot(&browser, "rollout").await;
+    browser.goto(&format!("{base}/")).await.expect("overview");
+    text_of(&browser, "components").await;
+    screenshot(&browser, "overview").await;
+    browser
+        .goto(&format!("{base}/hosts?q=sto-config&selector=pool%3Da"))
+        .await
+        .expect("host search");
+    text_of(&browser, "hosts").await;
+    screenshot(&browser, "hosts").await;
+    let first = browser
+        .find(Locator::Css("#hosts tbody a"))
+        .await
+        .expect("a host found");
+    first.click().await.expect("opening the host");
+    text_of(&browser, "host-components").await;
+    screenshot(&browser, "host").await;
+    browser.close().await.expect("closing the browser");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_pauses_from_the_rollout_page_and_it_updates_live() {
+    let (sandbox, token) = rollout_sandbox(Role::Operator, "olga").await;
+    let driver = Driver::start().await;
+    let browser = driver.browser().await;
+    let base = sandbox.url().to_owned();
+    let page = format!("{base}/rollouts/r-1");
+    open_signed_in(&browser, &page, &token).await;
+    assert_eq!(text_of(&browser, "state").await, "running");
+
+    // A forged form (no CSRF token) is refused.
+    let status = post_from_page(
+        &browser,
+        "/rollouts/r-1/act/pause",
+        serde_json::json!({"csrf": "forged", "reason": "csrf", "back": "/"}),
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    // In a narrow window, the pause button is the first action, at the
+    // top, and the keyboard reaches it: type the reason, Tab, Enter.
+    browser
+        .set_window_size(420, 900)
+        .await
+        .expect("narrowing the window");
+    let first = browser
+        .find(Locator::Css("#actions button"))
+        .await
+        .expect("the action buttons");
+    assert_eq!(
+        first.attr("id").await.expect("id").as_deref(),
+        Some("action-pause")
+    );
+    assert!(first.is_displayed().await.expect("visibility"));
+    screenshot(&browser, "rollout-narrow").await;
+    browser
+        .find(Locator::Id("reason"))
+        .await
+        .expect("the reason field")
+        .send_keys(&format!("error budget burning in sjc{}", Key::Tab))
+        .await
+        .expect("typing a reason, then Tab");
+    let focused = browser.active_element().await.expect("the focused element");
+    assert_eq!(
+        focused.attr("id").await.expect("id").as_deref(),
+        Some("action-pause"),
+        "Tab from the reason lands on pause"
+    );
+    focused
+        .send_keys(&Key::Enter.to_string())
+        .await
+        .expect("pressing Enter on pause");
+    wait_for_text(&browser, "state", "paused").await;
+    browser
+        .set_window_size(1280, 1000)
+        .await
+        .expect("widening the window");
+    assert!(text_of(&browser, "flash").await.contains("pause"));
+    screenshot(&browser, "rollout-paused").await;
+
+    // Durable and audited with the signed-in token's name, as the API does.
+    let detail = sandbox.client().rollout("r-1").await.expect("the rollout");
+    assert_eq!(detail.summary.state, "paused");
+    assert_eq!(
+        detail.reason.as_deref(),
+        Some("error budget burning in sjc")
+    );
+    let events = sandbox
+        .client()
+        .events("r-1", None, None)
+        .await
+        .expect("the events");
+    let paused = events
+        .events
+        .iter()
+        .find(|e| e.kind == "paused")
+        .expect("a paused event");
+    assert_eq!(paused.actor.as_deref(), Some("olga"));
+
+    // Live: resumed elsewhere, the open page follows without a click.
+    sandbox
+        .sluice(&["rollout", "resume", "r-1", "--reason", "budget recovered"])
+        .await
+        .ok();
+    wait_for_text(&browser, "state", "running").await;
+    browser.close().await.expect("closing the browser");
+}
