@@ -206,20 +206,45 @@ mod tests {
 
     use super::*;
 
-    /// Refuses the first `failures` commits, then records every batch.
-    #[derive(Debug, Default)]
-    struct FlakyStore {
+    /// Refuses the first `failures` commits, then records every batch; each
+    /// commit first waits for a permit of `gate`.
+    #[derive(Debug)]
+    struct TestStore {
         failures: Mutex<u32>,
+        gate: tokio::sync::Semaphore,
         batches: Mutex<Vec<Vec<Write>>>,
     }
 
+    impl TestStore {
+        fn flaky(failures: u32) -> TestStore {
+            TestStore {
+                failures: Mutex::new(failures),
+                gate: tokio::sync::Semaphore::new(tokio::sync::Semaphore::MAX_PERMITS),
+                batches: Mutex::default(),
+            }
+        }
+
+        /// Commits only as the test adds permits.
+        fn gated() -> TestStore {
+            TestStore {
+                gate: tokio::sync::Semaphore::new(0),
+                ..TestStore::flaky(0)
+            }
+        }
+    }
+
     #[async_trait::async_trait]
-    impl Store for FlakyStore {
+    impl Store for TestStore {
         async fn load(&self) -> Result<Loaded, StoreError> {
             Ok(Loaded::default())
         }
 
         async fn commit(&self, batch: &[Write]) -> Result<(), StoreError> {
+            self.gate
+                .acquire()
+                .await
+                .map_err(|e| StoreError::Write(e.to_string()))?
+                .forget();
             let mut failures = self.failures.lock().expect("lock");
             if *failures > 0 {
                 *failures -= 1;
@@ -255,10 +280,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_batch_is_not_acknowledged_and_is_committed_first_next_time() {
-        let store = Arc::new(FlakyStore {
-            failures: Mutex::new(1),
-            ..FlakyStore::default()
-        });
+        let store = Arc::new(TestStore::flaky(1));
         let (committer, writer) = Committer::spawn(store.clone(), Arc::new(Metrics::new()));
         let first = committer.submit(vec![write("a")]);
         assert!(matches!(first.durable().await, Err(CommitError::Store(_))));
@@ -275,39 +297,9 @@ mod tests {
         assert_eq!(late.durable().await, Err(CommitError::Closed));
     }
 
-    /// Commits only when the test lets it.
-    #[derive(Debug)]
-    struct GatedStore {
-        gate: tokio::sync::Semaphore,
-    }
-
-    #[async_trait::async_trait]
-    impl Store for GatedStore {
-        async fn load(&self) -> Result<Loaded, StoreError> {
-            Ok(Loaded::default())
-        }
-
-        async fn commit(&self, _: &[Write]) -> Result<(), StoreError> {
-            let permit = self.gate.acquire().await;
-            permit
-                .map(|p| p.forget())
-                .map_err(|e| StoreError::Write(e.to_string()))
-        }
-
-        async fn events(&self, _: &str, _: i64, _: u32) -> Result<Vec<StoredEvent>, StoreError> {
-            Ok(Vec::new())
-        }
-
-        async fn schema_version(&self) -> Result<i64, StoreError> {
-            Ok(1)
-        }
-    }
-
     #[tokio::test]
     async fn a_barrier_waits_for_the_batch_in_flight() {
-        let store = Arc::new(GatedStore {
-            gate: tokio::sync::Semaphore::new(0),
-        });
+        let store = Arc::new(TestStore::gated());
         let (committer, writer) = Committer::spawn(store.clone(), Arc::new(Metrics::new()));
         let batch = committer.submit(vec![write("a")]);
         let barrier = committer.submit(Vec::new());

@@ -82,6 +82,7 @@ impl Application {
                 metrics,
                 clock: Arc::clone(&config.clock),
                 next_checkin_s: config.next_checkin_s,
+                https: tls.is_some(),
             },
             store,
         );

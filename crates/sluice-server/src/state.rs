@@ -27,6 +27,8 @@ struct Inner {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     next_checkin_s: u64,
+    /// Served over TLS (cookies are then `Secure`).
+    https: bool,
     /// Wakes the controller after an operator action.
     wake: Notify,
     /// `/v1/openapi.json`, set once the router is built.
@@ -51,6 +53,8 @@ pub struct Parts {
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
     pub next_checkin_s: u64,
+    /// Served over TLS.
+    pub https: bool,
 }
 
 impl AppState {
@@ -63,6 +67,7 @@ impl AppState {
             store,
             clock: parts.clock,
             next_checkin_s: parts.next_checkin_s,
+            https: parts.https,
             wake: Notify::new(),
             openapi: OnceLock::new(),
         }))
@@ -134,6 +139,11 @@ impl AppState {
 
     pub fn now(&self) -> Timestamp {
         self.0.clock.now()
+    }
+
+    /// Whether the server is reached over TLS.
+    pub fn https(&self) -> bool {
+        self.0.https
     }
 
     pub fn next_checkin_s(&self) -> u64 {

@@ -46,6 +46,7 @@ pub async fn signin(
     });
     if !paired {
         return pages::signin_form(
+            dash.app.https(),
             &next,
             "this sign-in form has expired (or cookies are off); enter the token again",
             StatusCode::FORBIDDEN,
@@ -55,6 +56,7 @@ pub async fn signin(
         Some(token) if token.role != Role::Agent => token,
         Some(_) => {
             return pages::signin_form(
+                dash.app.https(),
                 &next,
                 "token: agent tokens cannot sign in; use a viewer, operator or admin token (sluice token create --role viewer)",
                 StatusCode::FORBIDDEN,
@@ -62,6 +64,7 @@ pub async fn signin(
         }
         None => {
             return pages::signin_form(
+                dash.app.https(),
                 &next,
                 "token: unknown token; use the admin token from <data-dir>/admin.token or one made with sluice token create",
                 StatusCode::UNAUTHORIZED,
@@ -73,11 +76,16 @@ pub async fn signin(
     let cookies = AppendHeaders([
         (
             SET_COOKIE,
-            session::set_cookie(session::COOKIE_NAME, &id, session::LIFETIME),
+            session::set_cookie(
+                session::COOKIE_NAME,
+                &id,
+                session::LIFETIME,
+                dash.app.https(),
+            ),
         ),
         (
             SET_COOKIE,
-            session::set_cookie(session::SIGNIN_COOKIE, "", Duration::ZERO),
+            session::set_cookie(session::SIGNIN_COOKIE, "", Duration::ZERO, dash.app.https()),
         ),
     ]);
     Ok((cookies, Redirect::to(&next)).into_response())
@@ -98,7 +106,7 @@ pub async fn signout(
 ) -> Result<Response, DashError> {
     user.check_csrf(&form.csrf)?;
     dash.sessions.remove(&user.session);
-    let cookie = session::set_cookie(session::COOKIE_NAME, "", Duration::ZERO);
+    let cookie = session::set_cookie(session::COOKIE_NAME, "", Duration::ZERO, dash.app.https());
     Ok(([(SET_COOKIE, cookie)], Redirect::to("/signin")).into_response())
 }
 

@@ -87,8 +87,12 @@ pub struct SigninQuery {
 }
 
 /// The sign-in form; pairs itself with this browser by a cookie.
-pub async fn signin(Query(query): Query<SigninQuery>) -> Result<Response, DashError> {
+pub async fn signin(
+    State(dash): State<Dashboard>,
+    Query(query): Query<SigninQuery>,
+) -> Result<Response, DashError> {
     signin_form(
+        dash.app.https(),
         &session::safe_next(query.next.as_deref()),
         "",
         StatusCode::OK,
@@ -96,7 +100,12 @@ pub async fn signin(Query(query): Query<SigninQuery>) -> Result<Response, DashEr
 }
 
 /// The sign-in form, with an error if the last attempt failed.
-pub fn signin_form(next: &str, error: &str, status: StatusCode) -> Result<Response, DashError> {
+pub fn signin_form(
+    https: bool,
+    next: &str,
+    error: &str,
+    status: StatusCode,
+) -> Result<Response, DashError> {
     let pairing = session::random_hex(16)?;
     let page = SigninPage {
         layout: Layout::new("Sign in", "", None),
@@ -108,6 +117,7 @@ pub fn signin_form(next: &str, error: &str, status: StatusCode) -> Result<Respon
         session::SIGNIN_COOKIE,
         &pairing,
         std::time::Duration::from_secs(3600),
+        https,
     );
     Ok((status, [(SET_COOKIE, cookie)], render(&page)?).into_response())
 }

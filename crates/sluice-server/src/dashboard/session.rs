@@ -181,11 +181,13 @@ pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .map(|(_, value)| value)
 }
 
-/// A `Set-Cookie` value: HttpOnly, SameSite=Strict, for the whole site.
-/// An empty `value` with `max_age` 0 deletes the cookie.
-pub fn set_cookie(name: &str, value: &str, max_age: Duration) -> String {
+/// A `Set-Cookie` value: HttpOnly, SameSite=Strict, for the whole site, and
+/// `Secure` when the server is reached over TLS. An empty `value` with
+/// `max_age` 0 deletes the cookie.
+pub fn set_cookie(name: &str, value: &str, max_age: Duration, https: bool) -> String {
+    let secure = if https { "; Secure" } else { "" };
     format!(
-        "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+        "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
         max_age.as_secs()
     )
 }
@@ -228,6 +230,15 @@ mod tests {
             host: None,
             actor: "alice".to_owned(),
         })
+    }
+
+    #[test]
+    fn cookies_are_secure_over_tls_only() {
+        let plain = set_cookie(COOKIE_NAME, "abc", LIFETIME, false);
+        assert!(plain.contains("HttpOnly") && plain.contains("SameSite=Strict"));
+        assert!(!plain.contains("Secure"), "{plain}");
+        let tls = set_cookie(COOKIE_NAME, "abc", LIFETIME, true);
+        assert!(tls.ends_with("; Secure"), "{tls}");
     }
 
     #[test]

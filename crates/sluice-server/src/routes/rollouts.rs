@@ -226,9 +226,7 @@ pub async fn events(
             format!("limit {limit} is out of range; ask for 1 to 10000 events"),
         ));
     }
-    let stored = state
-        .events(&id, query.after.unwrap_or(0), limit)
-        .await?;
+    let stored = state.events(&id, query.after.unwrap_or(0), limit).await?;
     let events = stored
         .into_iter()
         .map(|stored| EventView {
