@@ -73,6 +73,9 @@ pub struct FileConfig {
     pub server: String,
     /// `token_file`: where the agent token is (read at start).
     pub token_file: Option<PathBuf>,
+    /// `ca_file`: a PEM CA certificate to trust (beside the system's) for
+    /// an `https://` server whose certificate a private CA signed.
+    pub ca_file: Option<PathBuf>,
     /// `labels_cmd`: prints a JSON object of extra labels.
     pub labels_cmd: Option<String>,
     pub agent: AgentConfig,
@@ -111,6 +114,7 @@ impl std::error::Error for ConfigError {}
 struct RawConfig {
     server: Spanned<String>,
     token_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
     id: Option<Spanned<String>>,
     interval: Option<Spanned<String>>,
     #[serde(default)]
@@ -319,6 +323,7 @@ impl FileConfig {
         Ok(FileConfig {
             server,
             token_file: raw.token_file,
+            ca_file: raw.ca_file,
             labels_cmd: raw.labels_cmd,
             agent: AgentConfig {
                 id,

@@ -56,15 +56,31 @@ fn main() -> ExitCode {
         },
         None => None,
     };
-    let client = match Client::builder(config.server.clone())
+    let mut builder = Client::builder(config.server.clone())
         .maybe_token(token)
         .timeout(Duration::from_secs(30))
-        .user_agent(concat!("sluice-agent/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
+        .user_agent(concat!("sluice-agent/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = &config.ca_file {
+        match std::fs::read(path) {
+            Ok(pem) => builder = builder.ca_certificate_pem(pem),
+            Err(error) => {
+                eprintln!(
+                    "error: {}: ca_file: cannot read {}: {error}",
+                    args.config.display(),
+                    path.display()
+                );
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let client = match builder.build() {
         Ok(client) => client,
         Err(error) => {
-            eprintln!("error: {}: server: {error}", args.config.display());
+            let field = match error {
+                sluice_client::ClientError::InvalidCaCertificate { .. } => "ca_file",
+                _ => "server",
+            };
+            eprintln!("error: {}: {field}: {error}", args.config.display());
             return ExitCode::from(2);
         }
     };

@@ -7,3 +7,4 @@ mod once;
 mod puppet;
 mod restart;
 mod rollout;
+mod tls;
