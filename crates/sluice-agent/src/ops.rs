@@ -117,34 +117,14 @@ impl HostOps for ShellOps {
         let Some(command) = &self.commands(component)?.apply_cmd else {
             return Err(format!("{:?} has no apply_cmd", component.name));
         };
-        let run = run_shell(
-            command,
-            &environment(&component.name, Some(desired)),
-            component.timeout,
-        )
-        .await?;
-        if run.succeeded() {
-            Ok(())
-        } else {
-            Err(run.failure("apply_cmd"))
-        }
+        run_step(command, "apply_cmd", component, desired).await
     }
 
     async fn health(&self, component: &ComponentConfig, desired: &Desired) -> Result<(), Failure> {
         let Some(command) = &self.commands(component)?.health_cmd else {
             return Ok(());
         };
-        let run = run_shell(
-            command,
-            &environment(&component.name, Some(desired)),
-            component.timeout,
-        )
-        .await?;
-        if run.succeeded() {
-            Ok(())
-        } else {
-            Err(run.failure("health_cmd"))
-        }
+        run_step(command, "health_cmd", component, desired).await
     }
 
     async fn labels(&self) -> Result<BTreeMap<String, String>, Failure> {
@@ -239,6 +219,27 @@ impl Drop for GroupGuard {
             // The group may be gone already; nothing else to do then.
             let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
         }
+    }
+}
+
+/// Runs `apply_cmd` or `health_cmd` (`what`) for `desired`: `Ok` when it
+/// exits 0, else the last lines of its output.
+async fn run_step(
+    command: &str,
+    what: &str,
+    component: &ComponentConfig,
+    desired: &Desired,
+) -> Result<(), Failure> {
+    let run = run_shell(
+        command,
+        &environment(&component.name, Some(desired)),
+        component.timeout,
+    )
+    .await?;
+    if run.succeeded() {
+        Ok(())
+    } else {
+        Err(run.failure(what))
     }
 }
 

@@ -5,6 +5,27 @@ use std::collections::BTreeMap;
 
 use crate::wire;
 
+/// Every rollout state, in lifecycle order ([`RolloutSummary::state`]).
+pub const ROLLOUT_STATES: [&str; 6] = [
+    "pending",
+    "running",
+    "paused",
+    "completed",
+    "aborted",
+    "rolled_back",
+];
+
+/// Every state of a host within a rollout, in the order a host meets them
+/// (the keys of [`RolloutDetail::hosts`]).
+pub const HOST_STATES: [&str; 6] = [
+    "waiting",
+    "instructed",
+    "healthy",
+    "failed",
+    "reverting",
+    "reverted",
+];
+
 wire! {
 /// The answer to `POST /v1/rollouts`.
 pub struct Created {

@@ -1158,17 +1158,10 @@ impl World {
 
     /// The gauges of `/metrics`.
     pub fn gauges(&self) -> Gauges {
-        let mut by_state: BTreeMap<&'static str, u64> = [
-            "pending",
-            "running",
-            "paused",
-            "completed",
-            "aborted",
-            "rolled_back",
-        ]
-        .into_iter()
-        .map(|state| (state, 0))
-        .collect();
+        let mut by_state: BTreeMap<&'static str, u64> = sluice_api::rollout::ROLLOUT_STATES
+            .into_iter()
+            .map(|state| (state, 0))
+            .collect();
         let mut rollout_hosts = Vec::new();
         for entry in &self.rollouts {
             *by_state.entry(entry.rollout.status().name()).or_default() += 1;

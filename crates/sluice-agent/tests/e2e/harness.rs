@@ -155,6 +155,27 @@ impl Server {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// Creates and starts a rollout of `plan` with the CLI; returns its id.
+    pub async fn start_rollout(&self, plan: &str) -> String {
+        let path = self.write("plan.yaml", plan);
+        let created = self
+            .sluice(&[
+                "rollout",
+                "create",
+                "-f",
+                path.to_str().expect("utf-8"),
+                "--start",
+                "--reason",
+                "e2e",
+                "--output",
+                "json",
+            ])
+            .await;
+        let created: serde_json::Value =
+            serde_json::from_str(&created).expect("create prints JSON");
+        created["id"].as_str().expect("an id").to_owned()
+    }
+
     /// A new agent token bound to `host` (`sluice token create --role agent
     /// --host HOST`), written to a file in the work dir; returns the file.
     pub async fn agent_token_file(&self, host: &str) -> PathBuf {

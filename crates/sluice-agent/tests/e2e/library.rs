@@ -97,18 +97,7 @@ async fn many_simulated_agents_share_one_pool_and_follow_a_rollout() {
         (list.total == AGENTS as u64).then_some(())
     })
     .await;
-    let plan = server.write("plan.yaml", PLAN);
-    server
-        .sluice(&[
-            "rollout",
-            "create",
-            "-f",
-            plan.to_str().expect("utf-8"),
-            "--start",
-            "--reason",
-            "e2e",
-        ])
-        .await;
+    server.start_rollout(PLAN).await;
     wait_for("the rollout to complete", || async {
         let list = admin.rollouts().await.ok()?;
         (list.rollouts.first()?.state == "completed").then_some(())

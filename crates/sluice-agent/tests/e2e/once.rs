@@ -47,18 +47,7 @@ async fn once_checks_in_applies_reports_and_exits() {
         ("1.0", Some(ReportState::Ok))
     );
 
-    let plan = server.write("plan.yaml", PLAN);
-    server
-        .sluice(&[
-            "rollout",
-            "create",
-            "-f",
-            plan.to_str().expect("utf-8"),
-            "--start",
-            "--reason",
-            "e2e",
-        ])
-        .await;
+    server.start_rollout(PLAN).await;
     // Each run is one round; the host is admitted at one of its check-ins.
     wait_for("a --once run to apply 2.0", || async {
         once(&host);

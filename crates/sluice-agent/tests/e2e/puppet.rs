@@ -118,18 +118,7 @@ version_cmd = "cat {dir}/motd.version"
     // The host registers at 1.0.
     let run = once(&agent_toml);
     assert!(run.status.success(), "{}", text(&run));
-    let plan = server.write("plan.yaml", PLAN);
-    server
-        .sluice(&[
-            "rollout",
-            "create",
-            "-f",
-            plan.to_str().expect("utf-8"),
-            "--start",
-            "--reason",
-            "e2e",
-        ])
-        .await;
+    server.start_rollout(PLAN).await;
 
     // The agent learns 2.0 and writes it as a fact; it changes nothing itself.
     wait_for("the agent to write 2.0 to the facts file", || async {

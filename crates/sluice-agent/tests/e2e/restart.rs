@@ -61,18 +61,7 @@ async fn an_interrupted_apply_is_checked_before_it_is_run_again() {
     })
     .await;
 
-    let plan = server.write("plan.yaml", PLAN);
-    server
-        .sluice(&[
-            "rollout",
-            "create",
-            "-f",
-            plan.to_str().expect("utf-8"),
-            "--start",
-            "--reason",
-            "e2e",
-        ])
-        .await;
+    server.start_rollout(PLAN).await;
     for host in [&done, &undone] {
         wait_for(
             &format!("{} to be in the middle of its apply", host.id),

@@ -169,22 +169,7 @@ async fn twenty_agents_follow_a_rollout_survive_the_server_and_roll_back() {
         std::fs::write(hosts[i].path(&format!("bad-{NEW}")), "").expect("bad marker");
     }
 
-    let plan = server.write("plan.yaml", PLAN);
-    let created = server
-        .sluice(&[
-            "rollout",
-            "create",
-            "-f",
-            plan.to_str().expect("utf-8"),
-            "--start",
-            "--reason",
-            "e2e",
-            "--output",
-            "json",
-        ])
-        .await;
-    let created: serde_json::Value = serde_json::from_str(&created).expect("create prints JSON");
-    let id = created["id"].as_str().expect("an id").to_owned();
+    let id = server.start_rollout(PLAN).await;
 
     // Canary, then half: exactly the preview's hosts change.
     stage_settles(&server, &hosts, &id, 0, &preview[0]).await;

@@ -22,24 +22,9 @@ pub const PAGE: usize = 100;
 pub const ROLLOUT_PAGE: usize = 50;
 /// The tabs of a rollout page.
 pub const TABS: [&str; 5] = ["strata", "hosts", "gates", "events", "plan"];
-/// Host states within a rollout, as filters of its host list.
-pub const HOST_STATES: [&str; 6] = [
-    "waiting",
-    "instructed",
-    "healthy",
-    "failed",
-    "reverting",
-    "reverted",
-];
-/// Rollout states, as filters of the rollouts list.
-pub const ROLLOUT_STATES: [&str; 6] = [
-    "pending",
-    "running",
-    "paused",
-    "completed",
-    "aborted",
-    "rolled_back",
-];
+/// Host states within a rollout (filters of its host list) and rollout
+/// states (filters of the rollouts list): the API's names.
+pub use sluice_api::rollout::{HOST_STATES, ROLLOUT_STATES};
 
 /// Percent-encodes a query value or path segment.
 pub fn encode(value: &str) -> String {

@@ -606,14 +606,7 @@ fn render_status(detail: &RolloutDetail, events: &[EventView], now: jiff::Timest
 
 /// `480 selected, 48 admitted: 40 healthy, 3 instructed, 2 failed, …`.
 fn host_counts(detail: &RolloutDetail) -> String {
-    const ORDER: [&str; 6] = [
-        "waiting",
-        "instructed",
-        "healthy",
-        "failed",
-        "reverting",
-        "reverted",
-    ];
+    const ORDER: [&str; 6] = sluice_api::rollout::HOST_STATES;
     let summary = &detail.summary;
     let mut parts: Vec<String> = Vec::new();
     for state in ORDER {
