@@ -152,35 +152,51 @@ async fn a_failing_prometheus_gate_rolls_back_with_its_evidence() {
     );
 }
 
-#[tokio::test]
-async fn a_healthy_metric_passes_and_a_missing_one_is_a_failure() {
-    let (app, prometheus) = watched(0.1).await;
-    let gates = format!(
-        "gates:\n  prometheus:\n    \
-         - {{ name: restarts, url: \"{url}\", query: \"max(container_restarts_rate)\", fail_if: \"> 0.5\", interval: 1s }}\n    \
-         - {{ name: latency, url: \"{url}\", query: \"max(request_latency_seconds)\", fail_if: \"> 0.3\", interval: 1s }}\n",
-        url = prometheus.url,
-    );
+/// Starts a rollout watched by one Prometheus gate named `name` on `query`.
+async fn gated_rollout(app: &TestApp, prometheus: &Prometheus, name: &str, query: &str) -> String {
     let source = format!(
-        "{}{gates}",
-        plan(
-            "watched",
-            &["{ percent: 50, bake: 1h }", "{ percent: 100 }"]
-        )
+        "{}gates:\n  prometheus:\n    - {{ name: {name}, url: \"{url}\", query: \"{query}\", fail_if: \"> 0.5\", interval: 1s }}\n",
+        plan(name, &["{ percent: 50, bake: 1h }", "{ percent: 100 }"]),
+        url = prometheus.url,
     );
     let id = app.rollout(&source).await;
     app.action(&id, "start", "go").await;
+    id
+}
+
+#[tokio::test]
+async fn a_healthy_metric_passes_with_its_value_as_evidence() {
+    let (app, prometheus) = watched(0.1).await;
+    let id = gated_rollout(
+        &app,
+        &prometheus,
+        "restarts",
+        "max(container_restarts_rate)",
+    )
+    .await;
+    let detail = wait_for("the gate's first result", || async {
+        let detail = app.detail(&id).await;
+        (!gate(&detail, "restarts")["latest"].is_null()).then_some(detail)
+    })
+    .await;
+    let restarts = gate(&detail, "restarts");
+    assert_eq!(restarts["latest"]["outcome"], "pass", "{detail}");
+    let evidence = restarts["latest"]["evidence"].as_str().expect("evidence");
+    assert!(evidence.contains("0.1"), "{evidence}");
+    assert_eq!(app.detail(&id).await["state"], "running");
+}
+
+#[tokio::test]
+async fn a_missing_metric_is_a_failure() {
+    let (app, prometheus) = watched(0.1).await;
+    let id = gated_rollout(&app, &prometheus, "latency", "max(request_latency_seconds)").await;
     let paused = wait_for("pause on missing data", || async {
         let detail = app.detail(&id).await;
         (detail["state"] == "paused").then_some(detail)
     })
     .await;
-    let restarts = gate(&paused, "restarts");
-    assert_eq!(restarts["latest"]["outcome"], "pass");
-    let evidence = restarts["latest"]["evidence"].as_str().expect("evidence");
-    assert!(evidence.contains("0.1"), "{evidence}");
     let latency = gate(&paused, "latency");
-    assert_eq!(latency["latest"]["outcome"], "no_data");
+    assert_eq!(latency["latest"]["outcome"], "no_data", "{paused}");
     assert!(
         paused["reason"]
             .as_str()
