@@ -139,8 +139,14 @@ impl<H: HostOps> Agent<H> {
         tokio::pin!(shutdown);
         let mut work: Option<Task<Work>> = None;
         let mut call: Option<Task<Result<CheckinResponse, ClientError>>> = None;
-        // The first check-in goes out at once; later ones when `tick` says.
-        let mut tick: Option<Instant> = Some(Instant::now());
+        // The first check-in goes out at once with `--once`; a daemon waits
+        // up to a fifth of its interval first, so that a fleet whose agents
+        // restart together does not check in together.
+        let mut tick: Option<Instant> = Some(if once {
+            Instant::now()
+        } else {
+            Instant::now() + self.interval.mul_f64(0.2 * self.rng.f64())
+        });
         loop {
             tokio::select! {
                 () = &mut shutdown => {
