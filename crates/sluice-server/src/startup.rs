@@ -219,10 +219,6 @@ async fn first_admin_token(state: &AppState, data_dir: &Path) -> anyhow::Result<
         .context("saving the first admin token")?;
     state.tokens().insert(&record);
     tracing::info!(path = %path.display(), "first start: wrote the admin token");
-    eprintln!(
-        "sluice: first start: the admin token is in {} (mode 0600); the CLI on this machine finds it there",
-        path.display()
-    );
     Ok(path)
 }
 

@@ -8,7 +8,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sluice_api::agent::{CheckinRequest, ComponentReport, ReportState};
@@ -22,6 +22,8 @@ struct TestServer {
     url: String,
     data_dir: tempfile::TempDir,
     work: tempfile::TempDir,
+    /// Every line the server printed (stdout and stderr, as they came).
+    output: Arc<Mutex<Vec<String>>>,
 }
 
 impl Drop for TestServer {
@@ -76,11 +78,13 @@ impl TestServer {
             });
         }
         let deadline = Instant::now() + Duration::from_secs(30);
+        let output = Arc::new(Mutex::new(Vec::new()));
         let url = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = receiver
                 .recv_timeout(left)
                 .expect("the server announces `listening on URL` within 30s");
+            output.lock().expect("output").push(line.clone());
             if let Some(at) = line.find("listening on http") {
                 let url = line[at + "listening on ".len()..]
                     .split_whitespace()
@@ -91,12 +95,18 @@ impl TestServer {
             }
         };
         // Keep draining so that the server never blocks on a full pipe.
-        std::thread::spawn(move || while receiver.recv().is_ok() {});
+        let kept = Arc::clone(&output);
+        std::thread::spawn(move || {
+            while let Ok(line) = receiver.recv() {
+                kept.lock().expect("output").push(line);
+            }
+        });
         TestServer {
             child,
             url,
             data_dir,
             work,
+            output,
         }
     }
 
@@ -384,6 +394,14 @@ fn invalid_input_exits_2_with_what_would_be_valid() {
 #[test]
 fn tokens_roles_and_discovery() {
     let server = TestServer::start();
+    // The first start says where it wrote the admin token.
+    let token_file = server.data_dir.path().join("admin.token");
+    wait_for("the server to say where the admin token is", || {
+        let output = server.output.lock().expect("output");
+        output
+            .iter()
+            .any(|line| line.contains(&token_file.display().to_string()) && line.contains("0600"))
+    });
 
     // The admin token is found beside the server; a new token is the last line.
     let run = server

@@ -65,6 +65,12 @@ async fn serve(listen: SocketAddr, args: ServerArgs) -> Result<(), Failure> {
             Failure::Failed(error)
         }
     })?;
+    if let Some(path) = app.new_admin_token() {
+        eprintln!(
+            "sluice: first start: the admin token is in {} (mode 0600); the CLI on this machine finds it there",
+            path.display()
+        );
+    }
     println!("listening on {}", app.url());
     let _ = std::io::stdout().flush();
     app.run_until_stopped(shutdown_signal()).await?;
