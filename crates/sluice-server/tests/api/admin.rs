@@ -17,35 +17,35 @@ async fn the_freeze_is_set_and_lifted_by_admins_with_a_reason() {
     assert_eq!(view, json!({"frozen": false}));
 
     let no_reason = app
-        .client
-        .put(app.url("/v1/freeze"))
-        .bearer_auth(&app.admin)
-        .json(&json!({"reason": ""}))
-        .send()
-        .await
-        .expect("sent");
+        .send(
+            reqwest::Method::PUT,
+            "/v1/freeze",
+            &app.admin,
+            &json!({"reason": ""}),
+        )
+        .await;
     let error = assert_error(no_reason, StatusCode::BAD_REQUEST, "bad_request").await;
     assert_eq!(error["error"]["field"], "reason");
 
     let operator = app.token("operator", None).await;
     let forbidden = app
-        .client
-        .put(app.url("/v1/freeze"))
-        .bearer_auth(&operator)
-        .json(&json!({"reason": "incident"}))
-        .send()
-        .await
-        .expect("sent");
+        .send(
+            reqwest::Method::PUT,
+            "/v1/freeze",
+            &operator,
+            &json!({"reason": "incident"}),
+        )
+        .await;
     assert_error(forbidden, StatusCode::FORBIDDEN, "forbidden").await;
 
     let frozen: Value = app
-        .client
-        .put(app.url("/v1/freeze"))
-        .bearer_auth(&app.admin)
-        .json(&json!({"reason": "incident 7"}))
-        .send()
+        .send(
+            reqwest::Method::PUT,
+            "/v1/freeze",
+            &app.admin,
+            &json!({"reason": "incident 7"}),
+        )
         .await
-        .expect("sent")
         .json()
         .await
         .expect("json");
@@ -54,13 +54,13 @@ async fn the_freeze_is_set_and_lifted_by_admins_with_a_reason() {
     assert_eq!(frozen["reason"], "incident 7");
 
     let lifted: Value = app
-        .client
-        .delete(app.url("/v1/freeze"))
-        .bearer_auth(&app.admin)
-        .json(&json!({"reason": "resolved"}))
-        .send()
+        .send(
+            reqwest::Method::DELETE,
+            "/v1/freeze",
+            &app.admin,
+            &json!({"reason": "resolved"}),
+        )
         .await
-        .expect("sent")
         .json()
         .await
         .expect("json");

@@ -19,10 +19,6 @@ async fn agents_round(app: &TestApp, hosts: usize) {
     }
 }
 
-async fn state_of(app: &TestApp, id: &str) -> Value {
-    app.detail(id).await
-}
-
 #[tokio::test]
 async fn stages_advance_through_bakes_and_approval_to_completion() {
     let app = spawn_app().await;
@@ -39,19 +35,19 @@ async fn stages_advance_through_bakes_and_approval_to_completion() {
         .await;
     app.action(&id, "start", "go").await;
     agents_round(&app, 4).await;
-    let detail = state_of(&app, &id).await;
+    let detail = app.detail(&id).await;
     assert_eq!(detail["admitted"], 1);
     assert_eq!(detail["phase"], "baking");
     assert!(detail["bake_until"].is_string());
 
     // The bake ends by itself; stage 2 admits a second host.
     wait_for("stage 2", || async {
-        (state_of(&app, &id).await["stage"] == 1).then_some(())
+        (app.detail(&id).await["stage"] == 1).then_some(())
     })
     .await;
     agents_round(&app, 4).await;
     let awaiting = wait_for("approval", || async {
-        let detail = state_of(&app, &id).await;
+        let detail = app.detail(&id).await;
         (detail["phase"] == "awaiting_approval").then_some(detail)
     })
     .await;
@@ -62,7 +58,7 @@ async fn stages_advance_through_bakes_and_approval_to_completion() {
     );
     agents_round(&app, 4).await;
     wait_for("completion", || async {
-        (state_of(&app, &id).await["state"] == "completed").then_some(())
+        (app.detail(&id).await["state"] == "completed").then_some(())
     })
     .await;
     let components: Value = app
@@ -86,7 +82,7 @@ async fn advance_skips_the_rest_of_a_bake() {
         .await;
     app.action(&id, "start", "go").await;
     agents_round(&app, 2).await;
-    assert_eq!(state_of(&app, &id).await["phase"], "baking");
+    assert_eq!(app.detail(&id).await["phase"], "baking");
     assert_eq!(
         app.action(&id, "advance", "verified by hand")
             .await
@@ -94,7 +90,7 @@ async fn advance_skips_the_rest_of_a_bake() {
         StatusCode::OK
     );
     wait_for("stage 2", || async {
-        (state_of(&app, &id).await["stage"] == 1).then_some(())
+        (app.detail(&id).await["stage"] == 1).then_some(())
     })
     .await;
 }
@@ -105,17 +101,17 @@ async fn the_freeze_holds_a_rollout_until_lifted() {
     app.import(&fleet(4)).await;
     let id = app.rollout(&plan("frozen", &["{ percent: 100 }"])).await;
     let freeze = app
-        .client
-        .put(app.url("/v1/freeze"))
-        .bearer_auth(&app.admin)
-        .json(&json!({"reason": "incident 7"}))
-        .send()
-        .await
-        .expect("sent");
+        .send(
+            reqwest::Method::PUT,
+            "/v1/freeze",
+            &app.admin,
+            &json!({"reason": "incident 7"}),
+        )
+        .await;
     assert_eq!(freeze.status(), StatusCode::OK);
     app.action(&id, "start", "go").await;
     agents_round(&app, 4).await;
-    let detail = state_of(&app, &id).await;
+    let detail = app.detail(&id).await;
     assert_eq!(detail["state"], "running");
     assert_eq!(detail["admitted"], 0, "a frozen rollout admits nobody");
     assert!(detail["held"]
@@ -126,16 +122,16 @@ async fn the_freeze_holds_a_rollout_until_lifted() {
     }
 
     let lift = app
-        .client
-        .delete(app.url("/v1/freeze"))
-        .bearer_auth(&app.admin)
-        .json(&json!({"reason": "resolved"}))
-        .send()
-        .await
-        .expect("sent");
+        .send(
+            reqwest::Method::DELETE,
+            "/v1/freeze",
+            &app.admin,
+            &json!({"reason": "resolved"}),
+        )
+        .await;
     assert_eq!(lift.status(), StatusCode::OK);
-    assert_eq!(state_of(&app, &id).await["admitted"], 4);
-    assert!(state_of(&app, &id).await.get("held").is_none());
+    assert_eq!(app.detail(&id).await["admitted"], 4);
+    assert!(app.detail(&id).await.get("held").is_none());
 }
 
 #[tokio::test]
@@ -148,11 +144,7 @@ async fn a_silent_host_times_out_and_pauses_the_rollout() {
     );
     let id = app.rollout(&source).await;
     app.action(&id, "start", "go").await;
-    let paused = wait_for("pause", || async {
-        let detail = state_of(&app, &id).await;
-        (detail["state"] == "paused").then_some(detail)
-    })
-    .await;
+    let paused = app.wait_for_state(&id, "paused").await;
     assert_eq!(paused["failed"], 1);
     assert!(paused["reason"]
         .as_str()
@@ -183,7 +175,7 @@ async fn a_passing_http_gate_records_its_evidence() {
     let id = app.rollout(&source).await;
     app.action(&id, "start", "go").await;
     let slo = wait_for("the gate's first result", || async {
-        let detail = state_of(&app, &id).await;
+        let detail = app.detail(&id).await;
         let gates = detail["gates"].as_array()?.clone();
         let slo = gates.into_iter().find(|g| g["name"] == "slo")?;
         (!slo["latest"].is_null()).then_some(slo)
@@ -196,7 +188,7 @@ async fn a_passing_http_gate_records_its_evidence() {
             .is_some_and(|e| e.contains("200")),
         "{slo}"
     );
-    assert_eq!(state_of(&app, &id).await["state"], "running");
+    assert_eq!(app.detail(&id).await["state"], "running");
 }
 
 #[tokio::test]
@@ -210,11 +202,7 @@ async fn an_unreachable_http_gate_fails() {
     );
     let id = app.rollout(&source).await;
     app.action(&id, "start", "go").await;
-    let paused = wait_for("pause", || async {
-        let detail = state_of(&app, &id).await;
-        (detail["state"] == "paused").then_some(detail)
-    })
-    .await;
+    let paused = app.wait_for_state(&id, "paused").await;
     let reason = paused["reason"].as_str().expect("reason");
     assert!(reason.contains("503"), "{reason}");
 }

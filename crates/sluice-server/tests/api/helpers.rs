@@ -153,13 +153,33 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, token: &str, body: &Value) -> Response {
+        self.send(reqwest::Method::POST, path, token, body).await
+    }
+
+    /// `METHOD path` with `token` and a JSON body.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: &Value,
+    ) -> Response {
         self.client
-            .post(self.url(path))
+            .request(method, self.url(path))
             .bearer_auth(token)
             .json(body)
             .send()
             .await
             .expect("request sent")
+    }
+
+    /// Waits until rollout `id` is in `state`; returns its detail then.
+    pub async fn wait_for_state(&self, id: &str, state: &str) -> Value {
+        wait_for(&format!("{id} to be {state}"), || async {
+            let detail = self.detail(id).await;
+            (detail["state"] == state).then_some(detail)
+        })
+        .await
     }
 
     pub async fn checkin_as(&self, token: &str, body: &Value) -> Response {

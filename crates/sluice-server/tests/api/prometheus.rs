@@ -130,11 +130,7 @@ async fn a_failing_prometheus_gate_rolls_back_with_its_evidence() {
     );
     let id = app.rollout(&source).await;
     app.action(&id, "start", "go").await;
-    let rolled_back = wait_for("rollback", || async {
-        let detail = app.detail(&id).await;
-        (detail["state"] == "rolled_back").then_some(detail)
-    })
-    .await;
+    let rolled_back = app.wait_for_state(&id, "rolled_back").await;
     assert_eq!(gate(&rolled_back, "restarts")["latest"]["outcome"], "fail");
 
     let events = app.events(&id).await;
@@ -190,11 +186,7 @@ async fn a_healthy_metric_passes_with_its_value_as_evidence() {
 async fn a_missing_metric_is_a_failure() {
     let (app, prometheus) = watched(0.1).await;
     let id = gated_rollout(&app, &prometheus, "latency", "max(request_latency_seconds)").await;
-    let paused = wait_for("pause on missing data", || async {
-        let detail = app.detail(&id).await;
-        (detail["state"] == "paused").then_some(detail)
-    })
-    .await;
+    let paused = app.wait_for_state(&id, "paused").await;
     let latency = gate(&paused, "latency");
     assert_eq!(latency["latest"]["outcome"], "no_data", "{paused}");
     assert!(
