@@ -97,16 +97,7 @@ async fn rollout_sandbox(role: Role, name: &str) -> (Sandbox, String) {
         .await
         .ok();
     let plan = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/plan-dashboard.yaml");
-    sandbox
-        .sluice(&[
-            "rollout",
-            "create",
-            "-f",
-            plan.to_str().expect("utf-8 path"),
-            "--start",
-        ])
-        .await
-        .ok();
+    sandbox.start_rollout(&plan, "dashboard e2e").await;
     let token = sandbox
         .client()
         .create_token(role, None, Some(name))

@@ -294,25 +294,7 @@ async fn each_stage_admits_exactly_its_preview_pause_holds_rollback_reverts() {
         assert!(pair[0].is_subset(&pair[1]), "admission is monotonic");
     }
 
-    let created = sandbox
-        .sluice(&[
-            "rollout",
-            "create",
-            "-f",
-            path(&plan),
-            "--start",
-            "--reason",
-            "e2e: CHG-1",
-            "--output",
-            "json",
-        ])
-        .await
-        .ok()
-        .json();
-    let id = created["id"]
-        .as_str()
-        .expect("create prints {\"id\": …}")
-        .to_owned();
+    let id = sandbox.start_rollout(&plan, "e2e: CHG-1").await;
     let now = detail(&sandbox, &id).await;
     assert_eq!(now.summary.state, "running");
     assert_eq!(now.summary.selected, sto.len() as u64);
@@ -518,22 +500,7 @@ async fn completion_makes_the_target_the_stable_version() {
     };
     let plan = sandbox.write("complete.yaml", COMPLETE_PLAN);
     let (_, preview) = preview(&sandbox, &plan).await;
-    let created = sandbox
-        .sluice(&[
-            "rollout",
-            "create",
-            "-f",
-            path(&plan),
-            "--start",
-            "--reason",
-            "e2e: CHG-2",
-            "--output",
-            "json",
-        ])
-        .await
-        .ok()
-        .json();
-    let id = created["id"].as_str().expect("an id").to_owned();
+    let id = sandbox.start_rollout(&plan, "e2e: CHG-2").await;
 
     let components = sandbox
         .sluice(&["components", "--output", "json"])

@@ -136,6 +136,22 @@ impl Sandbox {
         path
     }
 
+    /// `sluice rollout create -f PLAN --start --reason REASON`; returns the id.
+    pub async fn start_rollout(&self, plan: &Path, reason: &str) -> String {
+        let plan = plan.to_str().expect("utf-8 path");
+        let created = self
+            .sluice(&[
+                "rollout", "create", "-f", plan, "--start", "--reason", reason, "--output", "json",
+            ])
+            .await
+            .ok()
+            .json();
+        created["id"]
+            .as_str()
+            .expect("create prints {\"id\": …}")
+            .to_owned()
+    }
+
     /// `sluice ARGS` as an operator beside the server would run it: the
     /// server's URL in `SLUICE_SERVER`, its data dir (and so the admin
     /// token) in `SLUICE_DATA_DIR`.
