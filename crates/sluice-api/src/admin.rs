@@ -73,3 +73,34 @@ pub struct TokenCreated {
     pub host: Option<String>,
 }
 }
+
+wire! {
+/// `PUT /v1/components/{name}/stable`: what hosts outside any rollout
+/// should run from now on.
+#[serde(deny_unknown_fields)]
+pub struct StableRequest {
+    pub version: String,
+    /// Why: recorded with the actor in the event log.
+    pub reason: String,
+    /// Only say what would change (how many hosts at once), change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+}
+
+wire! {
+/// What moving a component's stable version changes (or would change).
+pub struct StableChange {
+    pub component: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    pub to: String,
+    /// Hosts that would be told `to` at their next check-in while running
+    /// something else: they change at once, without stages or gates.
+    pub hosts_changed: u64,
+    /// Hosts that report the component.
+    pub hosts_with_component: u64,
+    /// False for a dry run.
+    pub applied: bool,
+}
+}

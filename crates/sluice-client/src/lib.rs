@@ -28,7 +28,9 @@ use std::time::Duration;
 use reqwest::header::{HeaderValue, CONTENT_TYPE};
 use reqwest::{Method, RequestBuilder, Url};
 use serde::de::DeserializeOwned;
-use sluice_api::admin::{ComponentList, FreezeView, Role, TokenCreated, TokenRequest};
+use sluice_api::admin::{
+    ComponentList, FreezeView, Role, StableChange, StableRequest, TokenCreated, TokenRequest,
+};
 use sluice_api::agent::{CheckinRequest, CheckinResponse};
 use sluice_api::error::ErrorBody;
 use sluice_api::host::{DesiredMap, HostList, HostView, ImportHost, ImportResult};
@@ -459,6 +461,20 @@ impl Client {
     pub async fn components(&self) -> Result<ComponentList, ClientError> {
         let request = self.request(Method::GET, &["v1", "components"], &[]);
         self.send_json(request, "GET /v1/components").await
+    }
+
+    /// `PUT /v1/components/{name}/stable`: move the stable version (or,
+    /// with `dry_run`, say how many hosts that would change at once).
+    pub async fn set_stable(
+        &self,
+        component: &str,
+        request: &StableRequest,
+    ) -> Result<StableChange, ClientError> {
+        let request = self
+            .request(Method::PUT, &["v1", "components", component, "stable"], &[])
+            .json(request);
+        self.send_json(request, "PUT /v1/components/{name}/stable")
+            .await
     }
 
     /// `GET /v1/freeze`.

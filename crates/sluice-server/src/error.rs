@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use sluice_api::error::{ErrorBody, ErrorDetail};
 
 use crate::commit::CommitError;
+use crate::world::WorldError;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
@@ -123,5 +124,18 @@ impl IntoResponse for ApiError {
 impl From<CommitError> for ApiError {
     fn from(error: CommitError) -> ApiError {
         ApiError::Unavailable(error.to_string())
+    }
+}
+
+impl From<WorldError> for ApiError {
+    fn from(error: WorldError) -> ApiError {
+        match error {
+            WorldError::NotFound(message) => ApiError::NotFound(message),
+            WorldError::Conflict(message) => ApiError::Conflict(message),
+            WorldError::Invalid { field, message } => ApiError::BadRequest {
+                message,
+                field: Some(field),
+            },
+        }
     }
 }

@@ -166,6 +166,12 @@ impl From<crate::error::ApiError> for DashError {
     }
 }
 
+impl From<crate::world::WorldError> for DashError {
+    fn from(error: crate::world::WorldError) -> DashError {
+        crate::error::ApiError::from(error).into()
+    }
+}
+
 impl From<askama::Error> for DashError {
     fn from(error: askama::Error) -> DashError {
         DashError::Internal(format!("rendering the page: {error}"))

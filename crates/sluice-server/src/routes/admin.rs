@@ -2,7 +2,9 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use sluice_api::admin::{ComponentList, FreezeView, Role, TokenCreated, TokenRequest};
+use sluice_api::admin::{
+    ComponentList, FreezeView, Role, StableChange, StableRequest, TokenCreated, TokenRequest,
+};
 use sluice_api::error::ErrorBody;
 use sluice_api::rollout::Reason;
 use sluice_store::{NewEvent, TokenRecord, Write};
@@ -10,7 +12,7 @@ use sluice_store::{NewEvent, TokenRecord, Write};
 use crate::auth::{hash_secret, new_secret, role_name, Caller, Need};
 use crate::clock::rfc3339;
 use crate::error::ApiError;
-use crate::extract::Json;
+use crate::extract::{Json, Path};
 use crate::routes::agent::validate_host_id;
 use crate::state::AppState;
 
@@ -29,6 +31,42 @@ pub async fn components(
 ) -> Result<axum::Json<ComponentList>, ApiError> {
     caller.require(Need::View)?;
     Ok(axum::Json(state.read(|world| world.component_list())))
+}
+
+/// Moves a component's stable version: every host no rollout decides for
+/// is told it at its next check-in, all at once, without stages or gates.
+/// With `dry_run`, only says how many hosts that would change. Refused
+/// (409) while a rollout of the component is active.
+#[utoipa::path(
+    put,
+    path = "/v1/components/{name}/stable",
+    tag = "admin",
+    params(("name" = String, Path, description = "the component")),
+    request_body = StableRequest,
+    responses((status = 200, description = "moved and durable, or what a dry run would change", body = StableChange), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn set_stable(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Json(request): Json<StableRequest>,
+) -> Result<axum::Json<StableChange>, ApiError> {
+    caller.require(Need::Admin)?;
+    let actor = caller.actor().to_owned();
+    let (change, pending) = state.change(|world, now, writes| {
+        world.set_stable(
+            &name,
+            &request.version,
+            &actor,
+            &request.reason,
+            request.dry_run,
+            now,
+            writes,
+        )
+    });
+    pending.durable().await?;
+    Ok(axum::Json(change?))
 }
 
 /// Whether the fleet-wide freeze is on, who turned it on and why.

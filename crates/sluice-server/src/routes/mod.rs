@@ -86,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .routes(limited(routes!(hosts::import), limits::IMPORT))
         .routes(routes!(hosts::ansible))
         .routes(routes!(admin::components))
+        .routes(routes!(admin::set_stable))
         .routes(routes!(admin::freeze, admin::freeze_on, admin::freeze_off))
         .routes(routes!(admin::create_token))
         .routes(routes!(ops::healthz))

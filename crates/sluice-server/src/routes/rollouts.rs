@@ -104,6 +104,7 @@ pub async fn detail(
     state
         .read(|world| world.rollout_detail(&id))
         .map(axum::Json)
+        .map_err(ApiError::from)
 }
 
 /// Applies an operator action and answers once it is durable.

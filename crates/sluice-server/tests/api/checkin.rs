@@ -4,9 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{
-    assert_error, desired, fleet, host, plan, report, spawn_app, wait_for, TestApp,
-};
+use crate::helpers::{assert_error, desired, fleet, host, plan, report, spawn_app, TestApp};
 
 #[tokio::test]
 async fn while_nothing_is_decided_the_reported_version_is_desired() {
@@ -85,7 +83,7 @@ async fn rolled_back_hosts_are_told_the_version_they_ran_before() {
 }
 
 #[tokio::test]
-async fn a_completed_rollout_sets_the_stable_version_for_everyone() {
+async fn a_rollout_that_covered_every_host_moves_the_stable_version() {
     let app = spawn_app().await;
     assert_eq!(app.import(&fleet(2)).await.status(), StatusCode::OK);
     let id = app.rollout(&plan("all", &["{ percent: 100 }"])).await;
@@ -100,15 +98,13 @@ async fn a_completed_rollout_sets_the_stable_version_for_everyone() {
         );
         report(&app, &host(i), "2.0", "ok").await;
     }
-    wait_for("completion", || async {
-        (app.detail(&id).await["state"] == "completed").then_some(())
-    })
-    .await;
-    // A host that was never part of it now gets the stable version.
+    app.wait_for_state(&id, "completed").await;
+    // A host that appears only now is covered by the rollout's (empty)
+    // selector, like every host.
     let answer = report(&app, "new.example.net", "0.9", "ok").await;
     assert_eq!(
         answer["components"]["docker-engine"],
-        json!({"version": "2.0", "payload": {"url": "https://repo.example.net/docker-2.0.deb"}})
+        json!({"version": "2.0", "rollout": id, "payload": {"url": "https://repo.example.net/docker-2.0.deb"}})
     );
     let components: Value = app
         .get("/v1/components", &app.admin)

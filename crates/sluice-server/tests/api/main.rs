@@ -13,3 +13,4 @@ mod hosts;
 mod openapi;
 mod prometheus;
 mod rollouts;
+mod stable;

@@ -1,8 +1,8 @@
-//! `sluice freeze on|off|status` (the fleet-wide hold), `sluice components`
-//! and `sluice token create`.
+//! `sluice freeze on|off|status` (the fleet-wide hold), `sluice components
+//! [set-stable]` and `sluice token create`.
 
 use clap::{Args, Subcommand, ValueEnum};
-use sluice_api::admin::{ComponentView, FreezeView, Role};
+use sluice_api::admin::{ComponentView, FreezeView, Role, StableChange, StableRequest};
 
 use crate::commands::connect::{block_on, require_reason, ConnectArgs};
 use crate::commands::output::{self, print_json, print_text, OutputArgs, Table};
@@ -38,7 +38,38 @@ pub struct FreezeStatusArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ComponentsArgs {
+    #[command(subcommand)]
+    command: Option<ComponentsCommand>,
+    #[command(flatten)]
+    output: OutputArgs,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ComponentsCommand {
+    /// Move a component's stable version: what hosts outside any rollout run.
+    /// Says first how many hosts would change at once; --yes goes on
+    SetStable(SetStableArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SetStableArgs {
+    /// The component
+    #[arg(value_name = "COMPONENT")]
+    component: String,
+    /// Its new stable version
+    #[arg(value_name = "VERSION")]
+    version: String,
+    /// Why (required): recorded with your name in the event log
+    #[arg(long, short = 'r', value_name = "REASON")]
+    reason: Option<String>,
+    /// Go on after seeing how many hosts change at once (without it,
+    /// nothing changes)
+    #[arg(long)]
+    yes: bool,
     #[command(flatten)]
     output: OutputArgs,
     #[command(flatten)]
@@ -174,6 +205,9 @@ fn render_freeze(view: &FreezeView, now: jiff::Timestamp) -> String {
 }
 
 pub fn components(args: ComponentsArgs) -> Result<(), Failure> {
+    if let Some(ComponentsCommand::SetStable(args)) = args.command {
+        return set_stable(args);
+    }
     let (client, connection) = args.connect.connect()?;
     block_on(async move {
         let list = client
@@ -219,6 +253,80 @@ fn render_components(components: &[ComponentView]) -> String {
         ]);
     }
     table.render()
+}
+
+fn set_stable(args: SetStableArgs) -> Result<(), Failure> {
+    let reason = require_reason(
+        args.reason.as_deref(),
+        "move the stable version",
+        "sluice components set-stable docker-engine 17.03.1 --reason \"CHG-7: every site upgraded\"",
+    )?;
+    let (client, connection) = args.connect.connect()?;
+    block_on(async move {
+        let mut request = StableRequest {
+            version: args.version.clone(),
+            reason,
+            dry_run: true,
+        };
+        let preview = client
+            .set_stable(&args.component, &request)
+            .await
+            .map_err(|error| connection.failure("previewing the stable version", error))?;
+        let already = preview.from.as_deref() == Some(preview.to.as_str());
+        if !args.yes || already {
+            if args.output.json() {
+                print_json(&preview)?;
+            } else {
+                print_text(&render_stable(&preview))?;
+            }
+            if already {
+                return Ok(());
+            }
+            return Err(Failure::invalid(format!(
+                "nothing changed: re-run with --yes to tell {} at once",
+                hosts(preview.hosts_changed)
+            )));
+        }
+        request.dry_run = false;
+        let change = client
+            .set_stable(&args.component, &request)
+            .await
+            .map_err(|error| connection.failure("moving the stable version", error))?;
+        if args.output.json() {
+            return print_json(&change);
+        }
+        print_text(&render_stable(&change))
+    })
+}
+
+fn hosts(count: u64) -> String {
+    if count == 1 {
+        "1 host".to_owned()
+    } else {
+        format!("{count} hosts")
+    }
+}
+
+fn render_stable(change: &StableChange) -> String {
+    let from = change.from.as_deref().unwrap_or("none");
+    let changed = hosts(change.hosts_changed);
+    let of = change.hosts_with_component;
+    if change.applied {
+        format!(
+            "{}: stable version {from} -> {}; {changed} of {of} change at their next check-in\n",
+            change.component, change.to
+        )
+    } else if change.from.as_deref() == Some(change.to.as_str()) {
+        format!(
+            "{}: the stable version is already {}\n",
+            change.component, change.to
+        )
+    } else {
+        format!(
+            "{}: moving the stable version {from} -> {} tells {changed} (of {of} with the component) to change at once, without stages or gates\n",
+            change.component, change.to
+        )
+    }
 }
 
 pub fn token(command: TokenCommand) -> Result<(), Failure> {

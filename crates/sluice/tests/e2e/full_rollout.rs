@@ -484,7 +484,7 @@ stages:
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn completion_makes_the_target_the_stable_version() {
+async fn a_site_scoped_rollout_completes_without_touching_another_site() {
     let mut sandbox = Sandbox::start().await;
     let fleet = fleet_10k_hosts();
     sandbox
@@ -531,17 +531,21 @@ async fn completion_makes_the_target_the_stable_version() {
     .await;
     assert_eq!(status["admitted"], preview[1].len());
 
+    // It covered one site's hosts, not every host with the component: the
+    // stable version stays unset, also after a crash.
+    let stable =
+        |components: &serde_json::Value| components["components"][0].get("stable_version").cloned();
     let components = sandbox
         .sluice(&["components", "--output", "json"])
         .await
         .ok()
         .json();
-    let docker = &components["components"][0];
-    assert_eq!(docker["name"], COMPONENT);
-    assert_eq!(docker["stable_version"], TARGET, "{components}");
-    assert_eq!(docker["active_rollouts"], serde_json::json!([]));
-
-    // Completion outlives a crash.
+    assert_eq!(components["components"][0]["name"], COMPONENT);
+    assert_eq!(stable(&components), None, "{components}");
+    assert_eq!(
+        components["components"][0]["active_rollouts"],
+        serde_json::json!([])
+    );
     sandbox.kill9();
     sandbox.restart().await;
     let components = sandbox
@@ -549,37 +553,96 @@ async fn completion_makes_the_target_the_stable_version() {
         .await
         .ok()
         .json();
-    assert_eq!(
-        components["components"][0]["stable_version"], TARGET,
-        "after a restart: {components}"
-    );
+    assert_eq!(stable(&components), None, "after a restart: {components}");
 
-    // Every host of the rollout keeps being told the target; a host outside
-    // any rollout, and a host that appears only now, are told the stable
-    // version.
+    // Every host of the rollout keeps being told the target, and so is a
+    // host that appears only now and matches its selector; hosts of other
+    // sites (or roles) are told what they run, now as before.
     for (i, answer) in sim.checkin((0..sim.selected).collect()).await {
         assert_eq!(desired(&answer), Some(TARGET), "{}", sim.hosts[i].id);
     }
-    let outsider = &sim.hosts[sim.selected];
-    let joiner = ImportHost {
-        id: "joiner-1.ash.example.net".to_owned(),
-        labels: [("role", "dns"), ("site", "ash")]
+    let joiner = |id: &str, role: &str, site: &str| ImportHost {
+        id: id.to_owned(),
+        labels: [("role", role), ("site", site)]
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .into(),
         components: BTreeMap::new(),
     };
-    for host in [outsider, &joiner] {
+    let inside = joiner("joiner-1.ash.example.net", "dns", "ash");
+    let elsewhere = joiner("joiner-2.sto.example.net", "dns", "sto");
+    let told = |answer: &CheckinResponse| {
+        let told = &answer.components[COMPONENT];
+        (told.version.clone(), told.rollout.clone())
+    };
+    let answer = sandbox
+        .client()
+        .checkin(&report(&inside, OLD_VERSION, ReportState::Ok))
+        .await
+        .expect("check-in");
+    assert_eq!(told(&answer), (TARGET.to_owned(), Some(id.clone())));
+    let outsiders: Vec<&ImportHost> = sim.hosts[sim.selected..]
+        .iter()
+        .chain([&elsewhere])
+        .collect();
+    for host in &outsiders {
         let answer = sandbox
             .client()
             .checkin(&report(host, OLD_VERSION, ReportState::Ok))
             .await
             .expect("check-in");
-        let told = &answer.components[COMPONENT];
         assert_eq!(
-            (told.version.as_str(), told.rollout.as_deref()),
-            (TARGET, None),
-            "{} is told the stable version",
+            told(&answer),
+            (OLD_VERSION.to_owned(), None),
+            "{} is outside the rollout",
             host.id
         );
     }
+
+    // Moving the stable version explicitly says first how many hosts it
+    // changes at once, and changes nothing without --yes.
+    // Every host on the old version but the joiner the rollout covers.
+    let components = sandbox
+        .sluice(&["components", "--output", "json"])
+        .await
+        .ok()
+        .json();
+    let unchanged = components["components"][0]["versions"][OLD_VERSION]
+        .as_u64()
+        .expect("hosts on the old version")
+        - 1;
+    let args = [
+        "components",
+        "set-stable",
+        COMPONENT,
+        TARGET,
+        "--reason",
+        "e2e: every site next",
+    ];
+    let asked = sandbox.sluice(&args).await;
+    assert_eq!(asked.code(), Some(2), "{}", asked.stderr());
+    assert!(
+        asked.stdout().contains(&format!("tells {unchanged} hosts")),
+        "{}",
+        asked.stdout()
+    );
+    assert!(asked.stderr().contains("--yes"), "{}", asked.stderr());
+    let answer = sandbox
+        .client()
+        .checkin(&report(outsiders[0], OLD_VERSION, ReportState::Ok))
+        .await
+        .expect("check-in");
+    assert_eq!(told(&answer), (OLD_VERSION.to_owned(), None));
+    let moved = sandbox
+        .sluice(&[&args[..], &["--yes", "--output", "json"]].concat())
+        .await
+        .ok()
+        .json();
+    assert_eq!(moved["applied"], true, "{moved}");
+    assert_eq!(moved["hosts_changed"], unchanged, "{moved}");
+    let answer = sandbox
+        .client()
+        .checkin(&report(outsiders[0], OLD_VERSION, ReportState::Ok))
+        .await
+        .expect("check-in");
+    assert_eq!(told(&answer), (TARGET.to_owned(), None));
 }

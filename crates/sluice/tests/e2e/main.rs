@@ -8,7 +8,7 @@
 //! - `crash_rollout`: a rollout survives SIGKILL at random moments without
 //!   admitting beyond a quota or forgetting a host it told the target;
 //! - `full_rollout`: each stage admits exactly the preview's hosts, pause
-//!   holds, rollback reverts, completion sets the stable version;
+//!   holds, rollback reverts, a completed rollout changes only the hosts it covered;
 //! - `dashboard`: the dashboard in headless Chromium: links, sign-in, the
 //!   pause button, live updates, screenshots.
 //!

@@ -6,38 +6,37 @@
 //! before it lets go of the lock (see [`crate::commit`]). Queries answer
 //! from memory only. Nothing here does IO or awaits.
 //!
-//! The desired version of a component for a host (the spec's rule): the
-//! newest rollout of the component with an opinion on the host decides (its
-//! target once admitted; after a rollback, what the host ran before); else
-//! the component's stable version; else, while none is set, the version the
-//! host reports.
+//! Layout: this module holds the state and the changes (loading, driving
+//! rollouts, check-ins, rollouts, freeze, import); [`desired`] the rule that
+//! decides what a host should run, and moving the stable version; `views`
+//! the wire projections the API and `/metrics` show; [`WorldError`] why a
+//! change or a query was refused (mapped to HTTP in `crate::error` alone).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use jiff::Timestamp;
-use sluice_api::admin::{ComponentList, ComponentView, FreezeView};
-use sluice_api::agent::{CheckinRequest, CheckinResponse, Desired, ReportState};
-use sluice_api::host::{DesiredMap, HostComponent, HostList, HostView, ImportResult};
-use sluice_api::rollout::{
-    GateReadingView, GateView, RolloutDetail, RolloutSummary, StageView, StratumView,
-};
+use sluice_api::admin::FreezeView;
+use sluice_api::agent::{CheckinRequest, CheckinResponse, ReportState};
+use sluice_api::host::ImportResult;
+use sluice_api::rollout::RolloutSummary;
 use sluice_core::fleet::{Host, Labels};
 use sluice_core::plan::Plan;
 use sluice_core::rollout::{
-    Action, EventKind, GateOutcome, GateResult, Health, HostState, Input, Phase, Rejected, Rollout,
-    Status,
+    Action, EventKind, GateResult, Health, HostState, Input, Rejected, Rollout,
 };
-use sluice_core::selection::stage_quota;
-use sluice_core::selector::Selector;
 use sluice_store::{
     ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, Loaded, NewEvent,
     RolloutRecord, Write,
 };
 
 use crate::clock::{parse_timestamp, rfc3339};
-use crate::error::ApiError;
-use crate::metrics::Gauges;
 use crate::persist;
+
+mod desired;
+mod error;
+mod views;
+
+pub use error::WorldError;
 
 /// Longest message kept from a check-in report: its last lines.
 const MAX_MESSAGE_CHARS: usize = 4096;
@@ -377,20 +376,48 @@ impl World {
         writes: &mut Vec<Write>,
     ) -> Result<(), Rejected> {
         if drive(&mut self.rollouts[index], now, [input], writes)? {
-            self.complete(index, writes);
+            self.complete(index, now, writes);
         }
         Ok(())
     }
 
-    /// A completed rollout's target becomes the component's stable version.
-    fn complete(&mut self, index: usize, writes: &mut Vec<Write>) {
-        let plan = self.rollouts[index].rollout.plan();
+    /// A completed rollout's target becomes the component's stable version
+    /// only when the rollout covered every host that has the component;
+    /// otherwise the rollout's own selector keeps deciding for the hosts it
+    /// covers (see [`desired`]), and the rest keep what they run.
+    fn complete(&mut self, index: usize, now: Timestamp, writes: &mut Vec<Write>) {
+        let rollout = &self.rollouts[index].rollout;
+        let plan = rollout.plan();
         let (name, version) = (plan.component.clone(), plan.version.clone());
-        tracing::info!(rollout = %self.rollouts[index].rollout.id(), component = %name, %version, "rollout completed; stable version set");
-        self.components.entry(name.clone()).or_default().stable = Some(version.clone());
+        let id = rollout.id().to_owned();
+        let uncovered = self
+            .hosts
+            .iter()
+            .filter(|(_, host)| host.components.contains_key(&name))
+            .filter(|(host, _)| rollout.host(host).is_none())
+            .count();
+        if uncovered > 0 {
+            tracing::info!(rollout = %id, component = %name, %version, uncovered, "rollout completed; the stable version stays, the rollout decides for the hosts it covered");
+            return;
+        }
+        tracing::info!(rollout = %id, component = %name, %version, "rollout completed over every host with the component; stable version set");
+        let entry = self.components.entry(name.clone()).or_default();
+        let from = entry.stable.replace(version.clone());
         writes.push(Write::Component(ComponentRecord {
-            name,
-            stable_version: Some(version),
+            name: name.clone(),
+            stable_version: Some(version.clone()),
+        }));
+        writes.push(Write::Event(NewEvent {
+            rollout: None,
+            at: rfc3339(now),
+            actor: None,
+            kind: "stable_version_set".to_owned(),
+            data: serde_json::json!({
+                "component": name,
+                "from": from,
+                "to": version,
+                "rollout": id,
+            }),
         }));
     }
 
@@ -425,7 +452,7 @@ impl World {
             reason: freeze.reason.clone(),
         });
         match drive(&mut self.rollouts[index], now, inputs.chain(freeze), writes) {
-            Ok(true) => self.complete(index, writes),
+            Ok(true) => self.complete(index, now, writes),
             Ok(false) => {}
             Err(rejected) => tracing::error!(%rejected, "feeding the inventory"),
         }
@@ -587,95 +614,6 @@ impl World {
         }
     }
 
-    // ---- desired versions ----------------------------------------------
-
-    /// The desired version of every component sluice has an opinion on for
-    /// `host`: those it reports, those with a stable version, and those of
-    /// rollouts that admitted it.
-    pub fn desired(&self, host: &str) -> BTreeMap<String, Desired> {
-        let entry = self.hosts.get(host);
-        let mut names: BTreeSet<&str> = BTreeSet::new();
-        if let Some(entry) = entry {
-            names.extend(entry.components.keys().map(String::as_str));
-        }
-        for (name, component) in &self.components {
-            if component.stable.is_some() {
-                names.insert(name);
-            }
-        }
-        for rollout in &self.rollouts {
-            if rollout.rollout.desired_version(host).is_some() {
-                names.insert(&rollout.rollout.plan().component);
-            }
-        }
-        names
-            .into_iter()
-            .filter_map(|name| {
-                let reported = entry
-                    .and_then(|e| e.components.get(name))
-                    .map(|c| c.version.as_str());
-                Some((name.to_owned(), self.resolve(name, host, reported)?))
-            })
-            .collect()
-    }
-
-    fn resolve(&self, component: &str, host: &str, reported: Option<&str>) -> Option<Desired> {
-        if let Some(entry) = self.components.get(component) {
-            for &index in entry.rollouts.iter().rev() {
-                let rollout = &self.rollouts[index].rollout;
-                if let Some(version) = rollout.desired_version(host) {
-                    let plan = rollout.plan();
-                    let payload = if version == plan.version {
-                        plan.payload.clone()
-                    } else {
-                        self.payload_of(component, version)
-                    };
-                    return Some(Desired {
-                        version: version.to_owned(),
-                        rollout: Some(rollout.id().to_owned()),
-                        payload,
-                    });
-                }
-            }
-            if let Some(stable) = &entry.stable {
-                return Some(Desired {
-                    version: stable.clone(),
-                    rollout: None,
-                    payload: self.payload_of(component, stable),
-                });
-            }
-        }
-        reported.map(|version| Desired {
-            version: version.to_owned(),
-            rollout: None,
-            payload: None,
-        })
-    }
-
-    /// The payload of a version: that of the newest completed rollout to it.
-    fn payload_of(&self, component: &str, version: &str) -> Option<serde_json::Value> {
-        let entry = self.components.get(component)?;
-        entry
-            .rollouts
-            .iter()
-            .rev()
-            .map(|&index| &self.rollouts[index].rollout)
-            .find(|rollout| {
-                rollout.plan().version == version && *rollout.status() == Status::Completed
-            })
-            .and_then(|rollout| rollout.plan().payload.clone())
-    }
-
-    pub fn desired_map(&self, host: &str) -> Option<DesiredMap> {
-        self.hosts.get(host)?;
-        Some(
-            self.desired(host)
-                .into_iter()
-                .map(|(name, desired)| (name, desired.version))
-                .collect(),
-        )
-    }
-
     // ---- rollouts ------------------------------------------------------
 
     /// Creates a pending rollout of `plan` and feeds it the inventory.
@@ -685,13 +623,13 @@ impl World {
         plan: Plan,
         now: Timestamp,
         writes: &mut Vec<Write>,
-    ) -> Result<String, ApiError> {
+    ) -> Result<String, WorldError> {
         if let Some(other) = self
             .rollouts
             .iter()
             .find(|entry| entry.rollout.plan().name == plan.name)
         {
-            return Err(ApiError::Conflict(format!(
+            return Err(WorldError::Conflict(format!(
                 "a rollout named {:?} already exists ({}, {}); plan names are unique, give this plan another name",
                 plan.name,
                 other.rollout.id(),
@@ -699,7 +637,7 @@ impl World {
             )));
         }
         if let Some(message) = self.overlap(&plan) {
-            return Err(ApiError::Conflict(message));
+            return Err(WorldError::Conflict(message));
         }
         let id = format!("r-{}", self.next_seq);
         self.next_seq += 1;
@@ -758,7 +696,7 @@ impl World {
         reason: &str,
         now: Timestamp,
         writes: &mut Vec<Write>,
-    ) -> Result<RolloutSummary, ApiError> {
+    ) -> Result<RolloutSummary, WorldError> {
         let index = self.index_of(id)?;
         let input = Input::Action {
             action,
@@ -767,16 +705,19 @@ impl World {
         };
         self.drive(index, now, input, writes)
             .map_err(|rejected| match rejected {
-                Rejected::EmptyReason { .. } => ApiError::bad_field("reason", rejected.to_string()),
-                other => ApiError::Conflict(other.to_string()),
+                Rejected::EmptyReason { .. } => WorldError::Invalid {
+                    field: "reason".to_owned(),
+                    message: rejected.to_string(),
+                },
+                other => WorldError::Conflict(other.to_string()),
             })?;
         tracing::info!(rollout = %id, action = action.name(), %actor, %reason, "operator action");
         Ok(self.summary(&self.rollouts[index]))
     }
 
-    fn index_of(&self, id: &str) -> Result<usize, ApiError> {
+    fn index_of(&self, id: &str) -> Result<usize, WorldError> {
         self.by_id.get(id).copied().ok_or_else(|| {
-            ApiError::NotFound(format!(
+            WorldError::NotFound(format!(
                 "no rollout {id:?}; list them with GET /v1/rollouts (ids look like r-1)"
             ))
         })
@@ -914,289 +855,6 @@ impl World {
         ImportResult { imported, new }
     }
 
-    // ---- views ---------------------------------------------------------
-
-    pub fn rollout_list(&self) -> Vec<RolloutSummary> {
-        self.rollouts
-            .iter()
-            .map(|entry| self.summary(entry))
-            .collect()
-    }
-
-    pub fn rollout_detail(&self, id: &str) -> Result<RolloutDetail, ApiError> {
-        let entry = &self.rollouts[self.index_of(id)?];
-        let rollout = &entry.rollout;
-        let plan = rollout.plan();
-        let strata = rollout.strata();
-        let counts = rollout.counts();
-        let stages = plan
-            .stages
-            .iter()
-            .map(|stage| StageView {
-                name: stage.name.clone(),
-                percent: stage.percent.as_f64(),
-                bake_s: stage.bake.as_secs(),
-                approve: stage.approve,
-                quota: strata
-                    .iter()
-                    .map(|s| stage_quota(stage.percent, s.size, plan.strategy.min_per_stratum))
-                    .sum(),
-            })
-            .collect();
-        let mut strata_views: Vec<StratumView> = strata
-            .iter()
-            .map(|s| StratumView {
-                key: s.key.display(&plan.strategy.spread).to_string(),
-                size: s.size,
-                quota: s.quota,
-                admitted: s.admitted,
-                healthy: s.healthy,
-                failed: s.failed,
-            })
-            .collect();
-        strata_views.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.key.cmp(&b.key)));
-        let hosts = [
-            ("waiting", counts.waiting),
-            ("instructed", counts.instructed),
-            ("healthy", counts.healthy),
-            ("failed", counts.failed),
-            ("reverting", counts.reverting),
-            ("reverted", counts.reverted),
-        ]
-        .into_iter()
-        .map(|(name, count)| (name.to_owned(), count))
-        .collect();
-        let gates = rollout
-            .gates()
-            .into_iter()
-            .map(|gate| GateView {
-                name: gate.name,
-                report_only: gate.report_only,
-                streak: gate.streak,
-                consecutive: gate.consecutive,
-                latest: gate.latest.map(|reading| GateReadingView {
-                    at: rfc3339(reading.at),
-                    outcome: outcome_name(reading.outcome).to_owned(),
-                    evidence: reading.evidence,
-                }),
-            })
-            .collect();
-        let stage = rollout.stage();
-        Ok(RolloutDetail {
-            summary: self.summary(entry),
-            reason: match rollout.status() {
-                Status::Paused { reason, .. } => Some(reason.clone()),
-                _ => None,
-            },
-            bake_until: match rollout.phase() {
-                Some(Phase::Baking { until }) => Some(rfc3339(until)),
-                _ => None,
-            },
-            stages,
-            hosts,
-            in_flight: rollout.in_flight(),
-            max_in_flight: rollout.max_in_flight().min(rollout.selected()),
-            stage_failures: stage.map_or(0, |stage| rollout.stage_failures(stage)),
-            allowed_failures: if stage.is_some() {
-                rollout.allowed_failures()
-            } else {
-                0
-            },
-            strata: strata_views,
-            gates,
-            plan: entry.source.clone(),
-        })
-    }
-
-    fn summary(&self, entry: &RolloutEntry) -> RolloutSummary {
-        let rollout = &entry.rollout;
-        let plan = rollout.plan();
-        let counts = rollout.counts();
-        RolloutSummary {
-            id: rollout.id().to_owned(),
-            name: plan.name.clone(),
-            component: plan.component.clone(),
-            version: plan.version.clone(),
-            state: rollout.status().name().to_owned(),
-            stage: rollout.stage(),
-            phase: rollout.phase().map(|phase| phase_name(phase).to_owned()),
-            held: rollout.held().map(ToString::to_string),
-            selected: rollout.selected(),
-            admitted: rollout.admitted(),
-            healthy: counts.healthy,
-            failed: counts.failed,
-            created_at: rfc3339(rollout.created_at()),
-            updated_at: rfc3339(entry.updated_at),
-        }
-    }
-
-    pub fn has_rollout(&self, id: &str) -> Result<(), ApiError> {
-        self.index_of(id).map(drop)
-    }
-
-    /// Hosts matching `selector` (and reporting `component`), a page of them.
-    pub fn host_list(
-        &self,
-        selector: &Selector,
-        component: Option<&str>,
-        offset: usize,
-        limit: usize,
-    ) -> HostList {
-        let mut total = 0u64;
-        let mut hosts = Vec::new();
-        for (id, entry) in &self.hosts {
-            if !selector.is_empty() && !selector.matches(&entry.labels) {
-                continue;
-            }
-            if component.is_some_and(|c| !entry.components.contains_key(c)) {
-                continue;
-            }
-            if total as usize >= offset && hosts.len() < limit {
-                hosts.push(self.host_view(id, entry));
-            }
-            total += 1;
-        }
-        HostList { hosts, total }
-    }
-
-    pub fn host(&self, id: &str) -> Option<HostView> {
-        Some(self.host_view(id, self.hosts.get(id)?))
-    }
-
-    pub fn has_host(&self, id: &str) -> bool {
-        self.hosts.contains_key(id)
-    }
-
-    fn host_view(&self, id: &str, entry: &HostEntry) -> HostView {
-        let components = entry
-            .components
-            .iter()
-            .map(|(name, reported)| {
-                let desired = self.resolve(name, id, Some(&reported.version));
-                let rollout = self.components.get(name).and_then(|component| {
-                    component
-                        .rollouts
-                        .iter()
-                        .rev()
-                        .map(|&index| &self.rollouts[index].rollout)
-                        .find(|rollout| rollout.host(id).is_some())
-                        .map(|rollout| rollout.id().to_owned())
-                });
-                let view = HostComponent {
-                    version: reported.version.clone(),
-                    state: reported.state,
-                    message: reported.message.clone(),
-                    desired: desired.map(|d| d.version),
-                    rollout,
-                };
-                (name.clone(), view)
-            })
-            .collect();
-        HostView {
-            id: id.to_owned(),
-            labels: from_labels(&entry.labels),
-            components,
-            last_seen: entry.last_seen.map(rfc3339),
-        }
-    }
-
-    pub fn component_list(&self) -> ComponentList {
-        let components = self
-            .components
-            .iter()
-            .map(|(name, entry)| ComponentView {
-                name: name.clone(),
-                stable_version: entry.stable.clone(),
-                versions: entry.versions.clone(),
-                active_rollouts: entry
-                    .rollouts
-                    .iter()
-                    .map(|&index| &self.rollouts[index])
-                    .filter(|rollout| rollout.is_active())
-                    .map(|rollout| rollout.rollout.id().to_owned())
-                    .collect(),
-            })
-            .collect();
-        ComponentList { components }
-    }
-
-    /// An Ansible dynamic inventory: one group per component and desired
-    /// version (`docker_engine_17_03_1`: names made of letters, digits and
-    /// underscores, as Ansible wants), and per host its labels and desired
-    /// versions in `_meta.hostvars`.
-    pub fn ansible_inventory(&self) -> serde_json::Value {
-        let mut groups: BTreeMap<String, Vec<&str>> = BTreeMap::new();
-        let mut hostvars = serde_json::Map::new();
-        for (id, entry) in &self.hosts {
-            let desired = self.desired(id);
-            let mut versions = serde_json::Map::new();
-            for (component, desired) in desired {
-                groups
-                    .entry(group_name(&component, &desired.version))
-                    .or_default()
-                    .push(id);
-                versions.insert(component, serde_json::Value::String(desired.version));
-            }
-            hostvars.insert(
-                id.clone(),
-                serde_json::json!({
-                    "sluice_labels": from_labels(&entry.labels),
-                    "sluice_desired": versions,
-                }),
-            );
-        }
-        let mut inventory = serde_json::Map::new();
-        for (group, hosts) in groups {
-            inventory.insert(group, serde_json::json!({ "hosts": hosts }));
-        }
-        inventory.insert(
-            "_meta".to_owned(),
-            serde_json::json!({ "hostvars": hostvars }),
-        );
-        serde_json::Value::Object(inventory)
-    }
-
-    /// The gauges of `/metrics`.
-    pub fn gauges(&self) -> Gauges {
-        let mut by_state: BTreeMap<&'static str, u64> = sluice_api::rollout::ROLLOUT_STATES
-            .into_iter()
-            .map(|state| (state, 0))
-            .collect();
-        let mut rollout_hosts = Vec::new();
-        for entry in &self.rollouts {
-            *by_state.entry(entry.rollout.status().name()).or_default() += 1;
-            if entry.is_active() {
-                let counts = entry.rollout.counts();
-                let id = entry.rollout.id();
-                for (state, count) in [
-                    ("waiting", counts.waiting),
-                    ("instructed", counts.instructed),
-                    ("healthy", counts.healthy),
-                    ("failed", counts.failed),
-                    ("reverting", counts.reverting),
-                    ("reverted", counts.reverted),
-                ] {
-                    rollout_hosts.push((id.to_owned(), state, count));
-                }
-            }
-        }
-        let mut hosts = Vec::new();
-        for (name, entry) in &self.components {
-            for (slot, state) in STATE_NAMES.iter().enumerate() {
-                hosts.push((name.clone(), *state, entry.states[slot]));
-            }
-        }
-        Gauges {
-            rollouts: by_state.into_iter().collect(),
-            hosts,
-            rollout_hosts,
-        }
-    }
-
-    pub fn host_count(&self) -> usize {
-        self.hosts.len()
-    }
-
     // ---- read-only access for the dashboard's views --------------------
 
     /// Every host, by id.
@@ -1230,41 +888,9 @@ fn tail(message: &str) -> String {
     message.chars().skip(count - MAX_MESSAGE_CHARS).collect()
 }
 
-pub fn phase_name(phase: Phase) -> &'static str {
-    match phase {
-        Phase::Progressing => "progressing",
-        Phase::Baking { .. } => "baking",
-        Phase::AwaitingApproval { .. } => "awaiting_approval",
-    }
-}
-
-pub fn outcome_name(outcome: GateOutcome) -> &'static str {
-    match outcome {
-        GateOutcome::Pass => "pass",
-        GateOutcome::Fail => "fail",
-        GateOutcome::NoData => "no_data",
-    }
-}
-
-/// An Ansible group name: letters, digits and underscores.
-fn group_name(component: &str, version: &str) -> String {
-    format!("{component}_{version}")
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn group_names_are_identifiers() {
-        assert_eq!(
-            group_name("docker-engine", "17.03.1"),
-            "docker_engine_17_03_1"
-        );
-    }
 
     #[test]
     fn messages_keep_their_tail() {
