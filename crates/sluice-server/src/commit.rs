@@ -200,76 +200,10 @@ async fn flush(store: &dyn Store, carry: &[Write]) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
-    use sluice_store::{ComponentRecord, Loaded, SampleRecord, StoreError, StoredEvent};
+    use sluice_store::ComponentRecord;
 
     use super::*;
-
-    /// Refuses the first `failures` commits, then records every batch; each
-    /// commit first waits for a permit of `gate`.
-    #[derive(Debug)]
-    struct TestStore {
-        failures: Mutex<u32>,
-        gate: tokio::sync::Semaphore,
-        batches: Mutex<Vec<Vec<Write>>>,
-    }
-
-    impl TestStore {
-        fn flaky(failures: u32) -> TestStore {
-            TestStore {
-                failures: Mutex::new(failures),
-                gate: tokio::sync::Semaphore::new(tokio::sync::Semaphore::MAX_PERMITS),
-                batches: Mutex::default(),
-            }
-        }
-
-        /// Commits only as the test adds permits.
-        fn gated() -> TestStore {
-            TestStore {
-                gate: tokio::sync::Semaphore::new(0),
-                ..TestStore::flaky(0)
-            }
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl Store for TestStore {
-        async fn load(&self) -> Result<Loaded, StoreError> {
-            Ok(Loaded::default())
-        }
-
-        async fn commit(&self, batch: &[Write]) -> Result<(), StoreError> {
-            self.gate
-                .acquire()
-                .await
-                .map_err(|e| StoreError::Write(e.to_string()))?
-                .forget();
-            let mut failures = self.failures.lock().expect("lock");
-            if *failures > 0 {
-                *failures -= 1;
-                return Err(StoreError::Write("disk full".to_owned()));
-            }
-            self.batches.lock().expect("lock").push(batch.to_vec());
-            Ok(())
-        }
-
-        async fn events(&self, _: &str, _: i64, _: u32) -> Result<Vec<StoredEvent>, StoreError> {
-            Ok(Vec::new())
-        }
-
-        async fn add_samples(&self, _: &[SampleRecord]) -> Result<(), StoreError> {
-            Ok(())
-        }
-
-        async fn samples(&self, _: &str) -> Result<Vec<SampleRecord>, StoreError> {
-            Ok(Vec::new())
-        }
-
-        async fn schema_version(&self) -> Result<i64, StoreError> {
-            Ok(1)
-        }
-    }
+    use crate::test_store::TestStore;
 
     fn write(name: &str) -> Write {
         Write::Component(ComponentRecord {

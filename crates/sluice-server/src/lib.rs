@@ -43,6 +43,8 @@ pub mod persist;
 pub mod routes;
 pub mod startup;
 pub mod state;
+#[cfg(test)]
+mod test_store;
 pub mod world;
 
 use std::path::{Path, PathBuf};

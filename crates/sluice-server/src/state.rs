@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 
 use crate::auth::Tokens;
 use crate::clock::Clock;
-use crate::commit::{Committer, Pending};
+use crate::commit::{CommitError, Committer, Pending};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::world::World;
@@ -89,8 +89,23 @@ impl AppState {
         (result, pending)
     }
 
-    /// Reads memory.
-    pub fn read<R>(&self, read: impl FnOnce(&World) -> R) -> R {
+    /// Reads memory for an answer that reveals it (a desired version, an
+    /// admission, a rollout's state): the read and a barrier are taken
+    /// under the same lock, and the answer is given only once everything
+    /// the read could have seen is durable. A change made after the read
+    /// is not in it; a change made before it is durable before it shows.
+    pub async fn reveal<R>(&self, read: impl FnOnce(&World) -> R) -> Result<R, CommitError> {
+        let (result, pending) = {
+            let world = self.lock();
+            (read(&world), self.0.committer.submit(Vec::new()))
+        };
+        pending.durable().await?;
+        Ok(result)
+    }
+
+    /// Reads memory as it stands, durable or not: for what is no answer
+    /// about decisions (metrics, the controller's own bookkeeping).
+    pub fn peek<R>(&self, read: impl FnOnce(&World) -> R) -> R {
         read(&self.lock())
     }
 
@@ -98,12 +113,6 @@ impl AppState {
         // A panic while holding the lock is a bug; the state it left is
         // still the best there is, and refusing every request would not help.
         self.0.world.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// A barrier: resolves once everything queued so far is durable.
-    pub fn barrier(&self) -> Pending {
-        let _world = self.lock();
-        self.0.committer.submit(Vec::new())
     }
 
     /// A rollout's events from the store, once every change made before
@@ -114,7 +123,7 @@ impl AppState {
         after: i64,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, ApiError> {
-        self.barrier().durable().await?;
+        self.reveal(|_| ()).await?;
         self.store()
             .events(rollout, after, limit)
             .await
@@ -165,5 +174,120 @@ impl AppState {
 
     pub fn openapi(&self) -> &str {
         self.0.openapi.get().map_or("{}", String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice_api::agent::{CheckinRequest, ComponentReport, ReportState};
+    use sluice_core::plan::parse_plan;
+    use sluice_core::rollout::Action;
+    use sluice_store::Loaded;
+
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::test_store::TestStore;
+
+    const PLAN: &str =
+        "name: p\ncomponent: docker-engine\nversion: \"2.0\"\nstages:\n  - { percent: 100 }\n";
+
+    /// A server whose store commits only as the test hands out permits,
+    /// knowing host `a` (on docker-engine 1.0) and a pending rollout of
+    /// 2.0 over it, all durable.
+    async fn gated_server() -> (AppState, Arc<TestStore>) {
+        let store = Arc::new(TestStore::gated());
+        let metrics = Arc::new(Metrics::new());
+        let (committer, _writer) = Committer::spawn(store.clone(), Arc::clone(&metrics));
+        let parts = Parts {
+            world: World::load(Loaded::default()).expect("empty world"),
+            tokens: Tokens::default(),
+            committer,
+            metrics,
+            clock: Arc::new(SystemClock),
+            next_checkin_s: 60,
+            https: false,
+        };
+        let state = AppState::new(parts, store.clone());
+        let checkin = CheckinRequest {
+            host: "a".to_owned(),
+            labels: Default::default(),
+            components: [(
+                "docker-engine".to_owned(),
+                ComponentReport {
+                    version: "1.0".to_owned(),
+                    state: ReportState::Ok,
+                    message: None,
+                },
+            )]
+            .into(),
+        };
+        let ((), pending) = state.change(|world, now, writes| {
+            world.checkin(&checkin, now, 60, writes);
+            let plan = parse_plan(PLAN).expect("plan");
+            world
+                .create_rollout(PLAN.to_owned(), plan, now, writes)
+                .expect("created");
+        });
+        store.gate.add_permits(1);
+        pending.durable().await.expect("set-up durable");
+        (state, store)
+    }
+
+    /// Starts the rollout: its first input admits `a`, queued but not
+    /// durable while the gate is closed.
+    fn start(state: &AppState) -> Pending {
+        let (result, pending) = state.change(|world, now, writes| {
+            world.act("r-1", Action::Start, "test", "go", now, writes)
+        });
+        result.expect("started");
+        pending
+    }
+
+    fn desired(world: &World) -> Option<String> {
+        world
+            .desired_map("a")
+            .and_then(|map| map.get("docker-engine").cloned())
+    }
+
+    #[tokio::test]
+    async fn a_barrier_then_a_read_reveals_an_admission_before_it_is_durable() {
+        let (state, store) = gated_server().await;
+        // The old shape of `/desired`: a barrier, the lock let go, a read.
+        let barrier = state.committer().submit(Vec::new());
+        let admission = start(&state);
+        barrier.durable().await.expect("nothing was in flight");
+        assert_eq!(
+            state.peek(desired),
+            Some("2.0".to_owned()),
+            "the admission shows while nothing of it is durable"
+        );
+        assert!(store.batches.lock().expect("lock").len() == 1);
+        store.gate.add_permits(1);
+        admission.durable().await.expect("durable");
+    }
+
+    #[tokio::test]
+    async fn an_answer_reveals_an_admission_only_once_it_is_durable() {
+        let (state, store) = gated_server().await;
+        let admission = start(&state);
+        let answer = tokio::spawn({
+            let state = state.clone();
+            async move { state.reveal(desired).await }
+        });
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !answer.is_finished(),
+            "the answer came before the admission it shows was durable"
+        );
+        assert_eq!(store.batches.lock().expect("lock").len(), 1);
+        store.gate.add_permits(1);
+        assert_eq!(
+            answer.await.expect("task").expect("durable"),
+            Some("2.0".to_owned())
+        );
+        assert_eq!(store.batches.lock().expect("lock").len(), 2);
+        admission.durable().await.expect("durable");
     }
 }

@@ -166,6 +166,12 @@ impl From<crate::error::ApiError> for DashError {
     }
 }
 
+impl From<crate::commit::CommitError> for DashError {
+    fn from(error: crate::commit::CommitError) -> DashError {
+        crate::error::ApiError::from(error).into()
+    }
+}
+
 impl From<crate::world::WorldError> for DashError {
     fn from(error: crate::world::WorldError) -> DashError {
         crate::error::ApiError::from(error).into()

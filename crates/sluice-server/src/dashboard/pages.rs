@@ -137,7 +137,7 @@ pub async fn overview(
     State(dash): State<Dashboard>,
     user: User,
 ) -> Result<Html<String>, DashError> {
-    let view = dash.app.read(views::overview);
+    let view = dash.app.reveal(views::overview).await?;
     render(&OverviewPage {
         layout: Layout::new("Fleet", "overview", Some(&user)),
         view,
@@ -160,7 +160,10 @@ pub async fn rollouts(
     user: User,
     Query(query): Query<views::RolloutsQuery>,
 ) -> Result<Html<String>, DashError> {
-    let view = dash.app.read(|world| views::rollouts(world, &query))?;
+    let view = dash
+        .app
+        .reveal(|world| views::rollouts(world, &query))
+        .await??;
     render(&RolloutsPage {
         layout: Layout::new("Rollouts", "rollouts", Some(&user)),
         view,
@@ -265,7 +268,10 @@ pub async fn rollout(
 ) -> Result<Html<String>, DashError> {
     let state = RolloutState::parse(&query)?;
     let now = dash.app.now();
-    let view = dash.app.read(|world| views::rollout(world, &id, &state))?;
+    let view = dash
+        .app
+        .reveal(|world| views::rollout(world, &id, &state))
+        .await??;
     let store = dash.app.store();
     let stored = store
         .samples(&id)
@@ -355,7 +361,10 @@ pub async fn hosts(
     user: User,
     Query(query): Query<views::HostsQuery>,
 ) -> Result<Html<String>, DashError> {
-    let view = dash.app.read(|world| views::hosts(world, &query))?;
+    let view = dash
+        .app
+        .reveal(|world| views::hosts(world, &query))
+        .await??;
     render(&HostsPage {
         layout: Layout::new("Hosts", "hosts", Some(&user)),
         view,
@@ -375,7 +384,7 @@ pub async fn host(
     user: User,
     Path(id): Path<String>,
 ) -> Result<Html<String>, DashError> {
-    let view = dash.app.read(|world| views::host(world, &id))?;
+    let view = dash.app.reveal(|world| views::host(world, &id)).await??;
     render(&HostPageTemplate {
         layout: Layout::new(view.id.clone(), "hosts", Some(&user)),
         view,

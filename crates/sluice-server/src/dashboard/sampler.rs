@@ -46,7 +46,7 @@ pub async fn run(state: AppState, every: Duration, mut stop: oneshot::Receiver<(
         }
         // A rollout first seen (after a restart, or new) continues from its
         // last stored sample, so that a restart adds no duplicate point.
-        let new: Vec<String> = state.read(|world| {
+        let new: Vec<String> = state.peek(|world| {
             world
                 .rollout_entries()
                 .iter()
@@ -72,7 +72,7 @@ pub async fn run(state: AppState, every: Duration, mut stop: oneshot::Receiver<(
             );
         }
         let now = state.now();
-        let samples = state.read(|world| take(world, &mut seen, now));
+        let samples = state.peek(|world| take(world, &mut seen, now));
         if let Err(error) = state.store().add_samples(&samples).await {
             tracing::warn!(%error, "samples of hosts by version not saved");
         }

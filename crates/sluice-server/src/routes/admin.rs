@@ -30,7 +30,9 @@ pub async fn components(
     caller: Caller,
 ) -> Result<axum::Json<ComponentList>, ApiError> {
     caller.require(Need::View)?;
-    Ok(axum::Json(state.read(|world| world.component_list())))
+    Ok(axum::Json(
+        state.reveal(|world| world.component_list()).await?,
+    ))
 }
 
 /// Moves a component's stable version: every host no rollout decides for
@@ -82,7 +84,7 @@ pub async fn freeze(
     caller: Caller,
 ) -> Result<axum::Json<FreezeView>, ApiError> {
     caller.require(Need::View)?;
-    Ok(axum::Json(state.read(|world| world.freeze_view())))
+    Ok(axum::Json(state.reveal(|world| world.freeze_view()).await?))
 }
 
 /// Turns the freeze on: every rollout holds at once (no admission, no next

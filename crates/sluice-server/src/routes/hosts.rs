@@ -61,8 +61,9 @@ pub async fn list(
         ));
     }
     let offset = query.offset.unwrap_or(0);
-    let hosts =
-        state.read(|world| world.host_list(&selector, query.component.as_deref(), offset, limit));
+    let hosts = state
+        .reveal(|world| world.host_list(&selector, query.component.as_deref(), offset, limit))
+        .await?;
     Ok(axum::Json(hosts))
 }
 
@@ -83,7 +84,8 @@ pub async fn detail(
 ) -> Result<axum::Json<HostView>, ApiError> {
     caller.require(Need::View)?;
     state
-        .read(|world| world.host(&id))
+        .reveal(|world| world.host(&id))
+        .await?
         .map(axum::Json)
         .ok_or_else(|| unknown_host(&id))
 }
@@ -112,9 +114,9 @@ pub async fn desired(
     if caller.require(Need::View).is_err() {
         caller.require_host(&id)?;
     }
-    state.barrier().durable().await?;
     state
-        .read(|world| world.desired_map(&id))
+        .reveal(|world| world.desired_map(&id))
+        .await?
         .map(axum::Json)
         .ok_or_else(|| unknown_host(&id))
 }
@@ -163,6 +165,7 @@ pub async fn ansible(
     caller: Caller,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     caller.require(Need::View)?;
-    state.barrier().durable().await?;
-    Ok(axum::Json(state.read(|world| world.ansible_inventory())))
+    Ok(axum::Json(
+        state.reveal(|world| world.ansible_inventory()).await?,
+    ))
 }

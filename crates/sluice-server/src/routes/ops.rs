@@ -14,7 +14,7 @@ use crate::state::AppState;
     responses((status = 200, description = "serving", body = Object))
 )]
 pub async fn healthz(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
-    let hosts = state.read(|world| world.host_count());
+    let hosts = state.peek(|world| world.host_count());
     axum::Json(serde_json::json!({ "status": "ok", "hosts": hosts }))
 }
 
@@ -27,7 +27,7 @@ pub async fn healthz(State(state): State<AppState>) -> axum::Json<serde_json::Va
     responses((status = 200, description = "OpenMetrics text", body = String, content_type = "application/openmetrics-text"))
 )]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let gauges = state.read(|world| world.gauges());
+    let gauges = state.peek(|world| world.gauges());
     let text = state.metrics().render(&gauges);
     (
         [(

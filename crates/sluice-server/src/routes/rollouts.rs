@@ -81,7 +81,7 @@ pub async fn list(
     caller: Caller,
 ) -> Result<axum::Json<RolloutList>, ApiError> {
     caller.require(Need::View)?;
-    let rollouts = state.read(|world| world.rollout_list());
+    let rollouts = state.reveal(|world| world.rollout_list()).await?;
     Ok(axum::Json(RolloutList { rollouts }))
 }
 
@@ -102,7 +102,8 @@ pub async fn detail(
 ) -> Result<axum::Json<RolloutDetail>, ApiError> {
     caller.require(Need::View)?;
     state
-        .read(|world| world.rollout_detail(&id))
+        .reveal(|world| world.rollout_detail(&id))
+        .await?
         .map(axum::Json)
         .map_err(ApiError::from)
 }
@@ -219,7 +220,7 @@ pub async fn events(
     Query(query): Query<EventsQuery>,
 ) -> Result<axum::Json<EventList>, ApiError> {
     caller.require(Need::View)?;
-    state.read(|world| world.has_rollout(&id))?;
+    state.reveal(|world| world.has_rollout(&id)).await??;
     let limit = query.limit.unwrap_or(1000);
     if limit == 0 || limit > 10_000 {
         return Err(ApiError::bad_field(
