@@ -62,6 +62,18 @@ impl Tokens {
             .insert(record.hash.clone(), Arc::new(token));
     }
 
+    /// Replaces every known token with `records` (memory rebuilt from the
+    /// store).
+    pub fn replace_all(&self, records: &[TokenRecord]) {
+        self.by_hash
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        for record in records {
+            self.insert(record);
+        }
+    }
+
     pub fn get(&self, secret: &str) -> Option<Arc<Token>> {
         let hash = hash_secret(secret);
         self.by_hash

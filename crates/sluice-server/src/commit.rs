@@ -8,17 +8,30 @@
 //! acknowledgement therefore knows that its writes, and every write queued
 //! before them (the controller's admissions included), are durable.
 //!
-//! A failed commit is answered with an error to the requests of that batch
-//! (their changes are in memory but not durable), and its writes are kept
-//! and committed first next time, so the store never holds a later change
-//! without an earlier one.
+//! A commit fails in one of two ways ([`StoreError::is_transient`]):
+//!
+//! - **Try again** (the database is unreachable or busy): the requests of
+//!   the batch are answered with an error (their changes are in memory but
+//!   not durable yet), and the writes are kept and committed first next
+//!   time, after a capped backoff, so the store never holds a later change
+//!   without an earlier one.
+//! - **Refused** (a constraint, corruption): retrying cannot help. The
+//!   requests of the batch fail with what was refused, and memory, which
+//!   already holds the refused change and everything built on it, must not
+//!   go on claiming it: every batch queued after it is discarded (its
+//!   requests fail and may be retried), the writer signals
+//!   [`Committer::refused`], and the server rebuilds memory from the store
+//!   (`AppState::restore`), which starts a new *generation*. Batches are
+//!   tagged with the generation they were built in; those of a discarded
+//!   generation never reach the store. Later writes are not wedged behind
+//!   the refused batch: the new generation commits as usual.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_store::{Store, Write};
-use tokio::sync::{mpsc, oneshot};
+use sluice_store::{Store, StoreError, Write};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use crate::metrics::Metrics;
@@ -31,8 +44,16 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommitError {
+    /// The store could not take the batch now; it is retried.
     #[error("storage unavailable, the change is not durable yet ({0}); sluice keeps retrying it, so check its effect before repeating it")]
-    Store(String),
+    Unavailable(String),
+    /// The store refused the batch; it was undone.
+    #[error("the store refused the change ({0}); it was undone and nothing of it holds; this is a bug or a damaged database, see the server's log")]
+    Refused(String),
+    /// An earlier batch was refused and memory is being rebuilt from the
+    /// store: this change, built on the refused one, was dropped.
+    #[error("an earlier change was refused by the store and sluice is rebuilding its memory from the store; nothing of this change holds, retry it in a moment")]
+    Rebuilding,
     #[error("the server is shutting down and did not save the change; retry against the restarted server")]
     Closed,
 }
@@ -45,6 +66,7 @@ enum Message {
         writes: Vec<Write>,
         ack: Ack,
         seq: u64,
+        generation: u64,
     },
     Stop(oneshot::Sender<()>),
 }
@@ -57,12 +79,20 @@ pub struct Committer {
 }
 
 /// Batches are numbered as they are submitted; the writer records the last
-/// one that is durable. When the two are equal nothing is in flight, and a
-/// barrier (an empty batch) is durable at once, without waking the writer.
+/// one it settled (made durable, or discarded). When the two are equal
+/// nothing is in flight, and a barrier (an empty batch) is settled at once,
+/// without waking the writer.
 #[derive(Debug, Default)]
 struct Progress {
     submitted: AtomicU64,
-    durable: AtomicU64,
+    settled: AtomicU64,
+    /// The generation of memory new batches are built in.
+    generation: AtomicU64,
+    /// A batch was refused and memory is not rebuilt yet: whatever is
+    /// submitted now is built on the refused change.
+    rebuilding: AtomicBool,
+    /// Signalled when a batch was refused: memory must be rebuilt.
+    refused: Notify,
 }
 
 /// A submitted batch; [`Pending::durable`] resolves once it is committed.
@@ -91,8 +121,12 @@ impl Committer {
     /// guarded the change, so that batches queue in the order of changes.
     pub fn submit(&self, writes: Vec<Write>) -> Pending {
         let (ack, rx) = oneshot::channel();
+        if self.progress.rebuilding.load(Ordering::Acquire) {
+            let _ = ack.send(Err(CommitError::Rebuilding));
+            return Pending(rx);
+        }
         let submitted = self.progress.submitted.load(Ordering::Acquire);
-        let idle = self.progress.durable.load(Ordering::Acquire) == submitted;
+        let idle = self.progress.settled.load(Ordering::Acquire) == submitted;
         if writes.is_empty() && idle && !self.tx.is_closed() {
             let _ = ack.send(Ok(()));
             return Pending(rx);
@@ -103,8 +137,28 @@ impl Committer {
         self.progress.submitted.store(seq, Ordering::Release);
         // A stopped writer drops the message and with it `ack`: the caller
         // then learns that nothing was saved.
-        let _ = self.tx.send(Message::Batch { writes, ack, seq });
+        let generation = self.progress.generation.load(Ordering::Acquire);
+        let _ = self.tx.send(Message::Batch {
+            writes,
+            ack,
+            seq,
+            generation,
+        });
         Pending(rx)
+    }
+
+    /// Resolves when the store refused a batch: memory holds changes the
+    /// store does not, and must be rebuilt from it.
+    pub async fn refused(&self) {
+        self.progress.refused.notified().await;
+    }
+
+    /// Starts a new generation: call it under the lock that guards memory,
+    /// right after memory was rebuilt from the store. Batches of earlier
+    /// generations still queued are discarded.
+    pub fn next_generation(&self) {
+        self.progress.generation.fetch_add(1, Ordering::AcqRel);
+        self.progress.rebuilding.store(false, Ordering::Release);
     }
 
     /// Commits everything queued so far and stops the writer.
@@ -122,9 +176,12 @@ async fn writer(
     metrics: Arc<Metrics>,
     progress: Arc<Progress>,
 ) {
-    // Writes of a failed commit, committed first next time.
+    // Writes of a commit that may succeed when tried again, committed first
+    // next time.
     let mut carry: Vec<Write> = Vec::new();
     let mut backoff = MIN_BACKOFF;
+    // Batches of this generation and older are built on a refused change.
+    let mut discarded: Option<u64> = None;
     loop {
         let Some(first) = rx.recv().await else {
             flush(&*store, &carry).await;
@@ -139,10 +196,16 @@ async fn writer(
                 writes: mut batch,
                 ack,
                 seq,
+                generation,
             } => {
-                writes.append(&mut batch);
-                acks.push(ack);
-                last_seq = Some(seq);
+                if discarded.is_some_and(|old| generation <= old) {
+                    let _ = ack.send(Err(CommitError::Rebuilding));
+                    progress.settled.fetch_max(seq, Ordering::AcqRel);
+                } else {
+                    writes.append(&mut batch);
+                    acks.push(ack);
+                    last_seq = Some(seq);
+                }
                 None
             }
             Message::Stop(done) => Some(done),
@@ -160,32 +223,67 @@ async fn writer(
             let started = Instant::now();
             let result = store.commit(&writes).await;
             metrics.observe_commit(writes.len(), acks.len(), started.elapsed());
-            result.map_err(|error| CommitError::Store(error.to_string()))
+            result
         };
-        let failed = result.is_err();
-        if let (false, Some(seq)) = (failed, last_seq) {
-            progress.durable.store(seq, Ordering::Release);
-        }
+        let mut retry = false;
+        let answer = match result {
+            Ok(()) => {
+                backoff = MIN_BACKOFF;
+                if let Some(seq) = last_seq {
+                    progress.settled.fetch_max(seq, Ordering::AcqRel);
+                }
+                Ok(())
+            }
+            Err(error) if error.is_transient() => {
+                metrics.commit_failed();
+                tracing::error!(%error, writes = writes.len(), retry_in_ms = backoff.as_millis() as u64, "group commit failed; retrying");
+                carry = writes;
+                retry = true;
+                Err(CommitError::Unavailable(error.to_string()))
+            }
+            Err(error) => {
+                metrics.commit_failed();
+                refused(&error, &writes);
+                if let Some(seq) = last_seq {
+                    progress.settled.fetch_max(seq, Ordering::AcqRel);
+                }
+                discarded = Some(progress.generation.load(Ordering::Acquire));
+                progress.rebuilding.store(true, Ordering::Release);
+                progress.refused.notify_one();
+                Err(CommitError::Refused(error.to_string()))
+            }
+        };
         for ack in acks {
-            let _ = ack.send(result.clone());
-        }
-        if let Err(error) = &result {
-            metrics.commit_failed();
-            tracing::error!(%error, writes = writes.len(), retry_in_ms = backoff.as_millis() as u64, "group commit failed");
-            carry = writes;
-        } else {
-            backoff = MIN_BACKOFF;
+            let _ = ack.send(answer.clone());
         }
         if let Some(done) = stop {
             flush(&*store, &carry).await;
             let _ = done.send(());
             return;
         }
-        if failed {
+        if retry {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
+}
+
+/// Logs a refused batch with what it held.
+fn refused(error: &StoreError, writes: &[Write]) {
+    let mut kinds: Vec<(&'static str, usize)> = Vec::new();
+    for write in writes {
+        let kind = write.kind();
+        match kinds.iter_mut().find(|(name, _)| *name == kind) {
+            Some((_, count)) => *count += 1,
+            None => kinds.push((kind, 1)),
+        }
+    }
+    let held = kinds
+        .iter()
+        .map(|(kind, count)| format!("{count} {kind}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    tracing::error!(%error, writes = writes.len(), held = %held, "the store refused a batch: its requests failed, later batches are discarded, memory is rebuilt from the store");
 }
 
 /// Last try for writes left over at shutdown.
@@ -213,11 +311,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failed_batch_is_not_acknowledged_and_is_committed_first_next_time() {
-        let store = Arc::new(TestStore::flaky(1));
+    async fn a_batch_that_may_succeed_later_is_not_acknowledged_and_is_committed_first_next_time() {
+        let busy = StoreError::Unavailable("database is locked".to_owned());
+        let store = Arc::new(TestStore::failing(vec![busy]));
         let (committer, writer) = Committer::spawn(store.clone(), Arc::new(Metrics::new()));
         let first = committer.submit(vec![write("a")]);
-        assert!(matches!(first.durable().await, Err(CommitError::Store(_))));
+        assert!(matches!(
+            first.durable().await,
+            Err(CommitError::Unavailable(_))
+        ));
         let second = committer.submit(vec![write("b")]);
         assert_eq!(second.durable().await, Ok(()));
         // A barrier resolves once everything before it is durable.
@@ -229,6 +331,39 @@ mod tests {
         // Once stopped, nothing is acknowledged.
         let late = committer.submit(vec![write("c")]);
         assert_eq!(late.durable().await, Err(CommitError::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_refused_batch_fails_discards_what_was_built_on_it_and_wedges_nothing() {
+        let refusal = StoreError::Write("FOREIGN KEY constraint failed".to_owned());
+        let store = Arc::new(TestStore::failing(vec![refusal]));
+        let (committer, writer) = Committer::spawn(store.clone(), Arc::new(Metrics::new()));
+        let refused = committer.submit(vec![write("a")]);
+        let error = refused.durable().await.expect_err("refused");
+        assert!(
+            matches!(&error, CommitError::Refused(message) if message.contains("FOREIGN KEY")),
+            "{error:?}"
+        );
+        // Memory is rebuilt from the store: the writer said so.
+        tokio::time::timeout(Duration::from_secs(10), committer.refused())
+            .await
+            .expect("the refusal is signalled");
+        // Built on the refused change before the rebuild: dropped, and a
+        // barrier fails too (what memory shows is not in the store).
+        let built_on_it = committer.submit(vec![write("b")]);
+        assert_eq!(built_on_it.durable().await, Err(CommitError::Rebuilding));
+        assert_eq!(
+            committer.submit(Vec::new()).durable().await,
+            Err(CommitError::Rebuilding)
+        );
+        // The rebuilt memory's changes commit as usual.
+        committer.next_generation();
+        let after = committer.submit(vec![write("c")]);
+        assert_eq!(after.durable().await, Ok(()));
+        committer.stop().await;
+        writer.await.expect("writer");
+        let batches = store.batches.lock().expect("lock").clone();
+        assert_eq!(batches, vec![vec![write("c")]]);
     }
 
     #[tokio::test]

@@ -123,7 +123,12 @@ impl IntoResponse for ApiError {
 
 impl From<CommitError> for ApiError {
     fn from(error: CommitError) -> ApiError {
-        ApiError::Unavailable(error.to_string())
+        match error {
+            CommitError::Refused(_) => ApiError::Internal(error.to_string()),
+            CommitError::Unavailable(_) | CommitError::Rebuilding | CommitError::Closed => {
+                ApiError::Unavailable(error.to_string())
+            }
+        }
     }
 }
 

@@ -65,19 +65,12 @@ impl Application {
             None => None,
         };
 
-        let loaded = store.load().await.context("loading state from the store")?;
-        let tokens = Tokens::default();
-        for token in &loaded.tokens {
-            tokens.insert(token);
-        }
-        let (hosts, rollouts) = (loaded.hosts.len(), loaded.rollouts.len());
-        let world = World::load(loaded)?;
         let metrics = Arc::new(Metrics::new());
         let (committer, writer) = Committer::spawn(Arc::clone(&store), Arc::clone(&metrics));
         let state = AppState::new(
             Parts {
-                world,
-                tokens,
+                world: World::default(),
+                tokens: Tokens::default(),
                 committer,
                 metrics,
                 clock: Arc::clone(&config.clock),
@@ -86,13 +79,7 @@ impl Application {
             },
             store,
         );
-        // Hosts that joined while a rollout's record was not yet durable, and
-        // the freeze, are fed again; whatever that changes is saved first.
-        let ((), pending) = state.change(|world, now, writes| world.resume(now, writes));
-        pending
-            .durable()
-            .await
-            .context("saving the restored rollouts")?;
+        let (hosts, rollouts) = state.restore().await?;
         tracing::info!(hosts, rollouts, "state loaded");
 
         let admin_token = if state.tokens().has_admin() {
@@ -157,6 +144,17 @@ impl Application {
             self.settings.clone(),
             stopped,
         ));
+        let (stop_rebuilder, rebuilder_stopped) = oneshot::channel::<()>();
+        let rebuilder = tokio::spawn({
+            let state = self.state.clone();
+            async move {
+                state
+                    .rebuild_after_refusals(async {
+                        let _ = rebuilder_stopped.await;
+                    })
+                    .await;
+            }
+        });
         let (stop_sampler, sampler_stopped) = oneshot::channel();
         let sampler = tokio::spawn(dashboard::sampler::run(
             self.state.clone(),
@@ -174,6 +172,10 @@ impl Application {
         tracing::info!("shutting down: requests drained, stopping the controller");
         let _ = stop.send(());
         let _ = stop_sampler.send(());
+        let _ = stop_rebuilder.send(());
+        if let Err(error) = rebuilder.await {
+            tracing::error!(%error, "the memory rebuilder ended abnormally");
+        }
         if let Err(error) = sampler.await {
             tracing::error!(%error, "the dashboard's sampler ended abnormally");
         }

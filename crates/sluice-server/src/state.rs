@@ -4,6 +4,7 @@
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
+use anyhow::Context;
 use jiff::Timestamp;
 use sluice_store::{Store, StoredEvent, Write};
 use tokio::sync::Notify;
@@ -87,6 +88,74 @@ impl AppState {
         let pending = self.0.committer.submit(writes);
         drop(world);
         (result, pending)
+    }
+
+    /// Rebuilds memory (the world and the tokens) from the store and starts
+    /// a new generation of the group commit: at start, and after the store
+    /// refused a batch (memory then claims what the store does not hold).
+    /// Hosts that joined while a rollout's record was not yet durable, and
+    /// the freeze, are fed again; whatever that changes is saved before
+    /// this returns. Returns the numbers of hosts and rollouts loaded.
+    pub async fn restore(&self) -> anyhow::Result<(usize, usize)> {
+        let loaded = self
+            .store()
+            .load()
+            .await
+            .context("loading state from the store")?;
+        let tokens = loaded.tokens.clone();
+        let counts = (loaded.hosts.len(), loaded.rollouts.len());
+        let world = World::load(loaded)?;
+        let pending = {
+            let mut memory = self.lock();
+            *memory = world;
+            self.0.tokens.replace_all(&tokens);
+            self.0.committer.next_generation();
+            let mut writes = Vec::new();
+            memory.resume(self.0.clock.now(), &mut writes);
+            self.0.committer.submit(writes)
+        };
+        pending
+            .durable()
+            .await
+            .context("saving the restored rollouts")?;
+        Ok(counts)
+    }
+
+    /// Rebuilds memory from the store whenever the store refuses a batch,
+    /// until `stop` resolves; a failed rebuild is tried again.
+    pub async fn rebuild_after_refusals(&self, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => return,
+                () = self.0.committer.refused() => {}
+            }
+            let mut backoff = std::time::Duration::from_millis(100);
+            loop {
+                match self.restore().await {
+                    Ok((hosts, rollouts)) => {
+                        tracing::warn!(
+                            hosts,
+                            rollouts,
+                            "memory rebuilt from the store after a refused batch"
+                        );
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::error!(
+                            error = format!("{error:#}"),
+                            retry_in_ms = backoff.as_millis() as u64,
+                            "rebuilding memory from the store failed"
+                        );
+                        tokio::select! {
+                            () = &mut stop => return,
+                            () = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+                    }
+                }
+            }
+        }
     }
 
     /// Reads memory for an answer that reveals it (a desired version, an

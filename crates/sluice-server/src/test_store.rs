@@ -6,17 +6,18 @@ use std::sync::Mutex;
 
 use sluice_store::{Loaded, SampleRecord, Store, StoreError, StoredEvent, Write};
 
-/// Refuses the first `failures` commits, then records every batch; each
-/// commit first waits for a permit of `gate`.
+/// Fails the first commits with `failures` (in order), then records every
+/// batch; each commit first waits for a permit of `gate`.
 #[derive(Debug)]
 pub struct TestStore {
-    pub failures: Mutex<u32>,
+    pub failures: Mutex<Vec<StoreError>>,
     pub gate: tokio::sync::Semaphore,
     pub batches: Mutex<Vec<Vec<Write>>>,
 }
 
 impl TestStore {
-    pub fn flaky(failures: u32) -> TestStore {
+    /// Fails the first commits with these errors, in order.
+    pub fn failing(failures: Vec<StoreError>) -> TestStore {
         TestStore {
             failures: Mutex::new(failures),
             gate: tokio::sync::Semaphore::new(tokio::sync::Semaphore::MAX_PERMITS),
@@ -28,7 +29,7 @@ impl TestStore {
     pub fn gated() -> TestStore {
         TestStore {
             gate: tokio::sync::Semaphore::new(0),
-            ..TestStore::flaky(0)
+            ..TestStore::failing(Vec::new())
         }
     }
 }
@@ -46,9 +47,8 @@ impl Store for TestStore {
             .map_err(|e| StoreError::Write(e.to_string()))?
             .forget();
         let mut failures = self.failures.lock().expect("lock");
-        if *failures > 0 {
-            *failures -= 1;
-            return Err(StoreError::Write("disk full".to_owned()));
+        if !failures.is_empty() {
+            return Err(failures.remove(0));
         }
         self.batches.lock().expect("lock").push(batch.to_vec());
         Ok(())

@@ -53,6 +53,22 @@ pub enum Write {
     Token(TokenRecord),
 }
 
+impl Write {
+    /// The kind of write, for logs: `host`, `rollout_host`, `event`, ….
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Write::Host(_) => "host",
+            Write::HostComponent(_) => "host_component",
+            Write::Rollout(_) => "rollout",
+            Write::RolloutHost(_) => "rollout_host",
+            Write::Event(_) => "event",
+            Write::Component(_) => "component",
+            Write::Freeze(_) => "freeze",
+            Write::Token(_) => "token",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostRecord {
     pub id: String,
@@ -175,6 +191,14 @@ pub enum StoreError {
     /// A write was refused (constraint, corruption, disk full).
     #[error("storage write failed: {0}")]
     Write(String),
+}
+
+impl StoreError {
+    /// Whether trying again may succeed (the database was unreachable or
+    /// busy), as opposed to a refusal that retrying cannot change.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
 }
 
 /// The durable state behind a sluice server.

@@ -6,7 +6,13 @@ use std::sync::Arc;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{desired, fleet, host, plan, report, spawn_app, spawn_app_in};
+use sluice_store::{Loaded, SampleRecord, SqliteStore, Store, StoreError, StoredEvent, Write};
+use tempfile::TempDir;
+
+use crate::helpers::{
+    assert_error, desired, fleet, host, plan, report, spawn_app, spawn_app_in, spawn_app_with,
+    wait_for,
+};
 
 #[tokio::test]
 async fn acknowledged_checkins_survive_a_crash() {
@@ -204,4 +210,116 @@ async fn labels_survive_a_crash_and_a_clean_shutdown_saves_last_seen() {
     let before_stop = last_seen(&app).await;
     let app = spawn_app_in(app.stop()).await;
     assert_eq!(last_seen(&app).await, before_stop);
+}
+
+/// The host whose writes [`Refusing`] refuses.
+const REFUSED: &str = "refused.example.net";
+
+/// The real SQLite store, refusing every batch that writes host
+/// [`REFUSED`], as a database refuses a write against one of its
+/// constraints: retrying cannot help.
+#[derive(Debug)]
+struct Refusing(SqliteStore);
+
+#[async_trait::async_trait]
+impl Store for Refusing {
+    async fn load(&self) -> Result<Loaded, StoreError> {
+        self.0.load().await
+    }
+
+    async fn commit(&self, batch: &[Write]) -> Result<(), StoreError> {
+        if batch
+            .iter()
+            .any(|write| matches!(write, Write::Host(host) if host.id == REFUSED))
+        {
+            return Err(StoreError::Write(format!(
+                "CHECK constraint failed: host {REFUSED}"
+            )));
+        }
+        self.0.commit(batch).await
+    }
+
+    async fn events(
+        &self,
+        rollout: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.0.events(rollout, after, limit).await
+    }
+
+    async fn add_samples(&self, samples: &[SampleRecord]) -> Result<(), StoreError> {
+        self.0.add_samples(samples).await
+    }
+
+    async fn samples(&self, rollout: &str) -> Result<Vec<SampleRecord>, StoreError> {
+        self.0.samples(rollout).await
+    }
+
+    async fn schema_version(&self) -> Result<i64, StoreError> {
+        self.0.schema_version().await
+    }
+}
+
+#[tokio::test]
+async fn a_refused_write_fails_its_request_and_memory_stops_claiming_it() {
+    let data_dir = Arc::new(TempDir::new().expect("temp dir"));
+    let app = spawn_app_with(data_dir, |store| Arc::new(Refusing(store))).await;
+    let checkin = |id: &str| {
+        json!({"host": id, "labels": {"role": "web"},
+               "components": {"docker-engine": {"version": "1.0", "state": "ok"}}})
+    };
+    let before = app.checkin_as(&app.admin, &checkin("a.example.net")).await;
+    assert_eq!(before.status(), StatusCode::OK);
+
+    let refused = app.checkin_as(&app.admin, &checkin(REFUSED)).await;
+    let error = assert_error(refused, StatusCode::INTERNAL_SERVER_ERROR, "internal").await;
+    let message = error["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("refused") && message.contains("CHECK constraint"),
+        "{error}"
+    );
+    // Memory is rebuilt from the store, where the host is not: answers
+    // are unavailable meanwhile, then the host is unknown.
+    wait_for("memory rebuilt without the refused host", || async {
+        let status = app
+            .get(&format!("/v1/hosts/{REFUSED}"), &app.admin)
+            .await
+            .status();
+        assert!(
+            matches!(
+                status,
+                StatusCode::NOT_FOUND | StatusCode::SERVICE_UNAVAILABLE
+            ),
+            "{status}"
+        );
+        (status == StatusCode::NOT_FOUND).then_some(())
+    })
+    .await;
+    // Later writes are not wedged behind the refused one.
+    let after = app.checkin_as(&app.admin, &checkin("b.example.net")).await;
+    assert_eq!(after.status(), StatusCode::OK);
+    let hosts: Value = app
+        .get("/v1/hosts", &app.admin)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let ids: Vec<&str> = hosts["hosts"]
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .filter_map(|host| host["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["a.example.net", "b.example.net"]);
+
+    // The store holds the same.
+    let app = spawn_app_in(app.crash()).await;
+    let hosts: Value = app
+        .get("/v1/hosts", &app.admin)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(hosts["total"], 2, "{hosts}");
 }

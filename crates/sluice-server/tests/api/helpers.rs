@@ -13,6 +13,7 @@ use std::time::Duration;
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 use sluice_server::{admin_token_path, Application, Config};
+use sluice_store::{SqliteStore, Store};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
@@ -54,6 +55,15 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts a server on `data_dir` (a fresh one, or one a stopped server left).
 pub async fn spawn_app_in(data_dir: Arc<TempDir>) -> TestApp {
+    spawn_app_with(data_dir, |store| Arc::new(store)).await
+}
+
+/// Starts a server on `data_dir` whose SQLite store is wrapped by `wrap`
+/// (a store that refuses some writes, say).
+pub async fn spawn_app_with(
+    data_dir: Arc<TempDir>,
+    wrap: fn(SqliteStore) -> Arc<dyn Store>,
+) -> TestApp {
     init_tracing();
     let mut config = Config::new(
         "127.0.0.1:0".parse().expect("address"),
@@ -70,7 +80,14 @@ pub async fn spawn_app_in(data_dir: Arc<TempDir>) -> TestApp {
             .build()
             .expect("server runtime");
         runtime.block_on(async move {
-            let app = match Application::build(config).await {
+            let store = match SqliteStore::open(&config.data_dir).await {
+                Ok(store) => wrap(store),
+                Err(error) => {
+                    let _ = ready_tx.send(Err(format!("{error:#}")));
+                    return;
+                }
+            };
+            let app = match Application::build_with_store(config, store).await {
                 Ok(app) => app,
                 Err(error) => {
                     let _ = ready_tx.send(Err(format!("{error:#}")));

@@ -35,6 +35,7 @@ async fn the_openapi_document_lists_every_path() {
         ("/v1/hosts/{id}/desired", "get"),
         ("/v1/hosts/import", "post"),
         ("/v1/components", "get"),
+        ("/v1/components/{name}/stable", "put"),
         ("/v1/freeze", "get"),
         ("/v1/freeze", "put"),
         ("/v1/freeze", "delete"),
@@ -50,7 +51,7 @@ async fn the_openapi_document_lists_every_path() {
             "{method} {path} missing from the OpenAPI document"
         );
     }
-    assert_eq!(paths.len(), 22, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 23, "{:?}", paths.keys().collect::<Vec<_>>());
     let schemas = document["components"]["schemas"]
         .as_object()
         .expect("schemas");
