@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use sluice_client::{Action, Client};
+use sluice_api::rollout::Action;
+use sluice_client::Client;
 
 use crate::fleet::{Fleet, COMPONENT, TARGET_VERSION};
 use crate::load::{self, Agents, Load, Phase, Target};
@@ -357,7 +358,7 @@ async fn rollout_summary(server: &Server, token: &str, id: &str) -> anyhow::Resu
         "{id} {}, stage {} {}; {} selected: {}",
         summary.state,
         summary.stage.map_or(0, |s| s + 1),
-        summary.phase.as_deref().unwrap_or(""),
+        summary.phase.map_or("", |phase| phase.as_str()),
         summary.selected,
         hosts.join(", ")
     ))

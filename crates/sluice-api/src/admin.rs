@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use crate::wire;
 
+pub use crate::vocabulary::Role;
+
 wire! {
 pub struct ComponentView {
     pub name: String,
@@ -33,20 +35,6 @@ pub struct FreezeView {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
-}
-}
-
-wire! {
-#[derive(Copy, Eq, PartialOrd, Ord)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Check-in only, bound to a host id.
-    Agent,
-    Viewer,
-    /// Rollout actions.
-    Operator,
-    /// Tokens and freeze.
-    Admin,
 }
 }
 

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use crate::wire;
 
+pub use crate::vocabulary::ReportState;
+
 wire! {
 /// What an agent reports: who it is, its labels, and per component what it
 /// runs and how that is going.
@@ -27,16 +29,6 @@ pub struct ComponentReport {
     /// The last lines of output of a failed apply or health check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-}
-}
-
-wire! {
-#[derive(Copy, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum ReportState {
-    Ok,
-    Applying,
-    Failed,
 }
 }
 

@@ -7,13 +7,15 @@
 //!
 //! Layout: [`agent`] (the check-in), [`rollout`] (operators' view and
 //! actions), [`host`] (inventory), [`admin`] (components, freeze, tokens),
-//! [`error`] (the error body every endpoint shares).
+//! [`error`] (the error body every endpoint shares), [`vocabulary`] (the
+//! closed sets of words: states, phases, actions, roles).
 
 pub mod admin;
 pub mod agent;
 pub mod error;
 pub mod host;
 pub mod rollout;
+pub mod vocabulary;
 
 /// Derives the schema for the OpenAPI document when the `openapi` feature is on.
 macro_rules! wire {

@@ -1,30 +1,9 @@
 //! Rollouts: `POST /v1/rollouts`, `GET /v1/rollouts[/{id}]`, the operator
 //! actions and `GET /v1/rollouts/{id}/events`.
 
-use std::collections::BTreeMap;
-
 use crate::wire;
 
-/// Every rollout state, in lifecycle order ([`RolloutSummary::state`]).
-pub const ROLLOUT_STATES: [&str; 6] = [
-    "pending",
-    "running",
-    "paused",
-    "completed",
-    "aborted",
-    "rolled_back",
-];
-
-/// Every state of a host within a rollout, in the order a host meets them
-/// (the keys of [`RolloutDetail::hosts`]).
-pub const HOST_STATES: [&str; 6] = [
-    "waiting",
-    "instructed",
-    "healthy",
-    "failed",
-    "reverting",
-    "reverted",
-];
+pub use crate::vocabulary::{Action, GateOutcome, HostState, Phase, RolloutState};
 
 wire! {
 /// The answer to `POST /v1/rollouts`.
@@ -49,14 +28,13 @@ pub struct RolloutSummary {
     pub name: String,
     pub component: String,
     pub version: String,
-    /// `pending`, `running`, `paused`, `completed`, `aborted`, `rolled_back`.
-    pub state: String,
+    pub state: RolloutState,
     /// 0-based current stage while running or paused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<usize>,
-    /// `progressing`, `baking`, `awaiting_approval` while running or paused.
+    /// What the current stage is doing, while running or paused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<Phase>,
     /// Why the rollout admits nothing right now although running: frozen,
     /// outside its window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -88,8 +66,8 @@ pub struct RolloutDetail {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bake_until: Option<String>,
     pub stages: Vec<StageView>,
-    /// Host counts by state: waiting, instructed, healthy, failed, reverting, reverted.
-    pub hosts: BTreeMap<String, u64>,
+    /// Hosts of the rollout in each state.
+    pub hosts: HostCounts,
     pub in_flight: u64,
     pub max_in_flight: u64,
     /// Failures counted in the current stage, and how many it tolerates.
@@ -101,6 +79,37 @@ pub struct RolloutDetail {
     /// The plan as submitted.
     pub plan: String,
 }
+}
+
+wire! {
+/// How many of a rollout's hosts are in each [`HostState`].
+#[derive(Copy, Eq, Default)]
+pub struct HostCounts {
+    pub waiting: u64,
+    pub instructed: u64,
+    pub healthy: u64,
+    pub failed: u64,
+    pub reverting: u64,
+    pub reverted: u64,
+}
+}
+
+impl HostCounts {
+    /// Every state with its count, in [`HostState::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (HostState, u64)> + '_ {
+        HostState::ALL.iter().map(|&state| (state, self.get(state)))
+    }
+
+    pub fn get(&self, state: HostState) -> u64 {
+        match state {
+            HostState::Waiting => self.waiting,
+            HostState::Instructed => self.instructed,
+            HostState::Healthy => self.healthy,
+            HostState::Failed => self.failed,
+            HostState::Reverting => self.reverting,
+            HostState::Reverted => self.reverted,
+        }
+    }
 }
 
 wire! {
@@ -142,8 +151,7 @@ pub struct GateView {
 wire! {
 pub struct GateReadingView {
     pub at: String,
-    /// `pass`, `fail`, `no_data`.
-    pub outcome: String,
+    pub outcome: GateOutcome,
     pub evidence: String,
 }
 }

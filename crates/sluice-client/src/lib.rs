@@ -7,7 +7,8 @@
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), sluice_client::ClientError> {
-//! use sluice_client::{Action, Client};
+//! use sluice_api::rollout::Action;
+//! use sluice_client::Client;
 //!
 //! let client = Client::builder("http://127.0.0.1:7070").token("s3cr3t").build()?;
 //! let created = client.create_rollout(&std::fs::read_to_string("plan.yaml").unwrap_or_default()).await?;
@@ -22,7 +23,6 @@
 mod error;
 
 use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use reqwest::header::{HeaderValue, CONTENT_TYPE};
@@ -34,71 +34,11 @@ use sluice_api::admin::{
 use sluice_api::agent::{CheckinRequest, CheckinResponse};
 use sluice_api::error::ErrorBody;
 use sluice_api::host::{DesiredMap, HostList, HostView, ImportHost, ImportResult};
-use sluice_api::rollout::{Created, EventList, Reason, RolloutDetail, RolloutList, RolloutSummary};
+use sluice_api::rollout::{
+    Action, Created, EventList, Reason, RolloutDetail, RolloutList, RolloutSummary,
+};
 
 pub use error::ClientError;
-
-/// The operator actions on a rollout: `POST /v1/rollouts/{id}/{action}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Action {
-    Start,
-    Pause,
-    Resume,
-    /// Skip the rest of the current stage's bake.
-    Advance,
-    /// Let a stage that waits for approval proceed.
-    Approve,
-    /// Stop; admitted hosts keep the target version.
-    Abort,
-    /// Stop and send admitted hosts back to the version they ran before.
-    Rollback,
-}
-
-impl Action {
-    pub const ALL: [Action; 7] = [
-        Action::Start,
-        Action::Pause,
-        Action::Resume,
-        Action::Advance,
-        Action::Approve,
-        Action::Abort,
-        Action::Rollback,
-    ];
-
-    /// The path segment, as in `/v1/rollouts/{id}/pause`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Start => "start",
-            Action::Pause => "pause",
-            Action::Resume => "resume",
-            Action::Advance => "advance",
-            Action::Approve => "approve",
-            Action::Abort => "abort",
-            Action::Rollback => "rollback",
-        }
-    }
-}
-
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Action {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Action, String> {
-        Action::ALL
-            .into_iter()
-            .find(|action| action.as_str() == text)
-            .ok_or_else(|| {
-                format!(
-                    "unknown action {text:?}; expected one of start, pause, resume, advance, approve, abort, rollback"
-                )
-            })
-    }
-}
 
 /// Which hosts `GET /v1/hosts` lists: a label selector, a component, and
 /// a page (hosts are ordered by id).
@@ -672,15 +612,6 @@ mod tests {
         );
         assert_eq!(client.server(), "http://127.0.0.1:7070");
         Ok(())
-    }
-
-    #[test]
-    fn actions_round_trip_through_their_names() {
-        for action in Action::ALL {
-            assert_eq!(action.as_str().parse::<Action>(), Ok(action));
-        }
-        let error = "stop".parse::<Action>().err().unwrap_or_default();
-        assert!(error.contains("pause"), "{error}");
     }
 
     #[test]

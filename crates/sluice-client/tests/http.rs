@@ -4,7 +4,8 @@
 //! value or a [`ClientError`].
 
 use sluice_api::admin::Role;
-use sluice_client::{Action, Client, ClientError, HostQuery};
+use sluice_api::rollout::Action;
+use sluice_client::{Client, ClientError, HostQuery};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;

@@ -39,7 +39,7 @@ pub struct Tokens {
 
 impl Tokens {
     pub fn insert(&self, record: &TokenRecord) {
-        let Some(role) = parse_role(&record.role) else {
+        let Ok(role) = record.role.parse::<Role>() else {
             tracing::warn!(role = %record.role, "ignoring a stored token with an unknown role");
             return;
         };
@@ -90,25 +90,6 @@ impl Tokens {
             .values()
             .any(|token| token.role == Role::Admin)
     }
-}
-
-pub fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Agent => "agent",
-        Role::Viewer => "viewer",
-        Role::Operator => "operator",
-        Role::Admin => "admin",
-    }
-}
-
-pub fn parse_role(name: &str) -> Option<Role> {
-    Some(match name {
-        "agent" => Role::Agent,
-        "viewer" => Role::Viewer,
-        "operator" => Role::Operator,
-        "admin" => Role::Admin,
-        _ => return None,
-    })
 }
 
 /// SHA-256 of a secret, lowercase hex.
@@ -175,7 +156,7 @@ impl Caller {
         };
         Err(ApiError::Forbidden(format!(
             "this needs {wanted}; the token given has the {} role",
-            role_name(self.role())
+            self.role().as_str()
         )))
     }
 
@@ -193,7 +174,7 @@ impl Caller {
             )),
             (role, _) => Err(ApiError::Forbidden(format!(
                 "check-ins need an agent token bound to the host (or an admin token); the token given has the {} role",
-                role_name(role)
+                role.as_str()
             ))),
         }
     }

@@ -45,6 +45,7 @@ pub mod startup;
 pub mod state;
 #[cfg(test)]
 mod test_store;
+pub mod vocabulary;
 pub mod world;
 
 use std::path::{Path, PathBuf};

@@ -249,8 +249,8 @@ impl AppState {
 #[cfg(test)]
 mod tests {
     use sluice_api::agent::{CheckinRequest, ComponentReport, ReportState};
+    use sluice_api::rollout::Action;
     use sluice_core::plan::parse_plan;
-    use sluice_core::rollout::Action;
     use sluice_store::Loaded;
 
     use super::*;

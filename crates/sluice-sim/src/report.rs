@@ -70,6 +70,18 @@ pub struct Report {
     /// External gates, which a simulation cannot evaluate: treated as passing.
     pub gates_assumed_passing: Vec<String>,
     pub notes: Vec<String>,
+    /// Inputs the engine refused (none, unless the simulation drives it
+    /// wrongly): listed, never dropped.
+    pub refused: Vec<Refusal>,
+}
+
+/// An input the engine refused.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Refusal {
+    pub at_s: f64,
+    /// What fed it: `inventory`, `check-in`, `tick`, `start`, `approval`.
+    pub input: &'static str,
+    pub reason: String,
 }
 
 /// A fault and how many selected hosts it hits.
@@ -173,6 +185,7 @@ impl Report {
             timeline: Vec::new(),
             gates_assumed_passing: gates,
             notes,
+            refused: Vec::new(),
         }
     }
 
@@ -246,6 +259,16 @@ impl Report {
                 .map(|f| format!("{} ({} selected hosts)", f.spec, f.hosts))
                 .collect();
             writeln!(out, "faults: {}", faults.join(", "))?;
+        }
+
+        for refusal in &self.refused {
+            writeln!(
+                out,
+                "warning: at {} the engine refused the simulation's {}: {}",
+                offset(refusal.at_s),
+                refusal.input,
+                refusal.reason
+            )?;
         }
 
         writeln!(out, "\ntimeline (virtual time since the start)")?;

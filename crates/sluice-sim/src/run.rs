@@ -1,12 +1,13 @@
 //! The discrete-event loop: one engine [`Rollout`], a virtual fleet of
 //! agents, and a queue of what happens next, in virtual time.
 //!
-//! The loop drives the engine exactly as the server does
-//! (`sluice-server`'s `world.rs` and `controller.rs`): the inventory is fed
-//! as [`Input::Host`] when the rollout is created, then `start`; an agent's
-//! check-in feeds `Host` (while the rollout is active) then `Report` (while
-//! it listens) and reads [`Rollout::desired_version`]; the controller's
-//! ticks feed [`Input::Tick`].
+//! The loop drives the engine through the very driving rules the server
+//! uses (`sluice_core::rollout`'s `driving` module): the inventory is
+//! offered when the rollout is created ([`Rollout::offer`]), then `start`;
+//! an agent's check-in is [`Rollout::check_in`], after which it reads
+//! [`Rollout::desired_version`]; the controller's clock is
+//! [`Rollout::tick`]. An input the engine refuses is never dropped: it is
+//! listed in the report.
 //!
 //! Two shortcuts keep a million hosts cheap, without changing what the
 //! engine sees:
@@ -33,11 +34,12 @@ use sluice_core::duration::Duration;
 use sluice_core::fleet::Host;
 use sluice_core::plan::{windows_open, Plan};
 use sluice_core::rollout::{
-    Action, Event, EventKind, Health, HoldReason, HostState, Input, Outcome, Phase, Rollout, Status,
+    Action, Event, EventKind, Fed, Health, HoldReason, HostReport, HostState, Input, Phase,
+    Rollout, Sighting, Status,
 };
 
 use crate::fault::{Fault, FaultKind};
-use crate::report::{FaultReport, Report, StageReport};
+use crate::report::{FaultReport, Refusal, Report, StageReport};
 
 /// The simulated apply takes between these (uniformly): a package install
 /// or a daemon restart.
@@ -195,6 +197,8 @@ struct Sim<'a> {
     first_failure_logged: bool,
     timeline: Vec<(i64, Event)>,
     stages: Vec<StageReport>,
+    /// Inputs the engine refused, with when and what fed them.
+    refused: Vec<Refusal>,
 }
 
 impl<'a> Sim<'a> {
@@ -242,6 +246,7 @@ impl<'a> Sim<'a> {
             first_failure_logged: false,
             timeline: Vec::new(),
             stages,
+            refused: Vec::new(),
         };
         sim.target = sim.intern(&plan.version);
         sim
@@ -249,11 +254,12 @@ impl<'a> Sim<'a> {
 
     fn run(&mut self) {
         self.feed_inventory();
-        self.handle(Input::Action {
+        let start = Input::Action {
             action: Action::Start,
             actor: ACTOR.to_owned(),
             reason: "simulated rollout".to_owned(),
-        });
+        };
+        self.drive("start", |rollout, at| rollout.handle(at, start).into());
         self.schedule_tick();
         while let Some(Reverse((at, _, next))) = self.queue.pop() {
             if at > self.limit {
@@ -269,9 +275,7 @@ impl<'a> Sim<'a> {
                     if at == self.tick_at {
                         self.tick_at = NEVER;
                     }
-                    if self.listens() {
-                        self.handle(Input::Tick);
-                    }
+                    self.drive("tick", |rollout, at| rollout.tick(at));
                 }
                 Next::Approve(stage) => self.approve(stage),
             }
@@ -286,14 +290,16 @@ impl<'a> Sim<'a> {
         let (hosts, component) = (self.hosts, &self.plan.component);
         for (host, entry) in hosts.iter().enumerate() {
             let version = entry.components.get(component).map(str::to_owned);
-            let input = Input::Host {
+            let sighting = Sighting {
                 id: entry.id.clone(),
                 labels: entry.labels.clone(),
                 version: version.clone(),
             };
-            let Ok(outcome) = self.rollout.handle(at, input) else {
-                continue;
-            };
+            let fed = self.rollout.offer(at, [sighting], None);
+            if let Some(rejected) = &fed.rejected {
+                self.refused("inventory", rejected.to_string());
+            }
+            let outcome = fed.outcome;
             let joined = !outcome.hosts.is_empty();
             // A pending rollout records holds too (outside its windows).
             for event in outcome.events {
@@ -350,27 +356,24 @@ impl<'a> Sim<'a> {
         let hosts = self.hosts;
         let entry = &hosts[host];
         let version_name = version.map(|v| self.versions[v as usize].clone());
-        if !self.rollout.status().is_terminal() {
-            self.handle(Input::Host {
-                id: entry.id.clone(),
-                labels: entry.labels.clone(),
-                version: version_name.clone(),
-            });
-        }
-        if let (true, Some(version_name)) = (self.listens(), version_name) {
-            let message = (health == Health::Failed).then(|| {
+        let report = version_name.clone().map(|version| HostReport {
+            version,
+            health,
+            message: (health == Health::Failed).then(|| {
                 let spec = self.agents[host]
                     .fault
                     .map_or("", |f| self.config.faults[f as usize].spec());
                 format!("health check failed (simulated fault {spec})")
-            });
-            self.handle(Input::Report {
-                id: entry.id.clone(),
-                version: version_name,
-                health,
-                message,
-            });
-        }
+            }),
+        });
+        let sighting = Sighting {
+            id: entry.id.clone(),
+            labels: entry.labels.clone(),
+            version: version_name,
+        };
+        self.drive("check-in", |rollout, at| {
+            rollout.check_in(at, sighting, report)
+        });
 
         if self.agents[host].apply.is_none() {
             if let Some(desired) = self.rollout.desired_version(&entry.id) {
@@ -472,26 +475,20 @@ impl<'a> Sim<'a> {
             Status::Running { stage: s, phase: Phase::AwaitingApproval { approved: false } } if *s == stage
         );
         if awaiting {
-            self.handle(Input::Action {
+            let approve = Input::Action {
                 action: Action::Approve,
                 actor: ACTOR.to_owned(),
                 reason: format!(
                     "approved by the simulation {} after the stage awaited approval",
                     self.config.approve_after
                 ),
-            });
+            };
+            self.drive("approval", |rollout, at| rollout.handle(at, approve).into());
         }
     }
 
-    /// Whether the rollout takes reports and ticks, as the server decides:
-    /// while it is not terminal, and while hosts it told something have
-    /// not answered.
     fn listens(&self) -> bool {
-        if !self.rollout.status().is_terminal() {
-            return true;
-        }
-        let counts = self.rollout.counts();
-        counts.instructed + counts.reverting > 0
+        self.rollout.listens()
     }
 
     /// Queues a tick at the engine's next timer, if any is earlier than the
@@ -552,17 +549,27 @@ impl<'a> Sim<'a> {
 
     // ---- the engine ----------------------------------------------------
 
-    fn handle(&mut self, input: Input) {
+    /// Drives the rollout now with `step` (a driving rule, or one input),
+    /// takes in what it changed, and lists a refused input.
+    fn drive(&mut self, what: &'static str, step: impl FnOnce(&mut Rollout, Timestamp) -> Fed) {
         let at = self.timestamp(self.now);
-        // A rejected input changes nothing; the simulation only sends
-        // inputs that apply (it checks the stage before approving).
-        if let Ok(outcome) = self.rollout.handle(at, input) {
-            self.absorb(outcome);
+        let fed = step(&mut self.rollout, at);
+        if let Some(rejected) = fed.rejected {
+            self.refused(what, rejected.to_string());
         }
+        self.absorb(fed.outcome);
+    }
+
+    fn refused(&mut self, input: &'static str, reason: String) {
+        self.refused.push(Refusal {
+            at_s: ms_secs(self.now),
+            input,
+            reason,
+        });
     }
 
     /// Wakes the hosts the rollout needs and records its events.
-    fn absorb(&mut self, outcome: Outcome) {
+    fn absorb(&mut self, outcome: sluice_core::rollout::Outcome) {
         for change in outcome.hosts {
             let Some(&host) = self.index.get(change.id.as_str()) else {
                 continue;
@@ -698,6 +705,7 @@ impl<'a> Sim<'a> {
         report.duration_s = ms_secs(self.finished.unwrap_or(end));
         report.ended_s = ms_secs(end);
         report.stages = self.stages;
+        report.refused = self.refused;
         report.set_timeline(self.start_ms, self.timeline);
         report
     }

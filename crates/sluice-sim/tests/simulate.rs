@@ -43,7 +43,13 @@ fn run(plan: &Plan, faults: &[&str], seed: u64) -> Report {
             .collect(),
         ..Config::default()
     };
-    simulate(plan, fleet(), &config)
+    let report = simulate(plan, fleet(), &config);
+    assert_eq!(
+        report.refused,
+        [],
+        "the engine refused the simulation's inputs"
+    );
+    report
 }
 
 /// The most hosts that can fail with every host failing: `max_in_flight`
@@ -323,5 +329,6 @@ proptest! {
         prop_assert!(report.hosts_failed <= all_fail_bound(&report),
             "{} failed, bound {}", report.hosts_failed, all_fail_bound(&report));
         prop_assert!(report.hosts_failed <= report.hosts_admitted);
+        prop_assert!(report.refused.is_empty(), "refused: {:?}", report.refused);
     }
 }

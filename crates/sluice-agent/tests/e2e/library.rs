@@ -9,6 +9,7 @@ use std::time::Duration;
 use sluice_agent::{Agent, AgentConfig, ComponentConfig, Desired, Failure, HostOps, Mode};
 use sluice_api::admin::Role;
 use sluice_api::agent::ReportState;
+use sluice_api::rollout::RolloutState;
 use tokio::sync::watch;
 
 use crate::harness::{wait_for, Server};
@@ -100,7 +101,7 @@ async fn many_simulated_agents_share_one_pool_and_follow_a_rollout() {
     server.start_rollout(PLAN).await;
     wait_for("the rollout to complete", || async {
         let list = admin.rollouts().await.ok()?;
-        (list.rollouts.first()?.state == "completed").then_some(())
+        (list.rollouts.first()?.state == RolloutState::Completed).then_some(())
     })
     .await;
     for (id, host) in &hosts {

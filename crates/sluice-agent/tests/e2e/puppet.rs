@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use sluice_api::agent::ReportState;
+use sluice_api::rollout::RolloutState;
 
 use crate::harness::{agent_bin, wait_for, Server};
 
@@ -164,7 +165,7 @@ version_cmd = "cat {dir}/motd.version"
         let rollouts = server.client().rollouts().await.ok()?;
         let view = server.host("puppet.test").await?;
         let motd = view.components.get("motd")?;
-        let done = rollouts.rollouts.first()?.state == "completed";
+        let done = rollouts.rollouts.first()?.state == RolloutState::Completed;
         (done && motd.version == "2.0" && motd.state == Some(ReportState::Ok)).then_some(())
     })
     .await;

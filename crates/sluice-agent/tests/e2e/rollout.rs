@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use sluice_api::agent::ReportState;
-use sluice_client::Action;
+use sluice_api::rollout::{Action, Phase, RolloutState};
 
 use crate::harness::{wait_for, Host, Server};
 
@@ -91,7 +91,7 @@ async fn preview(server: &Server) -> Vec<BTreeSet<String>> {
         .collect()
 }
 
-async fn phase(server: &Server, id: &str) -> (String, Option<usize>, Option<String>) {
+async fn phase(server: &Server, id: &str) -> (RolloutState, Option<usize>, Option<Phase>) {
     let detail = server.client().rollout(id).await.expect("GET the rollout");
     (
         detail.summary.state,
@@ -113,8 +113,8 @@ async fn stage_settles(
         &format!("stage {} to await approval", stage + 1),
         || async {
             let (state, current, phase) = phase(server, id).await;
-            assert_eq!(state, "running", "the rollout runs");
-            (current == Some(stage) && phase.as_deref() == Some("awaiting_approval")).then_some(())
+            assert_eq!(state, RolloutState::Running, "the rollout runs");
+            (current == Some(stage) && phase == Some(Phase::AwaitingApproval)).then_some(())
         },
     )
     .await;
@@ -234,9 +234,9 @@ async fn twenty_agents_follow_a_rollout_survive_the_server_and_roll_back() {
         "every agent to check in with the restarted server",
         || async {
             let (state, current, phase) = phase(&server, &id).await;
-            (state == "running"
+            (state == RolloutState::Running
                 && current == Some(1)
-                && phase.as_deref() == Some("awaiting_approval"))
+                && phase == Some(Phase::AwaitingApproval))
             .then_some(())
         },
     )
@@ -272,7 +272,7 @@ async fn twenty_agents_follow_a_rollout_survive_the_server_and_roll_back() {
         .expect("approve");
     wait_for("the rollout to roll back", || async {
         let (state, _, _) = phase(&server, &id).await;
-        (state == "rolled_back").then_some(())
+        (state == RolloutState::RolledBack).then_some(())
     })
     .await;
     // The timeline names exactly the bad hosts as failed, with the output

@@ -52,6 +52,7 @@
 //! - `max_failed` is resolved against the stage's quota across strata
 //!   (what the stage admits in the end), not what is admitted so far.
 
+mod driving;
 mod error;
 mod event;
 mod hosts;
@@ -68,6 +69,7 @@ use crate::hash;
 use crate::plan::{next_opening, windows_open, NoData, OnFailure, Plan};
 use crate::selection::StratumKey;
 
+pub use driving::{Fed, HostReport, Sighting};
 pub use error::{Rejected, RestoreError};
 pub use event::{Event, EventKind};
 pub use model::{

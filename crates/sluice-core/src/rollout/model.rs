@@ -33,7 +33,7 @@ pub enum Status {
         stage: usize,
         phase: Phase,
     },
-    /// Every stage done: the target becomes the component's stable version.
+    /// Every stage done: the rollout decides for the hosts it covered.
     Completed,
     /// Stopped for good; admitted hosts keep the target.
     Aborted,
@@ -264,6 +264,12 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Appends what `later` changed.
+    pub fn absorb(&mut self, later: Outcome) {
+        self.hosts.extend(later.hosts);
+        self.events.extend(later.events);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.hosts.is_empty() && self.events.is_empty()
     }

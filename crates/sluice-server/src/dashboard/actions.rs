@@ -14,14 +14,14 @@ use axum::response::{AppendHeaders, IntoResponse, Redirect, Response};
 use axum::Form;
 use serde::Deserialize;
 use sluice_api::admin::Role;
-use sluice_api::rollout::Reason;
-use sluice_core::rollout::Action;
+use sluice_api::rollout::{Action, Reason};
 
 use super::session::{self, Flash, User};
 use super::{pages, DashError, Dashboard};
 use crate::auth::Need;
 use crate::error::ApiError;
 use crate::routes::{admin, rollouts};
+use crate::vocabulary;
 
 /// The sign-in form.
 #[derive(Debug, Deserialize)]
@@ -123,20 +123,8 @@ pub struct ActionForm {
 }
 
 fn parse_action(name: &str) -> Result<Action, DashError> {
-    Ok(match name {
-        "start" => Action::Start,
-        "pause" => Action::Pause,
-        "resume" => Action::Resume,
-        "advance" => Action::Advance,
-        "approve" => Action::Approve,
-        "abort" => Action::Abort,
-        "rollback" => Action::Rollback,
-        other => {
-            return Err(DashError::NotFound(format!(
-                "action: unknown action {other:?}; use start, pause, resume, advance, approve, abort or rollback"
-            )))
-        }
-    })
+    name.parse()
+        .map_err(|error| DashError::NotFound(format!("action: {error}")))
 }
 
 /// After an action: back to the form's page with the outcome, or a page
@@ -181,7 +169,13 @@ pub async fn act(
         },
     )
     .await
-    .map(|summary| format!("{id}: {} — now {}", action.name(), summary.0.state));
+    .map(|summary| {
+        format!(
+            "{id}: {} — now {}",
+            vocabulary::action(action).name(),
+            summary.0.state
+        )
+    });
     outcome(&dash, &user, &back, result)
 }
 

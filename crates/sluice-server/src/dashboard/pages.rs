@@ -12,7 +12,9 @@ use sluice_store::StoredEvent;
 
 use super::chart::{self, Point};
 use super::session::{self, Flash, User};
-use super::views::{self, HostPage, HostSearch, Overview, RolloutState, RolloutView, RolloutsList};
+use sluice_api::rollout::{HostState, RolloutState};
+
+use super::views::{self, HostPage, HostSearch, Overview, RolloutUrl, RolloutView, RolloutsList};
 use super::{assets, DashError, Dashboard};
 
 /// Events read for a rollout's events and gates tabs, at most.
@@ -151,7 +153,7 @@ pub async fn overview(
 struct RolloutsPage {
     layout: Layout,
     view: RolloutsList,
-    states: &'static [&'static str],
+    states: &'static [RolloutState],
 }
 
 /// `GET /rollouts?state=&component=&page=`.
@@ -167,7 +169,7 @@ pub async fn rollouts(
     render(&RolloutsPage {
         layout: Layout::new("Rollouts", "rollouts", Some(&user)),
         view,
-        states: &views::ROLLOUT_STATES,
+        states: RolloutState::ALL,
     })
 }
 
@@ -232,7 +234,7 @@ struct RolloutPage {
     layout: Layout,
     id: String,
     view: RolloutView,
-    state: RolloutState,
+    state: RolloutUrl,
     chart: String,
     /// Stored samples of the chart, and the time of the first.
     samples: usize,
@@ -243,13 +245,13 @@ struct RolloutPage {
     events_pager: views::Pager,
     /// The gates tab: every gate evaluation and failure, newest first.
     gate_events: Vec<EventRow>,
-    host_states: &'static [&'static str],
+    host_states: &'static [HostState],
 }
 
 impl RolloutPage {
     /// This page's own URL, where an action's form comes back to.
     fn back(&self) -> String {
-        RolloutState::href(
+        RolloutUrl::href(
             &self.id,
             self.state.tab,
             &self.state.stratum,
@@ -266,7 +268,7 @@ pub async fn rollout(
     Path(id): Path<String>,
     Query(query): Query<views::RolloutQuery>,
 ) -> Result<Html<String>, DashError> {
-    let state = RolloutState::parse(&query)?;
+    let state = RolloutUrl::parse(&query)?;
     let now = dash.app.now();
     let view = dash
         .app
@@ -312,7 +314,7 @@ pub async fn rollout(
                 .map(EventRow::new)
                 .collect();
             events_pager = views::Pager::new(state.page, stored.len(), views::PAGE, |page| {
-                RolloutState::href(&id, "events", "", "", page)
+                RolloutUrl::href(&id, "events", "", "", page)
             });
         } else {
             gate_events = stored
@@ -342,7 +344,7 @@ pub async fn rollout(
         events,
         events_pager,
         gate_events,
-        host_states: &views::HOST_STATES,
+        host_states: HostState::ALL,
     })
 }
 

@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, Method};
 use sluice_api::admin::Role;
 
 use super::{DashError, Dashboard};
-use crate::auth::{role_name, Caller, Need, Token};
+use crate::auth::{Caller, Need, Token};
 
 /// The session cookie.
 pub const COOKIE_NAME: &str = "sluice_session";
@@ -116,7 +116,7 @@ impl User {
     }
 
     pub fn role(&self) -> &'static str {
-        role_name(self.caller.role())
+        self.caller.role().as_str()
     }
 
     /// Whether the user may act on rollouts (operator or admin).

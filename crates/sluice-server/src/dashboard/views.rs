@@ -8,13 +8,17 @@ use std::fmt::Write as _;
 
 use serde::Deserialize;
 use sluice_api::admin::FreezeView;
+use sluice_api::agent::ReportState;
 use sluice_api::host::HostView;
-use sluice_api::rollout::{RolloutDetail, RolloutSummary, StratumView};
-use sluice_core::rollout::{HostState, Rollout};
+use sluice_api::rollout::{
+    HostState, Phase, RolloutDetail, RolloutState, RolloutSummary, StratumView,
+};
+use sluice_core::rollout::{HostState as EngineHostState, Rollout};
 use sluice_core::selector::Selector;
 
 use super::DashError;
-use crate::world::{report_state_name, World};
+use crate::vocabulary;
+use crate::world::World;
 
 /// Rows per page of a list.
 pub const PAGE: usize = 100;
@@ -22,10 +26,6 @@ pub const PAGE: usize = 100;
 pub const ROLLOUT_PAGE: usize = 50;
 /// The tabs of a rollout page.
 pub const TABS: [&str; 5] = ["strata", "hosts", "gates", "events", "plan"];
-/// Host states within a rollout (filters of its host list) and rollout
-/// states (filters of the rollouts list): the API's names.
-pub use sluice_api::rollout::{HOST_STATES, ROLLOUT_STATES};
-
 /// Percent-encodes a query value or path segment.
 pub fn encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
@@ -249,7 +249,7 @@ impl From<&RolloutSummary> for RolloutRow {
         if let Some(index) = summary.stage {
             let _ = write!(stage, "stage {}", index + 1);
             if let Some(phase) = &summary.phase {
-                let _ = write!(stage, " · {}", phase.replace('_', " "));
+                let _ = write!(stage, " · {}", phase.as_str().replace('_', " "));
             }
         }
         if let Some(held) = &summary.held {
@@ -260,7 +260,7 @@ impl From<&RolloutSummary> for RolloutRow {
             name: summary.name.clone(),
             component: summary.component.clone(),
             version: summary.version.clone(),
-            state: summary.state.clone(),
+            state: summary.state.to_string(),
             stage: stage.trim_start_matches(" · ").to_owned(),
             selected: summary.selected,
             admitted: summary.admitted,
@@ -294,12 +294,13 @@ pub struct RolloutsList {
 /// The rollouts, newest first, filtered by state and component.
 pub fn rollouts(world: &World, query: &RolloutsQuery) -> Result<RolloutsList, DashError> {
     let state = given(&query.state).unwrap_or_default().to_owned();
-    if !state.is_empty() && !ROLLOUT_STATES.contains(&state.as_str()) {
-        return Err(DashError::BadRequest(format!(
-            "state: unknown rollout state {state:?}; use one of {}",
-            ROLLOUT_STATES.join(", ")
-        )));
-    }
+    let wanted = match state.as_str() {
+        "" => None,
+        word => Some(
+            word.parse::<RolloutState>()
+                .map_err(|error| DashError::BadRequest(format!("state: {error}")))?,
+        ),
+    };
     let component = given(&query.component).unwrap_or_default().to_owned();
     let all = world.rollout_list();
     let mut components: Vec<String> = all.iter().map(|r| r.component.clone()).collect();
@@ -308,7 +309,7 @@ pub fn rollouts(world: &World, query: &RolloutsQuery) -> Result<RolloutsList, Da
     let matching: Vec<&RolloutSummary> = all
         .iter()
         .rev()
-        .filter(|r| state.is_empty() || r.state == state)
+        .filter(|r| wanted.is_none_or(|wanted| r.state == wanted))
         .filter(|r| component.is_empty() || r.component == component)
         .collect();
     let page = page_of(query.page);
@@ -352,15 +353,15 @@ pub struct RolloutQuery {
 
 /// The rollout's URL state, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RolloutState {
+pub struct RolloutUrl {
     pub tab: &'static str,
     pub stratum: String,
     pub hstate: String,
     pub page: usize,
 }
 
-impl RolloutState {
-    pub fn parse(query: &RolloutQuery) -> Result<RolloutState, DashError> {
+impl RolloutUrl {
+    pub fn parse(query: &RolloutQuery) -> Result<RolloutUrl, DashError> {
         let tab = match given(&query.tab) {
             None => TABS[0],
             Some(tab) => TABS.iter().copied().find(|t| *t == tab).ok_or_else(|| {
@@ -371,13 +372,12 @@ impl RolloutState {
             })?,
         };
         let hstate = given(&query.hstate).unwrap_or_default().to_owned();
-        if !hstate.is_empty() && !HOST_STATES.contains(&hstate.as_str()) {
-            return Err(DashError::BadRequest(format!(
-                "hstate: unknown host state {hstate:?}; use one of {}",
-                HOST_STATES.join(", ")
-            )));
+        if !hstate.is_empty() {
+            hstate
+                .parse::<HostState>()
+                .map_err(|error| DashError::BadRequest(format!("hstate: {error}")))?;
         }
-        Ok(RolloutState {
+        Ok(RolloutUrl {
             tab,
             stratum: given(&query.stratum).unwrap_or_default().to_owned(),
             hstate,
@@ -460,7 +460,7 @@ impl Cell {
             } else {
                 (stratum.admitted * 10).div_ceil(stratum.size)
             },
-            href: RolloutState::href(id, "hosts", &stratum.key, "", 1),
+            href: RolloutUrl::href(id, "hosts", &stratum.key, "", 1),
         }
     }
 }
@@ -528,20 +528,24 @@ fn actions_for(detail: &RolloutDetail) -> Vec<ActionButton> {
     };
     let summary = &detail.summary;
     let mut actions = Vec::new();
-    match summary.state.as_str() {
-        "pending" => actions.push(button("start", "Start", "")),
-        "running" => {
+    match summary.state {
+        RolloutState::Pending => actions.push(button("start", "Start", "")),
+        RolloutState::Running => {
             actions.push(button("pause", "Pause rollout", "primary"));
-            match summary.phase.as_deref() {
-                Some("baking") => actions.push(button("advance", "Skip bake", "")),
-                Some("awaiting_approval") => actions.push(button("approve", "Approve stage", "")),
+            match summary.phase {
+                Some(Phase::Baking) => actions.push(button("advance", "Skip bake", "")),
+                Some(Phase::AwaitingApproval) => {
+                    actions.push(button("approve", "Approve stage", ""))
+                }
                 _ => {}
             }
         }
-        "paused" => actions.push(button("resume", "Resume", "")),
-        _ => return actions,
+        RolloutState::Paused => actions.push(button("resume", "Resume", "")),
+        RolloutState::Completed | RolloutState::Aborted | RolloutState::RolledBack => {
+            return actions
+        }
     }
-    if summary.state != "pending" {
+    if summary.state != RolloutState::Pending {
         actions.push(button("rollback", "Roll back", "danger"));
     }
     actions.push(button("abort", "Abort", "danger"));
@@ -558,13 +562,13 @@ fn bake_text(seconds: u64) -> String {
 }
 
 /// The rollout page's memory part, for the URL state `state`.
-pub fn rollout(world: &World, id: &str, state: &RolloutState) -> Result<RolloutView, DashError> {
+pub fn rollout(world: &World, id: &str, state: &RolloutUrl) -> Result<RolloutView, DashError> {
     let detail = world.rollout_detail(id)?;
     let entry = world
         .rollout_entry(id)
         .ok_or_else(|| DashError::NotFound(format!("no rollout {id:?}")))?;
     let current = detail.summary.stage;
-    let finished = detail.summary.state == "completed";
+    let finished = detail.summary.state == RolloutState::Completed;
     let stages = detail
         .stages
         .iter()
@@ -601,7 +605,7 @@ pub fn rollout(world: &World, id: &str, state: &RolloutState) -> Result<RolloutV
                 "events" => "Timeline",
                 _ => "Plan",
             };
-            (*tab, label, RolloutState::href(id, tab, stratum, hstate, 1))
+            (*tab, label, RolloutUrl::href(id, tab, stratum, hstate, 1))
         })
         .collect();
     Ok(RolloutView {
@@ -616,13 +620,14 @@ pub fn rollout(world: &World, id: &str, state: &RolloutState) -> Result<RolloutV
     })
 }
 
-fn hosts_tab(id: &str, rollout: &Rollout, state: &RolloutState) -> HostsTab {
+fn hosts_tab(id: &str, rollout: &Rollout, state: &RolloutUrl) -> HostsTab {
     let spread = &rollout.plan().strategy.spread;
     let mut total = 0;
     let mut rows = Vec::new();
     let skip = (state.page - 1) * PAGE;
     for host in rollout.hosts() {
-        if !state.hstate.is_empty() && host.state.name() != state.hstate {
+        let host_state = vocabulary::host_state(host.state).as_str();
+        if !state.hstate.is_empty() && host_state != state.hstate {
             continue;
         }
         let stratum = host.stratum.display(spread).to_string();
@@ -632,7 +637,7 @@ fn hosts_tab(id: &str, rollout: &Rollout, state: &RolloutState) -> HostsTab {
         if total >= skip && rows.len() < PAGE {
             rows.push(RolloutHostRow {
                 id: host.id.to_owned(),
-                state: host.state.name(),
+                state: host_state,
                 version: host.version.unwrap_or_default().to_owned(),
                 previous: host.previous.unwrap_or_default().to_owned(),
                 stage: host
@@ -641,7 +646,7 @@ fn hosts_tab(id: &str, rollout: &Rollout, state: &RolloutState) -> HostsTab {
                     .unwrap_or_default(),
                 stratum,
                 reason: match host.state {
-                    HostState::Failed { reason } => reason.clone(),
+                    EngineHostState::Failed { reason } => reason.clone(),
                     _ => String::new(),
                 },
             });
@@ -649,7 +654,7 @@ fn hosts_tab(id: &str, rollout: &Rollout, state: &RolloutState) -> HostsTab {
         total += 1;
     }
     let pager = Pager::new(state.page, total, PAGE, |page| {
-        RolloutState::href(id, "hosts", &state.stratum, &state.hstate, page)
+        RolloutUrl::href(id, "hosts", &state.stratum, &state.hstate, page)
     });
     HostsTab { rows, pager }
 }
@@ -804,8 +809,8 @@ pub fn host(world: &World, id: &str) -> Result<HostPage, DashError> {
                 name: plan.name.clone(),
                 component: plan.component.clone(),
                 version: plan.version.clone(),
-                rollout_state: rollout.status().name().to_owned(),
-                host_state: host.state.name(),
+                rollout_state: vocabulary::rollout_state(rollout.status()).to_string(),
+                host_state: vocabulary::host_state(host.state).as_str(),
                 stage: host
                     .admitted_stage
                     .map(|s| (s + 1).to_string())
@@ -821,7 +826,7 @@ pub fn host(world: &World, id: &str) -> Result<HostPage, DashError> {
             .map(|(name, c)| HostComponentRow {
                 name,
                 version: c.version,
-                state: c.state.map_or("imported", report_state_name).to_owned(),
+                state: c.state.map_or("imported", ReportState::as_str).to_owned(),
                 desired: c.desired.unwrap_or_default(),
                 message: c.message.unwrap_or_default(),
             })
@@ -853,14 +858,14 @@ mod tests {
 
     #[test]
     fn rollout_state_rejects_unknown_tabs_and_states_naming_the_field() {
-        let state = RolloutState::parse(&RolloutQuery::default()).expect("defaults");
+        let state = RolloutUrl::parse(&RolloutQuery::default()).expect("defaults");
         assert_eq!((state.tab, state.page), ("strata", 1));
-        let bad = RolloutState::parse(&RolloutQuery {
+        let bad = RolloutUrl::parse(&RolloutQuery {
             tab: Some("nope".to_owned()),
             ..RolloutQuery::default()
         });
         assert!(matches!(bad, Err(DashError::BadRequest(m)) if m.starts_with("tab:")));
-        let bad = RolloutState::parse(&RolloutQuery {
+        let bad = RolloutUrl::parse(&RolloutQuery {
             hstate: Some("sleepy".to_owned()),
             ..RolloutQuery::default()
         });

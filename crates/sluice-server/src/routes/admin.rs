@@ -9,7 +9,7 @@ use sluice_api::error::ErrorBody;
 use sluice_api::rollout::Reason;
 use sluice_store::{NewEvent, TokenRecord, Write};
 
-use crate::auth::{hash_secret, new_secret, role_name, Caller, Need};
+use crate::auth::{hash_secret, new_secret, Caller, Need};
 use crate::clock::rfc3339;
 use crate::error::ApiError;
 use crate::extract::{Json, Path};
@@ -181,7 +181,7 @@ pub async fn create_token(
         (_, None) => {}
     }
     let secret = new_secret().map_err(|error| ApiError::Internal(error.to_string()))?;
-    let role = role_name(request.role);
+    let role = request.role.as_str();
     let actor = caller.actor().to_owned();
     let (record, pending) = state.change(|_, now, writes| {
         let record = TokenRecord {

@@ -31,6 +31,9 @@ use crate::state::AppState;
         description = "Roll out fleet-wide infrastructure changes gradually, watched by health gates, stoppable and reversible at any moment."
     ),
     modifiers(&BearerAuth),
+    // Listed for clients although no body names them: the states counted in
+    // `RolloutDetail.hosts` and the actions of `/v1/rollouts/{id}/{action}`.
+    components(schemas(sluice_api::rollout::HostState, sluice_api::rollout::Action)),
     tags(
         (name = "agent", description = "The one call an agent makes"),
         (name = "rollouts", description = "Plans, rollouts and operator actions"),

@@ -6,15 +6,15 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use sluice_api::error::ErrorBody;
 use sluice_api::rollout::{
-    Created, EventList, EventView, Reason, RolloutDetail, RolloutList, RolloutSummary,
+    Action, Created, EventList, EventView, Reason, RolloutDetail, RolloutList, RolloutSummary,
 };
 use sluice_core::plan::{parse_plan, PlanErrors};
-use sluice_core::rollout::Action;
 
 use crate::auth::{Caller, Need};
 use crate::error::ApiError;
 use crate::extract::{Json, Path, Query, Text};
 use crate::state::AppState;
+use crate::vocabulary;
 
 /// Creates a pending rollout from a plan (YAML or JSON).
 #[utoipa::path(
@@ -123,7 +123,7 @@ pub(crate) async fn act(
             "reason",
             format!(
                 "a reason is required to {} a rollout: say why, it goes in the event log",
-                action.name()
+                vocabulary::action(action).name()
             ),
         ));
     }

@@ -22,7 +22,8 @@ use sluice_api::rollout::RolloutSummary;
 use sluice_core::fleet::{Host, Labels};
 use sluice_core::plan::Plan;
 use sluice_core::rollout::{
-    Action, EventKind, GateResult, Health, HostState, Input, Rejected, Rollout,
+    EventKind, Fed, Freeze, GateResult, Health, HostReport, HostState, Input, Outcome, Rejected,
+    Rollout, Sighting,
 };
 use sluice_store::{
     ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, Loaded, NewEvent,
@@ -31,6 +32,7 @@ use sluice_store::{
 
 use crate::clock::{parse_timestamp, rfc3339};
 use crate::persist;
+use crate::vocabulary;
 
 mod desired;
 mod error;
@@ -126,19 +128,6 @@ fn state_slot(state: Option<ReportState>) -> usize {
     }
 }
 
-pub fn report_state_name(state: ReportState) -> &'static str {
-    STATE_NAMES[state_slot(Some(state))]
-}
-
-fn parse_report_state(name: &str) -> Option<ReportState> {
-    match name {
-        "ok" => Some(ReportState::Ok),
-        "applying" => Some(ReportState::Applying),
-        "failed" => Some(ReportState::Failed),
-        _ => None,
-    }
-}
-
 impl ComponentEntry {
     fn count(&mut self, reported: &Reported, add: bool) {
         let slot = &mut self.states[state_slot(reported.state)];
@@ -191,66 +180,35 @@ impl RolloutEntry {
         }
     }
 
-    /// Whether the rollout still takes reports and ticks: while it is not
-    /// terminal, and after it stopped while hosts it told something have
-    /// not answered yet (to record them healthy, reverted or failed).
-    fn listens(&self) -> bool {
-        if !self.rollout.status().is_terminal() {
-            return true;
-        }
-        let counts = self.rollout.counts();
-        counts.instructed + counts.reverting > 0
-    }
-
     fn is_active(&self) -> bool {
-        !self.rollout.status().is_terminal()
+        self.rollout.is_active()
     }
 }
 
-/// Applies inputs to a rollout and records what they changed: the record of
-/// every host an outcome names, the header if it changed, the events.
-/// Returns whether the rollout completed.
+/// Records what driving a rollout changed: the record of every host the
+/// outcome names (once, however often it is named), the header if it
+/// changed, the events. Returns whether the rollout completed.
 ///
-/// Several inputs (a whole inventory) are recorded together, the header
-/// once. The header changes only with an event or a new stratum (which
-/// comes with a host joining, as waiting), so it is compared only then. A
-/// rejected input changes nothing and ends the run; only operator actions,
-/// freezes and gate results are ever rejected, and they come alone.
-fn drive(
+/// The header changes only with an event or a new stratum (which comes
+/// with a host joining, as waiting), so it is compared only then.
+fn record(
     entry: &mut RolloutEntry,
     now: Timestamp,
-    inputs: impl IntoIterator<Item = Input>,
+    outcome: Outcome,
     writes: &mut Vec<Write>,
-) -> Result<bool, Rejected> {
-    let mut hosts: Vec<String> = Vec::new();
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut events = Vec::new();
-    let mut header_may_change = false;
-    let mut rejected = None;
-    for input in inputs {
-        match entry.rollout.handle(now, input) {
-            Ok(outcome) => {
-                header_may_change |= !outcome.events.is_empty();
-                for change in outcome.hosts {
-                    header_may_change |= change.state == HostState::Waiting;
-                    if seen.insert(change.id.clone()) {
-                        hosts.push(change.id);
-                    }
-                }
-                events.extend(outcome.events);
-            }
-            Err(error) => {
-                rejected = Some(error);
-                break;
-            }
-        }
+) -> bool {
+    if outcome.is_empty() {
+        return false;
     }
-    if !hosts.is_empty() || !events.is_empty() {
-        entry.updated_at = now;
-    }
-    for host in &hosts {
-        if let Some(record) = persist::host_record(&entry.rollout, host) {
-            writes.push(Write::RolloutHost(record));
+    entry.updated_at = now;
+    let mut header_may_change = !outcome.events.is_empty();
+    let mut seen: HashSet<&str> = HashSet::new();
+    for change in &outcome.hosts {
+        header_may_change |= change.state == HostState::Waiting;
+        if seen.insert(&change.id) {
+            if let Some(record) = persist::host_record(&entry.rollout, &change.id) {
+                writes.push(Write::RolloutHost(record));
+            }
         }
     }
     if header_may_change {
@@ -262,14 +220,11 @@ fn drive(
     }
     let id = entry.rollout.id().to_owned();
     let mut completed = false;
-    for event in &events {
+    for event in &outcome.events {
         completed |= matches!(event.kind, EventKind::Completed);
         writes.push(Write::Event(persist::new_event(Some(&id), event)));
     }
-    match rejected {
-        Some(error) => Err(error),
-        None => Ok(completed),
-    }
+    completed
 }
 
 /// Everything the server holds in memory.
@@ -311,7 +266,7 @@ impl World {
         for record in loaded.host_components {
             let reported = Reported {
                 version: record.version,
-                state: record.state.as_deref().and_then(parse_report_state),
+                state: record.state.as_deref().and_then(|state| state.parse().ok()),
                 message: record.message,
                 at: parse_timestamp(&record.at).unwrap_or(Timestamp::UNIX_EPOCH),
             };
@@ -368,17 +323,38 @@ impl World {
 
     // ---- driving rollouts ----------------------------------------------
 
+    /// Drives rollout `index` with `step` (one of the engine's driving
+    /// rules, or one input) and records what it changed; a rollout that
+    /// completes is completed here. Returns the input `step` was refused.
     fn drive(
         &mut self,
         index: usize,
         now: Timestamp,
-        input: Input,
         writes: &mut Vec<Write>,
-    ) -> Result<(), Rejected> {
-        if drive(&mut self.rollouts[index], now, [input], writes)? {
+        step: impl FnOnce(&mut Rollout) -> Fed,
+    ) -> Option<Rejected> {
+        let entry = &mut self.rollouts[index];
+        let fed = step(&mut entry.rollout);
+        if record(entry, now, fed.outcome, writes) {
             self.complete(index, now, writes);
         }
-        Ok(())
+        fed.rejected
+    }
+
+    /// Drives like [`World::drive`] where nothing is expected to be
+    /// refused; a refusal is a bug, logged with the rollout and what fed it.
+    fn drive_logged(
+        &mut self,
+        index: usize,
+        now: Timestamp,
+        writes: &mut Vec<Write>,
+        what: &'static str,
+        step: impl FnOnce(&mut Rollout) -> Fed,
+    ) {
+        if let Some(rejected) = self.drive(index, now, writes, step) {
+            let rollout = self.rollouts[index].rollout.id();
+            tracing::error!(%rollout, %rejected, input = what, "the engine refused an input the server fed it");
+        }
     }
 
     /// A completed rollout's target becomes the component's stable version
@@ -438,34 +414,30 @@ impl World {
     ) {
         let component = self.rollouts[index].rollout.plan().component.clone();
         let hosts = &self.hosts;
-        let inputs = ids.iter().filter_map(|id| {
-            let host = hosts.get(id)?;
-            Some(Input::Host {
-                id: id.clone(),
-                labels: host.labels.clone(),
-                version: host.components.get(&component).map(|c| c.version.clone()),
+        let sightings: Vec<Sighting> = ids
+            .iter()
+            .filter_map(|id| {
+                let host = hosts.get(id)?;
+                Some(Sighting {
+                    id: id.clone(),
+                    labels: host.labels.clone(),
+                    version: host.components.get(&component).map(|c| c.version.clone()),
+                })
             })
-        });
-        let freeze = self.freeze.as_ref().map(|freeze| Input::Freeze {
-            on: true,
+            .collect();
+        let freeze = self.freeze.as_ref().map(|freeze| Freeze {
             actor: freeze.actor.clone(),
             reason: freeze.reason.clone(),
         });
-        match drive(&mut self.rollouts[index], now, inputs.chain(freeze), writes) {
-            Ok(true) => self.complete(index, now, writes),
-            Ok(false) => {}
-            Err(rejected) => tracing::error!(%rejected, "feeding the inventory"),
-        }
+        self.drive_logged(index, now, writes, "inventory", |rollout| {
+            rollout.offer(now, sightings, freeze.as_ref())
+        });
     }
 
     /// Time passes for every rollout that listens.
     pub fn tick(&mut self, now: Timestamp, writes: &mut Vec<Write>) {
         for index in 0..self.rollouts.len() {
-            if self.rollouts[index].listens() {
-                if let Err(rejected) = self.drive(index, now, Input::Tick, writes) {
-                    tracing::error!(%rejected, "tick rejected");
-                }
-            }
+            self.drive_logged(index, now, writes, "tick", |rollout| rollout.tick(now));
         }
     }
 
@@ -480,9 +452,9 @@ impl World {
         let Some(&index) = self.by_id.get(rollout) else {
             return;
         };
-        if let Err(rejected) = self.drive(index, now, Input::Gate(result), writes) {
-            tracing::error!(%rejected, "gate result rejected");
-        }
+        self.drive_logged(index, now, writes, "gate result", |rollout| {
+            rollout.handle(now, Input::Gate(result)).into()
+        });
     }
 
     /// The rollouts whose external gates are to be evaluated now.
@@ -538,39 +510,33 @@ impl World {
                     host: id.clone(),
                     component: component.clone(),
                     version: reported.version,
-                    state: reported.state.map(|s| report_state_name(s).to_owned()),
+                    state: reported.state.map(|s| s.as_str().to_owned()),
                     message: reported.message,
                     at: rfc3339(now),
                 }));
             }
         }
         for index in 0..self.rollouts.len() {
-            let entry = &self.rollouts[index];
-            let component = &entry.rollout.plan().component;
-            let report = request.components.get(component);
-            let feed_host = entry.is_active();
-            let feed_report = report.is_some() && entry.listens();
-            if feed_host {
-                let input = Input::Host {
-                    id: id.clone(),
-                    labels: labels.clone(),
-                    version: report.map(|r| r.version.clone()),
-                };
-                let _ = self.drive(index, now, input, writes);
-            }
-            if let (true, Some(report)) = (feed_report, report) {
-                let input = Input::Report {
-                    id: id.clone(),
-                    version: report.version.clone(),
-                    health: match report.state {
-                        ReportState::Ok => Health::Ok,
-                        ReportState::Applying => Health::Applying,
-                        ReportState::Failed => Health::Failed,
-                    },
-                    message: report.message.as_deref().map(tail),
-                };
-                let _ = self.drive(index, now, input, writes);
-            }
+            let report = request
+                .components
+                .get(&self.rollouts[index].rollout.plan().component);
+            let sighting = Sighting {
+                id: id.clone(),
+                labels: labels.clone(),
+                version: report.map(|r| r.version.clone()),
+            };
+            let report = report.map(|report| HostReport {
+                version: report.version.clone(),
+                health: match report.state {
+                    ReportState::Ok => Health::Ok,
+                    ReportState::Applying => Health::Applying,
+                    ReportState::Failed => Health::Failed,
+                },
+                message: report.message.as_deref().map(tail),
+            });
+            self.drive_logged(index, now, writes, "check-in", |rollout| {
+                rollout.check_in(now, sighting, report)
+            });
         }
         CheckinResponse {
             components: self.desired(id),
@@ -691,7 +657,7 @@ impl World {
     pub fn act(
         &mut self,
         id: &str,
-        action: Action,
+        action: sluice_api::rollout::Action,
         actor: &str,
         reason: &str,
         now: Timestamp,
@@ -699,19 +665,22 @@ impl World {
     ) -> Result<RolloutSummary, WorldError> {
         let index = self.index_of(id)?;
         let input = Input::Action {
-            action,
+            action: vocabulary::action(action),
             actor: actor.to_owned(),
             reason: reason.to_owned(),
         };
-        self.drive(index, now, input, writes)
-            .map_err(|rejected| match rejected {
+        if let Some(rejected) = self.drive(index, now, writes, |rollout| {
+            rollout.handle(now, input).into()
+        }) {
+            return Err(match rejected {
                 Rejected::EmptyReason { .. } => WorldError::Invalid {
                     field: "reason".to_owned(),
                     message: rejected.to_string(),
                 },
                 other => WorldError::Conflict(other.to_string()),
-            })?;
-        tracing::info!(rollout = %id, action = action.name(), %actor, %reason, "operator action");
+            });
+        }
+        tracing::info!(rollout = %id, %action, %actor, %reason, "operator action");
         Ok(self.summary(&self.rollouts[index]))
     }
 
@@ -758,9 +727,9 @@ impl World {
                     actor: actor.to_owned(),
                     reason: reason.to_owned(),
                 };
-                if let Err(rejected) = self.drive(index, now, input, writes) {
-                    tracing::error!(%rejected, "freeze rejected");
-                }
+                self.drive_logged(index, now, writes, "freeze", |rollout| {
+                    rollout.handle(now, input).into()
+                });
             }
         }
     }

@@ -6,15 +6,17 @@ use std::collections::BTreeMap;
 use sluice_api::admin::{ComponentList, ComponentView};
 use sluice_api::host::{HostComponent, HostList, HostView};
 use sluice_api::rollout::{
-    GateReadingView, GateView, RolloutDetail, RolloutSummary, StageView, StratumView,
+    GateReadingView, GateView, HostState, RolloutDetail, RolloutState, RolloutSummary, StageView,
+    StratumView,
 };
-use sluice_core::rollout::{GateOutcome, Phase, Status};
+use sluice_core::rollout::{Phase, Status};
 use sluice_core::selection::stage_quota;
 use sluice_core::selector::Selector;
 
 use super::{from_labels, HostEntry, RolloutEntry, World, WorldError, STATE_NAMES};
 use crate::clock::rfc3339;
 use crate::metrics::Gauges;
+use crate::vocabulary;
 
 impl World {
     // ---- views ---------------------------------------------------------
@@ -58,17 +60,7 @@ impl World {
             })
             .collect();
         strata_views.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.key.cmp(&b.key)));
-        let hosts = [
-            ("waiting", counts.waiting),
-            ("instructed", counts.instructed),
-            ("healthy", counts.healthy),
-            ("failed", counts.failed),
-            ("reverting", counts.reverting),
-            ("reverted", counts.reverted),
-        ]
-        .into_iter()
-        .map(|(name, count)| (name.to_owned(), count))
-        .collect();
+        let hosts = vocabulary::host_counts(counts);
         let gates = rollout
             .gates()
             .into_iter()
@@ -79,7 +71,7 @@ impl World {
                 consecutive: gate.consecutive,
                 latest: gate.latest.map(|reading| GateReadingView {
                     at: rfc3339(reading.at),
-                    outcome: outcome_name(reading.outcome).to_owned(),
+                    outcome: vocabulary::gate_outcome(reading.outcome),
                     evidence: reading.evidence,
                 }),
             })
@@ -120,9 +112,9 @@ impl World {
             name: plan.name.clone(),
             component: plan.component.clone(),
             version: plan.version.clone(),
-            state: rollout.status().name().to_owned(),
+            state: vocabulary::rollout_state(rollout.status()),
             stage: rollout.stage(),
-            phase: rollout.phase().map(|phase| phase_name(phase).to_owned()),
+            phase: rollout.phase().map(vocabulary::phase),
             held: rollout.held().map(ToString::to_string),
             selected: rollout.selected(),
             admitted: rollout.admitted(),
@@ -261,25 +253,18 @@ impl World {
 
     /// The gauges of `/metrics`.
     pub fn gauges(&self) -> Gauges {
-        let mut by_state: BTreeMap<&'static str, u64> = sluice_api::rollout::ROLLOUT_STATES
-            .into_iter()
-            .map(|state| (state, 0))
-            .collect();
+        let mut by_state: BTreeMap<RolloutState, u64> =
+            RolloutState::ALL.iter().map(|&state| (state, 0)).collect();
         let mut rollout_hosts = Vec::new();
         for entry in &self.rollouts {
-            *by_state.entry(entry.rollout.status().name()).or_default() += 1;
+            *by_state
+                .entry(vocabulary::rollout_state(entry.rollout.status()))
+                .or_default() += 1;
             if entry.is_active() {
-                let counts = entry.rollout.counts();
+                let counts = vocabulary::host_counts(entry.rollout.counts());
                 let id = entry.rollout.id();
-                for (state, count) in [
-                    ("waiting", counts.waiting),
-                    ("instructed", counts.instructed),
-                    ("healthy", counts.healthy),
-                    ("failed", counts.failed),
-                    ("reverting", counts.reverting),
-                    ("reverted", counts.reverted),
-                ] {
-                    rollout_hosts.push((id.to_owned(), state, count));
+                for &state in HostState::ALL {
+                    rollout_hosts.push((id.to_owned(), state.as_str(), counts.get(state)));
                 }
             }
         }
@@ -290,7 +275,10 @@ impl World {
             }
         }
         Gauges {
-            rollouts: by_state.into_iter().collect(),
+            rollouts: by_state
+                .into_iter()
+                .map(|(state, count)| (state.as_str(), count))
+                .collect(),
             hosts,
             rollout_hosts,
         }
@@ -298,22 +286,6 @@ impl World {
 
     pub fn host_count(&self) -> usize {
         self.hosts.len()
-    }
-}
-
-pub fn phase_name(phase: Phase) -> &'static str {
-    match phase {
-        Phase::Progressing => "progressing",
-        Phase::Baking { .. } => "baking",
-        Phase::AwaitingApproval { .. } => "awaiting_approval",
-    }
-}
-
-pub fn outcome_name(outcome: GateOutcome) -> &'static str {
-    match outcome {
-        GateOutcome::Pass => "pass",
-        GateOutcome::Fail => "fail",
-        GateOutcome::NoData => "no_data",
     }
 }
 

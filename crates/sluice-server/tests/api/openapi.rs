@@ -63,4 +63,46 @@ async fn the_openapi_document_lists_every_path() {
     ] {
         assert!(schemas.contains_key(schema), "schema {schema} missing");
     }
+    // The vocabulary is listed, value by value.
+    for (schema, values) in [
+        (
+            "RolloutState",
+            &[
+                "pending",
+                "running",
+                "paused",
+                "completed",
+                "aborted",
+                "rolled_back",
+            ][..],
+        ),
+        (
+            "HostState",
+            &[
+                "waiting",
+                "instructed",
+                "healthy",
+                "failed",
+                "reverting",
+                "reverted",
+            ][..],
+        ),
+        ("Phase", &["progressing", "baking", "awaiting_approval"][..]),
+        ("GateOutcome", &["pass", "fail", "no_data"][..]),
+        ("Role", &["agent", "viewer", "operator", "admin"][..]),
+        ("ReportState", &["ok", "applying", "failed"][..]),
+        (
+            "Action",
+            &[
+                "start", "pause", "resume", "advance", "approve", "abort", "rollback",
+            ][..],
+        ),
+    ] {
+        assert_eq!(
+            schemas[schema]["enum"],
+            serde_json::json!(values),
+            "schema {schema}: {}",
+            schemas[schema]
+        );
+    }
 }

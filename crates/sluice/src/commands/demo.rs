@@ -21,8 +21,9 @@ use sluice_agent::{
     Agent, AgentConfig, ComponentConfig, Desired, Failure as OpFailure, HostOps, Mode,
 };
 use sluice_api::host::ImportHost;
+use sluice_api::rollout::Action;
 use sluice_api::rollout::RolloutDetail;
-use sluice_client::{Action, Client};
+use sluice_client::Client;
 use sluice_core::fleet::Labels;
 use sluice_core::plan::parse_plan;
 use sluice_server::{Application, Config};
@@ -348,11 +349,7 @@ async fn follow(client: &Client, id: &str) {
             printed = tokio::time::Instant::now();
             last = (step, line);
         }
-        let terminal = matches!(
-            detail.summary.state.as_str(),
-            "completed" | "aborted" | "rolled_back"
-        );
-        if terminal && !ended {
+        if detail.summary.state.is_terminal() && !ended {
             ended = true;
             println!(
                 "the rollout is over; the server keeps running for a look around (Ctrl-C stops it)"
@@ -378,7 +375,6 @@ fn progress_line(detail: &RolloutDetail) -> String {
         .unwrap_or_default();
     let phase = summary
         .phase
-        .as_deref()
         .map(|phase| format!(" {phase}"))
         .unwrap_or_default();
     let reason = detail

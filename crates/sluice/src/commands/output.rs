@@ -236,6 +236,11 @@ fn scalar(value: &serde_json::Value) -> String {
 }
 
 /// `1 host`, `2 hosts`.
+/// A word of the API's vocabulary as prose: `rolled_back` → `rolled back`.
+pub fn words(word: &str) -> String {
+    word.replace('_', " ")
+}
+
 pub fn plural(count: u64, noun: &str) -> String {
     if count == 1 {
         format!("{count} {noun}")

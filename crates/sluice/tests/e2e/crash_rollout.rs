@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use sluice_api::agent::ReportState;
 use sluice_api::host::ImportHost;
-use sluice_api::rollout::RolloutDetail;
-use sluice_client::{Action, Client, HostQuery};
+use sluice_api::rollout::Action;
+use sluice_api::rollout::{RolloutDetail, RolloutState};
+use sluice_client::{Client, HostQuery};
 
 use crate::fleet::{
     checkin_retrying, desired, fleet_10k_hosts, for_each_concurrent, report, Rng, COMPONENT,
@@ -130,7 +131,7 @@ async fn rollout_state_survives_sigkill_without_exceeding_quotas() {
             stage + 1,
             detail.summary.state,
             detail.summary.stage.map_or("-".to_owned(), |stage| (stage + 1).to_string()),
-            detail.summary.phase.as_deref().unwrap_or("-"),
+            detail.summary.phase.map_or("-", |phase| phase.as_str()),
             detail.summary.admitted
         );
     }
@@ -144,7 +145,7 @@ async fn rollout_state_survives_sigkill_without_exceeding_quotas() {
             let id = id.clone();
             async move {
                 let detail = client.rollout(&id).await.ok()?;
-                (detail.summary.state == "completed").then_some(detail)
+                (detail.summary.state == RolloutState::Completed).then_some(detail)
             }
         },
     )
@@ -269,7 +270,7 @@ async fn check(
 
     // The server's own counts: never beyond the current stage's quota.
     // A completed rollout has no current stage: its last one admitted all.
-    let completed = detail.summary.state == "completed";
+    let completed = detail.summary.state == RolloutState::Completed;
     let mut quota_of: BTreeMap<&str, u64> = BTreeMap::new();
     for stratum in &detail.strata {
         let quota = if completed {

@@ -16,6 +16,7 @@ use std::time::Duration;
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use sluice_api::admin::Role;
+use sluice_api::rollout::RolloutState;
 
 use crate::fleet::fleet_10k;
 use crate::sandbox::{wait_for, Sandbox};
@@ -277,7 +278,7 @@ async fn a_pasted_link_opens_the_same_view_and_a_viewer_gets_no_buttons() {
     .await;
     assert_eq!(status, 403);
     let detail = sandbox.client().rollout("r-1").await.expect("the rollout");
-    assert_eq!(detail.summary.state, "running");
+    assert_eq!(detail.summary.state, RolloutState::Running);
 
     // The other main views, for the record.
     browser
@@ -372,7 +373,7 @@ async fn an_operator_pauses_from_the_rollout_page_and_it_updates_live() {
 
     // Durable and audited with the signed-in token's name, as the API does.
     let detail = sandbox.client().rollout("r-1").await.expect("the rollout");
-    assert_eq!(detail.summary.state, "paused");
+    assert_eq!(detail.summary.state, RolloutState::Paused);
     assert_eq!(
         detail.reason.as_deref(),
         Some("error budget burning in sjc")

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use sluice_api::agent::{CheckinRequest, CheckinResponse, ReportState};
 use sluice_api::host::ImportHost;
-use sluice_api::rollout::RolloutDetail;
+use sluice_api::rollout::{Phase, RolloutDetail, RolloutState};
 use sluice_client::Client;
 
 use crate::fleet::{
@@ -191,9 +191,9 @@ async fn detail(sandbox: &Sandbox, id: &str) -> RolloutDetail {
 /// bakes, awaits approval, or is already behind the rollout.
 fn settled(detail: &RolloutDetail, stage: usize) -> bool {
     let summary = &detail.summary;
-    summary.state == "completed"
+    summary.state == RolloutState::Completed
         || summary.stage.is_some_and(|current| current > stage)
-        || (summary.stage == Some(stage) && summary.phase.as_deref() != Some("progressing"))
+        || (summary.stage == Some(stage) && summary.phase != Some(Phase::Progressing))
 }
 
 /// Waits until the rollout works on `stage` (the previous one baked).
@@ -246,7 +246,7 @@ async fn settle_stage(
             return now;
         }
         assert!(
-            applied > 0 || now.summary.state != "running" || now.in_flight > 0,
+            applied > 0 || now.summary.state != RolloutState::Running || now.in_flight > 0,
             "stage {} is stuck: {now:?}",
             stage + 1
         );
@@ -296,7 +296,7 @@ async fn each_stage_admits_exactly_its_preview_pause_holds_rollback_reverts() {
 
     let id = sandbox.start_rollout(&plan, "e2e: CHG-1").await;
     let now = detail(&sandbox, &id).await;
-    assert_eq!(now.summary.state, "running");
+    assert_eq!(now.summary.state, RolloutState::Running);
     assert_eq!(now.summary.selected, sto.len() as u64);
     let stage_quotas: Vec<u64> = now.stages.iter().map(|stage| stage.quota).collect();
     assert_eq!(stage_quotas, expected_quotas, "the server's quotas");
@@ -308,7 +308,7 @@ async fn each_stage_admits_exactly_its_preview_pause_holds_rollback_reverts() {
     settle_stage(&mut sim, &sandbox, &id, 0, &preview).await;
     wait_for("the canary to await approval", || async {
         let now = detail(&sandbox, &id).await;
-        (now.summary.phase.as_deref() == Some("awaiting_approval")).then_some(())
+        (now.summary.phase == Some(Phase::AwaitingApproval)).then_some(())
     })
     .await;
     sim.sweep().await;
@@ -425,14 +425,9 @@ async fn each_stage_admits_exactly_its_preview_pause_holds_rollback_reverts() {
         "the upgraded hosts revert"
     );
     let now = detail(&sandbox, &id).await;
-    assert_eq!(now.summary.state, "rolled_back");
-    assert_eq!(
-        now.hosts["reverted"],
-        admitted.len() as u64,
-        "{:?}",
-        now.hosts
-    );
-    assert_eq!(now.hosts["reverting"], 0, "{:?}", now.hosts);
+    assert_eq!(now.summary.state, RolloutState::RolledBack);
+    assert_eq!(now.hosts.reverted, admitted.len() as u64, "{:?}", now.hosts);
+    assert_eq!(now.hosts.reverting, 0, "{:?}", now.hosts);
     assert!(sim.running.iter().all(|version| version == OLD_VERSION));
 
     // A rollback sets no stable version.
@@ -465,12 +460,7 @@ async fn each_stage_admits_exactly_its_preview_pause_holds_rollback_reverts() {
         }
     }
     let now = detail(&sandbox, &id).await;
-    assert_eq!(
-        now.hosts["reverted"],
-        admitted.len() as u64,
-        "{:?}",
-        now.hosts
-    );
+    assert_eq!(now.hosts.reverted, admitted.len() as u64, "{:?}", now.hosts);
 }
 
 const COMPLETE_PLAN: &str = r#"name: e2e-complete

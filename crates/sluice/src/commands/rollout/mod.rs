@@ -8,8 +8,11 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use sluice_api::rollout::{EventView, RolloutDetail, RolloutSummary, StageView, StratumView};
-use sluice_client::{Action, Client, ClientError};
+use sluice_api::rollout::{
+    Action, EventView, HostState, Phase, RolloutDetail, RolloutState, RolloutSummary, StageView,
+    StratumView,
+};
+use sluice_client::{Client, ClientError};
 
 use crate::commands::connect::{block_on, require_reason, ConnectArgs};
 use crate::commands::output::{self, plural, print_json, print_text, OutputArgs, Table};
@@ -128,11 +131,6 @@ pub fn run(command: RolloutCommand) -> Result<(), Failure> {
         RolloutCommand::Status(args) => status(args),
         RolloutCommand::Events(args) => events(args),
     }
-}
-
-/// States after which nothing changes any more.
-fn is_terminal(state: &str) -> bool {
-    matches!(state, "completed" | "aborted" | "rolled_back")
 }
 
 // ---- create ----------------------------------------------------------------
@@ -309,9 +307,9 @@ fn render_list(rollouts: &[RolloutSummary], now: jiff::Timestamp) -> String {
 
 /// `running/baking`, `running/progressing (frozen)`, `paused`.
 fn short_state(rollout: &RolloutSummary) -> String {
-    let mut text = rollout.state.clone();
+    let mut text = rollout.state.to_string();
     if let Some(phase) = &rollout.phase {
-        if !is_terminal(&rollout.state) {
+        if !rollout.state.is_terminal() {
             let _ = write!(text, "/{phase}");
         }
     }
@@ -324,14 +322,14 @@ fn short_state(rollout: &RolloutSummary) -> String {
 /// `running, stage 2/4 (baking)`; without the number of stages when it is
 /// not known.
 fn state_line(rollout: &RolloutSummary, stages: Option<usize>) -> String {
-    let mut text = rollout.state.replace('_', " ");
-    if let (Some(stage), false) = (rollout.stage, is_terminal(&rollout.state)) {
+    let mut text = output::words(rollout.state.as_str());
+    if let (Some(stage), false) = (rollout.stage, rollout.state.is_terminal()) {
         let _ = write!(text, ", stage {}", stage + 1);
         if let Some(stages) = stages {
             let _ = write!(text, "/{stages}");
         }
         if let Some(phase) = &rollout.phase {
-            let _ = write!(text, " ({})", phase.replace('_', " "));
+            let _ = write!(text, " ({})", output::words(phase.as_str()));
         }
     }
     if let Some(held) = &rollout.held {
@@ -433,8 +431,8 @@ fn render_status(detail: &RolloutDetail, events: &[EventView], now: jiff::Timest
     );
 
     // State line: running, stage 2/4 "ten" 10%, baking until … (in 1h12m).
-    let mut state = summary.state.replace('_', " ");
-    if let (Some(index), false) = (summary.stage, is_terminal(&summary.state)) {
+    let mut state = output::words(summary.state.as_str());
+    if let (Some(index), false) = (summary.stage, summary.state.is_terminal()) {
         let _ = write!(state, ", stage {}/{}", index + 1, detail.stages.len());
         if let Some(stage) = detail.stages.get(index) {
             let _ = write!(
@@ -445,8 +443,8 @@ fn render_status(detail: &RolloutDetail, events: &[EventView], now: jiff::Timest
             );
         }
         if let Some(phase) = &summary.phase {
-            let _ = write!(state, ", {}", phase.replace('_', " "));
-            if phase == "baking" {
+            let _ = write!(state, ", {}", output::words(phase.as_str()));
+            if *phase == Phase::Baking {
                 if let Some(until) = &detail.bake_until {
                     let _ = write!(
                         state,
@@ -456,7 +454,7 @@ fn render_status(detail: &RolloutDetail, events: &[EventView], now: jiff::Timest
                     );
                 }
             }
-            if phase == "awaiting_approval" {
+            if *phase == Phase::AwaitingApproval {
                 let _ = write!(
                     state,
                     ": sluice rollout approve {} --reason \"…\"",
@@ -572,7 +570,7 @@ fn render_status(detail: &RolloutDetail, events: &[EventView], now: jiff::Timest
         for gate in &detail.gates {
             let (outcome, when, evidence) = match &gate.latest {
                 Some(latest) => (
-                    latest.outcome.replace('_', " "),
+                    output::words(latest.outcome.as_str()),
                     output::relative(&latest.at, now),
                     latest.evidence.clone(),
                 ),
@@ -605,17 +603,10 @@ fn render_status(detail: &RolloutDetail, events: &[EventView], now: jiff::Timest
 
 /// `480 selected, 48 admitted: 40 healthy, 3 instructed, 2 failed, …`.
 fn host_counts(detail: &RolloutDetail) -> String {
-    const ORDER: [&str; 6] = sluice_api::rollout::HOST_STATES;
     let summary = &detail.summary;
     let mut parts: Vec<String> = Vec::new();
-    for state in ORDER {
-        let count = detail.hosts.get(state).copied().unwrap_or(0);
-        if count > 0 || state == "healthy" || state == "failed" {
-            parts.push(format!("{count} {state}"));
-        }
-    }
-    for (state, count) in &detail.hosts {
-        if !ORDER.contains(&state.as_str()) && *count > 0 {
+    for (state, count) in detail.hosts.iter() {
+        if count > 0 || matches!(state, HostState::Healthy | HostState::Failed) {
             parts.push(format!("{count} {state}"));
         }
     }
@@ -672,9 +663,9 @@ fn event_table(events: &[EventView]) -> Table {
 /// `✓` for a stage done, `▶` for the current one, else a space.
 fn stage_marker(summary: &RolloutSummary, index: usize) -> char {
     match summary.stage {
-        _ if summary.state == "completed" => '✓',
+        _ if summary.state == RolloutState::Completed => '✓',
         Some(current) if index < current => '✓',
-        Some(current) if index == current && !is_terminal(&summary.state) => '▶',
+        Some(current) if index == current && !summary.state.is_terminal() => '▶',
         _ => ' ',
     }
 }
@@ -716,9 +707,9 @@ fn events(args: EventsArgs) -> Result<(), Failure> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
+    use super::watch::watch_headline;
 
-    use sluice_api::rollout::{GateReadingView, GateView};
+    use sluice_api::rollout::{GateOutcome, GateReadingView, GateView, HostCounts};
 
     use super::*;
 
@@ -728,9 +719,9 @@ mod tests {
             name: "docker-17.03.1".into(),
             component: "docker-engine".into(),
             version: "17.03.1".into(),
-            state: state.into(),
+            state: state.parse().expect("a rollout state"),
             stage,
-            phase: phase.map(str::to_owned),
+            phase: phase.map(|phase| phase.parse().expect("a phase")),
             held: None,
             selected: 480,
             admitted: 48,
@@ -773,12 +764,13 @@ mod tests {
                 stage("half", 50.0, 14_400, false, 240),
                 stage("all", 100.0, 0, false, 480),
             ],
-            hosts: BTreeMap::from([
-                ("waiting".into(), 432),
-                ("instructed".into(), 6),
-                ("healthy".into(), 40),
-                ("failed".into(), 2),
-            ]),
+            hosts: HostCounts {
+                waiting: 432,
+                instructed: 6,
+                healthy: 40,
+                failed: 2,
+                ..HostCounts::default()
+            },
             in_flight: 6,
             max_in_flight: 24,
             stage_failures: 2,
@@ -796,7 +788,7 @@ mod tests {
                     consecutive: 3,
                     latest: Some(GateReadingView {
                         at: "2024-06-01T09:59:30Z".into(),
-                        outcome: "pass".into(),
+                        outcome: GateOutcome::Pass,
                         evidence: "sum(rate(container_restarts_total[5m])) = 0.1, fail if > 0.5"
                             .into(),
                     }),
@@ -882,7 +874,7 @@ mod tests {
     #[test]
     fn a_paused_and_held_rollout_says_why() {
         let mut detail = detail();
-        detail.summary.state = "paused".into();
+        detail.summary.state = RolloutState::Paused;
         detail.summary.held = Some("frozen: incident INC-42".into());
         detail.reason = Some("error rate up in sto".into());
         let text = render_status(&detail, &[], now());
@@ -946,7 +938,7 @@ mod tests {
             "r-7 docker-17.03.1: running, stage 2/4 (baking), bake ends in 1h12m · in flight 6/24 · failures 2/2"
         );
         let mut waiting = detail();
-        waiting.summary.phase = Some("awaiting_approval".into());
+        waiting.summary.phase = Some(Phase::AwaitingApproval);
         assert!(watch_headline(&waiting, now())
             .contains("(awaiting approval), approve with: sluice rollout approve r-7 --reason"));
         let labels: Vec<String> = baking

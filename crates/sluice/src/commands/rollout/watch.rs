@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use sluice_api::rollout::{EventView, RolloutDetail};
+use sluice_api::rollout::{EventView, Phase, RolloutDetail, RolloutState};
 use sluice_client::Client;
 
-use super::{extremes, is_terminal, stage_label, state_line, EventTail};
+use super::{extremes, stage_label, state_line, EventTail};
 use crate::commands::connect::Connection;
 use crate::commands::output;
 use crate::exit::Failure;
@@ -43,11 +43,11 @@ pub(super) async fn watch(
     tokio::pin!(ctrl_c);
     let mut detail = detail;
     loop {
-        if is_terminal(&detail.summary.state) {
+        if detail.summary.state.is_terminal() {
             screen.finish();
             let summary = &detail.summary;
-            return match summary.state.as_str() {
-                "completed" => {
+            return match summary.state {
+                RolloutState::Completed => {
                     eprintln!(
                         "rollout {id} completed: its {} hosts run {} {}",
                         summary.selected, summary.component, summary.version
@@ -68,7 +68,7 @@ pub(super) async fn watch(
                     });
                     Err(Failure::Failed(anyhow!(
                         "rollout {id} ended {}{}",
-                        state.replace('_', " "),
+                        output::words(state.as_str()),
                         reason
                             .map(|reason| format!(": {reason}"))
                             .unwrap_or_default()
@@ -118,14 +118,14 @@ pub(super) fn watch_headline(detail: &RolloutDetail, now: jiff::Timestamp) -> St
         summary.name,
         state_line(summary, Some(detail.stages.len()))
     );
-    if !is_terminal(&summary.state) {
-        match summary.phase.as_deref() {
-            Some("baking") => {
+    if !summary.state.is_terminal() {
+        match summary.phase {
+            Some(Phase::Baking) => {
                 if let Some(until) = &detail.bake_until {
                     let _ = write!(line, ", bake ends {}", output::relative(until, now));
                 }
             }
-            Some("awaiting_approval") => {
+            Some(Phase::AwaitingApproval) => {
                 let _ = write!(
                     line,
                     ", approve with: sluice rollout approve {} --reason \"…\"",

@@ -1,0 +1,122 @@
+//! The engine's words in the API's: the one place that knows both
+//! `sluice-core`'s rollout types and `sluice-api`'s vocabulary, so that the
+//! wire can stay put while the engine changes.
+
+use sluice_api::rollout as api;
+use sluice_core::rollout as core;
+
+pub fn rollout_state(status: &core::Status) -> api::RolloutState {
+    match status {
+        core::Status::Pending => api::RolloutState::Pending,
+        core::Status::Running { .. } => api::RolloutState::Running,
+        core::Status::Paused { .. } => api::RolloutState::Paused,
+        core::Status::Completed => api::RolloutState::Completed,
+        core::Status::Aborted => api::RolloutState::Aborted,
+        core::Status::RolledBack => api::RolloutState::RolledBack,
+    }
+}
+
+pub fn phase(phase: core::Phase) -> api::Phase {
+    match phase {
+        core::Phase::Progressing => api::Phase::Progressing,
+        core::Phase::Baking { .. } => api::Phase::Baking,
+        core::Phase::AwaitingApproval { .. } => api::Phase::AwaitingApproval,
+    }
+}
+
+pub fn host_state(state: &core::HostState) -> api::HostState {
+    match state {
+        core::HostState::Waiting => api::HostState::Waiting,
+        core::HostState::Instructed { .. } => api::HostState::Instructed,
+        core::HostState::Healthy => api::HostState::Healthy,
+        core::HostState::Failed { .. } => api::HostState::Failed,
+        core::HostState::Reverting => api::HostState::Reverting,
+        core::HostState::Reverted => api::HostState::Reverted,
+    }
+}
+
+pub fn host_counts(counts: core::HostCounts) -> api::HostCounts {
+    api::HostCounts {
+        waiting: counts.waiting,
+        instructed: counts.instructed,
+        healthy: counts.healthy,
+        failed: counts.failed,
+        reverting: counts.reverting,
+        reverted: counts.reverted,
+    }
+}
+
+pub fn gate_outcome(outcome: core::GateOutcome) -> api::GateOutcome {
+    match outcome {
+        core::GateOutcome::Pass => api::GateOutcome::Pass,
+        core::GateOutcome::Fail => api::GateOutcome::Fail,
+        core::GateOutcome::NoData => api::GateOutcome::NoData,
+    }
+}
+
+pub fn action(action: api::Action) -> core::Action {
+    match action {
+        api::Action::Start => core::Action::Start,
+        api::Action::Pause => core::Action::Pause,
+        api::Action::Resume => core::Action::Resume,
+        api::Action::Advance => core::Action::Advance,
+        api::Action::Approve => core::Action::Approve,
+        api::Action::Abort => core::Action::Abort,
+        api::Action::Rollback => core::Action::Rollback,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::Timestamp;
+
+    use super::*;
+
+    /// The engine's notion of terminal and the API's are the same states.
+    #[test]
+    fn terminal_means_the_same_on_both_sides() {
+        let statuses = [
+            core::Status::Pending,
+            core::Status::Running {
+                stage: 0,
+                phase: core::Phase::Progressing,
+            },
+            core::Status::Paused {
+                reason: "r".to_owned(),
+                stage: 0,
+                phase: core::Phase::Baking {
+                    until: Timestamp::UNIX_EPOCH,
+                },
+            },
+            core::Status::Completed,
+            core::Status::Aborted,
+            core::Status::RolledBack,
+        ];
+        for status in &statuses {
+            let state = rollout_state(status);
+            assert_eq!(state.is_terminal(), status.is_terminal(), "{status:?}");
+            assert_eq!(state.as_str(), status.name(), "{status:?}");
+        }
+        let covered: Vec<_> = statuses.iter().map(rollout_state).collect();
+        assert_eq!(covered, api::RolloutState::ALL);
+    }
+
+    #[test]
+    fn host_states_keep_their_names() {
+        let states = [
+            core::HostState::Waiting,
+            core::HostState::Instructed {
+                since: Timestamp::UNIX_EPOCH,
+            },
+            core::HostState::Healthy,
+            core::HostState::Failed {
+                reason: "r".to_owned(),
+            },
+            core::HostState::Reverting,
+            core::HostState::Reverted,
+        ];
+        for state in &states {
+            assert_eq!(host_state(state).as_str(), state.name());
+        }
+    }
+}
