@@ -6,6 +6,7 @@
 use bytes::Bytes;
 use sluice_api::agent::{CheckinRequest, ComponentReport, ReportState};
 use sluice_api::host::ImportHost;
+use sluice_api::HostId;
 
 /// The component every host runs and the benchmark's rollout changes.
 pub const COMPONENT: &str = "docker-engine";
@@ -33,12 +34,12 @@ impl Fleet {
         for i in 0..count {
             let template = &templates[i % templates.len()];
             let label = |key: &str| template.labels.get(key).map_or("x", String::as_str);
-            let id = format!(
+            let id = HostId::parse(format!(
                 "{}-{}-{}{i}.example.net",
                 label("site"),
                 label("role"),
                 label("pool")
-            );
+            ))?;
             let body = |version: &str| -> anyhow::Result<Bytes> {
                 let mut components = template.components.clone();
                 components.insert(COMPONENT.to_owned(), version.to_owned());

@@ -92,7 +92,7 @@ impl<H: HostOps> Agent<H> {
             Some(path) => AgentState::load(path)?,
             None => AgentState::default(),
         };
-        state.host = config.id.clone();
+        state.host = config.id.to_string();
         Ok(Agent {
             interval: config.interval,
             rng: fastrand::Rng::new(),

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use sluice_api::HostId;
 use toml::Spanned;
 
 /// Where the agent keeps its state unless `state_file` says otherwise.
@@ -28,7 +29,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentConfig {
     /// The host id sent with every check-in (the FQDN by default).
-    pub id: String,
+    pub id: HostId,
     /// Time between check-ins until the server names its own, jittered ±20 %.
     pub interval: Duration,
     /// Labels sent with every check-in (merged under those of `labels_cmd`).
@@ -184,9 +185,17 @@ impl FileConfig {
                         "the host id is empty; leave `id` out to use the FQDN".into(),
                     ));
                 }
-                value
+                HostId::parse(value).map_err(|error| {
+                    locate(Some(id.span()), Some("id".into()), error.to_string())
+                })?
             }
-            None => fqdn(),
+            None => HostId::parse(fqdn()).map_err(|error| {
+                locate(
+                    None,
+                    Some("id".into()),
+                    format!("the host's FQDN cannot be its id: {error}; set `id` in the config"),
+                )
+            })?,
         };
         let interval = match &raw.interval {
             Some(interval) => {
@@ -479,7 +488,7 @@ version_cmd = "cat /etc/docker/daemon.json.version"
         let config = parse("server = \"http://127.0.0.1:7070\"\n").expect("valid");
         assert_eq!(config.agent.interval, DEFAULT_INTERVAL);
         assert!(!config.agent.id.is_empty());
-        assert_eq!(config.agent.id, fqdn());
+        assert_eq!(config.agent.id.as_str(), fqdn());
     }
 
     #[test]

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use sluice_types::HostId;
+
 use crate::wire;
 
 pub use crate::vocabulary::Role;
@@ -45,7 +47,8 @@ pub struct TokenRequest {
     pub role: Role,
     /// For agent tokens: the host id the token may check in as.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, pattern = "^[A-Za-z0-9._:-]{1,253}$", min_length = 1, max_length = 253))]
+    pub host: Option<HostId>,
     /// A note on whom the token is for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use sluice_types::HostId;
+
 use crate::wire;
 
 pub use crate::vocabulary::ReportState;
@@ -12,7 +14,8 @@ wire! {
 #[serde(deny_unknown_fields)]
 pub struct CheckinRequest {
     /// The host's stable id, its FQDN.
-    pub host: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[A-Za-z0-9._:-]{1,253}$", min_length = 1, max_length = 253))]
+    pub host: HostId,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     #[serde(default)]

@@ -4,13 +4,16 @@
 use std::collections::BTreeMap;
 
 use crate::agent::ReportState;
+use sluice_types::HostId;
+
 use crate::wire;
 
 wire! {
 /// One host of a fleet file or of `POST /v1/hosts/import`.
 #[serde(deny_unknown_fields)]
 pub struct ImportHost {
-    pub id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[A-Za-z0-9._:-]{1,253}$", min_length = 1, max_length = 253))]
+    pub id: HostId,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// Component → version it runs.

@@ -17,6 +17,8 @@ pub mod host;
 pub mod rollout;
 pub mod vocabulary;
 
+pub use sluice_types::HostId;
+
 /// Derives the schema for the OpenAPI document when the `openapi` feature is on.
 macro_rules! wire {
     ($item:item) => {

@@ -37,6 +37,7 @@ use sluice_api::host::{DesiredMap, HostList, HostView, ImportHost, ImportResult}
 use sluice_api::rollout::{
     Action, Created, EventList, Reason, RolloutDetail, RolloutList, RolloutSummary,
 };
+use sluice_api::HostId;
 
 pub use error::ClientError;
 
@@ -447,14 +448,14 @@ impl Client {
     pub async fn create_token(
         &self,
         role: Role,
-        host: Option<&str>,
+        host: Option<&HostId>,
         name: Option<&str>,
     ) -> Result<TokenCreated, ClientError> {
         let request = self
             .request(Method::POST, &["v1", "tokens"], &[])
             .json(&TokenRequest {
                 role,
-                host: host.map(str::to_owned),
+                host: host.cloned(),
                 name: name.map(str::to_owned),
             });
         self.send_json(request, "POST /v1/tokens").await

@@ -190,7 +190,11 @@ async fn a_token_request_carries_role_host_and_name() {
         .build()
         .expect("client");
     let created = client
-        .create_token(Role::Agent, Some("web-1.example.net"), Some("web-1"))
+        .create_token(
+            Role::Agent,
+            Some(&"web-1.example.net".parse().expect("a host id")),
+            Some("web-1"),
+        )
         .await
         .expect("token");
     assert_eq!(created.token, "sl_abc");

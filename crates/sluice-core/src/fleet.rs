@@ -10,6 +10,8 @@
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
+pub use sluice_types::HostId;
+
 use crate::strmap::interning;
 pub use crate::strmap::StrMap;
 
@@ -21,7 +23,7 @@ pub type Labels = StrMap;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Host {
-    pub id: String,
+    pub id: HostId,
     #[serde(default)]
     pub labels: Labels,
     /// Component → the version the host runs.
@@ -32,14 +34,14 @@ pub struct Host {
 /// Why a fleet file could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
-    #[error("line {line}, column {column}: {source}; a fleet is a JSON array of {{\"id\", \"labels\", \"components\"}} objects")]
+    #[error("line {line}, column {column}: {}{source}; a fleet is a JSON array of {{\"id\", \"labels\", \"components\"}} objects", path.as_deref().map(|path| format!("{path}: ")).unwrap_or_default())]
     Json {
         line: usize,
         column: usize,
+        /// Where in the document, e.g. `[3].id`, when serde knows.
+        path: Option<String>,
         source: serde_json::Error,
     },
-    #[error("host {index}: the id is empty; give every host its FQDN")]
-    EmptyId { index: usize },
     #[error("host {index}: {id:?} appears twice (first as host {first}); host ids must be unique")]
     DuplicateId {
         index: usize,
@@ -48,33 +50,44 @@ pub enum FleetError {
     },
 }
 
-/// Parses a fleet file and checks that every host has a unique, non-empty id.
+impl FleetError {
+    /// The field at fault, as a path into the document (`[3].id`).
+    pub fn field(&self) -> Option<String> {
+        match self {
+            FleetError::Json { path, .. } => path.clone(),
+            FleetError::DuplicateId { index, .. } => Some(format!("[{index}].id")),
+        }
+    }
+}
+
+/// Parses a fleet file: every id a [`HostId`] (refused at its line and
+/// column otherwise), every id unique.
 pub fn parse_fleet(json: &[u8]) -> Result<Vec<Host>, FleetError> {
     // Interning makes the hosts share their label and component strings and
     // maps; it ends with the parse.
     let hosts: Vec<Host> = interning(|| match std::str::from_utf8(json) {
         // Checking the UTF-8 of the whole file at once is cheaper than string
         // by string; invalid UTF-8 is left to `from_slice` to locate.
-        Ok(text) => serde_json::from_str(text),
-        Err(_) => serde_json::from_slice(json),
+        Ok(text) => serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text)),
+        Err(_) => serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(json)),
     })
-    .map_err(|source| FleetError::Json {
-        line: source.line(),
-        column: source.column(),
-        source,
-    })?;
-    // Of an empty and a repeated id, the one met first in the file is reported.
-    let empty = hosts.iter().position(|host| host.id.is_empty());
-    match (empty, first_duplicate(&hosts)) {
-        (Some(index), duplicate) if duplicate.is_none_or(|(second, _)| index < second) => {
-            Err(FleetError::EmptyId { index })
+    .map_err(|error| {
+        let path = error.path().to_string();
+        let source = error.into_inner();
+        FleetError::Json {
+            line: source.line(),
+            column: source.column(),
+            path: (path != ".").then_some(path),
+            source,
         }
-        (_, Some((index, first))) => Err(FleetError::DuplicateId {
+    })?;
+    match first_duplicate(&hosts) {
+        Some((index, first)) => Err(FleetError::DuplicateId {
             index,
             first,
-            id: hosts[index].id.clone(),
+            id: hosts[index].id.to_string(),
         }),
-        (_, None) => Ok(hosts),
+        None => Ok(hosts),
     }
 }
 
@@ -133,19 +146,21 @@ mod tests {
                 "host 2: \"b\" appears twice (first as host 1); host ids must be unique",
             ),
             (
-                br#"[{"id":"a"},{"id":""},{"id":"a"},{"id":""}]"#,
-                "host 1: the id is empty; give every host its FQDN",
-            ),
-            (
-                br#"[{"id":"a"},{"id":"a"},{"id":""}]"#,
+                br#"[{"id":"a"},{"id":"a"},{"id":"b"}]"#,
                 "host 1: \"a\" appears twice (first as host 0); host ids must be unique",
             ),
         ] {
             let message = parse_fleet(fleet).expect_err("invalid").to_string();
             assert_eq!(message, error);
         }
-        let empty = parse_fleet(br#"[{"id":""}]"#).expect_err("empty");
-        assert!(empty.to_string().contains("host 0: the id is empty"));
+        let empty = parse_fleet(b"[{\"id\":\"a\"},\n {\"id\":\"\"}]").expect_err("empty");
+        assert_eq!(empty.field().as_deref(), Some("[1].id"));
+        let message = empty.to_string();
+        assert!(
+            message.starts_with("line 2, ")
+                && message.contains(": [1].id: \"\" is not a host id; use the host's FQDN"),
+            "{message}"
+        );
         let unknown = parse_fleet(br#"[{"id":"a","lables":{}}]"#).expect_err("unknown");
         assert!(
             unknown.to_string().contains("unknown field `lables`"),

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use expect_test::{expect, Expect};
 use sluice_core::duration::Duration;
-use sluice_core::fleet::{Host, Labels};
+use sluice_core::fleet::{Host, HostId, Labels};
 use sluice_core::percent::{Amount, Percent};
 use sluice_core::plan::{Gates, OnFailure, Plan, Stage, Strategy};
 use sluice_core::selection::{preview, stratify, Preview};
@@ -78,7 +78,7 @@ fn fleet(groups: &[(&str, usize)]) -> Vec<Host> {
         };
         for n in 1..=*count {
             hosts.push(Host {
-                id: format!("{stem}-{n}.example.net"),
+                id: HostId::parse(format!("{stem}-{n}.example.net")).expect("a host id"),
                 labels: labels.clone(),
                 components: Default::default(),
             });
@@ -162,7 +162,7 @@ fn check(hosts: &[Host], plan: &Plan, expected: Expect) {
 fn admitted_ids(preview: &Preview, hosts: &[Host], stage: usize) -> Vec<String> {
     preview
         .admitted(stage)
-        .map(|index| hosts[index as usize].id.clone())
+        .map(|index| hosts[index as usize].id.to_string())
         .collect()
 }
 
@@ -563,7 +563,7 @@ fn a_million_hosts() {
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
             Host {
-                id: format!("{site}-{role}-{n}.example.net"),
+                id: HostId::parse(format!("{site}-{role}-{n}.example.net")).expect("a host id"),
                 labels,
                 components: Default::default(),
             }

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::prelude::*;
 use proptest::sample::subsequence;
 use sluice_core::duration::Duration;
-use sluice_core::fleet::{Host, Labels};
+use sluice_core::fleet::{Host, HostId, Labels};
 use sluice_core::hash::rank;
 use sluice_core::percent::{Amount, Percent};
 use sluice_core::plan::{Gates, OnFailure, Plan, Stage, Strategy as Spreading};
@@ -111,7 +111,7 @@ fn fleet() -> impl Strategy<Value = Vec<Host>> {
 
 fn host(id: String, labels: Labels) -> Host {
     Host {
-        id,
+        id: HostId::parse(id).expect("a host id"),
         labels,
         components: Default::default(),
     }
@@ -231,7 +231,7 @@ impl Model {
                 .iter()
                 .map(|name| host.labels.get(name).unwrap_or_default().to_owned())
                 .collect();
-            groups.entry(key).or_default().push(host.id.clone());
+            groups.entry(key).or_default().push(host.id.to_string());
         }
         let strata = groups
             .into_iter()
@@ -265,7 +265,7 @@ impl Model {
 fn admitted_ids(preview: &Preview, hosts: &[Host], stage: usize) -> Vec<String> {
     preview
         .admitted(stage)
-        .map(|index| hosts[index as usize].id.clone())
+        .map(|index| hosts[index as usize].id.to_string())
         .collect()
 }
 

@@ -20,7 +20,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
 
     async fn from_request(request: Request, state: &S) -> Result<Json<T>, ApiError> {
         let bytes = body_bytes(request, state).await?;
-        serde_json::from_slice(&bytes).map(Json).map_err(json_error)
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&bytes))
+            .map(Json)
+            .map_err(json_error)
     }
 }
 
@@ -72,11 +74,22 @@ fn body_error(rejection: BytesRejection) -> ApiError {
     }
 }
 
-/// Turns a JSON error into a 400 naming where it is and, when serde says,
-/// which field.
-pub fn json_error(error: serde_json::Error) -> ApiError {
-    let text = error.to_string();
-    let field = field_of(&text);
+/// Turns a JSON error into a 400 naming where it is and which field: the
+/// path to the value at fault (`components.c.version`), or the field serde
+/// names (a missing or unknown one) inside the object at that path.
+pub fn json_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = error.path().to_string();
+    let text = error.into_inner().to_string();
+    let field = match (field_of(&text), path.as_str()) {
+        (Some(field), ".") => Some(field),
+        // An unknown field is in the path already, a missing one is not.
+        (Some(field), path) if path == field || path.ends_with(&format!(".{field}")) => {
+            Some(path.to_owned())
+        }
+        (Some(field), path) => Some(format!("{path}.{field}")),
+        (None, ".") => None,
+        (None, path) => Some(path.to_owned()),
+    };
     let message = format!("invalid JSON body: {text}");
     match field {
         Some(field) => ApiError::bad_field(field, message),

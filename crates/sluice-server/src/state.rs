@@ -278,7 +278,7 @@ mod tests {
         };
         let state = AppState::new(parts, store.clone());
         let checkin = CheckinRequest {
-            host: "a".to_owned(),
+            host: "a".parse().expect("a host id"),
             labels: Default::default(),
             components: [(
                 "docker-engine".to_owned(),

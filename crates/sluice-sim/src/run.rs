@@ -291,7 +291,7 @@ impl<'a> Sim<'a> {
         for (host, entry) in hosts.iter().enumerate() {
             let version = entry.components.get(component).map(str::to_owned);
             let sighting = Sighting {
-                id: entry.id.clone(),
+                id: entry.id.to_string(),
                 labels: entry.labels.clone(),
                 version: version.clone(),
             };
@@ -367,7 +367,7 @@ impl<'a> Sim<'a> {
             }),
         });
         let sighting = Sighting {
-            id: entry.id.clone(),
+            id: entry.id.to_string(),
             labels: entry.labels.clone(),
             version: version_name,
         };

@@ -12,6 +12,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sluice_api::agent::{CheckinRequest, ComponentReport, ReportState};
+use sluice_api::HostId;
 use sluice_client::Client;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
@@ -597,7 +598,7 @@ fn watch_follows_a_rollout_to_completion() {
     let hosts: Vec<serde_json::Value> = serde_json::from_str(FLEET).expect("fleet");
     let checkin = |host: &serde_json::Value, version: &str| {
         let request = CheckinRequest {
-            host: host["id"].as_str().unwrap_or_default().to_owned(),
+            host: HostId::parse(host["id"].as_str().unwrap_or_default()).expect("a host id"),
             labels: serde_json::from_value(host["labels"].clone()).unwrap_or_default(),
             components: [(
                 "docker-engine".to_owned(),
@@ -791,4 +792,46 @@ fn unusable_tls_files_are_invalid_input_naming_the_flag() {
         .expect("running sluice server"))
     .exits(2);
     assert!(alone.stderr().contains("--tls-key"), "{}", alone.stderr());
+}
+
+/// `plan preview --fleet` and `hosts import` read fleet files with one
+/// parser: they refuse exactly the same files, with the same message.
+#[test]
+fn preview_and_import_refuse_exactly_the_same_fleets() {
+    let server = TestServer::start();
+    let plan = server.write("preview.yaml", PLAN);
+    let cases = [
+        ("[{\"id\": \"a b.example.net\"}]", "is not a host id"),
+        ("[{\"id\": \"\"}]", "is not a host id"),
+        ("[{\"id\": \"a/b\"}]", "is not a host id"),
+        ("[{\"id\": \"a\"}, {\"id\": \"a\"}]", "appears twice"),
+        ("[{\"id\": \"a\", \"colour\": \"red\"}]", "unknown field"),
+    ];
+    for (index, (fleet, expected)) in cases.into_iter().enumerate() {
+        let file = server.write(&format!("bad-{index}.json"), fleet);
+        let preview =
+            server.sluice(&["plan", "preview", "-f", path(&plan), "--fleet", path(&file)]);
+        let import = server.sluice(&["hosts", "import", path(&file)]);
+        for (what, run) in [("preview", &preview), ("import", &import)] {
+            assert_eq!(
+                run.0.status.code(),
+                Some(2),
+                "{what} of {fleet}: {}",
+                run.stderr()
+            );
+            assert!(
+                run.stderr().contains(expected),
+                "{what} of {fleet}: {}",
+                run.stderr()
+            );
+        }
+    }
+    let good = server.write(
+        "good.json",
+        "[{\"id\": \"fe80::1\"}, {\"id\": \"web_1.example.net\"}]",
+    );
+    server
+        .sluice(&["plan", "preview", "-f", path(&plan), "--fleet", path(&good)])
+        .ok();
+    server.sluice(&["hosts", "import", path(&good)]).ok();
 }

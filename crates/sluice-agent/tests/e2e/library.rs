@@ -10,6 +10,7 @@ use sluice_agent::{Agent, AgentConfig, ComponentConfig, Desired, Failure, HostOp
 use sluice_api::admin::Role;
 use sluice_api::agent::ReportState;
 use sluice_api::rollout::RolloutState;
+use sluice_api::HostId;
 use tokio::sync::watch;
 
 use crate::harness::{wait_for, Server};
@@ -61,7 +62,7 @@ async fn many_simulated_agents_share_one_pool_and_follow_a_rollout() {
     let mut agents = tokio::task::JoinSet::new();
     let mut hosts = Vec::new();
     for i in 0..AGENTS {
-        let id = format!("sim-{i:02}.test");
+        let id = HostId::parse(format!("sim-{i:02}.test")).expect("a host id");
         let token = admin
             .create_token(Role::Agent, Some(&id), None)
             .await
@@ -73,7 +74,7 @@ async fn many_simulated_agents_share_one_pool_and_follow_a_rollout() {
             version: Mutex::new("1.0".into()),
             applies: Mutex::new(Vec::new()),
         });
-        hosts.push((id.clone(), Arc::clone(&host)));
+        hosts.push((id.to_string(), Arc::clone(&host)));
         let config = AgentConfig {
             id,
             interval: Duration::from_secs(1),

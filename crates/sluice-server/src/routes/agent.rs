@@ -53,7 +53,6 @@ pub async fn checkin(
 }
 
 fn validate(request: &CheckinRequest) -> Result<(), ApiError> {
-    validate_host_id(&request.host, "host")?;
     if request.labels.len() > MAX_LABELS {
         return Err(ApiError::bad_field(
             "labels",
@@ -94,25 +93,6 @@ fn validate(request: &CheckinRequest) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// A host id: its FQDN, 1 to 253 letters, digits, `.`, `-`, `_` or `:`.
-pub fn validate_host_id(id: &str, field: &str) -> Result<(), ApiError> {
-    let valid = !id.is_empty()
-        && id.len() <= 253
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'));
-    if valid {
-        Ok(())
-    } else {
-        Err(ApiError::bad_field(
-            field,
-            format!(
-                "{id:?} is not a host id; use the host's FQDN: 1 to 253 letters, digits, '.', '-', '_' or ':'"
-            ),
-        ))
-    }
-}
-
 fn validate_name(text: &str, field: &str, what: &str, max: usize) -> Result<(), ApiError> {
     let valid = !text.is_empty()
         && text.chars().count() <= max
@@ -124,18 +104,5 @@ fn validate_name(text: &str, field: &str, what: &str, max: usize) -> Result<(), 
             field,
             format!("{text:?} is not {what}; write 1 to {max} characters without spaces"),
         ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_ids_are_fqdns() {
-        assert!(validate_host_id("sto-playlist-a1.example.net", "host").is_ok());
-        assert!(validate_host_id("", "host").is_err());
-        assert!(validate_host_id("a/b", "host").is_err());
-        assert!(validate_host_id("a b", "host").is_err());
     }
 }

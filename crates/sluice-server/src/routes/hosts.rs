@@ -14,7 +14,6 @@ use sluice_core::selector::Selector;
 use crate::auth::{Caller, Need};
 use crate::error::ApiError;
 use crate::extract::{Body, Path, Query};
-use crate::routes::agent::validate_host_id;
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -138,11 +137,13 @@ pub async fn import(
     Body(body): Body,
 ) -> Result<axum::Json<ImportResult>, ApiError> {
     caller.require(Need::Admin)?;
-    let hosts = parse_fleet(&body)
-        .map_err(|error| ApiError::bad_request(format!("invalid fleet: {error}")))?;
-    for (index, host) in hosts.iter().enumerate() {
-        validate_host_id(&host.id, &format!("[{index}].id"))?;
-    }
+    let hosts = parse_fleet(&body).map_err(|error| {
+        let message = format!("invalid fleet: {error}");
+        match error.field() {
+            Some(field) => ApiError::bad_field(field, message),
+            None => ApiError::bad_request(message),
+        }
+    })?;
     let actor = caller.actor().to_owned();
     let (result, pending) =
         state.change(|world, now, writes| world.import(hosts, &actor, now, writes));

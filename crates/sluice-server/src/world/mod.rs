@@ -19,7 +19,7 @@ use sluice_api::admin::FreezeView;
 use sluice_api::agent::{CheckinRequest, CheckinResponse, ReportState};
 use sluice_api::host::ImportResult;
 use sluice_api::rollout::RolloutSummary;
-use sluice_core::fleet::{Host, Labels};
+use sluice_core::fleet::{Host, HostId, Labels};
 use sluice_core::plan::Plan;
 use sluice_core::rollout::{
     EventKind, Fed, Freeze, GateResult, Health, HostReport, HostState, Input, Outcome, Rejected,
@@ -230,7 +230,7 @@ fn record(
 /// Everything the server holds in memory.
 #[derive(Debug, Default)]
 pub struct World {
-    hosts: BTreeMap<String, HostEntry>,
+    hosts: BTreeMap<HostId, HostEntry>,
     components: BTreeMap<String, ComponentEntry>,
     /// Oldest first.
     rollouts: Vec<RolloutEntry>,
@@ -253,8 +253,10 @@ impl World {
         };
         for host in loaded.hosts {
             let last_seen = host.last_seen.as_deref().and_then(parse_timestamp);
+            let id = HostId::parse(host.id)
+                .map_err(|error| anyhow::anyhow!("the hosts row of a stored host: {error}"))?;
             world.hosts.insert(
-                host.id,
+                id,
                 HostEntry {
                     labels: to_labels(&host.labels),
                     last_seen,
@@ -400,7 +402,7 @@ impl World {
     /// Feeds every known host, then the freeze, to rollout `index`: hosts
     /// it does not know yet join it.
     fn feed_inventory(&mut self, index: usize, now: Timestamp, writes: &mut Vec<Write>) {
-        let ids: Vec<String> = self.hosts.keys().cloned().collect();
+        let ids: Vec<HostId> = self.hosts.keys().cloned().collect();
         self.feed_hosts(index, &ids, now, writes);
     }
 
@@ -408,7 +410,7 @@ impl World {
     fn feed_hosts(
         &mut self,
         index: usize,
-        ids: &[String],
+        ids: &[HostId],
         now: Timestamp,
         writes: &mut Vec<Write>,
     ) {
@@ -419,7 +421,7 @@ impl World {
             .filter_map(|id| {
                 let host = hosts.get(id)?;
                 Some(Sighting {
-                    id: id.clone(),
+                    id: id.to_string(),
                     labels: host.labels.clone(),
                     version: host.components.get(&component).map(|c| c.version.clone()),
                 })
@@ -492,7 +494,7 @@ impl World {
         if relabelled || stale {
             host.saved_seen = Some(now);
             writes.push(Write::Host(HostRecord {
-                id: id.clone(),
+                id: id.to_string(),
                 labels: request.labels.clone(),
                 last_seen: Some(rfc3339(now)),
             }));
@@ -507,7 +509,7 @@ impl World {
             };
             if self.set_reported(id, component, reported.clone()) {
                 writes.push(Write::HostComponent(HostComponentRecord {
-                    host: id.clone(),
+                    host: id.to_string(),
                     component: component.clone(),
                     version: reported.version,
                     state: reported.state.map(|s| s.as_str().to_owned()),
@@ -521,7 +523,7 @@ impl World {
                 .components
                 .get(&self.rollouts[index].rollout.plan().component);
             let sighting = Sighting {
-                id: id.clone(),
+                id: id.to_string(),
                 labels: labels.clone(),
                 version: report.map(|r| r.version.clone()),
             };
@@ -550,7 +552,7 @@ impl World {
             if host.last_seen != host.saved_seen {
                 host.saved_seen = host.last_seen;
                 writes.push(Write::Host(HostRecord {
-                    id: id.clone(),
+                    id: id.to_string(),
                     labels: from_labels(&host.labels),
                     last_seen: host.last_seen.map(rfc3339),
                 }));
@@ -778,7 +780,7 @@ impl World {
             }
             entry.saved_seen = entry.last_seen;
             writes.push(Write::Host(HostRecord {
-                id: host.id.clone(),
+                id: host.id.to_string(),
                 labels: from_labels(&host.labels),
                 last_seen: entry.last_seen.map(rfc3339),
             }));
@@ -798,7 +800,7 @@ impl World {
                 };
                 if self.set_reported(&host.id, component, reported) {
                     writes.push(Write::HostComponent(HostComponentRecord {
-                        host: host.id.clone(),
+                        host: host.id.to_string(),
                         component: component.to_string(),
                         version: version.to_string(),
                         state: None,

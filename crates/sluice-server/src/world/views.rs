@@ -233,7 +233,7 @@ impl World {
                 versions.insert(component, serde_json::Value::String(desired.version));
             }
             hostvars.insert(
-                id.clone(),
+                id.to_string(),
                 serde_json::json!({
                     "sluice_labels": from_labels(&entry.labels),
                     "sluice_desired": versions,

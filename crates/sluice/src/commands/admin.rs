@@ -3,6 +3,7 @@
 
 use clap::{Args, Subcommand, ValueEnum};
 use sluice_api::admin::{ComponentView, FreezeView, Role, StableChange, StableRequest};
+use sluice_api::HostId;
 
 use crate::commands::connect::{block_on, require_reason, ConnectArgs};
 use crate::commands::output::{self, print_json, print_text, OutputArgs, Table};
@@ -113,7 +114,7 @@ pub struct TokenCreateArgs {
     role: RoleArg,
     /// For an agent token: the host id (FQDN) it may check in as
     #[arg(long, value_name = "HOST")]
-    host: Option<String>,
+    host: Option<HostId>,
     /// A note on whom the token is for
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
@@ -344,7 +345,7 @@ fn create_token(args: TokenCreateArgs) -> Result<(), Failure> {
     let (client, connection) = args.connect.connect()?;
     block_on(async move {
         let created = client
-            .create_token(args.role.into(), args.host.as_deref(), args.name.as_deref())
+            .create_token(args.role.into(), args.host.as_ref(), args.name.as_deref())
             .await
             .map_err(|error| connection.failure("creating a token", error))?;
         if args.output.json() {

@@ -1,6 +1,5 @@
 //! `sluice hosts list` and `sluice hosts import`: the server's inventory.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
@@ -8,8 +7,9 @@ use sluice_api::host::{HostView, ImportHost, ImportResult};
 use sluice_client::HostQuery;
 use sluice_core::selector::Selector;
 
-use crate::commands::connect::{block_on, io_reason, ConnectArgs};
+use crate::commands::connect::{block_on, ConnectArgs};
 use crate::commands::output::{self, plural, print_json, print_text, OutputArgs, Table};
+use crate::commands::plan::load_fleet;
 use crate::exit::Failure;
 
 #[derive(Debug, Subcommand)]
@@ -225,41 +225,24 @@ fn import(args: ImportArgs) -> Result<(), Failure> {
     })
 }
 
-/// Reads a fleet file, with the line and column of a JSON problem, and
-/// refuses empty or repeated host ids before anything is sent.
+/// Reads a fleet file with the parser `plan preview --fleet` and the server
+/// use, so that the same files are refused here, there and before anything
+/// is sent, and turns it into the wire's hosts.
 fn read_fleet(path: &Path) -> Result<Vec<ImportHost>, Failure> {
-    let bytes = std::fs::read(path).map_err(|error| {
-        Failure::invalid(format!(
-            "cannot read fleet file {}: {}",
-            path.display(),
-            io_reason(&error)
-        ))
-    })?;
-    let hosts: Vec<ImportHost> = serde_json::from_slice(&bytes).map_err(|error| {
-        Failure::invalid(format!(
-            "{}:{}:{}: {error}; a fleet is a JSON array of {{\"id\", \"labels\", \"components\"}} objects",
-            path.display(),
-            error.line(),
-            error.column()
-        ))
-    })?;
-    let mut seen: HashMap<&str, usize> = HashMap::with_capacity(hosts.len());
-    for (index, host) in hosts.iter().enumerate() {
-        if host.id.trim().is_empty() {
-            return Err(Failure::invalid(format!(
-                "{}: host {index}: the id is empty; give every host its FQDN",
-                path.display()
-            )));
-        }
-        if let Some(first) = seen.insert(host.id.as_str(), index) {
-            return Err(Failure::invalid(format!(
-                "{}: host {index}: {:?} appears twice (first as host {first}); host ids must be unique",
-                path.display(),
-                host.id
-            )));
-        }
-    }
-    Ok(hosts)
+    let hosts = load_fleet(path)?;
+    let pairs = |map: &sluice_core::strmap::StrMap| {
+        map.iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect()
+    };
+    Ok(hosts
+        .into_iter()
+        .map(|host| ImportHost {
+            labels: pairs(&host.labels),
+            components: pairs(&host.components),
+            id: host.id,
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -332,7 +315,7 @@ mod tests {
             std::fs::write(&path, text).expect("writing");
             match read_fleet(&path) {
                 Ok(hosts) => format!("ok {}", hosts.len()),
-                Err(Failure::Invalid(error)) => error.to_string(),
+                Err(Failure::Invalid(error)) => format!("{error:#}"),
                 Err(Failure::Failed(error)) => format!("failed: {error}"),
             }
         };
@@ -345,13 +328,13 @@ mod tests {
         );
         let typo = check("typo.json", "[\n  {\"id\": \"a\", \"lables\": {}}\n]");
         assert!(
-            typo.contains("typo.json:2:") && typo.contains("unknown field `lables`"),
+            typo.contains("typo.json: line 2, ") && typo.contains("unknown field `lables`"),
             "{typo}"
         );
         let twice = check("twice.json", r#"[{"id": "a"}, {"id": "a"}]"#);
         assert!(twice.contains("\"a\" appears twice"), "{twice}");
         let missing = match read_fleet(&dir.path().join("missing.json")) {
-            Err(Failure::Invalid(error)) => error.to_string(),
+            Err(Failure::Invalid(error)) => format!("{error:#}"),
             other => format!("{other:?}"),
         };
         assert!(missing.contains("no such file or directory"), "{missing}");

@@ -9,6 +9,7 @@ use sluice_core::fleet::{parse_fleet, Host};
 use sluice_core::plan::{parse_plan, Plan};
 use sluice_core::selection::preview;
 
+use crate::commands::connect::io_reason;
 use crate::exit::Failure;
 
 #[derive(Debug, Subcommand)]
@@ -108,9 +109,13 @@ pub fn load_plan(path: &Path) -> Result<Plan, Failure> {
 
 /// Reads a fleet file.
 pub fn load_fleet(path: &Path) -> Result<Vec<Host>, Failure> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("reading fleet file {}", path.display()))
-        .map_err(Failure::Invalid)?;
+    let bytes = std::fs::read(path).map_err(|error| {
+        Failure::invalid(format!(
+            "cannot read fleet file {}: {}",
+            path.display(),
+            io_reason(&error)
+        ))
+    })?;
     parse_fleet(&bytes)
         .with_context(|| format!("fleet file {}", path.display()))
         .map_err(Failure::Invalid)

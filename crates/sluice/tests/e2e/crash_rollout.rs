@@ -74,7 +74,7 @@ async fn rollout_state_survives_sigkill_without_exceeding_quotas() {
     );
     let stratum_of: HashMap<String, String> = selected
         .iter()
-        .map(|host| (host.id.clone(), stratum_key(host)))
+        .map(|host| (host.id.to_string(), stratum_key(host)))
         .collect();
 
     let id = sandbox
@@ -186,7 +186,7 @@ async fn play(client: Client, hosts: Arc<Vec<ImportHost>>, agents: Arc<Agents>, 
         let mut round: Vec<usize> = {
             let upgraded = agents.upgraded.lock().expect("agents");
             (0..hosts.len())
-                .filter(|&i| !upgraded.contains(&hosts[i].id))
+                .filter(|&i| !upgraded.contains(hosts[i].id.as_str()))
                 .collect()
         };
         if round.is_empty() {
@@ -219,12 +219,20 @@ async fn play(client: Client, hosts: Arc<Vec<ImportHost>>, agents: Arc<Agents>, 
 
 /// One host's check-in; true if it was told the target for the first time.
 async fn play_host(client: &Client, host: &ImportHost, agents: &Agents) -> bool {
-    let upgraded = agents.upgraded.lock().expect("agents").contains(&host.id);
+    let upgraded = agents
+        .upgraded
+        .lock()
+        .expect("agents")
+        .contains(host.id.as_str());
     let running = if upgraded { TARGET } else { OLD_VERSION };
     let answer = checkin_retrying(client, &report(host, running, ReportState::Ok)).await;
     match desired(&answer) {
         Some(TARGET) if !upgraded => {
-            agents.told.lock().expect("agents").push(host.id.clone());
+            agents
+                .told
+                .lock()
+                .expect("agents")
+                .push(host.id.to_string());
             // Apply, then report the result.
             let answer = checkin_retrying(client, &report(host, TARGET, ReportState::Ok)).await;
             if desired(&answer) != Some(TARGET) {
@@ -238,7 +246,7 @@ async fn play_host(client: &Client, host: &ImportHost, agents: &Agents) -> bool 
                 .upgraded
                 .lock()
                 .expect("agents")
-                .insert(host.id.clone());
+                .insert(host.id.to_string());
             true
         }
         Some(TARGET) => false,

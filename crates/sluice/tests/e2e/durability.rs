@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use sluice_api::agent::ReportState;
 use sluice_api::host::ImportHost;
+use sluice_api::HostId;
 use tokio::sync::Notify;
 
 use crate::fleet::{for_each_concurrent, report, Rng, COMPONENT, WORKERS};
@@ -47,7 +48,7 @@ async fn acknowledged_checkins_survive_sigkill() {
     let mut sandbox = Sandbox::start().await;
     let hosts: Vec<ImportHost> = (0..WORKERS * HOSTS_PER_TASK)
         .map(|i| ImportHost {
-            id: format!("durable-{i:04}.sto.example.net"),
+            id: HostId::parse(format!("durable-{i:04}.sto.example.net")).expect("a host id"),
             labels: [("role".to_owned(), format!("r{}", i % 7))].into(),
             components: [(COMPONENT.to_owned(), version(0))].into(),
         })
@@ -83,7 +84,7 @@ async fn acknowledged_checkins_survive_sigkill() {
                             .sent
                             .lock()
                             .expect("ledger")
-                            .insert(host.id.clone(), number);
+                            .insert(host.id.to_string(), number);
                         ledger.in_flight.fetch_add(1, Ordering::SeqCst);
                         let answer = client.checkin(&request).await;
                         ledger.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -93,7 +94,7 @@ async fn acknowledged_checkins_survive_sigkill() {
                                     .acknowledged
                                     .lock()
                                     .expect("ledger")
-                                    .entry(host.id.clone())
+                                    .entry(host.id.to_string())
                                     .or_default()
                                     .push(number);
                                 if ledger.acks.fetch_add(1, Ordering::SeqCst) + 1 == kill_after {
@@ -133,7 +134,7 @@ async fn acknowledged_checkins_survive_sigkill() {
 
     sandbox.restart().await;
     let client = sandbox.client().clone();
-    let ids: Vec<String> = hosts.iter().map(|host| host.id.clone()).collect();
+    let ids: Vec<String> = hosts.iter().map(|host| host.id.to_string()).collect();
     let views = for_each_concurrent(ids.len(), WORKERS, {
         let ids = ids.clone();
         move |i| {

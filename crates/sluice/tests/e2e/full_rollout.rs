@@ -16,6 +16,7 @@ use std::sync::Arc;
 use sluice_api::agent::{CheckinRequest, CheckinResponse, ReportState};
 use sluice_api::host::ImportHost;
 use sluice_api::rollout::{Phase, RolloutDetail, RolloutState};
+use sluice_api::HostId;
 use sluice_client::Client;
 
 use crate::fleet::{
@@ -93,7 +94,7 @@ impl Sim {
                     *i < self.selected,
                     "{id} does not match the selector and was told {TARGET}"
                 );
-                self.told.insert(id.clone());
+                self.told.insert(id.to_string());
             }
             self.desired[*i] = version;
         }
@@ -415,7 +416,7 @@ async fn each_stage_admits_exactly_its_preview_pause_holds_rollback_reverts() {
         let host = &sim.hosts[i].id;
         let told = &answer.components[COMPONENT];
         assert_eq!(told.version, OLD_VERSION, "{host} after the rollback");
-        if admitted.contains(host) {
+        if admitted.contains(host.as_str()) {
             assert_eq!(told.rollout.as_deref(), Some(id.as_str()), "{host}");
         }
     }
@@ -455,7 +456,7 @@ async fn each_stage_admits_exactly_its_preview_pause_holds_rollback_reverts() {
         let host = &sim.hosts[i].id;
         let told = &answer.components[COMPONENT];
         assert_eq!(told.version, OLD_VERSION, "{host} after the restart");
-        if admitted.contains(host) {
+        if admitted.contains(host.as_str()) {
             assert_eq!(told.rollout.as_deref(), Some(id.as_str()), "{host}");
         }
     }
@@ -552,7 +553,7 @@ async fn a_site_scoped_rollout_completes_without_touching_another_site() {
         assert_eq!(desired(&answer), Some(TARGET), "{}", sim.hosts[i].id);
     }
     let joiner = |id: &str, role: &str, site: &str| ImportHost {
-        id: id.to_owned(),
+        id: HostId::parse(id).expect("a host id"),
         labels: [("role", role), ("site", site)]
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .into(),
