@@ -15,7 +15,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
 use sluice_api::admin::Role;
-use sluice_store::TokenRecord;
+use sluice_store::{TokenRecord, TokenRole};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -39,10 +39,7 @@ pub struct Tokens {
 
 impl Tokens {
     pub fn insert(&self, record: &TokenRecord) {
-        let Some(role) = parse_role(&record.role) else {
-            tracing::warn!(role = %record.role, "ignoring a stored token with an unknown role");
-            return;
-        };
+        let role = wire_role(record.role);
         let actor = match &record.name {
             Some(name) if !name.trim().is_empty() => name.clone(),
             _ => format!(
@@ -89,14 +86,24 @@ pub fn role_name(role: Role) -> &'static str {
     }
 }
 
-pub fn parse_role(name: &str) -> Option<Role> {
-    Some(match name {
-        "agent" => Role::Agent,
-        "viewer" => Role::Viewer,
-        "operator" => Role::Operator,
-        "admin" => Role::Admin,
-        _ => return None,
-    })
+/// A stored role on the wire.
+pub fn wire_role(role: TokenRole) -> Role {
+    match role {
+        TokenRole::Agent => Role::Agent,
+        TokenRole::Viewer => Role::Viewer,
+        TokenRole::Operator => Role::Operator,
+        TokenRole::Admin => Role::Admin,
+    }
+}
+
+/// A wire role as the store keeps it.
+pub fn stored_role(role: Role) -> TokenRole {
+    match role {
+        Role::Agent => TokenRole::Agent,
+        Role::Viewer => TokenRole::Viewer,
+        Role::Operator => TokenRole::Operator,
+        Role::Admin => TokenRole::Admin,
+    }
 }
 
 /// SHA-256 of a secret, lowercase hex.

@@ -243,12 +243,12 @@ mod tests {
             self.gate
                 .acquire()
                 .await
-                .map_err(|e| StoreError::Write(e.to_string()))?
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?
                 .forget();
             let mut failures = self.failures.lock().expect("lock");
             if *failures > 0 {
                 *failures -= 1;
-                return Err(StoreError::Write("disk full".to_owned()));
+                return Err(StoreError::Refused("a constraint failed".to_owned()));
             }
             self.batches.lock().expect("lock").push(batch.to_vec());
             Ok(())

@@ -13,13 +13,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum_server::tls_rustls::RustlsConfig;
 use sluice_store::sqlite::SqliteStore;
-use sluice_store::{Store, TokenRecord, Write};
+use sluice_store::{Store, TokenRecord, TokenRole, Write};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::auth::{hash_secret, new_secret, Tokens};
-use crate::clock::rfc3339;
 use crate::commit::Committer;
 use crate::config::{Config, TlsFiles};
 use crate::controller::{self, Settings};
@@ -205,10 +204,10 @@ async fn first_admin_token(state: &AppState, data_dir: &Path) -> anyhow::Result<
     let (record, pending) = state.change(|_, now, writes| {
         let record = TokenRecord {
             hash: hash_secret(&secret),
-            role: "admin".to_owned(),
+            role: TokenRole::Admin,
             host: None,
             name: Some("admin".to_owned()),
-            created_at: rfc3339(now),
+            created_at: now,
         };
         writes.push(Write::Token(record.clone()));
         record

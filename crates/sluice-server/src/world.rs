@@ -31,10 +31,10 @@ use sluice_core::selection::stage_quota;
 use sluice_core::selector::Selector;
 use sluice_store::{
     ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, Loaded, NewEvent,
-    RolloutRecord, Write,
+    ReportedState, RolloutRecord, Write,
 };
 
-use crate::clock::{parse_timestamp, rfc3339};
+use crate::clock::rfc3339;
 use crate::error::ApiError;
 use crate::metrics::Gauges;
 use crate::persist;
@@ -131,12 +131,21 @@ pub fn report_state_name(state: ReportState) -> &'static str {
     STATE_NAMES[state_slot(Some(state))]
 }
 
-fn parse_report_state(name: &str) -> Option<ReportState> {
-    match name {
-        "ok" => Some(ReportState::Ok),
-        "applying" => Some(ReportState::Applying),
-        "failed" => Some(ReportState::Failed),
-        _ => None,
+/// A wire state as the store keeps it.
+fn stored_state(state: ReportState) -> ReportedState {
+    match state {
+        ReportState::Ok => ReportedState::Ok,
+        ReportState::Applying => ReportedState::Applying,
+        ReportState::Failed => ReportedState::Failed,
+    }
+}
+
+/// A stored state on the wire.
+fn wire_state(state: ReportedState) -> ReportState {
+    match state {
+        ReportedState::Ok => ReportState::Ok,
+        ReportedState::Applying => ReportState::Applying,
+        ReportedState::Failed => ReportState::Failed,
     }
 }
 
@@ -187,8 +196,8 @@ impl RolloutEntry {
             state: self.rollout.status().name().to_owned(),
             plan: self.source.clone(),
             header: persist::header_value(&self.rollout),
-            created_at: rfc3339(self.rollout.created_at()),
-            updated_at: rfc3339(self.updated_at),
+            created_at: self.rollout.created_at(),
+            updated_at: self.updated_at,
         }
     }
 
@@ -298,7 +307,7 @@ impl World {
             ..World::default()
         };
         for host in loaded.hosts {
-            let last_seen = host.last_seen.as_deref().and_then(parse_timestamp);
+            let last_seen = host.last_seen;
             world.hosts.insert(
                 host.id,
                 HostEntry {
@@ -312,9 +321,9 @@ impl World {
         for record in loaded.host_components {
             let reported = Reported {
                 version: record.version,
-                state: record.state.as_deref().and_then(parse_report_state),
+                state: record.state.map(wire_state),
                 message: record.message,
-                at: parse_timestamp(&record.at).unwrap_or(Timestamp::UNIX_EPOCH),
+                at: record.at,
             };
             world.set_reported(&record.host, &record.component, reported);
         }
@@ -337,7 +346,7 @@ impl World {
         for record in rollouts {
             let hosts = records.remove(&record.id).unwrap_or_default();
             let rollout = persist::restore(&record.id, &record.plan, &record.header, hosts)?;
-            let updated_at = parse_timestamp(&record.updated_at).unwrap_or(rollout.created_at());
+            let updated_at = record.updated_at;
             world.next_seq = world.next_seq.max(id_number(&record.id).unwrap_or(0) + 1);
             world.insert_rollout(RolloutEntry::new(rollout, record.plan, updated_at));
         }
@@ -495,7 +504,7 @@ impl World {
             writes.push(Write::Host(HostRecord {
                 id: id.clone(),
                 labels: request.labels.clone(),
-                last_seen: Some(rfc3339(now)),
+                last_seen: Some(now),
             }));
         }
         let labels = host.labels.clone();
@@ -511,9 +520,9 @@ impl World {
                     host: id.clone(),
                     component: component.clone(),
                     version: reported.version,
-                    state: reported.state.map(|s| report_state_name(s).to_owned()),
+                    state: reported.state.map(stored_state),
                     message: reported.message,
-                    at: rfc3339(now),
+                    at: now,
                 }));
             }
         }
@@ -559,7 +568,7 @@ impl World {
                 writes.push(Write::Host(HostRecord {
                     id: id.clone(),
                     labels: from_labels(&host.labels),
-                    last_seen: host.last_seen.map(rfc3339),
+                    last_seen: host.last_seen,
                 }));
             }
         }
@@ -799,12 +808,12 @@ impl World {
         self.freeze = on.then(|| FreezeRecord {
             actor: actor.to_owned(),
             reason: reason.to_owned(),
-            since: rfc3339(now),
+            since: now,
         });
         writes.push(Write::Freeze(self.freeze.clone()));
         writes.push(Write::Event(NewEvent {
             rollout: None,
-            at: rfc3339(now),
+            at: now,
             actor: Some(actor.to_owned()),
             kind: if on { "freeze_on" } else { "freeze_off" }.to_owned(),
             data: serde_json::json!({ "reason": reason }),
@@ -830,7 +839,7 @@ impl World {
                 frozen: true,
                 actor: Some(freeze.actor.clone()),
                 reason: Some(freeze.reason.clone()),
-                since: Some(freeze.since.clone()),
+                since: Some(rfc3339(freeze.since)),
             },
             None => FreezeView {
                 frozen: false,
@@ -870,7 +879,7 @@ impl World {
             writes.push(Write::Host(HostRecord {
                 id: host.id.clone(),
                 labels: from_labels(&host.labels),
-                last_seen: entry.last_seen.map(rfc3339),
+                last_seen: entry.last_seen,
             }));
             for (component, version) in host.components.iter() {
                 let reported_by_agent = self.hosts[&host.id]
@@ -893,7 +902,7 @@ impl World {
                         version: version.to_string(),
                         state: None,
                         message: None,
-                        at: rfc3339(now),
+                        at: now,
                     }));
                 }
             }
@@ -906,7 +915,7 @@ impl World {
         }
         writes.push(Write::Event(NewEvent {
             rollout: None,
-            at: rfc3339(now),
+            at: now,
             actor: Some(actor.to_owned()),
             kind: "hosts_imported".to_owned(),
             data: serde_json::json!({ "imported": imported, "new": new }),

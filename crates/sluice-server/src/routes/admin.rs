@@ -7,8 +7,7 @@ use sluice_api::error::ErrorBody;
 use sluice_api::rollout::Reason;
 use sluice_store::{NewEvent, TokenRecord, Write};
 
-use crate::auth::{hash_secret, new_secret, role_name, Caller, Need};
-use crate::clock::rfc3339;
+use crate::auth::{hash_secret, new_secret, role_name, stored_role, Caller, Need};
 use crate::error::ApiError;
 use crate::extract::Json;
 use crate::routes::agent::validate_host_id;
@@ -146,15 +145,15 @@ pub async fn create_token(
     let (record, pending) = state.change(|_, now, writes| {
         let record = TokenRecord {
             hash: hash_secret(&secret),
-            role: role.to_owned(),
+            role: stored_role(request.role),
             host: request.host.clone(),
             name: request.name.clone(),
-            created_at: rfc3339(now),
+            created_at: now,
         };
         writes.push(Write::Token(record.clone()));
         writes.push(Write::Event(NewEvent {
             rollout: None,
-            at: rfc3339(now),
+            at: now,
             actor: Some(actor.clone()),
             kind: "token_created".to_owned(),
             data: serde_json::json!({ "role": role, "host": request.host, "name": request.name }),
