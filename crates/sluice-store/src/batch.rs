@@ -62,13 +62,13 @@ pub(crate) fn group(batch: &[Write]) -> Grouped<'_> {
 
 /// The last write of each key, in batch order: a single multi-row upsert
 /// may not touch a row twice in PostgreSQL, and the last write wins anyway.
-pub(crate) fn latest<'a, T, K: Eq + Hash>(rows: &[&'a T], key: impl Fn(&T) -> K) -> Vec<&'a T> {
+pub(crate) fn latest<'a, T, K: Eq + Hash>(rows: &[&'a T], key: impl Fn(&'a T) -> K) -> Vec<&'a T> {
     let mut seen = HashSet::with_capacity(rows.len());
     let mut kept: Vec<&T> = rows
         .iter()
         .rev()
-        .filter(|row| seen.insert(key(row)))
         .copied()
+        .filter(|row| seen.insert(key(*row)))
         .collect();
     kept.reverse();
     kept

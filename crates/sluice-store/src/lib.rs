@@ -29,13 +29,16 @@ use std::time::Duration;
 mod batch;
 #[doc(hidden)]
 pub mod conformance;
+pub mod postgres;
 pub mod sqlite;
 #[doc(hidden)]
+pub mod testing;
 
 /// Every stored time is a real time. Backends keep microseconds (what
 /// PostgreSQL's `timestamptz` holds): a time written with nanoseconds comes
 /// back truncated to the microsecond, the same in every backend.
 pub use jiff::Timestamp;
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// One write of a batch. Batches are applied in order, in one transaction.

@@ -138,6 +138,9 @@ impl SqliteStore {
         }
         MIGRATOR.run(&writer).await.map_err(|e| match e {
             sqlx::migrate::MigrateError::Execute(e) => failed("migrating", e),
+            sqlx::migrate::MigrateError::ExecuteMigration(e, version) => {
+                failed(&format!("migrating to schema version {version}"), e)
+            }
             other => StoreError::Corrupt(format!("migrating {}: {other}", path.display())),
         })?;
 
@@ -820,7 +823,7 @@ async fn upsert_host_components(
              message = excluded.message, at = excluded.at",
         );
         execute(conn, q, chunk.len(), || {
-            describe("host component", chunk, |c| host_component_key(c))
+            describe("host component", chunk, host_component_key)
         })
         .await?;
     }
@@ -893,7 +896,7 @@ async fn upsert_rollout_hosts(
         });
         q.push(" ON CONFLICT (rollout, host) DO UPDATE SET record = excluded.record");
         execute(conn, q, chunk.len(), || {
-            describe("rollout host", chunk, |rh| rollout_host_key(rh))
+            describe("rollout host", chunk, rollout_host_key)
         })
         .await?;
     }
@@ -919,7 +922,7 @@ async fn insert_events(conn: &mut SqliteConnection, rows: &[&NewEvent]) -> Resul
                 .push_bind(e.data.to_string());
         });
         execute(conn, q, chunk.len(), || {
-            describe("event", chunk, |e| event_key(e))
+            describe("event", chunk, event_key)
         })
         .await?;
     }
@@ -995,7 +998,7 @@ async fn upsert_tokens(
              name = excluded.name, created_at = excluded.created_at",
         );
         execute(conn, q, chunk.len(), || {
-            describe("token", chunk, |t| token_key(t))
+            describe("token", chunk, token_key)
         })
         .await?;
     }
