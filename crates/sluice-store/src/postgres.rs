@@ -1019,11 +1019,7 @@ async fn upsert_host_components(
         .bind(chunk.iter().map(|c| PgTime::from(c.at)).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await
-        .map_err(|e| {
-            writing(e, || {
-                describe("host component", chunk, host_component_key)
-            })
-        })?;
+        .map_err(|e| writing(e, || describe("host component", chunk, host_component_key)))?;
     }
     Ok(())
 }
@@ -1111,11 +1107,7 @@ async fn upsert_rollout_hosts(
         )
         .execute(&mut *conn)
         .await
-        .map_err(|e| {
-            writing(e, || {
-                describe("rollout host", chunk, rollout_host_key)
-            })
-        })?;
+        .map_err(|e| writing(e, || describe("rollout host", chunk, rollout_host_key)))?;
     }
     Ok(())
 }

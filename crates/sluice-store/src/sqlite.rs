@@ -921,10 +921,7 @@ async fn insert_events(conn: &mut SqliteConnection, rows: &[&NewEvent]) -> Resul
                 .push_bind(e.kind.as_str())
                 .push_bind(e.data.to_string());
         });
-        execute(conn, q, chunk.len(), || {
-            describe("event", chunk, event_key)
-        })
-        .await?;
+        execute(conn, q, chunk.len(), || describe("event", chunk, event_key)).await?;
     }
     Ok(())
 }
@@ -997,10 +994,7 @@ async fn upsert_tokens(
             " ON CONFLICT (hash) DO UPDATE SET role = excluded.role, host = excluded.host, \
              name = excluded.name, created_at = excluded.created_at",
         );
-        execute(conn, q, chunk.len(), || {
-            describe("token", chunk, token_key)
-        })
-        .await?;
+        execute(conn, q, chunk.len(), || describe("token", chunk, token_key)).await?;
     }
     Ok(())
 }

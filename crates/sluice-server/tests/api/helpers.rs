@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
-use sluice_server::{admin_token_path, Application, Config};
+use sluice_server::{admin_token_path, Application, Config, DatabaseUrl};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
@@ -54,11 +54,18 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts a server on `data_dir` (a fresh one, or one a stopped server left).
 pub async fn spawn_app_in(data_dir: Arc<TempDir>) -> TestApp {
+    spawn_app_on(data_dir, None).await
+}
+
+/// Starts a server keeping its state in the PostgreSQL database at
+/// `database_url` when given (`admin.token` still goes to `data_dir`).
+pub async fn spawn_app_on(data_dir: Arc<TempDir>, database_url: Option<&str>) -> TestApp {
     init_tracing();
     let mut config = Config::new(
         "127.0.0.1:0".parse().expect("address"),
         data_dir.path().to_path_buf(),
     );
+    config.database_url = database_url.map(DatabaseUrl::new);
     config.tick_interval = Duration::from_millis(100);
     config.gate_timeout = Duration::from_secs(2);
     let (ready_tx, ready_rx) = oneshot::channel::<Result<SocketAddr, String>>();
