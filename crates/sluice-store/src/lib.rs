@@ -181,8 +181,6 @@ macro_rules! stored_names {
         }
 
         impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
             /// The name as stored.
             pub fn as_str(self) -> &'static str {
                 match self {

@@ -797,14 +797,26 @@ impl Store for PgStore {
     }
 }
 
+/// The comparison that starts a page after a key: `>=` from the empty
+/// text (which sorts first in every collation) on the first page, so that
+/// every page is one index range scan, `>` after that.
+fn after(first: bool) -> &'static str {
+    if first {
+        ">="
+    } else {
+        ">"
+    }
+}
+
 async fn load_hosts(conn: &mut PgConnection) -> Result<Vec<HostRecord>, StoreError> {
     let mut hosts: Vec<HostRecord> = Vec::new();
     loop {
-        let last = hosts.last().map(|h| h.id.clone());
-        let page: Vec<(String, String, Option<PgTime>)> = sqlx::query_as(
+        let last = hosts.last().map(|h| h.id.clone()).unwrap_or_default();
+        let page: Vec<(String, String, Option<PgTime>)> = sqlx::query_as(&format!(
             "SELECT id, labels::text, last_seen FROM hosts \
-             WHERE $1::text IS NULL OR id > $1 ORDER BY id LIMIT $2",
-        )
+             WHERE id {} $1 ORDER BY id LIMIT $2",
+            after(hosts.is_empty())
+        ))
         .bind(last)
         .bind(LOAD_PAGE)
         .fetch_all(&mut *conn)
@@ -844,13 +856,16 @@ async fn load_host_components(
     );
     let mut rows: Vec<HostComponentRecord> = Vec::new();
     loop {
-        let last = rows.last().map(|c| (c.host.clone(), c.component.clone()));
-        let (host, component) = last.unzip();
-        let page: Vec<Row> = sqlx::query_as(
+        let (host, component) = rows
+            .last()
+            .map(|c| (c.host.clone(), c.component.clone()))
+            .unwrap_or_default();
+        let page: Vec<Row> = sqlx::query_as(&format!(
             "SELECT host, component, version, state, message, at FROM host_components \
-             WHERE $1::text IS NULL OR (host, component) > ($1, $2) \
+             WHERE (host, component) {} ($1, $2) \
              ORDER BY host, component LIMIT $3",
-        )
+            after(rows.is_empty())
+        ))
         .bind(host)
         .bind(component)
         .bind(LOAD_PAGE)
@@ -887,14 +902,17 @@ async fn load_host_components(
 async fn load_rollout_hosts(conn: &mut PgConnection) -> Result<Vec<RolloutHostRecord>, StoreError> {
     let mut rows: Vec<RolloutHostRecord> = Vec::new();
     loop {
-        let last = rows.last().map(|rh| (rh.rollout.clone(), rh.host.clone()));
-        let (rollout, host) = last.unzip();
+        let (rollout, host) = rows
+            .last()
+            .map(|rh| (rh.rollout.clone(), rh.host.clone()))
+            .unwrap_or_default();
         let page: Vec<(String, String, String)> = sqlx::query_as(&format!(
             "SELECT rh.rollout, rh.host, rh.record::text \
              FROM rollout_hosts rh JOIN rollouts r ON r.id = rh.rollout \
              WHERE r.state NOT IN ({TERMINAL_STATES}) \
-               AND ($1::text IS NULL OR (rh.rollout, rh.host) > ($1, $2)) \
-             ORDER BY rh.rollout, rh.host LIMIT $3"
+               AND (rh.rollout, rh.host) {} ($1, $2) \
+             ORDER BY rh.rollout, rh.host LIMIT $3",
+            after(rows.is_empty())
         ))
         .bind(rollout)
         .bind(host)
