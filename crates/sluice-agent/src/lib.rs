@@ -41,7 +41,7 @@
 //! let mut agents = tokio::task::JoinSet::new();
 //! for i in 0..300 {
 //!     let config = AgentConfig {
-//!         id: format!("sim-{i}.example.net"),
+//!         id: format!("sim-{i}.example.net").parse()?,
 //!         interval: Duration::from_secs(5),
 //!         labels: BTreeMap::from([("role".to_owned(), "web".to_owned())]),
 //!         components: vec![ComponentConfig {

@@ -19,6 +19,7 @@ use sluice_store::TokenRecord;
 
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::vocabulary;
 
 /// What a token may do, as loaded from the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,10 +40,7 @@ pub struct Tokens {
 
 impl Tokens {
     pub fn insert(&self, record: &TokenRecord) {
-        let Ok(role) = record.role.parse::<Role>() else {
-            tracing::warn!(role = %record.role, "ignoring a stored token with an unknown role");
-            return;
-        };
+        let role = vocabulary::wire_role(record.role);
         let actor = match &record.name {
             Some(name) if !name.trim().is_empty() => name.clone(),
             _ => format!(

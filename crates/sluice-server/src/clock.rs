@@ -20,15 +20,10 @@ impl Clock for SystemClock {
     }
 }
 
-/// RFC 3339 in UTC with microseconds, always the same width, so that the
-/// store orders timestamps as strings: `2026-03-01T09:30:00.000000Z`.
+/// A time on the wire: RFC 3339 in UTC with microseconds, always the same
+/// width: `2026-03-01T09:30:00.000000Z`.
 pub fn rfc3339(at: Timestamp) -> String {
     at.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
-}
-
-/// Parses a stored timestamp.
-pub fn parse_timestamp(text: &str) -> Option<Timestamp> {
-    text.parse().ok()
 }
 
 #[cfg(test)]
@@ -39,6 +34,6 @@ mod tests {
     fn formats_with_fixed_width() {
         let at: Timestamp = "2026-03-01T09:30:00Z".parse().expect("timestamp");
         assert_eq!(rfc3339(at), "2026-03-01T09:30:00.000000Z");
-        assert_eq!(parse_timestamp(&rfc3339(at)), Some(at));
+        assert_eq!(rfc3339(at).parse::<Timestamp>().ok(), Some(at));
     }
 }

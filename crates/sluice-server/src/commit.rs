@@ -335,7 +335,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_batch_fails_discards_what_was_built_on_it_and_wedges_nothing() {
-        let refusal = StoreError::Write("FOREIGN KEY constraint failed".to_owned());
+        let refusal = StoreError::Refused("FOREIGN KEY constraint failed".to_owned());
         let store = Arc::new(TestStore::failing(vec![refusal]));
         let (committer, writer) = Committer::spawn(store.clone(), Arc::new(Metrics::new()));
         let refused = committer.submit(vec![write("a")]);

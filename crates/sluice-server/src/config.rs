@@ -1,5 +1,6 @@
 //! The server's settings.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,8 +13,12 @@ use crate::clock::{Clock, SystemClock};
 pub struct Config {
     /// Where to listen; port 0 picks a free port (see [`crate::Application::port`]).
     pub listen: SocketAddr,
-    /// Holds the SQLite database and `admin.token`.
+    /// Holds the SQLite database (unless `database_url` is set) and
+    /// `admin.token`.
     pub data_dir: PathBuf,
+    /// Keep the state in this PostgreSQL database instead of SQLite in
+    /// `data_dir`.
+    pub database_url: Option<DatabaseUrl>,
     /// `next_checkin_s` in check-in answers.
     pub next_checkin_s: u64,
     /// How often the controller ticks every rollout.
@@ -40,12 +45,40 @@ impl Config {
         Config {
             listen,
             data_dir: data_dir.into(),
+            database_url: None,
             next_checkin_s: 60,
             tick_interval: Duration::from_secs(1),
             gate_timeout: Duration::from_secs(10),
             clock: Arc::new(SystemClock),
             tls: None,
         }
+    }
+}
+
+/// A `postgres://` URL. It may hold a password: it shows only redacted.
+#[derive(Clone)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(url: impl Into<String>) -> DatabaseUrl {
+        DatabaseUrl(url.into())
+    }
+
+    /// The URL itself, password included: for connecting only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&sluice_store::postgres::redact(&self.0))
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&sluice_store::postgres::redact(&self.0))
     }
 }
 

@@ -51,7 +51,7 @@ pub mod world;
 use std::path::{Path, PathBuf};
 
 pub use clock::{Clock, SystemClock};
-pub use config::{Config, TlsFiles};
+pub use config::{Config, DatabaseUrl, TlsFiles};
 pub use startup::Application;
 
 /// Where the first start writes the admin token: `<data-dir>/admin.token`.

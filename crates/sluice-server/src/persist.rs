@@ -30,8 +30,6 @@ use sluice_core::plan::parse_plan;
 use sluice_core::rollout::{Event, Rollout, Snapshot, SnapshotHost, Status};
 use sluice_store::{NewEvent, RolloutHostRecord};
 
-use crate::clock::rfc3339;
-
 /// Whether the stored header of this rollout carries its hosts.
 fn header_has_hosts(status: &Status) -> bool {
     status.is_terminal()
@@ -112,7 +110,7 @@ pub fn new_event(rollout: Option<&str>, event: &Event) -> NewEvent {
     }
     NewEvent {
         rollout: rollout.map(str::to_owned),
-        at: rfc3339(event.at),
+        at: event.at,
         actor: event.actor.clone(),
         kind,
         data,

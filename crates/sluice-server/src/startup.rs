@@ -12,14 +12,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum_server::tls_rustls::RustlsConfig;
-use sluice_store::sqlite::SqliteStore;
-use sluice_store::{Store, TokenRecord, Write};
+use sluice_store::{PgStore, SqliteStore, Store, TokenRecord, TokenRole, Write};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::auth::{hash_secret, new_secret, Tokens};
-use crate::clock::rfc3339;
 use crate::commit::Committer;
 use crate::config::{Config, TlsFiles};
 use crate::controller::{self, Settings};
@@ -44,12 +42,24 @@ pub struct Application {
 }
 
 impl Application {
-    /// Opens the SQLite store in `config.data_dir` and builds on it.
+    /// Opens the PostgreSQL store of `config.database_url`, else the SQLite
+    /// store in `config.data_dir`, and builds on it.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
-        let store = SqliteStore::open(&config.data_dir)
-            .await
-            .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
-        Application::build_with_store(config, Arc::new(store)).await
+        let store: Arc<dyn Store> =
+            match &config.database_url {
+                Some(url) => {
+                    // The store's errors name the URL, its password redacted.
+                    let store = PgStore::open(url.expose())
+                        .await
+                        .context("opening the PostgreSQL store")?;
+                    tracing::info!(database = %store.url(), "state in PostgreSQL");
+                    Arc::new(store)
+                }
+                None => Arc::new(SqliteStore::open(&config.data_dir).await.with_context(|| {
+                    format!("opening the store in {}", config.data_dir.display())
+                })?),
+            };
+        Application::build_with_store(config, store).await
     }
 
     /// Builds on any store (tests, other backends).
@@ -202,15 +212,18 @@ impl Application {
 /// admin token in the store, so the next start writes a new file.
 async fn first_admin_token(state: &AppState, data_dir: &Path) -> anyhow::Result<PathBuf> {
     let secret = new_secret()?;
+    // On PostgreSQL nothing else creates the data directory.
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     let path = admin_token_path(data_dir);
     write_secret(&path, &secret)?;
     let (record, pending) = state.change(|_, now, writes| {
         let record = TokenRecord {
             hash: hash_secret(&secret),
-            role: "admin".to_owned(),
+            role: TokenRole::Admin,
             host: None,
             name: Some("admin".to_owned()),
-            created_at: rfc3339(now),
+            created_at: now,
         };
         writes.push(Write::Token(record.clone()));
         record

@@ -44,7 +44,7 @@ impl Store for TestStore {
         self.gate
             .acquire()
             .await
-            .map_err(|e| StoreError::Write(e.to_string()))?
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?
             .forget();
         let mut failures = self.failures.lock().expect("lock");
         if !failures.is_empty() {

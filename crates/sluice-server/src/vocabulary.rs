@@ -1,9 +1,13 @@
-//! The engine's words in the API's: the one place that knows both
-//! `sluice-core`'s rollout types and `sluice-api`'s vocabulary, so that the
-//! wire can stay put while the engine changes.
+//! The engine's and the store's words in the API's: the one place that
+//! knows `sluice-core`'s rollout types, `sluice-store`'s stored states and
+//! `sluice-api`'s vocabulary, so that the wire can stay put while the engine
+//! or the store changes.
 
+use sluice_api::admin::Role;
+use sluice_api::agent::ReportState;
 use sluice_api::rollout as api;
 use sluice_core::rollout as core;
+use sluice_store::{ReportedState, TokenRole};
 
 pub fn rollout_state(status: &core::Status) -> api::RolloutState {
     match status {
@@ -63,6 +67,44 @@ pub fn action(action: api::Action) -> core::Action {
         api::Action::Approve => core::Action::Approve,
         api::Action::Abort => core::Action::Abort,
         api::Action::Rollback => core::Action::Rollback,
+    }
+}
+
+/// A stored role on the wire.
+pub fn wire_role(role: TokenRole) -> Role {
+    match role {
+        TokenRole::Agent => Role::Agent,
+        TokenRole::Viewer => Role::Viewer,
+        TokenRole::Operator => Role::Operator,
+        TokenRole::Admin => Role::Admin,
+    }
+}
+
+/// A wire role as the store keeps it.
+pub fn stored_role(role: Role) -> TokenRole {
+    match role {
+        Role::Agent => TokenRole::Agent,
+        Role::Viewer => TokenRole::Viewer,
+        Role::Operator => TokenRole::Operator,
+        Role::Admin => TokenRole::Admin,
+    }
+}
+
+/// A stored report state on the wire.
+pub fn wire_report(state: ReportedState) -> ReportState {
+    match state {
+        ReportedState::Ok => ReportState::Ok,
+        ReportedState::Applying => ReportState::Applying,
+        ReportedState::Failed => ReportState::Failed,
+    }
+}
+
+/// A reported state as the store keeps it.
+pub fn stored_report(state: ReportState) -> ReportedState {
+    match state {
+        ReportState::Ok => ReportedState::Ok,
+        ReportState::Applying => ReportedState::Applying,
+        ReportState::Failed => ReportedState::Failed,
     }
 }
 

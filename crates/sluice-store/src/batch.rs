@@ -13,6 +13,14 @@
 //! What stays ordered: writes of one kind (the last write of a row wins;
 //! events take their sequence numbers in batch order; rollouts meet the
 //! unique-name rule in batch order).
+//!
+//! Also shared: the words a refused batch is reported in (which kind of
+//! write, which key), and finding the write that names a host or rollout
+//! that does not exist when a backend only says "foreign key constraint
+//! failed".
+
+use std::collections::{BTreeSet, HashSet};
+use std::hash::Hash;
 
 use crate::{
     ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, NewEvent, RolloutHostRecord,
@@ -52,6 +60,112 @@ pub(crate) fn group(batch: &[Write]) -> Grouped<'_> {
     g
 }
 
+/// The last write of each key, in batch order: a single multi-row upsert
+/// may not touch a row twice in PostgreSQL, and the last write wins anyway.
+pub(crate) fn latest<'a, T, K: Eq + Hash>(rows: &[&'a T], key: impl Fn(&'a T) -> K) -> Vec<&'a T> {
+    let mut seen = HashSet::with_capacity(rows.len());
+    let mut kept: Vec<&T> = rows
+        .iter()
+        .rev()
+        .copied()
+        .filter(|row| seen.insert(key(*row)))
+        .collect();
+    kept.reverse();
+    kept
+}
+
+/// Names a run of rows for an error: `kind key`, or `N kinds, key … key`.
+pub(crate) fn describe<T>(kind: &str, rows: &[&T], key: impl Fn(&T) -> String) -> String {
+    match rows {
+        [] => format!("no {kind}s"),
+        [one] => format!("{kind} {}", key(one)),
+        [first, .., last] => format!("{} {kind}s, {} … {}", rows.len(), key(first), key(last)),
+    }
+}
+
+pub(crate) fn host_component_key(c: &HostComponentRecord) -> String {
+    format!("{}/{}", c.host, c.component)
+}
+
+pub(crate) fn rollout_host_key(rh: &RolloutHostRecord) -> String {
+    format!("{}/{}", rh.rollout, rh.host)
+}
+
+pub(crate) fn event_key(e: &NewEvent) -> String {
+    match &e.rollout {
+        Some(rollout) => format!("{} of rollout {rollout}", e.kind),
+        None => format!("{} (fleet-wide)", e.kind),
+    }
+}
+
+impl Grouped<'_> {
+    /// The hosts and the rollouts that the batch's writes name without
+    /// writing them: they must already be stored.
+    pub fn references(&self) -> (BTreeSet<&str>, BTreeSet<&str>) {
+        let written_hosts: HashSet<&str> = self.hosts.iter().map(|h| h.id.as_str()).collect();
+        let written_rollouts: HashSet<&str> = self.rollouts.iter().map(|r| r.id.as_str()).collect();
+        let hosts = (self.host_components.iter().map(|c| c.host.as_str()))
+            .chain(self.rollout_hosts.iter().map(|rh| rh.host.as_str()))
+            .filter(|host| !written_hosts.contains(host))
+            .collect();
+        let rollouts = (self.rollout_hosts.iter().map(|rh| rh.rollout.as_str()))
+            .chain(self.events.iter().filter_map(|e| e.rollout.as_deref()))
+            .filter(|rollout| !written_rollouts.contains(rollout))
+            .collect();
+        (hosts, rollouts)
+    }
+
+    /// Says which writes name a host in `missing_hosts` or a rollout in
+    /// `missing_rollouts` (the first, and how many more).
+    pub fn dangling(
+        &self,
+        missing_hosts: &BTreeSet<&str>,
+        missing_rollouts: &BTreeSet<&str>,
+    ) -> Option<String> {
+        let host = |host: &str| format!("host {host:?}, which does not exist");
+        let rollout = |rollout: &str| format!("rollout {rollout}, which does not exist");
+        let mut found = Vec::new();
+        for c in &self.host_components {
+            if missing_hosts.contains(c.host.as_str()) {
+                found.push(format!(
+                    "host component {} names {}",
+                    host_component_key(c),
+                    host(&c.host)
+                ));
+            }
+        }
+        for rh in &self.rollout_hosts {
+            if missing_rollouts.contains(rh.rollout.as_str()) {
+                found.push(format!(
+                    "rollout host {} names {}",
+                    rollout_host_key(rh),
+                    rollout(&rh.rollout)
+                ));
+            } else if missing_hosts.contains(rh.host.as_str()) {
+                found.push(format!(
+                    "rollout host {} names {}",
+                    rollout_host_key(rh),
+                    host(&rh.host)
+                ));
+            }
+        }
+        for e in &self.events {
+            if let Some(id) = e
+                .rollout
+                .as_deref()
+                .filter(|id| missing_rollouts.contains(id))
+            {
+                found.push(format!("event {} names {}", event_key(e), rollout(id)));
+            }
+        }
+        let first = found.first()?;
+        Some(match found.len() {
+            1 => first.clone(),
+            n => format!("{first} (and {} more writes like it)", n - 1),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,7 +189,7 @@ mod tests {
         FreezeRecord {
             actor: "ops".to_owned(),
             reason: reason.to_owned(),
-            since: "2026-01-01T00:00:00Z".to_owned(),
+            since: jiff::Timestamp::UNIX_EPOCH,
         }
     }
 
@@ -117,5 +231,63 @@ mod tests {
     #[test]
     fn an_empty_batch_has_no_writes() {
         assert_eq!(group(&[]), Grouped::default());
+    }
+
+    #[test]
+    fn latest_keeps_the_last_write_of_each_key_in_batch_order() {
+        let rows = [("a", 1), ("b", 2), ("a", 3), ("c", 4), ("b", 5)];
+        let refs: Vec<&(&str, i32)> = rows.iter().collect();
+        let kept: Vec<i32> = latest(&refs, |row| row.0).iter().map(|row| row.1).collect();
+        assert_eq!(kept, [3, 4, 5]);
+    }
+
+    #[test]
+    fn describe_names_one_row_or_the_ends_of_a_run() {
+        let (a, b, c) = (host("a"), host("b"), host("c"));
+        let key = |h: &HostRecord| h.id.clone();
+        assert_eq!(describe("host", &[&a], key), "host a");
+        assert_eq!(describe("host", &[&a, &b, &c], key), "3 hosts, a … c");
+        assert_eq!(describe::<HostRecord>("host", &[], key), "no hosts");
+    }
+
+    #[test]
+    fn dangling_names_the_writes_that_refer_to_missing_rows() {
+        let component = HostComponentRecord {
+            host: "ghost".to_owned(),
+            component: "nginx".to_owned(),
+            version: "1".to_owned(),
+            state: None,
+            message: None,
+            at: jiff::Timestamp::UNIX_EPOCH,
+        };
+        let event = NewEvent {
+            rollout: Some("r-9".to_owned()),
+            at: jiff::Timestamp::UNIX_EPOCH,
+            actor: None,
+            kind: "created".to_owned(),
+            data: serde_json::json!({}),
+        };
+        let batch = vec![
+            Write::Host(host("a")),
+            Write::HostComponent(component),
+            Write::Event(event.clone()),
+            Write::Event(event),
+        ];
+        let g = group(&batch);
+        let (hosts, rollouts) = g.references();
+        assert_eq!(hosts, BTreeSet::from(["ghost"]));
+        assert_eq!(rollouts, BTreeSet::from(["r-9"]));
+        assert_eq!(
+            g.dangling(&hosts, &BTreeSet::new()).as_deref(),
+            Some("host component ghost/nginx names host \"ghost\", which does not exist")
+        );
+        assert_eq!(
+            g.dangling(&BTreeSet::new(), &rollouts).as_deref(),
+            Some(
+                "event created of rollout r-9 names rollout r-9, which does not exist \
+                 (and 1 more writes like it)"
+            )
+        );
+        assert_eq!(g.dangling(&BTreeSet::new(), &BTreeSet::new()), None);
     }
 }

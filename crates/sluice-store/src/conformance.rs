@@ -27,8 +27,8 @@ use serde_json::json;
 
 use crate::{
     ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, Loaded, NewEvent,
-    RolloutHostRecord, RolloutRecord, SampleRecord, Store, StoreError, StoredEvent, TokenRecord,
-    Write,
+    ReportedState, RolloutHostRecord, RolloutRecord, SampleRecord, Store, StoreError, StoredEvent,
+    Timestamp, TokenRecord, TokenRole, Write,
 };
 
 /// A backend under test: one database, opened as often as a case needs.
@@ -41,6 +41,10 @@ pub trait Backend: Send + Sync {
     /// Records `version` as applied, as a newer sluice's migration would.
     /// Called while no store is open.
     async fn record_schema_version(&self, version: i64) -> Result<(), StoreError>;
+
+    /// Runs `sql` (the same in every dialect) on the database behind the
+    /// store's back, as a damaged or hand-edited database would look.
+    async fn execute(&self, sql: &str) -> Result<(), StoreError>;
 }
 
 /// Generates one `#[tokio::test]` per conformance case, each running against
@@ -69,6 +73,8 @@ macro_rules! store_conformance_suite {
             schema_version_is_at_least_one,
             a_newer_schema_is_refused,
             samples_are_kept_per_rollout_in_time_order,
+            times_are_kept_to_the_microsecond_and_ordered_as_times,
+            unreadable_roles_and_states_fail_the_load_naming_the_row,
         );
     };
 }
@@ -89,9 +95,14 @@ macro_rules! __store_conformance_cases {
 
 // ---- fixtures ----
 
-/// A timestamp `minute` minutes into the test's day.
-fn at(minute: u32) -> String {
-    format!("2026-03-01T{:02}:{:02}:00Z", minute / 60, minute % 60)
+/// A time `minute` minutes into the test's day.
+fn at(minute: u32) -> Timestamp {
+    time("2026-03-01T00:00:00Z") + jiff::SignedDuration::from_mins(i64::from(minute))
+}
+
+fn time(text: &str) -> Timestamp {
+    text.parse()
+        .unwrap_or_else(|e| panic!("{text:?} is not a time: {e}"))
 }
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -113,14 +124,14 @@ fn host_component(
     host: &str,
     component: &str,
     version: &str,
-    state: Option<&str>,
+    state: Option<ReportedState>,
     minute: u32,
 ) -> HostComponentRecord {
     HostComponentRecord {
         host: host.to_owned(),
         component: component.to_owned(),
         version: version.to_owned(),
-        state: state.map(str::to_owned),
+        state,
         message: None,
         at: at(minute),
     }
@@ -214,7 +225,7 @@ fn sample_batch() -> Vec<Write> {
             "a",
             "docker-engine",
             "1.12.6",
-            Some("ok"),
+            Some(ReportedState::Ok),
             1,
         )),
         Write::HostComponent(host_component("b", "docker-engine", "1.12.6", None, 1)),
@@ -229,7 +240,7 @@ fn sample_batch() -> Vec<Write> {
         Write::Freeze(Some(freeze("incident 42", 3))),
         Write::Token(TokenRecord {
             hash: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".to_owned(),
-            role: "agent".to_owned(),
+            role: TokenRole::Agent,
             host: Some("a".to_owned()),
             name: None,
             created_at: at(0),
@@ -275,7 +286,7 @@ pub async fn hosts_upsert_and_replace_labels(backend: &dyn Backend) -> Result<()
 /// batches; its other components are separate rows.
 pub async fn host_components_latest_write_wins(backend: &dyn Backend) -> Result<(), StoreError> {
     let store = backend.open().await?;
-    let nginx = host_component("a", "nginx", "1.25", Some("ok"), 1);
+    let nginx = host_component("a", "nginx", "1.25", Some(ReportedState::Ok), 1);
     store
         .commit(&[
             Write::Host(host("a", &[], Some(1))),
@@ -286,7 +297,13 @@ pub async fn host_components_latest_write_wins(backend: &dyn Backend) -> Result<
 
     let failed = HostComponentRecord {
         message: Some("E: version '17.03.1' not found\n".to_owned()),
-        ..host_component("a", "docker-engine", "17.03.1", Some("failed"), 3)
+        ..host_component(
+            "a",
+            "docker-engine",
+            "17.03.1",
+            Some(ReportedState::Failed),
+            3,
+        )
     };
     store
         .commit(&[
@@ -294,7 +311,7 @@ pub async fn host_components_latest_write_wins(backend: &dyn Backend) -> Result<
                 "a",
                 "docker-engine",
                 "17.03.1",
-                Some("applying"),
+                Some(ReportedState::Applying),
                 2,
             )),
             Write::HostComponent(failed.clone()),
@@ -306,7 +323,7 @@ pub async fn host_components_latest_write_wins(backend: &dyn Backend) -> Result<
     );
 
     // A later report without a message clears the old one.
-    let ok = host_component("a", "docker-engine", "1.12.6", Some("ok"), 4);
+    let ok = host_component("a", "docker-engine", "1.12.6", Some(ReportedState::Ok), 4);
     store.commit(&[Write::HostComponent(ok.clone())]).await?;
     assert_eq!(load(&*store).await?.host_components, vec![ok, nginx]);
     Ok(())
@@ -328,7 +345,7 @@ pub async fn rollouts_upsert_and_load(backend: &dyn Backend) -> Result<(), Store
         header: json!({
             "stage": 2,
             "phase": "baking",
-            "bake_until": at(30),
+            "bake_until": at(30).to_string(),
             "gates": [{"name": "errors", "value": 0.25, "ok": true}, null],
             "note": "naïve \"quotes\" \\ and\nnewlines",
             "big": 9_007_199_254_740_993_i64,
@@ -525,7 +542,7 @@ pub async fn tokens_are_stored(backend: &dyn Backend) -> Result<(), StoreError> 
     let store = backend.open().await?;
     let agent = TokenRecord {
         hash: "1b4f0e9851971998e732078544c96b36c3d01cedf7caa332359d6f1d83567014".to_owned(),
-        role: "agent".to_owned(),
+        role: TokenRole::Agent,
         // Bound to a host that has not checked in yet.
         host: Some("sto-playlist-a1.example.net".to_owned()),
         name: None,
@@ -533,7 +550,7 @@ pub async fn tokens_are_stored(backend: &dyn Backend) -> Result<(), StoreError> 
     };
     let admin = TokenRecord {
         hash: "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752".to_owned(),
-        role: "admin".to_owned(),
+        role: TokenRole::Admin,
         host: None,
         name: Some("first start".to_owned()),
         created_at: at(0),
@@ -605,7 +622,7 @@ pub async fn a_failed_batch_leaves_nothing_behind(backend: &dyn Backend) -> Resu
             "c",
             "docker-engine",
             "17.03.1",
-            Some("ok"),
+            Some(ReportedState::Ok),
             9,
         )),
         Write::Event(event(Some("r-1"), "paused", 9)),
@@ -617,19 +634,23 @@ pub async fn a_failed_batch_leaves_nothing_behind(backend: &dyn Backend) -> Resu
         Write::Rollout(rollout("r-2", "docker-17", "pending")),
         Write::Token(TokenRecord {
             hash: "00".repeat(32),
-            role: "viewer".to_owned(),
+            role: TokenRole::Viewer,
             host: None,
             name: None,
             created_at: at(9),
         }),
     ];
     match store.commit(&bad).await {
-        Err(StoreError::Write(message)) => assert!(
-            message.contains("docker-17"),
-            "the error names the duplicate rollout name: {message}"
-        ),
+        Err(error @ StoreError::Refused(_)) => {
+            assert!(!error.is_transient(), "{error}");
+            let message = error.to_string();
+            assert!(
+                message.contains("rollout r-2") && message.contains("\"docker-17\""),
+                "the error names the refused rollout and its name: {message}"
+            );
+        }
         other => {
-            panic!("a duplicate rollout name must fail the batch with a write error: {other:?}")
+            panic!("a duplicate rollout name must fail the batch as refused: {other:?}")
         }
     }
     assert_eq!(load(&*store).await?, before);
@@ -668,10 +689,25 @@ pub async fn writes_naming_unknown_hosts_or_rollouts_are_refused(
         Write::RolloutHost(rollout_host("r-9", "a", "admitted")),
         Write::Event(event(Some("r-9"), "created", 5)),
     ];
-    for write in dangling {
+    let named = [
+        ["host component", "ghost/docker-engine", "ghost"],
+        ["rollout host", "r-1/ghost", "ghost"],
+        ["rollout host", "r-9/a", "r-9"],
+        ["event", "created", "r-9"],
+    ];
+    for (write, words) in dangling.into_iter().zip(named) {
         let batch = [Write::Host(host("c", &[], Some(5))), write];
         match store.commit(&batch).await {
-            Err(StoreError::Write(_)) => {}
+            Err(error @ StoreError::Refused(_)) => {
+                assert!(!error.is_transient(), "{error}");
+                let message = error.to_string();
+                for word in words {
+                    assert!(
+                        message.contains(word),
+                        "the error names the write ({word}): {message}"
+                    );
+                }
+            }
             other => panic!("{:?} must be refused, got {other:?}", batch[1]),
         }
         assert_eq!(load(&*store).await?, before);
@@ -870,5 +906,106 @@ pub async fn samples_are_kept_per_rollout_in_time_order(
     drop(store);
     let store = backend.open().await?;
     assert_eq!(store.samples("r-1").await?, expected);
+    Ok(())
+}
+
+/// Times come back as the times they were, to the microsecond (finer parts
+/// are dropped, in every backend), whatever offset they were written with;
+/// samples come back in time order even where the times' texts would sort
+/// otherwise.
+pub async fn times_are_kept_to_the_microsecond_and_ordered_as_times(
+    backend: &dyn Backend,
+) -> Result<(), StoreError> {
+    let store = backend.open().await?;
+    let precise = time("2026-03-01T09:30:00.123456789Z");
+    let offset = time("2026-03-01T11:30:00.5+02:00");
+    let seen = HostRecord {
+        last_seen: Some(precise),
+        ..host("a", &[], None)
+    };
+    store
+        .commit(&[
+            Write::Host(seen),
+            Write::HostComponent(HostComponentRecord {
+                at: offset,
+                ..host_component("a", "nginx", "1.25", None, 0)
+            }),
+        ])
+        .await?;
+    let loaded = load(&*store).await?;
+    assert_eq!(
+        loaded.hosts[0].last_seen,
+        Some(time("2026-03-01T09:30:00.123456Z"))
+    );
+    assert_eq!(
+        loaded.host_components[0].at,
+        time("2026-03-01T09:30:00.500000Z")
+    );
+
+    let sample = |at: Timestamp| SampleRecord {
+        rollout: "r-1".to_owned(),
+        at,
+        versions: BTreeMap::from([("1.0".to_owned(), 1)]),
+    };
+    let times = [
+        time("2026-03-01T10:00:00.5Z"),
+        time("2026-03-01T10:00:00Z"),
+        time("2026-03-01T09:59:59.999999Z"),
+        time("2026-03-01T10:00:00.000001Z"),
+        time("2026-03-01T12:00:00+03:00"),
+        time("2099-12-31T23:59:59Z"),
+    ];
+    store.add_samples(&times.map(sample)).await?;
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    let stored: Vec<Timestamp> = store
+        .samples("r-1")
+        .await?
+        .into_iter()
+        .map(|s| s.at)
+        .collect();
+    assert_eq!(stored, sorted);
+    Ok(())
+}
+
+/// A stored role or report state this sluice does not know fails the load
+/// with an error naming the table, the row and the column: serving without
+/// the token, or with a made-up state, would be worse than not starting.
+pub async fn unreadable_roles_and_states_fail_the_load_naming_the_row(
+    backend: &dyn Backend,
+) -> Result<(), StoreError> {
+    let store = backend.open().await?;
+    store.commit(&sample_batch()).await?;
+    drop(store);
+
+    backend
+        .execute("UPDATE tokens SET role = 'superuser'")
+        .await?;
+    let store = backend.open().await?;
+    match store.load().await {
+        Err(error @ StoreError::Corrupt(_)) => {
+            let message = error.to_string();
+            for word in ["tokens", "9f86d081884c", "role", "superuser"] {
+                assert!(message.contains(word), "{word} in: {message}");
+            }
+        }
+        other => panic!("an unknown role must fail the load: {other:?}"),
+    }
+    drop(store);
+
+    backend.execute("UPDATE tokens SET role = 'agent'").await?;
+    backend
+        .execute("UPDATE host_components SET state = 'exploded' WHERE host = 'a'")
+        .await?;
+    let store = backend.open().await?;
+    match store.load().await {
+        Err(error @ StoreError::Corrupt(_)) => {
+            let message = error.to_string();
+            for word in ["host_components", "a/docker-engine", "state", "exploded"] {
+                assert!(message.contains(word), "{word} in: {message}");
+            }
+        }
+        other => panic!("an unknown state must fail the load: {other:?}"),
+    }
     Ok(())
 }

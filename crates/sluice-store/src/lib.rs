@@ -7,30 +7,39 @@
 //! operator action is acknowledged only after its batch committed. At start
 //! the server rebuilds its memory from [`Store::load`].
 //!
-//! Layout: this file holds the trait and the records; [`sqlite`] the embedded
-//! backend (its migrations in `migrations/sqlite/`); `batch` the part of a
-//! commit every backend shares (a batch cut into runs of one kind, which each
-//! backend writes in its own dialect); `conformance` the test suite every
-//! backend must pass, wired into a backend's tests by
-//! `store_conformance_suite!` (a PostgreSQL backend joins them later, with
-//! `migrations/postgres/` beside the SQLite ones).
+//! Layout: this file holds the trait, the records and the error; [`sqlite`]
+//! the embedded backend (its migrations in `migrations/sqlite/`);
+//! [`postgres`] the shared one (`migrations/postgres/`), which also holds
+//! the leader lease of a cluster of replicas ([`Cluster`]); `batch` the part
+//! of a commit every backend shares (a batch cut into runs of one kind, which
+//! each backend writes in its own dialect); `conformance` the test suite
+//! every backend must pass, wired into a backend's tests by
+//! `store_conformance_suite!`; `testing` throwaway PostgreSQL databases for
+//! tests.
 //!
 //! Architecture invariant: the store knows nothing of the engine's rules. It
 //! persists opaque JSON where the engine owns the shape (rollout headers,
 //! event data), typed columns where the server queries.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
 
 mod batch;
 #[doc(hidden)]
 pub mod conformance;
+pub mod postgres;
 pub mod sqlite;
+#[doc(hidden)]
+pub mod testing;
 
+/// Every stored time is a real time. Backends keep microseconds (what
+/// PostgreSQL's `timestamptz` holds): a time written with nanoseconds comes
+/// back truncated to the microsecond, the same in every backend.
+pub use jiff::Timestamp;
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
-
-/// Timestamps are RFC 3339 strings in UTC, as the engine writes them, so
-/// that every backend stores and orders them the same way.
-pub type Timestamp = String;
 
 /// One write of a batch. Batches are applied in order, in one transaction.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,8 +91,8 @@ pub struct HostComponentRecord {
     pub host: String,
     pub component: String,
     pub version: String,
-    /// `ok`, `applying`, `failed`; `None` for an imported version.
-    pub state: Option<String>,
+    /// `None` for an imported version.
+    pub state: Option<ReportedState>,
     pub message: Option<String>,
     pub at: Timestamp,
 }
@@ -146,8 +155,7 @@ pub struct FreezeRecord {
 pub struct TokenRecord {
     /// SHA-256 of the secret, hex; the secret itself is never stored.
     pub hash: String,
-    /// `agent`, `viewer`, `operator`, `admin`.
-    pub role: String,
+    pub role: TokenRole,
     /// For agent tokens, the host they may check in as.
     pub host: Option<String>,
     pub name: Option<String>,
@@ -178,24 +186,120 @@ pub struct Loaded {
     pub tokens: Vec<TokenRecord>,
 }
 
+/// Declares a closed set of names stored as text: `as_str` writes them,
+/// `FromStr` reads them back and refuses anything else.
+macro_rules! stored_names {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            /// The name as stored.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownName;
+
+            fn from_str(text: &str) -> Result<$name, UnknownName> {
+                match text {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(UnknownName {
+                        found: text.to_owned(),
+                        expected: &[$($text),+],
+                    }),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+stored_names! {
+    /// What a host last reported about a component.
+    ReportedState {
+        Ok = "ok",
+        Applying = "applying",
+        Failed = "failed",
+    }
+}
+
+stored_names! {
+    /// What a token may do.
+    TokenRole {
+        Agent = "agent",
+        Viewer = "viewer",
+        Operator = "operator",
+        Admin = "admin",
+    }
+}
+
+/// A stored name that is none of those this sluice knows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{found:?} is not one of {}", expected.join(", "))]
+pub struct UnknownName {
+    pub found: String,
+    pub expected: &'static [&'static str],
+}
+
+/// What went wrong, in the terms a caller acts on: [`StoreError::is_transient`]
+/// tells "try the same call again" from everything else.
+///
+/// Each backend translates its driver's errors in one function
+/// (`sqlite::classify`, `postgres::classify`).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database could not be opened, migrated or reached.
+    /// Try again: the database cannot be reached, a connection was lost, it
+    /// is busy or locked, a transaction lost a serialization conflict, no
+    /// connection was free in time, or it ran out of disk or memory. A
+    /// failed commit kept nothing, and the same batch may succeed later
+    /// unchanged: a full disk is transient too, so that sluice recovers by
+    /// itself once an operator frees space.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The database will not take this batch as it is: a constraint (a
+    /// rollout name already taken, a write naming a host or rollout that does
+    /// not exist) or a value it rejects. The message names the kind of write
+    /// and its key. The same batch would fail the same way; nothing of it
+    /// was kept.
+    #[error("storage refused the write: {0}")]
+    Refused(String),
+    /// A stored value cannot be read (a time, JSON, a role or a state that
+    /// does not parse) or the database is damaged; the message names the
+    /// table, the row's key and the column.
+    #[error("stored data cannot be read: {0}")]
+    Corrupt(String),
+    /// The database settings cannot be used (a URL that does not parse).
+    #[error("database settings: {0}")]
+    Config(String),
     /// The stored schema is newer than this binary knows.
     #[error(
         "the database schema is version {found}, this sluice knows up to {known}; upgrade sluice"
     )]
     SchemaTooNew { found: i64, known: i64 },
-    /// A write was refused (constraint, corruption, disk full).
-    #[error("storage write failed: {0}")]
-    Write(String),
+    /// A commit through a handle bound to a leader lease found the lease no
+    /// longer held by that holder and epoch (another replica took over, or
+    /// it expired): it wrote nothing, and the replica must stop leading.
+    #[error("fenced: {0}")]
+    Fenced(String),
 }
 
 impl StoreError {
-    /// Whether trying again may succeed (the database was unreachable or
-    /// busy), as opposed to a refusal that retrying cannot change.
+    /// Whether the same call may succeed if tried again later (see
+    /// [`StoreError::Unavailable`]). Everything else needs a change: a
+    /// different batch, an operator, a newer sluice, or stepping down.
     pub fn is_transient(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))
     }
@@ -228,4 +332,98 @@ pub trait Store: Send + Sync + 'static {
 
     /// The schema version of the open database.
     async fn schema_version(&self) -> Result<i64, StoreError>;
+}
+
+/// The leader lease as the database holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The replica holding (or last holding) the lease.
+    pub holder: String,
+    /// Where other replicas reach the holder (to forward requests).
+    pub address: String,
+    /// Grows at every acquisition; commits fenced by an older epoch fail.
+    pub epoch: i64,
+    pub acquired_at: Timestamp,
+    pub renewed_at: Timestamp,
+    /// The holder leads until then, by the database's clock.
+    pub expires_at: Timestamp,
+}
+
+/// The lease and the database's clock, read together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseState {
+    /// `None` while no replica ever held it.
+    pub lease: Option<Lease>,
+    /// The database's `now()`, the clock every lease time is measured by.
+    pub now: Timestamp,
+}
+
+impl LeaseState {
+    /// The lease, if someone holds it now (it has not expired or been released).
+    pub fn held(&self) -> Option<&Lease> {
+        self.lease
+            .as_ref()
+            .filter(|lease| lease.expires_at > self.now)
+    }
+}
+
+/// A replica's last sign of life, for `GET /v1/cluster`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaRecord {
+    pub id: String,
+    pub address: String,
+    /// By the database's clock.
+    pub last_heartbeat: Timestamp,
+}
+
+/// Leadership among replicas sharing one database: a lease row timed by the
+/// database's clock, with an epoch that grows at every acquisition, and
+/// store handles fenced by it. Implemented by [`PgStore`]; an embedded
+/// SQLite store has one server, always its own leader, and no lease.
+///
+/// A leader acquires, then renews well within the TTL; a renewal that
+/// answers `None` means the lease is lost and the replica must stop deciding
+/// at once. It commits only through [`Cluster::fenced`], so that a commit of
+/// a leader that lost its lease (paused, partitioned) fails instead of
+/// landing after a successor's.
+#[async_trait::async_trait]
+pub trait Cluster: Send + Sync + 'static {
+    /// Takes the lease for `ttl` if nobody holds it or it expired (a holder
+    /// whose own lease is still running waits for it like everyone else),
+    /// with an epoch one above the last. `None`: someone else holds it.
+    async fn acquire(
+        &self,
+        holder: &str,
+        address: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError>;
+
+    /// Extends the lease to `ttl` from now if `holder` still holds it with
+    /// `epoch` and it has not expired; `None` when it does not (the caller
+    /// must stop leading).
+    async fn renew(
+        &self,
+        holder: &str,
+        epoch: i64,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError>;
+
+    /// Ends `holder`'s lease of `epoch` at once (a clean shutdown hands over
+    /// without waiting for the TTL). `false` when it no longer held it.
+    async fn release(&self, holder: &str, epoch: i64) -> Result<bool, StoreError>;
+
+    /// The lease as it stands, with the database's clock.
+    async fn current(&self) -> Result<LeaseState, StoreError>;
+
+    /// A store whose every commit (and sample) first checks, in its own
+    /// transaction, that `holder` still holds the lease of `epoch`, and
+    /// fails with [`StoreError::Fenced`] otherwise, writing nothing.
+    fn fenced(&self, holder: &str, epoch: i64) -> std::sync::Arc<dyn Store>;
+
+    /// Records that replica `id`, reachable at `address`, is alive (the
+    /// database's now), and forgets replicas not heard from for a day.
+    async fn heartbeat(&self, id: &str, address: &str) -> Result<(), StoreError>;
+
+    /// Every replica heard from within the last day, by id.
+    async fn replicas(&self) -> Result<Vec<ReplicaRecord>, StoreError>;
 }

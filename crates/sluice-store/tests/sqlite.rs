@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use sluice_store::conformance::Backend;
 use sluice_store::sqlite::{self, SqliteStore};
-use sluice_store::{HostComponentRecord, HostRecord, Store, StoreError, Write};
+use sluice_store::{HostComponentRecord, HostRecord, Store, StoreError, Timestamp, Write};
 use sqlx::{ConnectOptions as _, Connection as _};
 
 /// A SQLite database in a directory of its own, removed when dropped.
@@ -30,12 +30,7 @@ impl Backend for TempSqlite {
     }
 
     async fn record_schema_version(&self, version: i64) -> Result<(), StoreError> {
-        let fail = |e: sqlx::Error| StoreError::Write(e.to_string());
-        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(self.dir.path().join(sqlite::FILE_NAME))
-            .connect()
-            .await
-            .map_err(fail)?;
+        let mut conn = connect(self.dir.path()).await?;
         sqlx::query(
             "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
              VALUES ($1, 'from a newer sluice', TRUE, x'00', 0)",
@@ -46,6 +41,39 @@ impl Backend for TempSqlite {
         .map_err(fail)?;
         conn.close().await.map_err(fail)
     }
+
+    async fn execute(&self, sql: &str) -> Result<(), StoreError> {
+        // A pool of one: a plain connection's executor does not satisfy
+        // the trait's `Send` bound with a borrowed statement.
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(
+                sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(self.dir.path().join(sqlite::FILE_NAME)),
+            )
+            .await
+            .map_err(fail)?;
+        sqlx::raw_sql(sql).execute(&pool).await.map_err(fail)?;
+        pool.close().await;
+        Ok(())
+    }
+}
+
+fn fail(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// A connection of its own to the database in `dir`, behind the store's back.
+async fn connect(dir: &Path) -> Result<sqlx::SqliteConnection, StoreError> {
+    sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(dir.join(sqlite::FILE_NAME))
+        .connect()
+        .await
+        .map_err(fail)
+}
+
+fn time(text: &str) -> Timestamp {
+    text.parse().expect("a time")
 }
 
 mod conformance {
@@ -76,7 +104,7 @@ fn import_writes(i: usize) -> [Write; 2] {
         version: "1.12.6".to_owned(),
         state: None,
         message: None,
-        at: "2026-03-01T00:00:00Z".to_owned(),
+        at: time("2026-03-01T00:00:00Z"),
     };
     [Write::Host(h), Write::HostComponent(component)]
 }
@@ -137,14 +165,15 @@ async fn reopen_after_drop_and_after_close() -> Result<(), StoreError> {
 }
 
 #[tokio::test]
-async fn a_file_that_is_not_a_database_is_unavailable() {
+async fn a_file_that_is_not_a_database_is_corrupt_not_transient() {
     let dir = tempfile::tempdir().expect("creating a temporary directory");
     std::fs::write(dir.path().join("sluice.db"), [b'x'; 4096]).expect("writing the file");
     match SqliteStore::open(dir.path()).await {
-        Err(StoreError::Unavailable(message)) => {
-            assert!(message.contains("sluice.db"), "{message}")
+        Err(error @ StoreError::Corrupt(_)) => {
+            assert!(!error.is_transient());
+            assert!(error.to_string().contains("sluice.db"), "{error}")
         }
-        other => panic!("expected Unavailable, got {other:?}"),
+        other => panic!("expected Corrupt, got {other:?}"),
     }
 }
 
@@ -159,17 +188,17 @@ async fn a_duplicate_rollout_name_names_the_rollout_holding_it() -> Result<(), S
         state: "pending".to_owned(),
         plan: String::new(),
         header: serde_json::json!({}),
-        created_at: "2026-03-01T00:00:00Z".to_owned(),
-        updated_at: "2026-03-01T00:00:00Z".to_owned(),
+        created_at: time("2026-03-01T00:00:00Z"),
+        updated_at: time("2026-03-01T00:00:00Z"),
     };
     store.commit(&[Write::Rollout(rollout("r-1"))]).await?;
     match store.commit(&[Write::Rollout(rollout("r-2"))]).await {
-        Err(error @ StoreError::Write(_)) => assert_eq!(
+        Err(error @ StoreError::Refused(_)) => assert_eq!(
             error.to_string(),
-            "storage write failed: a rollout named \"docker-17\" already exists (r-1); \
+            "storage refused the write: a rollout named \"docker-17\" already exists (r-1); \
              cannot store rollout r-2 under that name"
         ),
-        other => panic!("expected a write error, got {other:?}"),
+        other => panic!("expected a refused write, got {other:?}"),
     }
     Ok(())
 }
@@ -186,8 +215,8 @@ async fn concurrent_commits_queue_for_the_one_writer() -> Result<(), StoreError>
             state: "running".to_owned(),
             plan: String::new(),
             header: serde_json::json!({}),
-            created_at: "2026-03-01T00:00:00Z".to_owned(),
-            updated_at: "2026-03-01T00:00:00Z".to_owned(),
+            created_at: time("2026-03-01T00:00:00Z"),
+            updated_at: time("2026-03-01T00:00:00Z"),
         })])
         .await?;
 
@@ -198,7 +227,7 @@ async fn concurrent_commits_queue_for_the_one_writer() -> Result<(), StoreError>
                 for i in 0..25 {
                     let event = sluice_store::NewEvent {
                         rollout: Some("r-1".to_owned()),
-                        at: "2026-03-01T00:00:00Z".to_owned(),
+                        at: time("2026-03-01T00:00:00Z"),
                         actor: None,
                         kind: "host_updated".to_owned(),
                         data: serde_json::json!({"task": task, "i": i}),
@@ -226,6 +255,135 @@ async fn concurrent_commits_queue_for_the_one_writer() -> Result<(), StoreError>
         let expected: Vec<_> = (0..25).map(|i| serde_json::json!(i)).collect();
         assert_eq!(mine, expected, "each task's commits keep their order");
     }
+    Ok(())
+}
+
+/// What a damaged SQLite file can hold and PostgreSQL's types cannot: a
+/// time or JSON that does not parse. Each fails the load (or the read),
+/// naming the table, the row and the column, instead of loading as the
+/// epoch or nothing.
+#[tokio::test]
+async fn unreadable_times_and_json_fail_naming_the_row() -> Result<(), StoreError> {
+    let backend = TempSqlite::new().await;
+    let store = backend.open().await?;
+    store.commit(&import_writes(1)).await?;
+    drop(store);
+    let id = host(1).id;
+    let cases = [
+        (
+            format!("UPDATE hosts SET last_seen = 'yesterday' WHERE id = '{id}'"),
+            vec!["hosts", id.as_str(), "last_seen", "yesterday"],
+        ),
+        (
+            format!(
+                "UPDATE hosts SET last_seen = NULL, labels = '{{\"role\": 1}}' WHERE id = '{id}'"
+            ),
+            vec!["hosts", id.as_str(), "labels"],
+        ),
+        (
+            format!("UPDATE hosts SET labels = '{{' WHERE id = '{id}'"),
+            vec!["hosts", id.as_str(), "labels"],
+        ),
+        (
+            format!(
+                "UPDATE hosts SET labels = '{{}}'; \
+                 UPDATE host_components SET at = '2026-13-01T00:00:00Z' WHERE host = '{id}'"
+            ),
+            vec!["host_components", "docker-engine", "at"],
+        ),
+    ];
+    for (sql, words) in cases {
+        backend.execute(&sql).await?;
+        let store = backend.open().await?;
+        match store.load().await {
+            Err(error @ StoreError::Corrupt(_)) => {
+                assert!(!error.is_transient());
+                let message = error.to_string();
+                for word in words {
+                    assert!(message.contains(word), "{word} in: {message}");
+                }
+            }
+            other => panic!("after {sql}: expected a corrupt row, got {other:?}"),
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_time_before_year_zero_is_refused_naming_the_write() -> Result<(), StoreError> {
+    let dir = tempfile::tempdir().expect("creating a temporary directory");
+    let store = SqliteStore::open(dir.path()).await?;
+    let ancient = HostRecord {
+        last_seen: Some(time("-000001-06-01T00:00:00Z")),
+        ..host(7)
+    };
+    match store.commit(&[Write::Host(ancient)]).await {
+        Err(error @ StoreError::Refused(_)) => {
+            let message = error.to_string();
+            assert!(message.contains(&host(7).id), "{message}");
+            assert!(message.contains("last_seen"), "{message}");
+        }
+        other => panic!("expected a refused write, got {other:?}"),
+    }
+    assert_eq!(store.load().await?.hosts, vec![]);
+    Ok(())
+}
+
+/// Schema version 3 rewrites times of other widths into the canonical one,
+/// so that a database written before it orders by time too.
+#[tokio::test]
+async fn the_migration_to_version_3_makes_every_time_canonical() -> Result<(), StoreError> {
+    let backend = TempSqlite::new().await;
+    let store = backend.open().await?;
+    store.commit(&import_writes(1)).await?;
+    drop(store);
+    let id = host(1).id;
+    backend
+        .execute(&format!(
+            "DELETE FROM _sqlx_migrations WHERE version = 3; \
+             UPDATE hosts SET last_seen = '2026-03-01T09:30:00Z' WHERE id = '{id}'; \
+             UPDATE host_components SET at = '2026-03-01T09:30:00.5Z'; \
+             INSERT INTO rollout_samples (rollout, at, versions) VALUES \
+                 ('r-1', '2026-03-01T10:00:00Z', '{{}}'), \
+                 ('r-1', '2026-03-01T10:00:00.25Z', '{{}}'), \
+                 ('r-1', '2026-03-01T10:00:00.123456789Z', '{{}}')"
+        ))
+        .await?;
+
+    let store = backend.open().await?;
+    assert_eq!(store.schema_version().await?, 3);
+    let mut conn = connect(backend.dir.path()).await?;
+    let texts: Vec<String> = sqlx::query_scalar(
+        "SELECT last_seen FROM hosts UNION ALL SELECT at FROM host_components \
+         UNION ALL SELECT at FROM (SELECT at FROM rollout_samples ORDER BY at)",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .map_err(fail)?;
+    assert_eq!(
+        texts,
+        [
+            "2026-03-01T09:30:00.000000Z",
+            "2026-03-01T09:30:00.500000Z",
+            "2026-03-01T10:00:00.000000Z",
+            "2026-03-01T10:00:00.123456Z",
+            "2026-03-01T10:00:00.250000Z",
+        ]
+    );
+    let samples: Vec<Timestamp> = store
+        .samples("r-1")
+        .await?
+        .into_iter()
+        .map(|s| s.at)
+        .collect();
+    assert_eq!(
+        samples,
+        [
+            time("2026-03-01T10:00:00Z"),
+            time("2026-03-01T10:00:00.123456Z"),
+            time("2026-03-01T10:00:00.25Z"),
+        ]
+    );
     Ok(())
 }
 

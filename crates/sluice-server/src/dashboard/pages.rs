@@ -218,7 +218,7 @@ impl EventRow {
         };
         EventRow {
             seq: stored.seq,
-            at: views::short_time(&event.at),
+            at: views::short_time(&crate::clock::rfc3339(event.at)),
             actor: event.actor.clone().unwrap_or_else(|| "sluice".to_owned()),
             kind: event.kind.replace('_', " "),
             reason,
@@ -281,15 +281,16 @@ pub async fn rollout(
         .map_err(|e| DashError::Unavailable(e.to_string()))?;
     let (samples, since) = (
         stored.len(),
-        stored.first().map(|s| s.at.clone()).unwrap_or_default(),
+        stored
+            .first()
+            .map(|s| crate::clock::rfc3339(s.at))
+            .unwrap_or_default(),
     );
     let mut points: Vec<Point> = stored
         .into_iter()
-        .filter_map(|sample| {
-            Some(Point {
-                at: sample.at.parse::<jiff::Timestamp>().ok()?.as_second(),
-                versions: sample.versions,
-            })
+        .map(|sample| Point {
+            at: sample.at.as_second(),
+            versions: sample.versions,
         })
         .collect();
     points.push(Point {

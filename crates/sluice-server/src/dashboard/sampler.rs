@@ -17,7 +17,6 @@ use tokio::sync::oneshot;
 use tokio::time::MissedTickBehavior;
 
 use super::views::versions_of;
-use crate::clock::rfc3339;
 use crate::state::AppState;
 use crate::world::World;
 
@@ -96,7 +95,7 @@ fn take(world: &World, seen: &mut HashMap<String, Seen>, now: Timestamp) -> Vec<
         last.versions = versions.clone();
         samples.push(SampleRecord {
             rollout: id.to_owned(),
-            at: rfc3339(now),
+            at: now,
             versions,
         });
     }

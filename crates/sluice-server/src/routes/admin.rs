@@ -10,10 +10,10 @@ use sluice_api::rollout::Reason;
 use sluice_store::{NewEvent, TokenRecord, Write};
 
 use crate::auth::{hash_secret, new_secret, Caller, Need};
-use crate::clock::rfc3339;
 use crate::error::ApiError;
 use crate::extract::{Json, Path};
 use crate::state::AppState;
+use crate::vocabulary;
 
 /// Each component's stable version, the versions hosts report, and its
 /// active rollouts.
@@ -185,15 +185,15 @@ pub async fn create_token(
     let (record, pending) = state.change(|_, now, writes| {
         let record = TokenRecord {
             hash: hash_secret(&secret),
-            role: role.to_owned(),
+            role: vocabulary::stored_role(request.role),
             host: request.host.as_ref().map(ToString::to_string),
             name: request.name.clone(),
-            created_at: rfc3339(now),
+            created_at: now,
         };
         writes.push(Write::Token(record.clone()));
         writes.push(Write::Event(NewEvent {
             rollout: None,
-            at: rfc3339(now),
+            at: now,
             actor: Some(actor.clone()),
             kind: "token_created".to_owned(),
             data: serde_json::json!({ "role": role, "host": request.host, "name": request.name }),

@@ -233,7 +233,7 @@ pub async fn events(
         .into_iter()
         .map(|stored| EventView {
             seq: stored.seq,
-            at: stored.event.at,
+            at: crate::clock::rfc3339(stored.event.at),
             actor: stored.event.actor,
             kind: stored.event.kind,
             data: stored.event.data,

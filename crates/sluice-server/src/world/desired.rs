@@ -24,7 +24,6 @@ use sluice_core::rollout::{Rollout, Status};
 use sluice_store::{ComponentRecord, NewEvent, Write};
 
 use super::{World, WorldError};
-use crate::clock::rfc3339;
 
 /// Longest version a stable version may name.
 const MAX_VERSION_CHARS: usize = 253;
@@ -230,7 +229,7 @@ impl World {
         }));
         writes.push(Write::Event(NewEvent {
             rollout: None,
-            at: rfc3339(now),
+            at: now,
             actor: Some(actor.to_owned()),
             kind: "stable_version_set".to_owned(),
             data: serde_json::json!({

@@ -30,7 +30,7 @@ use sluice_store::{
     RolloutRecord, Write,
 };
 
-use crate::clock::{parse_timestamp, rfc3339};
+use crate::clock::rfc3339;
 use crate::persist;
 use crate::vocabulary;
 
@@ -175,8 +175,8 @@ impl RolloutEntry {
             state: self.rollout.status().name().to_owned(),
             plan: self.source.clone(),
             header: persist::header_value(&self.rollout),
-            created_at: rfc3339(self.rollout.created_at()),
-            updated_at: rfc3339(self.updated_at),
+            created_at: self.rollout.created_at(),
+            updated_at: self.updated_at,
         }
     }
 
@@ -252,9 +252,10 @@ impl World {
             ..World::default()
         };
         for host in loaded.hosts {
-            let last_seen = host.last_seen.as_deref().and_then(parse_timestamp);
-            let id = HostId::parse(host.id)
-                .map_err(|error| anyhow::anyhow!("the hosts row of a stored host: {error}"))?;
+            let last_seen = host.last_seen;
+            let id = HostId::parse(host.id).map_err(|error| {
+                anyhow::anyhow!("reading hosts: the id of a stored host: {error}")
+            })?;
             world.hosts.insert(
                 id,
                 HostEntry {
@@ -268,9 +269,9 @@ impl World {
         for record in loaded.host_components {
             let reported = Reported {
                 version: record.version,
-                state: record.state.as_deref().and_then(|state| state.parse().ok()),
+                state: record.state.map(vocabulary::wire_report),
                 message: record.message,
-                at: parse_timestamp(&record.at).unwrap_or(Timestamp::UNIX_EPOCH),
+                at: record.at,
             };
             world.set_reported(&record.host, &record.component, reported);
         }
@@ -293,7 +294,7 @@ impl World {
         for record in rollouts {
             let hosts = records.remove(&record.id).unwrap_or_default();
             let rollout = persist::restore(&record.id, &record.plan, &record.header, hosts)?;
-            let updated_at = parse_timestamp(&record.updated_at).unwrap_or(rollout.created_at());
+            let updated_at = record.updated_at;
             world.next_seq = world.next_seq.max(id_number(&record.id).unwrap_or(0) + 1);
             world.insert_rollout(RolloutEntry::new(rollout, record.plan, updated_at));
         }
@@ -387,7 +388,7 @@ impl World {
         }));
         writes.push(Write::Event(NewEvent {
             rollout: None,
-            at: rfc3339(now),
+            at: now,
             actor: None,
             kind: "stable_version_set".to_owned(),
             data: serde_json::json!({
@@ -496,7 +497,7 @@ impl World {
             writes.push(Write::Host(HostRecord {
                 id: id.to_string(),
                 labels: request.labels.clone(),
-                last_seen: Some(rfc3339(now)),
+                last_seen: Some(now),
             }));
         }
         let labels = host.labels.clone();
@@ -512,9 +513,9 @@ impl World {
                     host: id.to_string(),
                     component: component.clone(),
                     version: reported.version,
-                    state: reported.state.map(|s| s.as_str().to_owned()),
+                    state: reported.state.map(vocabulary::stored_report),
                     message: reported.message,
-                    at: rfc3339(now),
+                    at: now,
                 }));
             }
         }
@@ -554,7 +555,7 @@ impl World {
                 writes.push(Write::Host(HostRecord {
                     id: id.to_string(),
                     labels: from_labels(&host.labels),
-                    last_seen: host.last_seen.map(rfc3339),
+                    last_seen: host.last_seen,
                 }));
             }
         }
@@ -711,12 +712,12 @@ impl World {
         self.freeze = on.then(|| FreezeRecord {
             actor: actor.to_owned(),
             reason: reason.to_owned(),
-            since: rfc3339(now),
+            since: now,
         });
         writes.push(Write::Freeze(self.freeze.clone()));
         writes.push(Write::Event(NewEvent {
             rollout: None,
-            at: rfc3339(now),
+            at: now,
             actor: Some(actor.to_owned()),
             kind: if on { "freeze_on" } else { "freeze_off" }.to_owned(),
             data: serde_json::json!({ "reason": reason }),
@@ -742,7 +743,7 @@ impl World {
                 frozen: true,
                 actor: Some(freeze.actor.clone()),
                 reason: Some(freeze.reason.clone()),
-                since: Some(freeze.since.clone()),
+                since: Some(rfc3339(freeze.since)),
             },
             None => FreezeView {
                 frozen: false,
@@ -782,7 +783,7 @@ impl World {
             writes.push(Write::Host(HostRecord {
                 id: host.id.to_string(),
                 labels: from_labels(&host.labels),
-                last_seen: entry.last_seen.map(rfc3339),
+                last_seen: entry.last_seen,
             }));
             for (component, version) in host.components.iter() {
                 let reported_by_agent = self.hosts[&host.id]
@@ -805,7 +806,7 @@ impl World {
                         version: version.to_string(),
                         state: None,
                         message: None,
-                        at: rfc3339(now),
+                        at: now,
                     }));
                 }
             }
@@ -818,7 +819,7 @@ impl World {
         }
         writes.push(Write::Event(NewEvent {
             rollout: None,
-            at: rfc3339(now),
+            at: now,
             actor: Some(actor.to_owned()),
             kind: "hosts_imported".to_owned(),
             data: serde_json::json!({ "imported": imported, "new": new }),
@@ -851,12 +852,20 @@ fn id_number(id: &str) -> Option<u64> {
 
 /// The last [`MAX_MESSAGE_CHARS`] characters of a report's message: the
 /// last lines of output are what explains a failure.
+/// NUL characters (which PostgreSQL cannot store in text) become U+FFFD.
 fn tail(message: &str) -> String {
     let count = message.chars().count();
-    if count <= MAX_MESSAGE_CHARS {
-        return message.to_owned();
-    }
-    message.chars().skip(count - MAX_MESSAGE_CHARS).collect()
+    message
+        .chars()
+        .skip(count.saturating_sub(MAX_MESSAGE_CHARS))
+        .map(|c| {
+            if c == '\0' {
+                char::REPLACEMENT_CHARACTER
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -869,5 +878,6 @@ mod tests {
         let kept = tail(&long);
         assert_eq!(kept.chars().count(), MAX_MESSAGE_CHARS);
         assert!(kept.ends_with("the end"));
+        assert_eq!(tail("a\0b"), "a\u{fffd}b");
     }
 }

@@ -232,7 +232,7 @@ impl Store for Refusing {
             .iter()
             .any(|write| matches!(write, Write::Host(host) if host.id == REFUSED))
         {
-            return Err(StoreError::Write(format!(
+            return Err(StoreError::Refused(format!(
                 "CHECK constraint failed: host {REFUSED}"
             )));
         }

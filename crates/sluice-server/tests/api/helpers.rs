@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
-use sluice_server::{admin_token_path, Application, Config};
+use sluice_server::{admin_token_path, Application, Config, DatabaseUrl};
 use sluice_store::{SqliteStore, Store};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -55,7 +55,13 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts a server on `data_dir` (a fresh one, or one a stopped server left).
 pub async fn spawn_app_in(data_dir: Arc<TempDir>) -> TestApp {
-    spawn_app_with(data_dir, |store| Arc::new(store)).await
+    spawn_app_on(data_dir, None).await
+}
+
+/// Starts a server keeping its state in the PostgreSQL database at
+/// `database_url` when given (`admin.token` still goes to `data_dir`).
+pub async fn spawn_app_on(data_dir: Arc<TempDir>, database_url: Option<&str>) -> TestApp {
+    spawn(data_dir, database_url, None).await
 }
 
 /// Starts a server on `data_dir` whose SQLite store is wrapped by `wrap`
@@ -64,11 +70,20 @@ pub async fn spawn_app_with(
     data_dir: Arc<TempDir>,
     wrap: fn(SqliteStore) -> Arc<dyn Store>,
 ) -> TestApp {
+    spawn(data_dir, None, Some(wrap)).await
+}
+
+async fn spawn(
+    data_dir: Arc<TempDir>,
+    database_url: Option<&str>,
+    wrap: Option<fn(SqliteStore) -> Arc<dyn Store>>,
+) -> TestApp {
     init_tracing();
     let mut config = Config::new(
         "127.0.0.1:0".parse().expect("address"),
         data_dir.path().to_path_buf(),
     );
+    config.database_url = database_url.map(DatabaseUrl::new);
     config.tick_interval = Duration::from_millis(100);
     config.gate_timeout = Duration::from_secs(2);
     let (ready_tx, ready_rx) = oneshot::channel::<Result<SocketAddr, String>>();
@@ -80,14 +95,14 @@ pub async fn spawn_app_with(
             .build()
             .expect("server runtime");
         runtime.block_on(async move {
-            let store = match SqliteStore::open(&config.data_dir).await {
-                Ok(store) => wrap(store),
-                Err(error) => {
-                    let _ = ready_tx.send(Err(format!("{error:#}")));
-                    return;
-                }
+            let built = match wrap {
+                None => Application::build(config).await,
+                Some(wrap) => match SqliteStore::open(&config.data_dir).await {
+                    Ok(store) => Application::build_with_store(config, wrap(store)).await,
+                    Err(error) => Err(error.into()),
+                },
             };
-            let app = match Application::build_with_store(config, store).await {
+            let app = match built {
                 Ok(app) => app,
                 Err(error) => {
                     let _ = ready_tx.send(Err(format!("{error:#}")));

@@ -1,6 +1,7 @@
 //! The HTTP API, end to end in one process: each test spawns the server on
 //! port 0 with its own data directory (see `helpers`) and drives it with
-//! HTTP requests (the dashboard's pages and forms in `dashboard`).
+//! HTTP requests (the dashboard's pages and forms in `dashboard`; the same
+//! server on PostgreSQL in `postgres`).
 
 mod admin;
 mod checkin;
@@ -11,6 +12,7 @@ mod errors;
 mod helpers;
 mod hosts;
 mod openapi;
+mod postgres;
 mod prometheus;
 mod rollouts;
 mod stable;

@@ -1,5 +1,6 @@
 //! `sluice server`: the control plane (API, check-ins, controller, metrics)
-//! on embedded SQLite in `--data-dir`.
+//! on embedded SQLite in `--data-dir`, or on PostgreSQL with
+//! `--database-url` (`SLUICE_DATABASE_URL`).
 //!
 //! Prints `listening on http://ADDR` (`https://` with `--tls-cert`) on stdout once bound (so that scripts
 //! and tests can pass `--listen 127.0.0.1:0` and read the port), logs to
@@ -13,7 +14,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use sluice_server::startup::InvalidTls;
-use sluice_server::{Application, Config, TlsFiles};
+use sluice_server::{Application, Config, DatabaseUrl, TlsFiles};
 use tracing_subscriber::EnvFilter;
 
 use crate::exit::Failure;
@@ -26,6 +27,14 @@ pub struct ServerArgs {
     /// Directory of the SQLite database and of admin.token
     #[arg(long, value_name = "DIR", default_value = "./sluice-data")]
     data_dir: PathBuf,
+    /// Keep the state in PostgreSQL instead of SQLite in --data-dir: postgres://USER:PASSWORD@HOST:PORT/DB
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "SLUICE_DATABASE_URL",
+        hide_env_values = true
+    )]
+    database_url: Option<String>,
     /// Seconds between an agent's check-ins, told to agents in every answer
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     checkin_interval: u64,
@@ -55,6 +64,7 @@ pub fn run(args: ServerArgs) -> Result<(), Failure> {
 async fn serve(listen: SocketAddr, args: ServerArgs) -> Result<(), Failure> {
     let mut config = Config::new(listen, &args.data_dir);
     config.next_checkin_s = args.checkin_interval;
+    config.database_url = args.database_url.map(DatabaseUrl::new);
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         config.tls = Some(TlsFiles { cert, key });
     }
