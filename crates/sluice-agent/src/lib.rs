@@ -64,6 +64,7 @@
 //! applies a version the server did not name in its latest answer.
 
 mod agent;
+pub mod cli;
 pub mod config;
 mod facts;
 mod ops;

@@ -4,27 +4,14 @@
 //! configuration.
 
 use std::io::IsTerminal as _;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use sluice_agent::cli::Args;
 use sluice_agent::{Agent, Client, FileConfig, ShellOps};
 use tracing_subscriber::EnvFilter;
-
-/// Checks in with the sluice server, applies the desired versions, runs the
-/// health checks and reports.
-#[derive(Debug, Parser)]
-#[command(name = "sluice-agent", version)]
-struct Args {
-    /// The agent's configuration (TOML)
-    #[arg(long, value_name = "PATH", default_value = "/etc/sluice/agent.toml")]
-    config: PathBuf,
-    /// One check-in (and apply, and report), then exit: for cron or a Puppet exec
-    #[arg(long)]
-    once: bool,
-}
 
 fn main() -> ExitCode {
     let args = Args::parse();

@@ -4,10 +4,11 @@
 
 mod commands;
 mod exit;
+mod generate;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -51,7 +52,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `Cli` is the documented command line; the hidden `generate` (for
+    // scripts/package) is added for parsing only, so that it stays out of
+    // the completions and man pages it writes.
+    let matches = Cli::command().subcommand(generate::command()).get_matches();
+    if let Some(args) = generate::requested(&matches) {
+        return finish(args.and_then(generate::run));
+    }
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     let result = match cli.command {
         Command::Demo(args) => commands::demo::run(args),
         Command::Plan(command) => commands::plan::run(command),
@@ -63,6 +71,10 @@ fn main() -> ExitCode {
         Command::Token(command) => commands::admin::token(command),
         Command::Simulate(args) => commands::simulate::run(args),
     };
+    finish(result)
+}
+
+fn finish(result: Result<(), exit::Failure>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => failure.report(),
