@@ -7,10 +7,13 @@
 //!
 //! Layout: [`agent`] (the check-in), [`rollout`] (operators' view and
 //! actions), [`host`] (inventory), [`admin`] (components, freeze, tokens),
-//! [`error`] (the error body every endpoint shares).
+//! [`error`] (the error body every endpoint shares). Beside them,
+//! [`duration`]: the one duration grammar, shared by plans and the agent's
+//! configuration (the agent may not depend on the engine).
 
 pub mod admin;
 pub mod agent;
+pub mod duration;
 pub mod error;
 pub mod host;
 pub mod rollout;
