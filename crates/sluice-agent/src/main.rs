@@ -95,8 +95,9 @@ fn main() -> ExitCode {
         }
     };
     let ops = Arc::new(ShellOps::new(config.commands, config.labels_cmd));
+    let health_intervals = config.health_intervals;
     let outcome = runtime.block_on(async {
-        let agent = Agent::new(config.agent, client, ops)?;
+        let agent = Agent::new(config.agent, client, ops)?.with_health_intervals(health_intervals);
         if args.once {
             agent.run_once().await
         } else {
