@@ -72,7 +72,10 @@ struct Applied {
 struct Checked {
     component: String,
     version: String,
-    outcome: Result<(), Failure>,
+    /// Between rounds, the version read first (the last survey may be old).
+    installed: Option<Result<String, Failure>>,
+    /// `None` when the version read first was not `version`: not checked.
+    outcome: Option<Result<(), Failure>>,
 }
 
 /// What a host operation gives back.
@@ -272,7 +275,7 @@ impl<H: HostOps> Agent<H> {
                         Some(OpKind::Survey | OpKind::Health) => round = Round::Waiting,
                     }
                 }
-                Event::HealthDue => op = self.next_health(),
+                Event::HealthDue => op = self.next_health(true),
                 Event::OpDone(done) => {
                     op = None;
                     match done {
@@ -311,7 +314,8 @@ impl<H: HostOps> Agent<H> {
                             op = Some(self.survey());
                         }
                         Round::Checking => {
-                            op = self.next_health();
+                            // The survey has just read the versions.
+                            op = self.next_health(false);
                             if op.is_none() {
                                 round = Round::Idle;
                                 call = Some(self.checkin());
@@ -649,11 +653,12 @@ impl<H: HostOps> Agent<H> {
         }
     }
 
-    /// The first due health check that may run now, if any. A component
-    /// that may not (an apply-mode component not running its desired
-    /// version, a failed apply, a facts-mode component) is not due any more:
-    /// once more after its `health_interval`, or at the next round.
-    fn next_health(&mut self) -> Option<Op> {
+    /// The first due health check that may run now, if any; `reread`: read
+    /// the installed version first, and check only if it is still the
+    /// desired one. A component that may not be checked (not running its
+    /// desired version, a failed apply, a facts-mode component) is not due
+    /// any more: once more after its `health_interval`, or at the next round.
+    fn next_health(&mut self, reread: bool) -> Option<Op> {
         let now = Instant::now();
         loop {
             let name = self
@@ -676,10 +681,19 @@ impl<H: HostOps> Agent<H> {
             };
             let ops = Arc::clone(&self.ops);
             let task = Box::pin(async move {
-                let outcome = ops.health(&component, &desired).await;
+                let installed = match reread {
+                    true => Some(ops.installed(&component, Some(&desired)).await),
+                    false => None,
+                };
+                let outcome = match &installed {
+                    Some(Ok(version)) if *version != desired.version => None,
+                    Some(Err(_)) => None,
+                    _ => Some(ops.health(&component, &desired).await),
+                };
                 Work::Checked(Checked {
                     component: component.name.clone(),
                     version: desired.version.clone(),
+                    installed,
                     outcome,
                 })
             });
@@ -706,38 +720,62 @@ impl<H: HostOps> Agent<H> {
         (runs_desired && !apply_failed).then(|| (component.clone(), desired.clone()))
     }
 
-    /// Records a health check; `true` when it changed what the agent
-    /// reports (then to be reported at once).
+    /// Records a health check (and the version read before it); `true`
+    /// when it changed what the agent reports (then to be reported at once).
     fn checked(&mut self, checked: Checked) -> Result<bool, AgentError> {
         let Checked {
-            component,
+            component: name,
             version,
+            installed,
             outcome,
         } = checked;
-        if let Some(every) = self.health_intervals.get(&component) {
+        if let Some(every) = self.health_intervals.get(&name) {
             self.health_due
-                .insert(component.clone(), Instant::now() + *every);
+                .insert(name.clone(), Instant::now() + *every);
         }
-        let Some(entry) = self.state.components.get_mut(&component) else {
+        let component = self.config.components.iter().find(|c| c.name == name);
+        let (Some(component), Some(entry)) = (component, self.state.components.get_mut(&name))
+        else {
             return Ok(false);
         };
+        let mut changed = false;
+        if let Some(installed) = installed {
+            let installed = match installed {
+                Ok(installed) => Some(installed),
+                Err(error) => {
+                    tracing::warn!(component = %name, "cannot read the installed version: {error}");
+                    None
+                }
+            };
+            if entry.installed != installed {
+                tracing::warn!(component = %name, installed = installed.as_deref().unwrap_or("unknown"), "the installed version changed outside an apply");
+                entry.installed = installed;
+                settle(component, entry);
+                changed = true;
+            }
+        }
         let failing = entry.state == ReportState::Failed;
         let verdict = match outcome {
-            Ok(()) if failing => {
-                tracing::info!(%component, %version, "the health check passes again");
-                Verdict::Healthy
+            Some(Ok(())) if failing => {
+                tracing::info!(component = %name, %version, "the health check passes again");
+                Some(Verdict::Healthy)
             }
-            Err(error) if !failing => {
-                tracing::warn!(%component, %version, "the health check failed: {error}");
-                Verdict::Unhealthy(error)
+            Some(Err(error)) if !failing => {
+                tracing::warn!(component = %name, %version, "the health check failed: {error}");
+                Some(Verdict::Unhealthy(error))
             }
-            // The same result as before: nothing to report.
-            _ => return Ok(false),
+            // The same result as before, or no check: nothing to report.
+            _ => None,
         };
-        record_outcome(entry, &version, verdict);
-        self.report_due = true;
-        self.save()?;
-        Ok(true)
+        if let Some(verdict) = verdict {
+            record_outcome(entry, &version, verdict);
+            changed = true;
+        }
+        if changed {
+            self.report_due = true;
+            self.save()?;
+        }
+        Ok(changed)
     }
 
     /// Writes every facts file from the last desired versions (which survive

@@ -2,6 +2,7 @@
 //! server, many agents, real shell commands, and Puppet.
 
 mod harness;
+mod health_loop;
 mod library;
 mod once;
 mod puppet;
