@@ -3,6 +3,7 @@
 
 mod harness;
 mod health_loop;
+mod late_failure;
 mod library;
 mod once;
 mod puppet;
