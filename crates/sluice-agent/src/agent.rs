@@ -1,18 +1,27 @@
-//! The agent loop: one `tokio::select!` over four events — the check-in
-//! timer, the server's answer, a host command finishing, shutdown — with at
-//! most one check-in and one host operation in flight.
+//! The agent loop: one `tokio::select!` that yields one [`Event`] — the
+//! check-in timer, the health timer, a host operation finishing, the
+//! server's answer, shutdown — handled in one `match`, with at most one
+//! check-in and one host operation (survey, apply or health check) in
+//! flight.
 //!
-//! A round: the timer fires → survey (labels, installed versions) → check-in
+//! A round: the check-in timer fires → survey (labels, installed versions)
+//! → the health checks due this round (every apply-mode component running
+//! its desired version, unless it has its own `health_interval`) → check-in
 //! → the answer names desired versions → facts files are written, and the
 //! first apply-mode component whose installed version differs is applied
-//! (apply, re-read the version, health check) → an immediate check-in
-//! reports the outcome, whose answer may start the next apply.
+//! (apply, re-read the version, health check) → an immediate round reports
+//! the outcome, whose answer may start the next apply.
+//!
+//! A component with a `health_interval` is checked by the health timer
+//! instead, between rounds; a check whose result differs from what the
+//! agent reports (`ok` → `failed` with the output's tail, or `failed` →
+//! `ok`) starts a round at once, and one that agrees changes nothing.
 //!
 //! Fail static: a failed check-in changes nothing on the host; the next try
 //! waits a random time in `[0, min(cap, interval × 2^failures))` (full
 //! jitter; cap = 10 × interval, at most 5 min, at least the interval).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -51,17 +60,81 @@ struct Survey {
     installed: Vec<(String, Result<String, Failure>)>,
 }
 
-/// The result of one apply: the version read afterwards and the outcome.
+/// The result of one apply: the version read afterwards and the verdict.
 struct Applied {
     component: String,
     version: String,
     installed: Result<String, Failure>,
-    outcome: Result<(), Failure>,
+    verdict: Verdict,
 }
 
+/// The result of one health check of `component` at `version`.
+struct Checked {
+    component: String,
+    version: String,
+    /// Between rounds, the version read first (the last survey may be old).
+    installed: Option<Result<String, Failure>>,
+    /// `None` when the version read first was not `version`: not checked.
+    outcome: Option<Result<(), Failure>>,
+}
+
+/// What a host operation gives back.
 enum Work {
     Survey(Survey),
     Applied(Applied),
+    Checked(Checked),
+}
+
+/// Which host operation is in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpKind {
+    Survey,
+    Apply,
+    Health,
+}
+
+/// The host operation in flight (there is at most one).
+struct Op {
+    kind: OpKind,
+    task: Task<Work>,
+}
+
+/// Everything the loop reacts to.
+enum Event {
+    /// The caller's shutdown future completed.
+    Shutdown,
+    /// The check-in timer fired: time for a round (or, during an apply, for
+    /// a check-in that reports it `applying`).
+    CheckinDue,
+    /// A component's `health_interval` passed (only while nothing else runs).
+    HealthDue,
+    /// The host operation in flight finished.
+    OpDone(Work),
+    /// The server answered the check-in in flight, or it failed.
+    Answered(Result<CheckinResponse, ClientError>),
+}
+
+/// Where the current round is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// No round, or its survey is running.
+    Idle,
+    /// The check-in timer fired during a health check: the survey follows it.
+    Waiting,
+    /// Surveyed: the health checks due this round run, then the check-in.
+    Checking,
+}
+
+/// How an apply, or a health check, ended.
+enum Verdict {
+    Healthy,
+    /// `apply_cmd` failed, or the version read afterwards is not the one
+    /// applied: not retried, and not health-checked, until the server names
+    /// another version.
+    ApplyFailed(Failure),
+    /// The version is installed but `health_cmd` fails: checked again, so
+    /// that a recovery is reported.
+    Unhealthy(Failure),
 }
 
 /// One host's agent: its configuration, the shared HTTP client, the host
@@ -79,8 +152,15 @@ pub struct Agent<H: HostOps> {
     failures: u32,
     /// The labels `HostOps::labels` gave at the last survey.
     labels: BTreeMap<String, String>,
-    /// An apply finished and its outcome is not reported yet.
+    /// The state changed (an apply finished, a health check disagreed) since
+    /// the last check-in request was built.
     report_due: bool,
+    /// When each component with a `health_interval` is next due a health
+    /// check (the others are checked at every round).
+    health_due: BTreeMap<String, Instant>,
+    /// Components whose apply (or recovery) just ran the health check: the
+    /// next round does not run it again.
+    fresh: BTreeSet<String>,
 }
 
 impl<H: HostOps> Agent<H> {
@@ -103,6 +183,8 @@ impl<H: HostOps> Agent<H> {
             failures: 0,
             labels: BTreeMap::new(),
             report_due: false,
+            health_due: BTreeMap::new(),
+            fresh: BTreeSet::new(),
         })
     }
 
@@ -110,6 +192,15 @@ impl<H: HostOps> Agent<H> {
     pub fn with_seed(mut self, seed: u64) -> Agent<H> {
         self.rng = fastrand::Rng::with_seed(seed);
         self
+    }
+
+    /// A component's own `health_interval`, if it has one.
+    fn health_interval(&self, component: &str) -> Option<Duration> {
+        self.config
+            .components
+            .iter()
+            .find(|c| c.name == component)
+            .and_then(|c| c.health_interval)
     }
 
     /// The state as it stands (what the next check-in reports).
@@ -137,42 +228,66 @@ impl<H: HostOps> Agent<H> {
     ) -> Result<(), AgentError> {
         self.recover().await?;
         tokio::pin!(shutdown);
-        let mut work: Option<Task<Work>> = None;
+        let started = Instant::now();
+        for component in &self.config.components {
+            if let Some(every) = self.health_interval(&component.name) {
+                self.health_due
+                    .insert(component.name.clone(), started + every);
+            }
+        }
+        let mut op: Option<Op> = None;
         let mut call: Option<Task<Result<CheckinResponse, ClientError>>> = None;
+        let mut round = Round::Idle;
         // The first check-in goes out at once with `--once`; a daemon waits
         // up to a fifth of its interval first, so that a fleet whose agents
         // restart together does not check in together.
         let mut tick: Option<Instant> = Some(if once {
-            Instant::now()
+            started
         } else {
-            Instant::now() + self.interval.mul_f64(0.2 * self.rng.f64())
+            started + self.interval.mul_f64(0.2 * self.rng.f64())
         });
         loop {
-            tokio::select! {
-                () = &mut shutdown => {
+            // Health checks between rounds wait until nothing else runs.
+            let idle = op.is_none() && call.is_none() && round == Round::Idle;
+            let health_at = self.health_due.values().min().copied();
+            let event = tokio::select! {
+                () = &mut shutdown => Event::Shutdown,
+                () = sleep_until(tick) => Event::CheckinDue,
+                () = sleep_until(health_at), if idle => Event::HealthDue,
+                done = run_op(&mut op) => Event::OpDone(done),
+                answer = run_task(&mut call) => Event::Answered(answer),
+            };
+            match event {
+                Event::Shutdown => {
                     tracing::info!("shutting down");
                     return Ok(());
                 }
-                () = sleep_until(tick) => {
+                Event::CheckinDue => {
                     tick = None;
-                    if call.is_some() {
+                    match op.as_ref().map(|op| op.kind) {
                         // The answer's handler schedules the next check-in.
-                    } else if work.is_none() {
-                        self.report_due = false;
-                        work = Some(self.survey());
-                    } else {
+                        _ if call.is_some() => {}
+                        None => op = Some(self.survey()),
                         // An apply is running: report it as `applying`.
-                        call = Some(self.checkin());
+                        Some(OpKind::Apply) => call = Some(self.checkin()),
+                        Some(OpKind::Survey | OpKind::Health) => round = Round::Waiting,
                     }
                 }
-                done = run_task(&mut work) => {
-                    work = None;
+                Event::HealthDue => op = self.next_health(true),
+                Event::OpDone(done) => {
+                    op = None;
                     match done {
                         Work::Survey(survey) => match self.surveyed(survey)? {
-                            Ok(()) => call = Some(self.checkin()),
+                            Ok(()) => {
+                                self.due_this_round(once);
+                                round = Round::Checking;
+                            }
                             Err(error) if once => return Err(AgentError::Labels(error)),
                             Err(error) => {
-                                tracing::warn!("cannot read the host's labels, not checking in: {error}");
+                                tracing::warn!(
+                                    "cannot read the host's labels, not checking in: {error}"
+                                );
+                                round = Round::Idle;
                                 tick = Some(self.backoff());
                             }
                         },
@@ -183,24 +298,48 @@ impl<H: HostOps> Agent<H> {
                             self.report_due = true;
                             tick = Some(Instant::now());
                         }
+                        Work::Checked(checked) => {
+                            // A round under way reports the change itself.
+                            if self.checked(checked)? && round == Round::Idle {
+                                tick = Some(Instant::now());
+                            }
+                        }
+                    }
+                    match round {
+                        Round::Idle => {}
+                        Round::Waiting => {
+                            round = Round::Idle;
+                            op = Some(self.survey());
+                        }
+                        Round::Checking => {
+                            // The survey has just read the versions.
+                            op = self.next_health(false);
+                            if op.is_none() {
+                                round = Round::Idle;
+                                call = Some(self.checkin());
+                            }
+                        }
                     }
                 }
-                answer = run_task(&mut call) => {
+                Event::Answered(answer) => {
                     call = None;
                     match answer {
                         Ok(answer) => {
                             self.failures = 0;
                             self.interval = Duration::from_secs(answer.next_checkin_s.max(1));
-                            let next = self.answered(answer, work.is_none())?;
-                            if work.is_none() {
-                                work = next;
+                            let next = self.answered(answer, op.is_none())?;
+                            if op.is_none() {
+                                op = next.map(|task| Op {
+                                    kind: OpKind::Apply,
+                                    task,
+                                });
                             }
-                            if once && work.is_none() {
+                            if once && op.is_none() {
                                 return Ok(());
                             }
                             // While an apply runs, check-ins go on and
                             // report it `applying`.
-                            tick = Some(if self.report_due && work.is_none() {
+                            tick = Some(if self.report_due && op.is_none() {
                                 Instant::now()
                             } else {
                                 self.jittered()
@@ -212,7 +351,9 @@ impl<H: HostOps> Agent<H> {
                             tracing::warn!(
                                 failures = self.failures,
                                 "check-in failed, changing nothing; retrying in {:.1}s: {error}",
-                                retry.saturating_duration_since(Instant::now()).as_secs_f64()
+                                retry
+                                    .saturating_duration_since(Instant::now())
+                                    .as_secs_f64()
                             );
                             tick = Some(retry);
                         }
@@ -260,7 +401,12 @@ impl<H: HostOps> Agent<H> {
                         .entry(component.name.clone())
                         .or_default();
                     entry.retried = None;
-                    record_outcome(entry, &version, health);
+                    let verdict = match health {
+                        Ok(()) => Verdict::Healthy,
+                        Err(message) => Verdict::Unhealthy(message),
+                    };
+                    record_outcome(entry, &version, verdict);
+                    self.fresh.insert(component.name.clone());
                 }
                 installed => {
                     if let Ok(installed) = installed {
@@ -272,7 +418,7 @@ impl<H: HostOps> Agent<H> {
                         record_outcome(
                             entry,
                             &version,
-                            Err(format!("the apply of {version} was interrupted twice (agent restarted); not retried")),
+                            Verdict::ApplyFailed(format!("the apply of {version} was interrupted twice (agent restarted); not retried")),
                         );
                     } else {
                         tracing::warn!(component = %component.name, %version, "an interrupted apply did not complete; it is retried once if the server still names it");
@@ -289,7 +435,7 @@ impl<H: HostOps> Agent<H> {
         Ok(())
     }
 
-    fn survey(&self) -> Task<Work> {
+    fn survey(&self) -> Op {
         let ops = Arc::clone(&self.ops);
         let components: Vec<(ComponentConfig, Option<Desired>)> = self
             .config
@@ -304,7 +450,7 @@ impl<H: HostOps> Agent<H> {
                 (component.clone(), desired)
             })
             .collect();
-        Box::pin(async move {
+        let task = Box::pin(async move {
             let labels = ops.labels().await;
             let mut installed = Vec::with_capacity(components.len());
             for (component, desired) in &components {
@@ -312,7 +458,11 @@ impl<H: HostOps> Agent<H> {
                 installed.push((component.name.clone(), version));
             }
             Work::Survey(Survey { labels, installed })
-        })
+        });
+        Op {
+            kind: OpKind::Survey,
+            task,
+        }
     }
 
     /// Records a survey; `Err` when the labels could not be read.
@@ -339,7 +489,10 @@ impl<H: HostOps> Agent<H> {
         }))
     }
 
-    fn checkin(&self) -> Task<Result<CheckinResponse, ClientError>> {
+    /// The check-in request of the state as it stands (which reports every
+    /// change so far).
+    fn checkin(&mut self) -> Task<Result<CheckinResponse, ClientError>> {
+        self.report_due = false;
         let mut labels = self.config.labels.clone();
         labels.extend(self.labels.clone());
         let components = self
@@ -424,16 +577,19 @@ impl<H: HostOps> Agent<H> {
             let outcome = ops.apply(&component, &desired).await;
             // The exit code alone is not trusted: read what is installed now.
             let installed = ops.installed(&component, Some(&desired)).await;
-            let outcome = match (&outcome, &installed) {
-                (Err(_), _) => outcome,
+            let verdict = match (outcome, &installed) {
+                (Err(error), _) => Verdict::ApplyFailed(error),
                 (Ok(()), Ok(version)) if *version == desired.version => {
-                    ops.health(&component, &desired).await
+                    match ops.health(&component, &desired).await {
+                        Ok(()) => Verdict::Healthy,
+                        Err(error) => Verdict::Unhealthy(error),
+                    }
                 }
-                (Ok(()), Ok(version)) => Err(format!(
+                (Ok(()), Ok(version)) => Verdict::ApplyFailed(format!(
                     "apply_cmd succeeded but version_cmd reads {version:?}, not {:?}",
                     desired.version
                 )),
-                (Ok(()), Err(error)) => Err(format!(
+                (Ok(()), Err(error)) => Verdict::ApplyFailed(format!(
                     "apply_cmd succeeded but the version cannot be read: {error}"
                 )),
             };
@@ -441,7 +597,7 @@ impl<H: HostOps> Agent<H> {
                 component: component.name.clone(),
                 version: desired.version.clone(),
                 installed,
-                outcome,
+                verdict,
             })
         })))
     }
@@ -457,16 +613,167 @@ impl<H: HostOps> Agent<H> {
         }
         entry.applying = None;
         entry.retried = None;
-        match &applied.outcome {
-            Ok(()) => {
-                tracing::info!(component = %applied.component, version = %applied.version, "applied and healthy")
+        let (component, version) = (&applied.component, &applied.version);
+        match &applied.verdict {
+            Verdict::Healthy => {
+                tracing::info!(%component, %version, "applied and healthy")
             }
-            Err(error) => {
-                tracing::warn!(component = %applied.component, version = %applied.version, "apply failed: {error}")
+            Verdict::ApplyFailed(error) => {
+                tracing::warn!(%component, %version, "apply failed: {error}")
+            }
+            Verdict::Unhealthy(error) => {
+                tracing::warn!(%component, %version, "applied, but the health check failed: {error}")
             }
         }
-        record_outcome(entry, &applied.version, applied.outcome);
+        let checked = !matches!(applied.verdict, Verdict::ApplyFailed(_));
+        record_outcome(entry, version, applied.verdict);
+        if checked {
+            // The apply just checked its health.
+            self.fresh.insert(applied.component.clone());
+            if let Some(every) = self.health_interval(&applied.component) {
+                self.health_due
+                    .insert(applied.component.clone(), Instant::now() + every);
+            }
+        }
         self.save()
+    }
+
+    /// At the start of a round's health checks: every component checked at
+    /// every round is due now (every component, with `--once`), but those
+    /// whose apply just checked them.
+    fn due_this_round(&mut self, once: bool) {
+        let now = Instant::now();
+        let fresh = std::mem::take(&mut self.fresh);
+        for component in &self.config.components {
+            let every_round = once || self.health_interval(&component.name).is_none();
+            if every_round && !fresh.contains(&component.name) {
+                self.health_due.insert(component.name.clone(), now);
+            }
+        }
+    }
+
+    /// The first due health check that may run now, if any; `reread`: read
+    /// the installed version first, and check only if it is still the
+    /// desired one. A component that may not be checked (not running its
+    /// desired version, a failed apply, a facts-mode component) is not due
+    /// any more: once more after its `health_interval`, or at the next round.
+    fn next_health(&mut self, reread: bool) -> Option<Op> {
+        let now = Instant::now();
+        loop {
+            let name = self
+                .config
+                .components
+                .iter()
+                .find(|component| {
+                    self.health_due
+                        .get(&component.name)
+                        .is_some_and(|due| *due <= now)
+                })?
+                .name
+                .clone();
+            self.health_due.remove(&name);
+            let Some((component, desired)) = self.health_target(&name) else {
+                if let Some(every) = self.health_interval(&name) {
+                    self.health_due.insert(name, now + every);
+                }
+                continue;
+            };
+            let ops = Arc::clone(&self.ops);
+            let task = Box::pin(async move {
+                let installed = match reread {
+                    true => Some(ops.installed(&component, Some(&desired)).await),
+                    false => None,
+                };
+                let outcome = match &installed {
+                    Some(Ok(version)) if *version != desired.version => None,
+                    Some(Err(_)) => None,
+                    _ => Some(ops.health(&component, &desired).await),
+                };
+                Work::Checked(Checked {
+                    component: component.name.clone(),
+                    version: desired.version.clone(),
+                    installed,
+                    outcome,
+                })
+            });
+            return Some(Op {
+                kind: OpKind::Health,
+                task,
+            });
+        }
+    }
+
+    /// The component and the version to health-check, if `name` is an
+    /// apply-mode component that runs its desired version (not applying it)
+    /// and whose apply of that version did not fail.
+    fn health_target(&self, name: &str) -> Option<(ComponentConfig, Desired)> {
+        let component = self.component(name)?;
+        if component.mode != Mode::Apply {
+            return None;
+        }
+        let entry = self.state.components.get(name)?;
+        let desired = entry.desired.as_ref()?;
+        let version = Some(desired.version.as_str());
+        let runs_desired = entry.applying.is_none() && entry.installed.as_deref() == version;
+        let apply_failed = entry.failed.as_deref() == version && !entry.unhealthy;
+        (runs_desired && !apply_failed).then(|| (component.clone(), desired.clone()))
+    }
+
+    /// Records a health check (and the version read before it); `true`
+    /// when it changed what the agent reports (then to be reported at once).
+    fn checked(&mut self, checked: Checked) -> Result<bool, AgentError> {
+        let Checked {
+            component: name,
+            version,
+            installed,
+            outcome,
+        } = checked;
+        if let Some(every) = self.health_interval(&name) {
+            self.health_due.insert(name.clone(), Instant::now() + every);
+        }
+        let component = self.config.components.iter().find(|c| c.name == name);
+        let (Some(component), Some(entry)) = (component, self.state.components.get_mut(&name))
+        else {
+            return Ok(false);
+        };
+        let mut changed = false;
+        if let Some(installed) = installed {
+            let installed = match installed {
+                Ok(installed) => Some(installed),
+                Err(error) => {
+                    tracing::warn!(component = %name, "cannot read the installed version: {error}");
+                    None
+                }
+            };
+            if entry.installed != installed {
+                tracing::warn!(component = %name, installed = installed.as_deref().unwrap_or("unknown"), "the installed version changed outside an apply");
+                entry.installed = installed;
+                settle(component, entry);
+                changed = true;
+            }
+        }
+        let failing = entry.state == ReportState::Failed;
+        let verdict = match outcome {
+            Some(Ok(())) if failing => {
+                tracing::info!(component = %name, %version, "the health check passes again");
+                Some(Verdict::Healthy)
+            }
+            Some(Err(error)) if !failing => {
+                tracing::warn!(component = %name, %version, "the health check failed: {error}");
+                Some(Verdict::Unhealthy(error))
+            }
+            // The same result as before, or no check: nothing to report.
+            _ => None,
+        };
+        if let Some(verdict) = verdict {
+            record_outcome(entry, &version, verdict);
+            changed = true;
+        }
+        if changed {
+            self.report_due = true;
+            self.save()?;
+        }
+        Ok(changed)
     }
 
     /// Writes every facts file from the last desired versions (which survive
@@ -567,25 +874,36 @@ fn settle(component: &ComponentConfig, entry: &mut ComponentState) {
     }
 }
 
-fn record_outcome(entry: &mut ComponentState, version: &str, outcome: Result<(), Failure>) {
-    match outcome {
-        Ok(()) => {
+fn record_outcome(entry: &mut ComponentState, version: &str, verdict: Verdict) {
+    let (failure, unhealthy) = match verdict {
+        Verdict::Healthy => {
             entry.state = ReportState::Ok;
             entry.message = None;
             entry.failed = None;
+            entry.unhealthy = false;
+            return;
         }
-        Err(message) => {
-            entry.state = ReportState::Failed;
-            entry.message = Some(message);
-            entry.failed = Some(version.to_owned());
-        }
-    }
+        Verdict::ApplyFailed(failure) => (failure, false),
+        Verdict::Unhealthy(failure) => (failure, true),
+    };
+    entry.state = ReportState::Failed;
+    entry.message = Some(failure);
+    entry.failed = Some(version.to_owned());
+    entry.unhealthy = unhealthy;
 }
 
 /// Sleeps until `at`, or forever when there is no deadline.
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Awaits the host operation in `slot`, or forever when there is none.
+async fn run_op(slot: &mut Option<Op>) -> Work {
+    match slot {
+        Some(op) => (&mut op.task).await,
         None => std::future::pending().await,
     }
 }

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use sluice_api::duration::DurationError;
 use sluice_api::HostId;
 use toml::Spanned;
 
@@ -21,6 +22,8 @@ pub const DEFAULT_STATE_FILE: &str = "/var/lib/sluice-agent/state.json";
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 /// How long one command may run unless a component's `timeout` says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// The shortest `interval` and `health_interval`.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What the loop needs to know, independent of any file: who the host is,
 /// how often to check in, its labels, the components it manages and where
@@ -47,6 +50,9 @@ pub struct ComponentConfig {
     pub mode: Mode,
     /// How long each of its commands may run before its process group is killed.
     pub timeout: Duration,
+    /// How often its health is checked while it runs its desired version;
+    /// `None`: at every check-in.
+    pub health_interval: Option<Duration>,
 }
 
 /// How a component reaches its desired version.
@@ -133,6 +139,7 @@ struct RawComponent {
     version_cmd: String,
     apply_cmd: Option<Spanned<String>>,
     health_cmd: Option<Spanned<String>>,
+    health_interval: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
     mode: Option<Spanned<String>>,
     facts_file: Option<Spanned<PathBuf>>,
@@ -197,22 +204,27 @@ impl FileConfig {
                 )
             })?,
         };
-        let interval = match &raw.interval {
-            Some(interval) => {
-                let value = parse_duration(interval.get_ref())
-                    .filter(|value| *value >= Duration::from_secs(1))
-                    .ok_or_else(|| {
-                        locate(
-                            Some(interval.span()),
-                            Some("interval".into()),
-                            format!(
-                                "{:?} is not a valid interval; write at least 1s, such as 30s, 5m or 1h",
-                                interval.get_ref()
-                            ),
-                        )
-                    })?;
-                value
+        // Every duration: the grammar's own message, else why the value
+        // does not fit its key.
+        let duration = |spanned: &Spanned<String>,
+                        field: String,
+                        fits: &dyn Fn(Duration) -> bool,
+                        otherwise: &str| {
+            let located = |message| locate(Some(spanned.span()), Some(field.clone()), message);
+            let text = spanned.get_ref();
+            match parse_duration(text) {
+                Ok(value) if fits(value) => Ok(value),
+                Ok(_) => Err(located(format!("{text:?} {otherwise}"))),
+                Err(error) => Err(located(error.to_string())),
             }
+        };
+        let interval = match &raw.interval {
+            Some(interval) => duration(
+                interval,
+                "interval".into(),
+                &|value| value >= MIN_INTERVAL,
+                "is not a valid interval; write at least 1s, such as 30s, 5m or 1h",
+            )?,
             None => DEFAULT_INTERVAL,
         };
         let labels = raw
@@ -244,19 +256,23 @@ impl FileConfig {
                 ));
             }
             let timeout = match &raw.timeout {
-                Some(timeout) => parse_duration(timeout.get_ref())
-                    .filter(|value| !value.is_zero())
-                    .ok_or_else(|| {
-                        locate(
-                            Some(timeout.span()),
-                            Some(field("timeout")),
-                            format!(
-                                "{:?} is not a valid timeout; write a positive duration such as 30s, 10m or 1h",
-                                timeout.get_ref()
-                            ),
-                        )
-                    })?,
+                Some(timeout) => duration(
+                    timeout,
+                    field("timeout"),
+                    &|value| !value.is_zero(),
+                    "is not a valid timeout; write a positive duration such as 30s, 10m or 1h",
+                )?,
                 None => DEFAULT_TIMEOUT,
+            };
+            let health_interval = match &raw.health_interval {
+                Some(every) => Some(duration(
+                    every,
+                    field("health_interval"),
+                    &|value| value >= MIN_INTERVAL,
+                    "is not a valid health_interval; write at least 1s, such as 30s, 5m or 1h, \
+                     or leave it out to check at every check-in",
+                )?),
+                None => None,
             };
             let mode_name = raw.mode.as_ref().map(|mode| mode.get_ref().as_str());
             let mode = match mode_name {
@@ -277,6 +293,15 @@ impl FileConfig {
                             "facts_file is used only with mode = \"facts\"".into(),
                         ));
                     }
+                    if let (Some(every), None) = (&raw.health_interval, &raw.health_cmd) {
+                        return Err(locate(
+                            Some(every.span()),
+                            Some(field("health_interval")),
+                            format!(
+                                "component {name:?} has no health_cmd, so there is nothing to run every health_interval; give a health_cmd or remove health_interval"
+                            ),
+                        ));
+                    }
                     Mode::Apply
                 }
                 Some("facts") => {
@@ -285,6 +310,13 @@ impl FileConfig {
                             Some(apply_cmd.span()),
                             Some(field("apply_cmd")),
                             "a component in mode = \"facts\" is applied by config management, not by apply_cmd; remove it".into(),
+                        ));
+                    }
+                    if let Some(every) = &raw.health_interval {
+                        return Err(locate(
+                            Some(every.span()),
+                            Some(field("health_interval")),
+                            "a component in mode = \"facts\" has no health check (config management checks it), so there is nothing to run every health_interval; remove it".into(),
                         ));
                     }
                     if let Some(health_cmd) = &raw.health_cmd {
@@ -327,6 +359,7 @@ impl FileConfig {
                 name,
                 mode,
                 timeout,
+                health_interval,
             });
         }
         Ok(FileConfig {
@@ -349,37 +382,11 @@ impl FileConfig {
     }
 }
 
-/// `30s`, `15m`, `2h`, `1d`, or a concatenation such as `1h30m`; also `500ms`.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    if text.is_empty() {
-        return None;
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        let value: u64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let (part, tail) = if let Some(tail) = rest.strip_prefix("ms") {
-            (Duration::from_millis(value), tail)
-        } else {
-            let unit = match rest.chars().next()? {
-                's' => 1,
-                'm' => 60,
-                'h' => 3_600,
-                'd' => 86_400,
-                _ => return None,
-            };
-            (Duration::from_secs(value.checked_mul(unit)?), &rest[1..])
-        };
-        total = total.checked_add(part)?;
-        rest = tail;
-    }
-    Some(total)
+/// A duration in sluice's one grammar (`30s`, `15m`, `2h`, `1d`, `1h30m`;
+/// whole seconds, at most a year), the one plans use:
+/// [`sluice_api::duration`].
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    sluice_api::duration::parse_seconds(text).map(Duration::from_secs)
 }
 
 /// The host's fully qualified name: `hostname --fqdn` when it answers,
@@ -528,7 +535,19 @@ version_cmd = "cat /etc/docker/daemon.json.version"
             ),
             (
                 "server = \"http://a:1\"\n[[component]]\nname = \"c\"\nversion_cmd = \"true\"\napply_cmd = \"x\"\ntimeout = \"soon\"\n",
-                "agent.toml:6:11: component[0].timeout: \"soon\" is not a valid timeout",
+                "agent.toml:6:11: component[0].timeout: expected a number: \"soon\" is not a duration; write a number followed by s, m, h or d, such as 30s, 15m, 2h, 1d",
+            ),
+            (
+                "server = \"http://a:1\"\n[[component]]\nname = \"c\"\nversion_cmd = \"true\"\napply_cmd = \"x\"\ntimeout = \"0s\"\n",
+                "agent.toml:6:11: component[0].timeout: \"0s\" is not a valid timeout; write a positive duration",
+            ),
+            (
+                "server = \"http://a:1\"\ninterval = \"500ms\"\n",
+                "agent.toml:2:12: interval: expected a number: \"500ms\" is not a duration; write a number followed by s, m, h or d",
+            ),
+            (
+                "server = \"http://a:1\"\ninterval = \"400d\"\n",
+                "agent.toml:2:12: interval: longer than a year: \"400d\" is not a duration",
             ),
             (
                 "server = \"http://a:1\"\n[[component]]\nname = \"c\"\nversion_cmd = \"v\"\napply_cmd = \"x\"\n[[component]]\nname = \"c\"\nversion_cmd = \"v\"\napply_cmd = \"x\"\n",
@@ -550,12 +569,71 @@ version_cmd = "cat /etc/docker/daemon.json.version"
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("1s"), Some(Duration::from_secs(1)));
-        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("10"), None);
-        assert_eq!(parse_duration("m"), None);
-        assert_eq!(parse_duration(""), None);
+    fn durations_are_the_plans_grammar() {
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
+        for text in ["10", "m", "", "250ms", "1.5h", "367d"] {
+            let error = parse_duration(text).expect_err(text);
+            assert_eq!(
+                Err(error),
+                sluice_api::duration::parse_seconds(text),
+                "one grammar: {text}"
+            );
+        }
+    }
+
+    const WITH_HEALTH: &str = "server = \"http://a:1\"\n[[component]]\nname = \"c\"\nversion_cmd = \"v\"\napply_cmd = \"a\"\nhealth_cmd = \"h\"\n";
+
+    #[test]
+    fn health_interval_is_per_component_and_optional() {
+        let config = parse(&format!("{WITH_HEALTH}health_interval = \"5m\"\n[[component]]\nname = \"d\"\nversion_cmd = \"v\"\napply_cmd = \"a\"\nhealth_cmd = \"h\"\n"))
+            .expect("valid");
+        let intervals: Vec<(&str, Option<Duration>)> = config
+            .agent
+            .components
+            .iter()
+            .map(|c| (c.name.as_str(), c.health_interval))
+            .collect();
+        assert_eq!(
+            intervals,
+            [("c", Some(Duration::from_secs(300))), ("d", None)],
+            "d, without one, is checked at every check-in"
+        );
+        assert!(parse(SPEC_EXAMPLE)
+            .expect("valid")
+            .agent
+            .components
+            .iter()
+            .all(|c| c.health_interval.is_none()));
+    }
+
+    #[test]
+    fn health_interval_is_rejected_where_it_cannot_apply() {
+        let cases = [
+            (
+                format!("{WITH_HEALTH}health_interval = \"0s\"\n"),
+                "agent.toml:7:19: component[0].health_interval: \"0s\" is not a valid health_interval; write at least 1s",
+            ),
+            (
+                format!("{WITH_HEALTH}health_interval = \"often\"\n"),
+                "agent.toml:7:19: component[0].health_interval: expected a number: \"often\" is not a duration",
+            ),
+            (
+                "server = \"http://a:1\"\n[[component]]\nname = \"c\"\nversion_cmd = \"v\"\napply_cmd = \"a\"\nhealth_interval = \"1m\"\n".to_owned(),
+                "agent.toml:6:19: component[0].health_interval: component \"c\" has no health_cmd, so there is nothing to run every health_interval",
+            ),
+            (
+                "server = \"http://a:1\"\n[[component]]\nname = \"c\"\nversion_cmd = \"v\"\nmode = \"facts\"\nfacts_file = \"f\"\nhealth_interval = \"1m\"\n".to_owned(),
+                "agent.toml:7:19: component[0].health_interval: a component in mode = \"facts\" has no health check",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = parse(&text).expect_err(&text);
+            assert!(
+                error.contains(expected),
+                "{text}\n→ {error}\nwanted {expected}"
+            );
+        }
     }
 }

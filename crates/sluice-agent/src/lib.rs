@@ -1,7 +1,8 @@
 //! sluice-agent: the agent that runs on every host. It checks in with the
 //! sluice server, applies the desired version of each component it manages
-//! (or, in facts mode, hands it to Puppet/Facter), runs the health check and
-//! reports the outcome.
+//! (or, in facts mode, hands it to Puppet/Facter), runs the health check
+//! after the apply and again while the version runs, and reports the
+//! outcome (a change of health at once).
 //!
 //! The binary reads `agent.toml` ([`FileConfig`]) and runs one [`Agent`]
 //! with [`ShellOps`]. The library also serves `sluice demo`, which runs
@@ -48,6 +49,7 @@
 //!             name: "docker-engine".into(),
 //!             mode: Mode::Apply,
 //!             timeout: Duration::from_secs(60),
+//!             health_interval: None,
 //!         }],
 //!         state_file: None,
 //!     };

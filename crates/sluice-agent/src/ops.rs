@@ -46,7 +46,9 @@ pub trait HostOps: Send + Sync + 'static {
         desired: &Desired,
     ) -> impl Future<Output = Result<(), Failure>> + Send;
 
-    /// Whether `component` is healthy at `desired`, after an apply.
+    /// Whether `component` is healthy at `desired`: after an apply, and
+    /// again at every check-in (or every `health_interval`) while the host
+    /// runs `desired`; never beside another operation.
     fn health(
         &self,
         component: &ComponentConfig,

@@ -1,6 +1,8 @@
 //! What the agent remembers across restarts (`state_file`, JSON): per
 //! component the last desired version the server named, what the agent
-//! reports, the last failed version, and an apply in progress. Written
+//! reports (also a failed health check found between applies), the last
+//! failed version and whether its apply or its health failed, and an apply
+//! in progress. Written
 //! atomically: a temp file beside it, fsync, rename, fsync of the directory.
 
 use std::collections::BTreeMap;
@@ -39,6 +41,10 @@ pub struct ComponentState {
     /// named another version in between.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<String>,
+    /// `failed` is installed and its health check failed (rather than its
+    /// apply): the agent keeps checking it, to report a recovery.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unhealthy: bool,
     /// Recorded before `apply_cmd` starts, cleared when its outcome is
     /// recorded: found at start, the apply was interrupted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -56,6 +62,7 @@ impl Default for ComponentState {
             state: ReportState::Ok,
             message: None,
             failed: None,
+            unhealthy: false,
             applying: None,
             retried: None,
         }

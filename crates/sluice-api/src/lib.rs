@@ -8,7 +8,9 @@
 //! Layout: [`agent`] (the check-in), [`rollout`] (operators' view and
 //! actions), [`host`] (inventory), [`admin`] (components, freeze, tokens),
 //! [`error`] (the error body every endpoint shares), [`vocabulary`] (the
-//! closed sets of words: states, phases, actions, roles).
+//! closed sets of words: states, phases, actions, roles). Re-exported from
+//! `sluice-types`: [`HostId`] and [`duration`], the one duration grammar of
+//! plans and the agent's configuration.
 
 pub mod admin;
 pub mod agent;
@@ -17,7 +19,7 @@ pub mod host;
 pub mod rollout;
 pub mod vocabulary;
 
-pub use sluice_types::HostId;
+pub use sluice_types::{duration, HostId};
 
 /// Derives the schema for the OpenAPI document when the `openapi` feature is on.
 macro_rules! wire {

@@ -1,27 +1,24 @@
-//! Plan durations: `30s`, `15m`, `2h`, `1d`, valid by construction.
+//! Plan durations: `30s`, `15m`, `2h`, `1d`, valid by construction. The
+//! grammar is `sluice_types::duration`'s, the one the agent's configuration
+//! reads too; this type adds nothing to it but a name the engine can trust.
 
 use std::fmt;
 
-/// A non-negative span of whole seconds, written in plans as `30s`, `15m`,
-/// `2h` or `1d`. Combinations such as `1h30m` are accepted too.
+pub use sluice_types::duration::DurationError;
+
+/// A non-negative span of whole seconds, at most [`Duration::MAX`], written
+/// in plans as `30s`, `15m`, `2h` or `1d`. Combinations such as `1h30m` are
+/// accepted too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Duration {
     seconds: u64,
-}
-
-/// Why a duration did not parse; the message says what would be valid.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{reason}: {input:?} is not a duration; write a number followed by s, m, h or d, such as 30s, 15m, 2h, 1d")]
-pub struct DurationError {
-    input: String,
-    reason: &'static str,
 }
 
 impl Duration {
     /// The longest duration a plan may name (a year), so that arithmetic on
     /// timestamps can never overflow.
     pub const MAX: Duration = Duration {
-        seconds: 366 * 86_400,
+        seconds: sluice_types::duration::MAX_SECONDS,
     };
 
     pub const fn from_secs(seconds: u64) -> Duration {
@@ -38,57 +35,14 @@ impl Duration {
 
     /// Parses `30s`, `15m`, `2h`, `1d` or a concatenation such as `1h30m`.
     pub fn parse(input: &str) -> Result<Duration, DurationError> {
-        let error = |reason| DurationError {
-            input: input.to_owned(),
-            reason,
-        };
-        let text = input.trim();
-        if text.is_empty() {
-            return Err(error("empty"));
-        }
-        let mut seconds: u64 = 0;
-        let mut rest = text;
-        while !rest.is_empty() {
-            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-            if digits == 0 {
-                return Err(error("expected a number"));
-            }
-            let (number, tail) = rest.split_at(digits);
-            let mut chars = tail.chars();
-            let unit = match chars.next() {
-                Some('s') => 1,
-                Some('m') => 60,
-                Some('h') => 3_600,
-                Some('d') => 86_400,
-                Some(_) => return Err(error("unknown unit")),
-                None => return Err(error("missing unit")),
-            };
-            let value: u64 = number.parse().map_err(|_| error("number too large"))?;
-            seconds = value
-                .checked_mul(unit)
-                .and_then(|part| seconds.checked_add(part))
-                .filter(|total| *total <= Self::MAX.seconds)
-                .ok_or_else(|| error("longer than a year"))?;
-            rest = chars.as_str();
-        }
-        Ok(Duration { seconds })
+        sluice_types::duration::parse_seconds(input).map(Duration::from_secs)
     }
 }
 
 impl fmt::Display for Duration {
     /// Writes the shortest form that parses back to the same value.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut rest = self.seconds;
-        if rest == 0 {
-            return f.write_str("0s");
-        }
-        for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
-            if rest >= size {
-                write!(f, "{}{unit}", rest / size)?;
-                rest %= size;
-            }
-        }
-        Ok(())
+        sluice_types::duration::display(self.seconds).fmt(f)
     }
 }
 
@@ -133,6 +87,35 @@ mod tests {
         for seconds in [0, 1, 59, 60, 61, 3_600, 5_400, 86_400, 90_061] {
             let duration = Duration::from_secs(seconds);
             assert_eq!(Duration::parse(&duration.to_string()), Ok(duration));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_concatenation_of_units_is_their_sum(
+            parts in proptest::collection::vec((0u64..100_000, 0usize..4), 1..5)
+        ) {
+            let text: String = parts
+                .iter()
+                .map(|(value, unit)| format!("{value}{}", ["s", "m", "h", "d"][*unit]))
+                .collect();
+            let seconds: u64 = parts
+                .iter()
+                .map(|(value, unit)| value * [1, 60, 3_600, 86_400][*unit])
+                .sum();
+            let parsed = Duration::parse(&text);
+            if seconds <= Duration::MAX.as_secs() {
+                proptest::prop_assert_eq!(parsed, Ok(Duration::from_secs(seconds)));
+            } else {
+                let error = parsed.expect_err("beyond a year");
+                proptest::prop_assert_eq!(error.reason(), "longer than a year");
+            }
+        }
+
+        #[test]
+        fn display_round_trips_up_to_max(seconds in 0..=Duration::MAX.as_secs()) {
+            let duration = Duration::from_secs(seconds);
+            proptest::prop_assert_eq!(Duration::parse(&duration.to_string()), Ok(duration));
         }
     }
 }

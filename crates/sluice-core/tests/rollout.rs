@@ -855,6 +855,112 @@ fn a_failed_host_that_recovers_is_healthy_but_still_counted() {
     assert_eq!(sim.rollout.stage_failures(0), 1);
 }
 
+// A healthy host that reports failed later (an agent's periodic health
+// check found it broken) counts against `max_failed` like any failure: in
+// the stage that is current when it reports, whatever the phase.
+
+#[test]
+fn a_late_failure_while_awaiting_approval_counts_and_rolls_back() {
+    let plan = plan(&[("50", 0, true), ("100", 0, false)])
+        .on_failure(OnFailure::Rollback)
+        .build();
+    let mut sim = Sim::started(plan, &fleet(&[("web", 4)]));
+    sim.report_all_ok();
+    assert_eq!(
+        sim.phase(),
+        Some(Phase::AwaitingApproval { approved: false })
+    );
+    let healthy = sim.in_state("healthy");
+    assert_eq!(healthy.len(), 2);
+    sim.report_failed(&healthy[0]);
+    assert!(sim.saw(|e| matches!(
+        e,
+        EventKind::MaxFailedExceeded {
+            stage: 0,
+            failed: 1,
+            allowed: 0
+        }
+    )));
+    assert_eq!(sim.rollout.status(), &Status::RolledBack);
+    assert_eq!(sim.in_state("reverting").len(), 2);
+}
+
+#[test]
+fn a_late_failure_counts_once_the_stage_quota_is_admitted() {
+    // The whole quota is admitted; one host is still in flight when a
+    // healthy one breaks.
+    let plan = plan(&[("100", 0, false)]).max_failed("1").build();
+    let mut sim = Sim::started(plan, &fleet(&[("web", 3)]));
+    assert_eq!(sim.admitted().len(), 3);
+    sim.report("web-0", TARGET, Health::Ok);
+    sim.report("web-1", TARGET, Health::Ok);
+    sim.report_failed("web-0");
+    assert_eq!(sim.rollout.stage_failures(0), 1);
+    assert_eq!(sim.phase(), Some(Phase::Progressing));
+    sim.report_failed("web-1");
+    assert_eq!(
+        sim.paused_reason(),
+        "stage 1 (100%): 2 hosts failed, 1 allowed (max_failed: 1)"
+    );
+}
+
+#[test]
+fn a_host_of_an_earlier_stage_that_breaks_counts_for_the_current_stage() {
+    let plan = plan(&[("50", 0, false), ("100", 60, false)])
+        .max_failed("1")
+        .build();
+    let mut sim = Sim::started(plan, &fleet(&[("web", 4)]));
+    let early = sim.admitted();
+    sim.report_all_ok();
+    assert_eq!(sim.stage(), Some(1));
+    assert!(matches!(sim.phase(), Some(Phase::Baking { .. })));
+    let mut early = early.into_iter();
+    let first = early.next().expect("an early host");
+    sim.tick_minutes(10);
+    sim.report_failed(&first);
+    assert_eq!(sim.rollout.stage_failures(0), 0);
+    assert_eq!(sim.rollout.stage_failures(1), 1);
+    assert!(sim.saw(
+        |e| matches!(e, EventKind::HostFailed { host, stage: Some(1), .. } if *host == first)
+    ));
+    assert!(matches!(sim.rollout.status(), Status::Running { .. }));
+    sim.report_failed(&early.next().expect("another early host"));
+    assert!(matches!(
+        sim.rollout.status(),
+        Status::Paused {
+            stage: 1,
+            phase: Phase::Baking { .. },
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_host_that_keeps_reporting_failed_counts_once_and_a_flapping_one_each_time() {
+    let plan = plan(&[("100", 60, false)]).max_failed("2").build();
+    let mut sim = Sim::started(plan, &fleet(&[("web", 4)]));
+    sim.report_all_ok();
+    // An agent reports its state at every check-in.
+    for _ in 0..3 {
+        sim.report_failed("web-0");
+    }
+    assert_eq!(sim.rollout.stage_failures(0), 1);
+    sim.report("web-0", TARGET, Health::Ok);
+    assert_eq!(sim.rollout.host_state("web-0"), Some(&HostState::Healthy));
+    sim.report_failed("web-0");
+    assert_eq!(sim.rollout.stage_failures(0), 2);
+    assert!(matches!(sim.rollout.status(), Status::Running { .. }));
+    sim.report("web-0", TARGET, Health::Ok);
+    sim.report_failed("web-0");
+    assert!(matches!(
+        sim.rollout.status(),
+        Status::Paused {
+            phase: Phase::Baking { .. },
+            ..
+        }
+    ));
+}
+
 #[test]
 fn on_failure_rollback_returns_every_admitted_host_to_its_previous_version() {
     let plan = plan(&[("50", 60, false), ("100", 0, false)])

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use sluice_api::host::HostView;
 use sluice_client::Client;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 
 /// The default deadline of [`wait_for`]: far beyond what any condition
@@ -53,6 +54,8 @@ pub struct Server {
     client: Client,
     log: Arc<Mutex<VecDeque<String>>>,
     starts: u32,
+    /// `--checkin-interval`: the `next_checkin_s` agents are told.
+    checkin_interval: u64,
 }
 
 impl Drop for Server {
@@ -75,11 +78,16 @@ impl Server {
     /// A server on `127.0.0.1:0` with a fresh data dir, telling agents to
     /// check in every second.
     pub async fn start() -> Server {
+        Server::start_with_checkin_interval(1).await
+    }
+
+    /// A server telling agents to check in every `seconds`.
+    pub async fn start_with_checkin_interval(seconds: u64) -> Server {
         let data_dir = tempfile::tempdir().expect("creating the data dir");
         let work = tempfile::tempdir().expect("creating the work dir");
         let log = Arc::new(Mutex::new(VecDeque::new()));
         let listen: SocketAddr = "127.0.0.1:0".parse().expect("address");
-        let (child, address) = spawn_server(listen, data_dir.path(), &log, 1).await;
+        let (child, address) = spawn_server(listen, data_dir.path(), &log, 1, seconds).await;
         let token = std::fs::read_to_string(data_dir.path().join("admin.token"))
             .expect("the server wrote <data-dir>/admin.token");
         let url = format!("http://{address}");
@@ -97,6 +105,7 @@ impl Server {
             client,
             log,
             starts: 1,
+            checkin_interval: seconds,
         }
     }
 
@@ -117,8 +126,14 @@ impl Server {
     pub async fn restart(&mut self) {
         self.kill9();
         self.starts += 1;
-        let (child, address) =
-            spawn_server(self.address, self.data_dir.path(), &self.log, self.starts).await;
+        let (child, address) = spawn_server(
+            self.address,
+            self.data_dir.path(),
+            &self.log,
+            self.starts,
+            self.checkin_interval,
+        )
+        .await;
         assert_eq!(address, self.address, "the server came back on its port");
         self.child = Some(child);
     }
@@ -191,6 +206,28 @@ impl Server {
     pub async fn host(&self, id: &str) -> Option<HostView> {
         self.client.host(id).await.ok()
     }
+
+    /// The check-ins the server answered so far (`sluice_checkins_total`
+    /// of its `/metrics`).
+    pub async fn checkins(&self) -> u64 {
+        let mut stream = tokio::net::TcpStream::connect(self.address)
+            .await
+            .expect("connecting to the server");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: sluice\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("sending GET /metrics");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .await
+            .expect("reading /metrics");
+        response
+            .lines()
+            .find_map(|line| line.strip_prefix("sluice_checkins_total "))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no sluice_checkins_total in /metrics:\n{response}"))
+    }
 }
 
 async fn spawn_server(
@@ -198,6 +235,7 @@ async fn spawn_server(
     data_dir: &Path,
     log: &Arc<Mutex<VecDeque<String>>>,
     start: u32,
+    checkin_interval: u64,
 ) -> (Child, SocketAddr) {
     let mut child = Command::new(sluice_bin())
         .args([
@@ -205,7 +243,7 @@ async fn spawn_server(
             "--listen",
             &listen.to_string(),
             "--checkin-interval",
-            "1",
+            &checkin_interval.to_string(),
             "--data-dir",
         ])
         .arg(data_dir)
@@ -339,6 +377,21 @@ timeout = "60s"
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// Sets `key = value` (`value` in TOML) in `agent.toml`: replaces the
+    /// line of that key, or adds it to the component's table (the last one).
+    pub fn set(&self, key: &str, value: &str) {
+        let path = self.path("agent.toml");
+        let config = std::fs::read_to_string(&path).expect("agent.toml");
+        let prefix = format!("{key} = ");
+        let line = format!("{key} = {value}");
+        let mut lines: Vec<String> = config.lines().map(str::to_owned).collect();
+        match lines.iter_mut().find(|l| l.starts_with(&prefix)) {
+            Some(existing) => *existing = line,
+            None => lines.push(line),
+        }
+        std::fs::write(&path, lines.join("\n") + "\n").expect("agent.toml");
     }
 
     /// Starts (or restarts) the agent, logging to `agent.log` in the dir.

@@ -83,6 +83,7 @@ async fn many_simulated_agents_share_one_pool_and_follow_a_rollout() {
                 name: "app".into(),
                 mode: Mode::Apply,
                 timeout: Duration::from_secs(10),
+                health_interval: None,
             }],
             state_file: None,
         };

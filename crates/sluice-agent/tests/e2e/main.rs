@@ -2,6 +2,8 @@
 //! server, many agents, real shell commands, and Puppet.
 
 mod harness;
+mod health_loop;
+mod late_failure;
 mod library;
 mod once;
 mod puppet;

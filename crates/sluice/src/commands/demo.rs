@@ -212,6 +212,7 @@ async fn demo(
                 name: component.clone(),
                 mode: Mode::Apply,
                 timeout: Duration::from_secs(60),
+                health_interval: None,
             }],
             state_file: None,
         };
