@@ -20,9 +20,9 @@ fn web() -> Labels {
 
 fn sighting(id: &str, labels: Labels, version: &str) -> Sighting {
     Sighting {
-        id: id.to_owned(),
+        id: id.into(),
         labels,
-        version: Some(version.to_owned()),
+        version: Some(version.into()),
     }
 }
 

@@ -206,9 +206,9 @@ impl Sim {
 
     fn join(&mut self, id: &str, labels: Labels) -> Outcome {
         self.input(Input::Host {
-            id: id.to_owned(),
+            id: id.into(),
             labels,
-            version: Some(OLD.to_owned()),
+            version: Some(OLD.into()),
         })
     }
 
@@ -1052,7 +1052,7 @@ fn a_rolled_back_host_without_a_known_previous_version_has_no_desired_version() 
     let plan = plan(&[("100", 0, false)]).build();
     let mut sim = Sim::new(plan, &[]);
     sim.input(Input::Host {
-        id: "bare".to_owned(),
+        id: "bare".into(),
         labels: labels("web"),
         version: None,
     });

@@ -273,9 +273,9 @@ fn run(plan: &Plan, fleet: &[HostSpec], ops: &[Op]) -> (Vec<Step>, Vec<Result<Ou
     };
     for spec in fleet {
         let input = Input::Host {
-            id: format!("h{joined}"),
+            id: format!("h{joined}").into(),
             labels: labels_of(*spec),
-            version: Some(OLD.to_owned()),
+            version: Some(OLD.into()),
         };
         joined += 1;
         feed(&mut rollout, now, input, &mut checker);
@@ -350,16 +350,16 @@ fn run(plan: &Plan, fleet: &[HostSpec], ops: &[Op]) -> (Vec<Step>, Vec<Result<Ou
             }
             Op::Join(spec) => {
                 inputs.push(Input::Host {
-                    id: format!("h{joined}"),
+                    id: format!("h{joined}").into(),
                     labels: labels_of(*spec),
-                    version: Some(OLD.to_owned()),
+                    version: Some(OLD.into()),
                 });
                 joined += 1;
             }
             Op::Relabel(n, spec) => {
                 if joined > 0 {
                     inputs.push(Input::Host {
-                        id: format!("h{}", n % joined),
+                        id: format!("h{}", n % joined).into(),
                         labels: labels_of(*spec),
                         version: None,
                     });

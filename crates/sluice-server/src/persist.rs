@@ -57,7 +57,7 @@ pub fn host_record(rollout: &Rollout, host: &str) -> Option<RolloutHostRecord> {
     Some(RolloutHostRecord {
         rollout: rollout.id().to_owned(),
         host: host.to_owned(),
-        record: serde_json::to_value(record).ok()?,
+        record: serde_json::to_string(&record).ok()?,
     })
 }
 
@@ -67,7 +67,7 @@ pub fn restore(
     id: &str,
     plan: &str,
     header: &serde_json::Value,
-    records: Vec<serde_json::Value>,
+    records: Vec<(String, String)>,
 ) -> anyhow::Result<Rollout> {
     let plan = parse_plan(plan).map_err(|errors| {
         anyhow::anyhow!("rollout {id}: its stored plan no longer validates:\n{errors}")
@@ -80,9 +80,10 @@ pub fn restore(
         .enumerate()
         .map(|(index, host)| (host.id.clone(), index))
         .collect();
-    for record in records {
-        let host: SnapshotHost = serde_json::from_value(record)
-            .with_context(|| format!("rollout {id}: reading a stored host record"))?;
+    for (host, record) in records {
+        let host: SnapshotHost = serde_json::from_str(&record).with_context(|| {
+            format!("reading rollout_hosts: the record of rollout {id}, host {host}")
+        })?;
         match position.get(&host.id) {
             Some(&index) => snapshot.hosts[index] = host,
             None => {

@@ -27,6 +27,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
+use std::sync::Arc;
 
 use foldhash::{HashMap, HashMapExt};
 use jiff::Timestamp;
@@ -174,7 +175,7 @@ struct Sim<'a> {
     /// Selected hosts: id → index in `hosts`.
     index: HashMap<&'a str, u32>,
     agents: Vec<Agent>,
-    versions: Vec<String>,
+    versions: Vec<Arc<str>>,
     version_ids: HashMap<String, u32>,
     target: u32,
     /// Host timeouts: (due, host), checked against `instructed_since`.
@@ -291,9 +292,9 @@ impl<'a> Sim<'a> {
         for (host, entry) in hosts.iter().enumerate() {
             let version = entry.components.get(component).map(str::to_owned);
             let sighting = Sighting {
-                id: entry.id.to_string(),
+                id: entry.id.as_arc().clone(),
                 labels: entry.labels.clone(),
-                version: version.clone(),
+                version: version.as_deref().map(Arc::from),
             };
             let fed = self.rollout.offer(at, [sighting], None);
             if let Some(rejected) = &fed.rejected {
@@ -357,7 +358,7 @@ impl<'a> Sim<'a> {
         let entry = &hosts[host];
         let version_name = version.map(|v| self.versions[v as usize].clone());
         let report = version_name.clone().map(|version| HostReport {
-            version,
+            version: version.to_string(),
             health,
             message: (health == Health::Failed).then(|| {
                 let spec = self.agents[host]
@@ -367,7 +368,7 @@ impl<'a> Sim<'a> {
             }),
         });
         let sighting = Sighting {
-            id: entry.id.to_string(),
+            id: entry.id.as_arc().clone(),
             labels: entry.labels.clone(),
             version: version_name,
         };
@@ -653,7 +654,7 @@ impl<'a> Sim<'a> {
             return id;
         }
         let id = self.versions.len() as u32;
-        self.versions.push(version.to_owned());
+        self.versions.push(Arc::from(version));
         self.version_ids.insert(version.to_owned(), id);
         id
     }

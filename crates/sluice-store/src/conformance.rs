@@ -160,7 +160,8 @@ fn rollout_host(rollout: &str, host: &str, state: &str) -> RolloutHostRecord {
             "rank": u64::MAX,
             "weight": 0.1,
             "note": "ü \"quoted\"\n",
-        }),
+        })
+        .to_string(),
     }
 }
 

@@ -116,8 +116,9 @@ pub struct RolloutRecord {
 pub struct RolloutHostRecord {
     pub rollout: String,
     pub host: String,
-    /// The engine's per-host record (opaque to the store).
-    pub record: serde_json::Value,
+    /// The engine's per-host record as JSON text (opaque to the store, and
+    /// kept as text: a million of them must not become a million trees).
+    pub record: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -924,8 +924,6 @@ async fn load_rollout_hosts(conn: &mut PgConnection) -> Result<Vec<RolloutHostRe
             return Ok(rows);
         }
         for (rollout, host, record) in page {
-            let record = serde_json::from_str(&record)
-                .map_err(|e| corrupt("rollout_hosts", &format!("{rollout}/{host}"), "record", e))?;
             rows.push(RolloutHostRecord {
                 rollout,
                 host,
@@ -1120,7 +1118,7 @@ async fn upsert_rollout_hosts(
         .bind(
             chunk
                 .iter()
-                .map(|rh| rh.record.to_string())
+                .map(|rh| rh.record.as_str())
                 .collect::<Vec<_>>(),
         )
         .execute(&mut *conn)

@@ -350,7 +350,7 @@ async fn load_host_components(
 async fn load_rollout_hosts(
     conn: &mut SqliteConnection,
 ) -> Result<Vec<RolloutHostRecord>, StoreError> {
-    type Row = (String, String, serde_json::Value);
+    type Row = (String, String, String);
     let mut rows = Vec::new();
     let mut last = (String::new(), String::new());
     loop {
@@ -364,9 +364,8 @@ async fn load_rollout_hosts(
                 after(rows.is_empty())
             )
         };
-        let fast = query(
-            "json_group_array(json_array(rollout, host, json(record)) ORDER BY rollout, host)",
-        );
+        let fast =
+            query("json_group_array(json_array(rollout, host, record) ORDER BY rollout, host)");
         let page: Vec<Row> = match page(
             conn,
             sqlx::query_scalar(&fast)
@@ -387,14 +386,7 @@ async fn load_rollout_hosts(
                     .fetch_all(&mut *conn)
                     .await
                     .map_err(reading("rollout_hosts"))?;
-                raw.into_iter()
-                    .map(|(rollout, host, record)| {
-                        let record = serde_json::from_str(&record).map_err(|e| {
-                            corrupt("rollout_hosts", &format!("{rollout}/{host}"), "record", e)
-                        })?;
-                        Ok((rollout, host, record))
-                    })
-                    .collect::<Result<_, StoreError>>()?
+                raw
             }
         };
         let Some((rollout, host, _)) = page.last() else {
@@ -892,7 +884,7 @@ async fn upsert_rollout_hosts(
         q.push_values(chunk, |mut row, rh| {
             row.push_bind(rh.rollout.as_str())
                 .push_bind(rh.host.as_str())
-                .push_bind(rh.record.to_string());
+                .push_bind(rh.record.as_str());
         });
         q.push(" ON CONFLICT (rollout, host) DO UPDATE SET record = excluded.record");
         execute(conn, q, chunk.len(), || {

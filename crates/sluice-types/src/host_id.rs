@@ -5,6 +5,7 @@ use std::borrow::Borrow;
 use std::fmt;
 use std::ops::Deref;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// The longest host id: the longest DNS name.
 pub const MAX_LEN: usize = 253;
@@ -14,12 +15,14 @@ pub const PATTERN: &str = "^[A-Za-z0-9._:-]{1,253}$";
 
 /// A host's id: 1 to 253 ASCII letters, digits, `.`, `-`, `_` or `:` (an
 /// FQDN, or an IPv6 address). Valid by construction: [`HostId::parse`] is
-/// the only way in, and serde goes through it.
+/// the only way in, and serde goes through it. Cheap to clone: the id is
+/// one shared allocation, however many copies the server and its rollouts
+/// hold.
 #[derive(
     Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
 #[serde(try_from = "String", into = "String")]
-pub struct HostId(String);
+pub struct HostId(Arc<str>);
 
 /// Why a string is not a host id; the message says what would be valid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,7 +42,7 @@ impl HostId {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'));
         if valid {
-            Ok(HostId(id))
+            Ok(HostId(Arc::from(id)))
         } else {
             Err(InvalidHostId { id })
         }
@@ -49,8 +52,9 @@ impl HostId {
         &self.0
     }
 
-    pub fn into_string(self) -> String {
-        self.0
+    /// The shared string, for whoever keeps the id (a rollout's host table).
+    pub fn as_arc(&self) -> &Arc<str> {
+        &self.0
     }
 }
 
@@ -64,7 +68,7 @@ impl TryFrom<String> for HostId {
 
 impl From<HostId> for String {
     fn from(id: HostId) -> String {
-        id.0
+        id.0.to_string()
     }
 }
 
@@ -104,13 +108,13 @@ impl fmt::Display for HostId {
 
 impl PartialEq<str> for HostId {
     fn eq(&self, other: &str) -> bool {
-        self.0 == other
+        &*self.0 == other
     }
 }
 
 impl PartialEq<&str> for HostId {
     fn eq(&self, other: &&str) -> bool {
-        self.0 == *other
+        &*self.0 == *other
     }
 }
 

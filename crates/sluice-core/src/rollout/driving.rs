@@ -12,6 +12,8 @@
 //!   both decided before either input is applied.
 //! - **Clock** ([`Rollout::tick`]): a `Tick` while the rollout listens.
 
+use std::sync::Arc;
+
 use jiff::Timestamp;
 
 use super::{Freeze, Health, Input, Outcome, Rejected, Rollout};
@@ -59,10 +61,11 @@ impl Fed {
 /// A host as the inventory or a check-in shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sighting {
-    pub id: String,
+    /// Shared with whoever else keeps the id (the server's inventory).
+    pub id: Arc<str>,
     pub labels: Labels,
     /// What it runs of the rollout's component, if known.
-    pub version: Option<String>,
+    pub version: Option<Arc<str>>,
 }
 
 /// What a host reports of the rollout's component at a check-in.
@@ -130,7 +133,7 @@ impl Rollout {
     pub fn check_in(&mut self, now: Timestamp, host: Sighting, report: Option<HostReport>) -> Fed {
         let (takes_host, listens) = (self.is_active(), self.listens());
         let mut fed = Fed::default();
-        let id = host.id.clone();
+        let id = host.id.to_string();
         if takes_host {
             let input = Input::Host {
                 id: host.id,

@@ -515,7 +515,13 @@ impl Rollout {
 
     // ---- inputs --------------------------------------------------------
 
-    fn apply_host(&mut self, id: String, labels: &Labels, version: Option<String>, tx: &mut Tx) {
+    fn apply_host(
+        &mut self,
+        id: Arc<str>,
+        labels: &Labels,
+        version: Option<Arc<str>>,
+        tx: &mut Tx,
+    ) {
         if let Some(host) = self.hosts.get(&id) {
             if let Some(version) = version {
                 self.hosts.set_version(host, &version);
@@ -532,7 +538,7 @@ impl Rollout {
         let version = version.map(|version| self.hosts.intern(&version));
         self.hosts.insert(HostRecord {
             rank: hash::rank(self.plan.salt(), &id),
-            id: Arc::from(id.as_str()),
+            id: Arc::clone(&id),
             stratum,
             version,
             previous: None,

@@ -3,6 +3,7 @@
 //! server and the dashboard show.
 
 use std::fmt;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -162,9 +163,9 @@ pub enum Input {
     /// matching the plan's selector at first sight take part; `version` is
     /// what it runs of the component, if known.
     Host {
-        id: String,
+        id: Arc<str>,
         labels: Labels,
-        version: Option<String>,
+        version: Option<Arc<str>>,
     },
     /// A host's report on the component, from its check-in.
     Report {

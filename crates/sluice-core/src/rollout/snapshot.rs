@@ -223,9 +223,9 @@ mod tests {
         let mut rollout = Rollout::new("r-1".to_owned(), plan, now);
         for (id, role) in [("a", "web"), ("b", "web"), ("c", "db")] {
             let labels = [("role".to_owned(), role.to_owned())].into_iter().collect();
-            let version = Some("1".to_owned());
+            let version = Some("1".into());
             let input = Input::Host {
-                id: id.to_owned(),
+                id: id.into(),
                 labels,
                 version,
             };

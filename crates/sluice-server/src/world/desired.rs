@@ -47,7 +47,7 @@ impl World {
         let labels = entry.map(|entry| &entry.labels);
         let mut names: BTreeSet<&str> = BTreeSet::new();
         if let Some(entry) = entry {
-            names.extend(entry.components.keys().map(String::as_str));
+            names.extend(entry.components.keys());
         }
         for (name, component) in &self.components {
             if component.stable.is_some() {
@@ -64,7 +64,7 @@ impl World {
             .filter_map(|name| {
                 let reported = entry
                     .and_then(|e| e.components.get(name))
-                    .map(|c| c.version.as_str());
+                    .map(|c| &*c.version);
                 Some((name.to_owned(), self.resolve(name, host, reported)?))
             })
             .collect()
@@ -202,7 +202,7 @@ impl World {
                 continue;
             };
             hosts_with_component += 1;
-            if reported.version != version && self.decided(component, id).is_none() {
+            if *reported.version != *version && self.decided(component, id).is_none() {
                 hosts_changed += 1;
             }
         }

@@ -36,9 +36,12 @@ use crate::vocabulary;
 
 mod desired;
 mod error;
+mod hosts;
 mod views;
 
 pub use error::WorldError;
+use hosts::Strings;
+pub use hosts::{HostEntry, Reported, Reports};
 
 /// Longest message kept from a check-in report: its last lines.
 const MAX_MESSAGE_CHARS: usize = 4096;
@@ -49,14 +52,6 @@ const MAX_MESSAGE_CHARS: usize = 4096;
 /// its last check-in (a clean shutdown saves them all). Reports, labels and
 /// every decision are still durable before the check-in is answered.
 const LAST_SEEN_SAVE_EVERY: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
-
-/// Converts wire labels to the engine's: the one place that knows both.
-pub fn to_labels(labels: &BTreeMap<String, String>) -> Labels {
-    labels
-        .iter()
-        .map(|(key, value)| (key.clone(), value.clone()))
-        .collect()
-}
 
 /// Whether the engine's labels equal the wire's, without converting.
 fn same_labels(labels: &Labels, wire: &BTreeMap<String, String>) -> bool {
@@ -75,33 +70,6 @@ pub fn from_labels(labels: &Labels) -> BTreeMap<String, String> {
         .iter()
         .map(|(key, value)| (key.to_string(), value.to_string()))
         .collect()
-}
-
-/// One host as the server knows it.
-#[derive(Debug, Clone, Default)]
-pub struct HostEntry {
-    pub labels: Labels,
-    /// `None` for hosts imported but never checked in.
-    pub last_seen: Option<Timestamp>,
-    /// The `last_seen` the store holds (see [`LAST_SEEN_SAVE_EVERY`]).
-    saved_seen: Option<Timestamp>,
-    /// Component → what the host last reported (or was imported with).
-    pub components: BTreeMap<String, Reported>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reported {
-    pub version: String,
-    /// `None` for a version from an import.
-    pub state: Option<ReportState>,
-    pub message: Option<String>,
-    pub at: Timestamp,
-}
-
-impl Reported {
-    fn same_report(&self, other: &Reported) -> bool {
-        self.version == other.version && self.state == other.state && self.message == other.message
-    }
 }
 
 /// Per component: the stable version, the rollouts, and counts of what
@@ -131,7 +99,10 @@ fn state_slot(state: Option<ReportState>) -> usize {
 impl ComponentEntry {
     fn count(&mut self, reported: &Reported, add: bool) {
         let slot = &mut self.states[state_slot(reported.state)];
-        let versions = self.versions.entry(reported.version.clone()).or_default();
+        let versions = self
+            .versions
+            .entry(reported.version.to_string())
+            .or_default();
         if add {
             *slot += 1;
             *versions += 1;
@@ -139,7 +110,7 @@ impl ComponentEntry {
             *slot = slot.saturating_sub(1);
             *versions = versions.saturating_sub(1);
             if *versions == 0 {
-                self.versions.remove(&reported.version);
+                self.versions.remove(&*reported.version);
             }
         }
     }
@@ -238,6 +209,8 @@ pub struct World {
     freeze: Option<FreezeRecord>,
     /// The number of the next rollout id (`r-N`).
     next_seq: u64,
+    /// The label maps, component names and versions hosts share.
+    strings: Strings,
 }
 
 impl World {
@@ -256,21 +229,22 @@ impl World {
             let id = HostId::parse(host.id).map_err(|error| {
                 anyhow::anyhow!("reading hosts: the id of a stored host: {error}")
             })?;
+            let labels = world.strings.labels(&host.labels);
             world.hosts.insert(
                 id,
                 HostEntry {
-                    labels: to_labels(&host.labels),
+                    labels,
                     last_seen,
                     saved_seen: last_seen,
-                    components: BTreeMap::new(),
+                    components: Reports::default(),
                 },
             );
         }
         for record in loaded.host_components {
             let reported = Reported {
-                version: record.version,
+                version: world.strings.get(&record.version),
                 state: record.state.map(vocabulary::wire_report),
-                message: record.message,
+                message: record.message.map(String::into_boxed_str),
                 at: record.at,
             };
             world.set_reported(&record.host, &record.component, reported);
@@ -280,12 +254,12 @@ impl World {
         }
         world.freeze = loaded.freeze;
 
-        let mut records: HashMap<String, Vec<serde_json::Value>> = HashMap::new();
+        let mut records: HashMap<String, Vec<(String, String)>> = HashMap::new();
         for record in loaded.rollout_hosts {
             records
                 .entry(record.rollout)
                 .or_default()
-                .push(record.record);
+                .push((record.host, record.record));
         }
         let mut rollouts = loaded.rollouts;
         rollouts.sort_by(|a, b| {
@@ -422,7 +396,7 @@ impl World {
             .filter_map(|id| {
                 let host = hosts.get(id)?;
                 Some(Sighting {
-                    id: id.to_string(),
+                    id: id.as_arc().clone(),
                     labels: host.labels.clone(),
                     version: host.components.get(&component).map(|c| c.version.clone()),
                 })
@@ -486,7 +460,7 @@ impl World {
         };
         let relabelled = !same_labels(&host.labels, &request.labels);
         if relabelled {
-            host.labels = to_labels(&request.labels);
+            host.labels = self.strings.labels(&request.labels);
         }
         host.last_seen = Some(now);
         let stale = host
@@ -503,18 +477,18 @@ impl World {
         let labels = host.labels.clone();
         for (component, report) in &request.components {
             let reported = Reported {
-                version: report.version.clone(),
+                version: self.strings.get(&report.version),
                 state: Some(report.state),
-                message: report.message.as_deref().map(tail),
+                message: report.message.as_deref().map(|m| tail(m).into_boxed_str()),
                 at: now,
             };
-            if self.set_reported(id, component, reported.clone()) {
+            if self.set_reported(id, component, reported) {
                 writes.push(Write::HostComponent(HostComponentRecord {
                     host: id.to_string(),
                     component: component.clone(),
-                    version: reported.version,
-                    state: reported.state.map(vocabulary::stored_report),
-                    message: reported.message,
+                    version: report.version.clone(),
+                    state: Some(vocabulary::stored_report(report.state)),
+                    message: report.message.as_deref().map(tail),
                     at: now,
                 }));
             }
@@ -524,9 +498,9 @@ impl World {
                 .components
                 .get(&self.rollouts[index].rollout.plan().component);
             let sighting = Sighting {
-                id: id.to_string(),
+                id: id.as_arc().clone(),
                 labels: labels.clone(),
-                version: report.map(|r| r.version.clone()),
+                version: report.map(|r| self.strings.get(&r.version)),
             };
             let report = report.map(|report| HostReport {
                 version: report.version.clone(),
@@ -566,7 +540,13 @@ impl World {
         let Some(entry) = self.hosts.get_mut(host) else {
             return false;
         };
-        let stats = self.components.entry(component.to_owned()).or_default();
+        if !self.components.contains_key(component) {
+            self.components
+                .insert(component.to_owned(), ComponentEntry::default());
+        }
+        let Some(stats) = self.components.get_mut(component) else {
+            return false;
+        };
         match entry.components.get_mut(component) {
             Some(old) if old.same_report(&reported) => false,
             Some(old) => {
@@ -577,7 +557,9 @@ impl World {
             }
             None => {
                 stats.count(&reported, true);
-                entry.components.insert(component.to_owned(), reported);
+                entry
+                    .components
+                    .insert(self.strings.get(component), reported);
                 true
             }
         }
@@ -777,7 +759,7 @@ impl World {
                 }
             };
             if entry.labels != host.labels {
-                entry.labels = host.labels.clone();
+                entry.labels = self.strings.share(host.labels.clone());
             }
             entry.saved_seen = entry.last_seen;
             writes.push(Write::Host(HostRecord {
@@ -794,7 +776,7 @@ impl World {
                     continue;
                 }
                 let reported = Reported {
-                    version: version.to_string(),
+                    version: self.strings.get(version),
                     state: None,
                     message: None,
                     at: now,

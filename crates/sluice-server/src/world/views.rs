@@ -178,13 +178,13 @@ impl World {
                         .map(|rollout| rollout.id().to_owned())
                 });
                 let view = HostComponent {
-                    version: reported.version.clone(),
+                    version: reported.version.to_string(),
                     state: reported.state,
-                    message: reported.message.clone(),
+                    message: reported.message.as_deref().map(str::to_owned),
                     desired: desired.map(|d| d.version),
                     rollout,
                 };
-                (name.clone(), view)
+                (name.to_owned(), view)
             })
             .collect();
         HostView {
