@@ -506,35 +506,102 @@ fn check_key(start: usize, key: &[char]) -> Result<(), SelectorError> {
 /// The name part of a key: letters, digits, `-_.`, alphanumeric at both
 /// ends, at most 63 characters.
 fn check_name(start: usize, name: &[char], key: &[char]) -> Result<(), SelectorError> {
-    if let Some(i) = name.iter().position(|&c| !is_name_char(c)) {
+    check_word(start, name, key, &KEY_NAME)
+}
+
+/// What a part of a label key or value may hold, and how errors name it.
+struct Rules {
+    /// Before the text: "label key".
+    noun: &'static str,
+    allowed: fn(char) -> bool,
+    /// What it may hold, after an invalid character.
+    hint: &'static str,
+    /// Before its length: "label key name".
+    length: &'static str,
+    max: usize,
+}
+
+const KEY_NAME: Rules = Rules {
+    noun: "label key",
+    allowed: is_name_char,
+    hint: "keys use letters, digits, -, _ and ., with an optional prefix such as example.com/",
+    length: "label key name",
+    max: MAX_NAME_LEN,
+};
+
+const PREFIX: Rules = Rules {
+    noun: "key prefix",
+    allowed: |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.',
+    hint: "a prefix is a DNS name of lowercase letters, digits, - and ., such as example.com",
+    length: "key prefix",
+    max: MAX_PREFIX_LEN,
+};
+
+const VALUE: Rules = Rules {
+    noun: "value",
+    allowed: is_name_char,
+    hint: "values use letters, digits, -, _ and ., such as build-agent",
+    length: "value",
+    max: MAX_NAME_LEN,
+};
+
+impl Rules {
+    /// Refuses the first character of `text` (at `start`) not allowed;
+    /// the error quotes `whole`, the text it is part of.
+    fn chars(&self, start: usize, text: &[char], whole: &[char]) -> Result<(), SelectorError> {
+        match text.iter().position(|&c| !(self.allowed)(c)) {
+            Some(i) => Err(error(
+                start + i,
+                format!(
+                    "invalid character {} in {} {}; {}",
+                    shown(&text[i..=i]),
+                    self.noun,
+                    shown(whole),
+                    self.hint
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses `text` (at `start`) longer than allowed.
+    fn length(&self, start: usize, text: &[char]) -> Result<(), SelectorError> {
+        if text.len() > self.max {
+            return Err(error(
+                start,
+                format!(
+                    "{} is {} characters long; at most {} are allowed",
+                    self.length,
+                    text.len(),
+                    self.max
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A label name or value (`word`, at `start`, quoted in errors as `whole`):
+/// letters, digits, `-_.`, alphanumeric at both ends, at most 63
+/// characters.
+fn check_word(
+    start: usize,
+    word: &[char],
+    whole: &[char],
+    rules: &Rules,
+) -> Result<(), SelectorError> {
+    rules.chars(start, word, whole)?;
+    if let Some(i) = ends_not_alphanumeric(word) {
         return Err(error(
             start + i,
             format!(
-                "invalid character {} in label key {}; keys use letters, digits, -, _ and ., with an optional prefix such as example.com/",
-                shown(&name[i..=i]),
-                shown(key)
+                "{} {} must begin and end with a letter or digit",
+                rules.noun,
+                shown(whole)
             ),
         ));
     }
-    if let Some(i) = ends_not_alphanumeric(name) {
-        return Err(error(
-            start + i,
-            format!(
-                "label key {} must begin and end with a letter or digit",
-                shown(key)
-            ),
-        ));
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err(error(
-            start,
-            format!(
-                "label key name is {} characters long; at most {MAX_NAME_LEN} are allowed",
-                name.len()
-            ),
-        ));
-    }
-    Ok(())
+    rules.length(start, word)
 }
 
 /// A key prefix: a DNS subdomain of lowercase letters, digits, `-` and `.`,
@@ -546,17 +613,7 @@ fn check_prefix(start: usize, prefix: &[char]) -> Result<(), SelectorError> {
             "expected a key prefix before /, such as example.com/role",
         ));
     }
-    let valid = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
-    if let Some(i) = prefix.iter().position(|&c| !valid(c)) {
-        return Err(error(
-            start + i,
-            format!(
-                "invalid character {} in key prefix {}; a prefix is a DNS name of lowercase letters, digits, - and ., such as example.com",
-                shown(&prefix[i..=i]),
-                shown(prefix)
-            ),
-        ));
-    }
+    PREFIX.chars(start, prefix, prefix)?;
     let mut part_start = 0;
     for part in prefix.split(|&c| c == '.') {
         let bad = if part.is_empty() {
@@ -575,50 +632,13 @@ fn check_prefix(start: usize, prefix: &[char]) -> Result<(), SelectorError> {
         }
         part_start += part.len() + 1;
     }
-    if prefix.len() > MAX_PREFIX_LEN {
-        return Err(error(
-            start,
-            format!(
-                "key prefix is {} characters long; at most {MAX_PREFIX_LEN} are allowed",
-                prefix.len()
-            ),
-        ));
-    }
-    Ok(())
+    PREFIX.length(start, prefix)
 }
 
 /// A label value: empty, or like a name (letters, digits, `-_.`,
 /// alphanumeric at both ends, at most 63 characters).
 fn check_value(start: usize, value: &[char]) -> Result<(), SelectorError> {
-    if let Some(i) = value.iter().position(|&c| !is_name_char(c)) {
-        return Err(error(
-            start + i,
-            format!(
-                "invalid character {} in value {}; values use letters, digits, -, _ and ., such as build-agent",
-                shown(&value[i..=i]),
-                shown(value)
-            ),
-        ));
-    }
-    if let Some(i) = ends_not_alphanumeric(value) {
-        return Err(error(
-            start + i,
-            format!(
-                "value {} must begin and end with a letter or digit",
-                shown(value)
-            ),
-        ));
-    }
-    if value.len() > MAX_NAME_LEN {
-        return Err(error(
-            start,
-            format!(
-                "value is {} characters long; at most {MAX_NAME_LEN} are allowed",
-                value.len()
-            ),
-        ));
-    }
-    Ok(())
+    check_word(start, value, value, &VALUE)
 }
 
 /// The index of the first or last character if it is not an ASCII letter or

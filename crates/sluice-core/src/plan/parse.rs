@@ -240,6 +240,20 @@ impl<'a> Map<'a> {
         })
     }
 
+    /// The field `key` read by `read`, or `default` when it is absent or
+    /// null.
+    fn optional<T>(
+        &self,
+        key: &str,
+        default: T,
+        read: impl FnOnce(&Val<'a>) -> Option<T>,
+    ) -> Option<T> {
+        match self.get(key) {
+            None => Some(default),
+            Some(value) => read(&value),
+        }
+    }
+
     /// The field `key`; reports it when absent or null. `example` shows a
     /// valid value.
     fn required(&self, parser: &mut Parser<'_>, key: &str, example: &str) -> Option<Val<'a>> {
@@ -344,6 +358,37 @@ impl<'s> Parser<'s> {
 
     fn text<'a>(&mut self, value: &Val<'a>, expected: &str) -> Option<&'a str> {
         self.scalar(value, expected).map(|scalar| scalar.as_str())
+    }
+
+    /// The value's text, which must not be blank; `expected` says what would
+    /// be valid.
+    fn words<'a>(&mut self, value: &Val<'a>, expected: &str) -> Option<&'a str> {
+        let text = self.text(value, expected)?;
+        if text.trim().is_empty() {
+            let message = format!("must not be empty; write {expected}");
+            self.error(&value.path, value.pos, message);
+            return None;
+        }
+        Some(text)
+    }
+
+    /// Whether `allowed` takes every character of `text` (the value's text);
+    /// reports the first it refuses, at its own column: "`TEXT` contains C;
+    /// RULE".
+    fn only(
+        &mut self,
+        value: &Val<'_>,
+        text: &str,
+        allowed: impl Fn(char) -> bool,
+        rule: &str,
+    ) -> bool {
+        let Some((offset, c)) = text.chars().enumerate().find(|&(_, c)| !allowed(c)) else {
+            return true;
+        };
+        let pos = self.offset_pos(value, offset);
+        let message = format!("`{}` contains {}; {rule}", escaped(text), show_char(c));
+        self.error(&value.path, pos, message);
+        false
     }
 
     /// The position of the character `offset` characters into a scalar's
@@ -481,18 +526,14 @@ impl<'s> Parser<'s> {
             self.error(&value.path, value.pos, message);
             return None;
         }
-        let invalid = text
-            .chars()
-            .enumerate()
-            .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')));
-        if let Some((offset, c)) = invalid {
-            let pos = self.offset_pos(value, offset);
-            let message = format!(
-                "`{}` contains {}; a name may hold only letters, digits, `.`, `_` and `-`, such as {example}",
-                escaped(text),
-                show_char(c)
-            );
-            self.error(&value.path, pos, message);
+        let rule =
+            format!("a name may hold only letters, digits, `.`, `_` and `-`, such as {example}");
+        if !self.only(
+            value,
+            text,
+            |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'),
+            &rule,
+        ) {
             return None;
         }
         if !text.starts_with(|c: char| c.is_ascii_alphanumeric()) {
@@ -528,19 +569,11 @@ impl<'s> Parser<'s> {
                     escaped(text)
                 )
             }
-            Some(_) => match text.chars().enumerate().find(|(_, c)| c.is_whitespace()) {
-                Some((offset, c)) => {
-                    let pos = self.offset_pos(value, offset);
-                    let message = format!(
-                        "`{}` contains {}; percent-encode it (a space is %20), as in {example}",
-                        escaped(text),
-                        show_char(c)
-                    );
-                    self.error(&value.path, pos, message);
-                    return None;
-                }
-                None => return Some(text.to_owned()),
-            },
+            Some(_) => {
+                let rule = format!("percent-encode it (a space is %20), as in {example}");
+                let spaceless = self.only(value, text, |c| !c.is_whitespace(), &rule);
+                return spaceless.then(|| text.to_owned());
+            }
         };
         self.error(&value.path, value.pos, problem);
         None
@@ -566,52 +599,42 @@ impl<'s> Parser<'s> {
             .required(self, "version", "\"17.03.1\"")
             .and_then(|v| self.version(&v));
         let payload = map.get("payload").map(|v| payload_json(v.node));
-        let selector = match map.get("selector") {
-            None => Some(Selector::default()),
-            Some(v) => self.selector(&v),
-        };
-        let strategy = match map.get("strategy") {
-            None => Some(Strategy {
+        let selector = map.optional("selector", Selector::default(), |v| self.selector(v));
+        let strategy = map.optional(
+            "strategy",
+            Strategy {
                 spread: Vec::new(),
                 min_per_stratum: DEFAULT_MIN_PER_STRATUM,
                 salt: None,
-            }),
-            Some(v) => self.strategy(&v),
-        };
-        let max_in_flight = match map.get("max_in_flight") {
-            None => Some(None),
-            Some(v) => self.max_in_flight(&v).map(Some),
-        };
+            },
+            |v| self.strategy(v),
+        );
+        let max_in_flight =
+            map.optional("max_in_flight", None, |v| self.max_in_flight(v).map(Some));
         let stages = map
             .required(self, "stages", "[{ percent: 10 }, { percent: 100 }]")
             .and_then(|v| self.stages(&v));
-        let gates = match map.get("gates") {
-            None => Some(Gates {
+        let gates = map.optional(
+            "gates",
+            Gates {
                 max_failed: Amount::Count(0),
                 host_timeout: DEFAULT_HOST_TIMEOUT,
                 prometheus: Vec::new(),
                 http: Vec::new(),
-            }),
-            Some(v) => self.gates(&v),
-        };
-        let on_failure = match map.get("on_failure") {
-            None => Some(OnFailure::default()),
-            Some(v) => self.choice(
-                &v,
+            },
+            |v| self.gates(v),
+        );
+        let on_failure = map.optional("on_failure", OnFailure::default(), |v| {
+            self.choice(
+                v,
                 &[
                     ("pause", OnFailure::Pause),
                     ("rollback", OnFailure::Rollback),
                 ],
-            ),
-        };
-        let reversible = match map.get("reversible") {
-            None => Some(true),
-            Some(v) => self.bool(&v),
-        };
-        let windows = match map.get("windows") {
-            None => Some(Vec::new()),
-            Some(v) => self.windows(&v),
-        };
+            )
+        });
+        let reversible = map.optional("reversible", true, |v| self.bool(v));
+        let windows = map.optional("windows", Vec::new(), |v| self.windows(v));
 
         Some(Plan {
             name: name?,
@@ -632,30 +655,14 @@ impl<'s> Parser<'s> {
     /// The target version: kept exactly as written, so an unquoted `17.03`
     /// stays `17.03`.
     fn version(&mut self, value: &Val<'_>) -> Option<String> {
-        let text = self.text(value, "a version such as \"17.03.1\"")?;
-        if text.trim().is_empty() {
-            self.error(
-                &value.path,
-                value.pos,
-                "must not be empty; write a version such as \"17.03.1\"",
-            );
-            return None;
-        }
-        if let Some((offset, c)) = text
-            .chars()
-            .enumerate()
-            .find(|(_, c)| c.is_whitespace() || c.is_control())
-        {
-            let pos = self.offset_pos(value, offset);
-            let message = format!(
-                "`{}` contains {}; a version is one word such as \"17.03.1\"",
-                escaped(text),
-                show_char(c)
-            );
-            self.error(&value.path, pos, message);
-            return None;
-        }
-        Some(text.to_owned())
+        let text = self.words(value, "a version such as \"17.03.1\"")?;
+        let one_word = self.only(
+            value,
+            text,
+            |c| !(c.is_whitespace() || c.is_control()),
+            "a version is one word such as \"17.03.1\"",
+        );
+        one_word.then(|| text.to_owned())
     }
 
     fn selector(&mut self, value: &Val<'_>) -> Option<Selector> {
@@ -678,17 +685,11 @@ impl<'s> Parser<'s> {
 
     fn strategy(&mut self, value: &Val<'_>) -> Option<Strategy> {
         let map = self.mapping(value, STRATEGY_FIELDS)?;
-        let spread = match map.get("spread") {
-            None => Some(Vec::new()),
-            Some(v) => self.spread(&v),
-        };
-        let min_per_stratum = match map.get("min_per_stratum") {
-            None => Some(DEFAULT_MIN_PER_STRATUM),
-            Some(v) => self.whole(&v, 0),
-        };
-        let salt = match map.get("salt") {
-            None => Some(None),
-            Some(v) => match self.text(&v, "a string such as \"2024-03\"") {
+        let spread = map.optional("spread", Vec::new(), |v| self.spread(v));
+        let min_per_stratum = map.optional("min_per_stratum", DEFAULT_MIN_PER_STRATUM, |v| {
+            self.whole(v, 0)
+        });
+        let salt = map.optional("salt", None, |v| match self.text(v, "a string such as \"2024-03\"") {
                 Some("") => {
                     self.error(
                         &v.path,
@@ -698,8 +699,7 @@ impl<'s> Parser<'s> {
                     None
                 }
                 other => other.map(|salt| Some(salt.to_owned())),
-            },
-        };
+            });
         Some(Strategy {
             spread: spread?,
             min_per_stratum: min_per_stratum?,
@@ -737,27 +737,14 @@ impl<'s> Parser<'s> {
             self.error(&value.path, value.pos, message);
             return None;
         }
-        let text = self.text(value, EXAMPLE)?;
-        if text.trim().is_empty() {
-            let message = format!("must not be empty; write {EXAMPLE}");
-            self.error(&value.path, value.pos, message);
-            return None;
-        }
-        if let Some((offset, c)) = text
-            .chars()
-            .enumerate()
-            .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/')))
-        {
-            let pos = self.offset_pos(value, offset);
-            let message = format!(
-                "`{}` contains {}; a label name holds only letters, digits, `.`, `_`, `-` and `/`, such as role",
-                escaped(text),
-                show_char(c)
-            );
-            self.error(&value.path, pos, message);
-            return None;
-        }
-        Some(text.to_owned())
+        let text = self.words(value, EXAMPLE)?;
+        let valid = self.only(
+            value,
+            text,
+            |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'),
+            "a label name holds only letters, digits, `.`, `_`, `-` and `/`, such as role",
+        );
+        valid.then(|| text.to_owned())
     }
 
     fn max_in_flight(&mut self, value: &Val<'_>) -> Option<Amount> {
@@ -797,10 +784,9 @@ impl<'s> Parser<'s> {
                 continue;
             };
             // The name, and whether the plan gave it.
-            let name = match map.get("name") {
-                None => Some((format!("stage-{}", index + 1), None)),
-                Some(v) => self.name(&v, "canary").map(|name| (name, Some(v))),
-            };
+            let name = map.optional("name", (format!("stage-{}", index + 1), None), |v| {
+                self.name(v, "canary").map(|name| (name, Some(v.clone())))
+            });
             if let Some((name, given)) = &name {
                 if let Some(first) = names.get(name) {
                     let (path, pos, message) = match given {
@@ -839,14 +825,8 @@ impl<'s> Parser<'s> {
                 }
                 previous = Some((*percent, item.path.clone()));
             }
-            let bake = match map.get("bake") {
-                None => Some(Duration::default()),
-                Some(v) => self.duration(&v, false),
-            };
-            let approve = match map.get("approve") {
-                None => Some(false),
-                Some(v) => self.bool(&v),
-            };
+            let bake = map.optional("bake", Duration::default(), |v| self.duration(v, false));
+            let approve = map.optional("approve", false, |v| self.bool(v));
             match (name, percent, bake, approve) {
                 (Some((name, _)), Some((percent, _)), Some(bake), Some(approve)) => {
                     stages.push(Stage {
@@ -869,24 +849,18 @@ impl<'s> Parser<'s> {
 
     fn gates(&mut self, value: &Val<'_>) -> Option<Gates> {
         let map = self.mapping(value, GATES_FIELDS)?;
-        let max_failed = match map.get("max_failed") {
-            None => Some(Amount::Count(0)),
-            Some(v) => self.amount(&v),
-        };
-        let host_timeout = match map.get("host_timeout") {
-            None => Some(DEFAULT_HOST_TIMEOUT),
-            Some(v) => self.duration(&v, true),
-        };
+        let max_failed = map.optional("max_failed", Amount::Count(0), |v| self.amount(v));
+        let host_timeout = map.optional("host_timeout", DEFAULT_HOST_TIMEOUT, |v| {
+            self.duration(v, true)
+        });
         // Gate name → path of the gate that first used it, across kinds.
         let mut names: HashMap<String, String> = HashMap::new();
-        let prometheus = match map.get("prometheus") {
-            None => Some(Vec::new()),
-            Some(v) => self.gate_list(&v, &mut names, Self::prometheus_gate),
-        };
-        let http = match map.get("http") {
-            None => Some(Vec::new()),
-            Some(v) => self.gate_list(&v, &mut names, Self::http_gate),
-        };
+        let prometheus = map.optional("prometheus", Vec::new(), |v| {
+            self.gate_list(v, &mut names, Self::prometheus_gate)
+        });
+        let http = map.optional("http", Vec::new(), |v| {
+            self.gate_list(v, &mut names, Self::http_gate)
+        });
         Some(Gates {
             max_failed: max_failed?,
             host_timeout: host_timeout?,
@@ -940,25 +914,20 @@ impl<'s> Parser<'s> {
             },
             None => None,
         };
-        let interval = match map.get("interval") {
-            None => Some(DEFAULT_GATE_INTERVAL),
-            Some(v) => self.duration(&v, true),
-        };
-        let consecutive = match map.get("for") {
-            None => Some(1),
-            Some(v) => self.whole(&v, 1).and_then(|n| match u32::try_from(n) {
+        let interval = map.optional("interval", DEFAULT_GATE_INTERVAL, |v| {
+            self.duration(v, true)
+        });
+        let consecutive = map.optional("for", 1, |v| {
+            self.whole(v, 1).and_then(|n| match u32::try_from(n) {
                 Ok(n) => Some(n),
                 Err(_) => {
                     let message = format!("must be at most {}, found {n}", u32::MAX);
                     self.error(&v.path, v.pos, message);
                     None
                 }
-            }),
-        };
-        let report_only = match map.get("report_only") {
-            None => Some(false),
-            Some(v) => self.bool(&v),
-        };
+            })
+        });
+        let report_only = map.optional("report_only", false, |v| self.bool(v));
         Some(GateCommon {
             name: name?,
             interval: interval?,
@@ -974,17 +943,16 @@ impl<'s> Parser<'s> {
         names: &mut HashMap<String, String>,
     ) -> Option<PrometheusGate> {
         let map = self.mapping(value, PROMETHEUS_FIELDS)?;
-        let no_data = match map.get("no_data") {
-            None => Some(NoData::default()),
-            Some(v) => self.choice(
-                &v,
+        let no_data = map.optional("no_data", NoData::default(), |v| {
+            self.choice(
+                v,
                 &[
                     ("fail", NoData::Fail),
                     ("pause", NoData::Pause),
                     ("pass", NoData::Pass),
                 ],
-            ),
-        };
+            )
+        });
         let common = self.gate_common(&map, names, no_data);
         let url = map
             .required(self, "url", "http://prometheus:9090")
@@ -992,16 +960,8 @@ impl<'s> Parser<'s> {
         let query = map
             .required(self, "query", "sum(rate(errors_total[5m]))")
             .and_then(|v| {
-                let text = self.text(&v, "a promql query such as sum(rate(errors_total[5m]))")?;
-                if text.trim().is_empty() {
-                    self.error(
-                        &v.path,
-                        v.pos,
-                        "must not be empty; write a promql query such as sum(rate(errors_total[5m]))",
-                    );
-                    return None;
-                }
-                Some(text.to_owned())
+                self.words(&v, "a promql query such as sum(rate(errors_total[5m]))")
+                    .map(str::to_owned)
             });
         let fail_if = map
             .required(self, "fail_if", "\"> 0.5\"")
@@ -1026,10 +986,7 @@ impl<'s> Parser<'s> {
         let url = map
             .required(self, "url", "\"http://slo.example.net/ok\"")
             .and_then(|v| self.url(&v, "http://slo.example.net/ok"));
-        let timeout = match map.get("timeout") {
-            None => Some(DEFAULT_HTTP_TIMEOUT),
-            Some(v) => self.duration(&v, true),
-        };
+        let timeout = map.optional("timeout", DEFAULT_HTTP_TIMEOUT, |v| self.duration(v, true));
         Some(HttpGate {
             common: common?,
             url: url?,
@@ -1098,14 +1055,13 @@ impl<'s> Parser<'s> {
                 )
                 .map(Some),
         };
-        let tz = match map.get("tz") {
-            None => Some((jiff::tz::TimeZone::UTC, "UTC".to_owned())),
-            Some(v) => self.window_field(
-                &v,
+        let tz = map.optional("tz", (jiff::tz::TimeZone::UTC, "UTC".to_owned()), |v| {
+            self.window_field(
+                v,
                 "an IANA time zone name such as Europe/Stockholm",
                 Window::parse_tz,
-            ),
-        };
+            )
+        });
         let (tz, tz_name) = tz?;
         Some(Window::new(days?, hours?, tz, tz_name))
     }

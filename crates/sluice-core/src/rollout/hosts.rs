@@ -136,9 +136,7 @@ pub(super) struct HostTable {
     behind: BTreeSet<Behind>,
     /// Sum over strata of the stage's quota.
     quota_total: u64,
-    /// Instructed hosts by instruction time, oldest first.
-    in_flight: BTreeSet<(Timestamp, u32)>,
-    counts: HostCounts,
+    tally: Tally,
 }
 
 impl HostTable {
@@ -155,8 +153,7 @@ impl HostTable {
             stage: None,
             behind: BTreeSet::new(),
             quota_total: 0,
-            in_flight: BTreeSet::new(),
-            counts: HostCounts::default(),
+            tally: Tally::default(),
         }
     }
 
@@ -181,7 +178,7 @@ impl HostTable {
     }
 
     pub fn counts(&self) -> HostCounts {
-        self.counts
+        self.tally.counts
     }
 
     pub fn is_target(&self, version: &str) -> bool {
@@ -222,14 +219,7 @@ impl HostTable {
             stratum.waiting.insert((record.rank, host));
         }
         self.index.insert(Arc::clone(&record.id), host);
-        account(
-            &mut self.counts,
-            stratum,
-            &mut self.in_flight,
-            host,
-            &record.state,
-            true,
-        );
+        self.tally.account(stratum, host, &record.state, true);
         self.records.push(record);
         self.requota(s, old_quota);
         host
@@ -253,22 +243,8 @@ impl HostTable {
         }
         let old = std::mem::replace(&mut record.state, state);
         let stratum = &mut self.strata[record.stratum as usize];
-        account(
-            &mut self.counts,
-            stratum,
-            &mut self.in_flight,
-            host,
-            &old,
-            false,
-        );
-        account(
-            &mut self.counts,
-            stratum,
-            &mut self.in_flight,
-            host,
-            &record.state,
-            true,
-        );
+        self.tally.account(stratum, host, &old, false);
+        self.tally.account(stratum, host, &record.state, true);
         true
     }
 
@@ -307,21 +283,21 @@ impl HostTable {
 
     /// Hosts admitted so far, in every stratum.
     pub fn admitted_total(&self) -> u64 {
-        self.counts.admitted()
+        self.tally.counts.admitted()
     }
 
     pub fn in_flight(&self) -> u64 {
-        self.in_flight.len() as u64
+        self.tally.in_flight.len() as u64
     }
 
     /// The host instructed longest ago.
     pub fn oldest_in_flight(&self) -> Option<(Timestamp, u32)> {
-        self.in_flight.first().copied()
+        self.tally.in_flight.first().copied()
     }
 
     /// Every stratum has its quota admitted and no host is in flight.
     pub fn settled(&self) -> bool {
-        self.behind.is_empty() && self.in_flight.is_empty()
+        self.behind.is_empty() && self.tally.in_flight.is_empty()
     }
 
     /// Admits the best-ranked waiting host of the stratum furthest behind its
@@ -403,34 +379,38 @@ impl HostTable {
     }
 }
 
-/// Adds (or removes) a host in `state` to the counts, its stratum's counts
-/// and the in-flight queue.
-fn account(
-    counts: &mut HostCounts,
-    stratum: &mut Stratum,
-    in_flight: &mut BTreeSet<(Timestamp, u32)>,
-    host: u32,
-    state: &HostState,
-    add: bool,
-) {
-    let step = |n: &mut u64| {
-        if add {
-            *n += 1;
-        } else {
-            *n -= 1;
-        }
-    };
-    step(counts.slot(state));
-    match state {
-        HostState::Healthy => step(&mut stratum.healthy),
-        HostState::Failed { .. } => step(&mut stratum.failed),
-        HostState::Instructed { since } => {
+/// The table's counts by state and its in-flight queue, kept in step with
+/// every host's state.
+#[derive(Debug, Clone, Default)]
+struct Tally {
+    counts: HostCounts,
+    /// Instructed hosts by instruction time, oldest first.
+    in_flight: BTreeSet<(Timestamp, u32)>,
+}
+
+impl Tally {
+    /// Adds (or removes) `host` in `state` to the counts, its stratum's
+    /// counts and the in-flight queue.
+    fn account(&mut self, stratum: &mut Stratum, host: u32, state: &HostState, add: bool) {
+        let step = |n: &mut u64| {
             if add {
-                in_flight.insert((*since, host));
+                *n += 1;
             } else {
-                in_flight.remove(&(*since, host));
+                *n -= 1;
             }
+        };
+        step(self.counts.slot(state));
+        match state {
+            HostState::Healthy => step(&mut stratum.healthy),
+            HostState::Failed { .. } => step(&mut stratum.failed),
+            HostState::Instructed { since } => {
+                if add {
+                    self.in_flight.insert((*since, host));
+                } else {
+                    self.in_flight.remove(&(*since, host));
+                }
+            }
+            _ => {}
         }
-        _ => {}
     }
 }

@@ -654,7 +654,7 @@ impl Rollout {
                         "gate {} has no data (no_data: pause): {}",
                         result.name, result.evidence
                     );
-                    self.pause_by_failure(cause, tx);
+                    self.pause(None, cause, tx);
                 }
             }
         }
@@ -667,16 +667,7 @@ impl Rollout {
                 tx.event(actor, EventKind::Started { reason });
                 self.start_stage(0, tx);
             }
-            Action::Pause => {
-                if let Status::Running { stage, phase } = self.status {
-                    self.status = Status::Paused {
-                        reason: reason.clone(),
-                        stage,
-                        phase,
-                    };
-                    tx.event(actor, EventKind::Paused { reason });
-                }
-            }
+            Action::Pause => self.pause(actor, reason, tx),
             Action::Resume => {
                 if let Status::Paused { stage, phase, .. } = self.status {
                     let total = self.failures[stage];
@@ -966,7 +957,7 @@ impl Rollout {
             return;
         }
         match self.plan.on_failure {
-            OnFailure::Pause => self.pause_by_failure(cause, tx),
+            OnFailure::Pause => self.pause(None, cause, tx),
             OnFailure::Rollback if !self.plan.reversible => {
                 tx.event(
                     None,
@@ -974,20 +965,22 @@ impl Rollout {
                         why: "the plan is not reversible (reversible: false), so sluice paused instead of rolling back".to_owned(),
                     },
                 );
-                self.pause_by_failure(cause, tx);
+                self.pause(None, cause, tx);
             }
             OnFailure::Rollback => self.rollback(None, cause, tx),
         }
     }
 
-    fn pause_by_failure(&mut self, reason: String, tx: &mut Tx) {
+    /// Pauses a running rollout: an operator's action, or sluice's (`actor`
+    /// `None`) on a failure.
+    fn pause(&mut self, actor: Option<&str>, reason: String, tx: &mut Tx) {
         if let Status::Running { stage, phase } = self.status {
             self.status = Status::Paused {
                 reason: reason.clone(),
                 stage,
                 phase,
             };
-            tx.event(None, EventKind::Paused { reason });
+            tx.event(actor, EventKind::Paused { reason });
         }
     }
 
