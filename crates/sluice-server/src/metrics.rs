@@ -4,7 +4,6 @@
 //! commits); the gauges of rollouts and hosts by state are set from memory
 //! at each scrape ([`Gauges`]), so they are never stale.
 
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
@@ -12,9 +11,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 type LabelSet = Vec<(&'static str, String)>;
+type GaugeFamily = Family<LabelSet, Gauge<i64, std::sync::atomic::AtomicI64>>;
 
 /// The server's metrics.
 #[derive(Debug)]
@@ -28,9 +28,9 @@ pub struct Metrics {
     commit_requests: Histogram,
     commit_seconds: Histogram,
     commit_failures: Counter,
-    rollouts: Family<LabelSet, Gauge<i64, std::sync::atomic::AtomicI64>>,
-    hosts: Family<LabelSet, Gauge<i64, std::sync::atomic::AtomicI64>>,
-    rollout_hosts: Family<LabelSet, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    rollouts: GaugeFamily,
+    hosts: GaugeFamily,
+    rollout_hosts: GaugeFamily,
 }
 
 /// The gauges' values, read from memory at scrape time.
@@ -53,52 +53,56 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("sluice");
-        let checkins = Counter::<u64, AtomicU64>::default();
-        registry.register("checkins", "agent check-ins answered", checkins.clone());
+        let r = &mut registry;
+        let checkins = registered(
+            r,
+            "checkins",
+            "agent check-ins answered",
+            Counter::default(),
+        );
         // 100 µs … ~3 s.
-        let checkin_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
-        registry.register(
+        let checkin_seconds = registered(
+            r,
             "checkin_duration_seconds",
             "check-in latency, from request to durable answer",
-            checkin_seconds.clone(),
+            Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
         );
-        let commit_writes = Histogram::new(exponential_buckets(1.0, 4.0, 10));
-        registry.register(
+        let commit_writes = registered(
+            r,
             "commit_batch_writes",
             "writes per group commit",
-            commit_writes.clone(),
+            Histogram::new(exponential_buckets(1.0, 4.0, 10)),
         );
-        let commit_requests = Histogram::new(exponential_buckets(1.0, 2.0, 14));
-        registry.register(
+        let commit_requests = registered(
+            r,
             "commit_batch_requests",
             "requests acknowledged per group commit",
-            commit_requests.clone(),
+            Histogram::new(exponential_buckets(1.0, 2.0, 14)),
         );
-        let commit_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
-        registry.register(
+        let commit_seconds = registered(
+            r,
             "commit_duration_seconds",
             "group commit latency",
-            commit_seconds.clone(),
+            Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
         );
-        let commit_failures = Counter::<u64, AtomicU64>::default();
-        registry.register(
+        let commit_failures = registered(
+            r,
             "commit_failures",
             "group commits the store refused",
-            commit_failures.clone(),
+            Counter::default(),
         );
-        let rollouts = Family::default();
-        registry.register("rollouts", "rollouts by state", rollouts.clone());
-        let hosts = Family::default();
-        registry.register(
+        let rollouts = registered(r, "rollouts", "rollouts by state", Family::default());
+        let hosts = registered(
+            r,
             "hosts",
             "hosts by component and last reported state",
-            hosts.clone(),
+            Family::default(),
         );
-        let rollout_hosts = Family::default();
-        registry.register(
+        let rollout_hosts = registered(
+            r,
             "rollout_hosts",
             "hosts of active rollouts by state in the rollout",
-            rollout_hosts.clone(),
+            Family::default(),
         );
         Metrics {
             registry,
@@ -136,34 +140,47 @@ impl Metrics {
             .render
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.rollouts.clear();
-        for (state, count) in &gauges.rollouts {
-            self.rollouts
-                .get_or_create(&vec![("state", (*state).to_owned())])
-                .set(*count as i64);
-        }
-        self.hosts.clear();
-        for (component, state, count) in &gauges.hosts {
-            self.hosts
-                .get_or_create(&vec![
-                    ("component", component.clone()),
-                    ("state", (*state).to_owned()),
-                ])
-                .set(*count as i64);
-        }
-        self.rollout_hosts.clear();
-        for (rollout, state, count) in &gauges.rollout_hosts {
-            self.rollout_hosts
-                .get_or_create(&vec![
-                    ("rollout", rollout.clone()),
-                    ("state", (*state).to_owned()),
-                ])
-                .set(*count as i64);
-        }
+        set_all(
+            &self.rollouts,
+            gauges
+                .rollouts
+                .iter()
+                .map(|(state, count)| (vec![("state", (*state).to_owned())], *count)),
+        );
+        set_all(&self.hosts, by_state("component", &gauges.hosts));
+        set_all(
+            &self.rollout_hosts,
+            by_state("rollout", &gauges.rollout_hosts),
+        );
         let mut text = String::new();
         if let Err(error) = encode(&mut text, &self.registry) {
             tracing::error!(%error, "encoding metrics");
         }
         text
     }
+}
+
+/// Registers `metric` as `name`, and hands it back to be updated.
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+/// Replaces every series of `family` with `series`: (labels, value).
+fn set_all(family: &GaugeFamily, series: impl Iterator<Item = (LabelSet, u64)>) {
+    family.clear();
+    for (labels, value) in series {
+        family.get_or_create(&labels).set(value as i64);
+    }
+}
+
+/// (name, state, count) rows as series labelled `key` and `state`.
+fn by_state<'a>(
+    key: &'static str,
+    rows: &'a [(String, &'static str, u64)],
+) -> impl Iterator<Item = (LabelSet, u64)> + 'a {
+    rows.iter().map(move |(name, state, count)| {
+        let labels = vec![(key, name.clone()), ("state", (*state).to_owned())];
+        (labels, *count)
+    })
 }

@@ -15,6 +15,11 @@ pub const PALETTE: [&str; 6] = [
     "#1f5fa8", "#b3541e", "#2e7d32", "#7b3fa0", "#a8326e", "#5c5c5c",
 ];
 
+/// The colour of slot `slot`; slots past the palette share its last colour.
+fn colour(slot: usize) -> &'static str {
+    PALETTE[slot.min(PALETTE.len() - 1)]
+}
+
 const WIDTH: f64 = 720.0;
 const HEIGHT: f64 = 240.0;
 const LEFT: f64 = 56.0;
@@ -146,7 +151,7 @@ pub fn versions_over_time(points: &[Point]) -> String {
         escape(&time_label(last.at)),
     );
     for (slot, version) in versions.iter().enumerate() {
-        let colour = PALETTE[slot.min(PALETTE.len() - 1)];
+        let colour = colour(slot);
         let mut path = String::new();
         for point in &points {
             let hosts = point.versions.get(version).copied().unwrap_or(0);
@@ -166,7 +171,7 @@ pub fn versions_over_time(points: &[Point]) -> String {
     }
     svg.push_str("</svg><ul class=\"legend\">");
     for (slot, version) in versions.iter().enumerate() {
-        let colour = PALETTE[slot.min(PALETTE.len() - 1)];
+        let colour = colour(slot);
         let _ = write!(
             svg,
             "<li><svg width=\"14\" height=\"14\" aria-hidden=\"true\"><rect width=\"14\" height=\"14\" fill=\"{colour}\"/></svg> {} <b>{}</b></li>",
@@ -186,7 +191,7 @@ pub fn stacked_bar(parts: &[(String, f64, usize)]) -> String {
     );
     let mut x = 0.0;
     for (label, percent, slot) in parts {
-        let colour = PALETTE[(*slot).min(PALETTE.len() - 1)];
+        let colour = colour(*slot);
         let _ = write!(
             svg,
             "<rect x=\"{x:.3}\" width=\"{percent:.3}\" height=\"8\" fill=\"{colour}\"><title>{}</title></rect>",

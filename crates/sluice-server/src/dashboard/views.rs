@@ -417,15 +417,11 @@ pub struct StageRow {
     pub place: &'static str,
 }
 
-/// One cell of the strata grid.
+/// One cell of the strata grid: the stratum as the API shows it, and how
+/// it is drawn.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cell {
-    pub key: String,
-    pub size: u64,
-    pub quota: u64,
-    pub admitted: u64,
-    pub healthy: u64,
-    pub failed: u64,
+    pub stratum: StratumView,
     /// `failed`, `done` (all healthy), `quota` (admitted up to the quota),
     /// `moving` (admitting), `idle` (nothing admitted).
     pub class: &'static str,
@@ -448,12 +444,6 @@ impl Cell {
             "moving"
         };
         Cell {
-            key: stratum.key.clone(),
-            size: stratum.size,
-            quota: stratum.quota,
-            admitted: stratum.admitted,
-            healthy: stratum.healthy,
-            failed: stratum.failed,
             class,
             fill: if stratum.size == 0 {
                 0
@@ -461,6 +451,7 @@ impl Cell {
                 (stratum.admitted * 10).div_ceil(stratum.size)
             },
             href: RolloutUrl::href(id, "hosts", &stratum.key, "", 1),
+            stratum: stratum.clone(),
         }
     }
 }

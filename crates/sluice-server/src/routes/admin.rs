@@ -12,6 +12,7 @@ use sluice_store::{NewEvent, TokenRecord, Write};
 use crate::auth::{hash_secret, new_secret, Caller, Need};
 use crate::error::ApiError;
 use crate::extract::{Json, Path};
+use crate::routes::required_reason;
 use crate::state::AppState;
 use crate::vocabulary;
 
@@ -128,16 +129,12 @@ pub(crate) async fn set_freeze(
     reason: Reason,
 ) -> Result<axum::Json<FreezeView>, ApiError> {
     caller.require(Need::Admin)?;
-    let reason = reason.reason.trim().to_owned();
-    if reason.is_empty() {
-        return Err(ApiError::bad_field(
-            "reason",
-            format!(
-                "a reason is required to turn the freeze {}: say why, it goes in the event log",
-                if on { "on" } else { "off" }
-            ),
-        ));
-    }
+    let to = if on {
+        "turn the freeze on"
+    } else {
+        "turn the freeze off"
+    };
+    let reason = required_reason(reason, to)?;
     let actor = caller.actor().to_owned();
     let (view, pending) = state.change(|world, now, writes| {
         world.set_freeze(on, &actor, &reason, now, writes);

@@ -14,6 +14,7 @@ pub mod rollouts;
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
+use sluice_api::rollout::Reason;
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -107,6 +108,20 @@ pub fn router(state: AppState) -> Router {
         .layer(TraceLayer::new_for_http())
         .with_state(state.clone())
         .merge(crate::dashboard::router(state))
+}
+
+/// The reason given for an operator action, trimmed; a blank one is refused,
+/// since it goes in the event log. `to` says what it is for ("pause a
+/// rollout").
+pub(crate) fn required_reason(reason: Reason, to: &str) -> Result<String, ApiError> {
+    let reason = reason.reason.trim();
+    if reason.is_empty() {
+        return Err(ApiError::bad_field(
+            "reason",
+            format!("a reason is required to {to}: say why, it goes in the event log"),
+        ));
+    }
+    Ok(reason.to_owned())
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

@@ -13,6 +13,7 @@ use sluice_core::plan::{parse_plan, PlanErrors};
 use crate::auth::{Caller, Need};
 use crate::error::ApiError;
 use crate::extract::{Json, Path, Query, Text};
+use crate::routes::required_reason;
 use crate::state::AppState;
 use crate::vocabulary;
 
@@ -117,16 +118,8 @@ pub(crate) async fn act(
     reason: Reason,
 ) -> Result<axum::Json<RolloutSummary>, ApiError> {
     caller.require(Need::Operate)?;
-    let reason = reason.reason.trim().to_owned();
-    if reason.is_empty() {
-        return Err(ApiError::bad_field(
-            "reason",
-            format!(
-                "a reason is required to {} a rollout: say why, it goes in the event log",
-                vocabulary::action(action).name()
-            ),
-        ));
-    }
+    let to = format!("{} a rollout", vocabulary::action(action).name());
+    let reason = required_reason(reason, &to)?;
     let actor = caller.actor().to_owned();
     let (summary, pending) =
         state.change(|world, now, writes| world.act(&id, action, &actor, &reason, now, writes));
