@@ -426,22 +426,21 @@ impl Client {
 
     /// `PUT /v1/freeze`: hold every rollout at once.
     pub async fn freeze_on(&self, reason: &str) -> Result<FreezeView, ClientError> {
-        let request = self
-            .request(Method::PUT, &["v1", "freeze"], &[])
-            .json(&Reason {
-                reason: reason.to_owned(),
-            });
-        self.send_json(request, "PUT /v1/freeze").await
+        self.set_freeze(Method::PUT, reason).await
     }
 
     /// `DELETE /v1/freeze`: release the hold.
     pub async fn freeze_off(&self, reason: &str) -> Result<FreezeView, ClientError> {
-        let request = self
-            .request(Method::DELETE, &["v1", "freeze"], &[])
-            .json(&Reason {
-                reason: reason.to_owned(),
-            });
-        self.send_json(request, "DELETE /v1/freeze").await
+        self.set_freeze(Method::DELETE, reason).await
+    }
+
+    /// `PUT` (on) or `DELETE` (off) `/v1/freeze` with the reason.
+    async fn set_freeze(&self, method: Method, reason: &str) -> Result<FreezeView, ClientError> {
+        let what = format!("{method} /v1/freeze");
+        let request = self.request(method, &["v1", "freeze"], &[]).json(&Reason {
+            reason: reason.to_owned(),
+        });
+        self.send_json(request, &what).await
     }
 
     /// `POST /v1/tokens`: a new token; its secret is in the answer only.
