@@ -4,8 +4,9 @@
 use clap::{Args, Subcommand, ValueEnum};
 use sluice_api::admin::{ComponentView, FreezeView, Role, StableChange, StableRequest};
 use sluice_api::HostId;
+use sluice_client::Client;
 
-use crate::commands::connect::{block_on, require_reason, ConnectArgs};
+use crate::commands::connect::{block_on, show, ConnectArgs, ReasonArgs};
 use crate::commands::output::{self, print_json, print_text, OutputArgs, Table};
 use crate::exit::Failure;
 
@@ -21,9 +22,8 @@ pub enum FreezeCommand {
 
 #[derive(Debug, Args)]
 pub struct FreezeArgs {
-    /// Why (required): recorded with your name in the event log
-    #[arg(long, short = 'r', value_name = "REASON")]
-    reason: Option<String>,
+    #[command(flatten)]
+    reason: ReasonArgs,
     #[command(flatten)]
     output: OutputArgs,
     #[command(flatten)]
@@ -64,9 +64,8 @@ pub struct SetStableArgs {
     /// Its new stable version
     #[arg(value_name = "VERSION")]
     version: String,
-    /// Why (required): recorded with your name in the event log
-    #[arg(long, short = 'r', value_name = "REASON")]
-    reason: Option<String>,
+    #[command(flatten)]
+    reason: ReasonArgs,
     /// Go on after seeing how many hosts change at once (without it,
     /// nothing changes)
     #[arg(long)]
@@ -133,54 +132,43 @@ pub fn freeze(command: FreezeCommand) -> Result<(), Failure> {
 }
 
 fn set_freeze(on: bool, args: FreezeArgs) -> Result<(), Failure> {
-    let (what, example) = if on {
+    let (what, example, doing) = if on {
         (
             "freeze the fleet",
             "sluice freeze on --reason \"INC-42: registry outage\"",
+            "freezing the fleet",
         )
     } else {
         (
             "release the freeze",
             "sluice freeze off --reason \"INC-42 resolved\"",
+            "releasing the freeze",
         )
     };
-    let reason = require_reason(args.reason.as_deref(), what, example)?;
-    let (client, connection) = args.connect.connect()?;
-    block_on(async move {
-        let view = if on {
-            client.freeze_on(&reason).await
-        } else {
-            client.freeze_off(&reason).await
-        }
-        .map_err(|error| {
-            connection.failure(
-                if on {
-                    "freezing the fleet"
-                } else {
-                    "releasing the freeze"
-                },
-                error,
-            )
-        })?;
-        if args.output.json() {
-            return print_json(&view);
-        }
-        print_text(&render_freeze(&view, jiff::Timestamp::now()))
-    })
+    let reason = args.reason.require(what, example)?;
+    show(
+        &args.connect,
+        &args.output,
+        doing,
+        async |client| {
+            if on {
+                client.freeze_on(&reason).await
+            } else {
+                client.freeze_off(&reason).await
+            }
+        },
+        |view| render_freeze(view, jiff::Timestamp::now()),
+    )
 }
 
 fn freeze_status(args: FreezeStatusArgs) -> Result<(), Failure> {
-    let (client, connection) = args.connect.connect()?;
-    block_on(async move {
-        let view = client
-            .freeze()
-            .await
-            .map_err(|error| connection.failure("reading the freeze", error))?;
-        if args.output.json() {
-            return print_json(&view);
-        }
-        print_text(&render_freeze(&view, jiff::Timestamp::now()))
-    })
+    show(
+        &args.connect,
+        &args.output,
+        "reading the freeze",
+        Client::freeze,
+        |view| render_freeze(view, jiff::Timestamp::now()),
+    )
 }
 
 fn render_freeze(view: &FreezeView, now: jiff::Timestamp) -> String {
@@ -209,22 +197,18 @@ pub fn components(args: ComponentsArgs) -> Result<(), Failure> {
     if let Some(ComponentsCommand::SetStable(args)) = args.command {
         return set_stable(args);
     }
-    let (client, connection) = args.connect.connect()?;
-    block_on(async move {
-        let list = client
-            .components()
-            .await
-            .map_err(|error| connection.failure("listing components", error))?;
-        if args.output.json() {
-            return print_json(&list);
-        }
-        if list.components.is_empty() {
-            return print_text(
-                "no components yet: they appear when agents report them or hosts are imported\n",
-            );
-        }
-        print_text(&render_components(&list.components))
-    })
+    show(
+        &args.connect,
+        &args.output,
+        "listing components",
+        Client::components,
+        |list| {
+            if list.components.is_empty() {
+                return "no components yet: they appear when agents report them or hosts are imported\n".to_owned();
+            }
+            render_components(&list.components)
+        },
+    )
 }
 
 fn render_components(components: &[ComponentView]) -> String {
@@ -257,8 +241,7 @@ fn render_components(components: &[ComponentView]) -> String {
 }
 
 fn set_stable(args: SetStableArgs) -> Result<(), Failure> {
-    let reason = require_reason(
-        args.reason.as_deref(),
+    let reason = args.reason.require(
         "move the stable version",
         "sluice components set-stable docker-engine 17.03.1 --reason \"CHG-7: every site upgraded\"",
     )?;
@@ -275,11 +258,7 @@ fn set_stable(args: SetStableArgs) -> Result<(), Failure> {
             .map_err(|error| connection.failure("previewing the stable version", error))?;
         let already = preview.from.as_deref() == Some(preview.to.as_str());
         if !args.yes || already {
-            if args.output.json() {
-                print_json(&preview)?;
-            } else {
-                print_text(&render_stable(&preview))?;
-            }
+            args.output.print(&preview, render_stable)?;
             if already {
                 return Ok(());
             }
@@ -293,10 +272,7 @@ fn set_stable(args: SetStableArgs) -> Result<(), Failure> {
             .set_stable(&args.component, &request)
             .await
             .map_err(|error| connection.failure("moving the stable version", error))?;
-        if args.output.json() {
-            return print_json(&change);
-        }
-        print_text(&render_stable(&change))
+        args.output.print(&change, render_stable)
     })
 }
 

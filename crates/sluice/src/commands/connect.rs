@@ -21,6 +21,7 @@ use anyhow::anyhow;
 use clap::Args;
 use sluice_client::{Client, ClientError};
 
+use crate::commands::output::OutputArgs;
 use crate::exit::Failure;
 
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
@@ -305,9 +306,42 @@ where
     runtime.block_on(future)
 }
 
+/// Sends one request and prints the answer (see [`OutputArgs::print`]);
+/// `doing` names the request in a failure ("listing rollouts").
+pub fn show<T: serde::Serialize>(
+    connect: &ConnectArgs,
+    output: &OutputArgs,
+    doing: &str,
+    request: impl AsyncFnOnce(&Client) -> Result<T, ClientError>,
+    text: impl FnOnce(&T) -> String,
+) -> Result<(), Failure> {
+    let (client, connection) = connect.connect()?;
+    block_on(async move {
+        let answer = request(&client)
+            .await
+            .map_err(|error| connection.failure(doing, error))?;
+        output.print(&answer, text)
+    })
+}
+
+/// `--reason`, required by the operator actions.
+#[derive(Debug, Clone, Args)]
+pub struct ReasonArgs {
+    /// Why (required): recorded with your name in the event log
+    #[arg(long, short = 'r', value_name = "REASON")]
+    reason: Option<String>,
+}
+
+impl ReasonArgs {
+    /// The reason, unless missing or blank (see [`require_reason`]).
+    pub fn require(&self, what: &str, example: &str) -> Result<String, Failure> {
+        require_reason(self.reason.as_deref(), what, example)
+    }
+}
+
 /// Refuses a blank reason for an operator action; the reason is recorded
 /// with the actor in the event log.
-pub fn require_reason(reason: Option<&str>, what: &str, example: &str) -> Result<String, Failure> {
+fn require_reason(reason: Option<&str>, what: &str, example: &str) -> Result<String, Failure> {
     match reason.map(str::trim) {
         Some(reason) if !reason.is_empty() => Ok(reason.to_owned()),
         Some(_) => Err(Failure::invalid(format!(

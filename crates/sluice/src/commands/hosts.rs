@@ -7,7 +7,7 @@ use sluice_api::host::{HostView, ImportHost, ImportResult};
 use sluice_client::HostQuery;
 use sluice_core::selector::Selector;
 
-use crate::commands::connect::{block_on, ConnectArgs};
+use crate::commands::connect::{block_on, show, ConnectArgs};
 use crate::commands::output::{self, plural, print_json, print_text, OutputArgs, Table};
 use crate::commands::plan::load_fleet;
 use crate::exit::Failure;
@@ -66,47 +66,45 @@ fn list(args: ListArgs) -> Result<(), Failure> {
             ))
         })?;
     }
-    let (client, connection) = args.connect.connect()?;
-    block_on(async move {
-        let list = client
-            .hosts_page(&HostQuery {
-                selector: args.selector.as_deref(),
-                component: args.component.as_deref(),
-                offset: args.offset,
-                limit: args.limit,
-            })
-            .await
-            .map_err(|error| connection.failure("listing hosts", error))?;
-        if args.output.json() {
-            return print_json(&list);
-        }
-        if list.hosts.is_empty() {
-            let text = match &args.selector {
-                Some(selector) => format!("no host matches {selector:?}\n"),
-                None => "no hosts yet: agents register on their first check-in, or import a fleet with `sluice hosts import FLEET.json`\n".to_owned(),
-            };
-            return print_text(&text);
-        }
-        let mut text = render_hosts(
-            &list.hosts,
-            args.component.as_deref(),
-            jiff::Timestamp::now(),
-        );
-        let shown = list.hosts.len() as u64;
-        let offset = args.offset.unwrap_or(0) as u64;
-        if shown < list.total {
-            text.push_str(&format!(
-                "showing {} to {} of {}; narrow with --selector, or page with --offset {}\n",
-                offset + 1,
-                offset + shown,
-                plural(list.total, "host"),
-                offset + shown
-            ));
-        } else {
-            text.push_str(&format!("{}\n", plural(list.total, "host")));
-        }
-        print_text(&text)
-    })
+    let query = HostQuery {
+        selector: args.selector.as_deref(),
+        component: args.component.as_deref(),
+        offset: args.offset,
+        limit: args.limit,
+    };
+    show(
+        &args.connect,
+        &args.output,
+        "listing hosts",
+        async |client| client.hosts_page(&query).await,
+        |list| {
+            if list.hosts.is_empty() {
+                return match &args.selector {
+                    Some(selector) => format!("no host matches {selector:?}\n"),
+                    None => "no hosts yet: agents register on their first check-in, or import a fleet with `sluice hosts import FLEET.json`\n".to_owned(),
+                };
+            }
+            let mut text = render_hosts(
+                &list.hosts,
+                args.component.as_deref(),
+                jiff::Timestamp::now(),
+            );
+            let shown = list.hosts.len() as u64;
+            let offset = args.offset.unwrap_or(0) as u64;
+            if shown < list.total {
+                text.push_str(&format!(
+                    "showing {} to {} of {}; narrow with --selector, or page with --offset {}\n",
+                    offset + 1,
+                    offset + shown,
+                    plural(list.total, "host"),
+                    offset + shown
+                ));
+            } else {
+                text.push_str(&format!("{}\n", plural(list.total, "host")));
+            }
+            text
+        },
+    )
 }
 
 fn render_hosts(hosts: &[HostView], component: Option<&str>, now: jiff::Timestamp) -> String {

@@ -32,6 +32,20 @@ impl OutputArgs {
     pub fn json(&self) -> bool {
         self.output == Format::Json
     }
+
+    /// Prints a command's answer: `value` as JSON with `--output json`, else
+    /// the text `text` makes of it.
+    pub fn print<T: Serialize>(
+        &self,
+        value: &T,
+        text: impl FnOnce(&T) -> String,
+    ) -> Result<(), Failure> {
+        if self.json() {
+            print_json(value)
+        } else {
+            print_text(&text(value))
+        }
+    }
 }
 
 /// Prints `value` as pretty JSON on stdout.

@@ -9,12 +9,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use sluice_api::rollout::{
-    Action, EventView, HostState, Phase, RolloutDetail, RolloutState, RolloutSummary, StageView,
-    StratumView,
+    Action, EventList, EventView, HostState, Phase, RolloutDetail, RolloutState, RolloutSummary,
+    StageView, StratumView,
 };
 use sluice_client::{Client, ClientError};
 
-use crate::commands::connect::{block_on, require_reason, ConnectArgs};
+use crate::commands::connect::{block_on, show, ConnectArgs, ReasonArgs};
 use crate::commands::output::{self, plural, print_json, print_text, OutputArgs, Table};
 use crate::exit::Failure;
 
@@ -68,9 +68,8 @@ pub struct ActionArgs {
     /// The rollout id (`sluice rollout list` shows them)
     #[arg(value_name = "ID")]
     id: String,
-    /// Why (required): recorded with your name in the event log
-    #[arg(long, short = 'r', value_name = "REASON")]
-    reason: Option<String>,
+    #[command(flatten)]
+    reason: ReasonArgs,
     #[command(flatten)]
     output: OutputArgs,
     #[command(flatten)]
@@ -224,51 +223,39 @@ fn words(action: Action) -> (&'static str, &'static str, &'static str) {
 
 fn act(action: Action, args: ActionArgs) -> Result<(), Failure> {
     let (doing, done, example) = words(action);
-    let reason = require_reason(
-        args.reason.as_deref(),
-        &format!("{} {}", action.as_str(), args.id),
+    let id = &args.id;
+    let reason = args.reason.require(
+        &format!("{} {id}", action.as_str()),
         &format!(
-            "sluice rollout {} {} --reason \"{example}\"",
-            action.as_str(),
-            args.id
+            "sluice rollout {} {id} --reason \"{example}\"",
+            action.as_str()
         ),
     )?;
-    let (client, connection) = args.connect.connect()?;
-    let id = args.id;
-    block_on(async move {
-        let summary = client
-            .action(&id, action, &reason)
-            .await
-            .map_err(|error| connection.failure(&format!("{doing} rollout {id}"), error))?;
-        if args.output.json() {
-            return print_json(&summary);
-        }
-        print_text(&format!(
-            "{done} rollout {id}: now {}\n",
-            state_line(&summary, None)
-        ))
-    })
+    show(
+        &args.connect,
+        &args.output,
+        &format!("{doing} rollout {id}"),
+        async |client| client.action(id, action, &reason).await,
+        |summary| format!("{done} rollout {id}: now {}\n", state_line(summary, None)),
+    )
 }
 
 // ---- list ------------------------------------------------------------------
 
 fn list(args: ListArgs) -> Result<(), Failure> {
-    let (client, connection) = args.connect.connect()?;
-    block_on(async move {
-        let list = client
-            .rollouts()
-            .await
-            .map_err(|error| connection.failure("listing rollouts", error))?;
-        if args.output.json() {
-            return print_json(&list);
-        }
-        if list.rollouts.is_empty() {
-            return print_text(
-                "no rollouts yet; create one with: sluice rollout create -f PLAN.yaml\n",
-            );
-        }
-        print_text(&render_list(&list.rollouts, jiff::Timestamp::now()))
-    })
+    show(
+        &args.connect,
+        &args.output,
+        "listing rollouts",
+        Client::rollouts,
+        |list| {
+            if list.rollouts.is_empty() {
+                return "no rollouts yet; create one with: sluice rollout create -f PLAN.yaml\n"
+                    .to_owned();
+            }
+            render_list(&list.rollouts, jiff::Timestamp::now())
+        },
+    )
 }
 
 fn render_list(rollouts: &[RolloutSummary], now: jiff::Timestamp) -> String {
@@ -684,25 +671,26 @@ fn stage_label(summary: &RolloutSummary, index: usize, stage: &StageView) -> Str
 // ---- events ----------------------------------------------------------------
 
 fn events(args: EventsArgs) -> Result<(), Failure> {
-    let (client, connection) = args.connect.connect()?;
-    let id = args.id;
-    block_on(async move {
-        let mut tail = EventTail::new(args.last.unwrap_or(usize::MAX));
-        tail.after = args.after;
-        tail.poll(&client, &id)
-            .await
-            .map_err(|error| connection.failure(&format!("events of rollout {id}"), error))?;
-        let events = tail.recent();
-        if args.output.json() {
-            return print_json(&sluice_api::rollout::EventList {
-                events: events.to_vec(),
-            });
-        }
-        if events.is_empty() {
-            return print_text(&format!("no events for rollout {id}\n"));
-        }
-        print_text(&event_table(events).render())
-    })
+    let id = &args.id;
+    show(
+        &args.connect,
+        &args.output,
+        &format!("events of rollout {id}"),
+        async |client| {
+            let mut tail = EventTail::new(args.last.unwrap_or(usize::MAX));
+            tail.after = args.after;
+            tail.poll(client, id).await?;
+            Ok(EventList {
+                events: tail.recent().to_vec(),
+            })
+        },
+        |list| {
+            if list.events.is_empty() {
+                return format!("no events for rollout {id}\n");
+            }
+            event_table(&list.events).render()
+        },
+    )
 }
 
 #[cfg(test)]
