@@ -6,8 +6,8 @@ use sluice_api::admin::{ComponentView, FreezeView, Role, StableChange, StableReq
 use sluice_api::HostId;
 use sluice_client::Client;
 
-use crate::commands::connect::{block_on, show, ConnectArgs, ReasonArgs};
-use crate::commands::output::{self, print_json, print_text, OutputArgs, Table};
+use crate::commands::connect::{block_on, ReasonArgs, RemoteArgs};
+use crate::commands::output::{self, print_json, print_text, Table};
 use crate::exit::Failure;
 
 #[derive(Debug, Subcommand)]
@@ -25,17 +25,13 @@ pub struct FreezeArgs {
     #[command(flatten)]
     reason: ReasonArgs,
     #[command(flatten)]
-    output: OutputArgs,
-    #[command(flatten)]
-    connect: ConnectArgs,
+    remote: RemoteArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct FreezeStatusArgs {
     #[command(flatten)]
-    output: OutputArgs,
-    #[command(flatten)]
-    connect: ConnectArgs,
+    remote: RemoteArgs,
 }
 
 #[derive(Debug, Args)]
@@ -44,9 +40,7 @@ pub struct ComponentsArgs {
     #[command(subcommand)]
     command: Option<ComponentsCommand>,
     #[command(flatten)]
-    output: OutputArgs,
-    #[command(flatten)]
-    connect: ConnectArgs,
+    remote: RemoteArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,9 +65,7 @@ pub struct SetStableArgs {
     #[arg(long)]
     yes: bool,
     #[command(flatten)]
-    output: OutputArgs,
-    #[command(flatten)]
-    connect: ConnectArgs,
+    remote: RemoteArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,9 +110,7 @@ pub struct TokenCreateArgs {
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
     #[command(flatten)]
-    output: OutputArgs,
-    #[command(flatten)]
-    connect: ConnectArgs,
+    remote: RemoteArgs,
 }
 
 pub fn freeze(command: FreezeCommand) -> Result<(), Failure> {
@@ -146,9 +136,7 @@ fn set_freeze(on: bool, args: FreezeArgs) -> Result<(), Failure> {
         )
     };
     let reason = args.reason.require(what, example)?;
-    show(
-        &args.connect,
-        &args.output,
+    args.remote.show(
         doing,
         async |client| {
             if on {
@@ -162,13 +150,10 @@ fn set_freeze(on: bool, args: FreezeArgs) -> Result<(), Failure> {
 }
 
 fn freeze_status(args: FreezeStatusArgs) -> Result<(), Failure> {
-    show(
-        &args.connect,
-        &args.output,
-        "reading the freeze",
-        Client::freeze,
-        |view| render_freeze(view, jiff::Timestamp::now()),
-    )
+    args.remote
+        .show("reading the freeze", Client::freeze, |view| {
+            render_freeze(view, jiff::Timestamp::now())
+        })
 }
 
 fn render_freeze(view: &FreezeView, now: jiff::Timestamp) -> String {
@@ -197,9 +182,7 @@ pub fn components(args: ComponentsArgs) -> Result<(), Failure> {
     if let Some(ComponentsCommand::SetStable(args)) = args.command {
         return set_stable(args);
     }
-    show(
-        &args.connect,
-        &args.output,
+    args.remote.show(
         "listing components",
         Client::components,
         |list| {
@@ -245,7 +228,7 @@ fn set_stable(args: SetStableArgs) -> Result<(), Failure> {
         "move the stable version",
         "sluice components set-stable docker-engine 17.03.1 --reason \"CHG-7: every site upgraded\"",
     )?;
-    let (client, connection) = args.connect.connect()?;
+    let (client, connection) = args.remote.connect()?;
     block_on(async move {
         let mut request = StableRequest {
             version: args.version.clone(),
@@ -258,7 +241,7 @@ fn set_stable(args: SetStableArgs) -> Result<(), Failure> {
             .map_err(|error| connection.failure("previewing the stable version", error))?;
         let already = preview.from.as_deref() == Some(preview.to.as_str());
         if !args.yes || already {
-            args.output.print(&preview, render_stable)?;
+            args.remote.output.print(&preview, render_stable)?;
             if already {
                 return Ok(());
             }
@@ -272,7 +255,7 @@ fn set_stable(args: SetStableArgs) -> Result<(), Failure> {
             .set_stable(&args.component, &request)
             .await
             .map_err(|error| connection.failure("moving the stable version", error))?;
-        args.output.print(&change, render_stable)
+        args.remote.output.print(&change, render_stable)
     })
 }
 
@@ -318,13 +301,13 @@ fn create_token(args: TokenCreateArgs) -> Result<(), Failure> {
             "--host binds an agent token to one host; use it with --role agent",
         ));
     }
-    let (client, connection) = args.connect.connect()?;
+    let (client, connection) = args.remote.connect()?;
     block_on(async move {
         let created = client
             .create_token(args.role.into(), args.host.as_ref(), args.name.as_deref())
             .await
             .map_err(|error| connection.failure("creating a token", error))?;
-        if args.output.json() {
+        if args.remote.json() {
             return print_json(&created);
         }
         // The note goes to stderr, the secret alone to stdout: a script

@@ -29,7 +29,8 @@ const DEFAULT_SOURCE: &str = "the default";
 pub const DEFAULT_DATA_DIR: &str = "./sluice-data";
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 
-/// Where the server is and who we are; flattened into every operator command.
+/// Where the server is and who we are; part of every operator command's
+/// [`RemoteArgs`].
 #[derive(Debug, Clone, Default, Args)]
 pub struct ConnectArgs {
     /// The sluice server [env: SLUICE_SERVER] [default: http://127.0.0.1:7070]
@@ -306,22 +307,43 @@ where
     runtime.block_on(future)
 }
 
-/// Sends one request and prints the answer (see [`OutputArgs::print`]);
-/// `doing` names the request in a failure ("listing rollouts").
-pub fn show<T: serde::Serialize>(
-    connect: &ConnectArgs,
-    output: &OutputArgs,
-    doing: &str,
-    request: impl AsyncFnOnce(&Client) -> Result<T, ClientError>,
-    text: impl FnOnce(&T) -> String,
-) -> Result<(), Failure> {
-    let (client, connection) = connect.connect()?;
-    block_on(async move {
-        let answer = request(&client)
-            .await
-            .map_err(|error| connection.failure(doing, error))?;
-        output.print(&answer, text)
-    })
+/// The flags every operator command takes: where the server is and who we
+/// are, and how to print its answers.
+#[derive(Debug, Args)]
+pub struct RemoteArgs {
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+impl RemoteArgs {
+    /// See [`ConnectArgs::connect`].
+    pub fn connect(&self) -> Result<(Client, Connection), Failure> {
+        self.connect.connect()
+    }
+
+    /// Whether answers are printed as JSON.
+    pub fn json(&self) -> bool {
+        self.output.json()
+    }
+
+    /// Sends one request and prints the answer (see [`OutputArgs::print`]);
+    /// `doing` names the request in a failure ("listing rollouts").
+    pub fn show<T: serde::Serialize>(
+        &self,
+        doing: &str,
+        request: impl AsyncFnOnce(&Client) -> Result<T, ClientError>,
+        text: impl FnOnce(&T) -> String,
+    ) -> Result<(), Failure> {
+        let (client, connection) = self.connect()?;
+        block_on(async move {
+            let answer = request(&client)
+                .await
+                .map_err(|error| connection.failure(doing, error))?;
+            self.output.print(&answer, text)
+        })
+    }
 }
 
 /// `--reason`, required by the operator actions.

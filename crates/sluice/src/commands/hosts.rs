@@ -7,8 +7,8 @@ use sluice_api::host::{HostView, ImportHost, ImportResult};
 use sluice_client::HostQuery;
 use sluice_core::selector::Selector;
 
-use crate::commands::connect::{block_on, show, ConnectArgs};
-use crate::commands::output::{self, plural, print_json, print_text, OutputArgs, Table};
+use crate::commands::connect::{block_on, RemoteArgs};
+use crate::commands::output::{self, plural, print_json, print_text, Table};
 use crate::commands::plan::load_fleet;
 use crate::exit::Failure;
 
@@ -35,9 +35,7 @@ pub struct ListArgs {
     #[arg(long, value_name = "N")]
     offset: Option<usize>,
     #[command(flatten)]
-    output: OutputArgs,
-    #[command(flatten)]
-    connect: ConnectArgs,
+    remote: RemoteArgs,
 }
 
 #[derive(Debug, Args)]
@@ -46,9 +44,7 @@ pub struct ImportArgs {
     #[arg(value_name = "FLEET.json")]
     file: PathBuf,
     #[command(flatten)]
-    output: OutputArgs,
-    #[command(flatten)]
-    connect: ConnectArgs,
+    remote: RemoteArgs,
 }
 
 pub fn run(command: HostsCommand) -> Result<(), Failure> {
@@ -72,9 +68,7 @@ fn list(args: ListArgs) -> Result<(), Failure> {
         offset: args.offset,
         limit: args.limit,
     };
-    show(
-        &args.connect,
-        &args.output,
+    args.remote.show(
         "listing hosts",
         async |client| client.hosts_page(&query).await,
         |list| {
@@ -189,7 +183,7 @@ const IMPORT_BATCH: usize = 50_000;
 
 fn import(args: ImportArgs) -> Result<(), Failure> {
     let hosts = read_fleet(&args.file)?;
-    let (client, connection) = args.connect.connect()?;
+    let (client, connection) = args.remote.connect()?;
     let file = args.file.display().to_string();
     block_on(async move {
         let mut total = ImportResult {
@@ -211,7 +205,7 @@ fn import(args: ImportArgs) -> Result<(), Failure> {
             total.imported += result.imported;
             total.new += result.new;
         }
-        if args.output.json() {
+        if args.remote.json() {
             return print_json(&total);
         }
         print_text(&format!(

@@ -14,8 +14,8 @@ use sluice_api::rollout::{
 };
 use sluice_client::{Client, ClientError};
 
-use crate::commands::connect::{block_on, show, ConnectArgs, ReasonArgs};
-use crate::commands::output::{self, plural, print_json, print_text, OutputArgs, Table};
+use crate::commands::connect::{block_on, ReasonArgs, RemoteArgs};
+use crate::commands::output::{self, plural, print_json, print_text, Table};
 use crate::exit::Failure;
 
 mod watch;
@@ -58,9 +58,7 @@ pub struct CreateArgs {
     #[arg(long, value_name = "REASON", requires = "start")]
     reason: Option<String>,
     #[command(flatten)]
-    output: OutputArgs,
-    #[command(flatten)]
-    connect: ConnectArgs,
+    remote: RemoteArgs,
 }
 
 #[derive(Debug, Args)]
@@ -71,17 +69,13 @@ pub struct ActionArgs {
     #[command(flatten)]
     reason: ReasonArgs,
     #[command(flatten)]
-    output: OutputArgs,
-    #[command(flatten)]
-    connect: ConnectArgs,
+    remote: RemoteArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
     #[command(flatten)]
-    output: OutputArgs,
-    #[command(flatten)]
-    connect: ConnectArgs,
+    remote: RemoteArgs,
 }
 
 #[derive(Debug, Args)]
@@ -94,9 +88,7 @@ pub struct StatusArgs {
     #[arg(long, short = 'w')]
     watch: bool,
     #[command(flatten)]
-    output: OutputArgs,
-    #[command(flatten)]
-    connect: ConnectArgs,
+    remote: RemoteArgs,
 }
 
 #[derive(Debug, Args)]
@@ -111,9 +103,7 @@ pub struct EventsArgs {
     #[arg(long, value_name = "N")]
     last: Option<usize>,
     #[command(flatten)]
-    output: OutputArgs,
-    #[command(flatten)]
-    connect: ConnectArgs,
+    remote: RemoteArgs,
 }
 
 pub fn run(command: RolloutCommand) -> Result<(), Failure> {
@@ -140,7 +130,7 @@ fn create(args: CreateArgs) -> Result<(), Failure> {
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("reading plan file {}", args.file.display()))
         .map_err(Failure::Invalid)?;
-    let (client, connection) = args.connect.connect()?;
+    let (client, connection) = args.remote.connect()?;
     let doing = format!("creating a rollout from {}", args.file.display());
     block_on(async move {
         let created = client
@@ -158,7 +148,7 @@ fn create(args: CreateArgs) -> Result<(), Failure> {
             None
         };
         // The id goes out whatever happens next, so that a script can act on it.
-        if args.output.json() {
+        if args.remote.json() {
             let id = serde_json::to_string(&id).context("encoding the id")?;
             print_text(&format!("{{\"id\": {id}}}\n"))?;
         } else {
@@ -173,7 +163,7 @@ fn create(args: CreateArgs) -> Result<(), Failure> {
         );
         match started {
             None => {
-                if !args.output.json() {
+                if !args.remote.json() {
                     eprintln!(
                         "created {what}; start it with: sluice rollout start {id} --reason \"…\""
                     );
@@ -181,7 +171,7 @@ fn create(args: CreateArgs) -> Result<(), Failure> {
                 Ok(())
             }
             Some(Ok(_)) => {
-                if !args.output.json() {
+                if !args.remote.json() {
                     eprintln!("created and started {what}; follow it with: sluice rollout status {id} --watch");
                 }
                 Ok(())
@@ -231,9 +221,7 @@ fn act(action: Action, args: ActionArgs) -> Result<(), Failure> {
             action.as_str()
         ),
     )?;
-    show(
-        &args.connect,
-        &args.output,
+    args.remote.show(
         &format!("{doing} rollout {id}"),
         async |client| client.action(id, action, &reason).await,
         |summary| format!("{done} rollout {id}: now {}\n", state_line(summary, None)),
@@ -243,19 +231,14 @@ fn act(action: Action, args: ActionArgs) -> Result<(), Failure> {
 // ---- list ------------------------------------------------------------------
 
 fn list(args: ListArgs) -> Result<(), Failure> {
-    show(
-        &args.connect,
-        &args.output,
-        "listing rollouts",
-        Client::rollouts,
-        |list| {
+    args.remote
+        .show("listing rollouts", Client::rollouts, |list| {
             if list.rollouts.is_empty() {
                 return "no rollouts yet; create one with: sluice rollout create -f PLAN.yaml\n"
                     .to_owned();
             }
             render_list(&list.rollouts, jiff::Timestamp::now())
-        },
-    )
+        })
 }
 
 fn render_list(rollouts: &[RolloutSummary], now: jiff::Timestamp) -> String {
@@ -328,12 +311,12 @@ fn state_line(rollout: &RolloutSummary, stages: Option<usize>) -> String {
 // ---- status ----------------------------------------------------------------
 
 fn status(args: StatusArgs) -> Result<(), Failure> {
-    if args.watch && args.output.json() {
+    if args.watch && args.remote.json() {
         return Err(Failure::invalid(
             "--watch draws progress bars for people; for scripts, poll `sluice rollout status ID --output json`",
         ));
     }
-    let (client, connection) = args.connect.connect()?;
+    let (client, connection) = args.remote.connect()?;
     let id = args.id;
     block_on(async move {
         if args.watch {
@@ -343,7 +326,7 @@ fn status(args: StatusArgs) -> Result<(), Failure> {
             .rollout(&id)
             .await
             .map_err(|error| connection.failure(&format!("rollout {id}"), error))?;
-        if args.output.json() {
+        if args.remote.json() {
             return print_json(&detail);
         }
         let mut tail = EventTail::new(RECENT_EVENTS);
@@ -672,9 +655,7 @@ fn stage_label(summary: &RolloutSummary, index: usize, stage: &StageView) -> Str
 
 fn events(args: EventsArgs) -> Result<(), Failure> {
     let id = &args.id;
-    show(
-        &args.connect,
-        &args.output,
+    args.remote.show(
         &format!("events of rollout {id}"),
         async |client| {
             let mut tail = EventTail::new(args.last.unwrap_or(usize::MAX));
