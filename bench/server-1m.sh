@@ -70,3 +70,4 @@ printf 'restart: '
 start_server
 printf 'after the restart:       '; memory
 "$sluice" rollout status "$id" --output json | python3 -c 'import json,sys; d=json.load(sys.stdin); print("rollout", d["id"], d["state"], "admitted", d["admitted"], "of", d["selected"])'
+grep 'memory restored' "$work/server.log" | tail -1 | sed 's/\x1b\[[0-9;]*m//g'

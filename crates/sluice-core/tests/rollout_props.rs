@@ -3,7 +3,7 @@
 //! every input, and every run replayed (straight, and through a snapshot)
 //! to check it is deterministic and restorable.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
@@ -16,7 +16,7 @@ use sluice_core::plan::{
 };
 use sluice_core::rollout::{
     Action, EventKind, GateOutcome, GateResult, Health, HostState, Input, Outcome, Rejected,
-    Rollout, Snapshot, Status,
+    Rollout, Sighting, Snapshot, SnapshotHost, Status,
 };
 use sluice_core::selection::stage_quota;
 use sluice_core::selector::Selector;
@@ -535,16 +535,63 @@ impl Checker {
     }
 }
 
+/// How a replay restores its rollout at the split.
+#[derive(Debug, Clone, Copy)]
+enum Restore {
+    /// From the whole snapshot.
+    Whole,
+    /// As the server does: an active rollout from the records of the hosts
+    /// not waiting and of the waiting hosts relabelled since they joined
+    /// (which keep the stratum they joined), then the inventory placed
+    /// (`Rollout::place`) for the other waiting ones; a terminal one whole.
+    Placing,
+}
+
 /// Feeds recorded inputs to a fresh rollout, through a snapshot (serialised
 /// as JSON and restored) after `split` of them.
-fn replay(plan: &Plan, steps: &[Step], split: usize) -> Vec<Result<Outcome, Rejected>> {
+fn replay(
+    plan: &Plan,
+    steps: &[Step],
+    split: usize,
+    how: Restore,
+) -> Vec<Result<Outcome, Rejected>> {
     let mut rollout = Rollout::new("r-1".to_owned(), plan.clone(), t0());
     let mut results = Vec::with_capacity(steps.len());
+    // The inventory as the inputs so far showed it.
+    let mut inventory: HashMap<String, Labels> = HashMap::new();
+    let mut relabelled: HashSet<String> = HashSet::new();
     for (index, (now, input)) in steps.iter().enumerate() {
         if index == split {
             let json = serde_json::to_string(&rollout.snapshot()).expect("serialise");
-            let snapshot: Snapshot = serde_json::from_str(&json).expect("deserialise");
-            rollout = Rollout::restore(plan.clone(), snapshot).expect("restore");
+            let mut snapshot: Snapshot = serde_json::from_str(&json).expect("deserialise");
+            match how {
+                Restore::Whole => {
+                    rollout = Rollout::restore(plan.clone(), snapshot).expect("restore");
+                }
+                // A terminal rollout's record is its whole snapshot.
+                _ if rollout.status().is_terminal() => {
+                    rollout = Rollout::restore(plan.clone(), snapshot).expect("restore");
+                }
+                Restore::Placing => {
+                    let (placed, kept) = snapshot.hosts.into_iter().partition(|host| {
+                        host.admitted_stage.is_none() && !relabelled.contains(&host.id)
+                    });
+                    snapshot.hosts = kept;
+                    rollout = Rollout::restore(plan.clone(), snapshot).expect("restore");
+                    let placed: Vec<SnapshotHost> = placed;
+                    rollout.place(placed.into_iter().map(|host| Sighting {
+                        labels: inventory[&host.id].clone(),
+                        id: host.id.into(),
+                        version: host.version.map(Into::into),
+                    }));
+                }
+            }
+        }
+        if let Input::Host { id, labels, .. } = input {
+            let before = inventory.insert(id.to_string(), labels.clone());
+            if before.is_some_and(|before| before != *labels) {
+                relabelled.insert(id.to_string());
+            }
         }
         results.push(rollout.handle(*now, input.clone()));
     }
@@ -566,9 +613,12 @@ proptest! {
 
         // (6) Deterministic: the same inputs give the same outcomes, also
         // across a snapshot and restore at any point.
-        prop_assert_eq!(&replay(&plan, &steps, usize::MAX), &results);
+        prop_assert_eq!(&replay(&plan, &steps, usize::MAX, Restore::Whole), &results);
         let split = split.index(steps.len() + 1);
-        prop_assert_eq!(&replay(&plan, &steps, split), &results);
+        prop_assert_eq!(&replay(&plan, &steps, split, Restore::Whole), &results);
+        // The same without the waiting hosts' records, placed again from
+        // the inventory.
+        prop_assert_eq!(&replay(&plan, &steps, split, Restore::Placing), &results);
     }
 
     /// Runs that start, then mostly report and tick, so that rollouts get
@@ -593,7 +643,9 @@ proptest! {
         let mut all = vec![Op::Act(Action::Start)];
         all.extend(ops);
         let (steps, results) = run(&plan, &fleet, &all);
-        prop_assert_eq!(&replay(&plan, &steps, steps.len() / 2), &results);
+        for how in [Restore::Whole, Restore::Placing] {
+            prop_assert_eq!(&replay(&plan, &steps, steps.len() / 2, how), &results);
+        }
     }
 }
 

@@ -24,6 +24,7 @@
 //! the host reports again.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use anyhow::Context;
 use sluice_core::plan::parse_plan;
@@ -68,6 +69,7 @@ pub fn restore(
     plan: &str,
     header: &serde_json::Value,
     records: Vec<(String, String)>,
+    share: impl FnMut(String) -> Arc<str>,
 ) -> anyhow::Result<Rollout> {
     let plan = parse_plan(plan).map_err(|errors| {
         anyhow::anyhow!("rollout {id}: its stored plan no longer validates:\n{errors}")
@@ -92,7 +94,7 @@ pub fn restore(
             }
         }
     }
-    Ok(Rollout::restore(plan, snapshot)?)
+    Ok(Rollout::restore_sharing(plan, snapshot, share)?)
 }
 
 /// An engine event as the store keeps it: its type as `kind`, its other

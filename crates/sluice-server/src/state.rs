@@ -97,27 +97,42 @@ impl AppState {
     /// the freeze, are fed again; whatever that changes is saved before
     /// this returns. Returns the numbers of hosts and rollouts loaded.
     pub async fn restore(&self) -> anyhow::Result<(usize, usize)> {
+        let started = std::time::Instant::now();
         let loaded = self
             .store()
             .load()
             .await
             .context("loading state from the store")?;
+        let read = started.elapsed();
         let tokens = loaded.tokens.clone();
         let counts = (loaded.hosts.len(), loaded.rollouts.len());
         let world = World::load(loaded)?;
-        let pending = {
+        let built = started.elapsed();
+        let (pending, writes) = {
             let mut memory = self.lock();
             *memory = world;
             self.0.tokens.replace_all(&tokens);
             self.0.committer.next_generation();
             let mut writes = Vec::new();
             memory.resume(self.0.clock.now(), &mut writes);
-            self.0.committer.submit(writes)
+            let count = writes.len();
+            (self.0.committer.submit(writes), count)
         };
+        let resumed = started.elapsed();
         pending
             .durable()
             .await
             .context("saving the restored rollouts")?;
+        tracing::info!(
+            hosts = counts.0,
+            rollouts = counts.1,
+            read_ms = read.as_millis() as u64,
+            memory_ms = (built - read).as_millis() as u64,
+            resume_ms = (resumed - built).as_millis() as u64,
+            writes,
+            saved_ms = (started.elapsed() - resumed).as_millis() as u64,
+            "memory restored from the store"
+        );
         Ok(counts)
     }
 

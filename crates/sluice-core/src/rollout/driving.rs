@@ -10,9 +10,13 @@
 //!   is active (not terminal), then, when the host reports the
 //!   rollout's component, a `Report` while the rollout [listens](Rollout::listens);
 //!   both decided before either input is applied.
+//! - **Restart** ([`Rollout::place`]): the inventory's hosts the restored
+//!   records leave out, placed as waiting without deciding anything.
 //! - **Clock** ([`Rollout::tick`]): a `Tick` while the rollout listens.
 
 use std::sync::Arc;
+
+use foldhash::{HashMap, HashMapExt};
 
 use jiff::Timestamp;
 
@@ -126,6 +130,39 @@ impl Rollout {
             fed.feed(self, now, input);
         }
         fed
+    }
+
+    /// Places the hosts it does not know yet as waiting, deciding nothing
+    /// and producing no outcome: for a rollout restored from records that
+    /// leave out its waiting hosts. A waiting host's record says nothing the
+    /// inventory does not (its rank and stratum follow from its id and
+    /// labels, its version is what it reports), so a store keeps only the
+    /// records of hosts the rollout has admitted, and the inventory places
+    /// the others again — by their labels of now, as a preview would. Only
+    /// an active rollout takes hosts; nothing is admitted until its next
+    /// input, when every host is in place.
+    pub fn place(&mut self, hosts: impl IntoIterator<Item = Sighting>) {
+        if !self.is_active() {
+            return;
+        }
+        // Hosts share a few hundred label maps: each is matched once.
+        let mut strata: HashMap<Labels, Option<u32>> = HashMap::new();
+        for host in hosts {
+            if self.hosts.get(&host.id).is_some() {
+                continue;
+            }
+            let stratum = match strata.get(&host.labels) {
+                Some(stratum) => *stratum,
+                None => {
+                    let stratum = self.stratum_of(&host.labels);
+                    strata.insert(host.labels, stratum);
+                    stratum
+                }
+            };
+            if let Some(stratum) = stratum {
+                self.insert_waiting(host.id, stratum, host.version.as_deref());
+            }
+        }
     }
 
     /// A host checks in: `host` as it shows itself, and `report` when it

@@ -219,7 +219,8 @@ impl HostTable {
             stratum.waiting.insert((record.rank, host));
         }
         self.index.insert(Arc::clone(&record.id), host);
-        self.tally.account(stratum, host, &record.state, true);
+        self.tally
+            .account(stratum, (record.rank, host), &record.state, true);
         self.records.push(record);
         self.requota(s, old_quota);
         host
@@ -243,8 +244,9 @@ impl HostTable {
         }
         let old = std::mem::replace(&mut record.state, state);
         let stratum = &mut self.strata[record.stratum as usize];
-        self.tally.account(stratum, host, &old, false);
-        self.tally.account(stratum, host, &record.state, true);
+        let key = (record.rank, host);
+        self.tally.account(stratum, key, &old, false);
+        self.tally.account(stratum, key, &record.state, true);
         true
     }
 
@@ -292,7 +294,8 @@ impl HostTable {
 
     /// The host instructed longest ago.
     pub fn oldest_in_flight(&self) -> Option<(Timestamp, u32)> {
-        self.tally.in_flight.first().copied()
+        let (since, _, host) = self.tally.in_flight.first()?;
+        Some((*since, *host))
     }
 
     /// Every stratum has its quota admitted and no host is in flight.
@@ -365,12 +368,19 @@ impl HostTable {
     }
 
     /// Every admitted host, in table order.
-    pub fn admitted(&self) -> impl Iterator<Item = u32> + '_ {
-        self.records
-            .iter()
-            .enumerate()
-            .filter(|(_, record)| record.admitted())
-            .map(|(host, _)| host as u32)
+    /// Admitted hosts by id: an order that follows from the hosts alone, not
+    /// from when the table learnt of them (a restored table learns in
+    /// another order).
+    pub fn admitted(&self) -> Vec<u32> {
+        let mut admitted: Vec<u32> = (0..self.records.len() as u32)
+            .filter(|&host| self.records[host as usize].admitted())
+            .collect();
+        admitted.sort_unstable_by(|a, b| {
+            self.records[*a as usize]
+                .id
+                .cmp(&self.records[*b as usize].id)
+        });
+        admitted
     }
 
     /// Resolves an interned version for display or comparison.
@@ -384,14 +394,23 @@ impl HostTable {
 #[derive(Debug, Clone, Default)]
 struct Tally {
     counts: HostCounts,
-    /// Instructed hosts by instruction time, oldest first.
-    in_flight: BTreeSet<(Timestamp, u32)>,
+    /// Instructed hosts by instruction time, oldest first, then by rank
+    /// (then by index, for two ids of equal rank): an order that follows
+    /// from the hosts alone, not from when the table learnt of them, so a
+    /// table restored in another order times hosts out in the same order.
+    in_flight: BTreeSet<(Timestamp, u64, u32)>,
 }
 
 impl Tally {
-    /// Adds (or removes) `host` in `state` to the counts, its stratum's
-    /// counts and the in-flight queue.
-    fn account(&mut self, stratum: &mut Stratum, host: u32, state: &HostState, add: bool) {
+    /// Adds (or removes) a host (its rank and index) in `state` to the
+    /// counts, its stratum's counts and the in-flight queue.
+    fn account(
+        &mut self,
+        stratum: &mut Stratum,
+        (rank, host): (u64, u32),
+        state: &HostState,
+        add: bool,
+    ) {
         let step = |n: &mut u64| {
             if add {
                 *n += 1;
@@ -405,9 +424,9 @@ impl Tally {
             HostState::Failed { .. } => step(&mut stratum.failed),
             HostState::Instructed { since } => {
                 if add {
-                    self.in_flight.insert((*since, host));
+                    self.in_flight.insert((*since, rank, host));
                 } else {
-                    self.in_flight.remove(&(*since, host));
+                    self.in_flight.remove(&(*since, rank, host));
                 }
             }
             _ => {}

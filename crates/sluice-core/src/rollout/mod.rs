@@ -528,24 +528,38 @@ impl Rollout {
             }
             return;
         }
+        let Some(stratum) = self.stratum_of(labels) else {
+            return;
+        };
+        self.insert_waiting(Arc::clone(&id), stratum, version.as_deref());
+        tx.host(&id, HostState::Waiting);
+    }
+
+    /// The stratum a host with `labels` joins, or `None` when the selector
+    /// leaves it out.
+    fn stratum_of(&mut self, labels: &Labels) -> Option<u32> {
         let selector = &self.plan.selector;
         if !selector.is_empty() && !selector.matches(labels) {
-            return;
+            return None;
         }
-        let stratum = self
-            .hosts
-            .stratum_for(StratumKey::of(&self.plan.strategy.spread, labels));
-        let version = version.map(|version| self.hosts.intern(&version));
+        Some(
+            self.hosts
+                .stratum_for(StratumKey::of(&self.plan.strategy.spread, labels)),
+        )
+    }
+
+    /// Adds a host the rollout does not know yet, waiting.
+    fn insert_waiting(&mut self, id: Arc<str>, stratum: u32, version: Option<&str>) {
+        let version = version.map(|version| self.hosts.intern(version));
         self.hosts.insert(HostRecord {
             rank: hash::rank(self.plan.salt(), &id),
-            id: Arc::clone(&id),
+            id,
             stratum,
             version,
             previous: None,
             admitted_stage: None,
             state: HostState::Waiting,
         });
-        tx.host(&id, HostState::Waiting);
     }
 
     fn apply_report(
@@ -986,7 +1000,7 @@ impl Rollout {
 
     /// Tells every admitted host to return to its previous version.
     fn rollback(&mut self, actor: Option<&str>, reason: String, tx: &mut Tx) {
-        let admitted: Vec<u32> = self.hosts.admitted().collect();
+        let admitted = self.hosts.admitted();
         for &host in &admitted {
             self.set_host(host, HostState::Reverting, tx);
         }

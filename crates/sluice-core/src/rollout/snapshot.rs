@@ -112,6 +112,18 @@ impl Rollout {
     /// wrong, when the snapshot does not fit the plan (another number of
     /// stages or spread labels) or contradicts itself.
     pub fn restore(plan: Plan, snapshot: Snapshot) -> Result<Rollout, RestoreError> {
+        Rollout::restore_sharing(plan, snapshot, Arc::from)
+    }
+
+    /// [`Rollout::restore`], with each host's id turned into the `Arc<str>`
+    /// the rollout keeps by `share`: a caller that holds the ids already
+    /// (the server's inventory) hands out its own, so that a million ids
+    /// are kept once.
+    pub fn restore_sharing(
+        plan: Plan,
+        snapshot: Snapshot,
+        mut share: impl FnMut(String) -> Arc<str>,
+    ) -> Result<Rollout, RestoreError> {
         let error = |message: String| RestoreError {
             rollout: snapshot.id.clone(),
             message,
@@ -178,7 +190,7 @@ impl Rollout {
             let previous = host.previous.map(|v| rollout.hosts.intern(&v));
             rollout.hosts.insert(HostRecord {
                 rank: hash::rank(rollout.plan.salt(), &host.id),
-                id: Arc::from(host.id),
+                id: share(host.id),
                 stratum: strata[host.stratum as usize],
                 version,
                 previous,

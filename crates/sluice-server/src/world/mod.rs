@@ -13,6 +13,7 @@
 //! change or a query was refused (mapped to HTTP in `crate::error` alone).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use sluice_api::admin::FreezeView;
@@ -157,8 +158,9 @@ impl RolloutEntry {
 }
 
 /// Records what driving a rollout changed: the record of every host the
-/// outcome names (once, however often it is named), the header if it
-/// changed, the events. Returns whether the rollout completed.
+/// outcome names that is not waiting (once, however often it is named),
+/// the header if it changed, the events. Returns whether the rollout
+/// completed.
 ///
 /// The header changes only with an event or a new stratum (which comes
 /// with a host joining, as waiting), so it is compared only then.
@@ -175,8 +177,11 @@ fn record(
     let mut header_may_change = !outcome.events.is_empty();
     let mut seen: HashSet<&str> = HashSet::new();
     for change in &outcome.hosts {
-        header_may_change |= change.state == HostState::Waiting;
-        if seen.insert(&change.id) {
+        let waiting = change.state == HostState::Waiting;
+        header_may_change |= waiting;
+        // A host that joined waiting is placed again from the inventory at
+        // a restart (`Rollout::place`): its record would say nothing more.
+        if !waiting && seen.insert(&change.id) {
             if let Some(record) = persist::host_record(&entry.rollout, &change.id) {
                 writes.push(Write::RolloutHost(record));
             }
@@ -219,36 +224,57 @@ impl World {
     /// Rebuilds memory from the store. Fails, naming the rollout, when a
     /// rollout cannot be restored: serving without it could admit hosts
     /// beyond its quotas or forget what its hosts should run.
+    ///
+    /// Built for a million hosts: the hosts come sorted by id, so their map
+    /// is built in one pass and each host's reports are matched to it by
+    /// walking both lists in step; rollouts share the inventory's ids, and
+    /// an active rollout's waiting hosts, which the store does not keep
+    /// (see [`record`]), are placed again from the inventory.
     pub fn load(loaded: Loaded) -> anyhow::Result<World> {
         let mut world = World {
             next_seq: 1,
             ..World::default()
         };
+        let mut hosts: Vec<(HostId, HostEntry)> = Vec::with_capacity(loaded.hosts.len());
         for host in loaded.hosts {
-            let last_seen = host.last_seen;
             let id = HostId::parse(host.id).map_err(|error| {
                 anyhow::anyhow!("reading hosts: the id of a stored host: {error}")
             })?;
-            let labels = world.strings.labels(&host.labels);
-            world.hosts.insert(
-                id,
-                HostEntry {
-                    labels,
-                    last_seen,
-                    saved_seen: last_seen,
-                    components: Reports::default(),
-                },
-            );
+            let entry = HostEntry {
+                labels: world.strings.labels(&host.labels),
+                last_seen: host.last_seen,
+                saved_seen: host.last_seen,
+                components: Reports::default(),
+            };
+            hosts.push((id, entry));
         }
+        // A store's collation may not be byte order.
+        if !hosts.is_sorted_by(|a, b| a.0 < b.0) {
+            hosts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            hosts.dedup_by(|a, b| a.0 == b.0);
+        }
+        let mut at = 0;
         for record in loaded.host_components {
+            // Reports come sorted by host too: the cursor only moves on,
+            // unless a collation that is not byte order sends it back.
+            if hosts.get(at).is_none_or(|(id, _)| **id != *record.host) {
+                match hosts.binary_search_by(|(id, _)| (**id).cmp(&record.host)) {
+                    Ok(found) => at = found,
+                    Err(_) => continue,
+                }
+            }
             let reported = Reported {
                 version: world.strings.get(&record.version),
                 state: record.state.map(vocabulary::wire_report),
                 message: record.message.map(String::into_boxed_str),
                 at: record.at,
             };
-            world.set_reported(&record.host, &record.component, reported);
+            let component = world.strings.get(&record.component);
+            let stats = world.components.entry(record.component).or_default();
+            stats.count(&reported, true);
+            hosts[at].1.components.insert(component, reported);
         }
+        world.hosts = hosts.into_iter().collect();
         for component in loaded.components {
             world.components.entry(component.name).or_default().stable = component.stable_version;
         }
@@ -267,7 +293,19 @@ impl World {
         });
         for record in rollouts {
             let hosts = records.remove(&record.id).unwrap_or_default();
-            let rollout = persist::restore(&record.id, &record.plan, &record.header, hosts)?;
+            let share = |id: String| match world.hosts.get_key_value(id.as_str()) {
+                Some((known, _)) => known.as_arc().clone(),
+                None => Arc::from(id),
+            };
+            let mut rollout =
+                persist::restore(&record.id, &record.plan, &record.header, hosts, share)?;
+            let component = &rollout.plan().component;
+            let inventory = world.hosts.iter().map(|(id, host)| Sighting {
+                id: id.as_arc().clone(),
+                labels: host.labels.clone(),
+                version: host.components.get(component).map(|c| c.version.clone()),
+            });
+            rollout.place(inventory.collect::<Vec<_>>());
             let updated_at = record.updated_at;
             world.next_seq = world.next_seq.max(id_number(&record.id).unwrap_or(0) + 1);
             world.insert_rollout(RolloutEntry::new(rollout, record.plan, updated_at));
@@ -275,13 +313,19 @@ impl World {
         Ok(world)
     }
 
-    /// After a restart: feeds the inventory (hosts that joined while a
-    /// record was not yet durable) and the freeze to every active rollout.
+    /// After a restart: feeds the freeze to every active rollout (it may
+    /// have been set after a rollout's record was last written).
     pub fn resume(&mut self, now: Timestamp, writes: &mut Vec<Write>) {
+        let Some(freeze) = self.freeze.as_ref().map(|freeze| Freeze {
+            actor: freeze.actor.clone(),
+            reason: freeze.reason.clone(),
+        }) else {
+            return;
+        };
         for index in 0..self.rollouts.len() {
-            if self.rollouts[index].is_active() {
-                self.feed_inventory(index, now, writes);
-            }
+            self.drive_logged(index, now, writes, "freeze", |rollout| {
+                rollout.offer(now, [], Some(&freeze))
+            });
         }
     }
 
@@ -475,6 +519,9 @@ impl World {
             }));
         }
         let labels = host.labels.clone();
+        if relabelled {
+            self.save_waiting_records(id, writes);
+        }
         for (component, report) in &request.components {
             let reported = Reported {
                 version: self.strings.get(&report.version),
@@ -518,6 +565,19 @@ impl World {
         CheckinResponse {
             components: self.desired(id),
             next_checkin_s,
+        }
+    }
+
+    /// A waiting host keeps the stratum it joined a rollout in when it is
+    /// relabelled, but a restart places waiting hosts by their labels of
+    /// the time (`Rollout::place`): so a relabelled host's records in the
+    /// rollouts it waits in are stored, and restored as they are.
+    fn save_waiting_records(&self, id: &str, writes: &mut Vec<Write>) {
+        for entry in &self.rollouts {
+            let rollout = &entry.rollout;
+            if rollout.is_active() && rollout.host_state(id) == Some(&HostState::Waiting) {
+                writes.extend(persist::host_record(rollout, id).map(Write::RolloutHost));
+            }
         }
     }
 
@@ -758,7 +818,8 @@ impl World {
                     self.hosts.entry(host.id.clone()).or_default()
                 }
             };
-            if entry.labels != host.labels {
+            let relabelled = entry.labels != host.labels;
+            if relabelled {
                 entry.labels = self.strings.share(host.labels.clone());
             }
             entry.saved_seen = entry.last_seen;
@@ -767,6 +828,9 @@ impl World {
                 labels: from_labels(&host.labels),
                 last_seen: entry.last_seen,
             }));
+            if relabelled {
+                self.save_waiting_records(&host.id, writes);
+            }
             for (component, version) in host.components.iter() {
                 let reported_by_agent = self.hosts[&host.id]
                     .components

@@ -11,7 +11,7 @@ use tempfile::TempDir;
 
 use crate::helpers::{
     assert_error, desired, fleet, host, plan, report, spawn_app, spawn_app_in, spawn_app_with,
-    wait_for,
+    wait_for, TestApp,
 };
 
 #[tokio::test]
@@ -101,6 +101,92 @@ async fn a_restarted_rollout_keeps_its_admissions_and_quota() {
         app.get("/v1/rollouts", &token).await.status(),
         StatusCode::OK
     );
+}
+
+/// The store keeps no record of a waiting host: a restart places waiting
+/// hosts again from the inventory, except one relabelled while it waited,
+/// whose record keeps the stratum it joined.
+#[tokio::test]
+async fn waiting_hosts_are_placed_again_and_a_relabelled_one_keeps_its_stratum() {
+    let app = spawn_app().await;
+    app.import(&fleet(10)).await;
+    let id = app
+        .rollout(
+            "name: placed\ncomponent: docker-engine\nversion: \"2.0\"\n\
+             strategy: { spread: [role] }\n\
+             stages:\n  - { percent: 30, approve: true }\n  - { percent: 100 }\n",
+        )
+        .await;
+    app.action(&id, "start", "go").await;
+    let mut admitted = Vec::new();
+    for i in 0..10 {
+        if desired(&report(&app, &host(i), "1.0", "ok").await) == "2.0" {
+            admitted.push(i);
+        }
+    }
+    assert_eq!(admitted.len(), 3);
+    // A waiting host turns into a database server: it stays in the stratum
+    // it joined (role=web), where a stratum of its own would give it a
+    // quota of one and admit it.
+    let relabelled = (0..10)
+        .find(|i| !admitted.contains(i))
+        .expect("a waiting host");
+    let engine = json!({"docker-engine": {"version": "1.0", "state": "ok"}});
+    let answer = app
+        .checkin(&host(relabelled), json!({"role": "db"}), engine)
+        .await;
+    assert_eq!(desired(&answer), "1.0");
+    let data_dir = app.crash();
+
+    let store = SqliteStore::open(data_dir.path()).await.expect("store");
+    let records = store.load().await.expect("load").rollout_hosts;
+    store.close().await;
+    let mut stored: Vec<String> = records.into_iter().map(|r| r.host).collect();
+    stored.sort();
+    let mut expected: Vec<String> = admitted.iter().map(|&i| host(i)).collect();
+    expected.push(host(relabelled));
+    expected.sort();
+    assert_eq!(
+        stored, expected,
+        "records of admitted hosts and the relabelled one"
+    );
+
+    let app = spawn_app_in(data_dir).await;
+    let detail = app.detail(&id).await;
+    assert_eq!(detail["admitted"], 3);
+    let strata = detail["strata"].as_array().expect("strata");
+    assert_eq!(strata.len(), 1, "{strata:?}");
+    assert_eq!(strata[0]["size"], 10);
+    assert_eq!(strata[0]["admitted"], 3);
+
+    // The next stage admits every host, the placed ones included.
+    async fn upgrade(app: &TestApp, i: usize, role: &str, version: &str) -> Value {
+        let engine = json!({"docker-engine": {"version": version, "state": "ok"}});
+        app.checkin(&host(i), json!({ "role": role }), engine).await
+    }
+    let role = |i: usize| if i == relabelled { "db" } else { "web" };
+    for &i in &admitted {
+        upgrade(&app, i, role(i), "2.0").await;
+    }
+    wait_for("stage 1 to await approval", || async {
+        (app.detail(&id).await["phase"] == "awaiting_approval").then_some(())
+    })
+    .await;
+    app.action(&id, "approve", "next").await;
+    // Each round checks in every host not told 2.0 yet; those told 2.0
+    // report it at once, freeing their slot for the next.
+    let mut upgraded = admitted.clone();
+    for _round in 0..10 {
+        for i in 0..10 {
+            if !upgraded.contains(&i) && desired(&upgrade(&app, i, role(i), "1.0").await) == "2.0" {
+                upgrade(&app, i, role(i), "2.0").await;
+                upgraded.push(i);
+            }
+        }
+    }
+    upgraded.sort();
+    assert_eq!(upgraded, (0..10).collect::<Vec<_>>());
+    assert_eq!(app.wait_for_state(&id, "completed").await["admitted"], 10);
 }
 
 #[tokio::test]
