@@ -15,16 +15,16 @@
 //! unique-name rule in batch order).
 //!
 //! Also shared: the words a refused batch is reported in (which kind of
-//! write, which key), and finding the write that names a host or rollout
-//! that does not exist when a backend only says "foreign key constraint
-//! failed".
+//! write, which key), finding the write that names a host or rollout that
+//! does not exist when a backend only says "foreign key constraint failed",
+//! and the JSON text of labels and samples as both dialects write it.
 
 use std::collections::{BTreeSet, HashSet};
 use std::hash::Hash;
 
 use crate::{
     ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, NewEvent, RolloutHostRecord,
-    RolloutRecord, TokenRecord, Write,
+    RolloutRecord, SampleRecord, StoreError, Timestamp, TokenRecord, Write,
 };
 
 /// A batch's writes by kind, each kind in batch order.
@@ -96,6 +96,58 @@ pub(crate) fn event_key(e: &NewEvent) -> String {
         Some(rollout) => format!("{} of rollout {rollout}", e.kind),
         None => format!("{} (fleet-wide)", e.kind),
     }
+}
+
+/// A token in messages: the start of its hash (not a secret, but short).
+pub(crate) fn token_key(hash: &str) -> String {
+    hash.chars().take(12).collect()
+}
+
+/// What a refused rollout whose name is taken says.
+pub(crate) fn taken_name(r: &RolloutRecord, holder: Option<&str>) -> String {
+    match holder {
+        Some(holder) => format!(
+            "a rollout named {:?} already exists ({holder}); cannot store rollout {} under that name",
+            r.name, r.id
+        ),
+        None => format!(
+            "a rollout named {:?} already exists; cannot store rollout {} under that name",
+            r.name, r.id
+        ),
+    }
+}
+
+/// The labels of each host as JSON text.
+pub(crate) fn labels(hosts: &[&HostRecord]) -> Result<Vec<String>, StoreError> {
+    hosts
+        .iter()
+        .map(|h| {
+            serde_json::to_string(&h.labels)
+                .map_err(|e| StoreError::Refused(format!("encoding labels of host {}: {e}", h.id)))
+        })
+        .collect()
+}
+
+/// Samples as they are written: the last of each rollout and time (to the
+/// microsecond, which is what is kept), the time as the dialect stores it
+/// (`time`) and the versions as JSON text.
+pub(crate) fn samples<T>(
+    samples: &[SampleRecord],
+    time: impl Fn(Timestamp) -> Result<T, String>,
+) -> Result<Vec<(&str, T, String)>, StoreError> {
+    let all: Vec<&SampleRecord> = samples.iter().collect();
+    let kept = latest(&all, |s| {
+        (s.rollout.as_str(), s.at.as_nanosecond().div_euclid(1_000))
+    });
+    kept.into_iter()
+        .map(|s| {
+            let key = || format!("sample of rollout {} at {}", s.rollout, s.at);
+            let at = time(s.at).map_err(|e| StoreError::Refused(format!("{}: {e}", key())))?;
+            let versions = serde_json::to_string(&s.versions)
+                .map_err(|e| StoreError::Refused(format!("encoding the {}: {e}", key())))?;
+            Ok((s.rollout.as_str(), at, versions))
+        })
+        .collect()
 }
 
 impl Grouped<'_> {

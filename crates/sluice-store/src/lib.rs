@@ -7,15 +7,18 @@
 //! operator action is acknowledged only after its batch committed. At start
 //! the server rebuilds its memory from [`Store::load`].
 //!
-//! Layout: this file holds the trait, the records and the error; [`sqlite`]
-//! the embedded backend (its migrations in `migrations/sqlite/`);
-//! [`postgres`] the shared one (`migrations/postgres/`), which also holds
-//! the leader lease of a cluster of replicas ([`Cluster`]); `batch` the part
-//! of a commit every backend shares (a batch cut into runs of one kind, which
-//! each backend writes in its own dialect); `conformance` the test suite
-//! every backend must pass, wired into a backend's tests by
-//! `store_conformance_suite!`; `testing` throwaway PostgreSQL databases for
-//! tests.
+//! Layout: this file holds the trait, the records and the error. `sql` is
+//! the one [`Store`] implementation of both backends: the SQL they share and
+//! a commit's flow, over a `Dialect` saying where each differs. [`sqlite`]
+//! is the embedded backend's dialect (its migrations in
+//! `migrations/sqlite/`), [`postgres`] the shared database's
+//! (`migrations/postgres/`), which also holds the leader lease of a cluster
+//! of replicas ([`Cluster`]). Beside them, what neither dialect's SQL
+//! touches: `batch`, a batch grouped by kind and the words a refused one is
+//! reported in; `read`, rows turned into records, every stored value parsed.
+//! `conformance` is the test suite every backend must pass, wired into a
+//! backend's tests by `store_conformance_suite!`; `testing` makes throwaway
+//! PostgreSQL databases for tests.
 //!
 //! Architecture invariant: the store knows nothing of the engine's rules. It
 //! persists opaque JSON where the engine owns the shape (rollout headers,
@@ -30,6 +33,8 @@ mod batch;
 #[doc(hidden)]
 pub mod conformance;
 pub mod postgres;
+mod read;
+mod sql;
 pub mod sqlite;
 #[doc(hidden)]
 pub mod testing;

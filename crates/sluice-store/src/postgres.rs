@@ -1,5 +1,7 @@
 //! The shared backend: one PostgreSQL database behind any number of
-//! replicas, `sluice server --database-url postgres://…`.
+//! replicas, `sluice server --database-url postgres://…`. What it shares
+//! with SQLite is in `sql` (a [`Store`] over this file's `Dialect`); what
+//! is PostgreSQL's own is here.
 //!
 //! Durability: every connection runs with `synchronous_commit=on`, so a
 //! commit returns only once PostgreSQL flushed it to its write-ahead log
@@ -8,10 +10,9 @@
 //!
 //! Writes: a batch is one transaction; each kind of write is one statement
 //! over arrays (`INSERT … SELECT … FROM UNNEST($1, $2, …)`), so a batch costs
-//! a handful of round trips whatever its size. A multi-row upsert may not
-//! touch a row twice, so each kind keeps only the last write of a key (the
-//! one that would win anyway). Events take their sequence numbers from the
-//! one-row `event_seq` in commit order (see `migrations/postgres/0001`).
+//! a handful of round trips whatever its size. Events take their sequence
+//! numbers from the one-row `event_seq` in commit order (see
+//! `migrations/postgres/0001`). `load` reads in one repeatable-read snapshot.
 //!
 //! Leadership: [`PgStore`] implements [`Cluster`]: the lease row of
 //! `migrations/postgres/0003`, timed by the database's clock, and
@@ -25,7 +26,6 @@
 //! nowhere else ([`classify`], by SQLSTATE). Database URLs appear in
 //! messages only with their password replaced ([`redact`]).
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -39,14 +39,15 @@ use sqlx::postgres::{
     PgArgumentBuffer, PgConnectOptions, PgConnection, PgDatabaseError, PgHasArrayType,
     PgPoolOptions, PgTypeInfo, PgValueFormat, PgValueRef,
 };
-use sqlx::{Decode, Encode, PgPool, Postgres, Type};
+use sqlx::{Decode, Encode, PgPool, Postgres, Transaction, Type};
 
-use crate::batch::{self, describe, event_key, host_component_key, latest, rollout_host_key};
-use crate::sqlite::{duplicate_name, token_key};
+use crate::batch::{self, describe, event_key, host_component_key, rollout_host_key, token_key};
+use crate::read::{corrupt, StoredTime};
+use crate::sql::{self, Dialect, Kind, Sql};
 use crate::{
-    Cluster, ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, Lease, LeaseState,
-    Loaded, NewEvent, ReplicaRecord, ReportedState, RolloutHostRecord, RolloutRecord, SampleRecord,
-    Store, StoreError, StoredEvent, Timestamp, TokenRecord, TokenRole, Write,
+    Cluster, ComponentRecord, HostComponentRecord, HostRecord, Lease, LeaseState, NewEvent,
+    ReplicaRecord, ReportedState, RolloutHostRecord, Store, StoreError, Timestamp, TokenRecord,
+    Write,
 };
 
 /// The migrations of this dialect, embedded at compile time.
@@ -64,12 +65,6 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// while costing few round trips.
 const ROWS_PER_STATEMENT: usize = 10_000;
 
-/// Rows per page when `load` reads a large table.
-const LOAD_PAGE: i64 = 10_000;
-
-/// Rollouts that are over: their host records are not loaded.
-const TERMINAL_STATES: &str = "'completed', 'aborted', 'rolled_back'";
-
 /// A replica not heard from for this long is forgotten.
 const REPLICA_RETENTION: &str = "1 day";
 
@@ -79,6 +74,15 @@ pub struct PgStore {
     pool: PgPool,
     /// The database URL with its password replaced, for messages.
     url: String,
+    /// The lease a handle of [`Cluster::fenced`] writes under.
+    fence: Option<Fence>,
+}
+
+/// A lease holder and epoch.
+#[derive(Debug, Clone)]
+struct Fence {
+    holder: String,
+    epoch: i64,
 }
 
 impl PgStore {
@@ -103,29 +107,13 @@ impl PgStore {
             .await
             .map_err(|e| classify(e, format_args!("connecting to {redacted}")))?;
 
-        let known = known_schema_version();
-        let found = applied_schema_version(&pool)
-            .await
-            .map_err(|e| classify(e, format_args!("reading the schema version of {redacted}")))?;
-        if found > known {
-            pool.close().await;
-            return Err(StoreError::SchemaTooNew { found, known });
-        }
         // sqlx takes an advisory lock around the migrations, so replicas
         // starting together migrate once.
-        MIGRATOR.run(&pool).await.map_err(|e| match e {
-            sqlx::migrate::MigrateError::Execute(e) => {
-                classify(e, format_args!("migrating {redacted}"))
-            }
-            sqlx::migrate::MigrateError::ExecuteMigration(e, version) => classify(
-                e,
-                format_args!("migrating {redacted} to schema version {version}"),
-            ),
-            other => StoreError::Corrupt(format!("migrating {redacted}: {other}")),
-        })?;
+        Sql::<PgStore>::migrate(&pool, &MIGRATOR, &redacted).await?;
         Ok(PgStore {
             pool,
             url: redacted,
+            fence: None,
         })
     }
 
@@ -136,7 +124,7 @@ impl PgStore {
         sqlx::query_scalar("SHOW synchronous_commit")
             .fetch_one(&self.pool)
             .await
-            .map_err(reading("synchronous_commit"))
+            .map_err(PgStore::reading("synchronous_commit"))
     }
 
     /// The database URL, its password replaced.
@@ -149,210 +137,32 @@ impl PgStore {
     pub async fn close(&self) {
         self.pool.close().await;
     }
-
-    /// Commits `batch`, first checking the lease when `fence` names a
-    /// holder and epoch.
-    async fn commit_fenced(
-        &self,
-        batch: &[Write],
-        fence: Option<(&str, i64)>,
-    ) -> Result<(), StoreError> {
-        if batch.is_empty() && fence.is_none() {
-            return Ok(());
-        }
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(|e| classify(e, "starting a commit"))?;
-        let applied = match fence {
-            Some((holder, epoch)) => match check_lease(&mut tx, holder, epoch).await {
-                Ok(()) => apply(&mut tx, batch).await,
-                Err(e) => Err(Failure::Store(e)),
-            },
-            None => apply(&mut tx, batch).await,
-        };
-        if let Err(failure) = applied {
-            // A failed rollback is not worth reporting over the error that
-            // caused it: the connection rolls back before it is next used.
-            let _ = tx.rollback().await;
-            return Err(self.explain(batch, failure).await);
-        }
-        match tx.commit().await {
-            Ok(()) => Ok(()),
-            Err(e) if sqlstate(&e).as_deref() == Some(FOREIGN_KEY_VIOLATION) => {
-                Err(self.explain(batch, Failure::Dangling).await)
-            }
-            Err(e) => Err(classify(e, "committing")),
-        }
-    }
-
-    /// The error of a failed batch, once its transaction is rolled back:
-    /// for a taken rollout name, the rollout holding it; for a foreign key,
-    /// the writes naming a host or rollout that does not exist.
-    async fn explain(&self, batch: &[Write], failure: Failure<'_>) -> StoreError {
-        match failure {
-            Failure::Store(e) => e,
-            Failure::DuplicateName(rollout) => {
-                match sqlx::query_scalar::<_, String>("SELECT id FROM rollouts WHERE name = $1")
-                    .bind(&rollout.name)
-                    .fetch_optional(&self.pool)
-                    .await
-                {
-                    Ok(holder) => StoreError::Refused(duplicate_name(rollout, holder.as_deref())),
-                    Err(e) => classify(e, "reading rollouts"),
-                }
-            }
-            Failure::Dangling => {
-                let g = batch::group(batch);
-                let (hosts, rollouts) = g.references();
-                let missing_hosts = match self.missing("hosts", &hosts).await {
-                    Ok(missing) => missing,
-                    Err(e) => return e,
-                };
-                let missing_rollouts = match self.missing("rollouts", &rollouts).await {
-                    Ok(missing) => missing,
-                    Err(e) => return e,
-                };
-                StoreError::Refused(
-                    g.dangling(&missing_hosts, &missing_rollouts)
-                        .unwrap_or_else(|| {
-                            "the batch refers to a host or rollout that does not exist \
-                         (foreign key constraint failed)"
-                                .to_owned()
-                        }),
-                )
-            }
-        }
-    }
-
-    /// Which of `ids` have no row in `table`.
-    async fn missing<'a>(
-        &self,
-        table: &'static str,
-        ids: &BTreeSet<&'a str>,
-    ) -> Result<BTreeSet<&'a str>, StoreError> {
-        let wanted: Vec<&str> = ids.iter().copied().collect();
-        let found: Vec<String> =
-            sqlx::query_scalar(&format!("SELECT id FROM {table} WHERE id = ANY($1)"))
-                .bind(&wanted)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(reading(table))?;
-        let found: BTreeSet<&str> = found.iter().map(String::as_str).collect();
-        Ok(ids
-            .iter()
-            .filter(|id| !found.contains(*id))
-            .copied()
-            .collect())
-    }
-
-    async fn add_samples_fenced(
-        &self,
-        samples: &[SampleRecord],
-        fence: Option<(&str, i64)>,
-    ) -> Result<(), StoreError> {
-        if samples.is_empty() {
-            return Ok(());
-        }
-        let samples: Vec<&SampleRecord> = samples.iter().collect();
-        let samples = latest(&samples, |s| (s.rollout.clone(), PgTime::from(s.at)));
-        let mut versions = Vec::with_capacity(samples.len());
-        for sample in &samples {
-            versions.push(serde_json::to_string(&sample.versions).map_err(|e| {
-                StoreError::Refused(format!(
-                    "encoding the sample of rollout {} at {}: {e}",
-                    sample.rollout, sample.at
-                ))
-            })?);
-        }
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(|e| classify(e, "starting to write samples"))?;
-        if let Some((holder, epoch)) = fence {
-            check_lease(&mut tx, holder, epoch).await?;
-        }
-        sqlx::query(
-            "INSERT INTO rollout_samples (rollout, at, versions) \
-             SELECT rollout, at, versions::json \
-             FROM UNNEST($1::text[], $2::timestamptz[], $3::text[]) AS t (rollout, at, versions) \
-             ON CONFLICT (rollout, at) DO UPDATE SET versions = excluded.versions",
-        )
-        .bind(
-            samples
-                .iter()
-                .map(|s| s.rollout.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            samples
-                .iter()
-                .map(|s| PgTime::from(s.at))
-                .collect::<Vec<_>>(),
-        )
-        .bind(versions)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| classify(e, describe("sample", &samples, |s| s.rollout.clone())))?;
-        tx.commit()
-            .await
-            .map_err(|e| classify(e, "committing samples"))
-    }
-}
-
-/// Why applying a batch failed, before it is put in words.
-enum Failure<'a> {
-    Store(StoreError),
-    /// The rollout's name is another rollout's.
-    DuplicateName(&'a RolloutRecord),
-    /// A foreign key failed: the batch names a host or rollout that does
-    /// not exist.
-    Dangling,
-}
-
-impl From<StoreError> for Failure<'_> {
-    fn from(e: StoreError) -> Self {
-        Failure::Store(e)
-    }
 }
 
 /// The newest schema version this binary knows.
 pub fn known_schema_version() -> i64 {
-    MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
-}
-
-/// The newest migration recorded in the database; 0 for a new database.
-async fn applied_schema_version(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    let has_table: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
-        .fetch_one(pool)
-        .await?;
-    if !has_table {
-        return Ok(0);
-    }
-    sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success")
-        .fetch_one(pool)
-        .await
+    sql::newest(&MIGRATOR)
 }
 
 // ---- the lease ----
 
-/// Fails with [`StoreError::Fenced`] unless `holder` holds the lease of
-/// `epoch` and it has not expired. Locks the lease row `FOR SHARE` until
-/// the transaction ends, so that a takeover waits for this commit.
-async fn check_lease(conn: &mut PgConnection, holder: &str, epoch: i64) -> Result<(), StoreError> {
+/// Fails with [`StoreError::Fenced`] unless the fence's holder holds the
+/// lease of its epoch and it has not expired. Locks the lease row `FOR
+/// SHARE` until the transaction ends, so that a takeover waits for this
+/// commit.
+async fn check_lease(conn: &mut PgConnection, fence: &Fence) -> Result<(), StoreError> {
+    let Fence { holder, epoch } = fence;
     let row: Option<(String, i64, bool)> = sqlx::query_as(
         "SELECT holder, epoch, expires_at > clock_timestamp() FROM leader_lease \
          WHERE id = 1 FOR SHARE",
     )
     .fetch_optional(&mut *conn)
     .await
-    .map_err(reading("leader_lease"))?;
+    .map_err(PgStore::reading("leader_lease"))?;
     let mine = format!("{holder} (epoch {epoch})");
     match row {
-        Some((h, e, true)) if h == holder && e == epoch => Ok(()),
-        Some((h, e, false)) if h == holder && e == epoch => Err(StoreError::Fenced(format!(
+        Some((h, e, true)) if h == *holder && e == *epoch => Ok(()),
+        Some((h, e, false)) if h == *holder && e == *epoch => Err(StoreError::Fenced(format!(
             "the leader lease of {mine} has expired"
         ))),
         Some((h, e, _)) => Err(StoreError::Fenced(format!(
@@ -370,10 +180,8 @@ type LeaseRow = (String, String, i64, PgTime, PgTime, PgTime);
 
 fn lease(row: LeaseRow) -> Result<Lease, StoreError> {
     let (holder, address, epoch, acquired_at, renewed_at, expires_at) = row;
-    let time = |t: PgTime, column: &str| {
-        t.timestamp()
-            .map_err(|e| corrupt("leader_lease", "1", column, e))
-    };
+    let time =
+        |t: PgTime, column: &str| t.timestamp().map_err(corrupt("leader_lease", "1", column));
     Ok(Lease {
         acquired_at: time(acquired_at, "acquired_at")?,
         renewed_at: time(renewed_at, "renewed_at")?,
@@ -465,13 +273,13 @@ impl Cluster for PgStore {
         let now: PgTime = sqlx::query_scalar("SELECT clock_timestamp()")
             .fetch_one(&mut *tx)
             .await
-            .map_err(reading("the database's clock"))?;
+            .map_err(PgStore::reading("the database's clock"))?;
         let row: Option<LeaseRow> = sqlx::query_as(&format!(
             "SELECT {LEASE_COLUMNS} FROM leader_lease WHERE id = 1"
         ))
         .fetch_optional(&mut *tx)
         .await
-        .map_err(reading("leader_lease"))?;
+        .map_err(PgStore::reading("leader_lease"))?;
         tx.rollback()
             .await
             .map_err(|e| classify(e, "reading the leader lease"))?;
@@ -484,10 +292,12 @@ impl Cluster for PgStore {
     }
 
     fn fenced(&self, holder: &str, epoch: i64) -> Arc<dyn Store> {
-        Arc::new(FencedPgStore {
-            store: self.clone(),
-            holder: holder.to_owned(),
-            epoch,
+        Arc::new(PgStore {
+            fence: Some(Fence {
+                holder: holder.to_owned(),
+                epoch,
+            }),
+            ..self.clone()
         })
     }
 
@@ -527,12 +337,12 @@ impl Cluster for PgStore {
         ))
         .fetch_all(&self.pool)
         .await
-        .map_err(reading("replicas"))?;
+        .map_err(PgStore::reading("replicas"))?;
         rows.into_iter()
             .map(|(id, address, at)| {
-                let last_heartbeat = at
-                    .timestamp()
-                    .map_err(|e| corrupt("replicas", &id, "last_heartbeat", e))?;
+                let last_heartbeat =
+                    at.timestamp()
+                        .map_err(corrupt("replicas", &id, "last_heartbeat"))?;
                 Ok(ReplicaRecord {
                     id,
                     address,
@@ -543,680 +353,246 @@ impl Cluster for PgStore {
     }
 }
 
-/// A [`PgStore`] whose commits and samples are fenced by a lease (see
-/// [`Cluster::fenced`]); reads are the store's.
-#[derive(Debug, Clone)]
-struct FencedPgStore {
-    store: PgStore,
-    holder: String,
-    epoch: i64,
-}
+// ---- the dialect: how a commit starts, the writes over arrays ----
+
+sql::store!(PgStore);
 
 #[async_trait::async_trait]
-impl Store for FencedPgStore {
-    async fn load(&self) -> Result<Loaded, StoreError> {
-        self.store.load().await
+impl Dialect for PgStore {
+    type Db = Postgres;
+    type Time = PgTime;
+
+    /// One snapshot for every table.
+    const BEGIN_LOAD: &'static str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+    const MIGRATIONS_TABLE: &'static str = "SELECT COUNT(to_regclass('_sqlx_migrations'))";
+    const AS_JSON: &'static str = "::json";
+
+    fn readers(&self) -> &PgPool {
+        &self.pool
     }
 
-    /// Checks the lease even for an empty batch: a leader that commits
-    /// nothing still learns that it was fenced.
-    async fn commit(&self, batch: &[Write]) -> Result<(), StoreError> {
-        self.store
-            .commit_fenced(batch, Some((&self.holder, self.epoch)))
-            .await
+    fn writer(&self) -> &PgPool {
+        &self.pool
     }
 
-    async fn events(
+    fn classify(e: sqlx::Error, doing: impl fmt::Display) -> StoreError {
+        classify(e, doing)
+    }
+
+    fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
+        matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some(FOREIGN_KEY_VIOLATION))
+    }
+
+    fn is_taken_name(e: &sqlx::Error) -> bool {
+        matches!(e, sqlx::Error::Database(db) if db.constraint() == Some("rollouts_name_key"))
+    }
+
+    /// A fenced handle checks its lease first, even for an empty batch: a
+    /// leader that commits nothing still learns that it was fenced.
+    async fn begin(
         &self,
-        rollout: &str,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        self.store.events(rollout, after, limit).await
-    }
-
-    async fn add_samples(&self, samples: &[SampleRecord]) -> Result<(), StoreError> {
-        self.store
-            .add_samples_fenced(samples, Some((&self.holder, self.epoch)))
-            .await
-    }
-
-    async fn samples(&self, rollout: &str) -> Result<Vec<SampleRecord>, StoreError> {
-        self.store.samples(rollout).await
-    }
-
-    async fn schema_version(&self) -> Result<i64, StoreError> {
-        self.store.schema_version().await
-    }
-}
-
-// ---- reads ----
-
-#[async_trait::async_trait]
-impl Store for PgStore {
-    async fn load(&self) -> Result<Loaded, StoreError> {
-        // One snapshot for every table.
+        batch: &[Write],
+    ) -> Result<Option<Transaction<'static, Postgres>>, StoreError> {
+        if batch.is_empty() && self.fence.is_none() {
+            return Ok(None);
+        }
         let mut tx = self
             .pool
-            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .begin()
             .await
-            .map_err(|e| classify(e, "starting to load"))?;
-        let conn = &mut *tx;
+            .map_err(|e| classify(e, "starting a commit"))?;
+        if let Some(fence) = &self.fence {
+            if let Err(e) = check_lease(&mut tx, fence).await {
+                // A failed rollback is not worth reporting over the error
+                // that caused it: the connection rolls back before it is
+                // next used.
+                let _ = tx.rollback().await;
+                return Err(e);
+            }
+        }
+        Ok(Some(tx))
+    }
 
-        let hosts = load_hosts(conn).await?;
-        let host_components = load_host_components(conn).await?;
-        let components = sqlx::query_as::<_, (String, Option<String>)>(
-            "SELECT name, stable_version FROM components ORDER BY name",
-        )
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(reading("components"))?
-        .into_iter()
-        .map(|(name, stable_version)| ComponentRecord {
-            name,
-            stable_version,
-        })
-        .collect();
-
-        type RolloutRow = (
-            String,
-            String,
-            String,
-            String,
-            String,
-            String,
-            PgTime,
-            PgTime,
-        );
-        let rollouts = sqlx::query_as::<_, RolloutRow>(
-            "SELECT id, name, component, state, plan, header::text, created_at, updated_at \
-             FROM rollouts ORDER BY created_at, id",
-        )
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(reading("rollouts"))?
-        .into_iter()
-        .map(
-            |(id, name, component, state, plan, header, created_at, updated_at)| {
-                let header = serde_json::from_str(&header)
-                    .map_err(|e| corrupt("rollouts", &id, "header", e))?;
-                let created_at = created_at
-                    .timestamp()
-                    .map_err(|e| corrupt("rollouts", &id, "created_at", e))?;
-                let updated_at = updated_at
-                    .timestamp()
-                    .map_err(|e| corrupt("rollouts", &id, "updated_at", e))?;
-                Ok(RolloutRecord {
-                    id,
-                    name,
-                    component,
-                    state,
-                    plan,
-                    header,
-                    created_at,
-                    updated_at,
-                })
-            },
-        )
-        .collect::<Result<_, StoreError>>()?;
-
-        let rollout_hosts = load_rollout_hosts(conn).await?;
-        let freeze = sqlx::query_as::<_, (String, String, PgTime)>(
-            "SELECT actor, reason, since FROM \"freeze\" WHERE id = 1",
-        )
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(reading("freeze"))?
-        .map(|(actor, reason, since)| {
-            let since = since
-                .timestamp()
-                .map_err(|e| corrupt("freeze", "1", "since", e))?;
-            Ok::<_, StoreError>(FreezeRecord {
-                actor,
-                reason,
-                since,
-            })
-        })
-        .transpose()?;
-
-        let tokens = sqlx::query_as::<_, (String, String, Option<String>, Option<String>, PgTime)>(
-            "SELECT hash, role, host, name, created_at FROM tokens ORDER BY created_at, hash",
-        )
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(reading("tokens"))?
-        .into_iter()
-        .map(|(hash, role, host, name, created_at)| {
-            let key = &hash[..hash.len().min(12)];
-            let role = role
-                .parse::<TokenRole>()
-                .map_err(|e| corrupt("tokens", key, "role", e))?;
-            let created_at = created_at
-                .timestamp()
-                .map_err(|e| corrupt("tokens", key, "created_at", e))?;
-            Ok(TokenRecord {
-                hash,
-                role,
-                host,
-                name,
-                created_at,
-            })
-        })
-        .collect::<Result<_, StoreError>>()?;
-
-        tx.rollback()
+    async fn upsert_hosts(conn: &mut PgConnection, rows: &[&HostRecord]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            sqlx::query(
+                "INSERT INTO hosts (id, labels, last_seen) \
+                 SELECT id, labels::json, last_seen \
+                 FROM UNNEST($1::text[], $2::text[], $3::timestamptz[]) AS t (id, labels, last_seen) \
+                 ON CONFLICT (id) DO UPDATE SET \
+                     labels = excluded.labels, last_seen = excluded.last_seen",
+            )
+            .bind(column(chunk, |h| h.id.as_str()))
+            .bind(batch::labels(chunk)?)
+            .bind(column(chunk, |h| h.last_seen.map(PgTime::from)))
+            .execute(&mut *conn)
             .await
-            .map_err(|e| classify(e, "ending the load"))?;
-        Ok(Loaded {
-            hosts,
-            host_components,
-            components,
-            rollouts,
-            rollout_hosts,
-            freeze,
-            tokens,
-        })
+            .map_err(|e| writing(e, || describe("host", chunk, |h| h.id.clone())))?;
+        }
+        Ok(())
     }
 
-    async fn commit(&self, batch: &[Write]) -> Result<(), StoreError> {
-        self.commit_fenced(batch, None).await
-    }
-
-    async fn events(
-        &self,
-        rollout: &str,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        type Row = (i64, Option<String>, PgTime, Option<String>, String, String);
-        let rows = sqlx::query_as::<_, Row>(
-            "SELECT seq, rollout, at, actor, kind, data::text FROM events \
-             WHERE rollout = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-        )
-        .bind(rollout)
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(reading("events"))?;
-        rows.into_iter()
-            .map(|(seq, rollout, at, actor, kind, data)| {
-                let key = seq.to_string();
-                let data =
-                    serde_json::from_str(&data).map_err(|e| corrupt("events", &key, "data", e))?;
-                let at = at
-                    .timestamp()
-                    .map_err(|e| corrupt("events", &key, "at", e))?;
-                Ok(StoredEvent {
-                    seq,
-                    event: NewEvent {
-                        rollout,
-                        at,
-                        actor,
-                        kind,
-                        data,
-                    },
-                })
-            })
-            .collect()
-    }
-
-    async fn add_samples(&self, samples: &[SampleRecord]) -> Result<(), StoreError> {
-        self.add_samples_fenced(samples, None).await
-    }
-
-    async fn samples(&self, rollout: &str) -> Result<Vec<SampleRecord>, StoreError> {
-        let rows = sqlx::query_as::<_, (PgTime, String)>(
-            "SELECT at, versions::text FROM rollout_samples WHERE rollout = $1 ORDER BY at",
-        )
-        .bind(rollout)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(reading("rollout_samples"))?;
-        rows.into_iter()
-            .map(|(at, versions)| {
-                let key = format!("{rollout}/{at}");
-                let versions = serde_json::from_str(&versions)
-                    .map_err(|e| corrupt("rollout_samples", &key, "versions", e))?;
-                let at = at
-                    .timestamp()
-                    .map_err(|e| corrupt("rollout_samples", &key, "at", e))?;
-                Ok(SampleRecord {
-                    rollout: rollout.to_owned(),
-                    at,
-                    versions,
-                })
-            })
-            .collect()
-    }
-
-    async fn schema_version(&self) -> Result<i64, StoreError> {
-        applied_schema_version(&self.pool)
+    async fn upsert_host_components(
+        conn: &mut PgConnection,
+        rows: &[&HostComponentRecord],
+    ) -> Result<(), StoreError> {
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            sqlx::query(
+                "INSERT INTO host_components (host, component, version, state, message, at) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                                      $6::timestamptz[]) \
+                 ON CONFLICT (host, component) DO UPDATE SET \
+                     version = excluded.version, state = excluded.state, \
+                     message = excluded.message, at = excluded.at",
+            )
+            .bind(column(chunk, |c| c.host.as_str()))
+            .bind(column(chunk, |c| c.component.as_str()))
+            .bind(column(chunk, |c| c.version.as_str()))
+            .bind(column(chunk, |c| c.state.map(ReportedState::as_str)))
+            .bind(column(chunk, |c| c.message.as_deref()))
+            .bind(column(chunk, |c| PgTime::from(c.at)))
+            .execute(&mut *conn)
             .await
-            .map_err(reading("_sqlx_migrations"))
+            .map_err(|e| writing(e, || describe("host component", chunk, host_component_key)))?;
+        }
+        Ok(())
     }
-}
 
-/// The comparison that starts a page after a key: `>=` from the empty
-/// text (which sorts first in every collation) on the first page, so that
-/// every page is one index range scan, `>` after that.
-fn after(first: bool) -> &'static str {
-    if first {
-        ">="
-    } else {
-        ">"
+    async fn upsert_components(
+        conn: &mut PgConnection,
+        rows: &[&ComponentRecord],
+    ) -> Result<(), StoreError> {
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            sqlx::query(
+                "INSERT INTO components (name, stable_version) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[]) \
+                 ON CONFLICT (name) DO UPDATE SET stable_version = excluded.stable_version",
+            )
+            .bind(column(chunk, |c| c.name.as_str()))
+            .bind(column(chunk, |c| c.stable_version.as_deref()))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| writing(e, || describe("component", chunk, |c| c.name.clone())))?;
+        }
+        Ok(())
     }
-}
 
-async fn load_hosts(conn: &mut PgConnection) -> Result<Vec<HostRecord>, StoreError> {
-    let mut hosts: Vec<HostRecord> = Vec::new();
-    loop {
-        let last = hosts.last().map(|h| h.id.clone()).unwrap_or_default();
-        let page: Vec<(String, String, Option<PgTime>)> = sqlx::query_as(&format!(
-            "SELECT id, labels::text, last_seen FROM hosts \
-             WHERE id {} $1 ORDER BY id LIMIT $2",
-            after(hosts.is_empty())
-        ))
-        .bind(last)
-        .bind(LOAD_PAGE)
-        .fetch_all(&mut *conn)
+    async fn upsert_rollout_hosts(
+        conn: &mut PgConnection,
+        rows: &[&RolloutHostRecord],
+    ) -> Result<(), StoreError> {
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            sqlx::query(
+                "INSERT INTO rollout_hosts (rollout, host, record) \
+                 SELECT rollout, host, record::json \
+                 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS t (rollout, host, record) \
+                 ON CONFLICT (rollout, host) DO UPDATE SET record = excluded.record",
+            )
+            .bind(column(chunk, |rh| rh.rollout.as_str()))
+            .bind(column(chunk, |rh| rh.host.as_str()))
+            .bind(column(chunk, |rh| rh.record.as_str()))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| writing(e, || describe("rollout host", chunk, rollout_host_key)))?;
+        }
+        Ok(())
+    }
+
+    async fn upsert_tokens(
+        conn: &mut PgConnection,
+        rows: &[&TokenRecord],
+    ) -> Result<(), StoreError> {
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            sqlx::query(
+                "INSERT INTO tokens (hash, role, host, name, created_at) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
+                                      $5::timestamptz[]) \
+                 ON CONFLICT (hash) DO UPDATE SET role = excluded.role, host = excluded.host, \
+                     name = excluded.name, created_at = excluded.created_at",
+            )
+            .bind(column(chunk, |t| t.hash.as_str()))
+            .bind(column(chunk, |t| t.role.as_str()))
+            .bind(column(chunk, |t| t.host.as_deref()))
+            .bind(column(chunk, |t| t.name.as_deref()))
+            .bind(column(chunk, |t| PgTime::from(t.created_at)))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| writing(e, || describe("token", chunk, |t| token_key(&t.hash))))?;
+        }
+        Ok(())
+    }
+
+    /// Takes the next `rows.len()` sequence numbers from `event_seq`
+    /// (locking it until the commit: see `migrations/postgres/0001`) and
+    /// numbers the events in the order of `rows`.
+    async fn insert_events(conn: &mut PgConnection, rows: &[&NewEvent]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let count = i64::try_from(rows.len())
+            .map_err(|_| StoreError::Refused(format!("{} events in one batch", rows.len())))?;
+        let first: i64 = sqlx::query_scalar(
+            "UPDATE event_seq SET next = next + $1 WHERE id = 1 RETURNING next - $1",
+        )
+        .bind(count)
+        .fetch_one(&mut *conn)
         .await
-        .map_err(reading("hosts"))?;
-        if page.is_empty() {
-            return Ok(hosts);
+        .map_err(|e| writing(e, || "the event sequence".to_owned()))?;
+        for (offset, chunk) in (0..)
+            .step_by(ROWS_PER_STATEMENT)
+            .zip(rows.chunks(ROWS_PER_STATEMENT))
+        {
+            sqlx::query(
+                "INSERT INTO events (seq, rollout, at, actor, kind, data) \
+                 SELECT $1 + n - 1, rollout, at, actor, kind, data::json \
+                 FROM UNNEST($2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[]) \
+                      WITH ORDINALITY AS t (rollout, at, actor, kind, data, n)",
+            )
+            .bind(first + offset)
+            .bind(column(chunk, |e| e.rollout.as_deref()))
+            .bind(column(chunk, |e| PgTime::from(e.at)))
+            .bind(column(chunk, |e| e.actor.as_deref()))
+            .bind(column(chunk, |e| e.kind.as_str()))
+            .bind(column(chunk, |e| e.data.to_string()))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| writing(e, || describe("event", chunk, event_key)))?;
         }
-        for (id, labels, last_seen) in page {
-            let labels: BTreeMap<String, String> =
-                serde_json::from_str(&labels).map_err(|e| corrupt("hosts", &id, "labels", e))?;
-            let last_seen = last_seen
-                .map(|t| {
-                    t.timestamp()
-                        .map_err(|e| corrupt("hosts", &id, "last_seen", e))
-                })
-                .transpose()?;
-            hosts.push(HostRecord {
-                id,
-                labels,
-                last_seen,
-            });
-        }
+        Ok(())
     }
-}
 
-async fn load_host_components(
-    conn: &mut PgConnection,
-) -> Result<Vec<HostComponentRecord>, StoreError> {
-    type Row = (
-        String,
-        String,
-        String,
-        Option<String>,
-        Option<String>,
-        PgTime,
-    );
-    let mut rows: Vec<HostComponentRecord> = Vec::new();
-    loop {
-        let (host, component) = rows
-            .last()
-            .map(|c| (c.host.clone(), c.component.clone()))
-            .unwrap_or_default();
-        let page: Vec<Row> = sqlx::query_as(&format!(
-            "SELECT host, component, version, state, message, at FROM host_components \
-             WHERE (host, component) {} ($1, $2) \
-             ORDER BY host, component LIMIT $3",
-            after(rows.is_empty())
-        ))
-        .bind(host)
-        .bind(component)
-        .bind(LOAD_PAGE)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(reading("host_components"))?;
-        if page.is_empty() {
-            return Ok(rows);
+    /// A fenced handle checks its lease first, in the same transaction.
+    async fn write_samples(&self, rows: &[(&str, PgTime, String)]) -> Result<(), StoreError> {
+        let rows: Vec<&(&str, PgTime, String)> = rows.iter().collect();
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| classify(e, "starting to write samples"))?;
+        if let Some(fence) = &self.fence {
+            check_lease(&mut tx, fence).await?;
         }
-        for (host, component, version, state, message, at) in page {
-            let key = || format!("{host}/{component}");
-            let state = state
-                .map(|text| {
-                    text.parse::<ReportedState>()
-                        .map_err(|e| corrupt("host_components", &key(), "state", e))
-                })
-                .transpose()?;
-            let at = at
-                .timestamp()
-                .map_err(|e| corrupt("host_components", &key(), "at", e))?;
-            rows.push(HostComponentRecord {
-                host,
-                component,
-                version,
-                state,
-                message,
-                at,
-            });
-        }
-    }
-}
-
-/// Host records of the rollouts that are not over.
-async fn load_rollout_hosts(conn: &mut PgConnection) -> Result<Vec<RolloutHostRecord>, StoreError> {
-    let mut rows: Vec<RolloutHostRecord> = Vec::new();
-    loop {
-        let (rollout, host) = rows
-            .last()
-            .map(|rh| (rh.rollout.clone(), rh.host.clone()))
-            .unwrap_or_default();
-        let page: Vec<(String, String, String)> = sqlx::query_as(&format!(
-            "SELECT rh.rollout, rh.host, rh.record::text \
-             FROM rollout_hosts rh JOIN rollouts r ON r.id = rh.rollout \
-             WHERE r.state NOT IN ({TERMINAL_STATES}) \
-               AND (rh.rollout, rh.host) {} ($1, $2) \
-             ORDER BY rh.rollout, rh.host LIMIT $3",
-            after(rows.is_empty())
-        ))
-        .bind(rollout)
-        .bind(host)
-        .bind(LOAD_PAGE)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(reading("rollout_hosts"))?;
-        if page.is_empty() {
-            return Ok(rows);
-        }
-        for (rollout, host, record) in page {
-            rows.push(RolloutHostRecord {
-                rollout,
-                host,
-                record,
-            });
-        }
-    }
-}
-
-// ---- writes: one statement per kind, over arrays ----
-
-/// Writes a batch, grouped by kind (see [`batch`]), inside the caller's
-/// transaction. Events go last: their sequence counter stays locked until
-/// the commit, and so is held for as short a time as possible.
-async fn apply<'a>(conn: &mut PgConnection, batch: &'a [Write]) -> Result<(), Failure<'a>> {
-    let g = batch::group(batch);
-    upsert_hosts(conn, &latest(&g.hosts, |h| h.id.as_str())).await?;
-    upsert_host_components(
-        conn,
-        &latest(&g.host_components, |c| {
-            (c.host.as_str(), c.component.as_str())
-        }),
-    )
-    .await?;
-    upsert_components(conn, &latest(&g.components, |c| c.name.as_str())).await?;
-    for rollout in g.rollouts {
-        upsert_rollout(conn, rollout).await?;
-    }
-    upsert_rollout_hosts(
-        conn,
-        &latest(&g.rollout_hosts, |rh| {
-            (rh.rollout.as_str(), rh.host.as_str())
-        }),
-    )
-    .await?;
-    if let Some(freeze) = g.freeze {
-        set_freeze(conn, freeze).await?;
-    }
-    upsert_tokens(conn, &latest(&g.tokens, |t| t.hash.as_str())).await?;
-    insert_events(conn, &g.events).await?;
-    Ok(())
-}
-
-async fn upsert_hosts(conn: &mut PgConnection, rows: &[&HostRecord]) -> Result<(), StoreError> {
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let labels = chunk
-            .iter()
-            .map(|h| {
-                serde_json::to_string(&h.labels).map_err(|e| {
-                    StoreError::Refused(format!("encoding labels of host {}: {e}", h.id))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
         sqlx::query(
-            "INSERT INTO hosts (id, labels, last_seen) \
-             SELECT id, labels::json, last_seen \
-             FROM UNNEST($1::text[], $2::text[], $3::timestamptz[]) AS t (id, labels, last_seen) \
-             ON CONFLICT (id) DO UPDATE SET \
-                 labels = excluded.labels, last_seen = excluded.last_seen",
+            "INSERT INTO rollout_samples (rollout, at, versions) \
+             SELECT rollout, at, versions::json \
+             FROM UNNEST($1::text[], $2::timestamptz[], $3::text[]) AS t (rollout, at, versions) \
+             ON CONFLICT (rollout, at) DO UPDATE SET versions = excluded.versions",
         )
-        .bind(chunk.iter().map(|h| h.id.as_str()).collect::<Vec<_>>())
-        .bind(labels)
-        .bind(
-            chunk
-                .iter()
-                .map(|h| h.last_seen.map(PgTime::from))
-                .collect::<Vec<_>>(),
-        )
-        .execute(&mut *conn)
+        .bind(column(&rows, |s| s.0))
+        .bind(column(&rows, |s| s.1))
+        .bind(column(&rows, |s| s.2.as_str()))
+        .execute(&mut *tx)
         .await
-        .map_err(|e| writing(e, || describe("host", chunk, |h| h.id.clone())))?;
-    }
-    Ok(())
-}
-
-async fn upsert_host_components(
-    conn: &mut PgConnection,
-    rows: &[&HostComponentRecord],
-) -> Result<(), StoreError> {
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        sqlx::query(
-            "INSERT INTO host_components (host, component, version, state, message, at) \
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                                  $6::timestamptz[]) \
-             ON CONFLICT (host, component) DO UPDATE SET \
-                 version = excluded.version, state = excluded.state, \
-                 message = excluded.message, at = excluded.at",
-        )
-        .bind(chunk.iter().map(|c| c.host.as_str()).collect::<Vec<_>>())
-        .bind(
-            chunk
-                .iter()
-                .map(|c| c.component.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(chunk.iter().map(|c| c.version.as_str()).collect::<Vec<_>>())
-        .bind(
-            chunk
-                .iter()
-                .map(|c| c.state.map(ReportedState::as_str))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            chunk
-                .iter()
-                .map(|c| c.message.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(chunk.iter().map(|c| PgTime::from(c.at)).collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| writing(e, || describe("host component", chunk, host_component_key)))?;
-    }
-    Ok(())
-}
-
-async fn upsert_components(
-    conn: &mut PgConnection,
-    rows: &[&ComponentRecord],
-) -> Result<(), StoreError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO components (name, stable_version) \
-         SELECT * FROM UNNEST($1::text[], $2::text[]) \
-         ON CONFLICT (name) DO UPDATE SET stable_version = excluded.stable_version",
-    )
-    .bind(rows.iter().map(|c| c.name.as_str()).collect::<Vec<_>>())
-    .bind(
-        rows.iter()
-            .map(|c| c.stable_version.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| writing(e, || describe("component", rows, |c| c.name.clone())))?;
-    Ok(())
-}
-
-/// One rollout per statement (they are few), in batch order, so that the
-/// unique-name rule meets them in that order.
-async fn upsert_rollout<'a>(
-    conn: &mut PgConnection,
-    r: &'a RolloutRecord,
-) -> Result<(), Failure<'a>> {
-    let result = sqlx::query(
-        "INSERT INTO rollouts (id, name, component, state, plan, header, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6::json, $7, $8) \
-         ON CONFLICT (id) DO UPDATE SET \
-         name = excluded.name, component = excluded.component, state = excluded.state, \
-         plan = excluded.plan, header = excluded.header, \
-         created_at = excluded.created_at, updated_at = excluded.updated_at",
-    )
-    .bind(r.id.as_str())
-    .bind(r.name.as_str())
-    .bind(r.component.as_str())
-    .bind(r.state.as_str())
-    .bind(r.plan.as_str())
-    .bind(r.header.to_string())
-    .bind(PgTime::from(r.created_at))
-    .bind(PgTime::from(r.updated_at))
-    .execute(&mut *conn)
-    .await;
-    match result {
-        Ok(_) => Ok(()),
-        // The transaction is aborted: the caller rolls back, then looks up
-        // which rollout holds the name.
-        Err(e) if constraint(&e) == Some("rollouts_name_key") => Err(Failure::DuplicateName(r)),
-        Err(e) => Err(Failure::Store(writing(e, || format!("rollout {}", r.id)))),
+        .map_err(|e| writing(e, || describe("sample", &rows, |s| s.0.to_owned())))?;
+        tx.commit()
+            .await
+            .map_err(|e| classify(e, "committing samples"))
     }
 }
 
-async fn upsert_rollout_hosts(
-    conn: &mut PgConnection,
-    rows: &[&RolloutHostRecord],
-) -> Result<(), StoreError> {
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        sqlx::query(
-            "INSERT INTO rollout_hosts (rollout, host, record) \
-             SELECT rollout, host, record::json \
-             FROM UNNEST($1::text[], $2::text[], $3::text[]) AS t (rollout, host, record) \
-             ON CONFLICT (rollout, host) DO UPDATE SET record = excluded.record",
-        )
-        .bind(
-            chunk
-                .iter()
-                .map(|rh| rh.rollout.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(chunk.iter().map(|rh| rh.host.as_str()).collect::<Vec<_>>())
-        .bind(
-            chunk
-                .iter()
-                .map(|rh| rh.record.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| writing(e, || describe("rollout host", chunk, rollout_host_key)))?;
-    }
-    Ok(())
-}
-
-/// Takes the next `rows.len()` sequence numbers from `event_seq` (locking
-/// it until the commit: see `migrations/postgres/0001`) and numbers the
-/// events in batch order.
-async fn insert_events(conn: &mut PgConnection, rows: &[&NewEvent]) -> Result<(), StoreError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let count = i64::try_from(rows.len())
-        .map_err(|_| StoreError::Refused(format!("{} events in one batch", rows.len())))?;
-    let first: i64 = sqlx::query_scalar(
-        "UPDATE event_seq SET next = next + $1 WHERE id = 1 RETURNING next - $1",
-    )
-    .bind(count)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(|e| writing(e, || "the event sequence".to_owned()))?;
-    for (offset, chunk) in (0..)
-        .step_by(ROWS_PER_STATEMENT)
-        .zip(rows.chunks(ROWS_PER_STATEMENT))
-    {
-        sqlx::query(
-            "INSERT INTO events (seq, rollout, at, actor, kind, data) \
-             SELECT $1 + n - 1, rollout, at, actor, kind, data::json \
-             FROM UNNEST($2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[]) \
-                  WITH ORDINALITY AS t (rollout, at, actor, kind, data, n)",
-        )
-        .bind(first + offset)
-        .bind(
-            chunk
-                .iter()
-                .map(|e| e.rollout.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(chunk.iter().map(|e| PgTime::from(e.at)).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|e| e.actor.as_deref()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|e| e.data.to_string()).collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| writing(e, || describe("event", chunk, event_key)))?;
-    }
-    Ok(())
-}
-
-async fn set_freeze(
-    conn: &mut PgConnection,
-    freeze: Option<&FreezeRecord>,
-) -> Result<(), StoreError> {
-    let query = match freeze {
-        None => sqlx::query("DELETE FROM \"freeze\""),
-        Some(f) => sqlx::query(
-            "INSERT INTO \"freeze\" (id, actor, reason, since) VALUES (1, $1, $2, $3) \
-             ON CONFLICT (id) DO UPDATE SET \
-             actor = excluded.actor, reason = excluded.reason, since = excluded.since",
-        )
-        .bind(f.actor.as_str())
-        .bind(f.reason.as_str())
-        .bind(PgTime::from(f.since)),
-    };
-    query
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| writing(e, || "the freeze".to_owned()))?;
-    Ok(())
-}
-
-async fn upsert_tokens(conn: &mut PgConnection, rows: &[&TokenRecord]) -> Result<(), StoreError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO tokens (hash, role, host, name, created_at) \
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) \
-         ON CONFLICT (hash) DO UPDATE SET role = excluded.role, host = excluded.host, \
-             name = excluded.name, created_at = excluded.created_at",
-    )
-    .bind(rows.iter().map(|t| t.hash.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|t| t.role.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|t| t.host.as_deref()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|t| t.name.as_deref()).collect::<Vec<_>>())
-    .bind(
-        rows.iter()
-            .map(|t| PgTime::from(t.created_at))
-            .collect::<Vec<_>>(),
-    )
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| writing(e, || describe("token", rows, token_key)))?;
-    Ok(())
+/// One column of `rows`, as an array parameter.
+fn column<'a, T, V>(rows: &[&'a T], value: impl Fn(&'a T) -> V) -> Vec<V> {
+    rows.iter().map(|row| value(row)).collect()
 }
 
 // ---- times ----
@@ -1224,7 +600,7 @@ async fn upsert_tokens(conn: &mut PgConnection, rows: &[&TokenRecord]) -> Result
 /// `timestamptz` on the wire: microseconds since 2000-01-01 UTC. Read raw,
 /// so that a value sluice cannot represent is reported with its row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct PgTime(i64);
+pub(crate) struct PgTime(i64);
 
 /// 2000-01-01T00:00:00Z in Unix microseconds.
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
@@ -1239,7 +615,11 @@ impl From<Timestamp> for PgTime {
     }
 }
 
-impl PgTime {
+impl StoredTime for PgTime {
+    fn store(at: Timestamp) -> Result<PgTime, String> {
+        Ok(PgTime::from(at))
+    }
+
     fn timestamp(self) -> Result<Timestamp, String> {
         self.0
             .checked_add(PG_EPOCH_MICROS)
@@ -1302,50 +682,19 @@ impl<'r> Decode<'r, Postgres> for PgTime {
 /// The one translation of sqlx's errors for PostgreSQL into [`StoreError`],
 /// by SQLSTATE; `doing` says what failed.
 pub(crate) fn classify(e: sqlx::Error, doing: impl fmt::Display) -> StoreError {
-    let message = match &e {
-        sqlx::Error::Database(db) => {
-            let detail = db
-                .try_downcast_ref::<PgDatabaseError>()
-                .and_then(PgDatabaseError::detail)
-                .map(|detail| format!(" ({detail})"))
-                .unwrap_or_default();
-            format!("{doing}: {}{detail}", db.message())
-        }
-        other => format!("{doing}: {other}"),
-    };
-    match e {
-        sqlx::Error::Database(db) => match code_kind(db.code().as_deref().unwrap_or("")) {
-            Kind::Transient => StoreError::Unavailable(message),
-            Kind::Refused => StoreError::Refused(message),
-            Kind::Corrupt => StoreError::Corrupt(message),
-        },
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::BeginFailed => StoreError::Unavailable(message),
-        sqlx::Error::ColumnDecode { .. }
-        | sqlx::Error::Decode(_)
-        | sqlx::Error::ColumnNotFound(_)
-        | sqlx::Error::ColumnIndexOutOfBounds { .. }
-        | sqlx::Error::TypeNotFound { .. } => StoreError::Corrupt(message),
-        sqlx::Error::Configuration(_) => StoreError::Config(message),
-        _ => StoreError::Refused(message),
-    }
+    sql::classify(e, doing, |db| {
+        let detail = db
+            .try_downcast_ref::<PgDatabaseError>()
+            .and_then(PgDatabaseError::detail)
+            .map(|detail| format!(" ({detail})"))
+            .unwrap_or_default();
+        (code_kind(db.code().as_deref().unwrap_or("")), detail)
+    })
 }
 
 /// [`classify`] for a failed write, naming the rows (`what`).
 fn writing(e: sqlx::Error, what: impl Fn() -> String) -> StoreError {
     classify(e, format_args!("writing {}", what()))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Transient,
-    Refused,
-    Corrupt,
 }
 
 /// By SQLSTATE (PostgreSQL's appendix A).
@@ -1370,29 +719,6 @@ fn code_kind(code: &str) -> Kind {
 }
 
 const FOREIGN_KEY_VIOLATION: &str = "23503";
-
-fn sqlstate(e: &sqlx::Error) -> Option<String> {
-    match e {
-        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
-        _ => None,
-    }
-}
-
-fn constraint(e: &sqlx::Error) -> Option<&str> {
-    match e {
-        sqlx::Error::Database(db) => db.constraint(),
-        _ => None,
-    }
-}
-
-fn reading(table: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
-    move |e| classify(e, format_args!("reading {table}"))
-}
-
-/// A stored value that does not parse: names the table, the row and the column.
-fn corrupt(table: &str, key: &str, column: &str, e: impl fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("{table} row {key}, column {column}: {e}"))
-}
 
 /// `url` with its password replaced by `***`, for messages and logs; a
 /// URL that does not parse is shown as `postgres://…` (it may hold a

@@ -1,7 +1,8 @@
 //! Throwaway PostgreSQL databases for tests: [`TempPgDatabase::create`]
 //! makes a database with a fresh random name on the test server, and
 //! dropping it drops the database (also when the test failed: the guard's
-//! `Drop` runs while a panic unwinds).
+//! `Drop` runs while a panic unwinds). Also [`execute`]: SQL run behind a
+//! store's back, in either dialect.
 //!
 //! The server is `postgres://postgres@127.0.0.1:5432/postgres` (trust
 //! authentication), or whatever [`URL_VAR`] says. An unreachable server
@@ -13,10 +14,12 @@ use std::str::FromStr as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use sqlx::pool::PoolOptions;
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions as _, Connection as _, PgConnection};
+use sqlx::{ConnectOptions as _, Connection, Database, Executor, PgConnection, Postgres};
 
 use crate::postgres::redact;
+use crate::StoreError;
 
 /// Overrides the server the tests use: a URL of a database the user may
 /// create databases from.
@@ -81,6 +84,34 @@ impl TempPgDatabase {
     pub async fn connect(&self) -> PgConnection {
         connect(&self.url).await
     }
+
+    /// Runs `sql` on the database behind the store's back (see [`execute`]).
+    pub async fn execute(&self, sql: &str) -> Result<(), StoreError> {
+        let options = PgConnectOptions::from_str(&self.url)
+            .map_err(|e| StoreError::Config(format!("{}: {e}", redact(&self.url))))?;
+        execute::<Postgres>(options, sql).await
+    }
+}
+
+/// Runs `sql` (one statement or several) on a pool of one connection of
+/// its own to the database `options` name, as a damaged or hand-edited
+/// database would look to the store. A failure is [`StoreError::Unavailable`].
+pub async fn execute<DB: Database>(
+    options: <DB::Connection as Connection>::Options,
+    sql: &str,
+) -> Result<(), StoreError>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let failed = |e: sqlx::Error| StoreError::Unavailable(e.to_string());
+    let pool = PoolOptions::<DB>::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .map_err(failed)?;
+    sqlx::raw_sql(sql).execute(&pool).await.map_err(failed)?;
+    pool.close().await;
+    Ok(())
 }
 
 impl Drop for TempPgDatabase {

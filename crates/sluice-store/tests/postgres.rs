@@ -11,8 +11,10 @@ use serde_json::json;
 use sluice_store::conformance::Backend;
 use sluice_store::testing::TempPgDatabase;
 use sluice_store::{
-    Cluster, HostRecord, NewEvent, PgStore, RolloutRecord, Store, StoreError, Timestamp, Write,
+    Cluster, HostRecord, Lease, NewEvent, PgStore, RolloutRecord, Store, StoreError, Timestamp,
+    Write,
 };
+use sqlx::PgConnection;
 
 /// A fresh database, opened as often as a case needs.
 struct TempPg {
@@ -32,21 +34,50 @@ impl TempPg {
             .expect("opening the store")
     }
 
-    /// Runs `sql` on a pool of its own.
+    /// Runs `sql` behind the stores' back.
     async fn sql(&self, sql: &str) -> Result<(), StoreError> {
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(1)
-            .connect(self.db.url())
-            .await
-            .map_err(fail)?;
-        sqlx::raw_sql(sql).execute(&pool).await.map_err(fail)?;
-        pool.close().await;
-        Ok(())
+        self.db.execute(sql).await
     }
-}
 
-fn fail(e: sqlx::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    /// A session of its own holding host a's row locked until it ends its
+    /// transaction (`ROLLBACK`), so that a write of host a waits.
+    async fn lock_host_a(&self) -> PgConnection {
+        let mut blocker = self.db.connect().await;
+        sqlx::query("BEGIN")
+            .execute(&mut blocker)
+            .await
+            .expect("begin");
+        sqlx::query("SELECT 1 FROM hosts WHERE id = 'a' FOR UPDATE")
+            .execute(&mut blocker)
+            .await
+            .expect("locking host a");
+        blocker
+    }
+
+    /// Waits until a session of the database waits for a lock, among the
+    /// sessions `condition` (over `pg_stat_activity`) picks.
+    async fn wait_for_a_lock_wait(&self, what: &str, condition: &str) {
+        let watcher = sqlx::PgPool::connect(self.db.url())
+            .await
+            .expect("a watcher");
+        let sql = format!(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = $1 AND wait_event_type = 'Lock' AND {condition}"
+        );
+        wait_for(what, || {
+            let (watcher, sql) = (watcher.clone(), sql.clone());
+            let name = self.db.name().to_owned();
+            async move {
+                let waiting: i64 = sqlx::query_scalar(&sql)
+                    .bind(name)
+                    .fetch_one(&watcher)
+                    .await
+                    .expect("reading pg_stat_activity");
+                waiting > 0
+            }
+        })
+        .await;
+    }
 }
 
 #[async_trait::async_trait]
@@ -107,6 +138,21 @@ fn host(id: &str) -> Write {
         labels: Default::default(),
         last_seen: None,
     })
+}
+
+/// The ids of the hosts `store` loads.
+async fn host_ids(store: &dyn Store) -> Vec<String> {
+    let loaded = store.load().await.expect("load");
+    loaded.hosts.into_iter().map(|h| h.id).collect()
+}
+
+/// Takes the lease for `holder` (at `holder:7070`), which must be free.
+async fn take(store: &PgStore, holder: &str, ttl: Duration) -> Lease {
+    store
+        .acquire(holder, &format!("{holder}:7070"), ttl)
+        .await
+        .expect("acquire")
+        .unwrap_or_else(|| panic!("{holder} takes the free lease"))
 }
 
 /// Waits until `condition` holds, polling, for at most 30 seconds.
@@ -181,43 +227,21 @@ async fn a_connection_lost_mid_commit_is_transient_and_leaves_nothing() {
     store.commit(&[host("a")]).await.expect("first commit");
 
     // Another session holds host a's row, so the commit below waits.
-    let mut blocker = pg.db.connect().await;
-    sqlx::query("BEGIN")
-        .execute(&mut blocker)
-        .await
-        .expect("begin");
-    sqlx::query("SELECT 1 FROM hosts WHERE id = 'a' FOR UPDATE")
-        .execute(&mut blocker)
-        .await
-        .expect("locking host a");
-
+    let mut blocker = pg.lock_host_a().await;
     let commit = {
         let store = store.clone();
         tokio::spawn(async move { store.commit(&[host("b"), host("a")]).await })
     };
-    let watcher = sqlx::PgPool::connect(pg.db.url()).await.expect("a watcher");
-    let name = pg.db.name().to_owned();
-    wait_for("the commit to wait for the lock", || {
-        let (watcher, name) = (watcher.clone(), name.clone());
-        async move {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE datname = $1 AND application_name = 'sluice' AND wait_event_type = 'Lock'",
-            )
-            .bind(name)
-            .fetch_one(&watcher)
-            .await
-            .expect("reading pg_stat_activity");
-            waiting > 0
-        }
-    })
-    .await;
-    sqlx::query(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE datname = $1 AND application_name = 'sluice' AND wait_event_type = 'Lock'",
+    pg.wait_for_a_lock_wait(
+        "the commit to wait for the lock",
+        "application_name = 'sluice'",
     )
-    .bind(&name)
-    .execute(&watcher)
+    .await;
+    pg.sql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = 'sluice' \
+           AND wait_event_type = 'Lock'",
+    )
     .await
     .expect("ending the waiting connection");
 
@@ -231,15 +255,11 @@ async fn a_connection_lost_mid_commit_is_transient_and_leaves_nothing() {
         .await
         .expect("rollback");
 
-    let hosts: Vec<String> = store
-        .load()
-        .await
-        .expect("load")
-        .hosts
-        .into_iter()
-        .map(|h| h.id)
-        .collect();
-    assert_eq!(hosts, ["a"], "nothing of the failed batch landed");
+    assert_eq!(
+        host_ids(&store).await,
+        ["a"],
+        "nothing of the failed batch landed"
+    );
     store.commit(&[host("b")]).await.expect("the store goes on");
 }
 
@@ -425,22 +445,13 @@ async fn the_lease_is_taken_once_renewed_by_its_holder_only_and_released() {
 async fn an_expired_lease_cannot_be_renewed_and_is_taken_with_a_new_epoch() {
     let pg = TempPg::new().await;
     let (a, b) = (pg.store().await, pg.store().await);
-    let short = Duration::from_millis(200);
-    let lease = a
-        .acquire("a", "a:7070", short)
-        .await
-        .expect("acquire")
-        .expect("vacant");
+    let lease = take(&a, "a", Duration::from_millis(200)).await;
     wait_for("the lease to expire", || async {
         a.current().await.expect("current").held().is_none()
     })
     .await;
     assert_eq!(a.renew("a", lease.epoch, TTL).await.expect("renew"), None);
-    let taken = b
-        .acquire("b", "b:7070", TTL)
-        .await
-        .expect("acquire")
-        .expect("expired");
+    let taken = take(&b, "b", TTL).await;
     assert_eq!(taken.epoch, lease.epoch + 1);
     assert_eq!(a.current().await.expect("current").held(), Some(&taken));
 }
@@ -452,12 +463,7 @@ async fn an_expired_lease_cannot_be_renewed_and_is_taken_with_a_new_epoch() {
 async fn an_old_leader_cannot_commit_after_a_takeover() {
     let pg = TempPg::new().await;
     let (a, b) = (pg.store().await, pg.store().await);
-    let short = Duration::from_millis(200);
-    let old = a
-        .acquire("a", "a:7070", short)
-        .await
-        .expect("acquire")
-        .expect("vacant");
+    let old = take(&a, "a", Duration::from_millis(200)).await;
     let old_store = a.fenced("a", old.epoch);
     old_store
         .commit(&[host("before")])
@@ -473,11 +479,7 @@ async fn an_old_leader_cannot_commit_after_a_takeover() {
         Err(StoreError::Fenced(message)) => assert!(message.contains("expired"), "{message}"),
         other => panic!("expected fenced, got {other:?}"),
     }
-    let new = b
-        .acquire("b", "b:7070", TTL)
-        .await
-        .expect("acquire")
-        .expect("expired");
+    let new = take(&b, "b", TTL).await;
     let new_store = b.fenced("b", new.epoch);
 
     let stale = [host("stale"), Write::Rollout(rollout("r-stale"))];
@@ -508,15 +510,7 @@ async fn an_old_leader_cannot_commit_after_a_takeover() {
         .await
         .expect("the new leader commits");
     new_store.add_samples(&samples).await.expect("and samples");
-    let hosts: Vec<String> = new_store
-        .load()
-        .await
-        .expect("load")
-        .hosts
-        .into_iter()
-        .map(|h| h.id)
-        .collect();
-    assert_eq!(hosts, ["after", "before"]);
+    assert_eq!(host_ids(&*new_store).await, ["after", "before"]);
     assert_eq!(new_store.load().await.expect("load").rollouts, vec![]);
 }
 
@@ -531,11 +525,7 @@ async fn a_commit_racing_a_takeover_lands_whole_before_it_or_not_at_all() {
     b.commit(&[Write::Rollout(rollout("r-1"))])
         .await
         .expect("the rollout");
-    let old = a
-        .acquire("a", "a:7070", Duration::from_millis(300))
-        .await
-        .expect("acquire")
-        .expect("vacant");
+    let old = take(&a, "a", Duration::from_millis(300)).await;
     let leader = a.fenced("a", old.epoch);
     let commits = tokio::spawn(async move {
         let mut outcomes = Vec::new();
@@ -608,21 +598,9 @@ async fn a_takeover_waits_for_the_commit_in_flight() {
     let pg = TempPg::new().await;
     let (a, b) = (pg.store().await, pg.store().await);
     b.commit(&[host("a")]).await.expect("host a");
-    let old = a
-        .acquire("a", "a:7070", Duration::from_millis(500))
-        .await
-        .expect("acquire")
-        .expect("vacant");
+    let old = take(&a, "a", Duration::from_millis(500)).await;
 
-    let mut blocker = pg.db.connect().await;
-    sqlx::query("BEGIN")
-        .execute(&mut blocker)
-        .await
-        .expect("begin");
-    sqlx::query("SELECT 1 FROM hosts WHERE id = 'a' FOR UPDATE")
-        .execute(&mut blocker)
-        .await
-        .expect("locking host a");
+    let mut blocker = pg.lock_host_a().await;
     let leader = a.fenced("a", old.epoch);
     let commit = tokio::spawn(async move { leader.commit(&[host("late"), host("a")]).await });
     wait_for("the lease to expire", || async {
@@ -633,22 +611,10 @@ async fn a_takeover_waits_for_the_commit_in_flight() {
         let b = b.clone();
         tokio::spawn(async move { b.acquire("b", "b:7070", TTL).await })
     };
-    let watcher = sqlx::PgPool::connect(pg.db.url()).await.expect("a watcher");
-    let name = pg.db.name().to_owned();
-    wait_for("the takeover to wait for the commit", || {
-        let (watcher, name) = (watcher.clone(), name.clone());
-        async move {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE datname = $1 AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO leader_lease%'",
-            )
-            .bind(name)
-            .fetch_one(&watcher)
-            .await
-            .expect("reading pg_stat_activity");
-            waiting > 0
-        }
-    })
+    pg.wait_for_a_lock_wait(
+        "the takeover to wait for the commit",
+        "query LIKE 'INSERT INTO leader_lease%'",
+    )
     .await;
     assert!(!takeover.is_finished());
     sqlx::query("ROLLBACK")
@@ -666,15 +632,7 @@ async fn a_takeover_waits_for_the_commit_in_flight() {
         .expect("acquire")
         .expect("taken after the commit");
     assert_eq!(new.epoch, old.epoch + 1);
-    let hosts: Vec<String> = b
-        .load()
-        .await
-        .expect("load")
-        .hosts
-        .into_iter()
-        .map(|h| h.id)
-        .collect();
-    assert_eq!(hosts, ["a", "late"]);
+    assert_eq!(host_ids(&b).await, ["a", "late"]);
 }
 
 #[tokio::test]
@@ -727,11 +685,7 @@ async fn replicas_report_their_heartbeats_and_old_ones_are_forgotten() {
 async fn the_fenced_handle_reads_what_the_store_reads() {
     let pg = TempPg::new().await;
     let store = pg.store().await;
-    let lease = store
-        .acquire("a", "a:7070", TTL)
-        .await
-        .expect("acquire")
-        .expect("vacant");
+    let lease = take(&store, "a", TTL).await;
     let fenced: Arc<dyn Store> = store.fenced("a", lease.epoch);
     fenced
         .commit(&[Write::Rollout(rollout("r-1")), event(json!({"n": 1}))])

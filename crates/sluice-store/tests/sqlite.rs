@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use sluice_store::conformance::Backend;
 use sluice_store::sqlite::{self, SqliteStore};
+use sluice_store::testing;
 use sluice_store::{HostComponentRecord, HostRecord, Store, StoreError, Timestamp, Write};
+use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions as _, Connection as _};
 
 /// A SQLite database in a directory of its own, removed when dropped.
@@ -43,19 +45,7 @@ impl Backend for TempSqlite {
     }
 
     async fn execute(&self, sql: &str) -> Result<(), StoreError> {
-        // A pool of one: a plain connection's executor does not satisfy
-        // the trait's `Send` bound with a borrowed statement.
-        let pool = sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(
-                sqlx::sqlite::SqliteConnectOptions::new()
-                    .filename(self.dir.path().join(sqlite::FILE_NAME)),
-            )
-            .await
-            .map_err(fail)?;
-        sqlx::raw_sql(sql).execute(&pool).await.map_err(fail)?;
-        pool.close().await;
-        Ok(())
+        testing::execute::<sqlx::Sqlite>(options(self.dir.path()), sql).await
     }
 }
 
@@ -63,13 +53,14 @@ fn fail(e: sqlx::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-/// A connection of its own to the database in `dir`, behind the store's back.
+/// The database in `dir`, for connections behind the store's back.
+fn options(dir: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new().filename(dir.join(sqlite::FILE_NAME))
+}
+
+/// A connection of its own to the database in `dir`.
 async fn connect(dir: &Path) -> Result<sqlx::SqliteConnection, StoreError> {
-    sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(dir.join(sqlite::FILE_NAME))
-        .connect()
-        .await
-        .map_err(fail)
+    options(dir).connect().await.map_err(fail)
 }
 
 fn time(text: &str) -> Timestamp {

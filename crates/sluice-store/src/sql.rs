@@ -1,0 +1,728 @@
+//! What the SQL backends share: the one [`Store`](crate::Store)
+//! implementation both run ([`Sql`], made each backend's by [`store!`]),
+//! over a [`Dialect`] that says where each of them differs (after flipt's
+//! `internal/storage/sql`: shared SQL, per-dialect error translation).
+//!
+//! Most of a backend is the same SQL in SQLite and PostgreSQL: the reads of
+//! the small tables, events and samples, the pages of the large tables, the
+//! rollout and freeze writes, the schema version, and finding out which
+//! write of a refused batch named what. That SQL lives here, once, written
+//! so that both dialects take it (`CAST(… AS TEXT)` for PostgreSQL's `json`
+//! columns, a quoted `"freeze"`, a page's key as a row comparison). A
+//! dialect (`sqlite.rs`, `postgres.rs`) keeps what differs: its pools and
+//! how a commit starts, the multi-row writes (SQLite's `VALUES` lists,
+//! PostgreSQL's `UNNEST` over arrays), how it stores a time, SQLite's
+//! pages as one JSON document, and which of its error codes mean what.
+//!
+//! Shared too: a commit's flow. The batch is grouped by kind (see `batch`),
+//! each kind written in its dialect, and a refused batch is put in words
+//! after its transaction is rolled back: a taken rollout name with the
+//! rollout that holds it, a failed foreign key with the writes naming a
+//! host or rollout that does not exist.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt;
+use std::marker::PhantomData;
+
+use sqlx::error::DatabaseError;
+use sqlx::migrate::{Migrate, MigrateError, Migrator};
+use sqlx::{
+    ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Transaction,
+    Type,
+};
+
+use crate::batch::{self, latest};
+use crate::read::{self, StoredTime};
+use crate::{
+    ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, Loaded, NewEvent,
+    RolloutHostRecord, RolloutRecord, SampleRecord, StoreError, StoredEvent, TokenRecord, Write,
+};
+
+/// A dialect's connection.
+pub(crate) type Conn<D> = <<D as Dialect>::Db as Database>::Connection;
+
+/// Where a backend's dialect differs from the shared SQL; [`store!`] makes
+/// it a [`Store`](crate::Store).
+#[async_trait::async_trait]
+pub(crate) trait Dialect: Send + Sync + 'static {
+    type Db: Database;
+
+    /// A time as this dialect stores it.
+    type Time: StoredTime
+        + for<'q> Encode<'q, Self::Db>
+        + for<'r> Decode<'r, Self::Db>
+        + Type<Self::Db>
+        + Send
+        + Sync
+        + Unpin
+        + 'static;
+
+    /// Starts `load`'s read transaction, which sees every table in one
+    /// snapshot.
+    const BEGIN_LOAD: &'static str;
+
+    /// One row, one integer: 1 when sqlx's `_sqlx_migrations` table exists
+    /// (the database was migrated before), 0 when not.
+    const MIGRATIONS_TABLE: &'static str;
+
+    /// Follows a bound text parameter written to a JSON column: what makes
+    /// it JSON.
+    const AS_JSON: &'static str;
+
+    /// Where `load`, `events` and `samples` read.
+    fn readers(&self) -> &Pool<Self::Db>;
+
+    /// Where commits and samples are written.
+    fn writer(&self) -> &Pool<Self::Db>;
+
+    /// The dialect's one translation of its driver's errors; `doing` says
+    /// what failed ("writing 256 hosts, a … z").
+    fn classify(e: sqlx::Error, doing: impl fmt::Display) -> StoreError;
+
+    /// [`Dialect::classify`] for a failed read of `table`.
+    fn reading(table: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+        move |e| Self::classify(e, format_args!("reading {table}"))
+    }
+
+    /// A foreign key failed (at commit: the keys are deferred).
+    fn is_foreign_key_violation(e: &sqlx::Error) -> bool;
+
+    /// A rollout's name is another rollout's.
+    fn is_taken_name(e: &sqlx::Error) -> bool;
+
+    /// Starts the transaction that commits `batch`, after any check this
+    /// handle makes first; `None` when there is nothing to do.
+    async fn begin(
+        &self,
+        batch: &[Write],
+    ) -> Result<Option<Transaction<'static, Self::Db>>, StoreError>;
+
+    /// A page of a large table as one JSON document: `page` is the
+    /// statement that reads its rows (the key bound first, then the page's
+    /// length), the document an array of one array per row of
+    /// `table.document`'s columns, times as text. `None` where the dialect
+    /// reads its pages as plain rows (the default), or where the page
+    /// cannot be read as a document (a stored value that is not what its
+    /// column promises): the page is then read as plain rows, which name
+    /// the row that does not parse.
+    async fn document(
+        _conn: &mut Conn<Self>,
+        _table: &Paged,
+        _page: &str,
+        _after: &[String],
+    ) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
+
+    async fn upsert_hosts(conn: &mut Conn<Self>, rows: &[&HostRecord]) -> Result<(), StoreError>;
+
+    async fn upsert_host_components(
+        conn: &mut Conn<Self>,
+        rows: &[&HostComponentRecord],
+    ) -> Result<(), StoreError>;
+
+    async fn upsert_components(
+        conn: &mut Conn<Self>,
+        rows: &[&ComponentRecord],
+    ) -> Result<(), StoreError>;
+
+    async fn upsert_rollout_hosts(
+        conn: &mut Conn<Self>,
+        rows: &[&RolloutHostRecord],
+    ) -> Result<(), StoreError>;
+
+    async fn upsert_tokens(conn: &mut Conn<Self>, rows: &[&TokenRecord]) -> Result<(), StoreError>;
+
+    /// Appends events, numbered in the order of `rows`.
+    async fn insert_events(conn: &mut Conn<Self>, rows: &[&NewEvent]) -> Result<(), StoreError>;
+
+    /// Writes samples (rollout, time, versions as JSON text), each key once;
+    /// one with a stored sample's key replaces it.
+    async fn write_samples(&self, rows: &[(&str, Self::Time, String)]) -> Result<(), StoreError>;
+}
+
+/// A large table that `load` reads in pages, in key order.
+#[derive(Debug)]
+pub(crate) struct Paged {
+    /// For messages.
+    pub table: &'static str,
+    /// A row's columns, each named as itself.
+    pub columns: &'static str,
+    /// Where the rows come from, and what else they meet (ends in `AND`).
+    pub from: &'static str,
+    /// The key's columns, in order.
+    pub key: &'static [&'static str],
+    /// A row's columns as the items of a JSON array, for
+    /// [`Dialect::document`] (SQLite's JSON functions: `json(labels)` keeps
+    /// the labels an object rather than a string holding one).
+    pub document: &'static str,
+}
+
+const HOSTS: Paged = Paged {
+    table: "hosts",
+    columns: "id, CAST(labels AS TEXT) AS labels, last_seen",
+    from: "hosts WHERE",
+    key: &["id"],
+    document: "id, json(labels), last_seen",
+};
+
+const HOST_COMPONENTS: Paged = Paged {
+    table: "host_components",
+    columns: "host, component, version, state, message, at",
+    from: "host_components WHERE",
+    key: &["host", "component"],
+    document: "host, component, version, state, message, at",
+};
+
+/// The host records of rollouts that are not over.
+const ROLLOUT_HOSTS: Paged = Paged {
+    table: "rollout_hosts",
+    columns: "rollout, host, CAST(record AS TEXT) AS record",
+    from: "rollout_hosts JOIN rollouts ON rollouts.id = rollout_hosts.rollout \
+           WHERE rollouts.state NOT IN ('completed', 'aborted', 'rolled_back') AND",
+    key: &["rollout", "host"],
+    document: "rollout, host, record",
+};
+
+impl Paged {
+    /// The statement of a page: the rows whose key compares `op` with the
+    /// key bound first, then at most as many as the last parameter says.
+    fn page(&self, op: &str) -> String {
+        let key = self.key.join(", ");
+        let params: Vec<String> = (1..=self.key.len()).map(|i| format!("${i}")).collect();
+        format!(
+            "SELECT {} FROM {} ({key}) {op} ({}) ORDER BY {key} LIMIT ${}",
+            self.columns,
+            self.from,
+            params.join(", "),
+            self.key.len() + 1
+        )
+    }
+}
+
+const COMPONENTS: &str = "SELECT name, stable_version FROM components ORDER BY name";
+
+const ROLLOUTS: &str = "SELECT id, name, component, state, plan, CAST(header AS TEXT), \
+                        created_at, updated_at \
+                        FROM rollouts ORDER BY created_at, id";
+
+const FREEZE: &str = "SELECT actor, reason, since FROM \"freeze\" WHERE id = 1";
+
+const TOKENS: &str =
+    "SELECT hash, role, host, name, created_at FROM tokens ORDER BY created_at, hash";
+
+const EVENTS: &str = "SELECT seq, rollout, at, actor, kind, CAST(data AS TEXT) FROM events \
+                      WHERE rollout = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+
+const SAMPLES: &str = "SELECT rollout, at, CAST(versions AS TEXT) FROM rollout_samples \
+                       WHERE rollout = $1 ORDER BY at";
+
+const SCHEMA_VERSION: &str = "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success";
+
+/// Ids per statement when looking for the rows a refused batch names.
+const IDS_PER_STATEMENT: usize = 1_000;
+
+/// Why applying a batch failed, before it is put in words.
+pub(crate) enum Failure<'a> {
+    Store(StoreError),
+    /// The rollout's name is another rollout's.
+    TakenName(&'a RolloutRecord),
+    /// A foreign key failed: the batch names a host or rollout that does
+    /// not exist.
+    Dangling,
+}
+
+impl From<StoreError> for Failure<'_> {
+    fn from(e: StoreError) -> Self {
+        Failure::Store(e)
+    }
+}
+
+/// What a failure means for the caller, before it is put in words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Try again: [`StoreError::Unavailable`].
+    Transient,
+    Refused,
+    Corrupt,
+}
+
+/// The translation both dialects share: an error of the database itself as
+/// `database` says (by its result code or SQLSTATE, with any detail to add
+/// to its message), every other one by what sqlx says went wrong.
+pub(crate) fn classify(
+    e: sqlx::Error,
+    doing: impl fmt::Display,
+    database: impl FnOnce(&dyn DatabaseError) -> (Kind, String),
+) -> StoreError {
+    let (kind, message) = match &e {
+        sqlx::Error::Database(db) => {
+            let (kind, detail) = database(db.as_ref());
+            (kind, format!("{doing}: {}{detail}", db.message()))
+        }
+        other => {
+            let message = format!("{doing}: {other}");
+            let kind = match other {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+                | sqlx::Error::BeginFailed => Kind::Transient,
+                sqlx::Error::ColumnDecode { .. }
+                | sqlx::Error::Decode(_)
+                | sqlx::Error::ColumnNotFound(_)
+                | sqlx::Error::ColumnIndexOutOfBounds { .. }
+                | sqlx::Error::TypeNotFound { .. } => Kind::Corrupt,
+                sqlx::Error::Configuration(_) => return StoreError::Config(message),
+                _ => Kind::Refused,
+            };
+            (kind, message)
+        }
+    };
+    match kind {
+        Kind::Transient => StoreError::Unavailable(message),
+        Kind::Refused => StoreError::Refused(message),
+        Kind::Corrupt => StoreError::Corrupt(message),
+    }
+}
+
+/// The newest schema version `migrator` knows.
+pub(crate) fn newest(migrator: &Migrator) -> i64 {
+    migrator.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+/// The statements both dialects run, over one dialect's database.
+#[derive(Debug)]
+pub(crate) struct Sql<D>(PhantomData<D>);
+
+impl<D: Dialect> Sql<D>
+where
+    for<'c> &'c mut Conn<D>: Executor<'c, Database = D::Db>,
+    for<'q> <D::Db as Database>::Arguments<'q>: IntoArguments<'q, D::Db>,
+    usize: ColumnIndex<<D::Db as Database>::Row>,
+    String: for<'q> Encode<'q, D::Db> + for<'r> Decode<'r, D::Db> + Type<D::Db>,
+    i64: for<'q> Encode<'q, D::Db> + for<'r> Decode<'r, D::Db> + Type<D::Db>,
+{
+    /// Refuses a database migrated by a newer sluice, then brings the
+    /// schema up to date. `database` names it in messages.
+    pub async fn migrate(
+        pool: &Pool<D::Db>,
+        migrator: &Migrator,
+        database: &str,
+    ) -> Result<(), StoreError>
+    where
+        Conn<D>: Migrate,
+    {
+        let known = newest(migrator);
+        let found = Self::applied(pool).await.map_err(|e| {
+            D::classify(e, format_args!("reading the schema version of {database}"))
+        })?;
+        if found > known {
+            pool.close().await;
+            return Err(StoreError::SchemaTooNew { found, known });
+        }
+        migrator.run(pool).await.map_err(|e| match e {
+            MigrateError::Execute(e) => D::classify(e, format_args!("migrating {database}")),
+            MigrateError::ExecuteMigration(e, version) => D::classify(
+                e,
+                format_args!("migrating {database} to schema version {version}"),
+            ),
+            other => StoreError::Corrupt(format!("migrating {database}: {other}")),
+        })
+    }
+
+    /// The newest migration recorded in the database; 0 for a new database.
+    async fn applied(pool: &Pool<D::Db>) -> Result<i64, sqlx::Error> {
+        let migrated: i64 = sqlx::query_scalar(D::MIGRATIONS_TABLE)
+            .fetch_one(pool)
+            .await?;
+        if migrated == 0 {
+            return Ok(0);
+        }
+        sqlx::query_scalar(SCHEMA_VERSION).fetch_one(pool).await
+    }
+
+    /// Every row of a statement, each made a record by `record`.
+    async fn all<R, T>(
+        conn: &mut Conn<D>,
+        sql: &str,
+        table: &'static str,
+        record: impl Fn(R) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError>
+    where
+        R: for<'r> FromRow<'r, <D::Db as Database>::Row> + Send + Unpin,
+    {
+        let rows = sqlx::query_as(sql)
+            .fetch_all(conn)
+            .await
+            .map_err(D::reading(table))?;
+        read::each(rows, record)
+    }
+
+    /// Reads a large table page by page: each page as one document where
+    /// the dialect reads it so (`document` turns a row of it into a
+    /// record), else as plain rows (`row` does); `key` is a record's key.
+    async fn pages<P, J, T>(
+        conn: &mut Conn<D>,
+        table: &Paged,
+        row: impl Fn(P) -> Result<T, StoreError>,
+        document: impl Fn(J) -> Result<T, StoreError>,
+        key: impl Fn(&T) -> Vec<String>,
+    ) -> Result<Vec<T>, StoreError>
+    where
+        P: for<'r> FromRow<'r, <D::Db as Database>::Row> + Send + Unpin,
+        J: serde::de::DeserializeOwned,
+    {
+        let mut records = Vec::new();
+        // The first page starts at the empty key (`>=`: the empty text sorts
+        // first in every collation), each later one after the last key read,
+        // so that every page is one index range scan.
+        let mut after = vec![String::new(); table.key.len()];
+        let mut op = ">=";
+        loop {
+            let sql = table.page(op);
+            let rows = D::document(conn, table, &sql, &after)
+                .await?
+                .and_then(|text| serde_json::from_str::<Vec<J>>(&text).ok());
+            let page = match rows {
+                Some(rows) => read::each(rows, &document)?,
+                None => {
+                    let mut query = sqlx::query_as::<_, P>(&sql);
+                    for key in &after {
+                        query = query.bind(key.clone());
+                    }
+                    let rows = query
+                        .bind(read::PAGE)
+                        .fetch_all(&mut *conn)
+                        .await
+                        .map_err(D::reading(table.table))?;
+                    read::each(rows, &row)?
+                }
+            };
+            let Some(last) = page.last() else {
+                return Ok(records);
+            };
+            after = key(last);
+            op = ">";
+            records.extend(page);
+        }
+    }
+
+    pub async fn load(store: &D) -> Result<Loaded, StoreError> {
+        let mut tx = store
+            .readers()
+            .begin_with(D::BEGIN_LOAD)
+            .await
+            .map_err(|e| D::classify(e, "starting to load"))?;
+        let conn = &mut *tx;
+        // A document's times are text, which `String` reads as SQLite keeps it.
+        let hosts = Self::pages(
+            conn,
+            &HOSTS,
+            read::host::<D::Time>,
+            read::host_with_labels::<String>,
+            |h: &HostRecord| vec![h.id.clone()],
+        )
+        .await?;
+        let host_components = Self::pages(
+            conn,
+            &HOST_COMPONENTS,
+            read::host_component::<D::Time>,
+            read::host_component::<String>,
+            |c: &HostComponentRecord| vec![c.host.clone(), c.component.clone()],
+        )
+        .await?;
+        let rollout_hosts = Self::pages(
+            conn,
+            &ROLLOUT_HOSTS,
+            read::rollout_host,
+            read::rollout_host,
+            |rh: &RolloutHostRecord| vec![rh.rollout.clone(), rh.host.clone()],
+        )
+        .await?;
+        let components = Self::all(conn, COMPONENTS, "components", read::component).await?;
+        let rollouts = Self::all(conn, ROLLOUTS, "rollouts", read::rollout::<D::Time>).await?;
+        let freeze = Self::all(conn, FREEZE, "freeze", read::freeze::<D::Time>)
+            .await?
+            .pop();
+        let tokens = Self::all(conn, TOKENS, "tokens", read::token::<D::Time>).await?;
+        tx.rollback()
+            .await
+            .map_err(|e| D::classify(e, "ending the load"))?;
+        Ok(Loaded {
+            hosts,
+            host_components,
+            components,
+            rollouts,
+            rollout_hosts,
+            freeze,
+            tokens,
+        })
+    }
+
+    pub async fn commit(store: &D, batch: &[Write]) -> Result<(), StoreError> {
+        let Some(mut tx) = store.begin(batch).await? else {
+            return Ok(());
+        };
+        if let Err(failure) = Self::apply(&mut tx, batch).await {
+            // The batch leaves nothing behind. A failed rollback is not
+            // worth reporting over the error that caused it: sqlx rolls back
+            // again before the connection is next used.
+            let _ = tx.rollback().await;
+            return Err(Self::explain(store.writer(), batch, failure).await);
+        }
+        match tx.commit().await {
+            Ok(()) => Ok(()),
+            Err(e) if D::is_foreign_key_violation(&e) => {
+                Err(Self::explain(store.writer(), batch, Failure::Dangling).await)
+            }
+            Err(e) => Err(D::classify(e, "committing")),
+        }
+    }
+
+    pub async fn events(
+        store: &D,
+        rollout: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query_as(EVENTS)
+            .bind(rollout.to_owned())
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(store.readers())
+            .await
+            .map_err(D::reading("events"))?;
+        read::each(rows, read::event::<D::Time>)
+    }
+
+    pub async fn add_samples(store: &D, samples: &[SampleRecord]) -> Result<(), StoreError> {
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let rows = batch::samples(samples, D::Time::store)?;
+        store.write_samples(&rows).await
+    }
+
+    pub async fn samples(store: &D, rollout: &str) -> Result<Vec<SampleRecord>, StoreError> {
+        let rows = sqlx::query_as(SAMPLES)
+            .bind(rollout.to_owned())
+            .fetch_all(store.readers())
+            .await
+            .map_err(D::reading("rollout_samples"))?;
+        read::each(rows, read::sample::<D::Time>)
+    }
+
+    pub async fn schema_version(store: &D) -> Result<i64, StoreError> {
+        Self::applied(store.readers())
+            .await
+            .map_err(D::reading("_sqlx_migrations"))
+    }
+
+    /// Writes a batch, grouped by kind (see [`batch`]), inside the caller's
+    /// transaction; each kind keeps the last write of a key (a multi-row
+    /// upsert may not touch a row twice in PostgreSQL, and the last write
+    /// wins anyway). Events go last: PostgreSQL's event numbers stay locked
+    /// until the commit, so for as short a time as possible.
+    async fn apply<'a>(conn: &mut Conn<D>, batch: &'a [Write]) -> Result<(), Failure<'a>> {
+        let g = batch::group(batch);
+        D::upsert_hosts(conn, &latest(&g.hosts, |h| h.id.as_str())).await?;
+        let host_components = latest(&g.host_components, |c| {
+            (c.host.as_str(), c.component.as_str())
+        });
+        D::upsert_host_components(conn, &host_components).await?;
+        D::upsert_components(conn, &latest(&g.components, |c| c.name.as_str())).await?;
+        // One rollout per statement (they are few), in batch order, so that
+        // the unique-name rule meets them in that order.
+        for rollout in g.rollouts {
+            Self::upsert_rollout(conn, rollout).await?;
+        }
+        let rollout_hosts = latest(&g.rollout_hosts, |rh| {
+            (rh.rollout.as_str(), rh.host.as_str())
+        });
+        D::upsert_rollout_hosts(conn, &rollout_hosts).await?;
+        if let Some(freeze) = g.freeze {
+            Self::set_freeze(conn, freeze).await?;
+        }
+        D::upsert_tokens(conn, &latest(&g.tokens, |t| t.hash.as_str())).await?;
+        D::insert_events(conn, &g.events).await?;
+        Ok(())
+    }
+
+    async fn upsert_rollout<'a>(
+        conn: &mut Conn<D>,
+        r: &'a RolloutRecord,
+    ) -> Result<(), Failure<'a>> {
+        let time = |at, column: &str| {
+            D::Time::store(at)
+                .map_err(|e| StoreError::Refused(format!("rollout {} {column}: {e}", r.id)))
+        };
+        let result = sqlx::query(&format!(
+            "INSERT INTO rollouts (id, name, component, state, plan, header, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6{}, $7, $8) \
+             ON CONFLICT (id) DO UPDATE SET \
+             name = excluded.name, component = excluded.component, state = excluded.state, \
+             plan = excluded.plan, header = excluded.header, \
+             created_at = excluded.created_at, updated_at = excluded.updated_at",
+            D::AS_JSON
+        ))
+        .bind(r.id.clone())
+        .bind(r.name.clone())
+        .bind(r.component.clone())
+        .bind(r.state.clone())
+        .bind(r.plan.clone())
+        .bind(r.header.to_string())
+        .bind(time(r.created_at, "created_at")?)
+        .bind(time(r.updated_at, "updated_at")?)
+        .execute(&mut *conn)
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            // The caller rolls back, then looks up which rollout holds the name.
+            Err(e) if D::is_taken_name(&e) => Err(Failure::TakenName(r)),
+            Err(e) => Err(Failure::Store(D::classify(
+                e,
+                format_args!("writing rollout {}", r.id),
+            ))),
+        }
+    }
+
+    async fn set_freeze(
+        conn: &mut Conn<D>,
+        freeze: Option<&FreezeRecord>,
+    ) -> Result<(), StoreError> {
+        let query = match freeze {
+            None => sqlx::query("DELETE FROM \"freeze\""),
+            Some(f) => sqlx::query(
+                "INSERT INTO \"freeze\" (id, actor, reason, since) VALUES (1, $1, $2, $3) \
+                 ON CONFLICT (id) DO UPDATE SET \
+                 actor = excluded.actor, reason = excluded.reason, since = excluded.since",
+            )
+            .bind(f.actor.clone())
+            .bind(f.reason.clone())
+            .bind(
+                D::Time::store(f.since)
+                    .map_err(|e| StoreError::Refused(format!("the freeze's since: {e}")))?,
+            ),
+        };
+        query
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| D::classify(e, "writing the freeze"))?;
+        Ok(())
+    }
+
+    /// The error of a failed batch, once its transaction is rolled back:
+    /// for a taken rollout name, the rollout holding it; for a foreign key,
+    /// the writes naming a host or rollout that does not exist.
+    async fn explain(pool: &Pool<D::Db>, batch: &[Write], failure: Failure<'_>) -> StoreError {
+        match failure {
+            Failure::Store(e) => e,
+            Failure::TakenName(rollout) => {
+                match sqlx::query_scalar::<_, String>("SELECT id FROM rollouts WHERE name = $1")
+                    .bind(rollout.name.clone())
+                    .fetch_optional(pool)
+                    .await
+                {
+                    Ok(holder) => {
+                        StoreError::Refused(batch::taken_name(rollout, holder.as_deref()))
+                    }
+                    Err(e) => D::classify(e, "reading rollouts"),
+                }
+            }
+            Failure::Dangling => {
+                let g = batch::group(batch);
+                let (hosts, rollouts) = g.references();
+                let missing_hosts = match Self::missing(pool, "hosts", &hosts).await {
+                    Ok(missing) => missing,
+                    Err(e) => return e,
+                };
+                let missing_rollouts = match Self::missing(pool, "rollouts", &rollouts).await {
+                    Ok(missing) => missing,
+                    Err(e) => return e,
+                };
+                StoreError::Refused(
+                    g.dangling(&missing_hosts, &missing_rollouts)
+                        .unwrap_or_else(|| {
+                            "the batch refers to a host or rollout that does not exist \
+                             (foreign key constraint failed)"
+                                .to_owned()
+                        }),
+                )
+            }
+        }
+    }
+
+    /// Which of `ids` have no row in `table`.
+    async fn missing<'a>(
+        pool: &Pool<D::Db>,
+        table: &'static str,
+        ids: &BTreeSet<&'a str>,
+    ) -> Result<BTreeSet<&'a str>, StoreError> {
+        let wanted: Vec<&str> = ids.iter().copied().collect();
+        let mut found = HashSet::new();
+        for chunk in wanted.chunks(IDS_PER_STATEMENT) {
+            let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!("SELECT id FROM {table} WHERE id IN ({})", params.join(", "));
+            let mut query = sqlx::query_scalar::<_, String>(&sql);
+            for id in chunk {
+                query = query.bind((*id).to_owned());
+            }
+            let rows = query.fetch_all(pool).await.map_err(D::reading(table))?;
+            found.extend(rows);
+        }
+        Ok(wanted
+            .into_iter()
+            .filter(|id| !found.contains(*id))
+            .collect())
+    }
+}
+
+/// Implements [`Store`](crate::Store) for a [`Dialect`] by the statements
+/// of [`Sql`]. A macro rather than a generic impl: that would state sqlx's
+/// bounds a second time, as Rust does not carry them over from `Sql`'s impl.
+macro_rules! store {
+    ($dialect:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::Store for $dialect {
+            async fn load(&self) -> Result<$crate::Loaded, $crate::StoreError> {
+                $crate::sql::Sql::load(self).await
+            }
+
+            async fn commit(&self, batch: &[$crate::Write]) -> Result<(), $crate::StoreError> {
+                $crate::sql::Sql::commit(self, batch).await
+            }
+
+            async fn events(
+                &self,
+                rollout: &str,
+                after: i64,
+                limit: u32,
+            ) -> Result<Vec<$crate::StoredEvent>, $crate::StoreError> {
+                $crate::sql::Sql::events(self, rollout, after, limit).await
+            }
+
+            async fn add_samples(
+                &self,
+                samples: &[$crate::SampleRecord],
+            ) -> Result<(), $crate::StoreError> {
+                $crate::sql::Sql::add_samples(self, samples).await
+            }
+
+            async fn samples(
+                &self,
+                rollout: &str,
+            ) -> Result<Vec<$crate::SampleRecord>, $crate::StoreError> {
+                $crate::sql::Sql::samples(self, rollout).await
+            }
+
+            async fn schema_version(&self) -> Result<i64, $crate::StoreError> {
+                $crate::sql::Sql::schema_version(self).await
+            }
+        }
+    };
+}
+
+pub(crate) use store;
