@@ -62,13 +62,21 @@ pub fn host_record(rollout: &Rollout, host: &str) -> Option<RolloutHostRecord> {
     })
 }
 
+/// A stored per-host record, read.
+pub fn read_host_record(rollout: &str, host: &str, record: &str) -> anyhow::Result<SnapshotHost> {
+    serde_json::from_str(record).with_context(|| {
+        format!("reading rollout_hosts: the record of rollout {rollout}, host {host}")
+    })
+}
+
 /// Rebuilds a rollout from its plan text, its stored header and the
-/// per-host records the store loaded for it.
+/// per-host records the store loaded for it (read), each host's id made
+/// the rollout's by `share`.
 pub fn restore(
     id: &str,
     plan: &str,
     header: &serde_json::Value,
-    records: Vec<(String, String)>,
+    records: Vec<SnapshotHost>,
     share: impl FnMut(String) -> Arc<str>,
 ) -> anyhow::Result<Rollout> {
     let plan = parse_plan(plan).map_err(|errors| {
@@ -76,21 +84,22 @@ pub fn restore(
     })?;
     let mut snapshot: Snapshot = serde_json::from_value(header.clone())
         .with_context(|| format!("rollout {id}: reading its stored header"))?;
-    let mut position: HashMap<String, usize> = snapshot
-        .hosts
-        .iter()
-        .enumerate()
-        .map(|(index, host)| (host.id.clone(), index))
-        .collect();
-    for (host, record) in records {
-        let host: SnapshotHost = serde_json::from_str(&record).with_context(|| {
-            format!("reading rollout_hosts: the record of rollout {id}, host {host}")
-        })?;
-        match position.get(&host.id) {
-            Some(&index) => snapshot.hosts[index] = host,
-            None => {
-                position.insert(host.id.clone(), snapshot.hosts.len());
-                snapshot.hosts.push(host);
+    if snapshot.hosts.is_empty() {
+        snapshot.hosts = records;
+    } else {
+        let mut position: HashMap<String, usize> = snapshot
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(index, host)| (host.id.clone(), index))
+            .collect();
+        for host in records {
+            match position.get(&host.id) {
+                Some(&index) => snapshot.hosts[index] = host,
+                None => {
+                    position.insert(host.id.clone(), snapshot.hosts.len());
+                    snapshot.hosts.push(host);
+                }
             }
         }
     }

@@ -14,7 +14,7 @@ use crate::clock::Clock;
 use crate::commit::{CommitError, Committer, Pending};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::world::World;
+use crate::world::{Loading, World};
 
 /// Cheap to clone: one `Arc`.
 #[derive(Clone, Debug)]
@@ -98,15 +98,14 @@ impl AppState {
     /// this returns. Returns the numbers of hosts and rollouts loaded.
     pub async fn restore(&self) -> anyhow::Result<(usize, usize)> {
         let started = std::time::Instant::now();
-        let loaded = self
-            .store()
-            .load()
+        let mut loading = Loading::default();
+        self.store()
+            .load_parts(&mut |part| loading.take(part))
             .await
             .context("loading state from the store")?;
         let read = started.elapsed();
-        let tokens = loaded.tokens.clone();
-        let counts = (loaded.hosts.len(), loaded.rollouts.len());
-        let world = World::load(loaded)?;
+        let (world, tokens) = loading.finish()?;
+        let counts = (world.host_count(), world.rollout_count());
         let built = started.elapsed();
         let (pending, writes) = {
             let mut memory = self.lock();
@@ -266,7 +265,6 @@ mod tests {
     use sluice_api::agent::{CheckinRequest, ComponentReport, ReportState};
     use sluice_api::rollout::Action;
     use sluice_core::plan::parse_plan;
-    use sluice_store::Loaded;
 
     use super::*;
     use crate::clock::SystemClock;
@@ -283,7 +281,7 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let (committer, _writer) = Committer::spawn(store.clone(), Arc::clone(&metrics));
         let parts = Parts {
-            world: World::load(Loaded::default()).expect("empty world"),
+            world: Loading::default().finish().expect("empty world").0,
             tokens: Tokens::default(),
             committer,
             metrics,

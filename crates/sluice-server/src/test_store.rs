@@ -4,7 +4,7 @@
 
 use std::sync::Mutex;
 
-use sluice_store::{Loaded, SampleRecord, Store, StoreError, StoredEvent, Write};
+use sluice_store::{Part, SampleRecord, Store, StoreError, StoredEvent, Write};
 
 /// Fails the first commits with `failures` (in order), then records every
 /// batch; each commit first waits for a permit of `gate`.
@@ -36,8 +36,8 @@ impl TestStore {
 
 #[async_trait::async_trait]
 impl Store for TestStore {
-    async fn load(&self) -> Result<Loaded, StoreError> {
-        Ok(Loaded::default())
+    async fn load_parts(&self, _each: &mut (dyn FnMut(Part) + Send)) -> Result<(), StoreError> {
+        Ok(())
     }
 
     async fn commit(&self, batch: &[Write]) -> Result<(), StoreError> {

@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use crate::{
-    ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, Loaded, NewEvent,
+    ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, Loaded, NewEvent, Part,
     ReportedState, RolloutHostRecord, RolloutRecord, SampleRecord, Store, StoreError, StoredEvent,
     Timestamp, TokenRecord, TokenRole, Write,
 };
@@ -69,6 +69,7 @@ macro_rules! store_conformance_suite {
             writes_naming_unknown_hosts_or_rollouts_are_refused,
             a_batch_may_refer_forward_to_its_own_writes,
             a_large_batch_round_trips,
+            the_load_comes_in_parts_and_pages,
             data_survives_reopening,
             schema_version_is_at_least_one,
             a_newer_schema_is_refused,
@@ -814,6 +815,83 @@ pub async fn a_large_batch_round_trips(backend: &dyn Backend) -> Result<(), Stor
         events.iter().map(|e| e.event.data["n"].clone()).collect();
     let expected: Vec<serde_json::Value> = (0..EVENTS).map(|m| json!(m)).collect();
     assert_eq!(minutes, expected, "events keep their batch order");
+    Ok(())
+}
+
+/// `load_parts` hands the small tables over first, then each large table a
+/// page at a time (more than one page here), every row once, and the same
+/// rows as `load`.
+pub async fn the_load_comes_in_parts_and_pages(backend: &dyn Backend) -> Result<(), StoreError> {
+    const HOSTS: usize = 10_001;
+    let store = backend.open().await?;
+    let ids: Vec<String> = (0..HOSTS)
+        .map(|i| format!("host-{i:05}.example.net"))
+        .collect();
+    let mut batch = vec![
+        Write::Rollout(rollout("r-1", "big", "running")),
+        Write::Component(ComponentRecord {
+            name: "docker-engine".to_owned(),
+            stable_version: None,
+        }),
+    ];
+    for id in &ids {
+        batch.push(Write::Host(host(id, &[("role", "web")], None)));
+        batch.push(Write::HostComponent(host_component(
+            id,
+            "docker-engine",
+            "1.12.6",
+            None,
+            0,
+        )));
+        batch.push(Write::RolloutHost(rollout_host("r-1", id, "healthy")));
+    }
+    store.commit(&batch).await?;
+
+    let mut kinds: Vec<(&str, usize)> = Vec::new();
+    let mut parts = Loaded::default();
+    store
+        .load_parts(&mut |part| {
+            let (kind, rows) = match &part {
+                Part::Components(rows) => ("components", rows.len()),
+                Part::Rollouts(rows) => ("rollouts", rows.len()),
+                Part::Freeze(freeze) => ("freeze", usize::from(freeze.is_some())),
+                Part::Tokens(rows) => ("tokens", rows.len()),
+                Part::Hosts(rows) => ("hosts", rows.len()),
+                Part::HostComponents(rows) => ("host_components", rows.len()),
+                Part::RolloutHosts(rows) => ("rollout_hosts", rows.len()),
+            };
+            kinds.push((kind, rows));
+            parts.absorb(part);
+        })
+        .await?;
+    let mut order: Vec<&str> = kinds.iter().map(|(kind, _)| *kind).collect();
+    order.dedup();
+    assert_eq!(
+        order,
+        [
+            "components",
+            "rollouts",
+            "freeze",
+            "tokens",
+            "hosts",
+            "host_components",
+            "rollout_hosts"
+        ],
+        "every kind once, in this order: {kinds:?}"
+    );
+    for large in ["hosts", "host_components", "rollout_hosts"] {
+        let pages: Vec<usize> = kinds
+            .iter()
+            .filter(|(kind, _)| *kind == large)
+            .map(|(_, rows)| *rows)
+            .collect();
+        assert!(pages.len() > 1, "{large} in more than one page: {pages:?}");
+        assert_eq!(pages.iter().sum::<usize>(), HOSTS, "{large}: {pages:?}");
+    }
+    let parts = sorted(parts);
+    let loaded: Vec<&str> = parts.hosts.iter().map(|h| h.id.as_str()).collect();
+    assert_eq!(loaded, ids, "every host once");
+    assert_eq!(parts, load(&*store).await?);
     Ok(())
 }
 

@@ -178,6 +178,23 @@ pub struct SampleRecord {
     pub versions: BTreeMap<String, u64>,
 }
 
+/// A part of what [`Store::load_parts`] reads, handed over as it is read,
+/// in this order: the small tables (components, rollouts, the freeze,
+/// tokens), then the large ones a page at a time, each in key order —
+/// hosts by id, host components by host and component, and the host
+/// records of rollouts that are not terminal by rollout and host.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Part {
+    Components(Vec<ComponentRecord>),
+    /// Every rollout, terminal ones included (they are few and small).
+    Rollouts(Vec<RolloutRecord>),
+    Freeze(Option<FreezeRecord>),
+    Tokens(Vec<TokenRecord>),
+    Hosts(Vec<HostRecord>),
+    HostComponents(Vec<HostComponentRecord>),
+    RolloutHosts(Vec<RolloutHostRecord>),
+}
+
 /// Everything the server holds in memory, as loaded at start.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Loaded {
@@ -190,6 +207,36 @@ pub struct Loaded {
     pub rollout_hosts: Vec<RolloutHostRecord>,
     pub freeze: Option<FreezeRecord>,
     pub tokens: Vec<TokenRecord>,
+}
+
+impl Loaded {
+    /// Adds a part of a load.
+    pub fn absorb(&mut self, part: Part) {
+        match part {
+            Part::Components(rows) => self.components.extend(rows),
+            Part::Rollouts(rows) => self.rollouts.extend(rows),
+            Part::Freeze(freeze) => self.freeze = freeze,
+            Part::Tokens(rows) => self.tokens.extend(rows),
+            Part::Hosts(rows) => self.hosts.extend(rows),
+            Part::HostComponents(rows) => self.host_components.extend(rows),
+            Part::RolloutHosts(rows) => self.rollout_hosts.extend(rows),
+        }
+    }
+
+    /// The parts of this load, in the order [`Store::load_parts`] hands
+    /// them over.
+    pub fn into_parts(self) -> impl Iterator<Item = Part> {
+        [
+            Part::Components(self.components),
+            Part::Rollouts(self.rollouts),
+            Part::Freeze(self.freeze),
+            Part::Tokens(self.tokens),
+            Part::Hosts(self.hosts),
+            Part::HostComponents(self.host_components),
+            Part::RolloutHosts(self.rollout_hosts),
+        ]
+        .into_iter()
+    }
 }
 
 /// Declares a closed set of names stored as text: `as_str` writes them,
@@ -314,8 +361,18 @@ impl StoreError {
 /// The durable state behind a sluice server.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Reads everything the server keeps in memory.
-    async fn load(&self) -> Result<Loaded, StoreError>;
+    /// Reads everything the server keeps in memory from one snapshot,
+    /// handing it to `each` part by part as it is read (see [`Part`]), so
+    /// that a million hosts are never held twice: the caller builds its
+    /// memory from each page while the next one is read.
+    async fn load_parts(&self, each: &mut (dyn FnMut(Part) + Send)) -> Result<(), StoreError>;
+
+    /// Reads everything the server keeps in memory, at once.
+    async fn load(&self) -> Result<Loaded, StoreError> {
+        let mut loaded = Loaded::default();
+        self.load_parts(&mut |part| loaded.absorb(part)).await?;
+        Ok(loaded)
+    }
 
     /// Applies `batch` in one transaction, in order; returns once durable.
     async fn commit(&self, batch: &[Write]) -> Result<(), StoreError>;

@@ -34,7 +34,7 @@ use sqlx::{
 use crate::batch::{self, latest};
 use crate::read::{self, StoredTime};
 use crate::{
-    ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, Loaded, NewEvent,
+    ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, NewEvent, Part,
     RolloutHostRecord, RolloutRecord, SampleRecord, StoreError, StoredEvent, TokenRecord, Write,
 };
 
@@ -361,105 +361,138 @@ where
         read::each(rows, record)
     }
 
-    /// Reads a large table page by page: each page as one document where
-    /// the dialect reads it so (`document` turns a row of it into a
-    /// record), else as plain rows (`row` does); `key` is a record's key.
+    /// Reads a large table page by page, handing each page to `each` as
+    /// `part` of it while the next one is read (the database works on the
+    /// next page while the caller takes this one in). A page is one
+    /// document where the dialect reads it so (`document` turns a row of
+    /// it into a record), else plain rows (`row` does); `key` is a
+    /// record's key.
     async fn pages<P, J, T>(
         conn: &mut Conn<D>,
         table: &Paged,
         row: impl Fn(P) -> Result<T, StoreError>,
         document: impl Fn(J) -> Result<T, StoreError>,
         key: impl Fn(&T) -> Vec<String>,
+        part: impl Fn(Vec<T>) -> Part,
+        each: &mut (dyn FnMut(Part) + Send),
+    ) -> Result<(), StoreError>
+    where
+        P: for<'r> FromRow<'r, <D::Db as Database>::Row> + Send + Unpin,
+        J: serde::de::DeserializeOwned,
+        T: Send,
+    {
+        // The first page starts at the empty key (`>=`: the empty text sorts
+        // first in every collation), each later one after the greatest key
+        // read, so that every page is one index range scan.
+        let mut after = vec![String::new(); table.key.len()];
+        let mut op = ">=";
+        let mut read = None;
+        loop {
+            let sql = table.page(op);
+            let next = Self::page(conn, table, &sql, &after, &row, &document);
+            let take = async {
+                if let Some(page) = read.take() {
+                    // Lets the read of the next page start first.
+                    tokio::task::yield_now().await;
+                    each(part(page));
+                }
+            };
+            let (page, ()) = tokio::join!(next, take);
+            let page = page?;
+            // A page's rows may come in any order within it.
+            let Some(greatest) = page.iter().map(&key).max() else {
+                return Ok(());
+            };
+            after = greatest;
+            op = ">";
+            read = Some(page);
+        }
+    }
+
+    /// One page of a large table (see [`Sql::pages`]).
+    async fn page<P, J, T>(
+        conn: &mut Conn<D>,
+        table: &Paged,
+        sql: &str,
+        after: &[String],
+        row: &impl Fn(P) -> Result<T, StoreError>,
+        document: &impl Fn(J) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError>
     where
         P: for<'r> FromRow<'r, <D::Db as Database>::Row> + Send + Unpin,
         J: serde::de::DeserializeOwned,
     {
-        let mut records = Vec::new();
-        // The first page starts at the empty key (`>=`: the empty text sorts
-        // first in every collation), each later one after the last key read,
-        // so that every page is one index range scan.
-        let mut after = vec![String::new(); table.key.len()];
-        let mut op = ">=";
-        loop {
-            let sql = table.page(op);
-            let rows = D::document(conn, table, &sql, &after)
-                .await?
-                .and_then(|text| serde_json::from_str::<Vec<J>>(&text).ok());
-            let page = match rows {
-                Some(rows) => read::each(rows, &document)?,
-                None => {
-                    let mut query = sqlx::query_as::<_, P>(&sql);
-                    for key in &after {
-                        query = query.bind(key.clone());
-                    }
-                    let rows = query
-                        .bind(read::PAGE)
-                        .fetch_all(&mut *conn)
-                        .await
-                        .map_err(D::reading(table.table))?;
-                    read::each(rows, &row)?
-                }
-            };
-            let Some(last) = page.last() else {
-                return Ok(records);
-            };
-            after = key(last);
-            op = ">";
-            records.extend(page);
+        let rows = D::document(conn, table, sql, after)
+            .await?
+            .and_then(|text| serde_json::from_str::<Vec<J>>(&text).ok());
+        if let Some(rows) = rows {
+            return read::each(rows, document);
         }
+        let mut query = sqlx::query_as::<_, P>(sql);
+        for key in after {
+            query = query.bind(key.clone());
+        }
+        let rows = query
+            .bind(read::PAGE)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(D::reading(table.table))?;
+        read::each(rows, row)
     }
 
-    pub async fn load(store: &D) -> Result<Loaded, StoreError> {
+    pub async fn load_parts(
+        store: &D,
+        each: &mut (dyn FnMut(Part) + Send),
+    ) -> Result<(), StoreError> {
         let mut tx = store
             .readers()
             .begin_with(D::BEGIN_LOAD)
             .await
             .map_err(|e| D::classify(e, "starting to load"))?;
         let conn = &mut *tx;
+        let components = Self::all(conn, COMPONENTS, "components", read::component).await?;
+        each(Part::Components(components));
+        let rollouts = Self::all(conn, ROLLOUTS, "rollouts", read::rollout::<D::Time>).await?;
+        each(Part::Rollouts(rollouts));
+        let freeze = Self::all(conn, FREEZE, "freeze", read::freeze::<D::Time>).await?;
+        each(Part::Freeze(freeze.into_iter().next()));
+        let tokens = Self::all(conn, TOKENS, "tokens", read::token::<D::Time>).await?;
+        each(Part::Tokens(tokens));
         // A document's times are text, which `String` reads as SQLite keeps it.
-        let hosts = Self::pages(
+        Self::pages(
             conn,
             &HOSTS,
             read::host::<D::Time>,
             read::host_with_labels::<String>,
             |h: &HostRecord| vec![h.id.clone()],
+            Part::Hosts,
+            each,
         )
         .await?;
-        let host_components = Self::pages(
+        Self::pages(
             conn,
             &HOST_COMPONENTS,
             read::host_component::<D::Time>,
             read::host_component::<String>,
             |c: &HostComponentRecord| vec![c.host.clone(), c.component.clone()],
+            Part::HostComponents,
+            each,
         )
         .await?;
-        let rollout_hosts = Self::pages(
+        Self::pages(
             conn,
             &ROLLOUT_HOSTS,
             read::rollout_host,
             read::rollout_host,
             |rh: &RolloutHostRecord| vec![rh.rollout.clone(), rh.host.clone()],
+            Part::RolloutHosts,
+            each,
         )
         .await?;
-        let components = Self::all(conn, COMPONENTS, "components", read::component).await?;
-        let rollouts = Self::all(conn, ROLLOUTS, "rollouts", read::rollout::<D::Time>).await?;
-        let freeze = Self::all(conn, FREEZE, "freeze", read::freeze::<D::Time>)
-            .await?
-            .pop();
-        let tokens = Self::all(conn, TOKENS, "tokens", read::token::<D::Time>).await?;
         tx.rollback()
             .await
             .map_err(|e| D::classify(e, "ending the load"))?;
-        Ok(Loaded {
-            hosts,
-            host_components,
-            components,
-            rollouts,
-            rollout_hosts,
-            freeze,
-            tokens,
-        })
+        Ok(())
     }
 
     pub async fn commit(store: &D, batch: &[Write]) -> Result<(), StoreError> {
@@ -687,8 +720,11 @@ macro_rules! store {
     ($dialect:ty) => {
         #[async_trait::async_trait]
         impl $crate::Store for $dialect {
-            async fn load(&self) -> Result<$crate::Loaded, $crate::StoreError> {
-                $crate::sql::Sql::load(self).await
+            async fn load_parts(
+                &self,
+                each: &mut (dyn FnMut($crate::Part) + Send),
+            ) -> Result<(), $crate::StoreError> {
+                $crate::sql::Sql::load_parts(self, each).await
             }
 
             async fn commit(&self, batch: &[$crate::Write]) -> Result<(), $crate::StoreError> {

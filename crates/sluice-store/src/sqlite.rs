@@ -245,10 +245,11 @@ impl Dialect for SqliteStore {
         page: &str,
         after: &[String],
     ) -> Result<Option<String>, StoreError> {
+        // No ORDER BY inside the aggregate: it would sort the page again in
+        // a temporary b-tree; `Sql::pages` takes the rows in any order.
         let sql = format!(
-            "SELECT json_group_array(json_array({}) ORDER BY {}) FROM ({page})",
-            table.document,
-            table.key.join(", ")
+            "SELECT json_group_array(json_array({})) FROM ({page})",
+            table.document
         );
         let mut query = sqlx::query_scalar::<_, String>(&sql);
         for key in after {

@@ -6,14 +6,14 @@
 //! before it lets go of the lock (see [`crate::commit`]). Queries answer
 //! from memory only. Nothing here does IO or awaits.
 //!
-//! Layout: this module holds the state and the changes (loading, driving
-//! rollouts, check-ins, rollouts, freeze, import); [`desired`] the rule that
+//! Layout: this module holds the state and the changes (driving rollouts,
+//! check-ins, rollouts, freeze, import); [`Loading`] builds it from the
+//! store at start; [`desired`] the rule that
 //! decides what a host should run, and moving the stable version; `views`
 //! the wire projections the API and `/metrics` show; [`WorldError`] why a
 //! change or a query was refused (mapped to HTTP in `crate::error` alone).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
 
 use jiff::Timestamp;
 use sluice_api::admin::FreezeView;
@@ -27,8 +27,7 @@ use sluice_core::rollout::{
     Rollout, Sighting,
 };
 use sluice_store::{
-    ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, Loaded, NewEvent,
-    RolloutRecord, Write,
+    ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, NewEvent, RolloutRecord, Write,
 };
 
 use crate::clock::rfc3339;
@@ -38,11 +37,13 @@ use crate::vocabulary;
 mod desired;
 mod error;
 mod hosts;
+mod loading;
 mod views;
 
 pub use error::WorldError;
 use hosts::Strings;
 pub use hosts::{HostEntry, Reported, Reports};
+pub use loading::Loading;
 
 /// Longest message kept from a check-in report: its last lines.
 const MAX_MESSAGE_CHARS: usize = 4096;
@@ -220,98 +221,6 @@ pub struct World {
 
 impl World {
     // ---- loading -------------------------------------------------------
-
-    /// Rebuilds memory from the store. Fails, naming the rollout, when a
-    /// rollout cannot be restored: serving without it could admit hosts
-    /// beyond its quotas or forget what its hosts should run.
-    ///
-    /// Built for a million hosts: the hosts come sorted by id, so their map
-    /// is built in one pass and each host's reports are matched to it by
-    /// walking both lists in step; rollouts share the inventory's ids, and
-    /// an active rollout's waiting hosts, which the store does not keep
-    /// (see [`record`]), are placed again from the inventory.
-    pub fn load(loaded: Loaded) -> anyhow::Result<World> {
-        let mut world = World {
-            next_seq: 1,
-            ..World::default()
-        };
-        let mut hosts: Vec<(HostId, HostEntry)> = Vec::with_capacity(loaded.hosts.len());
-        for host in loaded.hosts {
-            let id = HostId::parse(host.id).map_err(|error| {
-                anyhow::anyhow!("reading hosts: the id of a stored host: {error}")
-            })?;
-            let entry = HostEntry {
-                labels: world.strings.labels(&host.labels),
-                last_seen: host.last_seen,
-                saved_seen: host.last_seen,
-                components: Reports::default(),
-            };
-            hosts.push((id, entry));
-        }
-        // A store's collation may not be byte order.
-        if !hosts.is_sorted_by(|a, b| a.0 < b.0) {
-            hosts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            hosts.dedup_by(|a, b| a.0 == b.0);
-        }
-        let mut at = 0;
-        for record in loaded.host_components {
-            // Reports come sorted by host too: the cursor only moves on,
-            // unless a collation that is not byte order sends it back.
-            if hosts.get(at).is_none_or(|(id, _)| **id != *record.host) {
-                match hosts.binary_search_by(|(id, _)| (**id).cmp(&record.host)) {
-                    Ok(found) => at = found,
-                    Err(_) => continue,
-                }
-            }
-            let reported = Reported {
-                version: world.strings.get(&record.version),
-                state: record.state.map(vocabulary::wire_report),
-                message: record.message.map(String::into_boxed_str),
-                at: record.at,
-            };
-            let component = world.strings.get(&record.component);
-            let stats = world.components.entry(record.component).or_default();
-            stats.count(&reported, true);
-            hosts[at].1.components.insert(component, reported);
-        }
-        world.hosts = hosts.into_iter().collect();
-        for component in loaded.components {
-            world.components.entry(component.name).or_default().stable = component.stable_version;
-        }
-        world.freeze = loaded.freeze;
-
-        let mut records: HashMap<String, Vec<(String, String)>> = HashMap::new();
-        for record in loaded.rollout_hosts {
-            records
-                .entry(record.rollout)
-                .or_default()
-                .push((record.host, record.record));
-        }
-        let mut rollouts = loaded.rollouts;
-        rollouts.sort_by(|a, b| {
-            (&a.created_at, id_number(&a.id)).cmp(&(&b.created_at, id_number(&b.id)))
-        });
-        for record in rollouts {
-            let hosts = records.remove(&record.id).unwrap_or_default();
-            let share = |id: String| match world.hosts.get_key_value(id.as_str()) {
-                Some((known, _)) => known.as_arc().clone(),
-                None => Arc::from(id),
-            };
-            let mut rollout =
-                persist::restore(&record.id, &record.plan, &record.header, hosts, share)?;
-            let component = &rollout.plan().component;
-            let inventory = world.hosts.iter().map(|(id, host)| Sighting {
-                id: id.as_arc().clone(),
-                labels: host.labels.clone(),
-                version: host.components.get(component).map(|c| c.version.clone()),
-            });
-            rollout.place(inventory.collect::<Vec<_>>());
-            let updated_at = record.updated_at;
-            world.next_seq = world.next_seq.max(id_number(&record.id).unwrap_or(0) + 1);
-            world.insert_rollout(RolloutEntry::new(rollout, record.plan, updated_at));
-        }
-        Ok(world)
-    }
 
     /// After a restart: feeds the freeze to every active rollout (it may
     /// have been set after a rollout's record was last written).

@@ -287,6 +287,10 @@ impl World {
     pub fn host_count(&self) -> usize {
         self.hosts.len()
     }
+
+    pub fn rollout_count(&self) -> usize {
+        self.rollouts.len()
+    }
 }
 
 /// An Ansible group name: letters, digits and underscores.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use sluice_store::{Loaded, SampleRecord, SqliteStore, Store, StoreError, StoredEvent, Write};
+use sluice_store::{Part, SampleRecord, SqliteStore, Store, StoreError, StoredEvent, Write};
 use tempfile::TempDir;
 
 use crate::helpers::{
@@ -309,8 +309,8 @@ struct Refusing(SqliteStore);
 
 #[async_trait::async_trait]
 impl Store for Refusing {
-    async fn load(&self) -> Result<Loaded, StoreError> {
-        self.0.load().await
+    async fn load_parts(&self, each: &mut (dyn FnMut(Part) + Send)) -> Result<(), StoreError> {
+        self.0.load_parts(each).await
     }
 
     async fn commit(&self, batch: &[Write]) -> Result<(), StoreError> {
