@@ -5,14 +5,16 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use sluice_store::conformance::Backend;
 use sluice_store::testing::TempPgDatabase;
 use sluice_store::{
-    Cluster, HostRecord, NewEvent, PgStore, RolloutRecord, Store, StoreError, Timestamp, Write,
+    Cluster, HostRecord, Lease, NewEvent, PgStore, RolloutRecord, Store, StoreError, Timestamp,
+    Write,
 };
+use sluice_testkit::{wait_for, DEADLINE};
 
 /// A fresh database, opened as often as a case needs.
 struct TempPg {
@@ -30,6 +32,43 @@ impl TempPg {
         PgStore::open(self.db.url())
             .await
             .expect("opening the store")
+    }
+
+    /// A session of its own, in a transaction holding host a's row, so
+    /// that a commit writing host a waits until it rolls back.
+    async fn lock_host_a(&self) -> sqlx::PgConnection {
+        let mut blocker = self.db.connect().await;
+        sqlx::query("BEGIN")
+            .execute(&mut blocker)
+            .await
+            .expect("begin");
+        sqlx::query("SELECT 1 FROM hosts WHERE id = 'a' FOR UPDATE")
+            .execute(&mut blocker)
+            .await
+            .expect("locking host a");
+        blocker
+    }
+
+    /// Waits until a session of the database that `matches` (SQL on
+    /// `pg_stat_activity`) waits for a lock; returns the watching pool.
+    async fn wait_for_lock_wait(&self, what: &str, matches: &str) -> sqlx::PgPool {
+        let watcher = sqlx::PgPool::connect(self.db.url())
+            .await
+            .expect("a watcher");
+        let query = format!(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = $1 AND wait_event_type = 'Lock' AND {matches}"
+        );
+        wait_for(what, DEADLINE, || async {
+            let waiting: i64 = sqlx::query_scalar(&query)
+                .bind(self.db.name())
+                .fetch_one(&watcher)
+                .await
+                .expect("reading pg_stat_activity");
+            waiting > 0
+        })
+        .await;
+        watcher
     }
 
     /// Runs `sql` on a pool of its own.
@@ -109,17 +148,21 @@ fn host(id: &str) -> Write {
     })
 }
 
-/// Waits until `condition` holds, polling, for at most 30 seconds.
-async fn wait_for<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+/// `store` takes the vacant lease as holder `a` for `ttl`.
+async fn lead(store: &PgStore, ttl: Duration) -> Lease {
+    store
+        .acquire("a", "a:7070", ttl)
+        .await
+        .expect("acquire")
+        .expect("vacant")
+}
+
+/// Waits until `store` sees no lease held.
+async fn lease_expires(store: &PgStore) {
+    wait_for("the lease to expire", DEADLINE, || async {
+        store.current().await.expect("current").held().is_none()
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -181,42 +224,22 @@ async fn a_connection_lost_mid_commit_is_transient_and_leaves_nothing() {
     store.commit(&[host("a")]).await.expect("first commit");
 
     // Another session holds host a's row, so the commit below waits.
-    let mut blocker = pg.db.connect().await;
-    sqlx::query("BEGIN")
-        .execute(&mut blocker)
-        .await
-        .expect("begin");
-    sqlx::query("SELECT 1 FROM hosts WHERE id = 'a' FOR UPDATE")
-        .execute(&mut blocker)
-        .await
-        .expect("locking host a");
-
+    let mut blocker = pg.lock_host_a().await;
     let commit = {
         let store = store.clone();
         tokio::spawn(async move { store.commit(&[host("b"), host("a")]).await })
     };
-    let watcher = sqlx::PgPool::connect(pg.db.url()).await.expect("a watcher");
-    let name = pg.db.name().to_owned();
-    wait_for("the commit to wait for the lock", || {
-        let (watcher, name) = (watcher.clone(), name.clone());
-        async move {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE datname = $1 AND application_name = 'sluice' AND wait_event_type = 'Lock'",
-            )
-            .bind(name)
-            .fetch_one(&watcher)
-            .await
-            .expect("reading pg_stat_activity");
-            waiting > 0
-        }
-    })
-    .await;
+    let watcher = pg
+        .wait_for_lock_wait(
+            "the commit to wait for the lock",
+            "application_name = 'sluice'",
+        )
+        .await;
     sqlx::query(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
          WHERE datname = $1 AND application_name = 'sluice' AND wait_event_type = 'Lock'",
     )
-    .bind(&name)
+    .bind(pg.db.name())
     .execute(&watcher)
     .await
     .expect("ending the waiting connection");
@@ -426,15 +449,8 @@ async fn an_expired_lease_cannot_be_renewed_and_is_taken_with_a_new_epoch() {
     let pg = TempPg::new().await;
     let (a, b) = (pg.store().await, pg.store().await);
     let short = Duration::from_millis(200);
-    let lease = a
-        .acquire("a", "a:7070", short)
-        .await
-        .expect("acquire")
-        .expect("vacant");
-    wait_for("the lease to expire", || async {
-        a.current().await.expect("current").held().is_none()
-    })
-    .await;
+    let lease = lead(&a, short).await;
+    lease_expires(&a).await;
     assert_eq!(a.renew("a", lease.epoch, TTL).await.expect("renew"), None);
     let taken = b
         .acquire("b", "b:7070", TTL)
@@ -453,21 +469,14 @@ async fn an_old_leader_cannot_commit_after_a_takeover() {
     let pg = TempPg::new().await;
     let (a, b) = (pg.store().await, pg.store().await);
     let short = Duration::from_millis(200);
-    let old = a
-        .acquire("a", "a:7070", short)
-        .await
-        .expect("acquire")
-        .expect("vacant");
+    let old = lead(&a, short).await;
     let old_store = a.fenced("a", old.epoch);
     old_store
         .commit(&[host("before")])
         .await
         .expect("the leader commits");
 
-    wait_for("the lease to expire", || async {
-        b.current().await.expect("current").held().is_none()
-    })
-    .await;
+    lease_expires(&b).await;
     // Expired but not yet taken: fenced too.
     match old_store.commit(&[host("expired")]).await {
         Err(StoreError::Fenced(message)) => assert!(message.contains("expired"), "{message}"),
@@ -531,11 +540,7 @@ async fn a_commit_racing_a_takeover_lands_whole_before_it_or_not_at_all() {
     b.commit(&[Write::Rollout(rollout("r-1"))])
         .await
         .expect("the rollout");
-    let old = a
-        .acquire("a", "a:7070", Duration::from_millis(300))
-        .await
-        .expect("acquire")
-        .expect("vacant");
+    let old = lead(&a, Duration::from_millis(300)).await;
     let leader = a.fenced("a", old.epoch);
     let commits = tokio::spawn(async move {
         let mut outcomes = Vec::new();
@@ -608,47 +613,20 @@ async fn a_takeover_waits_for_the_commit_in_flight() {
     let pg = TempPg::new().await;
     let (a, b) = (pg.store().await, pg.store().await);
     b.commit(&[host("a")]).await.expect("host a");
-    let old = a
-        .acquire("a", "a:7070", Duration::from_millis(500))
-        .await
-        .expect("acquire")
-        .expect("vacant");
+    let old = lead(&a, Duration::from_millis(500)).await;
 
-    let mut blocker = pg.db.connect().await;
-    sqlx::query("BEGIN")
-        .execute(&mut blocker)
-        .await
-        .expect("begin");
-    sqlx::query("SELECT 1 FROM hosts WHERE id = 'a' FOR UPDATE")
-        .execute(&mut blocker)
-        .await
-        .expect("locking host a");
+    let mut blocker = pg.lock_host_a().await;
     let leader = a.fenced("a", old.epoch);
     let commit = tokio::spawn(async move { leader.commit(&[host("late"), host("a")]).await });
-    wait_for("the lease to expire", || async {
-        b.current().await.expect("current").held().is_none()
-    })
-    .await;
+    lease_expires(&b).await;
     let takeover = {
         let b = b.clone();
         tokio::spawn(async move { b.acquire("b", "b:7070", TTL).await })
     };
-    let watcher = sqlx::PgPool::connect(pg.db.url()).await.expect("a watcher");
-    let name = pg.db.name().to_owned();
-    wait_for("the takeover to wait for the commit", || {
-        let (watcher, name) = (watcher.clone(), name.clone());
-        async move {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE datname = $1 AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO leader_lease%'",
-            )
-            .bind(name)
-            .fetch_one(&watcher)
-            .await
-            .expect("reading pg_stat_activity");
-            waiting > 0
-        }
-    })
+    pg.wait_for_lock_wait(
+        "the takeover to wait for the commit",
+        "query LIKE 'INSERT INTO leader_lease%'",
+    )
     .await;
     assert!(!takeover.is_finished());
     sqlx::query("ROLLBACK")

@@ -4,6 +4,8 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use sluice_testkit::Stage;
+
 use crate::helpers::{assert_error, desired, fleet, host, plan, report, spawn_app, TestApp};
 
 #[tokio::test]
@@ -23,7 +25,7 @@ async fn half_admitted(app: &TestApp) -> (String, Vec<String>) {
     let id = app
         .rollout(&plan(
             "half",
-            &["{ percent: 50, approve: true }", "{ percent: 100 }"],
+            [Stage::percent(50).approve(), Stage::percent(100)],
         ))
         .await;
     assert_eq!(
@@ -86,7 +88,7 @@ async fn rolled_back_hosts_are_told_the_version_they_ran_before() {
 async fn a_rollout_that_covered_every_host_moves_the_stable_version() {
     let app = spawn_app().await;
     assert_eq!(app.import(&fleet(2)).await.status(), StatusCode::OK);
-    let id = app.rollout(&plan("all", &["{ percent: 100 }"])).await;
+    let id = app.rollout(&plan("all", [Stage::percent(100)])).await;
     assert_eq!(
         app.action(&id, "start", "test").await.status(),
         StatusCode::OK

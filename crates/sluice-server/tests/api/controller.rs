@@ -7,7 +7,11 @@ use axum::http::StatusCode as AxumStatus;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{desired, fleet, host, plan, report, serve, spawn_app, wait_for, TestApp};
+use sluice_testkit::{Gate, Stage};
+
+use crate::helpers::{
+    desired, fleet, host, plan, report, serve, spawn_app, wait_for, TestApp, DEADLINE,
+};
 
 /// Every host checks in once, applying what it is told: an agent's loop.
 async fn agents_round(app: &TestApp, hosts: usize) {
@@ -26,10 +30,10 @@ async fn stages_advance_through_bakes_and_approval_to_completion() {
     let id = app
         .rollout(&plan(
             "bakes",
-            &[
-                "{ percent: 25, bake: 1s }",
-                "{ percent: 50, bake: 1s, approve: true }",
-                "{ percent: 100 }",
+            [
+                Stage::percent(25).bake("1s"),
+                Stage::percent(50).bake("1s").approve(),
+                Stage::percent(100),
             ],
         ))
         .await;
@@ -41,12 +45,12 @@ async fn stages_advance_through_bakes_and_approval_to_completion() {
     assert!(detail["bake_until"].is_string());
 
     // The bake ends by itself; stage 2 admits a second host.
-    wait_for("stage 2", || async {
+    wait_for("stage 2", DEADLINE, || async {
         (app.detail(&id).await["stage"] == 1).then_some(())
     })
     .await;
     agents_round(&app, 4).await;
-    let awaiting = wait_for("approval", || async {
+    let awaiting = wait_for("approval", DEADLINE, || async {
         let detail = app.detail(&id).await;
         (detail["phase"] == "awaiting_approval").then_some(detail)
     })
@@ -57,7 +61,7 @@ async fn stages_advance_through_bakes_and_approval_to_completion() {
         StatusCode::OK
     );
     agents_round(&app, 4).await;
-    wait_for("completion", || async {
+    wait_for("completion", DEADLINE, || async {
         (app.detail(&id).await["state"] == "completed").then_some(())
     })
     .await;
@@ -77,7 +81,7 @@ async fn advance_skips_the_rest_of_a_bake() {
     let id = app
         .rollout(&plan(
             "skip",
-            &["{ percent: 50, bake: 1h }", "{ percent: 100 }"],
+            [Stage::percent(50).bake("1h"), Stage::percent(100)],
         ))
         .await;
     app.action(&id, "start", "go").await;
@@ -89,7 +93,7 @@ async fn advance_skips_the_rest_of_a_bake() {
             .status(),
         StatusCode::OK
     );
-    wait_for("stage 2", || async {
+    wait_for("stage 2", DEADLINE, || async {
         (app.detail(&id).await["stage"] == 1).then_some(())
     })
     .await;
@@ -99,7 +103,7 @@ async fn advance_skips_the_rest_of_a_bake() {
 async fn the_freeze_holds_a_rollout_until_lifted() {
     let app = spawn_app().await;
     app.import(&fleet(4)).await;
-    let id = app.rollout(&plan("frozen", &["{ percent: 100 }"])).await;
+    let id = app.rollout(&plan("frozen", [Stage::percent(100)])).await;
     let freeze = app
         .send(
             reqwest::Method::PUT,
@@ -138,10 +142,7 @@ async fn the_freeze_holds_a_rollout_until_lifted() {
 async fn a_silent_host_times_out_and_pauses_the_rollout() {
     let app = spawn_app().await;
     app.import(&fleet(2)).await;
-    let source = format!(
-        "{}gates: {{ host_timeout: 1s }}\n",
-        plan("silent", &["{ percent: 50 }", "{ percent: 100 }"])
-    );
+    let source = plan("silent", [Stage::percent(50), Stage::percent(100)]).host_timeout("1s");
     let id = app.rollout(&source).await;
     app.action(&id, "start", "go").await;
     let paused = app.wait_for_state(&id, "paused").await;
@@ -168,13 +169,14 @@ async fn a_passing_http_gate_records_its_evidence() {
     let monitoring = health_endpoint().await;
     let app = spawn_app().await;
     app.import(&fleet(2)).await;
-    let source = format!(
-        "{}gates:\n  http:\n    - {{ name: slo, url: \"http://{monitoring}/ok\", interval: 1s }}\n",
-        plan("gated", &["{ percent: 50, bake: 1h }", "{ percent: 100 }"])
-    );
+    let source = plan(
+        "gated",
+        [Stage::percent(50).bake("1h"), Stage::percent(100)],
+    )
+    .gate(Gate::http("slo", &format!("http://{monitoring}/ok")).interval("1s"));
     let id = app.rollout(&source).await;
     app.action(&id, "start", "go").await;
-    let slo = wait_for("the gate's first result", || async {
+    let slo = wait_for("the gate's first result", DEADLINE, || async {
         let detail = app.detail(&id).await;
         let gates = detail["gates"].as_array()?.clone();
         let slo = gates.into_iter().find(|g| g["name"] == "slo")?;
@@ -196,10 +198,8 @@ async fn an_unreachable_http_gate_fails() {
     let monitoring = health_endpoint().await;
     let app = spawn_app().await;
     app.import(&fleet(2)).await;
-    let source = format!(
-        "{}gates:\n  http:\n    - {{ name: slo, url: \"http://{monitoring}/down\", interval: 1s }}\n",
-        plan("down", &["{ percent: 50 }", "{ percent: 100 }"])
-    );
+    let source = plan("down", [Stage::percent(50), Stage::percent(100)])
+        .gate(Gate::http("slo", &format!("http://{monitoring}/down")).interval("1s"));
     let id = app.rollout(&source).await;
     app.action(&id, "start", "go").await;
     let paused = app.wait_for_state(&id, "paused").await;

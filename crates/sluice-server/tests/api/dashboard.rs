@@ -8,7 +8,9 @@ use reqwest::{redirect, Client, Response, StatusCode};
 use serde_json::Value;
 use sluice_server::dashboard::views::encode;
 
-use crate::helpers::{fleet, plan, report, spawn_app, wait_for, TestApp};
+use sluice_testkit::{Gate, Stage};
+
+use crate::helpers::{fleet, plan, report, spawn_app, wait_for, TestApp, DEADLINE};
 
 /// A browser's worth of state: cookies and the page's CSRF token.
 struct Browser {
@@ -122,7 +124,7 @@ async fn running_rollout(app: &TestApp) -> String {
     let id = app
         .rollout(&plan(
             "dash",
-            &["{ percent: 50, approve: true }", "{ percent: 100 }"],
+            [Stage::percent(50).approve(), Stage::percent(100)],
         ))
         .await;
     assert_eq!(
@@ -446,7 +448,7 @@ async fn the_chart_is_fed_by_samples_of_hosts_by_version() {
             .expect("a count")
     };
     // The first sample: every host at 1.0.
-    wait_for("a first sample", || {
+    wait_for("a first sample", DEADLINE, || {
         let request = browser
             .client
             .get(format!("{}/rollouts/{id}", browser.base))
@@ -465,7 +467,7 @@ async fn the_chart_is_fed_by_samples_of_hosts_by_version() {
             report(&app, &crate::helpers::host(i), "2.0", "ok").await;
         }
     }
-    let html = wait_for("a sample with 2.0", || {
+    let html = wait_for("a sample with 2.0", DEADLINE, || {
         let request = browser
             .client
             .get(format!("{}/rollouts/{id}", browser.base))
@@ -485,24 +487,24 @@ async fn the_chart_is_fed_by_samples_of_hosts_by_version() {
 async fn the_gates_tab_shows_each_result_with_its_evidence() {
     let app = spawn_app().await;
     assert_eq!(app.import(&fleet(4)).await.status(), StatusCode::OK);
-    let gated = format!(
-        "{}gates:\n  http:\n    - {{ name: slo, url: \"http://127.0.0.1:9/ok\", interval: 1s }}\n",
-        plan("gated", &["{ percent: 50 }", "{ percent: 100 }"])
-    );
+    let gated = plan("gated", [Stage::percent(50), Stage::percent(100)])
+        .gate(Gate::http("slo", "http://127.0.0.1:9/ok").interval("1s"));
     let id = app.rollout(&gated).await;
     assert_eq!(
         app.action(&id, "start", "go").await.status(),
         StatusCode::OK
     );
-    wait_for("the failing gate to pause the rollout", || async {
-        (app.detail(&id).await["state"] == "paused").then_some(())
-    })
+    wait_for(
+        "the failing gate to pause the rollout",
+        DEADLINE,
+        || async { (app.detail(&id).await["state"] == "paused").then_some(()) },
+    )
     .await;
 
     let mut browser = Browser::new(&app);
     browser.sign_in(&app.token("viewer", None).await).await;
     // The page reads events from the store, which may trail memory a little.
-    let html = wait_for("the gate's failure in the gates tab", || {
+    let html = wait_for("the gate's failure in the gates tab", DEADLINE, || {
         let request = browser
             .client
             .get(format!("{}/rollouts/{id}?tab=gates", browser.base))

@@ -9,9 +9,11 @@ use serde_json::{json, Value};
 use sluice_store::{Loaded, SampleRecord, SqliteStore, Store, StoreError, StoredEvent, Write};
 use tempfile::TempDir;
 
+use sluice_testkit::{Plan, Stage};
+
 use crate::helpers::{
     assert_error, desired, fleet, host, plan, report, spawn_app, spawn_app_in, spawn_app_with,
-    wait_for,
+    wait_for, DEADLINE,
 };
 
 #[tokio::test]
@@ -63,7 +65,7 @@ async fn a_restarted_rollout_keeps_its_admissions_and_quota() {
     let id = app
         .rollout(&plan(
             "restart",
-            &["{ percent: 30, approve: true }", "{ percent: 100 }"],
+            [Stage::percent(30).approve(), Stage::percent(100)],
         ))
         .await;
     app.action(&id, "start", "go").await;
@@ -110,7 +112,7 @@ async fn aborted_and_rolled_back_rollouts_still_decide_after_a_restart() {
     let aborted = app
         .rollout(&plan(
             "kept",
-            &["{ percent: 50, approve: true }", "{ percent: 100 }"],
+            [Stage::percent(50).approve(), Stage::percent(100)],
         ))
         .await;
     app.action(&aborted, "start", "go").await;
@@ -124,11 +126,9 @@ async fn aborted_and_rolled_back_rollouts_still_decide_after_a_restart() {
     app.action(&aborted, "abort", "good enough").await;
 
     // A second rollout of another version, rolled back once admitted.
-    let source = plan(
-        "back",
-        &["{ percent: 50, approve: true }", "{ percent: 100 }"],
-    )
-    .replace("\"2.0\"", "\"3.0\"");
+    let source = Plan::new("back", "docker-engine", "3.0")
+        .stage(Stage::percent(50).approve())
+        .stage(Stage::percent(100));
     let rolled = app.rollout(&source).await;
     app.action(&rolled, "start", "go").await;
     let mut reverted = Vec::new();
@@ -162,7 +162,7 @@ async fn aborted_and_rolled_back_rollouts_still_decide_after_a_restart() {
 async fn a_completed_rollout_reads_the_same_after_a_restart() {
     let app = spawn_app().await;
     app.import(&fleet(3)).await;
-    let id = app.rollout(&plan("done", &["{ percent: 100 }"])).await;
+    let id = app.rollout(&plan("done", [Stage::percent(100)])).await;
     app.action(&id, "start", "go").await;
     for i in 0..3 {
         report(&app, &host(i), "2.0", "ok").await;
@@ -281,20 +281,24 @@ async fn a_refused_write_fails_its_request_and_memory_stops_claiming_it() {
     );
     // Memory is rebuilt from the store, where the host is not: answers
     // are unavailable meanwhile, then the host is unknown.
-    wait_for("memory rebuilt without the refused host", || async {
-        let status = app
-            .get(&format!("/v1/hosts/{REFUSED}"), &app.admin)
-            .await
-            .status();
-        assert!(
-            matches!(
-                status,
-                StatusCode::NOT_FOUND | StatusCode::SERVICE_UNAVAILABLE
-            ),
-            "{status}"
-        );
-        (status == StatusCode::NOT_FOUND).then_some(())
-    })
+    wait_for(
+        "memory rebuilt without the refused host",
+        DEADLINE,
+        || async {
+            let status = app
+                .get(&format!("/v1/hosts/{REFUSED}"), &app.admin)
+                .await
+                .status();
+            assert!(
+                matches!(
+                    status,
+                    StatusCode::NOT_FOUND | StatusCode::SERVICE_UNAVAILABLE
+                ),
+                "{status}"
+            );
+            (status == StatusCode::NOT_FOUND).then_some(())
+        },
+    )
     .await;
     // Later writes are not wedged behind the refused one.
     let after = app.checkin_as(&app.admin, &checkin("b.example.net")).await;

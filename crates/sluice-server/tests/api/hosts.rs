@@ -4,6 +4,8 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use sluice_testkit::Stage;
+
 use crate::helpers::{assert_error, fleet, plan, spawn_app};
 
 fn mixed_fleet() -> Value {
@@ -121,7 +123,7 @@ async fn a_host_its_desired_versions_and_the_ansible_inventory() {
 async fn imported_hosts_join_active_rollouts() {
     let app = spawn_app().await;
     app.import(&fleet(2)).await;
-    let id = app.rollout(&plan("joiners", &["{ percent: 100 }"])).await;
+    let id = app.rollout(&plan("joiners", [Stage::percent(100)])).await;
     assert_eq!(app.detail(&id).await["selected"], 2);
     let more: Vec<Value> = (2..5)
         .map(|i| json!({"id": format!("h{i}.example.net"), "labels": {"role": "web"}}))

@@ -9,6 +9,8 @@ use serde_json::Value;
 use sluice_store::testing::TempPgDatabase;
 use tempfile::TempDir;
 
+use sluice_testkit::Stage;
+
 use crate::helpers::{desired, fleet, host, plan, report, spawn_app_on};
 
 #[tokio::test]
@@ -20,7 +22,7 @@ async fn a_server_on_postgresql_keeps_its_rollouts_across_restarts() {
     let id = app
         .rollout(&plan(
             "on-postgres",
-            &["{ percent: 30, approve: true }", "{ percent: 100 }"],
+            [Stage::percent(30).approve(), Stage::percent(100)],
         ))
         .await;
     app.action(&id, "start", "go").await;

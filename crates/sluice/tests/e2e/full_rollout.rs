@@ -18,12 +18,12 @@ use sluice_api::host::ImportHost;
 use sluice_api::rollout::{Phase, RolloutDetail, RolloutState};
 use sluice_api::HostId;
 use sluice_client::Client;
+use sluice_testkit::{wait_for, Amount, Plan, Preview, Sandbox, Stage, DEADLINE};
 
 use crate::fleet::{
     desired, fleet_10k, fleet_10k_hosts, for_each_concurrent, report, COMPONENT, OLD_VERSION,
     WORKERS,
 };
-use crate::sandbox::{wait_for, Sandbox};
 
 const TARGET: &str = "17.03.1";
 /// Hosts of other sites that check in too, and must never be told the target.
@@ -125,37 +125,6 @@ impl Sim {
     }
 }
 
-/// What `sluice plan preview --json` says each stage admits (cumulative).
-async fn preview(sandbox: &Sandbox, plan: &Path) -> (u64, Vec<BTreeSet<String>>) {
-    let json = sandbox
-        .sluice(&[
-            "plan",
-            "preview",
-            "-f",
-            path(plan),
-            "--fleet",
-            path(&fleet_10k()),
-            "--json",
-        ])
-        .await
-        .ok()
-        .json();
-    let stages = json["stages"]
-        .as_array()
-        .expect("stages")
-        .iter()
-        .map(|stage| {
-            stage["admitted"]
-                .as_array()
-                .expect("admitted")
-                .iter()
-                .map(|id| id.as_str().expect("a host id").to_owned())
-                .collect()
-        })
-        .collect();
-    (json["strata"].as_u64().expect("strata"), stages)
-}
-
 /// Each stage's quota over all strata, computed here from the fixture:
 /// `ceil(p × n / 100)` hosts of a stratum of n, at least one, at most n.
 fn quotas(hosts: &[ImportHost], percents: &[u64]) -> (usize, Vec<u64>) {
@@ -201,6 +170,7 @@ fn settled(detail: &RolloutDetail, stage: usize) -> bool {
 async fn wait_for_stage(sandbox: &Sandbox, id: &str, stage: usize) {
     wait_for(
         &format!("rollout {id} to reach stage {}", stage + 1),
+        DEADLINE,
         || async {
             let detail = detail(sandbox, id).await;
             (detail.summary.stage >= Some(stage)).then_some(())
@@ -254,20 +224,18 @@ async fn settle_stage(
     }
 }
 
-const PLAN: &str = r#"# docker 17.03.1 on one site of the fixture, spread over roles
-name: e2e-docker-17.03.1
-component: docker-engine
-version: "17.03.1"
-payload: { url: "https://repo.example.net/docker-ce_17.03.1.deb" }
-selector: "site=sto"
-strategy: { spread: [role, site] }
-max_in_flight: 20%
-stages:
-  - { name: canary, percent: 1, bake: 1s, approve: true }
-  - { name: ten, percent: 10, bake: 1s }
-  - { name: half, percent: 50, bake: 1s }
-  - { name: all, percent: 100 }
-"#;
+/// docker 17.03.1 on one site of the fixture, spread over roles.
+fn plan() -> Plan {
+    Plan::new("e2e-docker-17.03.1", COMPONENT, TARGET)
+        .payload_url("https://repo.example.net/docker-ce_17.03.1.deb")
+        .selector("site=sto")
+        .spread(&["role", "site"])
+        .max_in_flight(Amount::Percent(20))
+        .stage(Stage::percent(1).named("canary").bake("1s").approve())
+        .stage(Stage::percent(10).named("ten").bake("1s"))
+        .stage(Stage::percent(50).named("half").bake("1s"))
+        .stage(Stage::percent(100).named("all"))
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_stage_admits_exactly_its_preview_pause_holds_rollback_reverts() {
@@ -281,8 +249,11 @@ async fn each_stage_admits_exactly_its_preview_pause_holds_rollback_reverts() {
     assert_eq!(imported["imported"], fleet.len());
 
     let is_sto = |host: &ImportHost| host.labels.get("site").map(String::as_str) == Some("sto");
-    let plan = sandbox.write("plan.yaml", PLAN);
-    let (strata, preview) = preview(&sandbox, &plan).await;
+    let plan = sandbox.write("plan.yaml", plan());
+    let Preview {
+        strata,
+        stages: preview,
+    } = sandbox.preview(&plan, &fleet_10k()).await;
     let sto: Vec<ImportHost> = fleet.iter().filter(|host| is_sto(host)).cloned().collect();
     let (expected_strata, expected_quotas) = quotas(&sto, &[1, 10, 50, 100]);
     assert_eq!(strata, expected_strata as u64);
@@ -307,7 +278,7 @@ async fn each_stage_admits_exactly_its_preview_pause_holds_rollback_reverts() {
 
     // Canary: exactly its preview, then it waits for approval, admitting no one.
     settle_stage(&mut sim, &sandbox, &id, 0, &preview).await;
-    wait_for("the canary to await approval", || async {
+    wait_for("the canary to await approval", DEADLINE, || async {
         let now = detail(&sandbox, &id).await;
         (now.summary.phase == Some(Phase::AwaitingApproval)).then_some(())
     })
@@ -464,15 +435,13 @@ async fn each_stage_admits_exactly_its_preview_pause_holds_rollback_reverts() {
     assert_eq!(now.hosts.reverted, admitted.len() as u64, "{:?}", now.hosts);
 }
 
-const COMPLETE_PLAN: &str = r#"name: e2e-complete
-component: docker-engine
-version: "17.03.1"
-selector: "site=ash, role in (dns, ntp, vault)"
-strategy: { spread: [role, site] }
-stages:
-  - { name: half, percent: 50, bake: 1s }
-  - { name: all, percent: 100 }
-"#;
+fn complete_plan() -> Plan {
+    Plan::new("e2e-complete", COMPONENT, TARGET)
+        .selector("site=ash, role in (dns, ntp, vault)")
+        .spread(&["role", "site"])
+        .stage(Stage::percent(50).named("half").bake("1s"))
+        .stage(Stage::percent(100).named("all"))
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_site_scoped_rollout_completes_without_touching_another_site() {
@@ -489,8 +458,8 @@ async fn a_site_scoped_rollout_completes_without_touching_another_site() {
                 Some("dns" | "ntp" | "vault")
             )
     };
-    let plan = sandbox.write("complete.yaml", COMPLETE_PLAN);
-    let (_, preview) = preview(&sandbox, &plan).await;
+    let plan = sandbox.write("complete.yaml", complete_plan());
+    let preview = sandbox.preview(&plan, &fleet_10k()).await.stages;
     let id = sandbox.start_rollout(&plan, "e2e: CHG-2").await;
 
     let components = sandbox
@@ -511,7 +480,7 @@ async fn a_site_scoped_rollout_completes_without_touching_another_site() {
     settle_stage(&mut sim, &sandbox, &id, 0, &preview).await;
     wait_for_stage(&sandbox, &id, 1).await;
     settle_stage(&mut sim, &sandbox, &id, 1, &preview).await;
-    let status = wait_for("the rollout to complete", || async {
+    let status = wait_for("the rollout to complete", DEADLINE, || async {
         let status = sandbox
             .sluice(&["rollout", "status", &id, "--output", "json"])
             .await
