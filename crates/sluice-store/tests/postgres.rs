@@ -7,6 +7,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
 use serde_json::json;
 use sluice_store::conformance::Backend;
 use sluice_store::testing::TempPgDatabase;
@@ -15,6 +17,8 @@ use sluice_store::{
     Write,
 };
 use sluice_testkit::{wait_for, DEADLINE};
+
+use common::{execute_once, fail};
 
 /// A fresh database, opened as often as a case needs.
 struct TempPg {
@@ -78,14 +82,8 @@ impl TempPg {
             .connect(self.db.url())
             .await
             .map_err(fail)?;
-        sqlx::raw_sql(sql).execute(&pool).await.map_err(fail)?;
-        pool.close().await;
-        Ok(())
+        execute_once(pool, sql).await
     }
-}
-
-fn fail(e: sqlx::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
 }
 
 #[async_trait::async_trait]
@@ -155,6 +153,12 @@ async fn lead(store: &PgStore, ttl: Duration) -> Lease {
         .await
         .expect("acquire")
         .expect("vacant")
+}
+
+/// The ids of the hosts `store` loads.
+async fn host_ids(store: &dyn Store) -> Vec<String> {
+    let loaded = store.load().await.expect("load");
+    loaded.hosts.into_iter().map(|h| h.id).collect()
 }
 
 /// Waits until `store` sees no lease held.
@@ -254,14 +258,7 @@ async fn a_connection_lost_mid_commit_is_transient_and_leaves_nothing() {
         .await
         .expect("rollback");
 
-    let hosts: Vec<String> = store
-        .load()
-        .await
-        .expect("load")
-        .hosts
-        .into_iter()
-        .map(|h| h.id)
-        .collect();
+    let hosts = host_ids(&store).await;
     assert_eq!(hosts, ["a"], "nothing of the failed batch landed");
     store.commit(&[host("b")]).await.expect("the store goes on");
 }
@@ -517,14 +514,7 @@ async fn an_old_leader_cannot_commit_after_a_takeover() {
         .await
         .expect("the new leader commits");
     new_store.add_samples(&samples).await.expect("and samples");
-    let hosts: Vec<String> = new_store
-        .load()
-        .await
-        .expect("load")
-        .hosts
-        .into_iter()
-        .map(|h| h.id)
-        .collect();
+    let hosts = host_ids(&*new_store).await;
     assert_eq!(hosts, ["after", "before"]);
     assert_eq!(new_store.load().await.expect("load").rollouts, vec![]);
 }
@@ -644,14 +634,7 @@ async fn a_takeover_waits_for_the_commit_in_flight() {
         .expect("acquire")
         .expect("taken after the commit");
     assert_eq!(new.epoch, old.epoch + 1);
-    let hosts: Vec<String> = b
-        .load()
-        .await
-        .expect("load")
-        .hosts
-        .into_iter()
-        .map(|h| h.id)
-        .collect();
+    let hosts = host_ids(&b).await;
     assert_eq!(hosts, ["a", "late"]);
 }
 

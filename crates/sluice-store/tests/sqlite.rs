@@ -5,10 +5,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
+mod common;
+
 use sluice_store::conformance::Backend;
 use sluice_store::sqlite::{self, SqliteStore};
 use sluice_store::{HostComponentRecord, HostRecord, Store, StoreError, Timestamp, Write};
 use sqlx::{ConnectOptions as _, Connection as _};
+
+use common::{execute_once, fail};
 
 /// A SQLite database in a directory of its own, removed when dropped.
 struct TempSqlite {
@@ -53,14 +57,8 @@ impl Backend for TempSqlite {
             )
             .await
             .map_err(fail)?;
-        sqlx::raw_sql(sql).execute(&pool).await.map_err(fail)?;
-        pool.close().await;
-        Ok(())
+        execute_once(pool, sql).await
     }
-}
-
-fn fail(e: sqlx::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
 }
 
 /// A connection of its own to the database in `dir`, behind the store's back.

@@ -216,13 +216,16 @@ impl TestApp {
 
     /// `PUT /v1/freeze` with the admin token and `{"reason": REASON}`.
     pub async fn freeze(&self, reason: &str) -> Response {
-        self.send(
-            reqwest::Method::PUT,
-            "/v1/freeze",
-            &self.admin,
-            &json!({ "reason": reason }),
-        )
-        .await
+        let body = json!({ "reason": reason });
+        self.send(reqwest::Method::PUT, "/v1/freeze", &self.admin, &body)
+            .await
+    }
+
+    /// `DELETE /v1/freeze` with the admin token and `{"reason": REASON}`.
+    pub async fn unfreeze(&self, reason: &str) -> Response {
+        let body = json!({ "reason": reason });
+        self.send(reqwest::Method::DELETE, "/v1/freeze", &self.admin, &body)
+            .await
     }
 
     /// `GET path` with the admin token; asserts 200 and returns the JSON body.

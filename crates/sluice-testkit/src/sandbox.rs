@@ -23,6 +23,7 @@ use sluice_client::Client;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::plan::Plan;
+use crate::tls::TlsFiles;
 
 /// How long the server may take to say where it listens (a debug build
 /// restoring a 10k-host rollout from SQLite on a busy 2-core machine).
@@ -79,6 +80,14 @@ impl SandboxBuilder {
     pub fn arg(mut self, arg: impl Into<OsString>) -> SandboxBuilder {
         self.args.push(arg.into());
         self
+    }
+
+    /// Serves HTTPS with the certificate and key of [`crate::tls::private_ca`].
+    pub fn tls(self, files: &TlsFiles) -> SandboxBuilder {
+        self.arg("--tls-cert")
+            .arg(&files.cert)
+            .arg("--tls-key")
+            .arg(&files.key)
     }
 
     /// Starts the server from async code (the wait runs on a blocking thread).
@@ -282,6 +291,17 @@ impl Sandbox {
             .as_str()
             .expect("create prints {\"id\": …}")
             .to_owned()
+    }
+
+    /// `sluice rollout ACTION ID --reason REASON --output json`; the
+    /// rollout's summary it prints.
+    pub async fn rollout_action(&self, id: &str, action: &str, reason: &str) -> serde_json::Value {
+        self.sluice(&[
+            "rollout", action, id, "--reason", reason, "--output", "json",
+        ])
+        .await
+        .ok()
+        .json()
     }
 
     /// [`Sandbox::start_rollout`] of `plan`, written to `NAME.yaml`.

@@ -529,12 +529,7 @@ fn wait_with_timeout(mut child: Child, timeout: Duration) -> Output {
 fn https_with_a_private_ca() {
     let certs = tempfile::tempdir().expect("certs dir");
     let tls = private_ca(certs.path());
-    let server = Sandbox::builder()
-        .arg("--tls-cert")
-        .arg(&tls.cert)
-        .arg("--tls-key")
-        .arg(&tls.key)
-        .start_blocking();
+    let server = Sandbox::builder().tls(&tls).start_blocking();
     assert!(
         server.url().starts_with("https://127.0.0.1:"),
         "{}",

@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use sluice_testkit::Sandbox;
+use sluice_api::agent::ReportState;
+use sluice_testkit::{wait_for, Sandbox, DEADLINE};
 
 /// The `sluice-agent` binary under test.
 pub fn agent_bin() -> PathBuf {
@@ -32,6 +33,22 @@ pub async fn start_server_with_checkin_interval(seconds: u64) -> Sandbox {
         .arg(seconds.to_string())
         .start()
         .await
+}
+
+/// Waits until the server has every host's report of `app` at `version`, ok.
+pub async fn wait_for_reports(server: &Sandbox, hosts: &[Host], version: &str) {
+    let what = format!("every agent to report app {version} ok");
+    wait_for(&what, DEADLINE, || async {
+        for host in hosts {
+            let view = server.host(&host.id).await;
+            match view.as_ref().and_then(|view| view.components.get("app")) {
+                Some(app) if app.version == version && app.state == Some(ReportState::Ok) => {}
+                app => return Err(format!("{}: {app:?}", host.id)),
+            }
+        }
+        Ok(())
+    })
+    .await;
 }
 
 /// A host: a temp dir standing in for the machine, its `agent.toml`, and

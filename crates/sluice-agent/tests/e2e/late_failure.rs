@@ -10,7 +10,7 @@ use sluice_api::agent::ReportState;
 use sluice_api::rollout::{Phase, RolloutState};
 use sluice_testkit::{wait_for, Amount, OnFailure, Plan, Stage, DEADLINE};
 
-use crate::harness::{start_server, Host};
+use crate::harness::{start_server, wait_for_reports, Host};
 
 const OLD: &str = "1.0";
 const NEW: &str = "2.0";
@@ -51,16 +51,7 @@ async fn a_host_that_breaks_after_its_apply_halts_and_rolls_back_the_rollout() {
         host.start();
         hosts.push(host);
     }
-    wait_for("every agent to report app 1.0 ok", DEADLINE, || async {
-        for host in &hosts {
-            let app = server.host(&host.id).await?.components.get("app")?.clone();
-            if app.version != OLD || app.state != Some(ReportState::Ok) {
-                return None;
-            }
-        }
-        Some(())
-    })
-    .await;
+    wait_for_reports(&server, &hosts, OLD).await;
 
     let id = server.start_plan(&plan(), "e2e").await;
     // The canary stage settles: its hosts passed the health check after

@@ -10,11 +10,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use sluice_api::agent::ReportState;
 use sluice_api::rollout::{Action, Phase, RolloutState};
 use sluice_testkit::{wait_for, Amount, OnFailure, Plan, Sandbox, Stage, DEADLINE};
 
-use crate::harness::{start_server, Host};
+use crate::harness::{start_server, wait_for_reports, Host};
 
 const OLD: &str = "1.0";
 const NEW: &str = "2.0";
@@ -119,17 +118,7 @@ async fn twenty_agents_follow_a_rollout_survive_the_server_and_roll_back() {
     for host in &mut hosts {
         host.start();
     }
-    wait_for("every agent to report app 1.0 ok", DEADLINE, || async {
-        for host in &hosts {
-            let view = server.host(&host.id).await?;
-            let app = view.components.get("app")?;
-            if app.version != OLD || app.state != Some(ReportState::Ok) {
-                return None;
-            }
-        }
-        Some(())
-    })
-    .await;
+    wait_for_reports(&server, &hosts, OLD).await;
 
     let preview = preview(&server).await;
     assert_eq!(preview.len(), 3);
@@ -289,20 +278,7 @@ async fn twenty_agents_follow_a_rollout_survive_the_server_and_roll_back() {
         || async { (running(&hosts, OLD).len() == HOSTS).then_some(()) },
     )
     .await;
-    wait_for(
-        "every host to report the old version ok",
-        DEADLINE,
-        || async {
-            for host in &hosts {
-                let app = server.host(&host.id).await?.components.get("app")?.clone();
-                if app.version != OLD || app.state != Some(ReportState::Ok) {
-                    return None;
-                }
-            }
-            Some(())
-        },
-    )
-    .await;
+    wait_for_reports(&server, &hosts, OLD).await;
     // The bad hosts reported why, with the health check's output.
     for &i in &bad {
         let log = std::fs::read_to_string(hosts[i].path("agent.log")).expect("log");

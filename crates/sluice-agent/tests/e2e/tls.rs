@@ -23,12 +23,7 @@ fn an_agent_trusts_a_private_ca_through_ca_file() {
     let dir = tempfile::tempdir().expect("temp dir");
     let d = dir.path();
     let tls = private_ca(d);
-    let server = Sandbox::builder()
-        .arg("--tls-cert")
-        .arg(&tls.cert)
-        .arg("--tls-key")
-        .arg(&tls.key)
-        .start_blocking();
+    let server = Sandbox::builder().tls(&tls).start_blocking();
     let url = server.url();
     assert!(url.starts_with("https://"), "{url}");
 

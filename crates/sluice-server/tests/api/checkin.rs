@@ -3,7 +3,6 @@
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-
 use sluice_testkit::Stage;
 
 use crate::helpers::{assert_error, desired, fleet, host, plan, report, spawn_app, TestApp};
@@ -108,12 +107,7 @@ async fn a_rollout_that_covered_every_host_moves_the_stable_version() {
         answer["components"]["docker-engine"],
         json!({"version": "2.0", "rollout": id, "payload": {"url": "https://repo.example.net/docker-2.0.deb"}})
     );
-    let components: Value = app
-        .get("/v1/components", &app.admin)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let components: Value = app.json("/v1/components").await;
     assert_eq!(components["components"][0]["stable_version"], "2.0");
 }
 

@@ -7,13 +7,12 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use sluice_store::{Loaded, SampleRecord, SqliteStore, Store, StoreError, StoredEvent, Write};
+use sluice_testkit::{Plan, Stage};
 use tempfile::TempDir;
 
-use sluice_testkit::{Plan, Stage};
-
 use crate::helpers::{
-    assert_error, desired, fleet, host, plan, report, spawn_app, spawn_app_in, spawn_app_with,
-    wait_for, DEADLINE,
+    agents_round, assert_error, desired, fleet, host, plan, report, spawn_app, spawn_app_in,
+    spawn_app_with, start, told_2, wait_for, DEADLINE,
 };
 
 #[tokio::test]
@@ -36,12 +35,7 @@ async fn acknowledged_checkins_survive_a_crash() {
     let data_dir = app.crash();
 
     let app = spawn_app_in(data_dir).await;
-    let hosts: Value = app
-        .get("/v1/hosts", &app.admin)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let hosts: Value = app.json("/v1/hosts").await;
     assert_eq!(hosts["total"], 64);
     for i in 0..64 {
         let host: Value = app
@@ -62,19 +56,15 @@ async fn acknowledged_checkins_survive_a_crash() {
 async fn a_restarted_rollout_keeps_its_admissions_and_quota() {
     let app = spawn_app().await;
     app.import(&fleet(10)).await;
-    let id = app
-        .rollout(&plan(
+    let id = start(
+        &app,
+        plan(
             "restart",
             [Stage::percent(30).approve(), Stage::percent(100)],
-        ))
-        .await;
-    app.action(&id, "start", "go").await;
-    let mut admitted = Vec::new();
-    for i in 0..10 {
-        if desired(&report(&app, &host(i), "1.0", "ok").await) == "2.0" {
-            admitted.push(i);
-        }
-    }
+        ),
+    )
+    .await;
+    let admitted = told_2(&app, 10).await;
     assert_eq!(admitted.len(), 3);
     let data_dir = app.crash();
 
@@ -109,28 +99,19 @@ async fn a_restarted_rollout_keeps_its_admissions_and_quota() {
 async fn aborted_and_rolled_back_rollouts_still_decide_after_a_restart() {
     let app = spawn_app().await;
     app.import(&fleet(4)).await;
-    let aborted = app
-        .rollout(&plan(
-            "kept",
-            [Stage::percent(50).approve(), Stage::percent(100)],
-        ))
-        .await;
-    app.action(&aborted, "start", "go").await;
-    let mut kept = Vec::new();
-    for i in 0..4 {
-        if desired(&report(&app, &host(i), "1.0", "ok").await) == "2.0" {
-            kept.push(host(i));
-            report(&app, &host(i), "2.0", "ok").await;
-        }
-    }
+    let aborted = start(
+        &app,
+        plan("kept", [Stage::percent(50).approve(), Stage::percent(100)]),
+    )
+    .await;
+    let kept: Vec<String> = agents_round(&app, 4).await.into_iter().map(host).collect();
     app.action(&aborted, "abort", "good enough").await;
 
     // A second rollout of another version, rolled back once admitted.
     let source = Plan::new("back", "docker-engine", "3.0")
         .stage(Stage::percent(50).approve())
         .stage(Stage::percent(100));
-    let rolled = app.rollout(&source).await;
-    app.action(&rolled, "start", "go").await;
+    let rolled = start(&app, source).await;
     let mut reverted = Vec::new();
     for i in 0..4 {
         let current = if kept.contains(&host(i)) {
@@ -162,8 +143,7 @@ async fn aborted_and_rolled_back_rollouts_still_decide_after_a_restart() {
 async fn a_completed_rollout_reads_the_same_after_a_restart() {
     let app = spawn_app().await;
     app.import(&fleet(3)).await;
-    let id = app.rollout(&plan("done", [Stage::percent(100)])).await;
-    app.action(&id, "start", "go").await;
+    let id = start(&app, plan("done", [Stage::percent(100)])).await;
     for i in 0..3 {
         report(&app, &host(i), "2.0", "ok").await;
     }
@@ -303,12 +283,7 @@ async fn a_refused_write_fails_its_request_and_memory_stops_claiming_it() {
     // Later writes are not wedged behind the refused one.
     let after = app.checkin_as(&app.admin, &checkin("b.example.net")).await;
     assert_eq!(after.status(), StatusCode::OK);
-    let hosts: Value = app
-        .get("/v1/hosts", &app.admin)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let hosts: Value = app.json("/v1/hosts").await;
     let ids: Vec<&str> = hosts["hosts"]
         .as_array()
         .expect("hosts")
@@ -319,11 +294,6 @@ async fn a_refused_write_fails_its_request_and_memory_stops_claiming_it() {
 
     // The store holds the same.
     let app = spawn_app_in(app.crash()).await;
-    let hosts: Value = app
-        .get("/v1/hosts", &app.admin)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let hosts: Value = app.json("/v1/hosts").await;
     assert_eq!(hosts["total"], 2, "{hosts}");
 }

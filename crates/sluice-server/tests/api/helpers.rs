@@ -60,6 +60,35 @@ pub async fn report(app: &TestApp, id: &str, version: &str, state: &str) -> Valu
     .await
 }
 
+/// Creates a rollout of `plan` and starts it; returns its id.
+pub async fn start(app: &TestApp, plan: Plan) -> String {
+    let id = app.rollout(plan).await;
+    app.action(&id, "start", "go").await;
+    id
+}
+
+/// Checks in hosts `0..hosts` of [`fleet`] at docker-engine 1.0; returns
+/// those told 2.0.
+pub async fn told_2(app: &TestApp, hosts: usize) -> Vec<usize> {
+    let mut told = Vec::new();
+    for i in 0..hosts {
+        if desired(&report(app, &host(i), "1.0", "ok").await) == "2.0" {
+            told.push(i);
+        }
+    }
+    told
+}
+
+/// One round of the agents of hosts `0..hosts`: each checks in at 1.0, and
+/// those told 2.0 apply it and report it healthy; returns them.
+pub async fn agents_round(app: &TestApp, hosts: usize) -> Vec<usize> {
+    let told = told_2(app, hosts).await;
+    for &i in &told {
+        report(app, &host(i), "2.0", "ok").await;
+    }
+    told
+}
+
 /// The desired docker-engine version in a check-in answer.
 pub fn desired(answer: &Value) -> &str {
     answer["components"]["docker-engine"]["version"]

@@ -7,11 +7,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
+use sluice_testkit::{Gate, OnFailure, Stage};
 use tempfile::TempDir;
 
-use sluice_testkit::{Gate, OnFailure, Stage};
-
-use crate::helpers::{fleet, plan, serve, spawn_app, wait_for, TestApp, DEADLINE};
+use crate::helpers::{fleet, plan, serve, spawn_app, start, wait_for, TestApp, DEADLINE};
 
 /// A Prometheus process scraping one target every second; killed on drop.
 struct Prometheus {
@@ -140,8 +139,7 @@ async fn a_failing_prometheus_gate_rolls_back_with_its_evidence() {
         .interval("1s"),
     )
     .on_failure(OnFailure::Rollback);
-    let id = app.rollout(&source).await;
-    app.action(&id, "start", "go").await;
+    let id = start(&app, source).await;
     let rolled_back = app.wait_for_state(&id, "rolled_back").await;
     assert_eq!(gate(&rolled_back, "restarts")["latest"]["outcome"], "fail");
 
@@ -164,8 +162,7 @@ async fn a_failing_prometheus_gate_rolls_back_with_its_evidence() {
 async fn gated_rollout(app: &TestApp, prometheus: &Prometheus, name: &str, query: &str) -> String {
     let source = plan(name, [Stage::percent(50).bake("1h"), Stage::percent(100)])
         .gate(Gate::prometheus(name, &prometheus.url, query, "> 0.5").interval("1s"));
-    let id = app.rollout(&source).await;
-    app.action(&id, "start", "go").await;
+    let id = start(app, source).await;
     id
 }
 

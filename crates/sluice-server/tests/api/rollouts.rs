@@ -2,7 +2,6 @@
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-
 use sluice_testkit::Stage;
 
 use crate::helpers::{assert_error, fleet, plan, spawn_app};
@@ -15,12 +14,7 @@ async fn create_list_and_detail() {
     let id = app.rollout(&source).await;
     assert_eq!(id, "r-1");
 
-    let list: Value = app
-        .get("/v1/rollouts", &app.admin)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let list: Value = app.json("/v1/rollouts").await;
     assert_eq!(list["rollouts"][0]["id"], "r-1");
     assert_eq!(list["rollouts"][0]["state"], "pending");
     assert_eq!(list["rollouts"][0]["selected"], 10);

@@ -5,7 +5,6 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-
 use sluice_testkit::{Plan, Stage};
 
 use crate::helpers::{assert_error, desired, spawn_app, TestApp};
@@ -51,11 +50,7 @@ const HOSTS: [(&str, &str); 4] = [
 ];
 
 async fn components(app: &TestApp) -> Value {
-    app.get("/v1/components", &app.admin)
-        .await
-        .json()
-        .await
-        .expect("json")
+    app.json("/v1/components").await
 }
 
 async fn set_stable(app: &TestApp, body: Value) -> reqwest::Response {
@@ -99,12 +94,7 @@ async fn a_site_scoped_rollout_completes_without_touching_another_site() {
             assert_eq!(told, &json!({"version": "1.0"}), "{host}");
         }
     }
-    let desired: Value = app
-        .get("/v1/hosts/c.lon.example.net/desired", &app.admin)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let desired: Value = app.json("/v1/hosts/c.lon.example.net/desired").await;
     assert_eq!(desired, json!({"docker-engine": "1.0"}));
 }
 

@@ -19,7 +19,7 @@ use sluice_api::admin::Role;
 use sluice_api::rollout::RolloutState;
 use sluice_testkit::{wait_for, Sandbox, DEADLINE};
 
-use crate::fleet::fleet_10k;
+use crate::fleet::sandbox_with_fleet_10k;
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -91,12 +91,7 @@ impl Driver {
 /// The server with the fixture imported and the dashboard plan running,
 /// and a token of `role` named `name`.
 async fn rollout_sandbox(role: Role, name: &str) -> (Sandbox, String) {
-    let sandbox = Sandbox::start().await;
-    let fleet = fleet_10k();
-    sandbox
-        .sluice(&["hosts", "import", fleet.to_str().expect("utf-8 path")])
-        .await
-        .ok();
+    let (sandbox, _) = sandbox_with_fleet_10k().await;
     let plan = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/plan-dashboard.yaml");
     sandbox.start_rollout(&plan, "dashboard e2e").await;
     let token = sandbox

@@ -10,7 +10,6 @@
 //! exactly those admitted so far, whatever the controller does meanwhile.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::sync::Arc;
 
 use sluice_api::agent::{CheckinRequest, CheckinResponse, ReportState};
@@ -21,8 +20,8 @@ use sluice_client::Client;
 use sluice_testkit::{wait_for, Amount, Plan, Preview, Sandbox, Stage, DEADLINE};
 
 use crate::fleet::{
-    desired, fleet_10k, fleet_10k_hosts, for_each_concurrent, report, COMPONENT, OLD_VERSION,
-    WORKERS,
+    desired, fleet_10k, for_each_concurrent, report, sandbox_with_fleet_10k, COMPONENT,
+    OLD_VERSION, WORKERS,
 };
 
 const TARGET: &str = "17.03.1";
@@ -106,6 +105,19 @@ impl Sim {
         self.checkin((0..self.hosts.len()).collect()).await
     }
 
+    /// One check-in of every host, each told the version it ran before the
+    /// rollout `id` (`when`: after what), the `admitted` ones by that rollout.
+    async fn sweep_told_back(&mut self, admitted: &BTreeSet<String>, id: &str, when: &str) {
+        for (i, answer) in self.sweep().await {
+            let host = &self.hosts[i].id;
+            let told = &answer.components[COMPONENT];
+            assert_eq!(told.version, OLD_VERSION, "{host} {when}");
+            if admitted.contains(host.as_str()) {
+                assert_eq!(told.rollout.as_deref(), Some(id), "{host}");
+            }
+        }
+    }
+
     /// The hosts told to run what they do not apply it and report it
     /// healthy; returns how many did.
     async fn apply(&mut self) -> usize {
@@ -145,8 +157,13 @@ fn quotas(hosts: &[ImportHost], percents: &[u64]) -> (usize, Vec<u64>) {
     (sizes.len(), quotas)
 }
 
-fn path(path: &Path) -> &str {
-    path.to_str().expect("a UTF-8 path")
+/// `sluice components --output json`.
+async fn list_components(sandbox: &Sandbox) -> serde_json::Value {
+    sandbox
+        .sluice(&["components", "--output", "json"])
+        .await
+        .ok()
+        .json()
 }
 
 async fn detail(sandbox: &Sandbox, id: &str) -> RolloutDetail {
@@ -239,14 +256,7 @@ fn plan() -> Plan {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_stage_admits_exactly_its_preview_pause_holds_rollback_reverts() {
-    let mut sandbox = Sandbox::start().await;
-    let fleet = fleet_10k_hosts();
-    let imported = sandbox
-        .sluice(&["hosts", "import", path(&fleet_10k()), "--output", "json"])
-        .await
-        .ok()
-        .json();
-    assert_eq!(imported["imported"], fleet.len());
+    let (mut sandbox, fleet) = sandbox_with_fleet_10k().await;
 
     let is_sto = |host: &ImportHost| host.labels.get("site").map(String::as_str) == Some("sto");
     let plan = sandbox.write("plan.yaml", plan());
@@ -289,18 +299,8 @@ async fn each_stage_admits_exactly_its_preview_pause_holds_rollback_reverts() {
         "nothing is admitted while awaiting approval"
     );
     let approved = sandbox
-        .sluice(&[
-            "rollout",
-            "approve",
-            &id,
-            "--reason",
-            "e2e: canaries healthy",
-            "--output",
-            "json",
-        ])
-        .await
-        .ok()
-        .json();
+        .rollout_action(&id, "approve", "e2e: canaries healthy")
+        .await;
     assert_eq!(
         approved["stage"], 1,
         "approval starts the next stage: {approved}"
@@ -320,18 +320,8 @@ async fn each_stage_admits_exactly_its_preview_pause_holds_rollback_reverts() {
     );
     assert!(sim.told.len() < preview[2].len() && sim.told.is_subset(&preview[2]));
     let paused = sandbox
-        .sluice(&[
-            "rollout",
-            "pause",
-            &id,
-            "--reason",
-            "e2e: error rate up",
-            "--output",
-            "json",
-        ])
-        .await
-        .ok()
-        .json();
+        .rollout_action(&id, "pause", "e2e: error rate up")
+        .await;
     assert_eq!(paused["state"], "paused");
     let told_at_pause = sim.told.clone();
     // The hosts in flight report healthy, freeing every slot: still, no
@@ -351,9 +341,8 @@ async fn each_stage_admits_exactly_its_preview_pause_holds_rollback_reverts() {
         ("paused", told_at_pause.len() as u64, 0)
     );
     sandbox
-        .sluice(&["rollout", "resume", &id, "--reason", "e2e: false alarm"])
-        .await
-        .ok();
+        .rollout_action(&id, "resume", "e2e: false alarm")
+        .await;
     settle_stage(&mut sim, &sandbox, &id, 2, &preview).await;
 
     // 100 %: the first hosts are told; then roll back.
@@ -368,29 +357,13 @@ async fn each_stage_admits_exactly_its_preview_pause_holds_rollback_reverts() {
         "the stage 4 hosts have not applied yet"
     );
     let rolled_back = sandbox
-        .sluice(&[
-            "rollout",
-            "rollback",
-            &id,
-            "--reason",
-            "e2e: containers orphaned",
-            "--output",
-            "json",
-        ])
-        .await
-        .ok()
-        .json();
+        .rollout_action(&id, "rollback", "e2e: containers orphaned")
+        .await;
     assert_eq!(rolled_back["state"], "rolled_back");
     let admitted = sim.told.clone();
     // At its next check-in every admitted host is told what it ran before.
-    for (i, answer) in sim.sweep().await {
-        let host = &sim.hosts[i].id;
-        let told = &answer.components[COMPONENT];
-        assert_eq!(told.version, OLD_VERSION, "{host} after the rollback");
-        if admitted.contains(host.as_str()) {
-            assert_eq!(told.rollout.as_deref(), Some(id.as_str()), "{host}");
-        }
-    }
+    sim.sweep_told_back(&admitted, &id, "after the rollback")
+        .await;
     assert_eq!(
         sim.apply().await,
         preview[2].len(),
@@ -403,11 +376,7 @@ async fn each_stage_admits_exactly_its_preview_pause_holds_rollback_reverts() {
     assert!(sim.running.iter().all(|version| version == OLD_VERSION));
 
     // A rollback sets no stable version.
-    let components = sandbox
-        .sluice(&["components", "--output", "json"])
-        .await
-        .ok()
-        .json();
+    let components = list_components(&sandbox).await;
     assert_eq!(components["components"][0]["name"], COMPONENT);
     assert!(
         components["components"][0].get("stable_version").is_none(),
@@ -423,14 +392,8 @@ async fn each_stage_admits_exactly_its_preview_pause_holds_rollback_reverts() {
         (now.summary.state.as_str(), now.summary.admitted),
         ("rolled_back", admitted.len() as u64)
     );
-    for (i, answer) in sim.sweep().await {
-        let host = &sim.hosts[i].id;
-        let told = &answer.components[COMPONENT];
-        assert_eq!(told.version, OLD_VERSION, "{host} after the restart");
-        if admitted.contains(host.as_str()) {
-            assert_eq!(told.rollout.as_deref(), Some(id.as_str()), "{host}");
-        }
-    }
+    sim.sweep_told_back(&admitted, &id, "after the restart")
+        .await;
     let now = detail(&sandbox, &id).await;
     assert_eq!(now.hosts.reverted, admitted.len() as u64, "{:?}", now.hosts);
 }
@@ -445,12 +408,7 @@ fn complete_plan() -> Plan {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_site_scoped_rollout_completes_without_touching_another_site() {
-    let mut sandbox = Sandbox::start().await;
-    let fleet = fleet_10k_hosts();
-    sandbox
-        .sluice(&["hosts", "import", path(&fleet_10k())])
-        .await
-        .ok();
+    let (mut sandbox, fleet) = sandbox_with_fleet_10k().await;
     let selected = |host: &ImportHost| {
         host.labels.get("site").map(String::as_str) == Some("ash")
             && matches!(
@@ -462,11 +420,7 @@ async fn a_site_scoped_rollout_completes_without_touching_another_site() {
     let preview = sandbox.preview(&plan, &fleet_10k()).await.stages;
     let id = sandbox.start_rollout(&plan, "e2e: CHG-2").await;
 
-    let components = sandbox
-        .sluice(&["components", "--output", "json"])
-        .await
-        .ok()
-        .json();
+    let components = list_components(&sandbox).await;
     assert!(
         components["components"][0].get("stable_version").is_none(),
         "{components}"
@@ -495,11 +449,7 @@ async fn a_site_scoped_rollout_completes_without_touching_another_site() {
     // stable version stays unset, also after a crash.
     let stable =
         |components: &serde_json::Value| components["components"][0].get("stable_version").cloned();
-    let components = sandbox
-        .sluice(&["components", "--output", "json"])
-        .await
-        .ok()
-        .json();
+    let components = list_components(&sandbox).await;
     assert_eq!(components["components"][0]["name"], COMPONENT);
     assert_eq!(stable(&components), None, "{components}");
     assert_eq!(
@@ -508,11 +458,7 @@ async fn a_site_scoped_rollout_completes_without_touching_another_site() {
     );
     sandbox.kill9();
     sandbox.restart().await;
-    let components = sandbox
-        .sluice(&["components", "--output", "json"])
-        .await
-        .ok()
-        .json();
+    let components = list_components(&sandbox).await;
     assert_eq!(stable(&components), None, "after a restart: {components}");
 
     // Every host of the rollout keeps being told the target, and so is a
@@ -561,11 +507,7 @@ async fn a_site_scoped_rollout_completes_without_touching_another_site() {
     // Moving the stable version explicitly says first how many hosts it
     // changes at once, and changes nothing without --yes.
     // Every host on the old version but the joiner the rollout covers.
-    let components = sandbox
-        .sluice(&["components", "--output", "json"])
-        .await
-        .ok()
-        .json();
+    let components = list_components(&sandbox).await;
     let unchanged = components["components"][0]["versions"][OLD_VERSION]
         .as_u64()
         .expect("hosts on the old version")
