@@ -6,53 +6,38 @@
 use std::fmt::Write as _;
 use std::time::Instant;
 
+mod common;
+
 use expect_test::{expect, Expect};
-use sluice_core::duration::Duration;
 use sluice_core::fleet::{Host, HostId, Labels};
-use sluice_core::percent::{Amount, Percent};
-use sluice_core::plan::{Gates, OnFailure, Plan, Stage, Strategy};
+use sluice_core::percent::Percent;
+use sluice_core::plan::{Plan, Strategy};
 use sluice_core::selection::{preview, stratify, Preview};
+
+use common::{selection_plan, stage};
 use sluice_core::selector::Selector;
 
 /// A plan with only what selection reads: `spread`, `min_per_stratum` and the
 /// stages as `(name, percent)`; an empty name becomes `stage-N`.
 fn plan(spread: &[&str], min_per_stratum: u64, stages: &[(&str, &str)]) -> Plan {
-    Plan {
-        name: "docker-17.03.1".to_owned(),
-        component: "docker-engine".to_owned(),
-        version: "17.03.1".to_owned(),
-        payload: None,
-        selector: Selector::default(),
-        strategy: Strategy {
-            spread: spread.iter().map(|name| (*name).to_owned()).collect(),
-            min_per_stratum,
-            salt: None,
-        },
-        max_in_flight: None,
-        stages: stages
-            .iter()
-            .enumerate()
-            .map(|(index, (name, percent))| Stage {
-                name: if name.is_empty() {
-                    format!("stage-{}", index + 1)
-                } else {
-                    (*name).to_owned()
-                },
-                percent: Percent::parse(percent).expect("test percent"),
-                bake: Duration::default(),
-                approve: false,
-            })
-            .collect(),
-        gates: Gates {
-            max_failed: Amount::Count(0),
-            host_timeout: Duration::from_secs(900),
-            prometheus: Vec::new(),
-            http: Vec::new(),
-        },
-        on_failure: OnFailure::Pause,
-        reversible: true,
-        windows: Vec::new(),
-    }
+    let stages = stages
+        .iter()
+        .enumerate()
+        .map(|(index, (name, percent))| {
+            let name = if name.is_empty() {
+                format!("stage-{}", index + 1)
+            } else {
+                (*name).to_owned()
+            };
+            stage(name, Percent::parse(percent).expect("test percent"))
+        })
+        .collect();
+    let strategy = Strategy {
+        spread: spread.iter().map(|name| (*name).to_owned()).collect(),
+        min_per_stratum,
+        salt: None,
+    };
+    selection_plan(Selector::default(), strategy, stages)
 }
 
 /// The spec's four stages: 1 % canary, 10, 50, 100.

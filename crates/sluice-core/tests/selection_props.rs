@@ -9,15 +9,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+mod common;
+
 use proptest::prelude::*;
 use proptest::sample::subsequence;
-use sluice_core::duration::Duration;
 use sluice_core::fleet::{Host, HostId, Labels};
 use sluice_core::hash::rank;
-use sluice_core::percent::{Amount, Percent};
-use sluice_core::plan::{Gates, OnFailure, Plan, Stage, Strategy as Spreading};
+use sluice_core::percent::Percent;
+use sluice_core::plan::{Plan, Strategy as Spreading};
 use sluice_core::selection::{preview, Preview};
 use sluice_core::selector::Selector;
+
+use common::{selection_plan, stage};
 
 /// Fixed-point units of a percentage: ten-thousandths of a percent.
 const UNITS_PER_PERCENT: u32 = 10_000;
@@ -154,39 +157,19 @@ struct Case {
 
 impl Case {
     fn plan(&self) -> Plan {
-        Plan {
-            name: "docker-17.03.1".to_owned(),
-            component: "docker-engine".to_owned(),
-            version: "17.03.1".to_owned(),
-            payload: None,
-            selector: Selector::parse(FILTERS[self.filter].text).expect("a valid selector"),
-            strategy: Spreading {
-                spread: self.spread.clone(),
-                min_per_stratum: self.min_per_stratum,
-                salt: self.salt.clone(),
-            },
-            max_in_flight: None,
-            stages: self
-                .units
-                .iter()
-                .enumerate()
-                .map(|(index, &units)| Stage {
-                    name: format!("stage-{}", index + 1),
-                    percent: percent(units),
-                    bake: Duration::default(),
-                    approve: false,
-                })
-                .collect(),
-            gates: Gates {
-                max_failed: Amount::Count(0),
-                host_timeout: Duration::from_secs(900),
-                prometheus: Vec::new(),
-                http: Vec::new(),
-            },
-            on_failure: OnFailure::Pause,
-            reversible: true,
-            windows: Vec::new(),
-        }
+        let stages = self
+            .units
+            .iter()
+            .enumerate()
+            .map(|(index, &units)| stage(format!("stage-{}", index + 1), percent(units)))
+            .collect();
+        let strategy = Spreading {
+            spread: self.spread.clone(),
+            min_per_stratum: self.min_per_stratum,
+            salt: self.salt.clone(),
+        };
+        let selector = Selector::parse(FILTERS[self.filter].text).expect("a valid selector");
+        selection_plan(selector, strategy, stages)
     }
 }
 

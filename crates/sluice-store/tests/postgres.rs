@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use sluice_store::conformance::Backend;
@@ -14,6 +14,7 @@ use sluice_store::{
     Cluster, HostRecord, Lease, NewEvent, PgStore, RolloutRecord, Store, StoreError, Timestamp,
     Write,
 };
+use sluice_testkit::{wait_for, DEADLINE};
 use sqlx::PgConnection;
 
 /// A fresh database, opened as often as a case needs.
@@ -64,7 +65,7 @@ impl TempPg {
             "SELECT count(*) FROM pg_stat_activity \
              WHERE datname = $1 AND wait_event_type = 'Lock' AND {condition}"
         );
-        wait_for(what, || {
+        wait_for(what, DEADLINE, || {
             let (watcher, sql) = (watcher.clone(), sql.clone());
             let name = self.db.name().to_owned();
             async move {
@@ -153,19 +154,6 @@ async fn take(store: &PgStore, holder: &str, ttl: Duration) -> Lease {
         .await
         .expect("acquire")
         .unwrap_or_else(|| panic!("{holder} takes the free lease"))
-}
-
-/// Waits until `condition` holds, polling, for at most 30 seconds.
-async fn wait_for<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test]
@@ -446,7 +434,7 @@ async fn an_expired_lease_cannot_be_renewed_and_is_taken_with_a_new_epoch() {
     let pg = TempPg::new().await;
     let (a, b) = (pg.store().await, pg.store().await);
     let lease = take(&a, "a", Duration::from_millis(200)).await;
-    wait_for("the lease to expire", || async {
+    wait_for("the lease to expire", DEADLINE, || async {
         a.current().await.expect("current").held().is_none()
     })
     .await;
@@ -470,7 +458,7 @@ async fn an_old_leader_cannot_commit_after_a_takeover() {
         .await
         .expect("the leader commits");
 
-    wait_for("the lease to expire", || async {
+    wait_for("the lease to expire", DEADLINE, || async {
         b.current().await.expect("current").held().is_none()
     })
     .await;
@@ -603,7 +591,7 @@ async fn a_takeover_waits_for_the_commit_in_flight() {
     let mut blocker = pg.lock_host_a().await;
     let leader = a.fenced("a", old.epoch);
     let commit = tokio::spawn(async move { leader.commit(&[host("late"), host("a")]).await });
-    wait_for("the lease to expire", || async {
+    wait_for("the lease to expire", DEADLINE, || async {
         b.current().await.expect("current").held().is_none()
     })
     .await;

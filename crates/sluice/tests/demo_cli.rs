@@ -8,23 +8,21 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use sluice_testkit::{wait_for_blocking, OnFailure, Plan, Stage};
+
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
 /// The built-in plan's shape with one-second bakes and few hosts at once.
-const FAST_PLAN: &str = "\
-name: demo-fast
-component: docker-engine
-version: \"17.03.1\"
-strategy: { spread: [site] }
-max_in_flight: 4
-stages:
-  - { name: canary, percent: 10, bake: 1s }
-  - { percent: 100 }
-gates:
-  max_failed: 2
-  host_timeout: 30s
-on_failure: pause
-";
+fn fast_plan() -> Plan {
+    Plan::new("demo-fast", "docker-engine", "17.03.1")
+        .spread(&["site"])
+        .max_in_flight(4)
+        .stage(Stage::percent(10).named("canary").bake("1s"))
+        .stage(Stage::percent(100))
+        .max_failed(2)
+        .host_timeout("30s")
+        .on_failure(OnFailure::Pause)
+}
 
 /// A running `sluice demo`; its stdout lines arrive on `lines`.
 struct Demo {
@@ -47,7 +45,7 @@ impl Demo {
     fn start(extra: &[&str]) -> Demo {
         let work = tempfile::tempdir().expect("work dir");
         let plan = work.path().join("fast.yaml");
-        std::fs::write(&plan, FAST_PLAN).expect("plan");
+        std::fs::write(&plan, fast_plan().to_string()).expect("plan");
         let mut child = Command::new(BIN)
             .args([
                 "demo",
@@ -150,20 +148,15 @@ impl Demo {
             .status()
             .expect("kill -INT");
         assert!(sent.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("waiting for the demo") {
-                while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(1)) {
-                    self.seen.push(line);
-                }
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the demo did not stop within 30s of Ctrl-C"
-            );
-            std::thread::sleep(Duration::from_millis(100));
+        let status = wait_for_blocking(
+            "the demo to stop after Ctrl-C",
+            Duration::from_secs(30),
+            || self.child.try_wait().expect("waiting for the demo"),
+        );
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(1)) {
+            self.seen.push(line);
         }
+        status
     }
 }
 

@@ -17,10 +17,11 @@ use sluice_api::admin::Role;
 use sluice_api::agent::ReportState;
 use sluice_api::host::HostComponent;
 use sluice_api::HostId;
+use sluice_testkit::{wait_for, Amount, Plan, Sandbox, Stage, DEADLINE};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::harness::{wait_for, Server};
+use crate::harness::{start_server, start_server_with_checkin_interval};
 
 /// A health check every 100 ms: many checks between two check-ins.
 const OFTEN: Duration = Duration::from_millis(100);
@@ -138,7 +139,7 @@ impl HostOps for Scripted {
 
 /// An agent of `host` as `id`, running until the returned sender says stop.
 async fn spawn_agent(
-    server: &Server,
+    server: &Sandbox,
     id: &str,
     host: &Arc<Scripted>,
     health_interval: Option<Duration>,
@@ -184,13 +185,13 @@ async fn stop_agent((stop, task): (watch::Sender<bool>, JoinHandle<Result<(), Ag
 }
 
 /// What the server last heard from `id` about `app`.
-async fn app(server: &Server, id: &str) -> Option<HostComponent> {
+async fn app(server: &Sandbox, id: &str) -> Option<HostComponent> {
     server.host(id).await?.components.get("app").cloned()
 }
 
 /// Waits until the server has answered `count` check-ins, and no more.
-async fn checkins_reach(server: &Server, count: u64, what: &str) {
-    let answered = wait_for(what, || async {
+async fn checkins_reach(server: &Sandbox, count: u64, what: &str) {
+    let answered = wait_for(what, DEADLINE, || async {
         let answered = server.checkins().await;
         (answered >= count).then_some(answered)
     })
@@ -201,7 +202,7 @@ async fn checkins_reach(server: &Server, count: u64, what: &str) {
 /// Waits for `more` health checks after those done so far.
 async fn more_health_checks(host: &Scripted, more: usize) {
     let seen = host.health_checks();
-    wait_for(&format!("{more} more health checks"), || async {
+    wait_for(&format!("{more} more health checks"), DEADLINE, || async {
         (host.health_checks() >= seen + more).then_some(())
     })
     .await;
@@ -211,17 +212,21 @@ async fn more_health_checks(host: &Scripted, more: usize) {
 async fn only_a_change_of_health_checks_in_and_it_does_at_once() {
     // The server wants a check-in an hour from now: any other check-in is
     // the agent reporting a change.
-    let server = Server::start_with_checkin_interval(3600).await;
+    let server = start_server_with_checkin_interval(3600).await;
     let state_dir = tempfile::tempdir().expect("temp dir");
     let state_file = state_dir.path().join("state.json");
     let (_release, release) = watch::channel(true);
     let host = Scripted::new("1.0", true, release);
     let id = "steady.test";
     let agent = spawn_agent(&server, id, &host, Some(OFTEN), Some(&state_file)).await;
-    wait_for("the first check-in to report app 1.0 ok", || async {
-        let app = app(&server, id).await?;
-        (app.version == "1.0" && app.state == Some(ReportState::Ok)).then_some(())
-    })
+    wait_for(
+        "the first check-in to report app 1.0 ok",
+        DEADLINE,
+        || async {
+            let app = app(&server, id).await?;
+            (app.version == "1.0" && app.state == Some(ReportState::Ok)).then_some(())
+        },
+    )
     .await;
     checkins_reach(&server, 1, "the first check-in").await;
 
@@ -236,7 +241,7 @@ async fn only_a_change_of_health_checks_in_and_it_does_at_once() {
         "1.0",
         Some("docker info: cannot connect to the docker daemon"),
     );
-    let reported = wait_for("the failure to be reported", || async {
+    let reported = wait_for("the failure to be reported", DEADLINE, || async {
         let app = app(&server, id).await?;
         (app.state == Some(ReportState::Failed)).then_some(app)
     })
@@ -270,7 +275,7 @@ async fn only_a_change_of_health_checks_in_and_it_does_at_once() {
     );
 
     host.set_health("1.0", None);
-    wait_for("the recovery to be reported", || async {
+    wait_for("the recovery to be reported", DEADLINE, || async {
         let app = app(&server, id).await?;
         (app.state == Some(ReportState::Ok) && app.message.is_none()).then_some(())
     })
@@ -283,23 +288,23 @@ async fn only_a_change_of_health_checks_in_and_it_does_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_health_interval_each_checkin_checks_health_once() {
-    let server = Server::start().await;
+    let server = start_server().await;
     let (_release, release) = watch::channel(true);
     let host = Scripted::new("1.0", true, release);
     let id = "every-round.test";
     let agent = spawn_agent(&server, id, &host, None, None).await;
-    wait_for("a few check-ins", || async {
+    wait_for("a few check-ins", DEADLINE, || async {
         (server.checkins().await >= 3).then_some(())
     })
     .await;
     host.set_health("1.0", Some("unhealthy"));
-    wait_for("the failure to be reported", || async {
+    wait_for("the failure to be reported", DEADLINE, || async {
         let app = app(&server, id).await?;
         (app.state == Some(ReportState::Failed)).then_some(())
     })
     .await;
     host.set_health("1.0", None);
-    wait_for("the recovery to be reported", || async {
+    wait_for("the recovery to be reported", DEADLINE, || async {
         let app = app(&server, id).await?;
         (app.state == Some(ReportState::Ok)).then_some(())
     })
@@ -316,18 +321,16 @@ async fn without_a_health_interval_each_checkin_checks_health_once() {
     );
 }
 
-const PLAN: &str = r#"name: e2e-health-2.0
-component: app
-version: "2.0"
-max_in_flight: 100%
-stages:
-  - { percent: 100 }
-gates: { max_failed: 2 }
-"#;
+fn plan() -> Plan {
+    Plan::new("e2e-health-2.0", "app", "2.0")
+        .max_in_flight(Amount::Percent(100))
+        .stage(Stage::percent(100))
+        .max_failed(2)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_health_check_runs_during_an_apply_or_at_another_version() {
-    let server = Server::start().await;
+    let server = start_server().await;
     let (release_slow, release) = watch::channel(false);
     let (_released, released) = watch::channel(true);
     // slow.test's apply waits until released; broken.test's fails, leaving
@@ -350,7 +353,7 @@ async fn no_health_check_runs_during_an_apply_or_at_another_version() {
         agents.push(spawn_agent(&server, id, host, every, None).await);
     }
     for (id, host, _) in hosts {
-        wait_for(&format!("{id} to report 1.0 ok"), || async {
+        wait_for(&format!("{id} to report 1.0 ok"), DEADLINE, || async {
             let app = app(&server, id).await?;
             (app.version == "1.0" && app.state == Some(ReportState::Ok)).then_some(())
         })
@@ -358,8 +361,8 @@ async fn no_health_check_runs_during_an_apply_or_at_another_version() {
         more_health_checks(host, 1).await;
     }
 
-    server.start_rollout(PLAN).await;
-    wait_for("slow.test to be applying 2.0", || async {
+    server.start_plan(&plan(), "e2e").await;
+    wait_for("slow.test to be applying 2.0", DEADLINE, || async {
         let app = app(&server, "slow.test").await?;
         (slow.calls().contains(&Call::ApplyStarted("2.0".into()))
             && app.state == Some(ReportState::Applying))
@@ -371,10 +374,14 @@ async fn no_health_check_runs_during_an_apply_or_at_another_version() {
         ("drifted.test", "2.0"),
         ("drifted-often.test", "2.0"),
     ] {
-        wait_for(&format!("{id} to report {version} failed"), || async {
-            let app = app(&server, id).await?;
-            (app.version == version && app.state == Some(ReportState::Failed)).then_some(())
-        })
+        wait_for(
+            &format!("{id} to report {version} failed"),
+            DEADLINE,
+            || async {
+                let app = app(&server, id).await?;
+                (app.version == version && app.state == Some(ReportState::Failed)).then_some(())
+            },
+        )
         .await;
     }
     for (id, host) in [
@@ -382,7 +389,7 @@ async fn no_health_check_runs_during_an_apply_or_at_another_version() {
         ("drifted-often.test", &drifted_often),
     ] {
         host.drift_after_next_health_check("1.9");
-        wait_for(&format!("{id} to report 1.9"), || async {
+        wait_for(&format!("{id} to report 1.9"), DEADLINE, || async {
             (app(&server, id).await?.version == "1.9").then_some(())
         })
         .await;
@@ -390,12 +397,12 @@ async fn no_health_check_runs_during_an_apply_or_at_another_version() {
     // Check-ins go on meanwhile (slow.test reports `applying`): time for
     // many health checks, had the loop allowed any.
     let answered = server.checkins().await;
-    wait_for("eight more check-ins", || async {
+    wait_for("eight more check-ins", DEADLINE, || async {
         (server.checkins().await >= answered + 8).then_some(())
     })
     .await;
     release_slow.send(true).expect("the apply waits");
-    wait_for("slow.test to report 2.0 ok", || async {
+    wait_for("slow.test to report 2.0 ok", DEADLINE, || async {
         let app = app(&server, "slow.test").await?;
         (app.version == "2.0" && app.state == Some(ReportState::Ok)).then_some(())
     })

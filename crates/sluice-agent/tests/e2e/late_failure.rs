@@ -8,24 +8,23 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sluice_api::agent::ReportState;
 use sluice_api::rollout::{Phase, RolloutState};
+use sluice_testkit::{wait_for, Amount, OnFailure, Plan, Stage, DEADLINE};
 
-use crate::harness::{wait_for, Host, Server};
+use crate::harness::{start_server, wait_for_reports, Host};
 
 const OLD: &str = "1.0";
 const NEW: &str = "2.0";
 const HOSTS: usize = 6;
 
-const PLAN: &str = r#"name: e2e-late-failure
-component: app
-version: "2.0"
-strategy: { spread: [role] }
-max_in_flight: 100%
-stages:
-  - { name: canary, percent: 50, bake: 10m }
-  - { name: all, percent: 100 }
-gates: { max_failed: 0 }
-on_failure: rollback
-"#;
+fn plan() -> Plan {
+    Plan::new("e2e-late-failure", "app", NEW)
+        .spread(&["role"])
+        .max_in_flight(Amount::Percent(100))
+        .stage(Stage::percent(50).named("canary").bake("10m"))
+        .stage(Stage::percent(100).named("all"))
+        .max_failed(0)
+        .on_failure(OnFailure::Rollback)
+}
 
 /// Fails at 2.0 once the apply of 2.0 is 20 s old: once the host's
 /// `version` file, which the apply writes, is.
@@ -39,34 +38,25 @@ fn late_health_cmd(dir: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_that_breaks_after_its_apply_halts_and_rolls_back_the_rollout() {
-    let server = Server::start().await;
+    let server = start_server().await;
     let mut hosts = Vec::new();
     for i in 0..HOSTS {
         let id = format!("late-{i}.test");
         let labels = BTreeMap::from([("role".to_owned(), ["web", "db"][i % 2].to_owned())]);
         let token = server.agent_token_file(&id).await;
-        let mut host = Host::new(&id, &labels, OLD, &server.url, &token, "");
+        let mut host = Host::new(&id, &labels, OLD, server.url(), &token, "");
         let dir = host.dir.path().display().to_string();
         host.set("health_cmd", &format!("{:?}", late_health_cmd(&dir)));
         host.set("health_interval", "\"2s\"");
         host.start();
         hosts.push(host);
     }
-    wait_for("every agent to report app 1.0 ok", || async {
-        for host in &hosts {
-            let app = server.host(&host.id).await?.components.get("app")?.clone();
-            if app.version != OLD || app.state != Some(ReportState::Ok) {
-                return None;
-            }
-        }
-        Some(())
-    })
-    .await;
+    wait_for_reports(&server, &hosts, OLD).await;
 
-    let id = server.start_rollout(PLAN).await;
+    let id = server.start_plan(&plan(), "e2e").await;
     // The canary stage settles: its hosts passed the health check after
     // their apply, and the bake begins.
-    let admitted: BTreeSet<String> = wait_for("the canary stage to bake", || async {
+    let admitted: BTreeSet<String> = wait_for("the canary stage to bake", DEADLINE, || async {
         let detail = server.client().rollout(&id).await.ok()?;
         (detail.summary.phase == Some(Phase::Baking)).then_some(())?;
         Some(
@@ -97,14 +87,14 @@ async fn a_host_that_breaks_after_its_apply_halts_and_rolls_back_the_rollout() {
         );
     }
 
-    wait_for("the rollout to roll back", || async {
+    wait_for("the rollout to roll back", DEADLINE, || async {
         let detail = server.client().rollout(&id).await.ok()?;
         (detail.summary.state == RolloutState::RolledBack).then_some(())
     })
     .await;
     // The timeline: the bake began, then an admitted host failed during
     // it, which exceeded max_failed and rolled the rollout back.
-    let events = wait_for("the timeline to record the rollback", || async {
+    let events = wait_for("the timeline to record the rollback", DEADLINE, || async {
         let events = server.client().events(&id, None, Some(1000)).await.ok()?;
         events
             .events
@@ -146,15 +136,20 @@ async fn a_host_that_breaks_after_its_apply_halts_and_rolls_back_the_rollout() {
 
     // Every admitted host returns to 1.0 and reports it healthy; the others
     // were never touched.
-    wait_for("every admitted host to report 1.0 ok again", || async {
-        for host in &hosts {
-            let app = server.host(&host.id).await?.components.get("app")?.clone();
-            if host.version() != OLD || app.version != OLD || app.state != Some(ReportState::Ok) {
-                return None;
+    wait_for(
+        "every admitted host to report 1.0 ok again",
+        DEADLINE,
+        || async {
+            for host in &hosts {
+                let app = server.host(&host.id).await?.components.get("app")?.clone();
+                if host.version() != OLD || app.version != OLD || app.state != Some(ReportState::Ok)
+                {
+                    return None;
+                }
             }
-        }
-        Some(())
-    })
+            Some(())
+        },
+    )
     .await;
     for host in &hosts {
         let applies = if admitted.contains(&host.id) { 2 } else { 0 };

@@ -11,21 +11,20 @@ use sluice_api::admin::Role;
 use sluice_api::agent::ReportState;
 use sluice_api::rollout::RolloutState;
 use sluice_api::HostId;
+use sluice_testkit::{wait_for, Amount, Plan, Stage, DEADLINE};
 use tokio::sync::watch;
 
-use crate::harness::{wait_for, Server};
+use crate::harness::start_server;
 
 const AGENTS: usize = 40;
 
-const PLAN: &str = r#"name: e2e-sim-2.0
-component: app
-version: "2.0"
-strategy: { spread: [role] }
-max_in_flight: 25%
-stages:
-  - { percent: 50 }
-  - { percent: 100 }
-"#;
+fn plan() -> Plan {
+    Plan::new("e2e-sim-2.0", "app", "2.0")
+        .spread(&["role"])
+        .max_in_flight(Amount::Percent(25))
+        .stage(Stage::percent(50))
+        .stage(Stage::percent(100))
+}
 
 /// A host that installs a version by remembering it.
 #[derive(Debug)]
@@ -56,7 +55,7 @@ impl HostOps for SimHost {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_simulated_agents_share_one_pool_and_follow_a_rollout() {
-    let server = Server::start().await;
+    let server = start_server().await;
     let admin = server.client().clone();
     let (stop, stopped) = watch::channel(false);
     let mut agents = tokio::task::JoinSet::new();
@@ -95,13 +94,13 @@ async fn many_simulated_agents_share_one_pool_and_follow_a_rollout() {
             let _ = stopped.wait_for(|stop| *stop).await;
         }));
     }
-    wait_for("every simulated agent to report", || async {
+    wait_for("every simulated agent to report", DEADLINE, || async {
         let list = admin.hosts(None, Some("app")).await.ok()?;
         (list.total == AGENTS as u64).then_some(())
     })
     .await;
-    server.start_rollout(PLAN).await;
-    wait_for("the rollout to complete", || async {
+    server.start_plan(&plan(), "e2e").await;
+    wait_for("the rollout to complete", DEADLINE, || async {
         let list = admin.rollouts().await.ok()?;
         (list.rollouts.first()?.state == RolloutState::Completed).then_some(())
     })
@@ -113,7 +112,7 @@ async fn many_simulated_agents_share_one_pool_and_follow_a_rollout() {
         let app = &view.components["app"];
         if app.version != "2.0" || app.state != Some(ReportState::Ok) {
             // Reported on the next check-in after the rollout completed.
-            wait_for(&format!("{id} to report 2.0 ok"), || async {
+            wait_for(&format!("{id} to report 2.0 ok"), DEADLINE, || async {
                 let app = admin.host(id).await.ok()?.components.get("app")?.clone();
                 (app.version == "2.0" && app.state == Some(ReportState::Ok)).then_some(())
             })

@@ -5,15 +5,13 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use sluice_api::agent::ReportState;
+use sluice_testkit::{wait_for, Plan, Stage, DEADLINE};
 
-use crate::harness::{agent_bin, wait_for, Host, Server};
+use crate::harness::{agent_bin, start_server, Host};
 
-const PLAN: &str = r#"name: e2e-once
-component: app
-version: "2.0"
-stages:
-  - { percent: 100 }
-"#;
+fn plan() -> Plan {
+    Plan::new("e2e-once", "app", "2.0").stage(Stage::percent(100))
+}
 
 fn once(host: &Host) {
     let output = Command::new(agent_bin())
@@ -31,10 +29,10 @@ fn once(host: &Host) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_checks_in_applies_reports_and_exits() {
-    let server = Server::start().await;
+    let server = start_server().await;
     let labels = BTreeMap::from([("role".to_owned(), "cron".to_owned())]);
     let token = server.agent_token_file("once.test").await;
-    let host = Host::new("once.test", &labels, "1.0", &server.url, &token, "");
+    let host = Host::new("once.test", &labels, "1.0", server.url(), &token, "");
     once(&host);
     let app = server
         .host("once.test")
@@ -47,9 +45,9 @@ async fn once_checks_in_applies_reports_and_exits() {
         ("1.0", Some(ReportState::Ok))
     );
 
-    server.start_rollout(PLAN).await;
+    server.start_plan(&plan(), "e2e").await;
     // Each run is one round; the host is admitted at one of its check-ins.
-    wait_for("a --once run to apply 2.0", || async {
+    wait_for("a --once run to apply 2.0", DEADLINE, || async {
         once(&host);
         (host.version() == "2.0").then_some(())
     })

@@ -9,16 +9,15 @@ use std::process::{Command, Output};
 
 use sluice_api::agent::ReportState;
 use sluice_api::rollout::RolloutState;
+use sluice_testkit::{wait_for, Amount, Plan, Stage, DEADLINE};
 
-use crate::harness::{agent_bin, wait_for, Server};
+use crate::harness::{agent_bin, start_server};
 
-const PLAN: &str = r#"name: e2e-motd-2.0
-component: motd
-version: "2.0"
-max_in_flight: 100%
-stages:
-  - { percent: 100 }
-"#;
+fn plan() -> Plan {
+    Plan::new("e2e-motd-2.0", "motd", "2.0")
+        .max_in_flight(Amount::Percent(100))
+        .stage(Stage::percent(100))
+}
 
 const MANIFEST: &str = r#"# Puts on the host the version sluice wants, read from the `sluice` fact.
 $wanted = $facts.dig('sluice', 'motd', 'version')
@@ -87,7 +86,7 @@ fn text(output: &Output) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn puppet_applies_what_the_agent_writes_as_facts_and_the_agent_reports_it() {
-    let server = Server::start().await;
+    let server = start_server().await;
     let token = server.agent_token_file("puppet.test").await;
     let host = tempfile::tempdir().expect("a host dir");
     let dir = host.path();
@@ -114,21 +113,25 @@ version_cmd = "cat {dir}/motd.version"
         )
     };
     let agent_toml = dir.join("agent.toml");
-    std::fs::write(&agent_toml, config(&server.url)).expect("agent.toml");
+    std::fs::write(&agent_toml, config(server.url())).expect("agent.toml");
 
     // The host registers at 1.0.
     let run = once(&agent_toml);
     assert!(run.status.success(), "{}", text(&run));
-    server.start_rollout(PLAN).await;
+    server.start_plan(&plan(), "e2e").await;
 
     // The agent learns 2.0 and writes it as a fact; it changes nothing itself.
-    wait_for("the agent to write 2.0 to the facts file", || async {
-        let run = once(&agent_toml);
-        assert!(run.status.success(), "{}", text(&run));
-        let facts: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&facts).ok()?).ok()?;
-        (facts["sluice"]["motd"]["version"] == "2.0").then_some(facts)
-    })
+    wait_for(
+        "the agent to write 2.0 to the facts file",
+        DEADLINE,
+        || async {
+            let run = once(&agent_toml);
+            assert!(run.status.success(), "{}", text(&run));
+            let facts: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&facts).ok()?).ok()?;
+            (facts["sluice"]["motd"]["version"] == "2.0").then_some(facts)
+        },
+    )
     .await;
     assert_eq!(
         std::fs::read_to_string(dir.join("motd.version")).expect("read"),
@@ -159,15 +162,19 @@ version_cmd = "cat {dir}/motd.version"
     );
 
     // The agent reports what version_cmd now says; the rollout completes.
-    wait_for("the rollout to complete on the agent's report", || async {
-        let run = once(&agent_toml);
-        assert!(run.status.success(), "{}", text(&run));
-        let rollouts = server.client().rollouts().await.ok()?;
-        let view = server.host("puppet.test").await?;
-        let motd = view.components.get("motd")?;
-        let done = rollouts.rollouts.first()?.state == RolloutState::Completed;
-        (done && motd.version == "2.0" && motd.state == Some(ReportState::Ok)).then_some(())
-    })
+    wait_for(
+        "the rollout to complete on the agent's report",
+        DEADLINE,
+        || async {
+            let run = once(&agent_toml);
+            assert!(run.status.success(), "{}", text(&run));
+            let rollouts = server.client().rollouts().await.ok()?;
+            let view = server.host("puppet.test").await?;
+            let motd = view.components.get("motd")?;
+            let done = rollouts.rollouts.first()?.state == RolloutState::Completed;
+            (done && motd.version == "2.0" && motd.state == Some(ReportState::Ok)).then_some(())
+        },
+    )
     .await;
 
     // Fail static: with the server unreachable, --once fails and the facts

@@ -7,20 +7,19 @@
 use std::collections::BTreeMap;
 
 use sluice_api::agent::ReportState;
+use sluice_testkit::{wait_for, Amount, Plan, Stage, DEADLINE};
 
-use crate::harness::{wait_for, Host, Server};
+use crate::harness::{start_server, Host};
 
-const PLAN: &str = r#"name: e2e-interrupted
-component: app
-version: "2.0"
-max_in_flight: 100%
-stages:
-  - { percent: 100 }
-"#;
+fn plan() -> Plan {
+    Plan::new("e2e-interrupted", "app", "2.0")
+        .max_in_flight(Amount::Percent(100))
+        .stage(Stage::percent(100))
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_apply_is_checked_before_it_is_run_again() {
-    let server = Server::start().await;
+    let server = start_server().await;
     let labels = BTreeMap::from([("role".to_owned(), "web".to_owned())]);
     // A: the apply writes the version, then hangs until released.
     // B: the apply writes the version, then puts the old one back and
@@ -30,7 +29,7 @@ async fn an_interrupted_apply_is_checked_before_it_is_run_again() {
         "done.test",
         &labels,
         "1.0",
-        &server.url,
+        server.url(),
         &server.agent_token_file("done.test").await,
         "",
     );
@@ -39,7 +38,7 @@ async fn an_interrupted_apply_is_checked_before_it_is_run_again() {
         "undone.test",
         &labels,
         "1.0",
-        &server.url,
+        server.url(),
         &server.agent_token_file("undone.test").await,
         "",
     );
@@ -54,17 +53,18 @@ async fn an_interrupted_apply_is_checked_before_it_is_run_again() {
     );
     done.start();
     undone.start();
-    wait_for("both agents to report", || async {
+    wait_for("both agents to report", DEADLINE, || async {
         let a = server.host("done.test").await?;
         let b = server.host("undone.test").await?;
         (a.components.contains_key("app") && b.components.contains_key("app")).then_some(())
     })
     .await;
 
-    server.start_rollout(PLAN).await;
+    server.start_plan(&plan(), "e2e").await;
     for host in [&done, &undone] {
         wait_for(
             &format!("{} to be in the middle of its apply", host.id),
+            DEADLINE,
             || async {
                 let applying = host.path("state.json").exists()
                     && host.state()["components"]["app"]["applying"] == "2.0"
@@ -74,7 +74,7 @@ async fn an_interrupted_apply_is_checked_before_it_is_run_again() {
         )
         .await;
     }
-    wait_for("the server to see both applying", || async {
+    wait_for("the server to see both applying", DEADLINE, || async {
         for id in ["done.test", "undone.test"] {
             let state = server.host(id).await?.components.get("app")?.state;
             if state != Some(ReportState::Applying) {
@@ -84,7 +84,7 @@ async fn an_interrupted_apply_is_checked_before_it_is_run_again() {
         Some(())
     })
     .await;
-    wait_for("B to have put the old version back", || async {
+    wait_for("B to have put the old version back", DEADLINE, || async {
         (undone.version() == "1.0").then_some(())
     })
     .await;
@@ -97,10 +97,14 @@ async fn an_interrupted_apply_is_checked_before_it_is_run_again() {
     done.start();
     undone.start();
     for host in [&done, &undone] {
-        wait_for(&format!("{} to report 2.0 ok", host.id), || async {
-            let app = server.host(&host.id).await?.components.get("app")?.clone();
-            (app.version == "2.0" && app.state == Some(ReportState::Ok)).then_some(())
-        })
+        wait_for(
+            &format!("{} to report 2.0 ok", host.id),
+            DEADLINE,
+            || async {
+                let app = server.host(&host.id).await?.components.get("app")?.clone();
+                (app.version == "2.0" && app.state == Some(ReportState::Ok)).then_some(())
+            },
+        )
         .await;
     }
     assert_eq!(done.apply_runs(), 1, "A already ran 2.0: no second apply");

@@ -10,27 +10,25 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use sluice_api::agent::ReportState;
 use sluice_api::rollout::{Action, Phase, RolloutState};
+use sluice_testkit::{wait_for, Amount, OnFailure, Plan, Sandbox, Stage, DEADLINE};
 
-use crate::harness::{wait_for, Host, Server};
+use crate::harness::{start_server, wait_for_reports, Host};
 
 const OLD: &str = "1.0";
 const NEW: &str = "2.0";
 const HOSTS: usize = 20;
 
-const PLAN: &str = r#"name: e2e-app-2.0
-component: app
-version: "2.0"
-strategy: { spread: [role] }
-max_in_flight: 100%
-stages:
-  - { name: canary, percent: 10, approve: true }
-  - { name: half, percent: 50, approve: true }
-  - { name: all, percent: 100 }
-gates: { max_failed: 1 }
-on_failure: rollback
-"#;
+fn plan() -> Plan {
+    Plan::new("e2e-app-2.0", "app", NEW)
+        .spread(&["role"])
+        .max_in_flight(Amount::Percent(100))
+        .stage(Stage::percent(10).named("canary").approve())
+        .stage(Stage::percent(50).named("half").approve())
+        .stage(Stage::percent(100).named("all"))
+        .max_failed(1)
+        .on_failure(OnFailure::Rollback)
+}
 
 fn labels(i: usize) -> BTreeMap<String, String> {
     let role = if i % 2 == 0 { "web" } else { "db" };
@@ -50,7 +48,7 @@ fn running(hosts: &[Host], version: &str) -> BTreeSet<String> {
 }
 
 /// What `sluice plan preview --json` admits per stage, for these hosts.
-async fn preview(server: &Server) -> Vec<BTreeSet<String>> {
+async fn preview(server: &Sandbox) -> Vec<BTreeSet<String>> {
     let fleet: Vec<serde_json::Value> = (0..HOSTS)
         .map(|i| {
             serde_json::json!({
@@ -60,38 +58,12 @@ async fn preview(server: &Server) -> Vec<BTreeSet<String>> {
             })
         })
         .collect();
-    let fleet = server.write("fleet.json", &serde_json::to_string(&fleet).expect("json"));
-    let plan = server.write("plan.yaml", PLAN);
-    let json: serde_json::Value = serde_json::from_str(
-        &server
-            .sluice(&[
-                "plan",
-                "preview",
-                "-f",
-                plan.to_str().expect("utf-8"),
-                "--fleet",
-                fleet.to_str().expect("utf-8"),
-                "--json",
-            ])
-            .await,
-    )
-    .expect("the preview is JSON");
-    json["stages"]
-        .as_array()
-        .expect("stages")
-        .iter()
-        .map(|stage| {
-            stage["admitted"]
-                .as_array()
-                .expect("admitted")
-                .iter()
-                .map(|id| id.as_str().expect("id").to_owned())
-                .collect()
-        })
-        .collect()
+    let fleet = server.write("fleet.json", serde_json::Value::from(fleet));
+    let plan = server.write("plan.yaml", plan());
+    server.preview(&plan, &fleet).await.stages
 }
 
-async fn phase(server: &Server, id: &str) -> (RolloutState, Option<usize>, Option<Phase>) {
+async fn phase(server: &Sandbox, id: &str) -> (RolloutState, Option<usize>, Option<Phase>) {
     let detail = server.client().rollout(id).await.expect("GET the rollout");
     (
         detail.summary.state,
@@ -103,7 +75,7 @@ async fn phase(server: &Server, id: &str) -> (RolloutState, Option<usize>, Optio
 /// Waits until the rollout awaits approval after stage `stage`, then checks
 /// that exactly `admitted` run the new version (and keep doing so).
 async fn stage_settles(
-    server: &Server,
+    server: &Sandbox,
     hosts: &[Host],
     id: &str,
     stage: usize,
@@ -111,6 +83,7 @@ async fn stage_settles(
 ) {
     wait_for(
         &format!("stage {} to await approval", stage + 1),
+        DEADLINE,
         || async {
             let (state, current, phase) = phase(server, id).await;
             assert_eq!(state, RolloutState::Running, "the rollout runs");
@@ -135,27 +108,17 @@ async fn stage_settles(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_agents_follow_a_rollout_survive_the_server_and_roll_back() {
-    let mut server = Server::start().await;
+    let mut server = start_server().await;
     let mut hosts = Vec::new();
     for i in 0..HOSTS {
         let id = format!("host-{i:02}.test");
         let token = server.agent_token_file(&id).await;
-        hosts.push(Host::new(&id, &labels(i), OLD, &server.url, &token, ""));
+        hosts.push(Host::new(&id, &labels(i), OLD, server.url(), &token, ""));
     }
     for host in &mut hosts {
         host.start();
     }
-    wait_for("every agent to report app 1.0 ok", || async {
-        for host in &hosts {
-            let view = server.host(&host.id).await?;
-            let app = view.components.get("app")?;
-            if app.version != OLD || app.state != Some(ReportState::Ok) {
-                return None;
-            }
-        }
-        Some(())
-    })
-    .await;
+    wait_for_reports(&server, &hosts, OLD).await;
 
     let preview = preview(&server).await;
     assert_eq!(preview.len(), 3);
@@ -169,7 +132,7 @@ async fn twenty_agents_follow_a_rollout_survive_the_server_and_roll_back() {
         std::fs::write(hosts[i].path(&format!("bad-{NEW}")), "").expect("bad marker");
     }
 
-    let id = server.start_rollout(PLAN).await;
+    let id = server.start_plan(&plan(), "e2e").await;
 
     // Canary, then half: exactly the preview's hosts change.
     stage_settles(&server, &hosts, &id, 0, &preview[0]).await;
@@ -188,7 +151,7 @@ async fn twenty_agents_follow_a_rollout_survive_the_server_and_roll_back() {
         .map(|h| (h.version(), h.apply_runs()))
         .collect();
     let mut outage_failures = 0;
-    wait_for("the agents to notice the outage", || {
+    wait_for("the agents to notice the outage", DEADLINE, || {
         let failing = hosts
             .iter()
             .filter(|host| {
@@ -232,6 +195,7 @@ async fn twenty_agents_follow_a_rollout_survive_the_server_and_roll_back() {
     // Back: the agents check in again (each reports as it came back).
     wait_for(
         "every agent to check in with the restarted server",
+        DEADLINE,
         || async {
             let (state, current, phase) = phase(&server, &id).await;
             (state == RolloutState::Running
@@ -248,7 +212,7 @@ async fn twenty_agents_follow_a_rollout_survive_the_server_and_roll_back() {
         let seen = server.host(&host.id).await.and_then(|view| view.last_seen);
         restored.insert(host.id.clone(), seen);
     }
-    wait_for("every agent to resume checking in", || async {
+    wait_for("every agent to resume checking in", DEADLINE, || async {
         for host in &hosts {
             let seen = server.host(&host.id).await?.last_seen;
             if seen == restored[&host.id] {
@@ -270,7 +234,7 @@ async fn twenty_agents_follow_a_rollout_survive_the_server_and_roll_back() {
         .action(&id, Action::Approve, "e2e: half ok")
         .await
         .expect("approve");
-    wait_for("the rollout to roll back", || async {
+    wait_for("the rollout to roll back", DEADLINE, || async {
         let (state, _, _) = phase(&server, &id).await;
         (state == RolloutState::RolledBack).then_some(())
     })
@@ -279,7 +243,7 @@ async fn twenty_agents_follow_a_rollout_survive_the_server_and_roll_back() {
     // of their health check that the agents reported.
     // (The timeline is read from the store, which may lag the rollout's
     // state by a group commit.)
-    let events = wait_for("the timeline to record the halt", || async {
+    let events = wait_for("the timeline to record the halt", DEADLINE, || async {
         let events = server.client().events(&id, None, Some(1000)).await.ok()?;
         events
             .events
@@ -308,20 +272,13 @@ async fn twenty_agents_follow_a_rollout_survive_the_server_and_roll_back() {
     for reason in failed.values() {
         assert!(reason.contains("unhealthy at 2.0"), "{reason}");
     }
-    wait_for("every host to run the old version again", || async {
-        (running(&hosts, OLD).len() == HOSTS).then_some(())
-    })
+    wait_for(
+        "every host to run the old version again",
+        DEADLINE,
+        || async { (running(&hosts, OLD).len() == HOSTS).then_some(()) },
+    )
     .await;
-    wait_for("every host to report the old version ok", || async {
-        for host in &hosts {
-            let app = server.host(&host.id).await?.components.get("app")?.clone();
-            if app.version != OLD || app.state != Some(ReportState::Ok) {
-                return None;
-            }
-        }
-        Some(())
-    })
-    .await;
+    wait_for_reports(&server, &hosts, OLD).await;
     // The bad hosts reported why, with the health check's output.
     for &i in &bad {
         let log = std::fs::read_to_string(hosts[i].path("agent.log")).expect("log");

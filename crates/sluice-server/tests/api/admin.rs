@@ -8,22 +8,10 @@ use crate::helpers::{assert_error, report, spawn_app};
 #[tokio::test]
 async fn the_freeze_is_set_and_lifted_by_admins_with_a_reason() {
     let app = spawn_app().await;
-    let view: Value = app
-        .get("/v1/freeze", &app.admin)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let view: Value = app.json("/v1/freeze").await;
     assert_eq!(view, json!({"frozen": false}));
 
-    let no_reason = app
-        .send(
-            reqwest::Method::PUT,
-            "/v1/freeze",
-            &app.admin,
-            &json!({"reason": ""}),
-        )
-        .await;
+    let no_reason = app.freeze("").await;
     let error = assert_error(no_reason, StatusCode::BAD_REQUEST, "bad_request").await;
     assert_eq!(error["error"]["field"], "reason");
 
@@ -38,32 +26,12 @@ async fn the_freeze_is_set_and_lifted_by_admins_with_a_reason() {
         .await;
     assert_error(forbidden, StatusCode::FORBIDDEN, "forbidden").await;
 
-    let frozen: Value = app
-        .send(
-            reqwest::Method::PUT,
-            "/v1/freeze",
-            &app.admin,
-            &json!({"reason": "incident 7"}),
-        )
-        .await
-        .json()
-        .await
-        .expect("json");
+    let frozen: Value = app.freeze("incident 7").await.json().await.expect("json");
     assert_eq!(frozen["frozen"], true);
     assert_eq!(frozen["actor"], "admin");
     assert_eq!(frozen["reason"], "incident 7");
 
-    let lifted: Value = app
-        .send(
-            reqwest::Method::DELETE,
-            "/v1/freeze",
-            &app.admin,
-            &json!({"reason": "resolved"}),
-        )
-        .await
-        .json()
-        .await
-        .expect("json");
+    let lifted: Value = app.unfreeze("resolved").await.json().await.expect("json");
     assert_eq!(lifted, json!({"frozen": false}));
 }
 
@@ -140,12 +108,7 @@ async fn components_healthz_and_metrics() {
     let app = spawn_app().await;
     report(&app, "a.example.net", "1.0", "ok").await;
     report(&app, "b.example.net", "1.1", "failed").await;
-    let components: Value = app
-        .get("/v1/components", &app.admin)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let components: Value = app.json("/v1/components").await;
     assert_eq!(
         components,
         json!({"components": [{"name": "docker-engine", "versions": {"1.0": 1, "1.1": 1}, "active_rollouts": []}]})

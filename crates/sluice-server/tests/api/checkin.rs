@@ -3,6 +3,7 @@
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use sluice_testkit::Stage;
 
 use crate::helpers::{assert_error, desired, fleet, host, plan, report, spawn_app, TestApp};
 
@@ -23,7 +24,7 @@ async fn half_admitted(app: &TestApp) -> (String, Vec<String>) {
     let id = app
         .rollout(&plan(
             "half",
-            &["{ percent: 50, approve: true }", "{ percent: 100 }"],
+            [Stage::percent(50).approve(), Stage::percent(100)],
         ))
         .await;
     assert_eq!(
@@ -86,7 +87,7 @@ async fn rolled_back_hosts_are_told_the_version_they_ran_before() {
 async fn a_rollout_that_covered_every_host_moves_the_stable_version() {
     let app = spawn_app().await;
     assert_eq!(app.import(&fleet(2)).await.status(), StatusCode::OK);
-    let id = app.rollout(&plan("all", &["{ percent: 100 }"])).await;
+    let id = app.rollout(&plan("all", [Stage::percent(100)])).await;
     assert_eq!(
         app.action(&id, "start", "test").await.status(),
         StatusCode::OK
@@ -106,12 +107,7 @@ async fn a_rollout_that_covered_every_host_moves_the_stable_version() {
         answer["components"]["docker-engine"],
         json!({"version": "2.0", "rollout": id, "payload": {"url": "https://repo.example.net/docker-2.0.deb"}})
     );
-    let components: Value = app
-        .get("/v1/components", &app.admin)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let components: Value = app.json("/v1/components").await;
     assert_eq!(components["components"][0]["stable_version"], "2.0");
 }
 

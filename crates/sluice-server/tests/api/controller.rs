@@ -5,35 +5,29 @@ use std::net::SocketAddr;
 
 use axum::http::StatusCode as AxumStatus;
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::Value;
+use sluice_testkit::{Gate, Stage};
 
-use crate::helpers::{desired, fleet, host, plan, report, serve, spawn_app, wait_for, TestApp};
-
-/// Every host checks in once, applying what it is told: an agent's loop.
-async fn agents_round(app: &TestApp, hosts: usize) {
-    for i in 0..hosts {
-        let answer = report(app, &host(i), "1.0", "ok").await;
-        if desired(&answer) == "2.0" {
-            report(app, &host(i), "2.0", "ok").await;
-        }
-    }
-}
+use crate::helpers::{
+    agents_round, desired, fleet, host, plan, report, serve, spawn_app, start, wait_for, DEADLINE,
+};
 
 #[tokio::test]
 async fn stages_advance_through_bakes_and_approval_to_completion() {
     let app = spawn_app().await;
     app.import(&fleet(4)).await;
-    let id = app
-        .rollout(&plan(
+    let id = start(
+        &app,
+        plan(
             "bakes",
-            &[
-                "{ percent: 25, bake: 1s }",
-                "{ percent: 50, bake: 1s, approve: true }",
-                "{ percent: 100 }",
+            [
+                Stage::percent(25).bake("1s"),
+                Stage::percent(50).bake("1s").approve(),
+                Stage::percent(100),
             ],
-        ))
-        .await;
-    app.action(&id, "start", "go").await;
+        ),
+    )
+    .await;
     agents_round(&app, 4).await;
     let detail = app.detail(&id).await;
     assert_eq!(detail["admitted"], 1);
@@ -41,12 +35,12 @@ async fn stages_advance_through_bakes_and_approval_to_completion() {
     assert!(detail["bake_until"].is_string());
 
     // The bake ends by itself; stage 2 admits a second host.
-    wait_for("stage 2", || async {
+    wait_for("stage 2", DEADLINE, || async {
         (app.detail(&id).await["stage"] == 1).then_some(())
     })
     .await;
     agents_round(&app, 4).await;
-    let awaiting = wait_for("approval", || async {
+    let awaiting = wait_for("approval", DEADLINE, || async {
         let detail = app.detail(&id).await;
         (detail["phase"] == "awaiting_approval").then_some(detail)
     })
@@ -57,16 +51,11 @@ async fn stages_advance_through_bakes_and_approval_to_completion() {
         StatusCode::OK
     );
     agents_round(&app, 4).await;
-    wait_for("completion", || async {
+    wait_for("completion", DEADLINE, || async {
         (app.detail(&id).await["state"] == "completed").then_some(())
     })
     .await;
-    let components: Value = app
-        .get("/v1/components", &app.admin)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let components: Value = app.json("/v1/components").await;
     assert_eq!(components["components"][0]["stable_version"], "2.0");
 }
 
@@ -74,13 +63,11 @@ async fn stages_advance_through_bakes_and_approval_to_completion() {
 async fn advance_skips_the_rest_of_a_bake() {
     let app = spawn_app().await;
     app.import(&fleet(2)).await;
-    let id = app
-        .rollout(&plan(
-            "skip",
-            &["{ percent: 50, bake: 1h }", "{ percent: 100 }"],
-        ))
-        .await;
-    app.action(&id, "start", "go").await;
+    let id = start(
+        &app,
+        plan("skip", [Stage::percent(50).bake("1h"), Stage::percent(100)]),
+    )
+    .await;
     agents_round(&app, 2).await;
     assert_eq!(app.detail(&id).await["phase"], "baking");
     assert_eq!(
@@ -89,7 +76,7 @@ async fn advance_skips_the_rest_of_a_bake() {
             .status(),
         StatusCode::OK
     );
-    wait_for("stage 2", || async {
+    wait_for("stage 2", DEADLINE, || async {
         (app.detail(&id).await["stage"] == 1).then_some(())
     })
     .await;
@@ -99,15 +86,8 @@ async fn advance_skips_the_rest_of_a_bake() {
 async fn the_freeze_holds_a_rollout_until_lifted() {
     let app = spawn_app().await;
     app.import(&fleet(4)).await;
-    let id = app.rollout(&plan("frozen", &["{ percent: 100 }"])).await;
-    let freeze = app
-        .send(
-            reqwest::Method::PUT,
-            "/v1/freeze",
-            &app.admin,
-            &json!({"reason": "incident 7"}),
-        )
-        .await;
+    let id = app.rollout(&plan("frozen", [Stage::percent(100)])).await;
+    let freeze = app.freeze("incident 7").await;
     assert_eq!(freeze.status(), StatusCode::OK);
     app.action(&id, "start", "go").await;
     agents_round(&app, 4).await;
@@ -121,14 +101,7 @@ async fn the_freeze_holds_a_rollout_until_lifted() {
         assert_eq!(desired(&report(&app, &host(i), "1.0", "ok").await), "1.0");
     }
 
-    let lift = app
-        .send(
-            reqwest::Method::DELETE,
-            "/v1/freeze",
-            &app.admin,
-            &json!({"reason": "resolved"}),
-        )
-        .await;
+    let lift = app.unfreeze("resolved").await;
     assert_eq!(lift.status(), StatusCode::OK);
     assert_eq!(app.detail(&id).await["admitted"], 4);
     assert!(app.detail(&id).await.get("held").is_none());
@@ -138,12 +111,8 @@ async fn the_freeze_holds_a_rollout_until_lifted() {
 async fn a_silent_host_times_out_and_pauses_the_rollout() {
     let app = spawn_app().await;
     app.import(&fleet(2)).await;
-    let source = format!(
-        "{}gates: {{ host_timeout: 1s }}\n",
-        plan("silent", &["{ percent: 50 }", "{ percent: 100 }"])
-    );
-    let id = app.rollout(&source).await;
-    app.action(&id, "start", "go").await;
+    let source = plan("silent", [Stage::percent(50), Stage::percent(100)]).host_timeout("1s");
+    let id = start(&app, source).await;
     let paused = app.wait_for_state(&id, "paused").await;
     assert_eq!(paused["failed"], 1);
     assert!(paused["reason"]
@@ -168,13 +137,13 @@ async fn a_passing_http_gate_records_its_evidence() {
     let monitoring = health_endpoint().await;
     let app = spawn_app().await;
     app.import(&fleet(2)).await;
-    let source = format!(
-        "{}gates:\n  http:\n    - {{ name: slo, url: \"http://{monitoring}/ok\", interval: 1s }}\n",
-        plan("gated", &["{ percent: 50, bake: 1h }", "{ percent: 100 }"])
-    );
-    let id = app.rollout(&source).await;
-    app.action(&id, "start", "go").await;
-    let slo = wait_for("the gate's first result", || async {
+    let source = plan(
+        "gated",
+        [Stage::percent(50).bake("1h"), Stage::percent(100)],
+    )
+    .gate(Gate::http("slo", &format!("http://{monitoring}/ok")).interval("1s"));
+    let id = start(&app, source).await;
+    let slo = wait_for("the gate's first result", DEADLINE, || async {
         let detail = app.detail(&id).await;
         let gates = detail["gates"].as_array()?.clone();
         let slo = gates.into_iter().find(|g| g["name"] == "slo")?;
@@ -196,12 +165,9 @@ async fn an_unreachable_http_gate_fails() {
     let monitoring = health_endpoint().await;
     let app = spawn_app().await;
     app.import(&fleet(2)).await;
-    let source = format!(
-        "{}gates:\n  http:\n    - {{ name: slo, url: \"http://{monitoring}/down\", interval: 1s }}\n",
-        plan("down", &["{ percent: 50 }", "{ percent: 100 }"])
-    );
-    let id = app.rollout(&source).await;
-    app.action(&id, "start", "go").await;
+    let source = plan("down", [Stage::percent(50), Stage::percent(100)])
+        .gate(Gate::http("slo", &format!("http://{monitoring}/down")).interval("1s"));
+    let id = start(&app, source).await;
     let paused = app.wait_for_state(&id, "paused").await;
     let reason = paused["reason"].as_str().expect("reason");
     assert!(reason.contains("503"), "{reason}");

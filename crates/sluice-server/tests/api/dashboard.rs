@@ -7,8 +7,9 @@ use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE}
 use reqwest::{redirect, Client, Response, StatusCode};
 use serde_json::Value;
 use sluice_server::dashboard::views::encode;
+use sluice_testkit::{Gate, Stage};
 
-use crate::helpers::{fleet, plan, report, spawn_app, wait_for, TestApp};
+use crate::helpers::{agents_round, fleet, plan, spawn_app, wait_for, TestApp, DEADLINE};
 
 /// A browser's worth of state: cookies and the page's CSRF token.
 struct Browser {
@@ -80,6 +81,23 @@ impl Browser {
         response
     }
 
+    /// The page at `path` with the cookies as they are (none kept from
+    /// the answer); `None` if it could not be read.
+    async fn fetch(&self, path: &str) -> Option<String> {
+        let request = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .header(COOKIE, self.cookie_header());
+        request.send().await.ok()?.text().await.ok()
+    }
+
+    /// A browser signed in with `token`.
+    async fn signed_in(app: &TestApp, token: &str) -> Browser {
+        let mut browser = Browser::new(app);
+        browser.sign_in(token).await;
+        browser
+    }
+
     /// Signs in with `token` through the form; returns the answer.
     async fn sign_in(&mut self, token: &str) -> Response {
         let page = self
@@ -122,7 +140,7 @@ async fn running_rollout(app: &TestApp) -> String {
     let id = app
         .rollout(&plan(
             "dash",
-            &["{ percent: 50, approve: true }", "{ percent: 100 }"],
+            [Stage::percent(50).approve(), Stage::percent(100)],
         ))
         .await;
     assert_eq!(
@@ -247,8 +265,7 @@ async fn actions_need_an_operator_and_the_csrf_token_and_are_audited() {
     let page = format!("/rollouts/{id}");
     let act = format!("/rollouts/{id}/act/pause");
 
-    let mut viewer = Browser::new(&app);
-    viewer.sign_in(&app.token("viewer", None).await).await;
+    let mut viewer = Browser::signed_in(&app, &app.token("viewer", None).await).await;
     let html = viewer.get(&page).await.text().await.expect("page");
     assert!(
         !html.contains("action-pause"),
@@ -260,8 +277,7 @@ async fn actions_need_an_operator_and_the_csrf_token_and_are_audited() {
         .await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
 
-    let mut operator = Browser::new(&app);
-    operator.sign_in(&app.token("operator", None).await).await;
+    let mut operator = Browser::signed_in(&app, &app.token("operator", None).await).await;
     let html = operator.get(&page).await.text().await.expect("page");
     assert!(
         html.contains("id=\"action-pause\""),
@@ -296,12 +312,7 @@ async fn actions_need_an_operator_and_the_csrf_token_and_are_audited() {
         "no redirect off the site"
     );
     assert_eq!(app.detail(&id).await["state"], "paused");
-    let events: Value = app
-        .get(&format!("/v1/rollouts/{id}/events"), &app.admin)
-        .await
-        .json()
-        .await
-        .expect("events");
+    let events: Value = app.json(&format!("/v1/rollouts/{id}/events")).await;
     let paused = events["events"]
         .as_array()
         .expect("events")
@@ -327,8 +338,7 @@ async fn actions_need_an_operator_and_the_csrf_token_and_are_audited() {
 #[tokio::test]
 async fn only_admins_freeze_the_fleet_from_the_overview() {
     let app = spawn_app().await;
-    let mut operator = Browser::new(&app);
-    operator.sign_in(&app.token("operator", None).await).await;
+    let mut operator = Browser::signed_in(&app, &app.token("operator", None).await).await;
     let html = operator.get("/").await.text().await.expect("page");
     assert!(!html.contains("freeze-on"));
     let csrf = hidden(&html, "csrf");
@@ -340,8 +350,7 @@ async fn only_admins_freeze_the_fleet_from_the_overview() {
         .await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
 
-    let mut admin = Browser::new(&app);
-    admin.sign_in(&app.admin).await;
+    let mut admin = Browser::signed_in(&app, &app.admin).await;
     let html = admin.get("/").await.text().await.expect("page");
     assert!(html.contains("id=\"freeze-on\""));
     let csrf = hidden(&html, "csrf");
@@ -352,12 +361,7 @@ async fn only_admins_freeze_the_fleet_from_the_overview() {
         )
         .await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    let freeze: Value = app
-        .get("/v1/freeze", &app.admin)
-        .await
-        .json()
-        .await
-        .expect("freeze");
+    let freeze: Value = app.json("/v1/freeze").await;
     assert_eq!(freeze["frozen"], true);
     assert_eq!(freeze["actor"], "admin");
     let html = admin.get("/").await.text().await.expect("page");
@@ -368,8 +372,7 @@ async fn only_admins_freeze_the_fleet_from_the_overview() {
 async fn views_follow_their_url_and_bad_filters_name_the_field() {
     let app = spawn_app().await;
     let id = running_rollout(&app).await;
-    let mut browser = Browser::new(&app);
-    browser.sign_in(&app.token("viewer", None).await).await;
+    let mut browser = Browser::signed_in(&app, &app.token("viewer", None).await).await;
 
     let html = browser
         .get(&format!("/rollouts/{id}?tab=hosts&hstate=instructed"))
@@ -434,8 +437,7 @@ async fn views_follow_their_url_and_bad_filters_name_the_field() {
 async fn the_chart_is_fed_by_samples_of_hosts_by_version() {
     let app = spawn_app().await;
     let id = running_rollout(&app).await;
-    let mut browser = Browser::new(&app);
-    browser.sign_in(&app.admin).await;
+    let browser = Browser::signed_in(&app, &app.admin).await;
     let samples = |html: &str| -> usize {
         let marker = "<p id=\"samples\" class=\"muted\">";
         let start = html.find(marker).expect("the samples line") + marker.len();
@@ -445,36 +447,18 @@ async fn the_chart_is_fed_by_samples_of_hosts_by_version() {
             .and_then(|n| n.parse().ok())
             .expect("a count")
     };
+    let page = format!("/rollouts/{id}");
     // The first sample: every host at 1.0.
-    wait_for("a first sample", || {
-        let request = browser
-            .client
-            .get(format!("{}/rollouts/{id}", browser.base))
-            .header(COOKIE, browser.cookie_header())
-            .send();
-        async move {
-            let html = request.await.ok()?.text().await.ok()?;
-            (samples(&html) >= 1).then_some(())
-        }
+    wait_for("a first sample", DEADLINE, || async {
+        let html = browser.fetch(&page).await?;
+        (samples(&html) >= 1).then_some(())
     })
     .await;
     // Half the hosts move to 2.0: a new sample, and a line for 2.0.
-    for i in 0..20 {
-        let answer = report(&app, &crate::helpers::host(i), "1.0", "ok").await;
-        if crate::helpers::desired(&answer) == "2.0" {
-            report(&app, &crate::helpers::host(i), "2.0", "ok").await;
-        }
-    }
-    let html = wait_for("a sample with 2.0", || {
-        let request = browser
-            .client
-            .get(format!("{}/rollouts/{id}", browser.base))
-            .header(COOKIE, browser.cookie_header())
-            .send();
-        async move {
-            let html = request.await.ok()?.text().await.ok()?;
-            (samples(&html) >= 2).then_some(html)
-        }
+    agents_round(&app, 20).await;
+    let html = wait_for("a sample with 2.0", DEADLINE, || async {
+        let html = browser.fetch(&page).await?;
+        (samples(&html) >= 2).then_some(html)
     })
     .await;
     assert!(html.contains("now 1.0: 10, 2.0: 10"), "{html}");
@@ -485,24 +469,23 @@ async fn the_chart_is_fed_by_samples_of_hosts_by_version() {
 async fn the_gates_tab_shows_each_result_with_its_evidence() {
     let app = spawn_app().await;
     assert_eq!(app.import(&fleet(4)).await.status(), StatusCode::OK);
-    let gated = format!(
-        "{}gates:\n  http:\n    - {{ name: slo, url: \"http://127.0.0.1:9/ok\", interval: 1s }}\n",
-        plan("gated", &["{ percent: 50 }", "{ percent: 100 }"])
-    );
+    let gated = plan("gated", [Stage::percent(50), Stage::percent(100)])
+        .gate(Gate::http("slo", "http://127.0.0.1:9/ok").interval("1s"));
     let id = app.rollout(&gated).await;
     assert_eq!(
         app.action(&id, "start", "go").await.status(),
         StatusCode::OK
     );
-    wait_for("the failing gate to pause the rollout", || async {
-        (app.detail(&id).await["state"] == "paused").then_some(())
-    })
+    wait_for(
+        "the failing gate to pause the rollout",
+        DEADLINE,
+        || async { (app.detail(&id).await["state"] == "paused").then_some(()) },
+    )
     .await;
 
-    let mut browser = Browser::new(&app);
-    browser.sign_in(&app.token("viewer", None).await).await;
+    let mut browser = Browser::signed_in(&app, &app.token("viewer", None).await).await;
     // The page reads events from the store, which may trail memory a little.
-    let html = wait_for("the gate's failure in the gates tab", || {
+    let html = wait_for("the gate's failure in the gates tab", DEADLINE, || {
         let request = browser
             .client
             .get(format!("{}/rollouts/{id}?tab=gates", browser.base))

@@ -7,11 +7,12 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use sluice_store::{Part, SampleRecord, SqliteStore, Store, StoreError, StoredEvent, Write};
+use sluice_testkit::{Plan, Stage};
 use tempfile::TempDir;
 
 use crate::helpers::{
-    assert_error, desired, fleet, host, plan, report, spawn_app, spawn_app_in, spawn_app_with,
-    wait_for, TestApp,
+    agents_round, assert_error, desired, fleet, host, plan, report, spawn_app, spawn_app_in,
+    spawn_app_with, start, told_2, wait_for, TestApp, DEADLINE,
 };
 
 #[tokio::test]
@@ -34,12 +35,7 @@ async fn acknowledged_checkins_survive_a_crash() {
     let data_dir = app.crash();
 
     let app = spawn_app_in(data_dir).await;
-    let hosts: Value = app
-        .get("/v1/hosts", &app.admin)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let hosts: Value = app.json("/v1/hosts").await;
     assert_eq!(hosts["total"], 64);
     for i in 0..64 {
         let host: Value = app
@@ -60,19 +56,15 @@ async fn acknowledged_checkins_survive_a_crash() {
 async fn a_restarted_rollout_keeps_its_admissions_and_quota() {
     let app = spawn_app().await;
     app.import(&fleet(10)).await;
-    let id = app
-        .rollout(&plan(
+    let id = start(
+        &app,
+        plan(
             "restart",
-            &["{ percent: 30, approve: true }", "{ percent: 100 }"],
-        ))
-        .await;
-    app.action(&id, "start", "go").await;
-    let mut admitted = Vec::new();
-    for i in 0..10 {
-        if desired(&report(&app, &host(i), "1.0", "ok").await) == "2.0" {
-            admitted.push(i);
-        }
-    }
+            [Stage::percent(30).approve(), Stage::percent(100)],
+        ),
+    )
+    .await;
+    let admitted = told_2(&app, 10).await;
     assert_eq!(admitted.len(), 3);
     let data_dir = app.crash();
 
@@ -110,14 +102,12 @@ async fn a_restarted_rollout_keeps_its_admissions_and_quota() {
 async fn waiting_hosts_are_placed_again_and_a_relabelled_one_keeps_its_stratum() {
     let app = spawn_app().await;
     app.import(&fleet(10)).await;
-    let id = app
-        .rollout(
-            "name: placed\ncomponent: docker-engine\nversion: \"2.0\"\n\
-             strategy: { spread: [role] }\n\
-             stages:\n  - { percent: 30, approve: true }\n  - { percent: 100 }\n",
-        )
-        .await;
-    app.action(&id, "start", "go").await;
+    let source = plan(
+        "placed",
+        [Stage::percent(30).approve(), Stage::percent(100)],
+    )
+    .spread(&["role"]);
+    let id = start(&app, source).await;
     let mut admitted = Vec::new();
     for i in 0..10 {
         if desired(&report(&app, &host(i), "1.0", "ok").await) == "2.0" {
@@ -168,7 +158,7 @@ async fn waiting_hosts_are_placed_again_and_a_relabelled_one_keeps_its_stratum()
     for &i in &admitted {
         upgrade(&app, i, role(i), "2.0").await;
     }
-    wait_for("stage 1 to await approval", || async {
+    wait_for("stage 1 to await approval", DEADLINE, || async {
         (app.detail(&id).await["phase"] == "awaiting_approval").then_some(())
     })
     .await;
@@ -193,30 +183,19 @@ async fn waiting_hosts_are_placed_again_and_a_relabelled_one_keeps_its_stratum()
 async fn aborted_and_rolled_back_rollouts_still_decide_after_a_restart() {
     let app = spawn_app().await;
     app.import(&fleet(4)).await;
-    let aborted = app
-        .rollout(&plan(
-            "kept",
-            &["{ percent: 50, approve: true }", "{ percent: 100 }"],
-        ))
-        .await;
-    app.action(&aborted, "start", "go").await;
-    let mut kept = Vec::new();
-    for i in 0..4 {
-        if desired(&report(&app, &host(i), "1.0", "ok").await) == "2.0" {
-            kept.push(host(i));
-            report(&app, &host(i), "2.0", "ok").await;
-        }
-    }
+    let aborted = start(
+        &app,
+        plan("kept", [Stage::percent(50).approve(), Stage::percent(100)]),
+    )
+    .await;
+    let kept: Vec<String> = agents_round(&app, 4).await.into_iter().map(host).collect();
     app.action(&aborted, "abort", "good enough").await;
 
     // A second rollout of another version, rolled back once admitted.
-    let source = plan(
-        "back",
-        &["{ percent: 50, approve: true }", "{ percent: 100 }"],
-    )
-    .replace("\"2.0\"", "\"3.0\"");
-    let rolled = app.rollout(&source).await;
-    app.action(&rolled, "start", "go").await;
+    let source = Plan::new("back", "docker-engine", "3.0")
+        .stage(Stage::percent(50).approve())
+        .stage(Stage::percent(100));
+    let rolled = start(&app, source).await;
     let mut reverted = Vec::new();
     for i in 0..4 {
         let current = if kept.contains(&host(i)) {
@@ -248,8 +227,7 @@ async fn aborted_and_rolled_back_rollouts_still_decide_after_a_restart() {
 async fn a_completed_rollout_reads_the_same_after_a_restart() {
     let app = spawn_app().await;
     app.import(&fleet(3)).await;
-    let id = app.rollout(&plan("done", &["{ percent: 100 }"])).await;
-    app.action(&id, "start", "go").await;
+    let id = start(&app, plan("done", [Stage::percent(100)])).await;
     for i in 0..3 {
         report(&app, &host(i), "2.0", "ok").await;
     }
@@ -367,30 +345,29 @@ async fn a_refused_write_fails_its_request_and_memory_stops_claiming_it() {
     );
     // Memory is rebuilt from the store, where the host is not: answers
     // are unavailable meanwhile, then the host is unknown.
-    wait_for("memory rebuilt without the refused host", || async {
-        let status = app
-            .get(&format!("/v1/hosts/{REFUSED}"), &app.admin)
-            .await
-            .status();
-        assert!(
-            matches!(
-                status,
-                StatusCode::NOT_FOUND | StatusCode::SERVICE_UNAVAILABLE
-            ),
-            "{status}"
-        );
-        (status == StatusCode::NOT_FOUND).then_some(())
-    })
+    wait_for(
+        "memory rebuilt without the refused host",
+        DEADLINE,
+        || async {
+            let status = app
+                .get(&format!("/v1/hosts/{REFUSED}"), &app.admin)
+                .await
+                .status();
+            assert!(
+                matches!(
+                    status,
+                    StatusCode::NOT_FOUND | StatusCode::SERVICE_UNAVAILABLE
+                ),
+                "{status}"
+            );
+            (status == StatusCode::NOT_FOUND).then_some(())
+        },
+    )
     .await;
     // Later writes are not wedged behind the refused one.
     let after = app.checkin_as(&app.admin, &checkin("b.example.net")).await;
     assert_eq!(after.status(), StatusCode::OK);
-    let hosts: Value = app
-        .get("/v1/hosts", &app.admin)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let hosts: Value = app.json("/v1/hosts").await;
     let ids: Vec<&str> = hosts["hosts"]
         .as_array()
         .expect("hosts")
@@ -401,11 +378,6 @@ async fn a_refused_write_fails_its_request_and_memory_stops_claiming_it() {
 
     // The store holds the same.
     let app = spawn_app_in(app.crash()).await;
-    let hosts: Value = app
-        .get("/v1/hosts", &app.admin)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let hosts: Value = app.json("/v1/hosts").await;
     assert_eq!(hosts["total"], 2, "{hosts}");
 }

@@ -3,6 +3,7 @@
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use sluice_testkit::Stage;
 
 use crate::helpers::{assert_error, fleet, plan, spawn_app};
 
@@ -22,12 +23,7 @@ async fn import_then_list_filter_and_page() {
     let again: Value = app.import(&mixed_fleet()).await.json().await.expect("json");
     assert_eq!(again, json!({"imported": 3, "new": 0}));
 
-    let all: Value = app
-        .get("/v1/hosts", &app.admin)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let all: Value = app.json("/v1/hosts").await;
     assert_eq!(all["total"], 3);
     assert_eq!(all["hosts"][0]["id"], "db1.sto", "ordered by id");
     assert!(
@@ -35,12 +31,7 @@ async fn import_then_list_filter_and_page() {
         "never checked in"
     );
 
-    let sto: Value = app
-        .get("/v1/hosts?selector=site%3Dsto", &app.admin)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let sto: Value = app.json("/v1/hosts?selector=site%3Dsto").await;
     assert_eq!(sto["total"], 2);
     let docker: Value = app
         .get(
@@ -75,12 +66,7 @@ async fn a_host_its_desired_versions_and_the_ansible_inventory() {
     )
     .await;
 
-    let host: Value = app
-        .get("/v1/hosts/web1.sto", &app.admin)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let host: Value = app.json("/v1/hosts/web1.sto").await;
     assert_eq!(host["labels"], json!({"role": "web", "site": "sto"}));
     assert_eq!(
         host["components"]["docker-engine"],
@@ -88,24 +74,14 @@ async fn a_host_its_desired_versions_and_the_ansible_inventory() {
     );
     assert!(host["last_seen"].is_string());
 
-    let desired: Value = app
-        .get("/v1/hosts/db1.sto/desired", &app.admin)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let desired: Value = app.json("/v1/hosts/db1.sto/desired").await;
     assert_eq!(desired, json!({"kernel": "6.1"}));
     let missing = app.get("/v1/hosts/nope/desired", &app.admin).await;
     assert_error(missing, StatusCode::NOT_FOUND, "not_found").await;
     let missing = app.get("/v1/hosts/nope", &app.admin).await;
     assert_error(missing, StatusCode::NOT_FOUND, "not_found").await;
 
-    let inventory: Value = app
-        .get("/v1/inventory/ansible", &app.admin)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let inventory: Value = app.json("/v1/inventory/ansible").await;
     assert_eq!(
         inventory["docker_engine_1_0"]["hosts"],
         json!(["web1.sto", "web2.lon"])
@@ -121,7 +97,7 @@ async fn a_host_its_desired_versions_and_the_ansible_inventory() {
 async fn imported_hosts_join_active_rollouts() {
     let app = spawn_app().await;
     app.import(&fleet(2)).await;
-    let id = app.rollout(&plan("joiners", &["{ percent: 100 }"])).await;
+    let id = app.rollout(&plan("joiners", [Stage::percent(100)])).await;
     assert_eq!(app.detail(&id).await["selected"], 2);
     let more: Vec<Value> = (2..5)
         .map(|i| json!({"id": format!("h{i}.example.net"), "labels": {"role": "web"}}))

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use reqwest::StatusCode;
 use serde_json::Value;
 use sluice_store::testing::TempPgDatabase;
+use sluice_testkit::Stage;
 use tempfile::TempDir;
 
-use crate::helpers::{desired, fleet, host, plan, report, spawn_app_on};
+use crate::helpers::{agents_round, desired, fleet, host, plan, report, spawn_app_on, start};
 
 #[tokio::test]
 async fn a_server_on_postgresql_keeps_its_rollouts_across_restarts() {
@@ -17,29 +18,19 @@ async fn a_server_on_postgresql_keeps_its_rollouts_across_restarts() {
     let data_dir = Arc::new(TempDir::new().expect("temp dir"));
     let app = spawn_app_on(Arc::clone(&data_dir), Some(db.url())).await;
     assert_eq!(app.import(&fleet(10)).await.status(), StatusCode::OK);
-    let id = app
-        .rollout(&plan(
+    let id = start(
+        &app,
+        plan(
             "on-postgres",
-            &["{ percent: 30, approve: true }", "{ percent: 100 }"],
-        ))
-        .await;
-    app.action(&id, "start", "go").await;
-    let mut admitted = Vec::new();
-    for i in 0..10 {
-        if desired(&report(&app, &host(i), "1.0", "ok").await) == "2.0" {
-            admitted.push(i);
-            report(&app, &host(i), "2.0", "ok").await;
-        }
-    }
+            [Stage::percent(30).approve(), Stage::percent(100)],
+        ),
+    )
+    .await;
+    let admitted = agents_round(&app, 10).await;
     assert_eq!(admitted.len(), 3);
     let before = app.detail(&id).await;
     let events_before = app.events(&id).await;
-    let hosts_before: Value = app
-        .get("/v1/hosts", &app.admin)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let hosts_before: Value = app.json("/v1/hosts").await;
     let viewer = app.token("viewer", None).await;
     let data_dir = app.stop();
     assert!(
@@ -53,12 +44,7 @@ async fn a_server_on_postgresql_keeps_its_rollouts_across_restarts() {
     assert_eq!(after["admitted"], 3);
     assert_eq!(after["stages"], before["stages"]);
     assert_eq!(app.events(&id).await, events_before);
-    let hosts_after: Value = app
-        .get("/v1/hosts", &app.admin)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let hosts_after: Value = app.json("/v1/hosts").await;
     assert_eq!(hosts_after, hosts_before);
     for i in 0..10 {
         let (current, expected) = if admitted.contains(&i) {

@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
+use sluice_testkit::{Gate, OnFailure, Stage};
 use tempfile::TempDir;
 
-use crate::helpers::{fleet, plan, serve, spawn_app, wait_for, TestApp};
+use crate::helpers::{fleet, plan, serve, spawn_app, start, wait_for, TestApp, DEADLINE};
 
 /// A Prometheus process scraping one target every second; killed on drop.
 struct Prometheus {
@@ -79,7 +80,7 @@ impl Prometheus {
             [("query", metric)],
         )
         .expect("query url");
-        wait_for("Prometheus to scrape the target", || async {
+        wait_for("Prometheus to scrape the target", DEADLINE, || async {
             let answer: Value = client
                 .get(query.clone())
                 .send()
@@ -123,13 +124,22 @@ fn gate<'a>(detail: &'a Value, name: &str) -> &'a Value {
 #[tokio::test]
 async fn a_failing_prometheus_gate_rolls_back_with_its_evidence() {
     let (app, prometheus) = watched(0.9).await;
-    let source = format!(
-        "{}gates:\n  prometheus:\n    - {{ name: restarts, url: \"{}\", query: \"max(container_restarts_rate)\", fail_if: \"> 0.5\", for: 2, interval: 1s }}\non_failure: rollback\n",
-        plan("gated", &["{ percent: 50, bake: 1h }", "{ percent: 100 }"]),
-        prometheus.url,
-    );
-    let id = app.rollout(&source).await;
-    app.action(&id, "start", "go").await;
+    let source = plan(
+        "gated",
+        [Stage::percent(50).bake("1h"), Stage::percent(100)],
+    )
+    .gate(
+        Gate::prometheus(
+            "restarts",
+            &prometheus.url,
+            "max(container_restarts_rate)",
+            "> 0.5",
+        )
+        .failing_for(2)
+        .interval("1s"),
+    )
+    .on_failure(OnFailure::Rollback);
+    let id = start(&app, source).await;
     let rolled_back = app.wait_for_state(&id, "rolled_back").await;
     assert_eq!(gate(&rolled_back, "restarts")["latest"]["outcome"], "fail");
 
@@ -150,13 +160,9 @@ async fn a_failing_prometheus_gate_rolls_back_with_its_evidence() {
 
 /// Starts a rollout watched by one Prometheus gate named `name` on `query`.
 async fn gated_rollout(app: &TestApp, prometheus: &Prometheus, name: &str, query: &str) -> String {
-    let source = format!(
-        "{}gates:\n  prometheus:\n    - {{ name: {name}, url: \"{url}\", query: \"{query}\", fail_if: \"> 0.5\", interval: 1s }}\n",
-        plan(name, &["{ percent: 50, bake: 1h }", "{ percent: 100 }"]),
-        url = prometheus.url,
-    );
-    let id = app.rollout(&source).await;
-    app.action(&id, "start", "go").await;
+    let source = plan(name, [Stage::percent(50).bake("1h"), Stage::percent(100)])
+        .gate(Gate::prometheus(name, &prometheus.url, query, "> 0.5").interval("1s"));
+    let id = start(app, source).await;
     id
 }
 
@@ -170,7 +176,7 @@ async fn a_healthy_metric_passes_with_its_value_as_evidence() {
         "max(container_restarts_rate)",
     )
     .await;
-    let detail = wait_for("the gate's first result", || async {
+    let detail = wait_for("the gate's first result", DEADLINE, || async {
         let detail = app.detail(&id).await;
         (!gate(&detail, "restarts")["latest"].is_null()).then_some(detail)
     })

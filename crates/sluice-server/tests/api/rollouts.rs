@@ -2,6 +2,7 @@
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use sluice_testkit::Stage;
 
 use crate::helpers::{assert_error, fleet, plan, spawn_app};
 
@@ -9,16 +10,11 @@ use crate::helpers::{assert_error, fleet, plan, spawn_app};
 async fn create_list_and_detail() {
     let app = spawn_app().await;
     assert_eq!(app.import(&fleet(10)).await.status(), StatusCode::OK);
-    let source = plan("first", &["{ percent: 10 }", "{ percent: 100 }"]);
+    let source = plan("first", [Stage::percent(10), Stage::percent(100)]).to_string();
     let id = app.rollout(&source).await;
     assert_eq!(id, "r-1");
 
-    let list: Value = app
-        .get("/v1/rollouts", &app.admin)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let list: Value = app.json("/v1/rollouts").await;
     assert_eq!(list["rollouts"][0]["id"], "r-1");
     assert_eq!(list["rollouts"][0]["state"], "pending");
     assert_eq!(list["rollouts"][0]["selected"], 10);
@@ -66,10 +62,10 @@ async fn an_invalid_plan_is_422_with_the_first_field_and_every_problem() {
 async fn names_are_unique_and_overlapping_rollouts_conflict() {
     let app = spawn_app().await;
     assert_eq!(app.import(&fleet(4)).await.status(), StatusCode::OK);
-    let first = app.rollout(&plan("one", &["{ percent: 100 }"])).await;
+    let first = app.rollout(&plan("one", [Stage::percent(100)])).await;
 
     let again = app
-        .create_rollout(&plan("one", &["{ percent: 100 }"]))
+        .create_rollout(&plan("one", [Stage::percent(100)]))
         .await;
     let error = assert_error(again, StatusCode::CONFLICT, "conflict").await;
     assert!(error["error"]["message"]
@@ -77,10 +73,7 @@ async fn names_are_unique_and_overlapping_rollouts_conflict() {
         .is_some_and(|m| m.contains(&first)));
 
     let overlap = app
-        .create_rollout(&format!(
-            "{}selector: \"role=web\"\n",
-            plan("two", &["{ percent: 100 }"])
-        ))
+        .create_rollout(plan("two", [Stage::percent(100)]).selector("role=web"))
         .await;
     let error = assert_error(overlap, StatusCode::CONFLICT, "conflict").await;
     let message = error["error"]["message"].as_str().expect("message");
@@ -92,7 +85,7 @@ async fn names_are_unique_and_overlapping_rollouts_conflict() {
         StatusCode::OK
     );
     let response = app
-        .create_rollout(&plan("three", &["{ percent: 100 }"]))
+        .create_rollout(&plan("three", [Stage::percent(100)]))
         .await;
     assert_eq!(response.status(), StatusCode::CREATED);
 }
@@ -104,7 +97,7 @@ async fn actions_need_a_reason_and_a_state_they_apply_to() {
     let id = app
         .rollout(&plan(
             "acts",
-            &["{ percent: 50, approve: true }", "{ percent: 100 }"],
+            [Stage::percent(50).approve(), Stage::percent(100)],
         ))
         .await;
 
@@ -167,7 +160,7 @@ async fn events_are_the_timeline_with_actors() {
     let id = app
         .rollout(&plan(
             "timeline",
-            &["{ percent: 50, approve: true }", "{ percent: 100 }"],
+            [Stage::percent(50).approve(), Stage::percent(100)],
         ))
         .await;
     app.action(&id, "start", "change 42").await;

@@ -5,6 +5,7 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use sluice_testkit::{Plan, Stage};
 
 use crate::helpers::{assert_error, desired, spawn_app, TestApp};
 
@@ -24,7 +25,9 @@ async fn sto_completed(app: &TestApp) -> String {
     for (host, site) in HOSTS {
         report_at(app, host, site, "1.0", "ok").await;
     }
-    let plan = "name: sto-only\ncomponent: docker-engine\nversion: \"2.0\"\nselector: site=sto\nstages:\n  - { percent: 100 }\n";
+    let plan = Plan::new("sto-only", "docker-engine", "2.0")
+        .selector("site=sto")
+        .stage(Stage::percent(100));
     let id = app.rollout(plan).await;
     assert_eq!(
         app.action(&id, "start", "CHG-1").await.status(),
@@ -47,11 +50,7 @@ const HOSTS: [(&str, &str); 4] = [
 ];
 
 async fn components(app: &TestApp) -> Value {
-    app.get("/v1/components", &app.admin)
-        .await
-        .json()
-        .await
-        .expect("json")
+    app.json("/v1/components").await
 }
 
 async fn set_stable(app: &TestApp, body: Value) -> reqwest::Response {
@@ -95,12 +94,7 @@ async fn a_site_scoped_rollout_completes_without_touching_another_site() {
             assert_eq!(told, &json!({"version": "1.0"}), "{host}");
         }
     }
-    let desired: Value = app
-        .get("/v1/hosts/c.lon.example.net/desired", &app.admin)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let desired: Value = app.json("/v1/hosts/c.lon.example.net/desired").await;
     assert_eq!(desired, json!({"docker-engine": "1.0"}));
 }
 
@@ -146,7 +140,9 @@ async fn set_stable_is_refused_while_a_rollout_of_the_component_is_active_and_ne
     for (host, site) in HOSTS {
         report_at(&app, host, site, "1.0", "ok").await;
     }
-    let plan = "name: slow\ncomponent: docker-engine\nversion: \"2.0\"\nstages:\n  - { percent: 50, approve: true }\n  - { percent: 100 }\n";
+    let plan = Plan::new("slow", "docker-engine", "2.0")
+        .stage(Stage::percent(50).approve())
+        .stage(Stage::percent(100));
     let id = app.rollout(plan).await;
     let response = set_stable(&app, json!({"version": "2.0", "reason": "shortcut"})).await;
     let error = assert_error(response, StatusCode::CONFLICT, "conflict").await;

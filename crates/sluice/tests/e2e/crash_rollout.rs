@@ -15,27 +15,25 @@ use sluice_api::host::ImportHost;
 use sluice_api::rollout::Action;
 use sluice_api::rollout::{RolloutDetail, RolloutState};
 use sluice_client::{Client, HostQuery};
+use sluice_testkit::{wait_for, Amount, Plan, Sandbox, Stage};
 
 use crate::fleet::{
     checkin_retrying, desired, fleet_10k_hosts, for_each_concurrent, report, Rng, COMPONENT,
     OLD_VERSION, WORKERS,
 };
-use crate::sandbox::{wait_for_within, Sandbox};
 
 const TARGET: &str = "17.03.1";
 const SELECTOR: &str = "site=lon";
-const PLAN: &str = r#"name: e2e-crash
-component: docker-engine
-version: "17.03.1"
-selector: "site=lon"
-strategy: { spread: [role, site] }
-max_in_flight: 10%
-stages:
-  - { name: canary, percent: 1, bake: 1s }
-  - { name: ten, percent: 10, bake: 1s }
-  - { name: thirty, percent: 30, bake: 1s }
-  - { name: all, percent: 100 }
-"#;
+fn plan() -> Plan {
+    Plan::new("e2e-crash", COMPONENT, TARGET)
+        .selector(SELECTOR)
+        .spread(&["role", "site"])
+        .max_in_flight(Amount::Percent(10))
+        .stage(Stage::percent(1).named("canary").bake("1s"))
+        .stage(Stage::percent(10).named("ten").bake("1s"))
+        .stage(Stage::percent(30).named("thirty").bake("1s"))
+        .stage(Stage::percent(100).named("all"))
+}
 
 /// The simulated agents' shared view.
 #[derive(Default)]
@@ -79,7 +77,7 @@ async fn rollout_state_survives_sigkill_without_exceeding_quotas() {
 
     let id = sandbox
         .client()
-        .create_rollout(PLAN)
+        .create_rollout(&plan().to_string())
         .await
         .expect("creating the rollout")
         .id;
@@ -112,7 +110,7 @@ async fn rollout_state_survives_sigkill_without_exceeding_quotas() {
     for (stage, &quota) in quotas.iter().enumerate() {
         let threshold = rng.range(previous + 1, quota) as usize;
         previous = quota;
-        wait_for_within(
+        wait_for(
             &format!("{threshold} hosts told {TARGET}"),
             Duration::from_secs(120),
             || {
@@ -137,7 +135,7 @@ async fn rollout_state_survives_sigkill_without_exceeding_quotas() {
     }
 
     let client = sandbox.client().clone();
-    let done = wait_for_within(
+    let done = wait_for(
         "the rollout to complete after the crashes",
         Duration::from_secs(120),
         || {

@@ -17,9 +17,9 @@ use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use sluice_api::admin::Role;
 use sluice_api::rollout::RolloutState;
+use sluice_testkit::{wait_for, Sandbox, DEADLINE};
 
-use crate::fleet::fleet_10k;
-use crate::sandbox::{wait_for, Sandbox};
+use crate::fleet::sandbox_with_fleet_10k;
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -54,7 +54,7 @@ impl Driver {
                 panic!("starting {CHROMEDRIVER} ({error}); install Debian's chromium-driver")
             });
         let address = SocketAddr::from(([127, 0, 0, 1], port));
-        wait_for("chromedriver to listen", || async move {
+        wait_for("chromedriver to listen", DEADLINE, || async move {
             TcpStream::connect_timeout(&address, Duration::from_millis(200))
                 .ok()
                 .map(drop)
@@ -91,12 +91,7 @@ impl Driver {
 /// The server with the fixture imported and the dashboard plan running,
 /// and a token of `role` named `name`.
 async fn rollout_sandbox(role: Role, name: &str) -> (Sandbox, String) {
-    let sandbox = Sandbox::start().await;
-    let fleet = fleet_10k();
-    sandbox
-        .sluice(&["hosts", "import", fleet.to_str().expect("utf-8 path")])
-        .await
-        .ok();
+    let (sandbox, _) = sandbox_with_fleet_10k().await;
     let plan = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/plan-dashboard.yaml");
     sandbox.start_rollout(&plan, "dashboard e2e").await;
     let token = sandbox
@@ -143,7 +138,7 @@ async fn open_signed_in(browser: &Client, url: &str, token: &str) {
         .expect("signing in");
     let expected = url.to_owned();
     let browser = browser.clone();
-    wait_for("the browser to come back to the link", || {
+    wait_for("the browser to come back to the link", DEADLINE, || {
         let (browser, expected) = (browser.clone(), expected.clone());
         async move {
             let now = browser.current_url().await.ok()?;
@@ -168,7 +163,7 @@ async fn text_of(browser: &Client, id: &str) -> String {
 
 /// Waits until `#id`'s text is `expected`, across reloads and live updates.
 async fn wait_for_text(browser: &Client, id: &'static str, expected: &'static str) {
-    wait_for(&format!("#{id} to read {expected:?}"), || {
+    wait_for(&format!("#{id} to read {expected:?}"), DEADLINE, || {
         let browser = browser.clone();
         async move {
             let element = browser.find(Locator::Id(id)).await.ok()?;

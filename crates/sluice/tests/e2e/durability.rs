@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use sluice_api::agent::ReportState;
 use sluice_api::host::ImportHost;
 use sluice_api::HostId;
+use sluice_testkit::{wait_for, Sandbox, DEADLINE};
 use tokio::sync::Notify;
 
 use crate::fleet::{for_each_concurrent, report, Rng, COMPONENT, WORKERS};
-use crate::sandbox::Sandbox;
 
 /// Hosts each reporting task plays; each host reports several times.
 const HOSTS_PER_TASK: usize = 25;
@@ -113,7 +113,7 @@ async fn acknowledged_checkins_survive_sigkill() {
 
     ledger.reached.notified().await;
     // Kill while reports are on the wire, so that some are cut off.
-    let in_flight_at_kill = crate::sandbox::wait_for("check-ins in flight", || {
+    let in_flight_at_kill = wait_for("check-ins in flight", DEADLINE, || {
         let in_flight = ledger.in_flight.load(Ordering::SeqCst);
         async move { (in_flight > 0).then_some(in_flight) }
     })

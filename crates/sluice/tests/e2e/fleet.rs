@@ -12,6 +12,7 @@ use std::time::Duration;
 use sluice_api::agent::{CheckinRequest, CheckinResponse, ComponentReport, ReportState};
 use sluice_api::host::ImportHost;
 use sluice_client::{Client, ClientError};
+use sluice_testkit::Sandbox;
 use tokio::task::JoinSet;
 
 /// The component every test rolls out.
@@ -29,6 +30,21 @@ pub fn fleet_10k() -> PathBuf {
 /// The hosts of [`fleet_10k`].
 pub fn fleet_10k_hosts() -> Vec<ImportHost> {
     load_fleet(&fleet_10k())
+}
+
+/// A server with [`fleet_10k`] imported through the CLI, and its hosts.
+pub async fn sandbox_with_fleet_10k() -> (Sandbox, Vec<ImportHost>) {
+    let sandbox = Sandbox::start().await;
+    let fleet = fleet_10k_hosts();
+    let file = fleet_10k();
+    let file = file.to_str().expect("a UTF-8 path");
+    let imported = sandbox
+        .sluice(&["hosts", "import", file, "--output", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(imported["imported"], fleet.len());
+    (sandbox, fleet)
 }
 
 /// Reads a fleet file (`[{"id", "labels", "components"}]`).

@@ -10,7 +10,6 @@
 //! exactly those admitted so far, whatever the controller does meanwhile.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::sync::Arc;
 
 use sluice_api::agent::{CheckinRequest, CheckinResponse, ReportState};
@@ -18,12 +17,12 @@ use sluice_api::host::ImportHost;
 use sluice_api::rollout::{Phase, RolloutDetail, RolloutState};
 use sluice_api::HostId;
 use sluice_client::Client;
+use sluice_testkit::{wait_for, Amount, Plan, Preview, Sandbox, Stage, DEADLINE};
 
 use crate::fleet::{
-    desired, fleet_10k, fleet_10k_hosts, for_each_concurrent, report, COMPONENT, OLD_VERSION,
-    WORKERS,
+    desired, fleet_10k, for_each_concurrent, report, sandbox_with_fleet_10k, COMPONENT,
+    OLD_VERSION, WORKERS,
 };
-use crate::sandbox::{wait_for, Sandbox};
 
 const TARGET: &str = "17.03.1";
 /// Hosts of other sites that check in too, and must never be told the target.
@@ -106,6 +105,19 @@ impl Sim {
         self.checkin((0..self.hosts.len()).collect()).await
     }
 
+    /// One check-in of every host, each told the version it ran before the
+    /// rollout `id` (`when`: after what), the `admitted` ones by that rollout.
+    async fn sweep_told_back(&mut self, admitted: &BTreeSet<String>, id: &str, when: &str) {
+        for (i, answer) in self.sweep().await {
+            let host = &self.hosts[i].id;
+            let told = &answer.components[COMPONENT];
+            assert_eq!(told.version, OLD_VERSION, "{host} {when}");
+            if admitted.contains(host.as_str()) {
+                assert_eq!(told.rollout.as_deref(), Some(id), "{host}");
+            }
+        }
+    }
+
     /// The hosts told to run what they do not apply it and report it
     /// healthy; returns how many did.
     async fn apply(&mut self) -> usize {
@@ -123,37 +135,6 @@ impl Sim {
         self.checkin(pending).await;
         count
     }
-}
-
-/// What `sluice plan preview --json` says each stage admits (cumulative).
-async fn preview(sandbox: &Sandbox, plan: &Path) -> (u64, Vec<BTreeSet<String>>) {
-    let json = sandbox
-        .sluice(&[
-            "plan",
-            "preview",
-            "-f",
-            path(plan),
-            "--fleet",
-            path(&fleet_10k()),
-            "--json",
-        ])
-        .await
-        .ok()
-        .json();
-    let stages = json["stages"]
-        .as_array()
-        .expect("stages")
-        .iter()
-        .map(|stage| {
-            stage["admitted"]
-                .as_array()
-                .expect("admitted")
-                .iter()
-                .map(|id| id.as_str().expect("a host id").to_owned())
-                .collect()
-        })
-        .collect();
-    (json["strata"].as_u64().expect("strata"), stages)
 }
 
 /// Each stage's quota over all strata, computed here from the fixture:
@@ -176,8 +157,13 @@ fn quotas(hosts: &[ImportHost], percents: &[u64]) -> (usize, Vec<u64>) {
     (sizes.len(), quotas)
 }
 
-fn path(path: &Path) -> &str {
-    path.to_str().expect("a UTF-8 path")
+/// `sluice components --output json`.
+async fn list_components(sandbox: &Sandbox) -> serde_json::Value {
+    sandbox
+        .sluice(&["components", "--output", "json"])
+        .await
+        .ok()
+        .json()
 }
 
 async fn detail(sandbox: &Sandbox, id: &str) -> RolloutDetail {
@@ -201,6 +187,7 @@ fn settled(detail: &RolloutDetail, stage: usize) -> bool {
 async fn wait_for_stage(sandbox: &Sandbox, id: &str, stage: usize) {
     wait_for(
         &format!("rollout {id} to reach stage {}", stage + 1),
+        DEADLINE,
         || async {
             let detail = detail(sandbox, id).await;
             (detail.summary.stage >= Some(stage)).then_some(())
@@ -254,35 +241,29 @@ async fn settle_stage(
     }
 }
 
-const PLAN: &str = r#"# docker 17.03.1 on one site of the fixture, spread over roles
-name: e2e-docker-17.03.1
-component: docker-engine
-version: "17.03.1"
-payload: { url: "https://repo.example.net/docker-ce_17.03.1.deb" }
-selector: "site=sto"
-strategy: { spread: [role, site] }
-max_in_flight: 20%
-stages:
-  - { name: canary, percent: 1, bake: 1s, approve: true }
-  - { name: ten, percent: 10, bake: 1s }
-  - { name: half, percent: 50, bake: 1s }
-  - { name: all, percent: 100 }
-"#;
+/// docker 17.03.1 on one site of the fixture, spread over roles.
+fn plan() -> Plan {
+    Plan::new("e2e-docker-17.03.1", COMPONENT, TARGET)
+        .payload_url("https://repo.example.net/docker-ce_17.03.1.deb")
+        .selector("site=sto")
+        .spread(&["role", "site"])
+        .max_in_flight(Amount::Percent(20))
+        .stage(Stage::percent(1).named("canary").bake("1s").approve())
+        .stage(Stage::percent(10).named("ten").bake("1s"))
+        .stage(Stage::percent(50).named("half").bake("1s"))
+        .stage(Stage::percent(100).named("all"))
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_stage_admits_exactly_its_preview_pause_holds_rollback_reverts() {
-    let mut sandbox = Sandbox::start().await;
-    let fleet = fleet_10k_hosts();
-    let imported = sandbox
-        .sluice(&["hosts", "import", path(&fleet_10k()), "--output", "json"])
-        .await
-        .ok()
-        .json();
-    assert_eq!(imported["imported"], fleet.len());
+    let (mut sandbox, fleet) = sandbox_with_fleet_10k().await;
 
     let is_sto = |host: &ImportHost| host.labels.get("site").map(String::as_str) == Some("sto");
-    let plan = sandbox.write("plan.yaml", PLAN);
-    let (strata, preview) = preview(&sandbox, &plan).await;
+    let plan = sandbox.write("plan.yaml", plan());
+    let Preview {
+        strata,
+        stages: preview,
+    } = sandbox.preview(&plan, &fleet_10k()).await;
     let sto: Vec<ImportHost> = fleet.iter().filter(|host| is_sto(host)).cloned().collect();
     let (expected_strata, expected_quotas) = quotas(&sto, &[1, 10, 50, 100]);
     assert_eq!(strata, expected_strata as u64);
@@ -307,7 +288,7 @@ async fn each_stage_admits_exactly_its_preview_pause_holds_rollback_reverts() {
 
     // Canary: exactly its preview, then it waits for approval, admitting no one.
     settle_stage(&mut sim, &sandbox, &id, 0, &preview).await;
-    wait_for("the canary to await approval", || async {
+    wait_for("the canary to await approval", DEADLINE, || async {
         let now = detail(&sandbox, &id).await;
         (now.summary.phase == Some(Phase::AwaitingApproval)).then_some(())
     })
@@ -318,18 +299,8 @@ async fn each_stage_admits_exactly_its_preview_pause_holds_rollback_reverts() {
         "nothing is admitted while awaiting approval"
     );
     let approved = sandbox
-        .sluice(&[
-            "rollout",
-            "approve",
-            &id,
-            "--reason",
-            "e2e: canaries healthy",
-            "--output",
-            "json",
-        ])
-        .await
-        .ok()
-        .json();
+        .rollout_action(&id, "approve", "e2e: canaries healthy")
+        .await;
     assert_eq!(
         approved["stage"], 1,
         "approval starts the next stage: {approved}"
@@ -349,18 +320,8 @@ async fn each_stage_admits_exactly_its_preview_pause_holds_rollback_reverts() {
     );
     assert!(sim.told.len() < preview[2].len() && sim.told.is_subset(&preview[2]));
     let paused = sandbox
-        .sluice(&[
-            "rollout",
-            "pause",
-            &id,
-            "--reason",
-            "e2e: error rate up",
-            "--output",
-            "json",
-        ])
-        .await
-        .ok()
-        .json();
+        .rollout_action(&id, "pause", "e2e: error rate up")
+        .await;
     assert_eq!(paused["state"], "paused");
     let told_at_pause = sim.told.clone();
     // The hosts in flight report healthy, freeing every slot: still, no
@@ -380,9 +341,8 @@ async fn each_stage_admits_exactly_its_preview_pause_holds_rollback_reverts() {
         ("paused", told_at_pause.len() as u64, 0)
     );
     sandbox
-        .sluice(&["rollout", "resume", &id, "--reason", "e2e: false alarm"])
-        .await
-        .ok();
+        .rollout_action(&id, "resume", "e2e: false alarm")
+        .await;
     settle_stage(&mut sim, &sandbox, &id, 2, &preview).await;
 
     // 100 %: the first hosts are told; then roll back.
@@ -397,29 +357,13 @@ async fn each_stage_admits_exactly_its_preview_pause_holds_rollback_reverts() {
         "the stage 4 hosts have not applied yet"
     );
     let rolled_back = sandbox
-        .sluice(&[
-            "rollout",
-            "rollback",
-            &id,
-            "--reason",
-            "e2e: containers orphaned",
-            "--output",
-            "json",
-        ])
-        .await
-        .ok()
-        .json();
+        .rollout_action(&id, "rollback", "e2e: containers orphaned")
+        .await;
     assert_eq!(rolled_back["state"], "rolled_back");
     let admitted = sim.told.clone();
     // At its next check-in every admitted host is told what it ran before.
-    for (i, answer) in sim.sweep().await {
-        let host = &sim.hosts[i].id;
-        let told = &answer.components[COMPONENT];
-        assert_eq!(told.version, OLD_VERSION, "{host} after the rollback");
-        if admitted.contains(host.as_str()) {
-            assert_eq!(told.rollout.as_deref(), Some(id.as_str()), "{host}");
-        }
-    }
+    sim.sweep_told_back(&admitted, &id, "after the rollback")
+        .await;
     assert_eq!(
         sim.apply().await,
         preview[2].len(),
@@ -432,11 +376,7 @@ async fn each_stage_admits_exactly_its_preview_pause_holds_rollback_reverts() {
     assert!(sim.running.iter().all(|version| version == OLD_VERSION));
 
     // A rollback sets no stable version.
-    let components = sandbox
-        .sluice(&["components", "--output", "json"])
-        .await
-        .ok()
-        .json();
+    let components = list_components(&sandbox).await;
     assert_eq!(components["components"][0]["name"], COMPONENT);
     assert!(
         components["components"][0].get("stable_version").is_none(),
@@ -452,36 +392,23 @@ async fn each_stage_admits_exactly_its_preview_pause_holds_rollback_reverts() {
         (now.summary.state.as_str(), now.summary.admitted),
         ("rolled_back", admitted.len() as u64)
     );
-    for (i, answer) in sim.sweep().await {
-        let host = &sim.hosts[i].id;
-        let told = &answer.components[COMPONENT];
-        assert_eq!(told.version, OLD_VERSION, "{host} after the restart");
-        if admitted.contains(host.as_str()) {
-            assert_eq!(told.rollout.as_deref(), Some(id.as_str()), "{host}");
-        }
-    }
+    sim.sweep_told_back(&admitted, &id, "after the restart")
+        .await;
     let now = detail(&sandbox, &id).await;
     assert_eq!(now.hosts.reverted, admitted.len() as u64, "{:?}", now.hosts);
 }
 
-const COMPLETE_PLAN: &str = r#"name: e2e-complete
-component: docker-engine
-version: "17.03.1"
-selector: "site=ash, role in (dns, ntp, vault)"
-strategy: { spread: [role, site] }
-stages:
-  - { name: half, percent: 50, bake: 1s }
-  - { name: all, percent: 100 }
-"#;
+fn complete_plan() -> Plan {
+    Plan::new("e2e-complete", COMPONENT, TARGET)
+        .selector("site=ash, role in (dns, ntp, vault)")
+        .spread(&["role", "site"])
+        .stage(Stage::percent(50).named("half").bake("1s"))
+        .stage(Stage::percent(100).named("all"))
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_site_scoped_rollout_completes_without_touching_another_site() {
-    let mut sandbox = Sandbox::start().await;
-    let fleet = fleet_10k_hosts();
-    sandbox
-        .sluice(&["hosts", "import", path(&fleet_10k())])
-        .await
-        .ok();
+    let (mut sandbox, fleet) = sandbox_with_fleet_10k().await;
     let selected = |host: &ImportHost| {
         host.labels.get("site").map(String::as_str) == Some("ash")
             && matches!(
@@ -489,15 +416,11 @@ async fn a_site_scoped_rollout_completes_without_touching_another_site() {
                 Some("dns" | "ntp" | "vault")
             )
     };
-    let plan = sandbox.write("complete.yaml", COMPLETE_PLAN);
-    let (_, preview) = preview(&sandbox, &plan).await;
+    let plan = sandbox.write("complete.yaml", complete_plan());
+    let preview = sandbox.preview(&plan, &fleet_10k()).await.stages;
     let id = sandbox.start_rollout(&plan, "e2e: CHG-2").await;
 
-    let components = sandbox
-        .sluice(&["components", "--output", "json"])
-        .await
-        .ok()
-        .json();
+    let components = list_components(&sandbox).await;
     assert!(
         components["components"][0].get("stable_version").is_none(),
         "{components}"
@@ -511,7 +434,7 @@ async fn a_site_scoped_rollout_completes_without_touching_another_site() {
     settle_stage(&mut sim, &sandbox, &id, 0, &preview).await;
     wait_for_stage(&sandbox, &id, 1).await;
     settle_stage(&mut sim, &sandbox, &id, 1, &preview).await;
-    let status = wait_for("the rollout to complete", || async {
+    let status = wait_for("the rollout to complete", DEADLINE, || async {
         let status = sandbox
             .sluice(&["rollout", "status", &id, "--output", "json"])
             .await
@@ -526,11 +449,7 @@ async fn a_site_scoped_rollout_completes_without_touching_another_site() {
     // stable version stays unset, also after a crash.
     let stable =
         |components: &serde_json::Value| components["components"][0].get("stable_version").cloned();
-    let components = sandbox
-        .sluice(&["components", "--output", "json"])
-        .await
-        .ok()
-        .json();
+    let components = list_components(&sandbox).await;
     assert_eq!(components["components"][0]["name"], COMPONENT);
     assert_eq!(stable(&components), None, "{components}");
     assert_eq!(
@@ -539,11 +458,7 @@ async fn a_site_scoped_rollout_completes_without_touching_another_site() {
     );
     sandbox.kill9();
     sandbox.restart().await;
-    let components = sandbox
-        .sluice(&["components", "--output", "json"])
-        .await
-        .ok()
-        .json();
+    let components = list_components(&sandbox).await;
     assert_eq!(stable(&components), None, "after a restart: {components}");
 
     // Every host of the rollout keeps being told the target, and so is a
@@ -592,11 +507,7 @@ async fn a_site_scoped_rollout_completes_without_touching_another_site() {
     // Moving the stable version explicitly says first how many hosts it
     // changes at once, and changes nothing without --yes.
     // Every host on the old version but the joiner the rollout covers.
-    let components = sandbox
-        .sluice(&["components", "--output", "json"])
-        .await
-        .ok()
-        .json();
+    let components = list_components(&sandbox).await;
     let unchanged = components["components"][0]["versions"][OLD_VERSION]
         .as_u64()
         .expect("hosts on the old version")

@@ -1,5 +1,5 @@
 //! End-to-end tests of the real `sluice` binary: each test starts
-//! `sluice server` in a [`sandbox::Sandbox`] (port 0, temp data dir), plays
+//! `sluice server` in a [`sluice_testkit::Sandbox`] (port 0, temp data dir), plays
 //! agents over HTTP with the typed client (`fleet`), drives rollouts with
 //! the CLI, and crashes the server with SIGKILL where durability is the
 //! point.
@@ -20,4 +20,3 @@ mod dashboard;
 mod durability;
 mod fleet;
 mod full_rollout;
-mod sandbox;

@@ -1,0 +1,569 @@
+//! The real `sluice server` process, as the end-to-end tests run it: port 0
+//! on 127.0.0.1, a temp data dir of its own, a typed client holding the
+//! admin token, the `sluice` CLI pointed at it, and the means to crash it
+//! ([`Sandbox::kill9`]) and bring it back on the same data dir and port
+//! ([`Sandbox::restart`]).
+//!
+//! The server is killed when the sandbox is dropped; if the test is
+//! failing, the tail of the server's log is printed first (all of it as it
+//! comes with `TEST_LOG`, at the level `RUST_LOG` says).
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::fmt::Display;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sluice_api::host::HostView;
+use sluice_client::Client;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::plan::Plan;
+use crate::tls::TlsFiles;
+
+/// How long the server may take to say where it listens (a debug build
+/// restoring a 10k-host rollout from SQLite on a busy 2-core machine).
+const START_DEADLINE: Duration = Duration::from_secs(60);
+/// Server log lines printed when a test fails.
+const LOG_TAIL: usize = 200;
+/// What the server prints once it listens, before its URL.
+const ANNOUNCEMENT: &str = "listening on ";
+
+/// The `sluice` binary of the profile the tests were built in: beside the
+/// `deps/` directory that holds the test binary.
+pub fn sluice_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the path of the test binary");
+    let profile = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary lives in <target>/<profile>/deps");
+    let bin = profile.join(format!("sluice{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "these tests run the real server, but {} is missing: build it first with \
+         `cargo build -p sluice` (same profile), or run `cargo test --workspace`",
+        bin.display()
+    );
+    bin
+}
+
+/// A `sluice server` process and what the tests need around it.
+pub struct Sandbox {
+    data_dir: tempfile::TempDir,
+    /// Where CLI runs happen and test files are written.
+    work: tempfile::TempDir,
+    child: Option<Child>,
+    args: Vec<OsString>,
+    address: SocketAddr,
+    url: String,
+    token: String,
+    client: Client,
+    /// Every line the server printed, stdout and stderr as they came.
+    log: Arc<Mutex<Vec<String>>>,
+    /// How many times the server was started.
+    starts: u32,
+}
+
+/// A sandbox whose server takes more arguments (`--checkin-interval`,
+/// `--tls-cert`, …).
+#[derive(Debug, Default)]
+pub struct SandboxBuilder {
+    args: Vec<OsString>,
+}
+
+impl SandboxBuilder {
+    /// One more argument of `sluice server`.
+    pub fn arg(mut self, arg: impl Into<OsString>) -> SandboxBuilder {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Serves HTTPS with the certificate and key of [`crate::tls::private_ca`].
+    pub fn tls(self, files: &TlsFiles) -> SandboxBuilder {
+        self.arg("--tls-cert")
+            .arg(&files.cert)
+            .arg("--tls-key")
+            .arg(&files.key)
+    }
+
+    /// Starts the server from async code (the wait runs on a blocking thread).
+    pub async fn start(self) -> Sandbox {
+        tokio::task::spawn_blocking(move || self.start_blocking())
+            .await
+            .expect("the thread starting the server")
+    }
+
+    /// Starts the server and waits until it says where it listens.
+    pub fn start_blocking(self) -> Sandbox {
+        let data_dir = tempfile::tempdir().expect("creating the data dir");
+        let work = tempfile::tempdir().expect("creating the work dir");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let listen: SocketAddr = "127.0.0.1:0".parse().expect("an address");
+        let launch = Launch {
+            listen,
+            data_dir: data_dir.path().to_path_buf(),
+            args: self.args.clone(),
+            log: Arc::clone(&log),
+            start: 1,
+        };
+        let (child, url) = launch.run();
+        let token = std::fs::read_to_string(data_dir.path().join("admin.token"))
+            .expect("the server wrote <data-dir>/admin.token on its first start")
+            .trim()
+            .to_owned();
+        let client = Client::builder(&url)
+            .token(&token)
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("building the admin client");
+        Sandbox {
+            data_dir,
+            work,
+            child: Some(child),
+            args: self.args,
+            address: address_of(&url),
+            url,
+            token,
+            client,
+            log,
+            starts: 1,
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if std::thread::panicking() && std::env::var_os("TEST_LOG").is_none() {
+            let log = self.log();
+            let tail = &log[log.len().saturating_sub(LOG_TAIL)..];
+            eprintln!(
+                "---- last {} lines of the sluice server log ({}) ----",
+                tail.len(),
+                self.url
+            );
+            for line in tail {
+                eprintln!("{line}");
+            }
+        }
+        self.kill9();
+    }
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("url", &self.url)
+            .field("data_dir", &self.data_dir.path())
+            .field("starts", &self.starts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    /// A server on `127.0.0.1:0` with a fresh data dir.
+    pub async fn start() -> Sandbox {
+        Sandbox::builder().start().await
+    }
+
+    /// [`Sandbox::start`] for tests without a runtime.
+    pub fn start_blocking() -> Sandbox {
+        Sandbox::builder().start_blocking()
+    }
+
+    /// A server with more arguments.
+    pub fn builder() -> SandboxBuilder {
+        SandboxBuilder::default()
+    }
+
+    /// The server's base URL, `http://127.0.0.1:PORT` (`https://` with TLS).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A client with the admin token (cheap to clone; agents may share it).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The admin token the server wrote on its first start.
+    pub fn admin_token(&self) -> &str {
+        &self.token
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    /// Every line the server printed so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().map(|log| log.clone()).unwrap_or_default()
+    }
+
+    /// SIGKILL: no graceful shutdown, no flush. Waits until the process is
+    /// gone; a server already killed stays killed.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // `Child::kill` is SIGKILL on Unix.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same data dir and the same address
+    /// (agents keep their server URL), after [`Sandbox::kill9`] (or kills it
+    /// first).
+    pub async fn restart(&mut self) {
+        self.kill9();
+        self.starts += 1;
+        let launch = Launch {
+            listen: self.address,
+            data_dir: self.data_dir.path().to_path_buf(),
+            args: self.args.clone(),
+            log: Arc::clone(&self.log),
+            start: self.starts,
+        };
+        let (child, url) = tokio::task::spawn_blocking(move || launch.run())
+            .await
+            .expect("the thread starting the server");
+        assert_eq!(url, self.url, "the server came back on its port");
+        self.child = Some(child);
+        let token = std::fs::read_to_string(self.data_dir.path().join("admin.token"))
+            .expect("admin.token survives a restart");
+        assert_eq!(
+            token.trim(),
+            self.token,
+            "a restart keeps the first admin token"
+        );
+    }
+
+    /// Writes `text` to `name` in the work dir and returns its path.
+    pub fn write(&self, name: &str, text: impl Display) -> PathBuf {
+        let path = self.work.path().join(name);
+        std::fs::write(&path, text.to_string()).expect("writing a test file");
+        path
+    }
+
+    /// `sluice ARGS` as an operator beside the server would run it, from
+    /// the work dir: the server's URL in `SLUICE_SERVER`, its data dir (and
+    /// so the admin token) in `SLUICE_DATA_DIR`.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(sluice_bin());
+        command
+            .args(args)
+            .current_dir(self.work.path())
+            .env("SLUICE_SERVER", &self.url)
+            .env("SLUICE_DATA_DIR", self.data_dir.path())
+            .env_remove("SLUICE_TOKEN")
+            .env_remove("SLUICE_TOKEN_FILE")
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs [`Sandbox::command`] on a blocking thread.
+    pub async fn sluice(&self, args: &[&str]) -> Run {
+        let mut command = self.command(args);
+        tokio::task::spawn_blocking(move || Run::of(&mut command))
+            .await
+            .expect("the CLI thread")
+    }
+
+    /// Runs [`Sandbox::command`] for tests without a runtime.
+    pub fn sluice_blocking(&self, args: &[&str]) -> Run {
+        Run::of(&mut self.command(args))
+    }
+
+    /// `sluice rollout create -f PLAN --start --reason REASON`; returns the id.
+    pub async fn start_rollout(&self, plan: &Path, reason: &str) -> String {
+        let plan = plan.to_str().expect("a UTF-8 path");
+        let created = self
+            .sluice(&[
+                "rollout", "create", "-f", plan, "--start", "--reason", reason, "--output", "json",
+            ])
+            .await
+            .ok()
+            .json();
+        created["id"]
+            .as_str()
+            .expect("create prints {\"id\": …}")
+            .to_owned()
+    }
+
+    /// `sluice rollout ACTION ID --reason REASON --output json`; the
+    /// rollout's summary it prints.
+    pub async fn rollout_action(&self, id: &str, action: &str, reason: &str) -> serde_json::Value {
+        self.sluice(&[
+            "rollout", action, id, "--reason", reason, "--output", "json",
+        ])
+        .await
+        .ok()
+        .json()
+    }
+
+    /// [`Sandbox::start_rollout`] of `plan`, written to `NAME.yaml`.
+    pub async fn start_plan(&self, plan: &Plan, reason: &str) -> String {
+        let path = self.write(&format!("{}.yaml", plan.name()), plan);
+        self.start_rollout(&path, reason).await
+    }
+
+    /// What `sluice plan preview -f PLAN --fleet FLEET --json` says.
+    pub async fn preview(&self, plan: &Path, fleet: &Path) -> Preview {
+        let utf8 = |path: &'static str, file: &Path| -> String {
+            file.to_str()
+                .unwrap_or_else(|| panic!("the {path} path {} is not UTF-8", file.display()))
+                .to_owned()
+        };
+        let (plan, fleet) = (utf8("plan", plan), utf8("fleet", fleet));
+        let json = self
+            .sluice(&["plan", "preview", "-f", &plan, "--fleet", &fleet, "--json"])
+            .await
+            .ok()
+            .json();
+        let stages = json["stages"]
+            .as_array()
+            .expect("stages")
+            .iter()
+            .map(|stage| {
+                stage["admitted"]
+                    .as_array()
+                    .expect("admitted")
+                    .iter()
+                    .map(|id| id.as_str().expect("a host id").to_owned())
+                    .collect()
+            })
+            .collect();
+        Preview {
+            strata: json["strata"].as_u64().expect("strata"),
+            stages,
+        }
+    }
+
+    /// A new agent token bound to `host` (`sluice token create --role agent
+    /// --host HOST`), written to a file in the work dir; returns the file.
+    pub async fn agent_token_file(&self, host: &str) -> PathBuf {
+        let run = self
+            .sluice(&["token", "create", "--role", "agent", "--host", host])
+            .await
+            .ok();
+        let token = run.stdout();
+        let token = token.trim();
+        assert!(!token.is_empty(), "token create printed the token");
+        self.write(&format!("{host}.token"), format_args!("{token}\n"))
+    }
+
+    /// What the server knows of host `id`, if anything.
+    pub async fn host(&self, id: &str) -> Option<HostView> {
+        self.client.host(id).await.ok()
+    }
+
+    /// The check-ins the server answered so far (`sluice_checkins_total`
+    /// of its `/metrics`).
+    pub async fn checkins(&self) -> u64 {
+        let mut stream = tokio::net::TcpStream::connect(self.address)
+            .await
+            .expect("connecting to the server");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: sluice\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("sending GET /metrics");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .await
+            .expect("reading /metrics");
+        response
+            .lines()
+            .find_map(|line| line.strip_prefix("sluice_checkins_total "))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no sluice_checkins_total in /metrics:\n{response}"))
+    }
+}
+
+/// What a plan preview admits.
+#[derive(Debug, Clone)]
+pub struct Preview {
+    /// How many strata the selected hosts form.
+    pub strata: u64,
+    /// The hosts admitted by each stage, cumulative.
+    pub stages: Vec<BTreeSet<String>>,
+}
+
+/// The address in a URL the server announced (`http://127.0.0.1:PORT`).
+fn address_of(url: &str) -> SocketAddr {
+    let authority = url.split_once("://").map_or(url, |(_, rest)| rest);
+    authority
+        .trim_end_matches('/')
+        .parse()
+        .unwrap_or_else(|_| panic!("the server announced {url:?}, not an address"))
+}
+
+/// One start of `sluice server`.
+struct Launch {
+    listen: SocketAddr,
+    data_dir: PathBuf,
+    args: Vec<OsString>,
+    log: Arc<Mutex<Vec<String>>>,
+    start: u32,
+}
+
+impl Launch {
+    /// Spawns the server and waits for `listening on URL`; returns the
+    /// process and the URL.
+    fn run(self) -> (Child, String) {
+        let verbose = std::env::var_os("TEST_LOG").is_some();
+        let filter = match std::env::var("RUST_LOG") {
+            Ok(filter) if verbose => filter,
+            _ => "info".to_owned(),
+        };
+        let mut child = Command::new(sluice_bin())
+            .args(["server", "--listen", &self.listen.to_string(), "--data-dir"])
+            .arg(&self.data_dir)
+            .args(&self.args)
+            .env("RUST_LOG", filter)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning sluice server");
+        let (lines_tx, lines_rx) = mpsc::channel::<String>();
+        let streams: [Option<Box<dyn Read + Send>>; 2] = [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ];
+        let start = self.start;
+        for stream in streams.into_iter().flatten() {
+            let lines_tx = lines_tx.clone();
+            let log = Arc::clone(&self.log);
+            // Read to the end, so that the server never blocks on a full pipe.
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if verbose {
+                        eprintln!("[server #{start}] {line}");
+                    }
+                    if let Ok(mut log) = log.lock() {
+                        log.push(format!("[server #{start}] {line}"));
+                    }
+                    let _ = lines_tx.send(line);
+                }
+            });
+        }
+        drop(lines_tx);
+        let until = Instant::now() + START_DEADLINE;
+        let outcome = loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match lines_rx.recv_timeout(left) {
+                Ok(line) => {
+                    let url = line
+                        .find(ANNOUNCEMENT)
+                        .and_then(|at| line[at + ANNOUNCEMENT.len()..].split_whitespace().next())
+                        .filter(|url| url.starts_with("http://") || url.starts_with("https://"));
+                    if let Some(url) = url {
+                        break Ok(url.to_owned());
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => break Err("timed out"),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break Err("its output ended"),
+            }
+        };
+        match outcome {
+            Ok(url) => (child, url),
+            Err(why) => {
+                let _ = child.kill();
+                let status = child.wait();
+                let log = self.log.lock().map(|log| log.clone()).unwrap_or_default();
+                panic!(
+                    "sluice server (start #{start} on {}) did not announce `{ANNOUNCEMENT}URL` \
+                     ({why}; {status:?}):\n{}",
+                    self.listen,
+                    log.join("\n")
+                );
+            }
+        }
+    }
+}
+
+/// A finished `sluice` run.
+#[derive(Debug)]
+pub struct Run {
+    shown: String,
+    output: Output,
+}
+
+impl Run {
+    /// The output of a process `shown` (`sluice rollout status r-1`).
+    pub fn new(shown: impl Into<String>, output: Output) -> Run {
+        Run {
+            shown: shown.into(),
+            output,
+        }
+    }
+
+    /// Runs `command` to its end.
+    pub fn of(command: &mut Command) -> Run {
+        let program = Path::new(command.get_program());
+        let shown = std::iter::once(program.file_name().unwrap_or(program.as_os_str()))
+            .chain(command.get_args())
+            .map(|part| part.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let output = command
+            .output()
+            .unwrap_or_else(|error| panic!("running `{shown}`: {error}"));
+        Run { shown, output }
+    }
+
+    /// The exit code (`None` when killed by a signal).
+    pub fn code(&self) -> Option<i32> {
+        self.output.status.code()
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    /// Asserts exit code 0.
+    #[track_caller]
+    pub fn ok(self) -> Run {
+        self.exits(0)
+    }
+
+    /// Asserts the exit code.
+    #[track_caller]
+    pub fn exits(self, code: i32) -> Run {
+        assert_eq!(
+            self.code(),
+            Some(code),
+            "`{}`\nstdout: {}\nstderr: {}",
+            self.shown,
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+
+    /// Stdout as JSON.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.output.stdout).unwrap_or_else(|error| {
+            panic!(
+                "`{}` printed no JSON ({error}): {}",
+                self.shown,
+                self.stdout()
+            )
+        })
+    }
+}
