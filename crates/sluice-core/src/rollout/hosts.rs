@@ -9,9 +9,10 @@
 //! once, by a rollback) and snapshots.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use foldhash::{HashMap, HashMapExt};
 use jiff::Timestamp;
 
 use crate::percent::Percent;

@@ -6,9 +6,10 @@
 //! A [`Strings`] interner owns the sharing: the few hundred distinct label
 //! maps, component names and versions of a fleet are allocated once.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use foldhash::HashSet;
 use jiff::Timestamp;
 use sluice_api::agent::ReportState;
 use sluice_core::fleet::Labels;
