@@ -177,6 +177,17 @@ vocabulary! {
     }
 }
 
+vocabulary! {
+    /// A server replica's part in the cluster.
+    ReplicaRole ("replica role") {
+        /// Holds the lease: runs the controller and makes every decision.
+        Leader = "leader",
+        /// Serves by forwarding to the leader; takes over when the lease
+        /// expires.
+        Standby = "standby",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +222,7 @@ mod tests {
         same_words(Action::ALL);
         same_words(Role::ALL);
         same_words(ReportState::ALL);
+        same_words(ReplicaRole::ALL);
     }
 
     #[test]

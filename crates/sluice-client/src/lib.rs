@@ -32,6 +32,7 @@ use sluice_api::admin::{
     ComponentList, FreezeView, Role, StableChange, StableRequest, TokenCreated, TokenRequest,
 };
 use sluice_api::agent::{CheckinRequest, CheckinResponse};
+use sluice_api::cluster::ClusterView;
 use sluice_api::error::ErrorBody;
 use sluice_api::host::{DesiredMap, HostList, HostView, ImportHost, ImportResult};
 use sluice_api::rollout::{
@@ -422,6 +423,12 @@ impl Client {
     pub async fn freeze(&self) -> Result<FreezeView, ClientError> {
         let request = self.request(Method::GET, &["v1", "freeze"], &[]);
         self.send_json(request, "GET /v1/freeze").await
+    }
+
+    /// `GET /v1/cluster`: the replicas, the leader and the lease's epoch.
+    pub async fn cluster(&self) -> Result<ClusterView, ClientError> {
+        let request = self.request(Method::GET, &["v1", "cluster"], &[]);
+        self.send_json(request, "GET /v1/cluster").await
     }
 
     /// `PUT /v1/freeze`: hold every rollout at once.

@@ -124,6 +124,27 @@ pub enum Need {
     Admin,
 }
 
+/// Fails with 403 unless `role` covers `need`.
+pub fn require(role: Role, need: Need) -> Result<(), ApiError> {
+    let allowed: &[Role] = match need {
+        Need::View => &[Role::Viewer, Role::Operator, Role::Admin],
+        Need::Operate => &[Role::Operator, Role::Admin],
+        Need::Admin => &[Role::Admin],
+    };
+    if allowed.contains(&role) {
+        return Ok(());
+    }
+    let wanted = match need {
+        Need::View => "a viewer, operator or admin token",
+        Need::Operate => "an operator or admin token",
+        Need::Admin => "an admin token",
+    };
+    Err(ApiError::Forbidden(format!(
+        "this needs {wanted}; the token given has the {} role",
+        role.as_str()
+    )))
+}
+
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
 pub struct Caller(pub Arc<Token>);
@@ -139,23 +160,7 @@ impl Caller {
 
     /// Fails with 403 unless the caller's role covers `need`.
     pub fn require(&self, need: Need) -> Result<(), ApiError> {
-        let allowed: &[Role] = match need {
-            Need::View => &[Role::Viewer, Role::Operator, Role::Admin],
-            Need::Operate => &[Role::Operator, Role::Admin],
-            Need::Admin => &[Role::Admin],
-        };
-        if allowed.contains(&self.role()) {
-            return Ok(());
-        }
-        let wanted = match need {
-            Need::View => "a viewer, operator or admin token",
-            Need::Operate => "an operator or admin token",
-            Need::Admin => "an admin token",
-        };
-        Err(ApiError::Forbidden(format!(
-            "this needs {wanted}; the token given has the {} role",
-            self.role().as_str()
-        )))
+        require(self.role(), need)
     }
 
     /// Whether the caller may check in (or read the desired versions) as

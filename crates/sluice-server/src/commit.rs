@@ -25,6 +25,14 @@
 //!   tagged with the generation they were built in; those of a discarded
 //!   generation never reach the store. Later writes are not wedged behind
 //!   the refused batch: the new generation commits as usual.
+//!
+//! A third way belongs to replicas sharing PostgreSQL: the store is
+//! **fenced** by the leader's lease, and a commit after the lease was lost
+//! (this replica was paused or cut off, and another took over) fails with
+//! `StoreError::Fenced`, writing nothing. This writer then takes nothing
+//! more: the batch's requests and every later one fail with
+//! [`CommitError::NotLeader`], and [`Committer::fenced`] tells the replica
+//! to step down at once (see `crate::replica`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -56,6 +64,9 @@ pub enum CommitError {
     Rebuilding,
     #[error("the server is shutting down and did not save the change; retry against the restarted server")]
     Closed,
+    /// This replica lost the leader's lease: nothing it decides lands.
+    #[error("this replica is no longer the leader ({0}); nothing of this change holds, retry it: another replica leads now")]
+    NotLeader(String),
 }
 
 type Ack = oneshot::Sender<Result<(), CommitError>>;
@@ -93,6 +104,10 @@ struct Progress {
     rebuilding: AtomicBool,
     /// Signalled when a batch was refused: memory must be rebuilt.
     refused: Notify,
+    /// Why the store fenced this writer off, once it did.
+    fenced: std::sync::OnceLock<String>,
+    /// Signalled when the store fenced this writer off.
+    fenced_notify: Notify,
 }
 
 /// A submitted batch; [`Pending::durable`] resolves once it is committed.
@@ -121,6 +136,10 @@ impl Committer {
     /// guarded the change, so that batches queue in the order of changes.
     pub fn submit(&self, writes: Vec<Write>) -> Pending {
         let (ack, rx) = oneshot::channel();
+        if let Some(why) = self.progress.fenced.get() {
+            let _ = ack.send(Err(CommitError::NotLeader(why.clone())));
+            return Pending(rx);
+        }
         if self.progress.rebuilding.load(Ordering::Acquire) {
             let _ = ack.send(Err(CommitError::Rebuilding));
             return Pending(rx);
@@ -151,6 +170,16 @@ impl Committer {
     /// store does not, and must be rebuilt from it.
     pub async fn refused(&self) {
         self.progress.refused.notified().await;
+    }
+
+    /// Resolves once the store fenced this writer off: the replica lost the
+    /// leader's lease and must step down.
+    pub async fn fenced(&self) {
+        let notified = self.progress.fenced_notify.notified();
+        if self.progress.fenced.get().is_some() {
+            return;
+        }
+        notified.await;
     }
 
     /// Starts a new generation: call it under the lock that guards memory,
@@ -198,7 +227,10 @@ async fn writer(
                 seq,
                 generation,
             } => {
-                if discarded.is_some_and(|old| generation <= old) {
+                if let Some(why) = progress.fenced.get() {
+                    let _ = ack.send(Err(CommitError::NotLeader(why.clone())));
+                    progress.settled.fetch_max(seq, Ordering::AcqRel);
+                } else if discarded.is_some_and(|old| generation <= old) {
                     let _ = ack.send(Err(CommitError::Rebuilding));
                     progress.settled.fetch_max(seq, Ordering::AcqRel);
                 } else {
@@ -233,6 +265,16 @@ async fn writer(
                     progress.settled.fetch_max(seq, Ordering::AcqRel);
                 }
                 Ok(())
+            }
+            Err(StoreError::Fenced(why)) => {
+                metrics.commit_failed();
+                tracing::error!(reason = %why, writes = writes.len(), "the store fenced the group commit off: this replica lost the leader's lease; nothing more is written");
+                let _ = progress.fenced.set(why.clone());
+                progress.fenced_notify.notify_waiters();
+                if let Some(seq) = last_seq {
+                    progress.settled.fetch_max(seq, Ordering::AcqRel);
+                }
+                Err(CommitError::NotLeader(why))
             }
             Err(error) if error.is_transient() => {
                 metrics.commit_failed();

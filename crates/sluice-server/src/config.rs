@@ -29,6 +29,39 @@ pub struct Config {
     pub clock: Arc<dyn Clock>,
     /// Serve HTTPS with this certificate and key (PEM files) instead of HTTP.
     pub tls: Option<TlsFiles>,
+    /// With `database_url`: how this replica takes part in the cluster.
+    pub replica: ReplicaConfig,
+}
+
+/// A replica's identity and its lease (PostgreSQL only: the embedded store
+/// has one server, which leads).
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    /// The replica's id in `GET /v1/cluster` and the lease; default
+    /// `HOSTNAME:PORT`.
+    pub id: Option<String>,
+    /// Where the other replicas forward requests to this one (when it
+    /// leads); default the scheme and the listening address, or the host
+    /// name when listening on every address.
+    pub advertise_url: Option<String>,
+    /// How long a lease lasts unless renewed. The leader renews it every
+    /// quarter of this and stops deciding when it could not for three
+    /// quarters; a standby takes over once it expires.
+    pub lease_ttl: Duration,
+    /// Trusted (PEM) besides the system's roots when forwarding to a leader
+    /// that serves HTTPS with a private CA's certificate.
+    pub peer_ca: Option<PathBuf>,
+}
+
+impl Default for ReplicaConfig {
+    fn default() -> ReplicaConfig {
+        ReplicaConfig {
+            id: None,
+            advertise_url: None,
+            lease_ttl: Duration::from_secs(8),
+            peer_ca: None,
+        }
+    }
 }
 
 /// The PEM files of `--tls-cert` and `--tls-key`.
@@ -51,6 +84,7 @@ impl Config {
             gate_timeout: Duration::from_secs(10),
             clock: Arc::new(SystemClock),
             tls: None,
+            replica: ReplicaConfig::default(),
         }
     }
 }

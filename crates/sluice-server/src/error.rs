@@ -125,9 +125,10 @@ impl From<CommitError> for ApiError {
     fn from(error: CommitError) -> ApiError {
         match error {
             CommitError::Refused(_) => ApiError::Internal(error.to_string()),
-            CommitError::Unavailable(_) | CommitError::Rebuilding | CommitError::Closed => {
-                ApiError::Unavailable(error.to_string())
-            }
+            CommitError::Unavailable(_)
+            | CommitError::Rebuilding
+            | CommitError::Closed
+            | CommitError::NotLeader(_) => ApiError::Unavailable(error.to_string()),
         }
     }
 }

@@ -40,6 +40,7 @@ pub mod extract;
 pub mod gates;
 pub mod metrics;
 pub mod persist;
+pub mod replica;
 pub mod routes;
 pub mod startup;
 pub mod state;
@@ -51,7 +52,7 @@ pub mod world;
 use std::path::{Path, PathBuf};
 
 pub use clock::{Clock, SystemClock};
-pub use config::{Config, DatabaseUrl, TlsFiles};
+pub use config::{Config, DatabaseUrl, ReplicaConfig, TlsFiles};
 pub use startup::Application;
 
 /// Where the first start writes the admin token: `<data-dir>/admin.token`.

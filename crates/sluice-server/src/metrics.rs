@@ -31,6 +31,8 @@ pub struct Metrics {
     rollouts: GaugeFamily,
     hosts: GaugeFamily,
     rollout_hosts: GaugeFamily,
+    leader: Gauge,
+    epoch: Gauge,
 }
 
 /// The gauges' values, read from memory at scrape time.
@@ -104,6 +106,18 @@ impl Metrics {
             "hosts of active rollouts by state in the rollout",
             Family::default(),
         );
+        let leader = registered(
+            r,
+            "leader",
+            "1 on the replica that leads (holds the lease; always on the embedded store), else 0",
+            Gauge::default(),
+        );
+        let epoch = registered(
+            r,
+            "leader_epoch",
+            "the epoch of the leader's lease as this replica last saw it (0: none yet, or the embedded store)",
+            Gauge::default(),
+        );
         Metrics {
             registry,
             render: std::sync::Mutex::new(()),
@@ -116,7 +130,15 @@ impl Metrics {
             rollouts,
             hosts,
             rollout_hosts,
+            leader,
+            epoch,
         }
+    }
+
+    /// Whether this replica leads, and the lease's epoch as it last saw it.
+    pub fn set_leadership(&self, leader: bool, epoch: Option<i64>) {
+        self.leader.set(i64::from(leader));
+        self.epoch.set(epoch.unwrap_or(0));
     }
 
     pub fn checkin(&self, elapsed: Duration) {

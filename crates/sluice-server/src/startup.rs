@@ -1,72 +1,75 @@
-//! Building and running the server: [`Application::build`] loads the store,
-//! restores memory and binds the listener (port 0 picks one, see
-//! [`Application::port`]); [`Application::run_until_stopped`] serves until
-//! its shutdown future resolves, then drains in-flight requests, stops the
-//! controller and flushes the group commit.
+//! Building and running the server: [`Application::build`] opens the store,
+//! binds the listener (port 0 picks one, see [`Application::port`]) and
+//! makes this process a [`Replica`] — the leader at once on the embedded
+//! store, with memory restored; on PostgreSQL the leader if the lease is
+//! free, else a standby. [`Application::run_until_stopped`] serves and keeps
+//! the lease until its shutdown future resolves, then drains in-flight
+//! requests, and a leader stops its controller, flushes the group commit and
+//! hands the lease over.
 
 use std::future::Future;
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
 use axum_server::tls_rustls::RustlsConfig;
-use sluice_store::{PgStore, SqliteStore, Store, TokenRecord, TokenRole, Write};
+use sluice_store::{Cluster, PgStore, SqliteStore, Store};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-use crate::auth::{hash_secret, new_secret, Tokens};
-use crate::commit::Committer;
 use crate::config::{Config, TlsFiles};
-use crate::controller::{self, Settings};
+use crate::controller::Settings;
 use crate::metrics::Metrics;
-use crate::state::{AppState, Parts};
-use crate::world::World;
-use crate::{admin_token_path, dashboard, routes};
+use crate::replica::{forward, leadership, Replica, TermSettings};
+use crate::routes;
 
 /// A built server, listening, not yet serving.
 #[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
-    router: axum::Router,
-    state: AppState,
-    writer: JoinHandle<()>,
-    settings: Settings,
+    replica: Arc<Replica>,
     /// HTTPS when set.
     tls: Option<RustlsConfig>,
-    /// Set when this start wrote a new admin token.
-    admin_token: Option<PathBuf>,
 }
 
 impl Application {
-    /// Opens the PostgreSQL store of `config.database_url`, else the SQLite
-    /// store in `config.data_dir`, and builds on it.
+    /// Opens the PostgreSQL store of `config.database_url` as a replica of
+    /// the cluster sharing it, else the SQLite store in `config.data_dir`,
+    /// and builds on it.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
-        let store: Arc<dyn Store> =
-            match &config.database_url {
-                Some(url) => {
-                    // The store's errors name the URL, its password redacted.
-                    let store = PgStore::open(url.expose())
-                        .await
-                        .context("opening the PostgreSQL store")?;
-                    tracing::info!(database = %store.url(), "state in PostgreSQL");
-                    Arc::new(store)
-                }
-                None => Arc::new(SqliteStore::open(&config.data_dir).await.with_context(|| {
+        match &config.database_url {
+            Some(url) => {
+                // The store's errors name the URL, its password redacted.
+                let store = PgStore::open(url.expose())
+                    .await
+                    .context("opening the PostgreSQL store")?;
+                tracing::info!(database = %store.url(), "state in PostgreSQL");
+                Application::build_replica(config, Backing::Cluster(Arc::new(store))).await
+            }
+            None => {
+                let store = SqliteStore::open(&config.data_dir).await.with_context(|| {
                     format!("opening the store in {}", config.data_dir.display())
-                })?),
-            };
-        Application::build_with_store(config, store).await
+                })?;
+                Application::build_with_store(config, Arc::new(store)).await
+            }
+        }
     }
 
-    /// Builds on any store (tests, other backends).
+    /// Builds on any store with no lease (tests, other backends): the
+    /// server leads for the life of the process.
     pub async fn build_with_store(
         config: Config,
         store: Arc<dyn Store>,
     ) -> anyhow::Result<Application> {
+        Application::build_replica(config, Backing::Alone(store)).await
+    }
+
+    /// Binds the listener, then leads at once on a store of its own; in a
+    /// cluster, takes the lease if it is free (the first replica serves as
+    /// soon as it is built) and otherwise starts as a standby.
+    async fn build_replica(config: Config, backing: Backing) -> anyhow::Result<Application> {
         // Gate evaluations use rustls with ring; the process needs it as its
         // provider (another caller may have installed it already).
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -74,47 +77,62 @@ impl Application {
             Some(files) => Some(load_tls(files).await?),
             None => None,
         };
-
-        let metrics = Arc::new(Metrics::new());
-        let (committer, writer) = Committer::spawn(Arc::clone(&store), Arc::clone(&metrics));
-        let state = AppState::new(
-            Parts {
-                world: World::default(),
-                tokens: Tokens::default(),
-                committer,
-                metrics,
-                clock: Arc::clone(&config.clock),
-                next_checkin_s: config.next_checkin_s,
-                https: tls.is_some(),
-            },
-            store,
-        );
-        let (hosts, rollouts) = state.restore().await?;
-        tracing::info!(hosts, rollouts, "state loaded");
-
-        let admin_token = if state.tokens().has_admin() {
-            None
-        } else {
-            Some(first_admin_token(&state, &config.data_dir).await?)
-        };
-
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
         let local_addr = listener.local_addr().context("reading the bound address")?;
-        let router = routes::router(state.clone());
-        Ok(Application {
-            listener,
-            local_addr,
-            router,
-            state,
-            writer,
-            settings: Settings {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let id = match &config.replica.id {
+            Some(id) => id.clone(),
+            None => format!("{}:{}", host_name(), local_addr.port()),
+        };
+        let address = match &config.replica.advertise_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None if local_addr.ip().is_unspecified() => {
+                format!("{scheme}://{}:{}", host_name(), local_addr.port())
+            }
+            None => format!("{scheme}://{local_addr}"),
+        };
+        let settings = TermSettings {
+            data_dir: config.data_dir.clone(),
+            clock: Arc::clone(&config.clock),
+            next_checkin_s: config.next_checkin_s,
+            https: tls.is_some(),
+            controller: Settings {
                 tick: config.tick_interval,
                 gate_timeout: config.gate_timeout,
             },
+            gates: reqwest::Client::builder()
+                .user_agent(concat!("sluice-server/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .context("building the HTTP client for gates")?,
+        };
+        let metrics = Arc::new(Metrics::new());
+        let replica = match backing {
+            Backing::Alone(store) => {
+                Replica::embedded(id, address, store, settings, metrics).await?
+            }
+            Backing::Cluster(cluster) => {
+                let forwarder = forward::client(config.replica.peer_ca.as_deref())?;
+                let replica = Replica::clustered(
+                    id,
+                    address,
+                    cluster,
+                    settings,
+                    metrics,
+                    config.replica.lease_ttl,
+                    forwarder,
+                );
+                let leads = leadership::try_lead(&replica).await?;
+                tracing::info!(replica = %replica.id, address = %replica.address, leads, "replica of the cluster");
+                replica
+            }
+        };
+        Ok(Application {
+            listener,
+            local_addr,
+            replica,
             tls,
-            admin_token,
         })
     }
 
@@ -132,131 +150,60 @@ impl Application {
         format!("{scheme}://{}", self.local_addr)
     }
 
-    /// The admin token file this start wrote, if it wrote one.
-    pub fn new_admin_token(&self) -> Option<&Path> {
-        self.admin_token.as_deref()
+    /// The admin token file this start wrote, if it wrote one (a replica
+    /// that did not lead at start writes none).
+    pub fn new_admin_token(&self) -> Option<PathBuf> {
+        self.replica
+            .term()
+            .and_then(|term| term.admin_token.clone())
     }
 
     /// Serves until `shutdown` resolves; then waits for in-flight requests,
-    /// stops the controller, and commits everything queued before returning.
+    /// and a leader stops its controller, commits everything queued and
+    /// hands its lease over before returning.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("sluice-server/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("building the HTTP client for gates")?;
-        let (stop, stopped) = oneshot::channel();
-        let controller = tokio::spawn(controller::run(
-            self.state.clone(),
-            client,
-            self.settings.clone(),
-            stopped,
-        ));
-        let (stop_rebuilder, rebuilder_stopped) = oneshot::channel::<()>();
-        let rebuilder = tokio::spawn({
-            let state = self.state.clone();
-            async move {
-                state
-                    .rebuild_after_refusals(async {
-                        let _ = rebuilder_stopped.await;
-                    })
-                    .await;
-            }
-        });
-        let (stop_sampler, sampler_stopped) = oneshot::channel();
-        let sampler = tokio::spawn(dashboard::sampler::run(
-            self.state.clone(),
-            dashboard::sampler::interval(self.settings.tick),
-            sampler_stopped,
-        ));
-        tracing::info!(address = %self.local_addr, "serving");
+        let (stop_leadership, leadership_stopped) = oneshot::channel::<()>();
+        let elector = tokio::spawn(leadership::run(Arc::clone(&self.replica), async {
+            let _ = leadership_stopped.await;
+        }));
+        let router = routes::front(Arc::clone(&self.replica));
+        tracing::info!(address = %self.local_addr, replica = %self.replica.id, "serving");
         let served = match self.tls {
-            None => axum::serve(self.listener, self.router)
+            None => axum::serve(self.listener, router)
                 .with_graceful_shutdown(shutdown)
                 .await
                 .context("serving HTTP"),
-            Some(tls) => serve_tls(self.listener, self.router, tls, shutdown).await,
+            Some(tls) => serve_tls(self.listener, router, tls, shutdown).await,
         };
-        tracing::info!("shutting down: requests drained, stopping the controller");
-        let _ = stop.send(());
-        let _ = stop_sampler.send(());
-        let _ = stop_rebuilder.send(());
-        if let Err(error) = rebuilder.await {
-            tracing::error!(%error, "the memory rebuilder ended abnormally");
+        tracing::info!("shutting down: requests drained");
+        let _ = stop_leadership.send(());
+        if let Err(error) = elector.await {
+            tracing::error!(%error, "the lease keeper ended abnormally");
         }
-        if let Err(error) = sampler.await {
-            tracing::error!(%error, "the dashboard's sampler ended abnormally");
-        }
-        if let Err(error) = controller.await {
-            tracing::error!(%error, "the controller ended abnormally");
-        }
-        let ((), saved) = self
-            .state
-            .change(|world, _, writes| world.save_last_seen(writes));
-        if let Err(error) = saved.durable().await {
-            tracing::error!(%error, "could not save the hosts' last check-in times");
-        }
-        self.state.committer().stop().await;
-        if let Err(error) = self.writer.await {
-            tracing::error!(%error, "the group commit writer ended abnormally");
-        }
+        self.replica.shutdown().await;
         tracing::info!("stopped");
         served
     }
 }
 
-/// First start: writes a new admin token to `<data-dir>/admin.token` (mode
-/// 0600), then stores its hash. In that order: a crash in between leaves no
-/// admin token in the store, so the next start writes a new file.
-async fn first_admin_token(state: &AppState, data_dir: &Path) -> anyhow::Result<PathBuf> {
-    let secret = new_secret()?;
-    // On PostgreSQL nothing else creates the data directory.
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
-    let path = admin_token_path(data_dir);
-    write_secret(&path, &secret)?;
-    let (record, pending) = state.change(|_, now, writes| {
-        let record = TokenRecord {
-            hash: hash_secret(&secret),
-            role: TokenRole::Admin,
-            host: None,
-            name: Some("admin".to_owned()),
-            created_at: now,
-        };
-        writes.push(Write::Token(record.clone()));
-        record
-    });
-    pending
-        .durable()
-        .await
-        .context("saving the first admin token")?;
-    state.tokens().insert(&record);
-    tracing::info!(path = %path.display(), "first start: wrote the admin token");
-    Ok(path)
+/// What a replica keeps its state in.
+enum Backing {
+    /// A store of its own, without a lease: the replica leads.
+    Alone(Arc<dyn Store>),
+    /// A database shared with other replicas, one of which leads.
+    Cluster(Arc<dyn Cluster>),
 }
 
-/// Writes `secret` to `path`, readable by the owner only, atomically.
-fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
-    let temporary = path.with_extension("token.tmp");
-    let _ = std::fs::remove_file(&temporary);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options
-        .open(&temporary)
-        .with_context(|| format!("creating {}", temporary.display()))?;
-    writeln!(file, "{secret}").with_context(|| format!("writing {}", temporary.display()))?;
-    file.sync_all()
-        .with_context(|| format!("syncing {}", temporary.display()))?;
-    std::fs::rename(&temporary, path)
-        .with_context(|| format!("moving the admin token to {}", path.display()))?;
-    Ok(())
+/// This machine's host name, for a replica's default id and address.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// The TLS certificate or key cannot be used: the operator's input is wrong.

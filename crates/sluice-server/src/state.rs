@@ -2,7 +2,7 @@
 //! lock, the tokens, the group commit, the metrics, the store and the clock.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use anyhow::Context;
 use jiff::Timestamp;
@@ -32,8 +32,6 @@ struct Inner {
     https: bool,
     /// Wakes the controller after an operator action.
     wake: Notify,
-    /// `/v1/openapi.json`, set once the router is built.
-    openapi: OnceLock<String>,
 }
 
 impl fmt::Debug for Inner {
@@ -70,7 +68,6 @@ impl AppState {
             next_checkin_s: parts.next_checkin_s,
             https: parts.https,
             wake: Notify::new(),
-            openapi: OnceLock::new(),
         }))
     }
 
@@ -249,14 +246,6 @@ impl AppState {
 
     pub async fn woken(&self) {
         self.0.wake.notified().await;
-    }
-
-    pub fn set_openapi(&self, json: String) {
-        let _ = self.0.openapi.set(json);
-    }
-
-    pub fn openapi(&self) -> &str {
-        self.0.openapi.get().map_or("{}", String::as_str)
     }
 }
 

@@ -489,4 +489,9 @@ pub trait Cluster: Send + Sync + 'static {
 
     /// Every replica heard from within the last day, by id.
     async fn replicas(&self) -> Result<Vec<ReplicaRecord>, StoreError>;
+
+    /// The stored token whose secret hashes to `hash`: a replica that does
+    /// not lead holds no tokens in memory, and checks a caller of the
+    /// endpoints it answers itself (`GET /v1/cluster`) here.
+    async fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
 }

@@ -93,6 +93,9 @@ async fn spawn(
         data_dir.path().to_path_buf(),
     );
     config.database_url = database_url.map(DatabaseUrl::new);
+    // A restart after a crash waits for the crashed replica's lease to run
+    // out: short in tests.
+    config.replica.lease_ttl = Duration::from_secs(2);
     config.tick_interval = Duration::from_millis(100);
     config.gate_timeout = Duration::from_secs(2);
     let (ready_tx, ready_rx) = oneshot::channel::<Result<SocketAddr, String>>();
@@ -142,6 +145,23 @@ async fn spawn(
         .await
         .expect("server thread answered")
         .expect("server built");
+    if database_url.is_some() {
+        // The only replica of its database: it leads once a crashed
+        // predecessor's lease ran out.
+        let readyz = format!("http://{address}/readyz");
+        wait_for("the server to lead", DEADLINE, || async {
+            let ready: serde_json::Value = match reqwest::get(&readyz).await {
+                Ok(response) => response.json().await.unwrap_or_default(),
+                Err(error) => return Err(error.to_string()),
+            };
+            if ready["role"] == "leader" {
+                Ok(())
+            } else {
+                Err(ready.to_string())
+            }
+        })
+        .await;
+    }
     let admin = std::fs::read_to_string(admin_token_path(data_dir.path()))
         .expect("admin token written at first start")
         .trim()

@@ -47,6 +47,9 @@ enum Command {
     /// API tokens
     #[command(subcommand)]
     Token(commands::admin::TokenCommand),
+    /// The replicas sharing one PostgreSQL database, and which one leads
+    #[command(subcommand)]
+    Cluster(commands::cluster::ClusterCommand),
     /// Rehearse a plan against a fleet file in virtual time, with faults
     Simulate(commands::simulate::SimulateArgs),
 }
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
         Command::Freeze(command) => commands::admin::freeze(command),
         Command::Components(args) => commands::admin::components(args),
         Command::Token(command) => commands::admin::token(command),
+        Command::Cluster(command) => commands::cluster::run(command),
         Command::Simulate(args) => commands::simulate::run(args),
     };
     finish(result)

@@ -12,6 +12,8 @@ pub mod hosts;
 pub mod ops;
 pub mod rollouts;
 
+use std::sync::Arc;
+
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use sluice_api::rollout::Reason;
@@ -23,6 +25,7 @@ use utoipa_axum::routes;
 
 use crate::config::limits;
 use crate::error::ApiError;
+use crate::replica::Replica;
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -40,7 +43,7 @@ use crate::state::AppState;
         (name = "rollouts", description = "Plans, rollouts and operator actions"),
         (name = "hosts", description = "The inventory and pull-only integrations"),
         (name = "admin", description = "Components, the freeze and tokens"),
-        (name = "ops", description = "Health, metrics and this document"),
+        (name = "ops", description = "Health, readiness, metrics, the cluster and this document"),
     )
 )]
 struct ApiDoc;
@@ -66,10 +69,9 @@ fn limited(
     (schemas, paths, router.layer(DefaultBodyLimit::max(bytes)))
 }
 
-/// The whole API, and the dashboard beside it. Stores the OpenAPI document
-/// in `state` for `/v1/openapi.json`.
-pub fn router(state: AppState) -> Router {
-    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+/// The endpoints a leader's term answers (everything but [`ops_routes`]).
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(limited(routes!(agent::checkin), limits::CHECKIN))
         .routes(limited(
             routes!(rollouts::list, rollouts::create),
@@ -93,21 +95,48 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(admin::set_stable))
         .routes(routes!(admin::freeze, admin::freeze_on, admin::freeze_off))
         .routes(routes!(admin::create_token))
+}
+
+/// The endpoints every replica answers itself, leader or not.
+fn ops_routes() -> OpenApiRouter<Arc<Replica>> {
+    OpenApiRouter::new()
         .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi))
-        .split_for_parts();
-    match serde_json::to_string_pretty(&openapi) {
-        Ok(json) => state.set_openapi(json),
-        Err(error) => tracing::error!(%error, "serialising the OpenAPI document"),
-    }
+        .routes(routes!(ops::cluster))
+}
+
+/// The OpenAPI document of everything served, as JSON.
+pub fn document() -> String {
+    let (_, mut openapi) = api_routes().split_for_parts();
+    let (_, ops) = ops_routes().split_for_parts();
+    openapi.merge(ops);
+    serde_json::to_string_pretty(&openapi).unwrap_or_else(|error| {
+        tracing::error!(%error, "serialising the OpenAPI document");
+        "{}".to_owned()
+    })
+}
+
+/// The API and the dashboard beside it, over a leader's memory.
+pub fn api(state: AppState) -> Router {
+    let (router, _) = api_routes().split_for_parts();
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits::DEFAULT))
-        .layer(TraceLayer::new_for_http())
         .with_state(state.clone())
         .merge(crate::dashboard::router(state))
+}
+
+/// What a replica serves: its own endpoints, and everything else answered
+/// by the leader ([`Replica::dispatch`]).
+pub fn front(replica: Arc<Replica>) -> Router {
+    let (router, _) = ops_routes().split_for_parts();
+    router
+        .fallback(crate::replica::dispatch)
+        .layer(TraceLayer::new_for_http())
+        .with_state(replica)
 }
 
 /// The reason given for an operator action, trimmed; a blank one is refused,

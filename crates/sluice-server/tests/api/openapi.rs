@@ -42,7 +42,9 @@ async fn the_openapi_document_lists_every_path() {
         ("/v1/inventory/ansible", "get"),
         ("/v1/tokens", "post"),
         ("/healthz", "get"),
+        ("/readyz", "get"),
         ("/metrics", "get"),
+        ("/v1/cluster", "get"),
         ("/v1/openapi.json", "get"),
     ];
     for (path, method) in expected {
@@ -51,7 +53,7 @@ async fn the_openapi_document_lists_every_path() {
             "{method} {path} missing from the OpenAPI document"
         );
     }
-    assert_eq!(paths.len(), 23, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 25, "{:?}", paths.keys().collect::<Vec<_>>());
     let schemas = document["components"]["schemas"]
         .as_object()
         .expect("schemas");

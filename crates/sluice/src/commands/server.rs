@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use sluice_server::startup::InvalidTls;
-use sluice_server::{Application, Config, DatabaseUrl, TlsFiles};
+use sluice_server::{Application, Config, DatabaseUrl, ReplicaConfig, TlsFiles};
 use tracing_subscriber::EnvFilter;
 
 use crate::exit::Failure;
@@ -44,6 +44,42 @@ pub struct ServerArgs {
     /// The PEM private key of --tls-cert
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// With --database-url: this replica's id in the cluster [default: HOSTNAME:PORT]
+    #[arg(
+        long,
+        value_name = "ID",
+        env = "SLUICE_REPLICA_ID",
+        requires = "database_url"
+    )]
+    replica_id: Option<String>,
+    /// With --database-url: where the other replicas reach this one to forward requests
+    /// to it while it leads [default: the scheme and --listen, or HOSTNAME:PORT when
+    /// listening on every address]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "SLUICE_ADVERTISE_URL",
+        requires = "database_url"
+    )]
+    advertise_url: Option<String>,
+    /// With --database-url: how long the leader's lease lasts unless renewed (renewed
+    /// every quarter of it; a standby takes over once it runs out)
+    #[arg(long, value_name = "DURATION", default_value = "8s", value_parser = lease_ttl)]
+    lease_ttl: std::time::Duration,
+    /// With --database-url: trust this PEM CA when forwarding to a leader that serves HTTPS
+    #[arg(long, value_name = "FILE", requires = "database_url")]
+    peer_ca_cert: Option<PathBuf>,
+}
+
+/// A lease TTL: the plans' duration grammar, 2 seconds to 10 minutes.
+fn lease_ttl(text: &str) -> Result<std::time::Duration, String> {
+    let seconds = sluice_api::duration::parse_seconds(text).map_err(|error| error.to_string())?;
+    if !(2..=600).contains(&seconds) {
+        return Err(format!(
+            "{text:?} is outside 2s to 10m: shorter makes leaders step down at every hiccup of the database, longer makes take-overs slow"
+        ));
+    }
+    Ok(std::time::Duration::from_secs(seconds))
 }
 
 pub fn run(args: ServerArgs) -> Result<(), Failure> {
@@ -68,6 +104,19 @@ async fn serve(listen: SocketAddr, args: ServerArgs) -> Result<(), Failure> {
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         config.tls = Some(TlsFiles { cert, key });
     }
+    if let Some(url) = &args.advertise_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(Failure::invalid(format!(
+                "--advertise-url {url:?} is not a URL; write http://HOST:PORT or https://HOST:PORT, as the other replicas reach this one"
+            )));
+        }
+    }
+    config.replica = ReplicaConfig {
+        id: args.replica_id,
+        advertise_url: args.advertise_url,
+        lease_ttl: args.lease_ttl,
+        peer_ca: args.peer_ca_cert,
+    };
     let app = Application::build(config).await.map_err(|error| {
         if error.is::<InvalidTls>() {
             Failure::Invalid(error)
