@@ -17,9 +17,17 @@
 //! agent reports (`ok` → `failed` with the output's tail, or `failed` →
 //! `ok`) starts a round at once, and one that agrees changes nothing.
 //!
-//! Fail static: a failed check-in changes nothing on the host; the next try
-//! waits a random time in `[0, min(cap, interval × 2^failures))` (full
-//! jitter; cap = 10 × interval, at most 5 min, at least the interval).
+//! Servers: a check-in goes to the current server of the config's list
+//! (the first at start). When that server cannot serve ([`cannot_serve`]:
+//! no answer, or 502/503/504), the next one becomes current and the
+//! check-in goes there at once, each server at most once per check-in; the
+//! agent then stays with the server that answered, and never drifts back
+//! to the first by itself.
+//!
+//! Fail static: a failed check-in (every server tried, or an answer that is
+//! an error) changes nothing on the host; the next try waits a random time
+//! in `[0, min(cap, interval × 2^failures))` (full jitter; cap = 10 ×
+//! interval, at most 5 min, at least the interval).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -46,7 +54,9 @@ pub enum AgentError {
     /// its promises about restarts, so it stops.
     #[error(transparent)]
     State(#[from] StateError),
-    /// `--once`: the check-in failed (nothing was changed on the host).
+    /// `--once`: the check-in failed — no server could serve it, or one
+    /// answered an error — and nothing was changed on the host (the last
+    /// server's error).
     #[error("check-in failed, nothing changed: {0}")]
     Checkin(#[source] ClientError),
     /// `--once`: the host's labels could not be read.
@@ -142,7 +152,13 @@ enum Verdict {
 #[derive(Debug)]
 pub struct Agent<H: HostOps> {
     config: AgentConfig,
-    client: Client,
+    /// One client per server of `config.servers`, in order, sharing one
+    /// connection pool.
+    clients: Vec<Client>,
+    /// Which of `clients` check-ins go to.
+    current: usize,
+    /// How many more servers the check-in in flight may move on to.
+    untried: usize,
     ops: Arc<H>,
     state: AgentState,
     rng: fastrand::Rng,
@@ -164,20 +180,30 @@ pub struct Agent<H: HostOps> {
 }
 
 impl<H: HostOps> Agent<H> {
-    /// An agent for `config`, checking in with `client` (which may be shared
-    /// by many agents) and acting on the host through `ops`. Loads the state
-    /// file when there is one.
+    /// An agent for `config`, checking in with `config.servers` through
+    /// `client` (its connection pool, token and timeouts, which may be
+    /// shared by many agents; its own server is not used unless listed) and
+    /// acting on the host through `ops`. Loads the state file when there is
+    /// one.
     pub fn new(config: AgentConfig, client: Client, ops: Arc<H>) -> Result<Agent<H>, AgentError> {
         let mut state = match &config.state_file {
             Some(path) => AgentState::load(path)?,
             None => AgentState::default(),
         };
         state.host = config.id.to_string();
+        let clients = config
+            .servers
+            .as_slice()
+            .iter()
+            .map(|server| client.with_server(server))
+            .collect();
         Ok(Agent {
             interval: config.interval,
             rng: fastrand::Rng::new(),
             config,
-            client,
+            clients,
+            current: 0,
+            untried: 0,
             ops,
             state,
             failures: 0,
@@ -215,8 +241,9 @@ impl<H: HostOps> Agent<H> {
         self.event_loop(shutdown, false).await
     }
 
-    /// One round for cron or a Puppet exec: check in, apply what differs,
-    /// report, and return. A failed check-in is an error (nothing changed).
+    /// One round for cron or a Puppet exec: check in (each server of the
+    /// list in turn while they cannot serve), apply what differs, report,
+    /// and return. A failed check-in is an error (nothing changed).
     pub async fn run_once(self) -> Result<(), AgentError> {
         self.event_loop(std::future::pending(), true).await
     }
@@ -345,17 +372,24 @@ impl<H: HostOps> Agent<H> {
                                 self.jittered()
                             });
                         }
-                        Err(error) if once => return Err(AgentError::Checkin(error)),
                         Err(error) => {
-                            let retry = self.backoff();
-                            tracing::warn!(
-                                failures = self.failures,
-                                "check-in failed, changing nothing; retrying in {:.1}s: {error}",
-                                retry
-                                    .saturating_duration_since(Instant::now())
-                                    .as_secs_f64()
-                            );
-                            tick = Some(retry);
+                            if self.move_on(&error) {
+                                // The next server, at once.
+                                call = Some(self.send_checkin());
+                            } else if once {
+                                return Err(AgentError::Checkin(error));
+                            } else {
+                                let retry = self.backoff();
+                                tracing::warn!(
+                                    failures = self.failures,
+                                    servers_tried = self.clients.len() - self.untried,
+                                    "check-in failed, changing nothing; retrying in {:.1}s: {error}",
+                                    retry
+                                        .saturating_duration_since(Instant::now())
+                                        .as_secs_f64()
+                                );
+                                tick = Some(retry);
+                            }
                         }
                     }
                 }
@@ -489,9 +523,39 @@ impl<H: HostOps> Agent<H> {
         }))
     }
 
-    /// The check-in request of the state as it stands (which reports every
-    /// change so far).
+    /// A check-in: to the current server, and then to each other server
+    /// once, while they cannot serve (see [`Agent::move_on`]).
     fn checkin(&mut self) -> Task<Result<CheckinResponse, ClientError>> {
+        self.untried = self.clients.len() - 1;
+        self.send_checkin()
+    }
+
+    /// After a failed check-in: if the server could not serve it, the next
+    /// server of the list becomes current. `true` when this check-in has
+    /// not tried that one yet: it is sent there now. After a whole pass
+    /// has failed, the current server is again the one the pass began with.
+    fn move_on(&mut self, error: &ClientError) -> bool {
+        if !cannot_serve(error) {
+            return false;
+        }
+        let from = self.current;
+        self.current = (from + 1) % self.clients.len();
+        if self.untried == 0 {
+            return false;
+        }
+        self.untried -= 1;
+        tracing::info!(
+            from = %self.clients[from].server_url(),
+            to = %self.clients[self.current].server_url(),
+            %error,
+            "the server cannot serve the check-in; moving to the next one"
+        );
+        true
+    }
+
+    /// The check-in request of the state as it stands (which reports every
+    /// change so far), to the current server.
+    fn send_checkin(&mut self) -> Task<Result<CheckinResponse, ClientError>> {
         self.report_due = false;
         let mut labels = self.config.labels.clone();
         labels.extend(self.labels.clone());
@@ -516,7 +580,7 @@ impl<H: HostOps> Agent<H> {
             labels,
             components,
         };
-        let client = self.client.clone();
+        let client = self.clients[self.current].clone();
         Box::pin(async move { client.checkin(&request).await })
     }
 
@@ -843,6 +907,19 @@ pub fn backoff_delay(interval: Duration, failures: u32, unit: f64) -> Duration {
         .max(Duration::from_millis(50))
 }
 
+/// Whether a failed check-in says that this server cannot serve right now,
+/// so that another server of the list may: no answer (connection refused,
+/// unknown host, TLS handshake, timeout, connection lost — a check-in sent
+/// again elsewhere reports the same state, so a lost one costs nothing), or
+/// 502, 503, 504 (the server, or the proxy in front of it, cannot serve
+/// now: a store it cannot reach, a replica not ready, a dead upstream).
+/// Any other answer (401, 403, 422, 500, …) is the server's verdict on the
+/// request itself, which another server of the same cluster would repeat:
+/// the check-in fails there, and is retried with backoff.
+fn cannot_serve(error: &ClientError) -> bool {
+    error.is_unreachable() || matches!(error.status(), Some(502..=504))
+}
+
 /// The report state once the installed version is known (outside an apply).
 fn settle(component: &ComponentConfig, entry: &mut ComponentState) {
     if entry.applying.is_some() {
@@ -919,6 +996,31 @@ async fn run_task<T>(slot: &mut Option<Task<T>>) -> T {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_server_that_cannot_serve_is_left_for_the_next() {
+        let answered = |status: u16| ClientError::Api {
+            status,
+            error: sluice_api::error::ErrorDetail {
+                code: "code".into(),
+                message: "message".into(),
+                field: None,
+            },
+        };
+        let proxied = |status: u16| ClientError::Http {
+            server: "http://a:1".into(),
+            status,
+            body: String::new(),
+        };
+        for status in [502, 503, 504] {
+            assert!(cannot_serve(&answered(status)), "{status}");
+            assert!(cannot_serve(&proxied(status)), "{status}");
+        }
+        for status in [400, 401, 403, 404, 409, 413, 422, 429, 500] {
+            assert!(!cannot_serve(&answered(status)), "{status}");
+            assert!(!cannot_serve(&proxied(status)), "{status}");
+        }
+    }
 
     #[test]
     fn backoff_grows_to_its_cap_with_full_jitter() {

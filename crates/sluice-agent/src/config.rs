@@ -4,6 +4,9 @@
 //!
 //! Every problem is reported as `FILE:LINE:COLUMN: FIELD: MESSAGE`, like
 //! plan errors; unknown keys are rejected with their name and place.
+//!
+//! `server` is one URL or a list of them ([`Servers`]), for a fleet without
+//! a load balancer in front of its sluice replicas.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -11,9 +14,11 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use sluice_api::duration::DurationError;
 use sluice_api::HostId;
+use sluice_client::{ClientError, ServerUrl};
 use toml::Spanned;
 
 /// Where the agent keeps its state unless `state_file` says otherwise.
@@ -25,12 +30,14 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 /// The shortest `interval` and `health_interval`.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
-/// What the loop needs to know, independent of any file: who the host is,
-/// how often to check in, its labels, the components it manages and where
-/// (if anywhere) to keep its state. The simulated agents of `sluice demo`
-/// build this directly.
+/// What the loop needs to know, independent of any file: the servers it
+/// checks in with, who the host is, how often to check in, its labels, the
+/// components it manages and where (if anywhere) to keep its state. The
+/// simulated agents of `sluice demo` build this directly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentConfig {
+    /// Where check-ins go, in the order they are tried.
+    pub servers: Servers,
     /// The host id sent with every check-in (the FQDN by default).
     pub id: HostId,
     /// Time between check-ins until the server names its own, jittered ±20 %.
@@ -41,6 +48,64 @@ pub struct AgentConfig {
     pub components: Vec<ComponentConfig>,
     /// Where the state survives restarts; `None` keeps it in memory only.
     pub state_file: Option<PathBuf>,
+}
+
+/// The sluice servers an agent checks in with, in the order it tries them:
+/// at least one, none twice. Check-ins go to one of them; when it cannot
+/// be reached the agent moves on to the next (see [`crate::Agent`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Servers(Vec<ServerUrl>);
+
+/// Why a list of servers is not [`Servers`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServersError {
+    #[error("the list of servers is empty; give at least one URL, such as \"https://sluice.example.net:7070\"")]
+    Empty,
+    /// Entry `index` is the same server as entry `first` (0-based).
+    #[error("{url} is also entry {first} of the list; list each server once")]
+    Duplicate {
+        index: usize,
+        first: usize,
+        url: ServerUrl,
+    },
+}
+
+impl Servers {
+    /// The list, tried in this order; refused when empty or when a server
+    /// appears twice (however spelt: `https://a:443` is `https://a/`).
+    pub fn new(urls: Vec<ServerUrl>) -> Result<Servers, ServersError> {
+        if urls.is_empty() {
+            return Err(ServersError::Empty);
+        }
+        for (index, url) in urls.iter().enumerate() {
+            if let Some(first) = urls[..index].iter().position(|earlier| earlier == url) {
+                return Err(ServersError::Duplicate {
+                    index,
+                    first,
+                    url: url.clone(),
+                });
+            }
+        }
+        Ok(Servers(urls))
+    }
+
+    /// The first server of the list.
+    pub fn first(&self) -> &ServerUrl {
+        // Never empty: `new` refuses an empty list.
+        &self.0[0]
+    }
+
+    /// Every server, in the order they are tried.
+    pub fn as_slice(&self) -> &[ServerUrl] {
+        &self.0
+    }
+}
+
+/// One server alone.
+impl From<ServerUrl> for Servers {
+    fn from(url: ServerUrl) -> Servers {
+        Servers(vec![url])
+    }
 }
 
 /// One `[[component]]`.
@@ -76,8 +141,6 @@ pub struct Commands {
 /// The whole configuration file, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileConfig {
-    /// `server`: the sluice server's URL.
-    pub server: String,
     /// `token_file`: where the agent token is (read at start).
     pub token_file: Option<PathBuf>,
     /// `ca_file`: a PEM CA certificate to trust (beside the system's) for
@@ -119,7 +182,7 @@ impl std::error::Error for ConfigError {}
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    server: Spanned<String>,
+    server: Spanned<RawServers>,
     token_file: Option<PathBuf>,
     ca_file: Option<PathBuf>,
     id: Option<Spanned<String>>,
@@ -143,6 +206,41 @@ struct RawComponent {
     timeout: Option<Spanned<String>>,
     mode: Option<Spanned<String>>,
     facts_file: Option<Spanned<PathBuf>>,
+}
+
+/// `server`: one URL, or an array of them. A hand-written `Deserialize`,
+/// since an untagged enum would lose the places of the array's entries.
+enum RawServers {
+    One(String),
+    Many(Vec<Spanned<String>>),
+}
+
+impl<'de> Deserialize<'de> for RawServers {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<RawServers, D::Error> {
+        struct Either;
+
+        impl<'de> Visitor<'de> for Either {
+            type Value = RawServers;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a server URL, or an array of server URLs")
+            }
+
+            fn visit_str<E: de::Error>(self, url: &str) -> Result<RawServers, E> {
+                Ok(RawServers::One(url.to_owned()))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawServers, A::Error> {
+                let mut urls = Vec::new();
+                while let Some(url) = seq.next_element()? {
+                    urls.push(url);
+                }
+                Ok(RawServers::Many(urls))
+            }
+        }
+
+        deserializer.deserialize_any(Either)
+    }
 }
 
 impl FileConfig {
@@ -172,16 +270,7 @@ impl FileConfig {
             locate(error.span(), field, message)
         })?;
 
-        let server = raw.server.get_ref().trim().to_owned();
-        if !(server.starts_with("http://") || server.starts_with("https://")) {
-            return Err(locate(
-                Some(raw.server.span()),
-                Some("server".into()),
-                format!(
-                    "{server:?} is not a server URL; write http://HOST:PORT or https://HOST:PORT"
-                ),
-            ));
-        }
+        let servers = parse_servers(raw.server, &locate)?;
         let id = match raw.id {
             Some(id) => {
                 let value = id.get_ref().trim().to_owned();
@@ -363,11 +452,11 @@ impl FileConfig {
             });
         }
         Ok(FileConfig {
-            server,
             token_file: raw.token_file,
             ca_file: raw.ca_file,
             labels_cmd: raw.labels_cmd,
             agent: AgentConfig {
+                servers,
                 id,
                 interval,
                 labels,
@@ -380,6 +469,52 @@ impl FileConfig {
             commands,
         })
     }
+}
+
+/// `server`, one URL or an array of them: each entry a server URL (located
+/// as `server` or `server[INDEX]`), the list neither empty nor with a
+/// server twice.
+fn parse_servers(
+    server: Spanned<RawServers>,
+    locate: &dyn Fn(Option<Range<usize>>, Option<String>, String) -> ConfigError,
+) -> Result<Servers, ConfigError> {
+    let span = server.span();
+    // Each URL with its place, and its key: `server`, or
+    // `server[INDEX]` in an array.
+    let entries: Vec<(Range<usize>, String, String)> = match server.into_inner() {
+        RawServers::One(url) => vec![(span.clone(), "server".to_owned(), url)],
+        RawServers::Many(urls) => urls
+            .into_iter()
+            .enumerate()
+            .map(|(index, url)| (url.span(), format!("server[{index}]"), url.into_inner()))
+            .collect(),
+    };
+    let mut urls = Vec::with_capacity(entries.len());
+    for (span, field, text) in &entries {
+        let url = ServerUrl::parse(text).map_err(|error| {
+            let reason = match error {
+                ClientError::InvalidUrl { reason, .. } => reason,
+                other => other.to_string(),
+            };
+            let text = text.trim();
+            locate(
+                Some(span.clone()),
+                Some(field.clone()),
+                format!("{text:?} is not a server URL ({reason}); write http://HOST:PORT or https://HOST:PORT"),
+            )
+        })?;
+        urls.push(url);
+    }
+    Servers::new(urls).map_err(|error| {
+        let (span, field) = match &error {
+            ServersError::Empty => (span, "server".to_owned()),
+            ServersError::Duplicate { index, .. } => match entries.get(*index) {
+                Some((span, field, _)) => (span.clone(), field.clone()),
+                None => (span, "server".to_owned()),
+            },
+        };
+        locate(Some(span), Some(field), error.to_string())
+    })
 }
 
 /// A duration in sluice's one grammar (`30s`, `15m`, `2h`, `1d`, `1h30m`;
@@ -443,6 +578,10 @@ mod tests {
         FileConfig::parse(Path::new("agent.toml"), text).map_err(|error| error.to_string())
     }
 
+    fn url(text: &str) -> ServerUrl {
+        ServerUrl::parse(text).expect("a valid URL")
+    }
+
     const SPEC_EXAMPLE: &str = r#"
 server = "https://sluice.example.net:7070"
 token_file = "/etc/sluice/agent.token"
@@ -467,7 +606,10 @@ version_cmd = "cat /etc/docker/daemon.json.version"
     #[test]
     fn the_spec_example_parses() {
         let config = parse(SPEC_EXAMPLE).expect("the spec's example is valid");
-        assert_eq!(config.server, "https://sluice.example.net:7070");
+        assert_eq!(
+            config.agent.servers,
+            Servers::from(url("https://sluice.example.net:7070"))
+        );
         assert_eq!(config.agent.id, "sto-playlist-a1.example.net");
         assert_eq!(config.agent.interval, Duration::from_secs(60));
         assert_eq!(config.agent.labels["role"], "playlist");
@@ -566,6 +708,92 @@ version_cmd = "cat /etc/docker/daemon.json.version"
                 "{text}\n→ {error}\nwanted {expected}"
             );
         }
+    }
+
+    #[test]
+    fn server_is_one_url_or_a_list_tried_in_order() {
+        let one = parse("server = \"https://a.example.net:7070\"\n").expect("valid");
+        assert_eq!(
+            one.agent.servers.as_slice(),
+            [url("https://a.example.net:7070")]
+        );
+        let list =
+            parse("server = [\"https://a.example.net:7070\", \"https://b.example.net:7070/\"]\n")
+                .expect("valid");
+        assert_eq!(
+            list.agent.servers.as_slice(),
+            [
+                url("https://a.example.net:7070"),
+                url("https://b.example.net:7070")
+            ]
+        );
+        assert_eq!(
+            *list.agent.servers.first(),
+            url("https://a.example.net:7070")
+        );
+        let multiline = parse(
+            "server = [\n  \"http://a:7070\",\n  \"http://b:7070\",\n  \"http://c:7070\",\n]\n",
+        )
+        .expect("valid");
+        assert_eq!(multiline.agent.servers.as_slice().len(), 3);
+    }
+
+    #[test]
+    fn a_bad_server_list_names_the_entry_and_its_place() {
+        let cases = [
+            (
+                "server = []\n",
+                "agent.toml:1:10: server: the list of servers is empty; give at least one URL",
+            ),
+            (
+                "server = [\"http://a:1\", \"b:1\"]\n",
+                "agent.toml:1:25: server[1]: \"b:1\" is not a server URL (it has no scheme); write http://HOST:PORT or https://HOST:PORT",
+            ),
+            (
+                "server = [\n  \"http://a:1\",\n  \"http://b:1\",\n  \"ftp://c:1\",\n]\n",
+                "agent.toml:4:3: server[2]: \"ftp://c:1\" is not a server URL (the scheme is \"ftp\")",
+            ),
+            (
+                "server = [\"https://a:7070\", \"https://b:7070\", \"https://A:7070/\"]\n",
+                "agent.toml:1:47: server[2]: https://a:7070 is also entry 0 of the list; list each server once",
+            ),
+            (
+                "server = \"http://a:1/?x=1\"\n",
+                "agent.toml:1:10: server: \"http://a:1/?x=1\" is not a server URL (it has a query or fragment)",
+            ),
+            (
+                "server = [\"http://a:1\", 7]\n",
+                "agent.toml:1:25: invalid type: integer `7`, expected a string",
+            ),
+            (
+                "server = 7\n",
+                "agent.toml:1:10: invalid type: integer `7`, expected a server URL, or an array of server URLs",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = parse(text).expect_err(text);
+            assert!(
+                error.starts_with(expected),
+                "{text}\n→ {error}\nwanted {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn servers_are_never_empty_nor_listed_twice() {
+        assert_eq!(Servers::new(Vec::new()), Err(ServersError::Empty));
+        assert_eq!(
+            Servers::new(vec![
+                url("http://a:1"),
+                url("http://b:1"),
+                url("http://b:1/")
+            ]),
+            Err(ServersError::Duplicate {
+                index: 2,
+                first: 1,
+                url: url("http://b:1")
+            })
+        );
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! with [`ShellOps`]. The library also serves `sluice demo`, which runs
 //! hundreds of simulated agents in one process: build an [`AgentConfig`] in
 //! memory (no file, `state_file: None`), share one [`Client`] among all
-//! agents, and plug in a simulated host by implementing [`HostOps`].
+//! agents, and plug in a simulated host by implementing [`HostOps`]. An
+//! agent checks in with the [`Servers`] of its config, through the client's
+//! pool, token and timeouts.
 //!
 //! ```no_run
 //! use std::collections::BTreeMap;
@@ -42,6 +44,7 @@
 //! let mut agents = tokio::task::JoinSet::new();
 //! for i in 0..300 {
 //!     let config = AgentConfig {
+//!         servers: client.server_url().clone().into(),
 //!         id: format!("sim-{i}.example.net").parse()?,
 //!         interval: Duration::from_secs(5),
 //!         labels: BTreeMap::from([("role".to_owned(), "web".to_owned())]),
@@ -73,9 +76,11 @@ mod ops;
 mod state;
 
 pub use agent::{backoff_delay, Agent, AgentError};
-pub use config::{AgentConfig, Commands, ComponentConfig, ConfigError, FileConfig, Mode};
+pub use config::{
+    AgentConfig, Commands, ComponentConfig, ConfigError, FileConfig, Mode, Servers, ServersError,
+};
 pub use facts::{facts_json, write_facts};
 pub use ops::{environment, run_shell, Failure, HostOps, Run, ShellOps, TAIL_BYTES, TAIL_LINES};
 pub use sluice_api::agent::{Desired, ReportState};
-pub use sluice_client::Client;
+pub use sluice_client::{Client, ServerUrl};
 pub use state::{write_atomically, AgentState, ComponentState, StateError};

@@ -43,7 +43,9 @@ fn main() -> ExitCode {
         },
         None => None,
     };
-    let mut builder = Client::builder(config.server.clone())
+    // One client (one pool, the token, the CA): the agent turns it to each
+    // server of the list in turn.
+    let mut builder = Client::builder(config.agent.servers.first().as_str())
         .maybe_token(token)
         .timeout(Duration::from_secs(30))
         .user_agent(concat!("sluice-agent/", env!("CARGO_PKG_VERSION")));
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
         Err(error) => {
             let field = match error {
                 sluice_client::ClientError::InvalidCaCertificate { .. } => "ca_file",
+                sluice_client::ClientError::InvalidToken => "token_file",
                 _ => "server",
             };
             eprintln!("error: {}: {field}: {error}", args.config.display());

@@ -3,7 +3,10 @@
 //! One method per endpoint, taking and returning the `sluice-api` wire types;
 //! every failure is a [`ClientError`] that carries the HTTP status and the
 //! server's `{"error": {code, message, field}}`, or says that the server could
-//! not be reached. The token travels as a bearer token.
+//! not be reached. The token travels as a bearer token. A server's address
+//! is a [`ServerUrl`], shown without the password it may carry; one client
+//! (one connection pool) can be turned to another server
+//! ([`Client::with_server`]) or token ([`Client::with_token`]).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), sluice_client::ClientError> {
@@ -21,6 +24,7 @@
 //! CLI and the tests can all use it and the agent stays small.
 
 mod error;
+mod server;
 
 use std::fmt;
 use std::time::Duration;
@@ -41,6 +45,7 @@ use sluice_api::rollout::{
 use sluice_api::HostId;
 
 pub use error::ClientError;
+pub use server::ServerUrl;
 
 /// Which hosts `GET /v1/hosts` lists: a label selector, a component, and
 /// a page (hosts are ordered by id).
@@ -117,7 +122,7 @@ impl ClientBuilder {
     }
 
     pub fn build(self) -> Result<Client, ClientError> {
-        let base = parse_server_url(&self.server)?;
+        let base = ServerUrl::parse(&self.server)?;
         let token = match self.token {
             Some(token) => {
                 let mut value = HeaderValue::from_str(&format!("Bearer {}", token.trim()))
@@ -151,7 +156,7 @@ impl ClientBuilder {
         })?;
         Ok(Client {
             http,
-            display: base.as_str().trim_end_matches('/').to_owned(),
+            display: base.to_string(),
             base,
             token,
             timeout: self.timeout,
@@ -168,41 +173,13 @@ fn install_crypto_provider() {
     }
 }
 
-/// Accepts `http://host:port[/prefix]` and `https://…`, nothing else.
-fn parse_server_url(server: &str) -> Result<Url, ClientError> {
-    let invalid = |reason: &str| ClientError::InvalidUrl {
-        url: server.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let trimmed = server.trim();
-    if !trimmed.contains("://") {
-        return Err(invalid("it has no scheme"));
-    }
-    let mut url = Url::parse(trimmed).map_err(|error| invalid(&error.to_string()))?;
-    if url.scheme() != "http" && url.scheme() != "https" {
-        return Err(invalid(&format!("the scheme is {:?}", url.scheme())));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(invalid("it has no host"));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(invalid("it has a query or fragment"));
-    }
-    // A path prefix (a server behind a proxy at /sluice) is kept; make it a
-    // directory so that segments are appended to it.
-    if !url.path().ends_with('/') {
-        let path = format!("{}/", url.path());
-        url.set_path(&path);
-    }
-    Ok(url)
-}
-
 /// A client of one sluice server. Cheap to clone (the connection pool is
 /// shared).
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
-    base: Url,
+    base: ServerUrl,
+    /// `base` as messages show it (no password).
     display: String,
     token: Option<HeaderValue>,
     timeout: Duration,
@@ -234,9 +211,26 @@ impl Client {
         }
     }
 
-    /// The server's base URL, without a trailing slash (`http://127.0.0.1:7070`).
+    /// The server's base URL, without a trailing slash (`http://127.0.0.1:7070`)
+    /// nor the password it may carry.
     pub fn server(&self) -> &str {
         &self.display
+    }
+
+    /// The server this client talks to.
+    pub fn server_url(&self) -> &ServerUrl {
+        &self.base
+    }
+
+    /// The same client (the same connection pool, token and timeouts)
+    /// talking to another server: an agent with a list of servers keeps
+    /// one pool for them all.
+    pub fn with_server(&self, server: &ServerUrl) -> Client {
+        Client {
+            base: server.clone(),
+            display: server.to_string(),
+            ..self.clone()
+        }
     }
 
     /// The same client (the same connection pool, server and timeouts) with
@@ -476,7 +470,7 @@ impl Client {
     // ---- plumbing ----------------------------------------------------------
 
     fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
-        let mut url = self.base.clone();
+        let mut url = self.base.url().clone();
         // `base` is a validated http(s) URL, which always has path segments.
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty().extend(segments);
@@ -579,29 +573,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn server_urls_must_be_http_or_https_with_a_host() {
-        for good in [
-            "http://127.0.0.1:7070",
-            "http://127.0.0.1:7070/",
-            "https://sluice.example.net",
-            "http://proxy.example.net/sluice",
-        ] {
-            assert!(parse_server_url(good).is_ok(), "{good}");
-        }
-        for bad in [
-            "127.0.0.1:7070",
-            "ftp://host",
-            "http://",
-            "http://host/?x=1",
-            "",
-        ] {
-            let error = parse_server_url(bad).err().map(|e| e.to_string());
-            let error = error.unwrap_or_else(|| panic!("{bad:?} was accepted"));
-            assert!(error.contains("expected http://HOST:PORT"), "{error}");
-        }
-    }
-
-    #[test]
     fn urls_append_escaped_segments_and_keep_a_path_prefix() -> Result<(), ClientError> {
         let client = Client::new("http://proxy.example.net/sluice")?;
         let url = client.url(&["v1", "hosts", "a b/c"], &[("selector", "role in (x, y)")]);
@@ -618,6 +589,22 @@ mod tests {
             "http://127.0.0.1:7070/v1/rollouts/r-7/pause"
         );
         assert_eq!(client.server(), "http://127.0.0.1:7070");
+        Ok(())
+    }
+
+    #[test]
+    fn another_server_keeps_the_token_and_takes_its_own_base() -> Result<(), ClientError> {
+        let client = Client::builder("http://a.example.net:7070")
+            .token("agent-token")
+            .build()?;
+        let other = client.with_server(&ServerUrl::parse("https://b.example.net/sluice")?);
+        assert!(other.has_token());
+        assert_eq!(other.server(), "https://b.example.net/sluice");
+        assert_eq!(
+            other.url(&["v1", "agent", "checkin"], &[]).as_str(),
+            "https://b.example.net/sluice/v1/agent/checkin"
+        );
+        assert_eq!(client.server(), "http://a.example.net:7070", "unchanged");
         Ok(())
     }
 

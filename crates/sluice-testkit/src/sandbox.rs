@@ -2,7 +2,8 @@
 //! on 127.0.0.1, a temp data dir of its own, a typed client holding the
 //! admin token, the `sluice` CLI pointed at it, and the means to crash it
 //! ([`Sandbox::kill9`]) and bring it back on the same data dir and port
-//! ([`Sandbox::restart`]).
+//! ([`Sandbox::restart`]), or to start a second server on a copy of its
+//! data dir ([`SandboxBuilder::data_from`]).
 //!
 //! The server is killed when the sandbox is dropped; if the test is
 //! failing, the tail of the server's log is printed first (all of it as it
@@ -73,6 +74,8 @@ pub struct Sandbox {
 #[derive(Debug, Default)]
 pub struct SandboxBuilder {
     args: Vec<OsString>,
+    /// A data dir whose files the new one starts with.
+    data_from: Option<PathBuf>,
 }
 
 impl SandboxBuilder {
@@ -90,6 +93,16 @@ impl SandboxBuilder {
             .arg(&files.key)
     }
 
+    /// Starts on a copy of the files of `dir`, the data dir of another
+    /// sandbox whose server is stopped ([`Sandbox::kill9`]): the two servers
+    /// then know the same tokens (the admin token too) and every other
+    /// record, and go their own ways from there — two independent servers,
+    /// one token valid on both.
+    pub fn data_from(mut self, dir: &Path) -> SandboxBuilder {
+        self.data_from = Some(dir.to_owned());
+        self
+    }
+
     /// Starts the server from async code (the wait runs on a blocking thread).
     pub async fn start(self) -> Sandbox {
         tokio::task::spawn_blocking(move || self.start_blocking())
@@ -100,6 +113,9 @@ impl SandboxBuilder {
     /// Starts the server and waits until it says where it listens.
     pub fn start_blocking(self) -> Sandbox {
         let data_dir = tempfile::tempdir().expect("creating the data dir");
+        if let Some(source) = &self.data_from {
+            copy_files(source, data_dir.path());
+        }
         let work = tempfile::tempdir().expect("creating the work dir");
         let log = Arc::new(Mutex::new(Vec::new()));
         let listen: SocketAddr = "127.0.0.1:0".parse().expect("an address");
@@ -390,6 +406,22 @@ pub struct Preview {
     pub strata: u64,
     /// The hosts admitted by each stage, cumulative.
     pub stages: Vec<BTreeSet<String>>,
+}
+
+/// Copies every file of `source` into `target` (a server's data dir holds
+/// files only: the database, its WAL, the admin token).
+fn copy_files(source: &Path, target: &Path) {
+    let entries = std::fs::read_dir(source)
+        .unwrap_or_else(|error| panic!("reading {}: {error}", source.display()));
+    for entry in entries {
+        let path = entry.expect("a data dir entry").path();
+        if path.is_file() {
+            let to = target.join(path.file_name().expect("a file name"));
+            std::fs::copy(&path, &to).unwrap_or_else(|error| {
+                panic!("copying {} to {}: {error}", path.display(), to.display())
+            });
+        }
+    }
 }
 
 /// The address in a URL the server announced (`http://127.0.0.1:PORT`).

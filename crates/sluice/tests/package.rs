@@ -82,7 +82,14 @@ fn the_shipped_agent_config_needs_editing_and_is_the_readme_example_uncommented(
 
     let config = sluice_agent::FileConfig::parse(&path, &uncommented(&text))
         .unwrap_or_else(|error| panic!("the uncommented example is invalid: {error}"));
-    assert_eq!(config.server, "https://sluice.example.net:7070");
+    let servers: Vec<String> = config
+        .agent
+        .servers
+        .as_slice()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(servers, ["https://sluice.example.net:7070"]);
     assert_eq!(
         config.token_file.as_deref(),
         Some(Path::new("/etc/sluice/agent.token")),

@@ -13,11 +13,24 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use sluice_api::agent::ReportState;
+use sluice_testkit::sandbox::SandboxBuilder;
 use sluice_testkit::{wait_for, Sandbox, DEADLINE};
 
 /// The `sluice-agent` binary under test.
 pub fn agent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_sluice-agent"))
+}
+
+/// `N` distinct URLs where nothing listens: loopback ports bound together
+/// and let go, so connecting is refused at once.
+pub fn dead_urls<const N: usize>() -> [String; N] {
+    let listeners: [std::net::TcpListener; N] = std::array::from_fn(|_| {
+        std::net::TcpListener::bind("127.0.0.1:0").expect("binding a port")
+    });
+    listeners.map(|listener| {
+        let address = listener.local_addr().expect("the port's address");
+        format!("http://{address}")
+    })
 }
 
 /// A server telling agents to check in every second.
@@ -28,11 +41,24 @@ pub async fn start_server() -> Sandbox {
 /// A server telling agents to check in every `seconds`
 /// (`--checkin-interval`: the `next_checkin_s` agents are told).
 pub async fn start_server_with_checkin_interval(seconds: u64) -> Sandbox {
+    server(seconds).start().await
+}
+
+/// A second server like [`start_server`]'s, on a copy of `first`'s data
+/// dir (`first` is killed for the copy and restarted on its port): both
+/// accept the tokens made on `first` so far, and they are independent
+/// from then on (two SQLite servers, not replicas).
+pub async fn start_twin(first: &mut Sandbox) -> Sandbox {
+    first.kill9();
+    let twin = server(1).data_from(first.data_dir()).start().await;
+    first.restart().await;
+    twin
+}
+
+fn server(checkin_interval: u64) -> SandboxBuilder {
     Sandbox::builder()
         .arg("--checkin-interval")
-        .arg(seconds.to_string())
-        .start()
-        .await
+        .arg(checkin_interval.to_string())
 }
 
 /// Waits until the server has every host's report of `app` at `version`, ok.

@@ -156,6 +156,7 @@ async fn spawn_agent(
         .with_token(&token.token)
         .expect("an agent client");
     let config = AgentConfig {
+        servers: client.server_url().clone().into(),
         id,
         interval: Duration::from_secs(1),
         labels: BTreeMap::from([("role".to_owned(), "web".to_owned())]),

@@ -75,6 +75,7 @@ async fn many_simulated_agents_share_one_pool_and_follow_a_rollout() {
         });
         hosts.push((id.to_string(), Arc::clone(&host)));
         let config = AgentConfig {
+            servers: client.server_url().clone().into(),
             id,
             interval: Duration::from_secs(1),
             labels: BTreeMap::from([("role".to_owned(), ["a", "b"][i % 2].to_owned())]),

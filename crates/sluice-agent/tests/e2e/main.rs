@@ -9,4 +9,5 @@ mod once;
 mod puppet;
 mod restart;
 mod rollout;
+mod servers;
 mod tls;

@@ -205,6 +205,7 @@ async fn demo(
             dark: Notify::new(),
         });
         let config = AgentConfig {
+            servers: client.server_url().clone().into(),
             id: host.id.clone(),
             interval: Duration::from_secs(args.checkin_interval),
             labels: host.labels.clone(),
