@@ -9,9 +9,13 @@
 //! external gates ([`gates`]).
 //!
 //! Layout:
-//! - [`startup`]: [`Application::build`] loads the store, restores the
-//!   rollouts, binds the listener; [`Application::run_until_stopped`] serves
-//!   until the shutdown future resolves, then drains and flushes.
+//! - [`startup`]: [`Application::build`] opens the store, binds the
+//!   listener and makes the process a [`replica::Replica`];
+//!   [`Application::run_until_stopped`] serves until the shutdown future
+//!   resolves, then drains and flushes.
+//! - [`replica`]: the one replica that leads holds memory in a term and
+//!   makes every decision; the others forward to it; the lease is kept by
+//!   [`replica::leadership`].
 //! - [`config`]: the server's settings; [`clock`]: the injectable clock.
 //! - [`world`]: the in-memory state and every change to it, each change
 //!   returning the store writes that make it durable.
