@@ -56,22 +56,11 @@ impl From<Duration> for std::time::Duration {
 mod tests {
     use super::*;
 
+    /// The grammar is `sluice_types::duration`'s, tested there; this is the
+    /// plans' wrapper of it.
     #[test]
-    fn parses_each_unit_and_combinations() {
-        for (text, seconds) in [
-            ("30s", 30),
-            ("15m", 900),
-            ("2h", 7_200),
-            ("1d", 86_400),
-            ("1h30m", 5_400),
-            ("0s", 0),
-        ] {
-            assert_eq!(
-                Duration::parse(text),
-                Ok(Duration::from_secs(seconds)),
-                "{text}"
-            );
-        }
+    fn parses_the_one_grammar() {
+        assert_eq!(Duration::parse("1h30m"), Ok(Duration::from_secs(5_400)));
     }
 
     #[test]

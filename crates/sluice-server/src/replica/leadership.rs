@@ -162,28 +162,14 @@ async fn renew(replica: &Arc<Replica>, cluster: &Arc<dyn Cluster>, term: &Arc<Te
             )
             .await;
         }
-        Ok(Err(error)) => {
-            tracing::warn!(%error, epoch, "could not renew the lease");
-            if !replica.fresh(term) {
-                step_down(
-                    replica,
-                    cluster,
-                    term,
-                    "the lease could not be renewed in time",
-                )
-                .await;
+        failed => {
+            match failed {
+                Ok(Err(error)) => tracing::warn!(%error, epoch, "could not renew the lease"),
+                _ => tracing::warn!(epoch, "renewing the lease timed out"),
             }
-        }
-        Err(_) => {
-            tracing::warn!(epoch, "renewing the lease timed out");
             if !replica.fresh(term) {
-                step_down(
-                    replica,
-                    cluster,
-                    term,
-                    "the lease could not be renewed in time",
-                )
-                .await;
+                let why = "the lease could not be renewed in time";
+                step_down(replica, cluster, term, why).await;
             }
         }
     }
