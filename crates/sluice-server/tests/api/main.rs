@@ -5,6 +5,7 @@
 
 mod admin;
 mod checkin;
+mod cluster;
 mod controller;
 mod dashboard;
 mod durability;
