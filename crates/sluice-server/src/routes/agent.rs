@@ -63,7 +63,7 @@ fn validate(request: &CheckinRequest) -> Result<(), ApiError> {
         ));
     }
     for (key, value) in &request.labels {
-        validate_name(key, &format!("labels.{key}"), "a label name", 253)?;
+        validate_name(key, || format!("labels.{key}"), "a label name", 253)?;
         if value.chars().count() > 253 || value.chars().any(char::is_control) {
             return Err(ApiError::bad_field(
                 format!("labels.{key}"),
@@ -81,11 +81,11 @@ fn validate(request: &CheckinRequest) -> Result<(), ApiError> {
         ));
     }
     for (name, report) in &request.components {
-        let field = format!("components.{name}");
-        validate_name(name, &field, "a component name", 128)?;
+        let field = || format!("components.{name}");
+        validate_name(name, field, "a component name", 128)?;
         validate_name(
             &report.version,
-            &format!("{field}.version"),
+            || format!("{}.version", field()),
             "a version",
             256,
         )?;
@@ -93,7 +93,14 @@ fn validate(request: &CheckinRequest) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn validate_name(text: &str, field: &str, what: &str, max: usize) -> Result<(), ApiError> {
+/// `field` names the field in an error; it is built only then (a check-in
+/// is answered tens of thousands of times a second).
+fn validate_name(
+    text: &str,
+    field: impl FnOnce() -> String,
+    what: &str,
+    max: usize,
+) -> Result<(), ApiError> {
     let valid = !text.is_empty()
         && text.chars().count() <= max
         && !text.chars().any(|c| c.is_whitespace() || c.is_control());
@@ -101,7 +108,7 @@ fn validate_name(text: &str, field: &str, what: &str, max: usize) -> Result<(), 
         Ok(())
     } else {
         Err(ApiError::bad_field(
-            field,
+            field(),
             format!("{text:?} is not {what}; write 1 to {max} characters without spaces"),
         ))
     }
