@@ -1,5 +1,6 @@
 //! The state every handler and the controller share: memory behind one
-//! lock, the tokens, the group commit, the metrics, the store and the clock.
+//! lock, the tokens and the dashboard's sessions, the group commit, the
+//! metrics, the store and the clock.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -12,9 +13,10 @@ use tokio::sync::Notify;
 use crate::auth::Tokens;
 use crate::clock::Clock;
 use crate::commit::{CommitError, Committer, Pending};
+use crate::dashboard::session::Sessions;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::world::{Loading, World};
+use crate::world::{Loading, Restored, World};
 
 /// Cheap to clone: one `Arc`.
 #[derive(Clone, Debug)]
@@ -23,6 +25,7 @@ pub struct AppState(Arc<Inner>);
 struct Inner {
     world: Mutex<World>,
     tokens: Tokens,
+    sessions: Sessions,
     committer: Committer,
     metrics: Arc<Metrics>,
     store: Arc<dyn Store>,
@@ -61,6 +64,7 @@ impl AppState {
         AppState(Arc::new(Inner {
             world: Mutex::new(parts.world),
             tokens: parts.tokens,
+            sessions: Sessions::default(),
             committer: parts.committer,
             metrics: parts.metrics,
             store,
@@ -87,12 +91,14 @@ impl AppState {
         (result, pending)
     }
 
-    /// Rebuilds memory (the world and the tokens) from the store and starts
-    /// a new generation of the group commit: at start, and after the store
-    /// refused a batch (memory then claims what the store does not hold).
-    /// Hosts that joined while a rollout's record was not yet durable, and
-    /// the freeze, are fed again; whatever that changes is saved before
-    /// this returns. Returns the numbers of hosts and rollouts loaded.
+    /// Rebuilds memory (the world, the tokens and the dashboard's sessions)
+    /// from the store and starts a new generation of the group commit: at
+    /// start, and after the store refused a batch (memory then claims what
+    /// the store does not hold). Hosts that joined while a rollout's record
+    /// was not yet durable, and the freeze, are fed again, and expired
+    /// sessions are deleted from the store; whatever that changes is saved
+    /// before this returns. Returns the numbers of hosts and rollouts
+    /// loaded.
     pub async fn restore(&self) -> anyhow::Result<(usize, usize)> {
         let started = std::time::Instant::now();
         let mut loading = Loading::default();
@@ -101,18 +107,27 @@ impl AppState {
             .await
             .context("loading state from the store")?;
         let read = started.elapsed();
-        let (world, tokens) = loading.finish()?;
+        let Restored {
+            world,
+            tokens,
+            sessions,
+        } = loading.finish()?;
         let counts = (world.host_count(), world.rollout_count());
         let built = started.elapsed();
-        let (pending, writes) = {
+        let (pending, writes, (sessions, expired)) = {
             let mut memory = self.lock();
+            let now = self.0.clock.now();
             *memory = world;
             self.0.tokens.replace_all(&tokens);
+            let sessions = self.0.sessions.replace_all(&sessions, &self.0.tokens, now);
             self.0.committer.next_generation();
             let mut writes = Vec::new();
-            memory.resume(self.0.clock.now(), &mut writes);
+            memory.resume(now, &mut writes);
+            if sessions.1 > 0 {
+                writes.push(Write::SessionsExpired(now));
+            }
             let count = writes.len();
-            (self.0.committer.submit(writes), count)
+            (self.0.committer.submit(writes), count, sessions)
         };
         let resumed = started.elapsed();
         pending
@@ -122,6 +137,8 @@ impl AppState {
         tracing::info!(
             hosts = counts.0,
             rollouts = counts.1,
+            sessions,
+            expired_sessions = expired,
             read_ms = read.as_millis() as u64,
             memory_ms = (built - read).as_millis() as u64,
             resume_ms = (resumed - built).as_millis() as u64,
@@ -214,6 +231,11 @@ impl AppState {
         &self.0.tokens
     }
 
+    /// The dashboard's signed-in sessions.
+    pub fn sessions(&self) -> &Sessions {
+        &self.0.sessions
+    }
+
     pub fn committer(&self) -> &Committer {
         &self.0.committer
     }
@@ -270,7 +292,7 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let (committer, _writer) = Committer::spawn(store.clone(), Arc::clone(&metrics));
         let parts = Parts {
-            world: Loading::default().finish().expect("empty world").0,
+            world: Loading::default().finish().expect("empty world").world,
             tokens: Tokens::default(),
             committer,
             metrics,

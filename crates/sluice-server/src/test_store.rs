@@ -4,7 +4,7 @@
 
 use std::sync::Mutex;
 
-use sluice_store::{Part, SampleRecord, Store, StoreError, StoredEvent, Write};
+use sluice_store::{Part, SampleRecord, Store, StoreError, StoredEvent, TokenRecord, Write};
 
 /// Fails the first commits with `failures` (in order), then records every
 /// batch; each commit first waits for a permit of `gate`.
@@ -52,6 +52,10 @@ impl Store for TestStore {
         }
         self.batches.lock().expect("lock").push(batch.to_vec());
         Ok(())
+    }
+
+    async fn token(&self, _: &str) -> Result<Option<TokenRecord>, StoreError> {
+        Ok(None)
     }
 
     async fn events(&self, _: &str, _: i64, _: u32) -> Result<Vec<StoredEvent>, StoreError> {

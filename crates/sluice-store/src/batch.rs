@@ -12,7 +12,10 @@
 //!
 //! What stays ordered: writes of one kind (the last write of a row wins;
 //! events take their sequence numbers in batch order; rollouts meet the
-//! unique-name rule in batch order).
+//! unique-name rule in batch order). Dashboard sessions are written, then
+//! the ended ones deleted, then the expired ones: a session is never
+//! written after its end (its hash is new at sign-in), and one written
+//! after an expiry that covers it was expired anyway.
 //!
 //! Also shared: the words a refused batch is reported in (which kind of
 //! write, which key), finding the write that names a host or rollout that
@@ -24,7 +27,7 @@ use std::hash::Hash;
 
 use crate::{
     ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, NewEvent, RolloutHostRecord,
-    RolloutRecord, SampleRecord, StoreError, Timestamp, TokenRecord, Write,
+    RolloutRecord, SampleRecord, SessionRecord, StoreError, Timestamp, TokenRecord, Write,
 };
 
 /// A batch's writes by kind, each kind in batch order.
@@ -40,6 +43,12 @@ pub(crate) struct Grouped<'a> {
     /// turns the freeze off.
     pub freeze: Option<Option<&'a FreezeRecord>>,
     pub tokens: Vec<&'a TokenRecord>,
+    pub sessions: Vec<&'a SessionRecord>,
+    /// The hashes of the sessions that ended.
+    pub ended_sessions: Vec<&'a str>,
+    /// The latest expiry written, if any: sessions expiring at or before it
+    /// are deleted (an earlier one deletes a subset of them).
+    pub sessions_expired: Option<Timestamp>,
 }
 
 /// Groups `batch` by kind, preserving order within each kind.
@@ -55,6 +64,11 @@ pub(crate) fn group(batch: &[Write]) -> Grouped<'_> {
             Write::Event(r) => g.events.push(r),
             Write::Freeze(r) => g.freeze = Some(r.as_ref()),
             Write::Token(r) => g.tokens.push(r),
+            Write::Session(r) => g.sessions.push(r),
+            Write::SessionEnded(hash) => g.ended_sessions.push(hash),
+            Write::SessionsExpired(at) => {
+                g.sessions_expired = g.sessions_expired.max(Some(*at));
+            }
         }
     }
     g
@@ -278,6 +292,33 @@ mod tests {
         ];
         assert_eq!(group(&batch).freeze, Some(Some(&on)));
         assert_eq!(group(&[Write::Component(component("web"))]).freeze, None);
+    }
+
+    #[test]
+    fn sessions_keep_their_writes_and_ends_and_the_latest_expiry() {
+        let session = SessionRecord {
+            hash: "ab".repeat(32),
+            token: "cd".repeat(32),
+            created_at: jiff::Timestamp::UNIX_EPOCH,
+            expires_at: jiff::Timestamp::MAX,
+        };
+        let late: jiff::Timestamp = "2026-03-01T12:00:00Z".parse().expect("time");
+        let batch = vec![
+            Write::SessionsExpired(late),
+            Write::Session(session.clone()),
+            Write::SessionEnded("ef".repeat(32)),
+            Write::SessionsExpired(jiff::Timestamp::UNIX_EPOCH),
+        ];
+        let ended = "ef".repeat(32);
+        assert_eq!(
+            group(&batch),
+            Grouped {
+                sessions: vec![&session],
+                ended_sessions: vec![ended.as_str()],
+                sessions_expired: Some(late),
+                ..Grouped::default()
+            }
+        );
     }
 
     #[test]

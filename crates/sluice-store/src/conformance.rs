@@ -27,8 +27,8 @@ use serde_json::json;
 
 use crate::{
     ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, Loaded, NewEvent, Part,
-    ReportedState, RolloutHostRecord, RolloutRecord, SampleRecord, Store, StoreError, StoredEvent,
-    Timestamp, TokenRecord, TokenRole, Write,
+    ReportedState, RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord, Store,
+    StoreError, StoredEvent, Timestamp, TokenRecord, TokenRole, Write,
 };
 
 /// A backend under test: one database, opened as often as a case needs.
@@ -64,6 +64,8 @@ macro_rules! store_conformance_suite {
             fleet_wide_events_are_in_no_rollout,
             freeze_turns_on_and_off,
             tokens_are_stored,
+            tokens_are_found_by_their_hash,
+            dashboard_sessions_are_kept_until_they_end_or_expire,
             components_hold_their_stable_version,
             a_failed_batch_leaves_nothing_behind,
             writes_naming_unknown_hosts_or_rollouts_are_refused,
@@ -176,6 +178,16 @@ fn event(rollout: Option<&str>, kind: &str, minute: u32) -> NewEvent {
     }
 }
 
+/// A session whose hash is byte `n` repeated, expiring at `expires`.
+fn session(n: u8, expires: u32) -> SessionRecord {
+    SessionRecord {
+        hash: format!("{n:02x}").repeat(32),
+        token: "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752".to_owned(),
+        created_at: at(0),
+        expires_at: at(expires),
+    }
+}
+
 fn freeze(reason: &str, minute: u32) -> FreezeRecord {
     FreezeRecord {
         actor: "alice".to_owned(),
@@ -196,6 +208,7 @@ fn sorted(mut loaded: Loaded) -> Loaded {
         .rollout_hosts
         .sort_by(|a, b| (&a.rollout, &a.host).cmp(&(&b.rollout, &b.host)));
     loaded.tokens.sort_by(|a, b| a.hash.cmp(&b.hash));
+    loaded.sessions.sort_by(|a, b| a.hash.cmp(&b.hash));
     loaded
 }
 
@@ -247,6 +260,7 @@ fn sample_batch() -> Vec<Write> {
             name: None,
             created_at: at(0),
         }),
+        Write::Session(session(0xa1, 720)),
     ]
 }
 
@@ -564,6 +578,105 @@ pub async fn tokens_are_stored(backend: &dyn Backend) -> Result<(), StoreError> 
     Ok(())
 }
 
+/// A token is found by the hash of its secret, with its role, host and
+/// name, also one written by another handle on the database (another
+/// process) after this one was opened; an unknown hash finds nothing.
+pub async fn tokens_are_found_by_their_hash(backend: &dyn Backend) -> Result<(), StoreError> {
+    let store = backend.open().await?;
+    let agent = TokenRecord {
+        hash: "1b4f0e9851971998e732078544c96b36c3d01cedf7caa332359d6f1d83567014".to_owned(),
+        role: TokenRole::Agent,
+        host: Some("sto-playlist-a1.example.net".to_owned()),
+        name: Some("a1".to_owned()),
+        created_at: at(1),
+    };
+    assert_eq!(store.token(&agent.hash).await?, None);
+    store.commit(&[Write::Token(agent.clone())]).await?;
+    assert_eq!(store.token(&agent.hash).await?, Some(agent));
+    assert_eq!(store.token(&"00".repeat(32)).await?, None);
+
+    let viewer = TokenRecord {
+        hash: "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752".to_owned(),
+        role: TokenRole::Viewer,
+        host: None,
+        name: None,
+        created_at: at(2),
+    };
+    let other = backend.open().await?;
+    other.commit(&[Write::Token(viewer.clone())]).await?;
+    assert_eq!(store.token(&viewer.hash).await?, Some(viewer));
+    Ok(())
+}
+
+/// Dashboard sessions round-trip, expired ones too (the store knows no
+/// clock); `SessionEnded` deletes one, and `SessionsExpired(t)` every one
+/// expiring at or before `t`; a failed batch leaves them as they were, and
+/// they survive reopening.
+pub async fn dashboard_sessions_are_kept_until_they_end_or_expire(
+    backend: &dyn Backend,
+) -> Result<(), StoreError> {
+    let store = backend.open().await?;
+    let (a, b, c) = (session(1, 10), session(2, 20), session(3, 30));
+    store
+        .commit(&[
+            Write::Session(c.clone()),
+            Write::Session(a.clone()),
+            Write::Session(b.clone()),
+        ])
+        .await?;
+    assert_eq!(
+        load(&*store).await?.sessions,
+        [a.clone(), b.clone(), c.clone()]
+    );
+
+    // A sign-out, and one of a session the store does not hold.
+    store
+        .commit(&[
+            Write::SessionEnded(b.hash.clone()),
+            Write::SessionEnded("ff".repeat(32)),
+        ])
+        .await?;
+    assert_eq!(load(&*store).await?.sessions, [a.clone(), c.clone()]);
+
+    // Expiring at the time given counts as expired.
+    store.commit(&[Write::SessionsExpired(at(10))]).await?;
+    assert_eq!(load(&*store).await?.sessions, std::slice::from_ref(&c));
+
+    // A sign-in and its sign-out in one batch leave nothing; an expiry
+    // beside a new session deletes the old ones only.
+    let (d, e) = (session(4, 40), session(5, 50));
+    store
+        .commit(&[
+            Write::Session(d.clone()),
+            Write::SessionEnded(d.hash.clone()),
+            Write::SessionsExpired(at(30)),
+            Write::Session(e.clone()),
+        ])
+        .await?;
+    assert_eq!(load(&*store).await?.sessions, std::slice::from_ref(&e));
+
+    // A batch refused at its commit (an event of a rollout that does not
+    // exist) keeps none of its session writes.
+    let refused = store
+        .commit(&[
+            Write::Session(session(6, 60)),
+            Write::SessionEnded(e.hash.clone()),
+            Write::SessionsExpired(at(100)),
+            Write::Event(event(Some("r-9"), "created", 1)),
+        ])
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Refused(_))),
+        "{refused:?}"
+    );
+    assert_eq!(load(&*store).await?.sessions, std::slice::from_ref(&e));
+    drop(store);
+
+    let store = backend.open().await?;
+    assert_eq!(load(&*store).await?.sessions, [e]);
+    Ok(())
+}
+
 /// A component write creates the component and sets (or clears) its stable
 /// version.
 pub async fn components_hold_their_stable_version(backend: &dyn Backend) -> Result<(), StoreError> {
@@ -856,6 +969,7 @@ pub async fn the_load_comes_in_parts_and_pages(backend: &dyn Backend) -> Result<
                 Part::Rollouts(rows) => ("rollouts", rows.len()),
                 Part::Freeze(freeze) => ("freeze", usize::from(freeze.is_some())),
                 Part::Tokens(rows) => ("tokens", rows.len()),
+                Part::Sessions(rows) => ("sessions", rows.len()),
                 Part::Hosts(rows) => ("hosts", rows.len()),
                 Part::HostComponents(rows) => ("host_components", rows.len()),
                 Part::RolloutHosts(rows) => ("rollout_hosts", rows.len()),
@@ -873,6 +987,7 @@ pub async fn the_load_comes_in_parts_and_pages(backend: &dyn Backend) -> Result<
             "rollouts",
             "freeze",
             "tokens",
+            "sessions",
             "hosts",
             "host_components",
             "rollout_hosts"

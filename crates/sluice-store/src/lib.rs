@@ -65,6 +65,12 @@ pub enum Write {
     Freeze(Option<FreezeRecord>),
     /// Stores a new token.
     Token(TokenRecord),
+    /// Stores a new dashboard session (or replaces the one of its hash).
+    Session(SessionRecord),
+    /// Deletes the dashboard session of this hash (its user signed out).
+    SessionEnded(String),
+    /// Deletes every dashboard session that expires at or before this time.
+    SessionsExpired(Timestamp),
 }
 
 impl Write {
@@ -79,6 +85,9 @@ impl Write {
             Write::Component(_) => "component",
             Write::Freeze(_) => "freeze",
             Write::Token(_) => "token",
+            Write::Session(_) => "session",
+            Write::SessionEnded(_) => "session_ended",
+            Write::SessionsExpired(_) => "sessions_expired",
         }
     }
 }
@@ -168,6 +177,22 @@ pub struct TokenRecord {
     pub created_at: Timestamp,
 }
 
+/// A signed-in dashboard session (table `dashboard_sessions`). Like a
+/// token, it is kept by the hash of its secret (the cookie's value), never
+/// the secret itself; the token it was signed in with is named by that
+/// token's hash, so that the session acts with the token's role and name as
+/// they are stored. Its CSRF token is derived from the secret, not stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// SHA-256 of the session's secret, hex.
+    pub hash: String,
+    /// The hash of the token the session was signed in with.
+    pub token: String,
+    pub created_at: Timestamp,
+    /// The session ends then, signed out or not.
+    pub expires_at: Timestamp,
+}
+
 /// How many hosts of a rollout reported each version at one moment: a point
 /// of the dashboard's chart of hosts by version over time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,7 +205,7 @@ pub struct SampleRecord {
 
 /// A part of what [`Store::load_parts`] reads, handed over as it is read,
 /// in this order: the small tables (components, rollouts, the freeze,
-/// tokens), then the large ones a page at a time, each in key order —
+/// tokens, dashboard sessions), then the large ones a page at a time, each in key order —
 /// hosts by id, host components by host and component, and the host
 /// records of rollouts that are not terminal by rollout and host.
 #[derive(Debug, Clone, PartialEq)]
@@ -190,6 +215,10 @@ pub enum Part {
     Rollouts(Vec<RolloutRecord>),
     Freeze(Option<FreezeRecord>),
     Tokens(Vec<TokenRecord>),
+    /// Every stored dashboard session, expired ones included: the store
+    /// knows no clock; whoever loads them drops (and deletes) those past
+    /// their expiry.
+    Sessions(Vec<SessionRecord>),
     Hosts(Vec<HostRecord>),
     HostComponents(Vec<HostComponentRecord>),
     RolloutHosts(Vec<RolloutHostRecord>),
@@ -207,6 +236,7 @@ pub struct Loaded {
     pub rollout_hosts: Vec<RolloutHostRecord>,
     pub freeze: Option<FreezeRecord>,
     pub tokens: Vec<TokenRecord>,
+    pub sessions: Vec<SessionRecord>,
 }
 
 impl Loaded {
@@ -217,6 +247,7 @@ impl Loaded {
             Part::Rollouts(rows) => self.rollouts.extend(rows),
             Part::Freeze(freeze) => self.freeze = freeze,
             Part::Tokens(rows) => self.tokens.extend(rows),
+            Part::Sessions(rows) => self.sessions.extend(rows),
             Part::Hosts(rows) => self.hosts.extend(rows),
             Part::HostComponents(rows) => self.host_components.extend(rows),
             Part::RolloutHosts(rows) => self.rollout_hosts.extend(rows),
@@ -231,6 +262,7 @@ impl Loaded {
             Part::Rollouts(self.rollouts),
             Part::Freeze(self.freeze),
             Part::Tokens(self.tokens),
+            Part::Sessions(self.sessions),
             Part::Hosts(self.hosts),
             Part::HostComponents(self.host_components),
             Part::RolloutHosts(self.rollout_hosts),
@@ -377,6 +409,13 @@ pub trait Store: Send + Sync + 'static {
     /// Applies `batch` in one transaction, in order; returns once durable.
     async fn commit(&self, batch: &[Write]) -> Result<(), StoreError>;
 
+    /// The stored token whose secret hashes to `hash`, as the database
+    /// holds it now: a token written there by another process
+    /// (`sluice token create --database-url`) is found at once, and a
+    /// standby, which holds no tokens in memory, checks the callers of the
+    /// endpoints it answers itself here.
+    async fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
+
     /// A rollout's events with `seq > after`, oldest first, at most `limit`.
     async fn events(
         &self,
@@ -441,7 +480,8 @@ pub struct ReplicaRecord {
 
 /// Leadership among replicas sharing one database: a lease row timed by the
 /// database's clock, with an epoch that grows at every acquisition, and
-/// store handles fenced by it. Implemented by [`PgStore`]; an embedded
+/// store handles fenced by it. The database is a [`Store`] too, unfenced:
+/// a standby reads tokens from it. Implemented by [`PgStore`]; an embedded
 /// SQLite store has one server, always its own leader, and no lease.
 ///
 /// A leader acquires, then renews well within the TTL; a renewal that
@@ -450,7 +490,7 @@ pub struct ReplicaRecord {
 /// a leader that lost its lease (paused, partitioned) fails instead of
 /// landing after a successor's.
 #[async_trait::async_trait]
-pub trait Cluster: Send + Sync + 'static {
+pub trait Cluster: Store {
     /// Takes the lease for `ttl` if nobody holds it or it expired (a holder
     /// whose own lease is still running waits for it like everyone else),
     /// with an epoch one above the last. `None`: someone else holds it.
@@ -489,9 +529,4 @@ pub trait Cluster: Send + Sync + 'static {
 
     /// Every replica heard from within the last day, by id.
     async fn replicas(&self) -> Result<Vec<ReplicaRecord>, StoreError>;
-
-    /// The stored token whose secret hashes to `hash`: a replica that does
-    /// not lead holds no tokens in memory, and checks a caller of the
-    /// endpoints it answers itself (`GET /v1/cluster`) here.
-    async fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
 }

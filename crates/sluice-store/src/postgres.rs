@@ -42,7 +42,7 @@ use sqlx::postgres::{
 use sqlx::{Decode, Encode, PgPool, Postgres, Transaction, Type};
 
 use crate::batch::{self, describe, event_key, host_component_key, rollout_host_key, token_key};
-use crate::read::{self, corrupt, StoredTime};
+use crate::read::{corrupt, StoredTime};
 use crate::sql::{self, Dialect, Kind, Sql};
 use crate::{
     Cluster, ComponentRecord, HostComponentRecord, HostRecord, Lease, LeaseState, NewEvent,
@@ -350,16 +350,6 @@ impl Cluster for PgStore {
                 })
             })
             .collect()
-    }
-
-    async fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
-        let row: Option<read::TokenRow<PgTime>> =
-            sqlx::query_as("SELECT hash, role, host, name, created_at FROM tokens WHERE hash = $1")
-                .bind(hash)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(PgStore::reading("tokens"))?;
-        row.map(read::token).transpose()
     }
 }
 

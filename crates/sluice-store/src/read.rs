@@ -15,8 +15,8 @@ use std::str::FromStr;
 use crate::batch::token_key;
 use crate::{
     ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, NewEvent, ReportedState,
-    RolloutHostRecord, RolloutRecord, SampleRecord, StoreError, StoredEvent, Timestamp,
-    TokenRecord, TokenRole, UnknownName,
+    RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord, StoreError, StoredEvent,
+    Timestamp, TokenRecord, TokenRole, UnknownName,
 };
 
 /// Rows per page when `load` reads a large table.
@@ -185,6 +185,22 @@ pub(crate) fn token<T: StoredTime>(
         hash,
         host,
         name: name_,
+    })
+}
+
+/// `hash, token, created_at, expires_at`.
+pub(crate) type SessionRow<T> = (String, String, T, T);
+
+pub(crate) fn session<T: StoredTime>(
+    (hash, token, created_at, expires_at): SessionRow<T>,
+) -> Result<SessionRecord, StoreError> {
+    // Named by the start of its hash, as a token is.
+    let key = token_key(&hash);
+    Ok(SessionRecord {
+        created_at: time(created_at, "dashboard_sessions", &key, "created_at")?,
+        expires_at: time(expires_at, "dashboard_sessions", &key, "expires_at")?,
+        hash,
+        token,
     })
 }
 

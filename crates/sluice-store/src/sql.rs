@@ -4,8 +4,8 @@
 //! `internal/storage/sql`: shared SQL, per-dialect error translation).
 //!
 //! Most of a backend is the same SQL in SQLite and PostgreSQL: the reads of
-//! the small tables, events and samples, the pages of the large tables, the
-//! rollout and freeze writes, the schema version, and finding out which
+//! the small tables, events and samples, a token by its hash, the pages of
+//! the large tables, the rollout, freeze and dashboard session writes, the schema version, and finding out which
 //! write of a refused batch named what. That SQL lives here, once, written
 //! so that both dialects take it (`CAST(… AS TEXT)` for PostgreSQL's `json`
 //! columns, a quoted `"freeze"`, a page's key as a row comparison). A
@@ -31,11 +31,12 @@ use sqlx::{
     Type,
 };
 
-use crate::batch::{self, latest};
+use crate::batch::{self, latest, token_key};
 use crate::read::{self, StoredTime};
 use crate::{
     ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, NewEvent, Part,
-    RolloutHostRecord, RolloutRecord, SampleRecord, StoreError, StoredEvent, TokenRecord, Write,
+    RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord, StoreError, StoredEvent,
+    Timestamp, TokenRecord, Write,
 };
 
 /// A dialect's connection.
@@ -210,6 +211,12 @@ const FREEZE: &str = "SELECT actor, reason, since FROM \"freeze\" WHERE id = 1";
 
 const TOKENS: &str =
     "SELECT hash, role, host, name, created_at FROM tokens ORDER BY created_at, hash";
+
+/// One token, by the hash of its secret.
+const TOKEN: &str = "SELECT hash, role, host, name, created_at FROM tokens WHERE hash = $1";
+
+const SESSIONS: &str = "SELECT hash, token, created_at, expires_at FROM dashboard_sessions \
+                        ORDER BY created_at, hash";
 
 const EVENTS: &str = "SELECT seq, rollout, at, actor, kind, CAST(data AS TEXT) FROM events \
                       WHERE rollout = $1 AND seq > $2 ORDER BY seq LIMIT $3";
@@ -458,6 +465,14 @@ where
         each(Part::Freeze(freeze.into_iter().next()));
         let tokens = Self::all(conn, TOKENS, "tokens", read::token::<D::Time>).await?;
         each(Part::Tokens(tokens));
+        let sessions = Self::all(
+            conn,
+            SESSIONS,
+            "dashboard_sessions",
+            read::session::<D::Time>,
+        )
+        .await?;
+        each(Part::Sessions(sessions));
         // A document's times are text, which `String` reads as SQLite keeps it.
         Self::pages(
             conn,
@@ -513,6 +528,15 @@ where
             }
             Err(e) => Err(D::classify(e, "committing")),
         }
+    }
+
+    pub async fn token(store: &D, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let row: Option<read::TokenRow<D::Time>> = sqlx::query_as(TOKEN)
+            .bind(hash.to_owned())
+            .fetch_optional(store.readers())
+            .await
+            .map_err(D::reading("tokens"))?;
+        row.map(read::token).transpose()
     }
 
     pub async fn events(
@@ -580,7 +604,57 @@ where
             Self::set_freeze(conn, freeze).await?;
         }
         D::upsert_tokens(conn, &latest(&g.tokens, |t| t.hash.as_str())).await?;
+        Self::write_sessions(conn, &g.sessions, &g.ended_sessions, g.sessions_expired).await?;
         D::insert_events(conn, &g.events).await?;
+        Ok(())
+    }
+
+    /// The dashboard's sessions: the new ones, one statement each (a batch
+    /// holds a sign-in or two), then the ended ones deleted, then those
+    /// expired by `expired` (see `batch`).
+    async fn write_sessions(
+        conn: &mut Conn<D>,
+        sessions: &[&SessionRecord],
+        ended: &[&str],
+        expired: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        for s in latest(sessions, |s| s.hash.as_str()) {
+            let key = || format!("session {}", token_key(&s.hash));
+            let time = |at, column: &str| {
+                D::Time::store(at)
+                    .map_err(|e| StoreError::Refused(format!("{} {column}: {e}", key())))
+            };
+            sqlx::query(
+                "INSERT INTO dashboard_sessions (hash, token, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (hash) DO UPDATE SET token = excluded.token, \
+                 created_at = excluded.created_at, expires_at = excluded.expires_at",
+            )
+            .bind(s.hash.clone())
+            .bind(s.token.clone())
+            .bind(time(s.created_at, "created_at")?)
+            .bind(time(s.expires_at, "expires_at")?)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| D::classify(e, format_args!("writing {}", key())))?;
+        }
+        for hash in ended {
+            sqlx::query("DELETE FROM dashboard_sessions WHERE hash = $1")
+                .bind((*hash).to_owned())
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| D::classify(e, format_args!("ending session {}", token_key(hash))))?;
+        }
+        if let Some(at) = expired {
+            let before = D::Time::store(at).map_err(|e| {
+                StoreError::Refused(format!("the expiry of dashboard sessions: {e}"))
+            })?;
+            sqlx::query("DELETE FROM dashboard_sessions WHERE expires_at <= $1")
+                .bind(before)
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| D::classify(e, "deleting expired dashboard sessions"))?;
+        }
         Ok(())
     }
 
@@ -729,6 +803,13 @@ macro_rules! store {
 
             async fn commit(&self, batch: &[$crate::Write]) -> Result<(), $crate::StoreError> {
                 $crate::sql::Sql::commit(self, batch).await
+            }
+
+            async fn token(
+                &self,
+                hash: &str,
+            ) -> Result<Option<$crate::TokenRecord>, $crate::StoreError> {
+                $crate::sql::Sql::token(self, hash).await
             }
 
             async fn events(

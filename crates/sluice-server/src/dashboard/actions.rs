@@ -5,6 +5,7 @@
 //! role checks, the reason rule, durability and the event log's actor are
 //! the API's. The outcome is shown once on the page the form came from.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
@@ -15,10 +16,11 @@ use axum::Form;
 use serde::Deserialize;
 use sluice_api::admin::Role;
 use sluice_api::rollout::{Action, Reason};
+use sluice_store::Write;
 
 use super::session::{self, Flash, User};
 use super::{pages, DashError, Dashboard};
-use crate::auth::Need;
+use crate::auth::{hash_secret, Need};
 use crate::error::ApiError;
 use crate::routes::{admin, rollouts};
 use crate::vocabulary;
@@ -52,7 +54,14 @@ pub async fn signin(
             StatusCode::FORBIDDEN,
         );
     }
-    let token = match dash.app.tokens().get(form.token.trim()) {
+    let secret = form.token.trim();
+    let found = dash
+        .app
+        .tokens()
+        .find(secret, dash.app.store())
+        .await
+        .map_err(|error| DashError::Unavailable(format!("checking the token: {error}")))?;
+    let token = match found {
         Some(token) if token.role != Role::Agent => token,
         Some(_) => {
             return pages::signin_form(
@@ -71,8 +80,18 @@ pub async fn signin(
             )
         }
     };
+    // Stored before the cookie is handed out, so that the session outlives
+    // a restart or a change of leader; sessions expired meanwhile go.
+    let (id, record) = session::new_session(&hash_secret(secret), dash.app.now())?;
+    let ((), pending) = dash.app.change(|_, now, writes| {
+        writes.push(Write::SessionsExpired(now));
+        writes.push(Write::Session(record.clone()));
+    });
+    pending.durable().await?;
+    dash.app
+        .sessions()
+        .insert(&record, Arc::clone(&token), dash.app.now());
     tracing::info!(actor = %token.actor, "dashboard sign-in");
-    let id = dash.sessions.create(token)?;
     let cookies = AppendHeaders([
         (
             SET_COOKIE,
@@ -105,7 +124,12 @@ pub async fn signout(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, DashError> {
     user.check_csrf(&form.csrf)?;
-    dash.sessions.remove(&user.session);
+    // Ended in the store before the answer: a restart does not bring it back.
+    let hash = dash.app.sessions().remove(&user.session);
+    let ((), pending) = dash
+        .app
+        .change(|_, _, writes| writes.push(Write::SessionEnded(hash)));
+    pending.durable().await?;
     let cookie = session::set_cookie(session::COOKIE_NAME, "", Duration::ZERO, dash.app.https());
     Ok(([(SET_COOKIE, cookie)], Redirect::to("/signin")).into_response())
 }
@@ -143,7 +167,7 @@ fn outcome(
         },
         Err(error) => return Err(error.into()),
     };
-    dash.sessions.flash(&user.session, flash);
+    dash.app.sessions().flash(&user.session, flash);
     Ok(Redirect::to(back).into_response())
 }
 

@@ -10,8 +10,9 @@
 //! forms alone.
 //!
 //! Layout:
-//! - [`session`]: sign-in with a bearer token, the server-side session map
-//!   behind an HttpOnly SameSite=Strict cookie, CSRF tokens;
+//! - [`session`]: sign-in with a bearer token, the sessions (stored like
+//!   tokens, held in memory by the leader) behind an HttpOnly
+//!   SameSite=Strict cookie, CSRF tokens;
 //! - [`pages`]: the GET handlers and their templates;
 //! - [`actions`]: sign-in, sign-out and the POST forms (rollout actions and
 //!   the freeze), which go through the API's own code paths;
@@ -31,8 +32,6 @@ pub mod sampler;
 pub mod session;
 pub mod views;
 
-use std::sync::Arc;
-
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, REFERRER_POLICY, VARY, X_CONTENT_TYPE_OPTIONS,
@@ -46,7 +45,6 @@ use axum::Router;
 use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
-use session::Sessions;
 
 /// The Content-Security-Policy of every dashboard answer: scripts and
 /// styles from this origin only (no inline script or style), no frames.
@@ -56,19 +54,16 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 /// The largest form the dashboard takes (a token, a reason, a CSRF token).
 const FORM_LIMIT: usize = 16 * 1024;
 
-/// What the dashboard's handlers share.
+/// What the dashboard's handlers share: the server's state, which holds
+/// the sessions.
 #[derive(Clone, Debug)]
 pub struct Dashboard {
     pub app: AppState,
-    pub sessions: Arc<Sessions>,
 }
 
 /// The dashboard's routes, to be merged beside the API.
 pub fn router(app: AppState) -> Router {
-    let dashboard = Dashboard {
-        app,
-        sessions: Arc::new(Sessions::default()),
-    };
+    let dashboard = Dashboard { app };
     Router::new()
         .route("/", get(pages::overview))
         .route("/rollouts", get(pages::rollouts))

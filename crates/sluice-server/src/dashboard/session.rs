@@ -1,24 +1,38 @@
 //! Dashboard sessions: a user signs in with one of the API's bearer tokens
 //! (viewer, operator or admin; agent tokens cannot), and gets a random
-//! session id in an HttpOnly, SameSite=Strict cookie. The server keeps the
-//! session (the token's role and actor, a CSRF token, an optional one-shot
-//! message) in memory until it expires or the user signs out; a restart
-//! signs everyone out. Every POST form carries the session's CSRF token,
-//! compared in constant time.
+//! session secret in an HttpOnly, SameSite=Strict cookie. A session lasts
+//! [`LIFETIME`] from sign-in, or until the user signs out.
+//!
+//! Sessions are state like tokens: each is stored (`Write::Session`, table
+//! `dashboard_sessions`) through the group commit before its cookie is
+//! handed out, its sign-out (`Write::SessionEnded`) before the answer, and
+//! the leader loads them with the rest of its state, so a signed-in user
+//! stays signed in across a restart and a change of leader. What is stored
+//! is the SHA-256 of the secret (as for tokens), the hash of the token it
+//! was signed in with (the session acts with that token's role and name)
+//! and its times. Its CSRF token is derived from the secret ([`csrf_of`]):
+//! nothing in the database lets anyone sign in or forge a form. Expired
+//! sessions are not honoured, not loaded, and deleted from the store when
+//! memory is loaded and at every sign-in. The one-shot message of the next
+//! page ([`Flash`]) stays in memory: losing it at a restart loses a notice.
+//! Every POST form carries the session's CSRF token, compared in constant
+//! time.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::http::header::COOKIE;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method};
+use jiff::Timestamp;
 use sluice_api::admin::Role;
+use sluice_store::SessionRecord;
 
 use super::{DashError, Dashboard};
-use crate::auth::{Caller, Need, Token};
+use crate::auth::{hash_secret, Caller, Need, Token, Tokens};
 
 /// The session cookie.
 pub const COOKIE_NAME: &str = "sluice_session";
@@ -37,66 +51,114 @@ pub struct Flash {
 #[derive(Debug)]
 struct Session {
     token: Arc<Token>,
-    csrf: String,
-    expires: Instant,
+    expires: Timestamp,
     flash: Option<Flash>,
 }
 
-/// The signed-in sessions by id.
+impl Session {
+    /// The stored session `record`, acting with `token`.
+    fn of(record: &SessionRecord, token: Arc<Token>) -> Session {
+        Session {
+            token,
+            expires: record.expires_at,
+            flash: None,
+        }
+    }
+}
+
+/// The signed-in sessions by the hash of their secret.
 #[derive(Debug, Default)]
 pub struct Sessions {
-    by_id: Mutex<HashMap<String, Session>>,
+    by_hash: Mutex<HashMap<String, Session>>,
+}
+
+/// A new session for the token of `token_hash`, signed in at `now`: its
+/// secret (the cookie's value) and its record, to be stored before it is
+/// used ([`Sessions::insert`] once durable).
+pub fn new_session(token_hash: &str, now: Timestamp) -> Result<(String, SessionRecord), DashError> {
+    let secret = random_hex(32)?;
+    let expires_at = now
+        .checked_add(LIFETIME)
+        .map_err(|error| DashError::Internal(format!("the session's expiry: {error}")))?;
+    let record = SessionRecord {
+        hash: hash_secret(&secret),
+        token: token_hash.to_owned(),
+        created_at: now,
+        expires_at,
+    };
+    Ok((secret, record))
+}
+
+/// The CSRF token of the session whose secret is `secret`: a hash of its
+/// own, so it is never stored, and neither it nor the stored hash gives the
+/// other or the secret away.
+pub fn csrf_of(secret: &str) -> String {
+    hash_secret(&format!("sluice dashboard csrf\0{secret}"))
 }
 
 impl Sessions {
-    /// A new session for `token`; returns its id. Expired sessions are
-    /// dropped on the way.
-    pub fn create(&self, token: Arc<Token>) -> Result<String, DashError> {
-        let id = random_hex(32)?;
-        let csrf = random_hex(32)?;
-        let now = Instant::now();
+    /// Honours the stored session `record` for `token` from now on; expired
+    /// sessions are dropped on the way.
+    pub fn insert(&self, record: &SessionRecord, token: Arc<Token>, now: Timestamp) {
         let mut sessions = self.lock();
         sessions.retain(|_, session| session.expires > now);
-        sessions.insert(
-            id.clone(),
-            Session {
-                token,
-                csrf,
-                expires: now + LIFETIME,
-                flash: None,
-            },
-        );
-        Ok(id)
+        sessions.insert(record.hash.clone(), Session::of(record, token));
     }
 
-    /// The live session `id`, taking its one-shot message.
-    fn take(&self, id: &str) -> Option<(Arc<Token>, String, Option<Flash>)> {
+    /// Replaces every session with the stored `records` (memory rebuilt
+    /// from the store), each acting with its token as `tokens` knows it.
+    /// Sessions expired at `now`, and those whose token is not known, are
+    /// left out. Returns how many were loaded, and how many had expired.
+    pub fn replace_all(
+        &self,
+        records: &[SessionRecord],
+        tokens: &Tokens,
+        now: Timestamp,
+    ) -> (usize, usize) {
         let mut sessions = self.lock();
-        let session = sessions.get_mut(id)?;
-        if session.expires <= Instant::now() {
-            sessions.remove(id);
+        sessions.clear();
+        let mut expired = 0;
+        for record in records {
+            if record.expires_at <= now {
+                expired += 1;
+                continue;
+            }
+            if let Some(token) = tokens.by_hash(&record.token) {
+                sessions.insert(record.hash.clone(), Session::of(record, token));
+            }
+        }
+        (sessions.len(), expired)
+    }
+
+    /// The live session of `secret` at `now`, taking its one-shot message.
+    fn take(&self, secret: &str, now: Timestamp) -> Option<(Arc<Token>, Option<Flash>)> {
+        let hash = hash_secret(secret);
+        let mut sessions = self.lock();
+        let session = sessions.get_mut(&hash)?;
+        if session.expires <= now {
+            sessions.remove(&hash);
             return None;
         }
-        Some((
-            Arc::clone(&session.token),
-            session.csrf.clone(),
-            session.flash.take(),
-        ))
+        Some((Arc::clone(&session.token), session.flash.take()))
     }
 
-    /// Leaves a message for the session's next page.
-    pub fn flash(&self, id: &str, flash: Flash) {
-        if let Some(session) = self.lock().get_mut(id) {
+    /// Leaves a message for the next page of the session of `secret`.
+    pub fn flash(&self, secret: &str, flash: Flash) {
+        if let Some(session) = self.lock().get_mut(&hash_secret(secret)) {
             session.flash = Some(flash);
         }
     }
 
-    pub fn remove(&self, id: &str) {
-        self.lock().remove(id);
+    /// Ends the session of `secret` in memory; returns its hash, whose
+    /// `Write::SessionEnded` ends it in the store.
+    pub fn remove(&self, secret: &str) -> String {
+        let hash = hash_secret(secret);
+        self.lock().remove(&hash);
+        hash
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
-        self.by_id.lock().unwrap_or_else(PoisonError::into_inner)
+        self.by_hash.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -104,6 +166,7 @@ impl Sessions {
 /// live session fails with [`DashError::SignIn`] (back to this page after).
 #[derive(Debug, Clone)]
 pub struct User {
+    /// The session's secret, from its cookie.
     pub session: String,
     pub caller: Caller,
     pub csrf: String,
@@ -146,13 +209,14 @@ impl FromRequestParts<Dashboard> for User {
     type Rejection = DashError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Dashboard) -> Result<User, DashError> {
+        let now = state.app.now();
         let found = cookie(&parts.headers, COOKIE_NAME)
-            .and_then(|id| Some((id.to_owned(), state.sessions.take(id)?)));
+            .and_then(|secret| Some((secret, state.app.sessions().take(secret, now)?)));
         match found {
-            Some((session, (token, csrf, flash))) => Ok(User {
-                session,
+            Some((secret, (token, flash))) => Ok(User {
+                session: secret.to_owned(),
                 caller: Caller(token),
-                csrf,
+                csrf: csrf_of(secret),
                 flash,
             }),
             None if parts.method == Method::GET => Err(DashError::SignIn {
@@ -222,6 +286,8 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use sluice_store::{TokenRecord, TokenRole};
+
     use super::*;
 
     fn token(role: Role) -> Arc<Token> {
@@ -264,40 +330,96 @@ mod tests {
         assert_eq!(safe_next(None), "/");
     }
 
+    fn at(text: &str) -> Timestamp {
+        text.parse().expect("a time")
+    }
+
+    /// A new session of `token`, honoured in `sessions` from `now`.
+    fn signed_in(
+        sessions: &Sessions,
+        token: Arc<Token>,
+        now: Timestamp,
+    ) -> (String, SessionRecord) {
+        let (secret, record) = new_session(&"ab".repeat(32), now).expect("session");
+        sessions.insert(&record, token, now);
+        (secret, record)
+    }
+
     #[test]
     fn sessions_end_on_sign_out_and_flash_once() {
         let sessions = Sessions::default();
-        let id = sessions.create(token(Role::Operator)).expect("session");
-        assert_eq!(id.len(), 64);
+        let now = at("2026-03-01T09:00:00Z");
+        let (secret, record) = signed_in(&sessions, token(Role::Operator), now);
+        assert_eq!(secret.len(), 64);
+        assert_eq!(record.hash, hash_secret(&secret), "only the hash is kept");
+        assert_eq!(record.expires_at, at("2026-03-01T21:00:00Z"));
         sessions.flash(
-            &id,
+            &secret,
             Flash {
                 error: false,
                 text: "paused".to_owned(),
             },
         );
-        let (_, csrf, flash) = sessions.take(&id).expect("live session");
-        assert_eq!(csrf.len(), 64);
+        let (_, flash) = sessions.take(&secret, now).expect("live session");
         assert_eq!(flash.map(|f| f.text).as_deref(), Some("paused"));
-        let (_, again, flash) = sessions.take(&id).expect("still live");
-        assert_eq!(
-            (again, flash),
-            (csrf, None),
-            "the csrf token stays, the flash goes"
+        let (_, flash) = sessions.take(&secret, now).expect("still live");
+        assert_eq!(flash, None, "the flash goes");
+        assert_eq!(sessions.remove(&secret), record.hash);
+        assert!(sessions.take(&secret, now).is_none());
+        assert!(
+            sessions.take(&record.hash, now).is_none(),
+            "the hash is no secret"
         );
-        sessions.remove(&id);
-        assert!(sessions.take(&id).is_none());
+    }
+
+    #[test]
+    fn csrf_tokens_are_the_sessions_own_and_not_their_hash() {
+        let (secret, record) = new_session("token", at("2026-03-01T09:00:00Z")).expect("session");
+        let csrf = csrf_of(&secret);
+        assert_eq!(csrf.len(), 64);
+        assert_eq!(csrf, csrf_of(&secret), "the same for the whole session");
+        assert_ne!(csrf, record.hash);
+        let (other, _) = new_session("token", at("2026-03-01T09:00:00Z")).expect("session");
+        assert_ne!(csrf, csrf_of(&other));
     }
 
     #[test]
     fn expired_sessions_are_gone() {
         let sessions = Sessions::default();
-        let id = sessions.create(token(Role::Admin)).expect("session");
-        if let Some(session) = sessions.lock().get_mut(&id) {
-            session.expires = Instant::now() - Duration::from_secs(1);
-        }
-        assert!(sessions.take(&id).is_none());
-        assert!(sessions.lock().is_empty(), "and dropped");
+        let now = at("2026-03-01T09:00:00Z");
+        let (secret, record) = signed_in(&sessions, token(Role::Admin), now);
+        assert!(sessions.take(&secret, record.expires_at).is_none());
+        assert_eq!(sessions.lock().len(), 0, "and dropped");
+        // A sign-in drops those expired meanwhile.
+        let (_, first) = signed_in(&sessions, token(Role::Admin), now);
+        signed_in(&sessions, token(Role::Admin), first.expires_at);
+        assert_eq!(sessions.lock().len(), 1);
+    }
+
+    #[test]
+    fn loaded_sessions_act_with_their_token_unless_expired_or_unknown() {
+        let tokens = Tokens::default();
+        let now = at("2026-03-01T09:00:00Z");
+        let viewer = TokenRecord {
+            hash: "ab".repeat(32),
+            role: TokenRole::Viewer,
+            host: None,
+            name: Some("alice".to_owned()),
+            created_at: now,
+        };
+        tokens.insert(&viewer);
+        let (live_secret, live) = new_session(&viewer.hash, now).expect("session");
+        let (expired_secret, mut expired) = new_session(&viewer.hash, now).expect("session");
+        expired.expires_at = now;
+        let (orphan_secret, orphan) = new_session(&"cd".repeat(32), now).expect("session");
+        let sessions = Sessions::default();
+        let counts = sessions.replace_all(&[live, expired, orphan], &tokens, now);
+        assert_eq!(counts, (1, 1), "one loaded, one had expired");
+        let (token, _) = sessions.take(&live_secret, now).expect("loaded");
+        assert_eq!((token.role, token.actor.as_str()), (Role::Viewer, "alice"));
+        assert!(sessions.take(&expired_secret, now).is_none());
+        assert!(sessions.take(&orphan_secret, now).is_none());
+        assert_eq!(sessions.lock().len(), 1);
     }
 
     #[test]

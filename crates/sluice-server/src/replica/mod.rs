@@ -303,13 +303,24 @@ impl Replica {
                 "unknown token; use the admin token from <data-dir>/admin.token or one made with sluice token create".to_owned(),
             )
         };
+        let unavailable = |error: sluice_store::StoreError| {
+            ApiError::Unavailable(format!("checking the token: {error}"))
+        };
         let role = match (self.term(), &self.cluster) {
-            (Some(term), _) => term.state.tokens().get(secret).ok_or_else(unknown)?.role,
+            (Some(term), _) => {
+                term.state
+                    .tokens()
+                    .find(secret, term.state.store())
+                    .await
+                    .map_err(unavailable)?
+                    .ok_or_else(unknown)?
+                    .role
+            }
             (None, Some(cluster)) => {
                 let record = cluster
                     .token(&hash_secret(secret))
                     .await
-                    .map_err(|error| ApiError::Unavailable(error.to_string()))?
+                    .map_err(unavailable)?
                     .ok_or_else(unknown)?;
                 vocabulary::wire_role(record.role)
             }

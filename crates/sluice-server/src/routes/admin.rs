@@ -3,18 +3,16 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use sluice_api::admin::{
-    ComponentList, FreezeView, Role, StableChange, StableRequest, TokenCreated, TokenRequest,
+    ComponentList, FreezeView, StableChange, StableRequest, TokenCreated, TokenRequest,
 };
 use sluice_api::error::ErrorBody;
 use sluice_api::rollout::Reason;
-use sluice_store::{NewEvent, TokenRecord, Write};
 
-use crate::auth::{hash_secret, new_secret, Caller, Need};
+use crate::auth::{check_request, new_secret, token_writes, Caller, Need};
 use crate::error::ApiError;
 use crate::extract::{Json, Path};
 use crate::routes::required_reason;
 use crate::state::AppState;
-use crate::vocabulary;
 
 /// Each component's stable version, the versions hosts report, and its
 /// active rollouts.
@@ -160,43 +158,12 @@ pub async fn create_token(
     Json(request): Json<TokenRequest>,
 ) -> Result<(StatusCode, axum::Json<TokenCreated>), ApiError> {
     caller.require(Need::Admin)?;
-    match (request.role, &request.host) {
-        (Role::Agent, None) => {
-            return Err(ApiError::bad_field(
-                "host",
-                "an agent token is bound to one host: give its id in host",
-            ))
-        }
-        (Role::Agent, Some(_)) => {}
-        (_, Some(_)) => {
-            return Err(ApiError::bad_field(
-                "host",
-                "only agent tokens are bound to a host; leave host out for viewer, operator and admin tokens",
-            ))
-        }
-        (_, None) => {}
-    }
+    check_request(&request)?;
     let secret = new_secret().map_err(|error| ApiError::Internal(error.to_string()))?;
     let role = request.role.as_str();
     let actor = caller.actor().to_owned();
-    let (record, pending) = state.change(|_, now, writes| {
-        let record = TokenRecord {
-            hash: hash_secret(&secret),
-            role: vocabulary::stored_role(request.role),
-            host: request.host.as_ref().map(ToString::to_string),
-            name: request.name.clone(),
-            created_at: now,
-        };
-        writes.push(Write::Token(record.clone()));
-        writes.push(Write::Event(NewEvent {
-            rollout: None,
-            at: now,
-            actor: Some(actor.clone()),
-            kind: "token_created".to_owned(),
-            data: serde_json::json!({ "role": role, "host": request.host, "name": request.name }),
-        }));
-        record
-    });
+    let (record, pending) =
+        state.change(|_, now, writes| token_writes(&secret, &request, &actor, now, writes));
     pending.durable().await?;
     state.tokens().insert(&record);
     tracing::info!(role, host = ?request.host, %actor, "token created");

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use sluice_core::fleet::HostId;
 use sluice_core::rollout::{Sighting, SnapshotHost};
-use sluice_store::{Part, RolloutRecord, TokenRecord};
+use sluice_store::{Part, RolloutRecord, SessionRecord, TokenRecord};
 
 use super::{id_number, HostEntry, Reported, Reports, RolloutEntry, World};
 use crate::{persist, vocabulary};
@@ -35,7 +35,18 @@ pub struct Loading {
     /// Stored host records by rollout id.
     records: HashMap<String, Vec<SnapshotHost>>,
     tokens: Vec<TokenRecord>,
+    sessions: Vec<SessionRecord>,
     error: Option<anyhow::Error>,
+}
+
+/// What a load restores: the world, and beside it the tokens and the
+/// dashboard's sessions the store holds.
+#[derive(Debug)]
+pub struct Restored {
+    pub world: World,
+    pub tokens: Vec<TokenRecord>,
+    /// Every stored session, expired ones too (see `AppState::restore`).
+    pub sessions: Vec<SessionRecord>,
 }
 
 impl Default for Loading {
@@ -51,6 +62,7 @@ impl Default for Loading {
             rollouts: Vec::new(),
             records: HashMap::new(),
             tokens: Vec::new(),
+            sessions: Vec::new(),
             error: None,
         }
     }
@@ -78,6 +90,7 @@ impl Loading {
             Part::Rollouts(rollouts) => self.rollouts.extend(rollouts),
             Part::Freeze(freeze) => world.freeze = freeze,
             Part::Tokens(tokens) => self.tokens.extend(tokens),
+            Part::Sessions(sessions) => self.sessions.extend(sessions),
             Part::Hosts(page) => {
                 for host in page {
                     let id = HostId::parse(host.id).map_err(|error| {
@@ -121,10 +134,11 @@ impl Loading {
         Ok(())
     }
 
-    /// The world, and the tokens the store holds. Fails, naming the rollout,
-    /// when a rollout cannot be restored: serving without it could admit
-    /// hosts beyond its quotas or forget what its hosts should run.
-    pub fn finish(mut self) -> anyhow::Result<(World, Vec<TokenRecord>)> {
+    /// The world, and the tokens and sessions the store holds. Fails,
+    /// naming the rollout, when a rollout cannot be restored: serving
+    /// without it could admit hosts beyond its quotas or forget what its
+    /// hosts should run.
+    pub fn finish(mut self) -> anyhow::Result<Restored> {
         if let Some(error) = self.error {
             return Err(error);
         }
@@ -157,7 +171,11 @@ impl Loading {
             world.next_seq = world.next_seq.max(id_number(&record.id).unwrap_or(0) + 1);
             world.insert_rollout(RolloutEntry::new(rollout, record.plan, record.updated_at));
         }
-        Ok((world, self.tokens))
+        Ok(Restored {
+            world,
+            tokens: self.tokens,
+            sessions: self.sessions,
+        })
     }
 }
 
@@ -237,7 +255,7 @@ mod tests {
             report("web-2", "docker-engine", "17.03.1"),
             report("unknown", "docker-engine", "1.0"),
         ]));
-        let (world, _) = loading.finish().expect("loads");
+        let world = loading.finish().expect("loads").world;
         assert_eq!(world.host_count(), 3);
         assert_eq!(
             version(&world, "db-1", "docker-engine").as_deref(),

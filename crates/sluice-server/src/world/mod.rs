@@ -43,7 +43,7 @@ mod views;
 pub use error::WorldError;
 use hosts::Strings;
 pub use hosts::{HostEntry, Reported, Reports};
-pub use loading::Loading;
+pub use loading::{Loading, Restored};
 
 /// Longest message kept from a check-in report: its last lines.
 const MAX_MESSAGE_CHARS: usize = 4096;

@@ -1,9 +1,16 @@
-//! Components, the freeze, tokens, health and metrics.
+//! Components, the freeze, tokens (one stored by another process too),
+//! health and metrics.
+
+use std::sync::Arc;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use sluice_api::admin::{Role, TokenRequest};
+use sluice_server::auth::{new_secret, token_writes};
+use sluice_store::{SqliteStore, Store, Timestamp};
+use tempfile::TempDir;
 
-use crate::helpers::{assert_error, report, spawn_app};
+use crate::helpers::{assert_error, report, spawn_app, spawn_app_in};
 
 #[tokio::test]
 async fn the_freeze_is_set_and_lifted_by_admins_with_a_reason() {
@@ -101,6 +108,43 @@ async fn missing_or_unknown_tokens_are_401() {
         .await
         .expect("sent");
     assert_error(basic, StatusCode::UNAUTHORIZED, "unauthorized").await;
+}
+
+/// A token another process stores in the server's database while it runs
+/// (here the store opened beside it) works at its first use, with its role
+/// and name; one the store does not know stays refused.
+#[tokio::test]
+async fn a_token_stored_by_another_process_works_at_once() {
+    let data_dir = Arc::new(TempDir::new().expect("temp dir"));
+    let app = spawn_app_in(Arc::clone(&data_dir)).await;
+    let unknown = new_secret().expect("a secret");
+    let refused = app.get("/v1/rollouts", &unknown).await;
+    assert_error(refused, StatusCode::UNAUTHORIZED, "unauthorized").await;
+
+    let secret = new_secret().expect("a secret");
+    let request = TokenRequest {
+        role: Role::Viewer,
+        host: None,
+        name: Some("from afar".to_owned()),
+    };
+    let mut writes = Vec::new();
+    token_writes(&secret, &request, "test", Timestamp::now(), &mut writes);
+    let store = SqliteStore::open(data_dir.path()).await.expect("the store");
+    store.commit(&writes).await.expect("stored");
+    store.close().await;
+
+    assert_eq!(
+        app.get("/v1/rollouts", &secret).await.status(),
+        StatusCode::OK
+    );
+    let more = app
+        .post("/v1/tokens", &secret, &json!({"role": "admin"}))
+        .await;
+    let error = assert_error(more, StatusCode::FORBIDDEN, "forbidden").await;
+    let message = error["error"]["message"].as_str().expect("message");
+    assert!(!message.contains(&secret), "{message}");
+    let refused = app.get("/v1/rollouts", &unknown).await;
+    assert_error(refused, StatusCode::UNAUTHORIZED, "unauthorized").await;
 }
 
 #[tokio::test]

@@ -1,15 +1,24 @@
 //! The dashboard over HTTP (what a browser would send, without one): the
-//! sign-in and its session cookie, CSRF and roles on the action forms,
-//! security and caching headers, the pages' URL state, and the sampler
-//! behind the chart. The browser tests are in `crates/sluice/tests/e2e`.
+//! sign-in and its session cookie, sessions across restarts (on SQLite and
+//! PostgreSQL), CSRF and roles on the action forms, security and caching
+//! headers, the pages' URL state, and the sampler behind the chart. The
+//! browser tests are in `crates/sluice/tests/e2e`.
+
+use std::path::Path;
+use std::sync::Arc;
 
 use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{redirect, Client, Response, StatusCode};
 use serde_json::Value;
 use sluice_server::dashboard::views::encode;
+use sluice_store::testing::TempPgDatabase;
+use sluice_store::{PgStore, SqliteStore, Store, Timestamp, Write};
 use sluice_testkit::{Gate, Stage};
+use tempfile::TempDir;
 
-use crate::helpers::{agents_round, fleet, plan, spawn_app, wait_for, TestApp, DEADLINE};
+use crate::helpers::{
+    agents_round, fleet, plan, spawn_app, spawn_app_on, wait_for, TestApp, DEADLINE,
+};
 
 /// A browser's worth of state: cookies and the page's CSRF token.
 struct Browser {
@@ -258,6 +267,175 @@ async fn sign_in_takes_a_paired_form_and_a_viewer_or_better_token() {
     assert_eq!(browser.get("/").await.status(), StatusCode::SEE_OTHER);
 }
 
+/// Runs `$case`, an async fn of the database URL, as two tests: on SQLite
+/// (`None`) and on a fresh PostgreSQL database.
+macro_rules! on_sqlite_and_postgresql {
+    ($case:ident, $sqlite:ident, $postgres:ident) => {
+        #[tokio::test]
+        async fn $sqlite() {
+            $case(None).await;
+        }
+
+        #[tokio::test]
+        async fn $postgres() {
+            let db = TempPgDatabase::create().await;
+            $case(Some(db.url())).await;
+        }
+    };
+}
+
+/// The rollout's `paused` event; asserts that an operator token without a
+/// name paused it.
+async fn paused_by_an_operator(app: &TestApp, id: &str) -> Value {
+    let paused = app
+        .events(id)
+        .await
+        .into_iter()
+        .find(|e| e["kind"] == "paused")
+        .expect("a paused event");
+    assert!(
+        paused["actor"]
+            .as_str()
+            .expect("actor")
+            .starts_with("operator-"),
+        "{paused}"
+    );
+    paused
+}
+
+/// Asserts that `response` sends the browser to the sign-in page.
+fn assert_sent_to_sign_in(response: &Response, why: &str) {
+    assert_eq!(response.status(), StatusCode::SEE_OTHER, "{why}");
+    let location = response.headers()[LOCATION].to_str().expect("ascii");
+    assert!(location.starts_with("/signin"), "{why}: {location}");
+}
+
+/// The store of a server stopped (or running) on `data_dir` or on the
+/// PostgreSQL database at `database_url`, behind its back.
+async fn store_of(data_dir: &Path, database_url: Option<&str>) -> Box<dyn Store> {
+    match database_url {
+        Some(url) => Box::new(PgStore::open(url).await.expect("opening PostgreSQL")),
+        None => Box::new(SqliteStore::open(data_dir).await.expect("opening SQLite")),
+    }
+}
+
+/// A signed-in operator stays signed in across a graceful restart and a
+/// crash: the pages, the same CSRF token, an action in the operator's
+/// name. What is stored is no secret: the session's hash, not its cookie.
+/// Signing out is durable too: a restart does not bring the session back.
+async fn a_session_outlives_restarts_until_signed_out(database_url: Option<&str>) {
+    let data_dir = Arc::new(TempDir::new().expect("temp dir"));
+    let app = spawn_app_on(Arc::clone(&data_dir), database_url).await;
+    let id = running_rollout(&app).await;
+    let page = format!("/rollouts/{id}");
+    let mut browser = Browser::signed_in(&app, &app.token("operator", None).await).await;
+    let csrf = browser.csrf(&page).await;
+    let secret = browser
+        .cookies
+        .iter()
+        .find(|(name, _)| name == "sluice_session")
+        .map(|(_, value)| value.clone())
+        .expect("the session cookie");
+
+    let stored = store_of(data_dir.path(), database_url).await.load().await;
+    let sessions = stored.expect("the store loads").sessions;
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_ne!(sessions[0].hash, secret, "the secret is not stored");
+    assert!(!format!("{sessions:?}").contains(&secret));
+
+    let app = spawn_app_on(app.stop(), database_url).await;
+    browser.base = app.address.clone();
+    assert_eq!(browser.get(&page).await.status(), StatusCode::OK);
+    assert_eq!(browser.csrf(&page).await, csrf, "the same CSRF token");
+    let response = browser
+        .post(
+            &format!("/rollouts/{id}/act/pause"),
+            &[
+                ("csrf", &csrf),
+                ("reason", "after a restart"),
+                ("back", &page),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(app.detail(&id).await["state"], "paused");
+    paused_by_an_operator(&app, &id).await;
+
+    let app = spawn_app_on(app.crash(), database_url).await;
+    browser.base = app.address.clone();
+    assert_eq!(
+        browser.get("/").await.status(),
+        StatusCode::OK,
+        "after a crash"
+    );
+    assert_eq!(
+        browser.post("/signout", &[("csrf", &csrf)]).await.status(),
+        StatusCode::SEE_OTHER
+    );
+
+    let app = spawn_app_on(app.crash(), database_url).await;
+    let mut stale = Browser::new(&app);
+    stale.cookies.push(("sluice_session".to_owned(), secret));
+    let response = stale.get(&page).await;
+    assert_eq!(
+        response.status(),
+        StatusCode::SEE_OTHER,
+        "signed out for good"
+    );
+    assert!(response.headers()[LOCATION]
+        .to_str()
+        .expect("ascii")
+        .starts_with("/signin"));
+}
+
+on_sqlite_and_postgresql!(
+    a_session_outlives_restarts_until_signed_out,
+    a_session_outlives_restarts_until_signed_out_on_sqlite,
+    a_session_outlives_restarts_until_signed_out_on_postgresql
+);
+
+/// A session past its expiry is not honoured after a restart, and the
+/// restarted server deletes it from the store; a live one beside it stays.
+async fn an_expired_session_is_neither_honoured_nor_kept(database_url: Option<&str>) {
+    let data_dir = Arc::new(TempDir::new().expect("temp dir"));
+    let app = spawn_app_on(Arc::clone(&data_dir), database_url).await;
+    let mut expiring = Browser::signed_in(&app, &app.token("viewer", None).await).await;
+    let mut live = Browser::signed_in(&app, &app.token("viewer", None).await).await;
+    drop(app.stop());
+
+    // The first session's end moves to the past behind the server's back.
+    let store = store_of(data_dir.path(), database_url).await;
+    let mut sessions = store.load().await.expect("the store loads").sessions;
+    assert_eq!(sessions.len(), 2);
+    sessions.sort_by_key(|s| s.created_at);
+    let mut expired = sessions[0].clone();
+    expired.expires_at = Timestamp::now() - jiff::SignedDuration::from_secs(1);
+    store
+        .commit(&[Write::Session(expired.clone())])
+        .await
+        .expect("an earlier expiry");
+    drop(store);
+
+    let app = spawn_app_on(Arc::clone(&data_dir), database_url).await;
+    expiring.base = app.address.clone();
+    live.base = app.address.clone();
+    assert_sent_to_sign_in(&expiring.get("/").await, "expired");
+    assert_eq!(live.get("/").await.status(), StatusCode::OK);
+    let kept = store_of(data_dir.path(), database_url)
+        .await
+        .load()
+        .await
+        .expect("the store loads")
+        .sessions;
+    assert_eq!(kept, [sessions[1].clone()], "the expired one was deleted");
+}
+
+on_sqlite_and_postgresql!(
+    an_expired_session_is_neither_honoured_nor_kept,
+    an_expired_session_is_neither_honoured_nor_kept_on_sqlite,
+    an_expired_session_is_neither_honoured_nor_kept_on_postgresql
+);
+
 #[tokio::test]
 async fn actions_need_an_operator_and_the_csrf_token_and_are_audited() {
     let app = spawn_app().await;
@@ -312,17 +490,7 @@ async fn actions_need_an_operator_and_the_csrf_token_and_are_audited() {
         "no redirect off the site"
     );
     assert_eq!(app.detail(&id).await["state"], "paused");
-    let events: Value = app.json(&format!("/v1/rollouts/{id}/events")).await;
-    let paused = events["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .find(|e| e["kind"] == "paused")
-        .expect("a paused event");
-    assert!(paused["actor"]
-        .as_str()
-        .expect("actor")
-        .starts_with("operator-"));
+    let paused = paused_by_an_operator(&app, &id).await;
     assert_eq!(paused["data"]["reason"], "looks wrong");
     // Pausing twice is refused by the engine; the page says so.
     operator

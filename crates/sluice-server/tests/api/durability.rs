@@ -6,7 +6,9 @@ use std::sync::Arc;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use sluice_store::{Part, SampleRecord, SqliteStore, Store, StoreError, StoredEvent, Write};
+use sluice_store::{
+    Part, SampleRecord, SqliteStore, Store, StoreError, StoredEvent, TokenRecord, Write,
+};
 use sluice_testkit::{Plan, Stage};
 use tempfile::TempDir;
 
@@ -301,6 +303,10 @@ impl Store for Refusing {
             )));
         }
         self.0.commit(batch).await
+    }
+
+    async fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.0.token(hash).await
     }
 
     async fn events(

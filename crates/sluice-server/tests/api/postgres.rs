@@ -1,11 +1,14 @@
 //! The server on PostgreSQL (`--database-url`): a fresh database per test
 //! (`sluice_store::testing`), the same API as on SQLite, and the same
-//! state after a restart or a crash.
+//! state after a restart or a crash; a cluster bootstrapped with a token
+//! created straight in its database.
 
 use std::sync::Arc;
 
 use reqwest::StatusCode;
 use serde_json::Value;
+use sluice_api::admin::{Role, TokenRequest};
+use sluice_server::{admin_token_path, auth, Application, Config, DatabaseUrl};
 use sluice_store::testing::TempPgDatabase;
 use sluice_testkit::Stage;
 use tempfile::TempDir;
@@ -77,4 +80,58 @@ async fn a_server_on_postgresql_keeps_its_rollouts_across_restarts() {
     let data_dir = app.crash();
     let app = spawn_app_on(data_dir, Some(db.url())).await;
     assert_eq!(app.detail(&id).await["admitted"], 10);
+}
+
+/// `sluice token create --database-url`'s way: an admin token created in an
+/// empty database, before any replica ran on it. The first replica then
+/// finds an admin token, writes no `admin.token`, and accepts the one
+/// created; the database URL's password never shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_bootstrapped_with_a_token_in_its_database_writes_no_admin_token() {
+    let db = TempPgDatabase::create().await;
+    let request = TokenRequest {
+        role: Role::Admin,
+        host: None,
+        name: Some("bootstrap".to_owned()),
+    };
+    let created = auth::create_in_database(&DatabaseUrl::new(db.url()), &request, "cli:test")
+        .await
+        .expect("created in the database");
+    assert!(created.token.starts_with("slc_"));
+
+    let data_dir = TempDir::new().expect("temp dir");
+    let mut config = Config::new("127.0.0.1:0".parse().expect("address"), data_dir.path());
+    config.database_url = Some(DatabaseUrl::new(db.url()));
+    let app = Application::build(config).await.expect("built");
+    assert_eq!(app.new_admin_token(), None);
+    assert!(!admin_token_path(data_dir.path()).exists());
+    let url = app.url();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    let answer = client
+        .get(format!("{url}/v1/rollouts"))
+        .bearer_auth(&created.token)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(answer.status(), StatusCode::OK);
+    let _ = stop.send(());
+    server.await.expect("server task").expect("server stopped");
+
+    // A password in the URL is named redacted when the database cannot be
+    // used (this one does not exist).
+    let (scheme, rest) = db.url().split_once("://").expect("a URL");
+    let (user, place) = rest.split_once('@').expect("a user");
+    let user = user.split(':').next().unwrap_or(user);
+    let (server, _) = place.rsplit_once('/').expect("a database");
+    let wrong = format!("{scheme}://{user}:s3cret@{server}/sluice_no_such_database");
+    let error = auth::create_in_database(&DatabaseUrl::new(wrong), &request, "cli:test")
+        .await
+        .expect_err("no such database");
+    let message = format!("{error:#}");
+    assert!(!message.contains("s3cret"), "{message}");
+    assert!(message.contains("***"), "{message}");
 }
