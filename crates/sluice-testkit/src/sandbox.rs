@@ -266,7 +266,8 @@ impl Sandbox {
 
     /// `sluice ARGS` as an operator beside the server would run it, from
     /// the work dir: the server's URL in `SLUICE_SERVER`, its data dir (and
-    /// so the admin token) in `SLUICE_DATA_DIR`.
+    /// so the admin token) in `SLUICE_DATA_DIR`, and no token or database
+    /// URL from the test's environment.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(sluice_bin());
         command
@@ -276,6 +277,7 @@ impl Sandbox {
             .env("SLUICE_DATA_DIR", self.data_dir.path())
             .env_remove("SLUICE_TOKEN")
             .env_remove("SLUICE_TOKEN_FILE")
+            .env_remove("SLUICE_DATABASE_URL")
             .stdin(Stdio::null());
         command
     }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use sluice_api::agent::{CheckinRequest, ComponentReport, ReportState};
 use sluice_api::HostId;
 use sluice_client::Client;
+use sluice_store::testing::TempPgDatabase;
 use sluice_testkit::tls::private_ca;
 use sluice_testkit::{wait_for_blocking, Plan, Run, Sandbox, Stage, DEADLINE};
 
@@ -310,6 +311,109 @@ fn tokens_roles_and_discovery() {
         .exits(2);
     assert!(
         run.stderr().contains("no admin token at"),
+        "{}",
+        run.stderr()
+    );
+}
+
+/// `sluice token create --database-url` writes the token straight into the
+/// database, no server involved, and the leader running on that database
+/// accepts it at once, with its role. The URL may come from
+/// `SLUICE_DATABASE_URL`; its password never shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_created_in_the_database_works_at_once_against_its_server() {
+    let db = TempPgDatabase::create().await;
+    let server = Sandbox::builder()
+        .arg("--database-url")
+        .arg(db.url())
+        .start()
+        .await;
+    let run = server
+        .sluice(&[
+            "token",
+            "create",
+            "--role",
+            "operator",
+            "--name",
+            "bootstrap",
+            "--database-url",
+            db.url(),
+        ])
+        .await
+        .ok();
+    let operator = run.stdout().trim().to_owned();
+    assert!(operator.starts_with("slc_"), "{}", run.stdout());
+    assert!(
+        run.stderr()
+            .contains("created an operator token (bootstrap) in the database"),
+        "{}",
+        run.stderr()
+    );
+    server
+        .sluice(&["rollout", "list", "--token", &operator])
+        .await
+        .ok();
+    let run = server
+        .sluice(&["freeze", "on", "--reason", "nope", "--token", &operator])
+        .await
+        .exits(1);
+    assert!(run.stderr().contains("lacks the role"), "{}", run.stderr());
+
+    // From the environment (the sandbox names the server in SLUICE_SERVER,
+    // not with --server), as JSON.
+    let mut command = server.command(&["token", "create", "--role", "admin", "--output", "json"]);
+    command.env("SLUICE_DATABASE_URL", db.url());
+    let run = tokio::task::spawn_blocking(move || Run::of(&mut command).ok())
+        .await
+        .expect("the CLI thread");
+    let admin = run.json()["token"].as_str().expect("a token").to_owned();
+    server
+        .sluice(&[
+            "freeze",
+            "on",
+            "--reason",
+            "bootstrap check",
+            "--token",
+            &admin,
+        ])
+        .await
+        .ok();
+
+    // Through a server or straight into a database, not both.
+    let run = server
+        .sluice(&[
+            "token",
+            "create",
+            "--role",
+            "viewer",
+            "--database-url",
+            db.url(),
+            "--server",
+            server.url(),
+        ])
+        .await
+        .exits(2);
+    assert!(run.stderr().contains("--database-url"), "{}", run.stderr());
+
+    // A database that cannot be used is named with its password redacted.
+    let (scheme, rest) = db.url().split_once("://").expect("a URL");
+    let (user, place) = rest.split_once('@').expect("a user");
+    let user = user.split(':').next().unwrap_or(user);
+    let (address, _) = place.rsplit_once('/').expect("a database");
+    let wrong = format!("{scheme}://{user}:s3cret@{address}/sluice_no_such_database");
+    let run = server
+        .sluice(&[
+            "token",
+            "create",
+            "--role",
+            "admin",
+            "--database-url",
+            &wrong,
+        ])
+        .await
+        .exits(1);
+    assert!(
+        run.stderr().contains("***") && !run.stderr().contains("s3cret"),
         "{}",
         run.stderr()
     );

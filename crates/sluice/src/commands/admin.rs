@@ -1,10 +1,14 @@
 //! `sluice freeze on|off|status` (the fleet-wide hold), `sluice components
-//! [set-stable]` and `sluice token create`.
+//! [set-stable]` and `sluice token create` (through a server, or straight
+//! into a PostgreSQL database with `--database-url` to bootstrap a cluster).
 
 use clap::{Args, Subcommand, ValueEnum};
-use sluice_api::admin::{ComponentView, FreezeView, Role, StableChange, StableRequest};
+use sluice_api::admin::{
+    ComponentView, FreezeView, Role, StableChange, StableRequest, TokenCreated, TokenRequest,
+};
 use sluice_api::HostId;
 use sluice_client::Client;
+use sluice_server::DatabaseUrl;
 
 use crate::commands::connect::{block_on, ReasonArgs, RemoteArgs};
 use crate::commands::output::{self, print_json, print_text, Table};
@@ -109,9 +113,22 @@ pub struct TokenCreateArgs {
     /// A note on whom the token is for
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
+    /// Write the token straight into this PostgreSQL database, no server needed (a
+    /// cluster's first admin token): postgres://USER:PASSWORD@HOST:PORT/DB
+    /// [env: SLUICE_DATABASE_URL, unless --server is given]
+    #[arg(
+        long,
+        value_name = "URL",
+        help_heading = "Connection",
+        conflicts_with_all = ["server", "token", "token_file", "data_dir", "ca_cert"]
+    )]
+    database_url: Option<String>,
     #[command(flatten)]
     remote: RemoteArgs,
 }
+
+/// The variable `--database-url` falls back to (as `sluice server`'s does).
+const DATABASE_URL_VAR: &str = "SLUICE_DATABASE_URL";
 
 pub fn freeze(command: FreezeCommand) -> Result<(), Failure> {
     match command {
@@ -301,28 +318,92 @@ fn create_token(args: TokenCreateArgs) -> Result<(), Failure> {
             "--host binds an agent token to one host; use it with --role agent",
         ));
     }
+    let env = |name: &str| std::env::var(name).ok();
+    if let Some(url) = database_url(&args, &env) {
+        return create_in_database(args, &url);
+    }
     let (client, connection) = args.remote.connect()?;
     block_on(async move {
         let created = client
             .create_token(args.role.into(), args.host.as_ref(), args.name.as_deref())
             .await
             .map_err(|error| connection.failure("creating a token", error))?;
-        if args.remote.json() {
-            return print_json(&created);
-        }
-        // The note goes to stderr, the secret alone to stdout: a script
-        // takes it with $(…) or `| tail -1`.
-        let role = format!("{:?}", created.role).to_lowercase();
-        let mut note = format!("created {} {role} token", article(&role));
-        if let Some(host) = &created.host {
-            note.push_str(&format!(" for host {host}"));
-        }
-        if let Some(name) = &args.name {
-            note.push_str(&format!(" ({name})"));
-        }
-        eprintln!("{note}; it is shown only this once:");
-        print_text(&format!("{}\n", created.token))
+        show_created(&created, args.name.as_deref(), "", &args.remote)
     })
+}
+
+/// The database to write the token into: `--database-url`, else
+/// `SLUICE_DATABASE_URL` unless `--server` names a server to go through.
+fn database_url(args: &TokenCreateArgs, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    match (&args.database_url, &args.remote.connect.server) {
+        (Some(url), _) => Some(url.clone()),
+        (None, Some(_)) => None,
+        (None, None) => env(DATABASE_URL_VAR).filter(|url| !url.trim().is_empty()),
+    }
+}
+
+/// `sluice token create --database-url URL`: the token goes straight into
+/// the database, where a running leader accepts it at its first use.
+fn create_in_database(args: TokenCreateArgs, url: &str) -> Result<(), Failure> {
+    if args.role == RoleArg::Agent && args.host.is_none() {
+        return Err(Failure::invalid(
+            "an agent token is bound to one host: give its id with --host HOST",
+        ));
+    }
+    let url = DatabaseUrl::new(url);
+    let request = TokenRequest {
+        role: args.role.into(),
+        host: args.host.clone(),
+        name: args.name.clone(),
+    };
+    block_on(async move {
+        let created = sluice_server::auth::create_in_database(&url, &request, &actor())
+            .await
+            .map_err(|error| Failure::Failed(error.context("creating a token in the database")))?;
+        show_created(
+            &created,
+            args.name.as_deref(),
+            &format!(" in the database {url}"),
+            &args.remote,
+        )
+    })
+}
+
+/// Who creates a token with `--database-url`, for the event log: the
+/// user running the command.
+fn actor() -> String {
+    match ["USER", "LOGNAME"].iter().find_map(|name| {
+        std::env::var(name)
+            .ok()
+            .filter(|user| !user.trim().is_empty())
+    }) {
+        Some(user) => format!("cli:{user}"),
+        None => "cli".to_owned(),
+    }
+}
+
+/// Prints a new token: as JSON, or a note on stderr and the secret alone on
+/// stdout (a script takes it with $(…) or `| tail -1`). `place` says where
+/// it was created, after the token's description.
+fn show_created(
+    created: &TokenCreated,
+    name: Option<&str>,
+    place: &str,
+    remote: &RemoteArgs,
+) -> Result<(), Failure> {
+    if remote.json() {
+        return print_json(created);
+    }
+    let role = format!("{:?}", created.role).to_lowercase();
+    let mut note = format!("created {} {role} token", article(&role));
+    if let Some(host) = &created.host {
+        note.push_str(&format!(" for host {host}"));
+    }
+    if let Some(name) = name {
+        note.push_str(&format!(" ({name})"));
+    }
+    eprintln!("{note}{place}; it is shown only this once:");
+    print_text(&format!("{}\n", created.token))
 }
 
 fn article(word: &str) -> &'static str {
@@ -337,7 +418,42 @@ fn article(word: &str) -> &'static str {
 mod tests {
     use std::collections::BTreeMap;
 
+    use clap::Parser;
+
     use super::*;
+
+    /// `sluice token create`'s flags.
+    #[derive(Debug, Parser)]
+    struct Create {
+        #[command(flatten)]
+        args: TokenCreateArgs,
+    }
+
+    fn database(flags: &[&str], env: Option<&str>) -> Result<Option<String>, String> {
+        let parsed = Create::try_parse_from(["create", "--role", "admin"].iter().chain(flags))
+            .map_err(|error| error.kind().to_string())?;
+        let env = |name: &str| (name == DATABASE_URL_VAR).then(|| env.map(str::to_owned))?;
+        Ok(database_url(&parsed.args, &env))
+    }
+
+    #[test]
+    fn the_database_comes_from_the_flag_else_the_environment_unless_a_server_is_named() {
+        let flag = ["--database-url", "postgres://flag/db"];
+        let env = Some("postgres://env/db");
+        assert_eq!(database(&flag, env), Ok(Some("postgres://flag/db".into())));
+        assert_eq!(database(&[], env), Ok(Some("postgres://env/db".into())));
+        assert_eq!(database(&["--server", "http://s:1"], env), Ok(None));
+        assert_eq!(database(&[], Some(" ")), Ok(None));
+        assert_eq!(database(&[], None), Ok(None));
+        for other in [
+            ["--server", "http://s:1"],
+            ["--token", "slc_x"],
+            ["--data-dir", "/var/lib/sluice"],
+        ] {
+            let flags = [flag[0], flag[1], other[0], other[1]];
+            assert!(database(&flags, None).is_err(), "{other:?}");
+        }
+    }
 
     #[test]
     fn a_freeze_says_since_when_by_whom_and_why() -> Result<(), jiff::Error> {
