@@ -34,37 +34,46 @@ use tokio::net::TcpStream;
 use tokio::sync::{Barrier, Semaphore};
 use tokio::time::Instant;
 
-use crate::fleet::{Fleet, TARGET_VERSION};
+use crate::fleet::{Bodies, TARGET_VERSION};
 
 const CHECKIN: &str = "/v1/agent/checkin";
 /// A request that takes longer is an error (and its connection is replaced).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One server under load.
+/// One server under load, or several behind one name: connection `i` of a
+/// phase goes to the `i`-th address, cycling.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub name: &'static str,
-    pub addr: SocketAddr,
+    addrs: Vec<(SocketAddr, HeaderValue)>,
     pub authorization: Option<HeaderValue>,
-    host_header: HeaderValue,
 }
 
 impl Target {
     pub fn new(
         name: &'static str,
-        addr: SocketAddr,
+        addrs: &[SocketAddr],
         token: Option<&str>,
     ) -> anyhow::Result<Target> {
+        anyhow::ensure!(!addrs.is_empty(), "{name}: no address to send to");
         let authorization = token
             .map(|token| HeaderValue::from_str(&format!("Bearer {token}")))
             .transpose()
             .context("the token is not a valid header value")?;
+        let addrs = addrs
+            .iter()
+            .map(|&addr| Ok((addr, HeaderValue::from_str(&addr.to_string())?)))
+            .collect::<anyhow::Result<_>>()?;
         Ok(Target {
             name,
-            addr,
+            addrs,
             authorization,
-            host_header: HeaderValue::from_str(&addr.to_string())?,
         })
+    }
+
+    /// The address of connection `i` and its `Host` header.
+    fn addr(&self, i: usize) -> &(SocketAddr, HeaderValue) {
+        &self.addrs[i % self.addrs.len()]
     }
 }
 
@@ -72,32 +81,40 @@ impl Target {
 /// connections of every phase.
 #[derive(Debug)]
 pub struct Agents {
-    bodies: Vec<[Bytes; 2]>,
+    bodies: Vec<Bodies>,
     upgraded: Vec<AtomicBool>,
     next: AtomicU64,
 }
 
 impl Agents {
-    pub fn new(fleet: &Fleet) -> Agents {
+    /// Agents of the hosts of `bodies` (`Bytes` share their buffers, so
+    /// several sets of agents may play the same hosts against different
+    /// servers).
+    pub fn new(bodies: Vec<Bodies>) -> Agents {
         Agents {
-            bodies: fleet.bodies.clone(),
-            upgraded: fleet
-                .bodies
-                .iter()
-                .map(|_| AtomicBool::new(false))
-                .collect(),
+            upgraded: bodies.iter().map(|_| AtomicBool::new(false)).collect(),
+            bodies,
             next: AtomicU64::new(0),
         }
     }
 
     /// The next host in turn.
-    fn next_host(&self) -> usize {
+    pub fn next_host(&self) -> usize {
         (self.next.fetch_add(1, Ordering::Relaxed) % self.bodies.len() as u64) as usize
     }
 
-    fn body(&self, host: usize) -> Bytes {
+    /// Host `host`'s check-in as its agent would send it now.
+    pub fn body(&self, host: usize) -> Bytes {
         let upgraded = self.upgraded[host].load(Ordering::Relaxed);
         self.bodies[host][usize::from(upgraded)].clone()
+    }
+
+    /// Learns from host `host`'s answer: told the target version, its agent
+    /// applies it at once.
+    pub fn answered(&self, host: usize, body: &[u8]) {
+        if contains(body, TARGET_VERSION.as_bytes()) {
+            self.upgraded[host].store(true, Ordering::Relaxed);
+        }
     }
 
     pub fn hosts(&self) -> usize {
@@ -171,8 +188,8 @@ pub async fn run_phase(
     mut on_end: impl FnMut(),
 ) -> anyhow::Result<Phase> {
     let mut senders = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        senders.push(connect(target.addr).await?);
+    for i in 0..connections {
+        senders.push(connect(target.addr(i).0).await?);
     }
     // Every task, plus this one, meets here; then the clock starts.
     let barrier = Arc::new(Barrier::new(connections + 1));
@@ -180,9 +197,10 @@ pub async fn run_phase(
     let tickets = Arc::new(AtomicU64::new(0));
     let due = Arc::new(Semaphore::new(0));
     let mut tasks = Vec::with_capacity(connections);
-    for sender in senders {
+    for (index, sender) in senders.into_iter().enumerate() {
         let worker = Worker {
             target: target.clone(),
+            index,
             agents: Arc::clone(agents),
             sender,
             barrier: Arc::clone(&barrier),
@@ -238,6 +256,8 @@ pub async fn run_phase(
 
 struct Worker {
     target: Target,
+    /// The connection's number, which says where it goes.
+    index: usize,
     agents: Arc<Agents>,
     sender: SendRequest<Full<Bytes>>,
     barrier: Arc<Barrier>,
@@ -312,7 +332,7 @@ impl Worker {
                     phase
                         .first_error
                         .get_or_insert_with(|| format!("{error:#}"));
-                    match connect(self.target.addr).await {
+                    match connect(self.target.addr(self.index).0).await {
                         Ok(sender) => self.sender = sender,
                         Err(_) => {
                             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -330,33 +350,50 @@ impl Worker {
     /// One check-in of the next host; Ok once a 200 and its body are in.
     async fn checkin(&mut self) -> anyhow::Result<()> {
         let host = self.agents.next_host();
-        let mut request = Request::builder()
-            .method(Method::POST)
-            .uri(CHECKIN)
-            .header(HOST, self.target.host_header.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(authorization) = &self.target.authorization {
-            request = request.header(AUTHORIZATION, authorization.clone());
-        }
-        let request = request.body(Full::new(self.agents.body(host)))?;
-        let exchange = async {
-            self.sender.ready().await?;
-            let response = self.sender.send_request(request).await?;
-            let status = response.status();
-            let body = response.into_body().collect().await?.to_bytes();
-            anyhow::Ok((status, body))
-        };
-        let (status, body) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
-            .await
-            .context("timed out")??;
+        let (_, host_header) = self.target.addr(self.index);
+        let (status, body) = send_checkin(
+            &mut self.sender,
+            host_header,
+            self.target.authorization.as_ref(),
+            self.agents.body(host),
+            REQUEST_TIMEOUT,
+        )
+        .await?;
         if status != StatusCode::OK {
             anyhow::bail!("{status}: {}", String::from_utf8_lossy(&body));
         }
-        if contains(&body, TARGET_VERSION.as_bytes()) {
-            self.agents.upgraded[host].store(true, Ordering::Relaxed);
-        }
+        self.agents.answered(host, &body);
         Ok(())
     }
+}
+
+/// Sends one check-in on `sender`; the answer's status and body.
+pub async fn send_checkin(
+    sender: &mut SendRequest<Full<Bytes>>,
+    host_header: &HeaderValue,
+    authorization: Option<&HeaderValue>,
+    body: Bytes,
+    timeout: Duration,
+) -> anyhow::Result<(StatusCode, Bytes)> {
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri(CHECKIN)
+        .header(HOST, host_header.clone())
+        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(authorization) = authorization {
+        request = request.header(AUTHORIZATION, authorization.clone());
+    }
+    let request = request.body(Full::new(body))?;
+    let exchange = async {
+        sender.ready().await?;
+        let response = sender.send_request(request).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        anyhow::Ok((status, body))
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .context("timed out")?
 }
 
 /// The pacer sleeps at least this long: at high rates it releases requests
@@ -392,7 +429,8 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+/// A keep-alive HTTP/1.1 connection to `addr`.
+pub async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
     let stream = TcpStream::connect(addr)
         .await
         .with_context(|| format!("connecting to {addr}"))?;
@@ -408,19 +446,31 @@ async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
 
 /// `GET path` on a fresh connection; the body as text (for `/metrics`).
 pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
-    let stream = TcpStream::connect(addr).await?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let request = Request::builder()
-        .uri(path)
-        .header(HOST, addr.to_string())
-        .body(Empty::new())?;
-    let response = sender.send_request(request).await?;
-    let status = response.status();
-    let body = response.into_body().collect().await?.to_bytes();
+    let (status, body) = get_any(addr, path).await?;
     anyhow::ensure!(status == StatusCode::OK, "GET {path}: {status}");
-    Ok(String::from_utf8_lossy(&body).into_owned())
+    Ok(body)
+}
+
+/// `GET path` on a fresh connection, whatever the status (for `/readyz`);
+/// at most [`REQUEST_TIMEOUT`].
+pub async fn get_any(addr: SocketAddr, path: &str) -> anyhow::Result<(StatusCode, String)> {
+    let exchange = async {
+        let stream = TcpStream::connect(addr).await?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let request = Request::builder()
+            .uri(path)
+            .header(HOST, addr.to_string())
+            .body(Empty::new())?;
+        let response = sender.send_request(request).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        anyhow::Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .with_context(|| format!("GET {path}: timed out"))?
 }

@@ -1,26 +1,40 @@
-//! `sluice-bench-checkin`: the check-in load benchmark.
+//! `sluice-bench-checkin`: the check-in load benchmark, and the tools built
+//! on its setup.
 //!
-//! Starts two servers on loopback, each its own process on a default
-//! multi-threaded tokio runtime: a **bare axum handler** (this binary's
-//! hidden `bare` subcommand: parses the same `CheckinRequest`, answers a
-//! fixed `CheckinResponse`) and the **real `sluice server`** (release build,
-//! temp data dir, N imported hosts and, unless `--no-rollout`, a running
-//! rollout so that every check-in feeds the engine). Then, for each, it
+//! The benchmark starts the targets `--targets` names on loopback, each its
+//! own process on a default multi-threaded tokio runtime: two references,
+//! bare axum handlers (this binary's hidden `bare` subcommand) that answer a
+//! fixed `CheckinResponse` — **raw**, which reads the body without parsing
+//! it (the loopback HTTP limit), and **bare**, which parses the same
+//! `CheckinRequest` — and the **real `sluice server`** (release build, temp
+//! data dir, N imported hosts and, unless `--no-rollout`, a running rollout
+//! so that every check-in feeds the engine); optionally also three sluice
+//! replicas on PostgreSQL, loaded through one standby (**pg-one**) or
+//! through all three (**pg-three**). Then, for each target in turn, it
 //! finds the maximum throughput with a closed loop of keep-alive
 //! connections, each request a different host (cycling over all N), and
 //! measures latency with an open loop at half that rate. It prints the
 //! figures, with the CPU each process used, and writes them as Markdown.
 //!
 //! The load generator runs in this process on the same machine, so it
-//! competes with the server for CPU; the report says how much it took.
+//! competes with the servers for CPU; the report says how much it took.
 //! Traffic goes to 127.0.0.1 only, and every phase is bounded in time.
+//!
+//! `serve` prepares a sluice server the same way and leaves it to another
+//! load generator (`bench/checkin-wrk.sh`); `takeover` measures how long a
+//! cluster of three replicas takes to serve again after its leader is
+//! killed (`bench/takeover.sh`).
 
 mod bare;
+mod course;
 mod fleet;
 mod load;
+mod pg;
 mod procs;
 mod report;
+mod serve;
 mod setup;
+mod takeover;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,7 +46,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "sluice-bench-checkin",
-    about = "Check-in load benchmark: sluice server vs a bare axum handler, same run",
+    about = "Check-in load benchmark: sluice server vs bare axum handlers, same run",
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
@@ -44,12 +58,71 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the bare axum check-in handler (started by the benchmark itself)
+    /// Serve a bare axum check-in handler (started by the benchmark itself)
     #[command(hide = true)]
     Bare {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
+        #[arg(long, value_enum, default_value = "parse")]
+        handler: bare::Handler,
     },
+    /// Start a sluice server prepared as the benchmark prepares it, print its
+    /// address, token and check-in bodies, and serve until SIGTERM or Ctrl-C
+    Serve(serve::ServeArgs),
+    /// Measure how long three replicas on PostgreSQL take to serve again
+    /// after their leader is killed
+    Takeover(takeover::TakeoverArgs),
+}
+
+/// What the benchmark can load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Kind {
+    /// Bare axum: reads the body, does not parse it (the loopback HTTP limit)
+    Raw,
+    /// Bare axum: parses the same `CheckinRequest`
+    Bare,
+    /// sluice server on SQLite
+    Sluice,
+    /// Three sluice replicas on PostgreSQL, loaded through one standby (it forwards)
+    PgOne,
+    /// Three sluice replicas on PostgreSQL, loaded through all three at once
+    PgThree,
+}
+
+impl Kind {
+    /// `--targets`' default.
+    pub const DEFAULT: &[Kind] = &[Kind::Raw, Kind::Bare, Kind::Sluice];
+
+    /// Its name in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Raw => "raw axum",
+            Kind::Bare => "bare axum",
+            Kind::Sluice => "sluice",
+            Kind::PgOne => "sluice pg, 1 standby",
+            Kind::PgThree => "sluice pg, 3 replicas",
+        }
+    }
+
+    /// Its name on the command line.
+    pub fn arg(self) -> &'static str {
+        match self {
+            Kind::Raw => "raw",
+            Kind::Bare => "bare",
+            Kind::Sluice => "sluice",
+            Kind::PgOne => "pg-one",
+            Kind::PgThree => "pg-three",
+        }
+    }
+
+    pub fn is_reference(self) -> bool {
+        matches!(self, Kind::Raw | Kind::Bare)
+    }
+
+    /// On the PostgreSQL cluster.
+    pub fn is_cluster(self) -> bool {
+        matches!(self, Kind::PgOne | Kind::PgThree)
+    }
 }
 
 /// The benchmark's settings.
@@ -81,11 +154,25 @@ pub struct RunArgs {
     /// Check in without an active rollout (components only, no engine work)
     #[arg(long)]
     pub no_rollout: bool,
-    /// Pin both servers to CPU 0 and the load generator to CPU 1 (taskset)
+    /// What to load, each in turn: raw, bare, sluice, pg-one, pg-three
+    /// (pg-* start three replicas on a database of their own on --postgres)
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "raw,bare,sluice"
+    )]
+    pub targets: Vec<Kind>,
+    /// PostgreSQL server for pg-one and pg-three: the URL of a database
+    /// whose user may create databases (the run creates one and drops it)
+    #[arg(long, value_name = "URL", default_value = pg::DEFAULT_ADMIN_URL)]
+    pub postgres: String,
+    /// Pin every server to CPU 0 and the load generator to CPU 1 (taskset)
     #[arg(long)]
     pub pin: bool,
-    /// Record a CPU profile of the sluice server during its first
-    /// closed-loop phase into this file (`perf record --call-graph dwarf`)
+    /// Record a CPU profile of the sluice server (SQLite) during its
+    /// closed-loop phase with the most connections into this file (`perf
+    /// record --call-graph dwarf`)
     #[arg(long, value_name = "FILE")]
     pub perf: Option<PathBuf>,
     /// Where to write the Markdown results
@@ -96,14 +183,33 @@ pub struct RunArgs {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Bare { listen }) => bare::serve(listen),
+        Some(Command::Bare { listen, handler }) => bare::serve(listen, handler),
+        Some(Command::Serve(args)) => {
+            if args.pin {
+                procs::pin_self(1)?;
+            }
+            runtime(2)?.block_on(serve::run(args))
+        }
+        Some(Command::Takeover(args)) => runtime(2)?.block_on(takeover::run(args)),
         None => run(cli.run),
     }
+}
+
+/// The load generator's runtime.
+fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .context("starting the load generator's runtime")
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.hosts == 0 || args.connections.contains(&0) || args.open_connections == 0 {
         bail!("--hosts, --connections and --open-connections must be at least 1");
+    }
+    if args.targets.is_empty() {
+        bail!("--targets names nothing to load");
     }
     if args.client_threads == 0 {
         bail!("--client-threads must be at least 1");
@@ -114,16 +220,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.pin {
         procs::pin_self(1)?;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.client_threads)
-        .enable_all()
-        .build()
-        .context("starting the load generator's runtime")?;
-    runtime.block_on(setup::benchmark(args, quiet))
+    runtime(args.client_threads)?.block_on(course::benchmark(args, quiet))
 }
 
 /// `10s`, `500ms`, `2m`.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())

@@ -1,7 +1,9 @@
-//! The server processes (start, read their address, stop) and CPU
+//! The server processes (start, read their address, stop or kill) and CPU
 //! accounting from `/proc`: per process (user + system time of all its
-//! threads) and for the whole machine.
+//! threads), for PostgreSQL (its processes serving the run's database and
+//! its own background ones) and for the whole machine.
 
+use std::collections::HashMap;
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -23,7 +25,7 @@ impl Server {
     /// Starts `command` and waits (at most 60 s) for its `listening on
     /// http://ADDR` line. With `cpu`, the process is pinned to that CPU.
     pub fn start(
-        name: &'static str,
+        name: &str,
         program: &Path,
         args: &[&str],
         cpu: Option<usize>,
@@ -75,6 +77,15 @@ impl Server {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGKILL, as a crash: nothing is flushed, nothing handed over.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill().context("sending SIGKILL")?;
+        self.child
+            .wait()
+            .context("waiting for the killed process")?;
+        Ok(())
     }
 }
 
@@ -183,13 +194,27 @@ pub fn machine_ticks() -> anyhow::Result<(u64, u64)> {
     Ok((total - idle, total))
 }
 
+/// The machine's CPUs, from `/proc/stat` (not this process's: it may be
+/// pinned to one).
+pub fn cpus() -> usize {
+    std::fs::read_to_string("/proc/stat")
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| {
+            line.strip_prefix("cpu")
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .count()
+        .max(1)
+}
+
 /// Cores busy on the whole machine over `interval` (sleeps that long).
 pub fn machine_busy(interval: Duration) -> anyhow::Result<f64> {
     let (busy0, total0) = machine_ticks()?;
     std::thread::sleep(interval);
     let (busy1, total1) = machine_ticks()?;
     let total = total1.saturating_sub(total0) as f64;
-    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    let cores = cpus() as f64;
     Ok(if total > 0.0 {
         busy1.saturating_sub(busy0) as f64 / total * cores
     } else {
@@ -197,22 +222,67 @@ pub fn machine_busy(interval: Duration) -> anyhow::Result<f64> {
     })
 }
 
-/// CPU used by the server, the load generator (this process) and the
-/// machine over an interval.
-#[derive(Debug, Clone, Copy, Default)]
+/// The PostgreSQL processes that work for `database`: the backends
+/// connected to it and the server's own (the postmaster, the WAL writer,
+/// the checkpointer, …), not the backends of other databases.
+fn database_pids(database: &str) -> HashMap<u32, u64> {
+    let mut pids = HashMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    let ours = format!(" {database} ");
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let path = entry.path();
+        if std::fs::read_to_string(path.join("comm")).map_or(true, |c| c.trim() != "postgres") {
+            continue;
+        }
+        // A backend's title: `postgres: 15/main: USER DATABASE HOST(PORT) STATE`.
+        let title = std::fs::read(path.join("cmdline"))
+            .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " "))
+            .unwrap_or_default();
+        let client = title.contains('(') || title.contains("[local]");
+        if title.contains(&ours) || !client {
+            if let Ok(ticks) = process_ticks(pid) {
+                pids.insert(pid, ticks);
+            }
+        }
+    }
+    pids
+}
+
+/// What CPU use is counted for: the processes of the server under load,
+/// and the PostgreSQL database it uses, if any.
+#[derive(Debug, Clone, Copy)]
+pub struct Counted<'a> {
+    pub servers: &'a [u32],
+    pub database: Option<&'a str>,
+}
+
+/// CPU used by the servers, the load generator (this process), the
+/// database and the machine, at one moment.
+#[derive(Debug, Clone, Default)]
 pub struct CpuSample {
     server: u64,
     generator: u64,
+    database: HashMap<u32, u64>,
     busy: u64,
     total: u64,
 }
 
 impl CpuSample {
-    pub fn take(server_pid: u32) -> anyhow::Result<CpuSample> {
+    pub fn take(counted: Counted<'_>) -> anyhow::Result<CpuSample> {
         let (busy, total) = machine_ticks()?;
+        let mut server = 0;
+        for &pid in counted.servers {
+            server += process_ticks(pid)?;
+        }
         Ok(CpuSample {
-            server: process_ticks(server_pid)?,
+            server,
             generator: process_ticks(std::process::id())?,
+            database: counted.database.map(database_pids).unwrap_or_default(),
             busy,
             total,
         })
@@ -222,8 +292,11 @@ impl CpuSample {
 /// CPU use over an interval, in cores (1.0 = one core fully busy).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CpuUse {
+    /// Every process of the target (three for a cluster).
     pub server: f64,
     pub generator: f64,
+    /// PostgreSQL, for the targets on it (else 0).
+    pub database: f64,
     /// The whole machine, all processes.
     pub machine: f64,
     /// The machine's cores.
@@ -231,20 +304,29 @@ pub struct CpuUse {
 }
 
 impl CpuUse {
-    /// Everything but the server and the generator.
+    /// Everything but the server, the generator and the database.
     pub fn other(&self) -> f64 {
-        (self.machine - self.server - self.generator).max(0.0)
+        (self.machine - self.server - self.generator - self.database).max(0.0)
     }
 
-    pub fn between(start: CpuSample, end: CpuSample, wall: Duration, ticks: f64) -> CpuUse {
+    pub fn between(start: &CpuSample, end: &CpuSample, wall: Duration, ticks: f64) -> CpuUse {
         let seconds = wall.as_secs_f64().max(1e-9);
         let cores = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / ticks / seconds;
         let total = end.total.saturating_sub(start.total) as f64;
         let busy = end.busy.saturating_sub(start.busy) as f64;
         let machine_cores = total / ticks / seconds;
+        // A database process that started during the interval counts whole.
+        let database: u64 = end
+            .database
+            .iter()
+            .map(|(pid, &ticks)| {
+                ticks.saturating_sub(start.database.get(pid).copied().unwrap_or(0))
+            })
+            .sum();
         CpuUse {
             server: cores(start.server, end.server),
             generator: cores(start.generator, end.generator),
+            database: cores(0, database),
             machine: if total > 0.0 {
                 busy / total * machine_cores
             } else {

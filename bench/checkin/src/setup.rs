@@ -1,27 +1,26 @@
-//! The benchmark's course: start both servers, load the sluice server
-//! (hosts, a running rollout), run the phases against each, report.
+//! The systems under test and how they are made ready, shared by the
+//! benchmark, `serve` and `takeover`: the reference handlers, sluice on
+//! SQLite, a cluster of three sluice replicas on PostgreSQL; importing the
+//! fleet and starting the rollout.
 
-use std::path::PathBuf;
+use std::fs::OpenOptions;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use sluice_api::rollout::Action;
 use sluice_client::Client;
 
+use crate::bare::Handler;
 use crate::fleet::{Fleet, COMPONENT, TARGET_VERSION};
-use crate::load::{self, Agents, Load, Phase, Target};
-use crate::procs::{self, CpuSample, CpuUse, Server};
-use crate::report::{self, Commits, Measured, Report};
-use crate::RunArgs;
+use crate::load;
+use crate::procs::Server;
 
-/// Hosts per `POST /v1/hosts/import`.
-const IMPORT_CHUNK: usize = 10_000;
-
-/// The rollout every check-in feeds: a 10 % canary spread over role × site
-/// that waits for approval, then the rest.
-fn plan() -> String {
+/// The rollout every check-in of the benchmark feeds: a 10 % canary spread
+/// over role × site that waits for approval, then the rest.
+pub fn plan() -> String {
     format!(
         "name: bench-checkin\n\
          component: {COMPONENT}\n\
@@ -32,306 +31,241 @@ fn plan() -> String {
     )
 }
 
-/// The whole benchmark; `quiet` is how many cores were busy just before.
-pub async fn benchmark(args: RunArgs, quiet: f64) -> anyhow::Result<()> {
-    let ticks = procs::clock_ticks();
-    let sluice = sluice_binary(&args)?;
-    let started = jiff::Timestamp::now();
-
-    eprintln!("generating {} hosts …", args.hosts);
-    let fleet = Fleet::generate(args.hosts)?;
-
-    let data = tempfile::Builder::new()
-        .prefix("sluice-bench-checkin-")
-        .tempdir()
-        .context("creating the data dir")?;
-    let data_dir = data.path().join("data");
-    let log_path = data.path().join("server.log");
-    let log = std::fs::File::create(&log_path).context("creating the server log")?;
-    let cpu = args.pin.then_some(0);
-    let bare = Server::start(
-        "bare axum",
+/// Starts a reference handler (this binary's `bare` subcommand).
+pub fn start_reference(handler: Handler, name: &str, cpu: Option<usize>) -> anyhow::Result<Server> {
+    let handler = match handler {
+        Handler::Parse => "parse",
+        Handler::Raw => "raw",
+    };
+    Server::start(
+        name,
         &std::env::current_exe().context("finding this binary")?,
-        &["bare", "--listen", "127.0.0.1:0"],
+        &["bare", "--handler", handler, "--listen", "127.0.0.1:0"],
         cpu,
         Stdio::inherit(),
-    )?;
+    )
+}
+
+/// `sluice server` on SQLite in `dir/data`, logging to `dir/server.log`;
+/// with its admin token.
+pub fn start_sqlite(
+    sluice: &Path,
+    dir: &Path,
+    cpu: Option<usize>,
+) -> anyhow::Result<(Server, String)> {
+    let data_dir = dir.join("data");
+    let log_path = dir.join("server.log");
     let data_arg = data_dir.to_string_lossy().into_owned();
     let server = Server::start(
         "sluice",
-        &sluice,
+        sluice,
         &["server", "--listen", "127.0.0.1:0", "--data-dir", &data_arg],
         cpu,
-        Stdio::from(log),
+        Stdio::from(log_file(&log_path)?),
     )
     .with_context(|| format!("(its log: {})", log_path.display()))?;
-    eprintln!(
-        "bare axum on {} (pid {}), sluice on {} (pid {}, data {})",
-        bare.addr,
-        bare.pid(),
-        server.addr,
-        server.pid(),
-        data_dir.display()
-    );
+    let token = read_token(&data_dir)?;
+    Ok((server, token))
+}
 
-    let token = std::fs::read_to_string(data_dir.join("admin.token"))
+/// Appends to `path` (a replica restarted keeps its log).
+fn log_file(path: &Path) -> anyhow::Result<std::fs::File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))
+}
+
+fn read_token(data_dir: &Path) -> anyhow::Result<String> {
+    Ok(std::fs::read_to_string(data_dir.join("admin.token"))
         .context("reading the admin token")?
         .trim()
-        .to_owned();
-    let rollout = prepare(&server, &token, &fleet, !args.no_rollout).await?;
+        .to_owned())
+}
 
-    let agents = Arc::new(Agents::new(&fleet));
-    drop(fleet);
-    let targets = [
-        (&bare, Target::new("bare axum", bare.addr, None)?),
-        (&server, Target::new("sluice", server.addr, Some(&token))?),
-    ];
+/// How the replicas of a cluster are started.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    pub sluice: PathBuf,
+    pub database_url: String,
+    /// Each replica's data dir (`rN/`) and log (`rN.log`) go here.
+    pub dir: PathBuf,
+    pub cpu: Option<usize>,
+    /// `--lease-ttl`, if not the server's default.
+    pub lease_ttl: Option<String>,
+}
 
-    // Warm both up, then alternate between them at each step, so that a
-    // drift in the machine's state affects both alike.
-    let most = args.connections.iter().copied().max().unwrap_or(64);
-    for (_, target) in &targets {
-        warm_up(target, &agents, most, args.warmup).await?;
+/// Three sluice replicas on one PostgreSQL database: `r1` started first on
+/// the empty database leads and writes the admin token, `r2` and `r3`
+/// follow as standbys.
+#[derive(Debug)]
+pub struct Cluster {
+    pub settings: ClusterSettings,
+    /// Replica `r{i+1}`, `None` while it is down.
+    pub replicas: Vec<Option<Server>>,
+    pub token: String,
+}
+
+/// How long a replica may take to say it is ready.
+const READY_WITHIN: Duration = Duration::from_secs(120);
+
+impl Cluster {
+    pub async fn start(settings: ClusterSettings) -> anyhow::Result<Cluster> {
+        std::fs::create_dir_all(&settings.dir)
+            .with_context(|| format!("creating {}", settings.dir.display()))?;
+        let mut cluster = Cluster {
+            settings,
+            replicas: Vec::new(),
+            token: String::new(),
+        };
+        let first = cluster.start_replica(0)?;
+        wait_role(first.addr, Role::Leader, READY_WITHIN).await?;
+        cluster.token = read_token(&cluster.settings.dir.join("r1"))?;
+        cluster.replicas.push(Some(first));
+        for i in 1..3 {
+            let replica = cluster.start_replica(i)?;
+            cluster.replicas.push(Some(replica));
+        }
+        for replica in cluster.replicas.iter().flatten() {
+            wait_role(replica.addr, Role::Any, READY_WITHIN).await?;
+        }
+        Ok(cluster)
     }
-    let mut measured: Vec<Measured> = targets
-        .iter()
-        .map(|(_, target)| Measured {
-            name: target.name,
-            closed: Vec::new(),
-            open: None,
-        })
-        .collect();
-    for &connections in &args.connections {
-        for ((process, target), result) in targets.iter().zip(&mut measured) {
-            let perf = match &args.perf {
-                Some(file) if target.authorization.is_some() && connections == most => {
-                    Some(file.as_path())
+
+    /// The id of replica `i`.
+    pub fn id(i: usize) -> String {
+        format!("r{}", i + 1)
+    }
+
+    /// Replica `i`'s log.
+    pub fn log(&self, i: usize) -> PathBuf {
+        self.settings.dir.join(format!("{}.log", Cluster::id(i)))
+    }
+
+    /// Starts replica `i` (again, after it was killed: same id, same data dir).
+    pub fn start_replica(&self, i: usize) -> anyhow::Result<Server> {
+        let id = Cluster::id(i);
+        let s = &self.settings;
+        let data_dir = s.dir.join(&id).to_string_lossy().into_owned();
+        let mut args = vec![
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &s.database_url,
+            "--replica-id",
+            &id,
+            "--data-dir",
+            &data_dir,
+        ];
+        if let Some(ttl) = &s.lease_ttl {
+            args.extend(["--lease-ttl", ttl]);
+        }
+        let log_path = self.log(i);
+        Server::start(
+            &format!("sluice replica {id}"),
+            &s.sluice,
+            &args,
+            s.cpu,
+            Stdio::from(log_file(&log_path)?),
+        )
+        .with_context(|| format!("(its log: {})", log_path.display()))
+    }
+
+    /// The addresses of the replicas that run.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.replicas.iter().flatten().map(|s| s.addr).collect()
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.replicas.iter().flatten().map(Server::pid).collect()
+    }
+
+    /// The replica that says it leads, if one does.
+    pub async fn leader(&self) -> Option<usize> {
+        for (i, replica) in self.replicas.iter().enumerate() {
+            if let Some(replica) = replica {
+                if role(replica.addr).await == Some(Role::Leader) {
+                    return Some(i);
                 }
-                _ => None,
-            };
-            let step = Step {
-                process,
-                target,
-                sluice: &server,
-                agents: &agents,
-                connections,
-                load: Load::Closed,
-                duration: args.duration,
-                ticks,
-                perf,
-            };
-            result.closed.push(step.run().await?);
+            }
         }
+        None
     }
-    for ((process, target), result) in targets.iter().zip(&mut measured) {
-        let rate = result.best().phase.throughput() / 2.0;
-        let step = Step {
-            process,
-            target,
-            sluice: &server,
-            agents: &agents,
-            connections: args.open_connections,
-            load: Load::Open(rate),
-            duration: args.duration,
-            ticks,
-            perf: None,
-        };
-        result.open = Some((rate, step.run().await?));
-    }
-
-    let rollout_state = match &rollout {
-        Some(id) => Some(rollout_summary(&server, &token, id).await?),
-        None => None,
-    };
-    let report = Report {
-        started,
-        quiet,
-        args: args.clone(),
-        machine: report::Machine::read(),
-        rollout: rollout_state,
-        upgraded: agents.upgraded(),
-        targets: measured,
-    };
-    let text = report.markdown();
-    println!("{text}");
-    if let Some(dir) = args.out.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::write(&args.out, &text).with_context(|| format!("writing {}", args.out.display()))?;
-    eprintln!("written to {}", args.out.display());
-    drop(targets);
-    drop(server);
-    drop(bare);
-    Ok(())
 }
 
-/// The longest a warm-up may take.
-const WARMUP_CAP: Duration = Duration::from_secs(180);
+/// A replica's role, as its `/readyz` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Leader,
+    Standby,
+    /// Ready, either way (only to wait for).
+    Any,
+}
 
-/// Closed loop for at least `warmup` and until every host has checked in
-/// once (so that sluice is measured in its steady state: each host's first
-/// check-in after the import records its state, later ones only its last
-/// check-in, unless its report changed), at most [`WARMUP_CAP`].
-async fn warm_up(
-    target: &Target,
-    agents: &Arc<Agents>,
-    connections: usize,
-    warmup: Duration,
-) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
-    let mut done = 0;
-    while started.elapsed() < warmup
-        || (done < agents.hosts() as u64 && started.elapsed() < WARMUP_CAP)
-    {
-        let step = Duration::from_secs(1).min(warmup);
-        let phase = load::run_phase(
-            target,
-            agents,
-            connections,
-            Load::Closed,
-            step,
-            || {},
-            || {},
-        )
-        .await?;
-        check_errors(target, "warm-up", &phase)?;
-        done += phase.ok;
+/// The role `/readyz` reports; `None` when not ready or not answering.
+pub async fn role(addr: SocketAddr) -> Option<Role> {
+    let (status, body) = load::get_any(addr, "/readyz").await.ok()?;
+    if !status.is_success() {
+        return None;
     }
-    eprintln!(
-        "{}: warmed up with {done} check-ins in {:.1} s",
-        target.name,
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
+    let body: serde_json::Value = serde_json::from_str(&body).ok()?;
+    match body.get("role")?.as_str()? {
+        "leader" => Some(Role::Leader),
+        "standby" => Some(Role::Standby),
+        _ => None,
+    }
 }
 
-/// One measured phase against one target.
-struct Step<'a> {
-    process: &'a Server,
-    target: &'a Target,
-    /// The sluice server, whose group-commit metrics are read around the
-    /// phase when it is the target.
-    sluice: &'a Server,
-    agents: &'a Arc<Agents>,
-    connections: usize,
-    load: Load,
-    duration: Duration,
-    ticks: f64,
-    /// Record a CPU profile of the target into this file.
-    perf: Option<&'a std::path::Path>,
-}
-
-impl Step<'_> {
-    /// Runs the phase, with the CPU each process used during it and, for
-    /// sluice, its group commits.
-    async fn run(self) -> anyhow::Result<report::Run> {
-        let is_sluice = self.target.authorization.is_some();
-        let what = match self.load {
-            Load::Closed => format!("closed loop, {} connections", self.connections),
-            Load::Open(rate) => format!("open loop at {rate:.0}/s"),
-        };
-        eprintln!("{}: {what} …", self.target.name);
-        let before = if is_sluice {
-            commits(self.sluice).await
-        } else {
-            None
-        };
-        let mut perf = match self.perf {
-            Some(file) => Some(procs::perf_record(self.process.pid(), file, self.duration)?),
-            None => None,
-        };
-        let pid = self.process.pid();
-        let mut start = None;
-        let mut end = None;
-        let phase = load::run_phase(
-            self.target,
-            self.agents,
-            self.connections,
-            self.load,
-            self.duration,
-            || start = Some((CpuSample::take(pid), std::time::Instant::now())),
-            || end = Some((CpuSample::take(pid), std::time::Instant::now())),
-        )
-        .await?;
-        if let (Some(perf), Some(file)) = (&mut perf, self.perf) {
-            let status = perf.wait().context("waiting for perf")?;
-            eprintln!("perf record: {status}; perf report -i {}", file.display());
+/// Waits until the replica at `addr` is ready in `want` (any role with
+/// [`Role::Any`]).
+async fn wait_role(addr: SocketAddr, want: Role, within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let now = role(addr).await;
+        if now.is_some_and(|now| want == Role::Any || now == want) {
+            return Ok(());
         }
-        let (Some((start, t0)), Some((end, t1))) = (start, end) else {
-            anyhow::bail!("the phase did not sample CPU");
-        };
-        let cpu = CpuUse::between(start?, end?, t1 - t0, self.ticks);
-        let after = if is_sluice {
-            commits(self.sluice).await
-        } else {
-            None
-        };
-        check_errors(self.target, &what, &phase)?;
-        eprintln!(
-            "{}: {what}: {:.0} check-ins/s, latency p50 {:.2} ms p99 {:.2} ms; cores: server {:.2}, generator {:.2}, machine {:.2}",
-            self.target.name,
-            phase.throughput(),
-            phase.intended.value_at_quantile(0.5) as f64 / 1e3,
-            phase.intended.value_at_quantile(0.99) as f64 / 1e3,
-            cpu.server,
-            cpu.generator,
-            cpu.machine
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the replica at {addr} was not ready as {want:?} within {within:?} (it is {now:?})"
         );
-        let commits = match (before, after) {
-            (Some(before), Some(after)) => Some(after.since(&before)),
-            _ => None,
-        };
-        Ok(report::Run {
-            connections: self.connections,
-            phase,
-            cpu,
-            commits,
-        })
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-/// Errors are not part of a fair comparison: stop and say what they were.
-fn check_errors(target: &Target, phase: &str, result: &Phase) -> anyhow::Result<()> {
-    if result.errors > 0 {
-        anyhow::bail!(
-            "{}: {} of {} check-ins failed in the {phase}; first: {}",
-            target.name,
-            result.errors,
-            result.errors + result.ok,
-            result.first_error.as_deref().unwrap_or("?")
-        );
-    }
-    Ok(())
-}
-
-/// Imports the fleet and, with `rollout`, creates and starts the rollout.
-async fn prepare(
-    server: &Server,
+/// Imports the fleet in chunks of `chunk` and, with `plan`, creates and
+/// starts that rollout; its id.
+pub async fn prepare(
+    addr: SocketAddr,
     token: &str,
     fleet: &Fleet,
-    rollout: bool,
+    chunk: usize,
+    plan: Option<&str>,
 ) -> anyhow::Result<Option<String>> {
-    let client = Client::builder(format!("http://{}", server.addr))
+    let client = Client::builder(format!("http://{addr}"))
         .token(token)
         .timeout(Duration::from_secs(600))
         .build()?;
-    let started = std::time::Instant::now();
-    for chunk in fleet.hosts.chunks(IMPORT_CHUNK) {
+    let started = Instant::now();
+    for start in (0..fleet.len()).step_by(chunk.max(1)) {
+        let hosts = fleet.chunk(start..start + chunk)?;
         client
-            .import_hosts(chunk)
+            .import_hosts(&hosts)
             .await
             .context("importing hosts")?;
     }
     eprintln!(
         "imported {} hosts in {:.1} s",
-        fleet.hosts.len(),
+        fleet.len(),
         started.elapsed().as_secs_f64()
     );
-    if !rollout {
+    let Some(plan) = plan else {
         return Ok(None);
-    }
+    };
     let created = client
-        .create_rollout(&plan())
+        .create_rollout(plan)
         .await
         .context("creating the rollout")?;
     client
@@ -342,9 +276,9 @@ async fn prepare(
     Ok(Some(created.id))
 }
 
-/// The rollout's state and host counts at the end, for the report.
-async fn rollout_summary(server: &Server, token: &str, id: &str) -> anyhow::Result<String> {
-    let client = Client::builder(format!("http://{}", server.addr))
+/// A rollout's state and host counts, for a report.
+pub async fn rollout_summary(addr: SocketAddr, token: &str, id: &str) -> anyhow::Result<String> {
+    let client = Client::builder(format!("http://{addr}"))
         .token(token)
         .build()?;
     let detail = client.rollout(id).await.context("reading the rollout")?;
@@ -364,16 +298,10 @@ async fn rollout_summary(server: &Server, token: &str, id: &str) -> anyhow::Resu
     ))
 }
 
-/// The group commit counters of sluice's `/metrics`.
-async fn commits(server: &Server) -> Option<Commits> {
-    let text = load::get(server.addr, "/metrics").await.ok()?;
-    Commits::parse(&text)
-}
-
 /// `--sluice`, else `sluice` beside this binary (both in target/release).
-fn sluice_binary(args: &RunArgs) -> anyhow::Result<PathBuf> {
-    let path = match &args.sluice {
-        Some(path) => path.clone(),
+pub fn sluice_binary(sluice: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let path = match sluice {
+        Some(path) => path.to_owned(),
         None => std::env::current_exe()?
             .parent()
             .context("this binary's directory")?
