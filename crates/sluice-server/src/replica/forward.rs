@@ -1,19 +1,28 @@
 //! Forwarding a request to the leader: a replica that does not lead passes
 //! every request it does not answer itself on to the replica that does, and
-//! its answer back, bodies streamed both ways.
+//! its answer back, bodies streamed both ways through hyper's pooled client
+//! (kept-alive connections to the leader, rustls for an https leader).
 //!
 //! A forwarded request carries [`FORWARDED_BY`]: a replica that receives one
 //! and does not lead (the lease moved on meanwhile) answers 503 rather than
 //! forwarding it again, so that a request never circles.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::header::{self, HeaderName};
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{Uri, Version};
 use axum::response::{IntoResponse, Response};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::CertificateDer;
 
 use crate::error::ApiError;
 
@@ -23,29 +32,59 @@ pub const FORWARDED_BY: &str = "x-sluice-forwarded-by";
 /// How long forwarding waits for the leader to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The HTTP client replicas forward with: kept-alive connections to the
-/// leader, trusting `ca` (PEM) besides the system's roots when the leader
-/// serves HTTPS with a certificate of a private CA.
-pub fn client(ca: Option<&Path>) -> anyhow::Result<reqwest::Client> {
-    let mut builder = reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .user_agent(concat!("sluice-server/", env!("CARGO_PKG_VERSION")))
-        .redirect(reqwest::redirect::Policy::none());
+/// The client replicas forward with.
+#[derive(Debug, Clone)]
+pub struct Forwarder(Client<HttpsConnector<HttpConnector>, Body>);
+
+/// The forwarding client: trusts the system's roots, and `ca` (PEM) when
+/// the leader serves HTTPS with a certificate of a private CA.
+pub fn client(ca: Option<&Path>) -> anyhow::Result<Forwarder> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        // A system root rustls cannot use is one the leader cannot use.
+        let _ = roots.add(cert);
+    }
     if let Some(path) = ca {
         let pem = std::fs::read(path)
             .with_context(|| format!("--peer-ca-cert: cannot read {}", path.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
             .with_context(|| format!("--peer-ca-cert {}: not PEM certificates", path.display()))?;
-        builder = builder.tls_certs_merge(certs);
+        anyhow::ensure!(
+            !certs.is_empty(),
+            "--peer-ca-cert {}: no certificate in it",
+            path.display()
+        );
+        for cert in certs {
+            roots
+                .add(cert)
+                .with_context(|| format!("--peer-ca-cert {}: unusable", path.display()))?;
+        }
     }
-    builder
-        .build()
-        .context("building the HTTP client that forwards to the leader")
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("the TLS settings of forwarding")?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    http.set_nodelay(true);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Forwarder(
+        Client::builder(TokioExecutor::new()).build(connector),
+    ))
 }
 
 /// Headers that belong to one connection, not to the request.
-fn hop_by_hop(name: &HeaderName) -> bool {
-    [
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    for name in [
         header::CONNECTION,
         header::HOST,
         header::PROXY_AUTHENTICATE,
@@ -54,52 +93,46 @@ fn hop_by_hop(name: &HeaderName) -> bool {
         header::TRAILER,
         header::TRANSFER_ENCODING,
         header::UPGRADE,
-    ]
-    .contains(name)
-        || name.as_str() == "keep-alive"
+        HeaderName::from_static("keep-alive"),
+    ] {
+        headers.remove(name);
+    }
 }
 
 /// Sends `request` to the leader at `leader` (its advertised URL) and
 /// returns its answer; 503 when the leader cannot be reached.
 pub async fn forward(
-    client: &reqwest::Client,
+    forwarder: &Forwarder,
     leader: &str,
     replica: &str,
     request: Request,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    let path = parts.uri.path_and_query().map_or("/", |path| path.as_str());
-    let url = format!("{}{path}", leader.trim_end_matches('/'));
-    let mut outgoing = client.request(parts.method.clone(), &url);
-    for (name, value) in &parts.headers {
-        if !hop_by_hop(name) {
-            outgoing = outgoing.header(name, value);
-        }
-    }
-    let sent = outgoing
-        .header(FORWARDED_BY, replica)
-        .body(reqwest::Body::wrap_stream(body.into_data_stream()))
-        .send()
-        .await;
-    let answer = match sent {
-        Ok(answer) => answer,
-        Err(error) => {
-            tracing::warn!(%leader, %error, "forwarding to the leader failed");
-            return ApiError::Unavailable(format!(
-                "this replica does not lead and the leader at {leader} cannot be reached ({error}); retry in a moment"
-            ))
-            .into_response();
-        }
+    let unreachable = |error: &dyn std::fmt::Display| {
+        tracing::warn!(%leader, %error, "forwarding to the leader failed");
+        ApiError::Unavailable(format!(
+            "this replica does not lead and the leader at {leader} cannot be reached ({error}); retry in a moment"
+        ))
+        .into_response()
     };
-    let mut response = Response::builder().status(answer.status());
-    for (name, value) in answer.headers() {
-        if !hop_by_hop(name) {
-            response = response.header(name, value);
-        }
+    let (mut parts, body) = request.into_parts();
+    let path = parts.uri.path_and_query().map_or("/", |path| path.as_str());
+    parts.uri = match format!("{}{path}", leader.trim_end_matches('/')).parse::<Uri>() {
+        Ok(uri) => uri,
+        Err(error) => return unreachable(&error),
+    };
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    if let Ok(id) = HeaderValue::from_str(replica) {
+        parts
+            .headers
+            .insert(HeaderName::from_static(FORWARDED_BY), id);
     }
-    response
-        .body(Body::from_stream(answer.bytes_stream()))
-        .unwrap_or_else(|error| {
-            ApiError::Internal(format!("relaying the leader's answer: {error}")).into_response()
-        })
+    match forwarder.0.request(Request::from_parts(parts, body)).await {
+        Ok(answer) => {
+            let (mut parts, body) = answer.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Response::from_parts(parts, Body::new(body))
+        }
+        Err(error) => unreachable(&error),
+    }
 }

@@ -72,7 +72,7 @@ pub struct Replica {
     /// When the database last answered the lease's statements, in
     /// milliseconds of [`Replica::clock`].
     contact: AtomicU64,
-    forwarder: reqwest::Client,
+    forwarder: forward::Forwarder,
     openapi: String,
 }
 
@@ -127,7 +127,7 @@ impl Replica {
         settings: TermSettings,
         metrics: Arc<Metrics>,
         lease_ttl: Duration,
-        forwarder: reqwest::Client,
+        forwarder: forward::Forwarder,
     ) -> Arc<Replica> {
         metrics.set_leadership(false, None);
         Arc::new(Replica::new(
@@ -151,7 +151,7 @@ impl Replica {
         metrics: Arc<Metrics>,
         lease_ttl: Duration,
         role: Role,
-        forwarder: reqwest::Client,
+        forwarder: forward::Forwarder,
     ) -> Replica {
         Replica {
             id,
