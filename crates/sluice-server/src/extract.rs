@@ -20,9 +20,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
 
     async fn from_request(request: Request, state: &S) -> Result<Json<T>, ApiError> {
         let bytes = body_bytes(request, state).await?;
-        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&bytes))
-            .map(Json)
-            .map_err(json_error)
+        // Tracking the path costs on every value; it is needed only to say
+        // where a body that does not parse went wrong, so only such a body
+        // is read a second time, with it.
+        match serde_json::from_slice(&bytes) {
+            Ok(value) => Ok(Json(value)),
+            Err(_) => {
+                serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&bytes))
+                    .map(Json)
+                    .map_err(json_error)
+            }
+        }
     }
 }
 
