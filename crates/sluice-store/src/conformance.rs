@@ -197,7 +197,7 @@ fn freeze(reason: &str, minute: u32) -> FreezeRecord {
 }
 
 /// `loaded` with every list in a fixed order, for comparisons.
-fn sorted(mut loaded: Loaded) -> Loaded {
+pub fn sorted(mut loaded: Loaded) -> Loaded {
     loaded.hosts.sort_by(|a, b| a.id.cmp(&b.id));
     loaded
         .host_components

@@ -16,9 +16,11 @@
 //! of replicas ([`Cluster`]). Beside them, what neither dialect's SQL
 //! touches: `batch`, a batch grouped by kind and the words a refused one is
 //! reported in; `read`, rows turned into records, every stored value parsed.
-//! `conformance` is the test suite every backend must pass, wired into a
-//! backend's tests by `store_conformance_suite!`; `testing` makes throwaway
-//! PostgreSQL databases for tests.
+//! [`copy`] moves an embedded install into an empty PostgreSQL database
+//! (`sluice db copy`), every row of every table, over the same pages and
+//! writes. `conformance` is the test suite every backend must pass, wired
+//! into a backend's tests by `store_conformance_suite!`; `testing` makes
+//! throwaway PostgreSQL databases for tests.
 //!
 //! Architecture invariant: the store knows nothing of the engine's rules. It
 //! persists opaque JSON where the engine owns the shape (rollout headers,
@@ -32,6 +34,7 @@ use std::time::Duration;
 mod batch;
 #[doc(hidden)]
 pub mod conformance;
+pub mod copy;
 pub mod postgres;
 mod read;
 mod sql;

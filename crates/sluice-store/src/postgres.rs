@@ -12,7 +12,9 @@
 //! over arrays (`INSERT … SELECT … FROM UNNEST($1, $2, …)`), so a batch costs
 //! a handful of round trips whatever its size. Events take their sequence
 //! numbers from the one-row `event_seq` in commit order (see
-//! `migrations/postgres/0001`). `load` reads in one repeatable-read snapshot.
+//! `migrations/postgres/0001`); a copy (`copy`) writes events with the
+//! numbers they had and moves `event_seq` past them. `load` reads in one
+//! repeatable-read snapshot.
 //!
 //! Leadership: [`PgStore`] implements [`Cluster`]: the lease row of
 //! `migrations/postgres/0003`, timed by the database's clock, and
@@ -46,8 +48,8 @@ use crate::read::{corrupt, StoredTime};
 use crate::sql::{self, Dialect, Kind, Sql};
 use crate::{
     Cluster, ComponentRecord, HostComponentRecord, HostRecord, Lease, LeaseState, NewEvent,
-    ReplicaRecord, ReportedState, RolloutHostRecord, Store, StoreError, Timestamp, TokenRecord,
-    Write,
+    ReplicaRecord, ReportedState, RolloutHostRecord, Store, StoreError, StoredEvent, Timestamp,
+    TokenRecord, Write,
 };
 
 /// The migrations of this dialect, embedded at compile time.
@@ -95,6 +97,13 @@ impl PgStore {
     /// is [`StoreError::Unavailable`]). Messages name the URL without its
     /// password.
     pub async fn open(url: &str) -> Result<PgStore, StoreError> {
+        let store = PgStore::connect(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects to the database at `url`, leaving its schema as it is.
+    pub(crate) async fn connect(url: &str) -> Result<PgStore, StoreError> {
         let redacted = redact(url);
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Config(format!("database url {redacted}: {e}")))?
@@ -106,15 +115,19 @@ impl PgStore {
             .connect_with(options)
             .await
             .map_err(|e| classify(e, format_args!("connecting to {redacted}")))?;
-
-        // sqlx takes an advisory lock around the migrations, so replicas
-        // starting together migrate once.
-        Sql::<PgStore>::migrate(&pool, &MIGRATOR, &redacted).await?;
         Ok(PgStore {
             pool,
             url: redacted,
             fence: None,
         })
+    }
+
+    /// Refuses a database migrated by a newer sluice, then brings its
+    /// schema up to date.
+    pub(crate) async fn migrate(&self) -> Result<(), StoreError> {
+        // sqlx takes an advisory lock around the migrations, so replicas
+        // starting together migrate once.
+        Sql::<PgStore>::migrate(&self.pool, &MIGRATOR, &self.url).await
     }
 
     /// `synchronous_commit` as the store's connections run with it (`on`),
@@ -563,7 +576,6 @@ impl Dialect for PgStore {
 
     /// A fenced handle checks its lease first, in the same transaction.
     async fn write_samples(&self, rows: &[(&str, PgTime, String)]) -> Result<(), StoreError> {
-        let rows: Vec<&(&str, PgTime, String)> = rows.iter().collect();
         let mut tx = self
             .pool
             .begin()
@@ -572,22 +584,76 @@ impl Dialect for PgStore {
         if let Some(fence) = &self.fence {
             check_lease(&mut tx, fence).await?;
         }
+        insert_samples(&mut tx, rows).await?;
+        tx.commit()
+            .await
+            .map_err(|e| classify(e, "committing samples"))
+    }
+}
+
+/// Writes samples (rollout, time, versions as JSON text), each key once;
+/// one with a stored sample's key replaces it.
+pub(crate) async fn insert_samples(
+    conn: &mut PgConnection,
+    rows: &[(&str, PgTime, String)],
+) -> Result<(), StoreError> {
+    let rows: Vec<&(&str, PgTime, String)> = rows.iter().collect();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         sqlx::query(
             "INSERT INTO rollout_samples (rollout, at, versions) \
              SELECT rollout, at, versions::json \
              FROM UNNEST($1::text[], $2::timestamptz[], $3::text[]) AS t (rollout, at, versions) \
              ON CONFLICT (rollout, at) DO UPDATE SET versions = excluded.versions",
         )
-        .bind(column(&rows, |s| s.0))
-        .bind(column(&rows, |s| s.1))
-        .bind(column(&rows, |s| s.2.as_str()))
-        .execute(&mut *tx)
+        .bind(column(chunk, |s| s.0))
+        .bind(column(chunk, |s| s.1))
+        .bind(column(chunk, |s| s.2.as_str()))
+        .execute(&mut *conn)
         .await
-        .map_err(|e| writing(e, || describe("sample", &rows, |s| s.0.to_owned())))?;
-        tx.commit()
-            .await
-            .map_err(|e| classify(e, "committing samples"))
+        .map_err(|e| writing(e, || describe("sample", chunk, |s| s.0.to_owned())))?;
     }
+    Ok(())
+}
+
+/// Writes events with the sequence numbers they already have (a copy's),
+/// leaving `event_seq` as it is: see [`continue_events_after`].
+pub(crate) async fn insert_numbered_events(
+    conn: &mut PgConnection,
+    rows: &[&StoredEvent],
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        sqlx::query(
+            "INSERT INTO events (seq, rollout, at, actor, kind, data) \
+             SELECT seq, rollout, at, actor, kind, data::json \
+             FROM UNNEST($1::bigint[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], \
+                         $6::text[]) AS t (seq, rollout, at, actor, kind, data)",
+        )
+        .bind(column(chunk, |e| e.seq))
+        .bind(column(chunk, |e| e.event.rollout.as_deref()))
+        .bind(column(chunk, |e| PgTime::from(e.event.at)))
+        .bind(column(chunk, |e| e.event.actor.as_deref()))
+        .bind(column(chunk, |e| e.event.kind.as_str()))
+        .bind(column(chunk, |e| e.event.data.to_string()))
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| writing(e, || describe("event", chunk, |e| e.seq.to_string())))?;
+    }
+    Ok(())
+}
+
+/// Makes the next event's sequence number greater than `last` (and than
+/// every number handed out before), so that events appended later follow
+/// events written by [`insert_numbered_events`].
+pub(crate) async fn continue_events_after(
+    conn: &mut PgConnection,
+    last: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE event_seq SET next = GREATEST(next, $1 + 1) WHERE id = 1")
+        .bind(last)
+        .execute(conn)
+        .await
+        .map(drop)
+        .map_err(|e| writing(e, || "the event sequence".to_owned()))
 }
 
 /// One column of `rows`, as an array parameter.

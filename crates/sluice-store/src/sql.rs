@@ -98,10 +98,10 @@ pub(crate) trait Dialect: Send + Sync + 'static {
         batch: &[Write],
     ) -> Result<Option<Transaction<'static, Self::Db>>, StoreError>;
 
-    /// A page of a large table as one JSON document: `page` is the
-    /// statement that reads its rows (the key bound first, then the page's
-    /// length), the document an array of one array per row of
-    /// `table.document`'s columns, times as text. `None` where the dialect
+    /// A page of a table as one JSON document: `page` is the statement
+    /// that reads its rows (the key `after` bound first, none on the first
+    /// page, then the page's length), the document an array of one array
+    /// per row of `table.document`'s columns, times as text. `None` where the dialect
     /// reads its pages as plain rows (the default), or where the page
     /// cannot be read as a document (a stored value that is not what its
     /// column promises): the page is then read as plain rows, which name
@@ -110,7 +110,7 @@ pub(crate) trait Dialect: Send + Sync + 'static {
         _conn: &mut Conn<Self>,
         _table: &Paged,
         _page: &str,
-        _after: &[String],
+        _after: &[Key],
     ) -> Result<Option<String>, StoreError> {
         Ok(None)
     }
@@ -142,15 +142,18 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     async fn write_samples(&self, rows: &[(&str, Self::Time, String)]) -> Result<(), StoreError>;
 }
 
-/// A large table that `load` reads in pages, in key order.
+/// A table read in pages, in key order: the large tables of `load`, and
+/// every table of a copy (`copy`).
 #[derive(Debug)]
 pub(crate) struct Paged {
     /// For messages.
     pub table: &'static str,
     /// A row's columns, each named as itself.
     pub columns: &'static str,
-    /// Where the rows come from, and what else they meet (ends in `AND`).
+    /// Where the rows come from.
     pub from: &'static str,
+    /// Which of them are read, if not all.
+    pub filter: Option<&'static str>,
     /// The key's columns, in order.
     pub key: &'static [&'static str],
     /// A row's columns as the items of a JSON array, for
@@ -159,45 +162,112 @@ pub(crate) struct Paged {
     pub document: &'static str,
 }
 
-const HOSTS: Paged = Paged {
+/// One column of a page's key, as it is bound: the key of the last row
+/// read, which the next page starts after.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Key {
+    Text(String),
+    Int(i64),
+}
+
+pub(crate) const HOSTS: Paged = Paged {
     table: "hosts",
     columns: "id, CAST(labels AS TEXT) AS labels, last_seen",
-    from: "hosts WHERE",
+    from: "hosts",
+    filter: None,
     key: &["id"],
     document: "id, json(labels), last_seen",
 };
 
-const HOST_COMPONENTS: Paged = Paged {
+pub(crate) const HOST_COMPONENTS: Paged = Paged {
     table: "host_components",
     columns: "host, component, version, state, message, at",
-    from: "host_components WHERE",
+    from: "host_components",
+    filter: None,
     key: &["host", "component"],
     document: "host, component, version, state, message, at",
 };
 
 /// The host records of rollouts that are not over.
-const ROLLOUT_HOSTS: Paged = Paged {
+const ACTIVE_ROLLOUT_HOSTS: Paged = Paged {
     table: "rollout_hosts",
     columns: "rollout, host, CAST(record AS TEXT) AS record",
-    from: "rollout_hosts JOIN rollouts ON rollouts.id = rollout_hosts.rollout \
-           WHERE rollouts.state NOT IN ('completed', 'aborted', 'rolled_back') AND",
+    from: "rollout_hosts JOIN rollouts ON rollouts.id = rollout_hosts.rollout",
+    filter: Some("rollouts.state NOT IN ('completed', 'aborted', 'rolled_back')"),
     key: &["rollout", "host"],
     document: "rollout, host, record",
 };
 
 impl Paged {
-    /// The statement of a page: the rows whose key compares `op` with the
-    /// key bound first, then at most as many as the last parameter says.
-    fn page(&self, op: &str) -> String {
+    /// The statement of a page: the rows whose key is greater than the one
+    /// bound first (`after`; the first page starts at the smallest key), at
+    /// most as many as the last parameter says.
+    fn page(&self, after: bool) -> String {
         let key = self.key.join(", ");
-        let params: Vec<String> = (1..=self.key.len()).map(|i| format!("${i}")).collect();
+        let mut conditions: Vec<String> = self.filter.iter().map(|f| (*f).to_owned()).collect();
+        let mut limit = 1;
+        if after {
+            let params: Vec<String> = (1..=self.key.len()).map(|i| format!("${i}")).collect();
+            conditions.push(format!("({key}) > ({})", params.join(", ")));
+            limit += self.key.len();
+        }
+        let filter = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conditions.join(" AND "))
+        };
         format!(
-            "SELECT {} FROM {} ({key}) {op} ({}) ORDER BY {key} LIMIT ${}",
-            self.columns,
-            self.from,
-            params.join(", "),
-            self.key.len() + 1
+            "SELECT {} FROM {}{filter} ORDER BY {key} LIMIT ${limit}",
+            self.columns, self.from
         )
+    }
+}
+
+/// The keys of records as [`Sql::pages`] takes them, for the tables both
+/// `load` and `copy` read.
+pub(crate) mod page_key {
+    use super::Key;
+    use crate::{HostComponentRecord, HostRecord, RolloutHostRecord, StoreError};
+
+    pub(crate) fn host(h: &HostRecord) -> Result<Vec<Key>, StoreError> {
+        Ok(vec![Key::Text(h.id.clone())])
+    }
+
+    pub(crate) fn host_component(c: &HostComponentRecord) -> Result<Vec<Key>, StoreError> {
+        Ok(vec![
+            Key::Text(c.host.clone()),
+            Key::Text(c.component.clone()),
+        ])
+    }
+
+    pub(crate) fn rollout_host(rh: &RolloutHostRecord) -> Result<Vec<Key>, StoreError> {
+        Ok(vec![
+            Key::Text(rh.rollout.clone()),
+            Key::Text(rh.host.clone()),
+        ])
+    }
+}
+
+/// Where [`Sql::pages`] hands the pages it reads, each while the next one
+/// is read.
+#[async_trait::async_trait]
+pub(crate) trait Sink<T>: Send {
+    async fn take(&mut self, page: Vec<T>) -> Result<(), StoreError>;
+}
+
+/// `load`'s sink: each page handed to the caller as a [`Part`].
+struct Handing<'e, T> {
+    each: &'e mut (dyn FnMut(Part) + Send),
+    part: fn(Vec<T>) -> Part,
+}
+
+#[async_trait::async_trait]
+impl<T: Send + 'static> Sink<T> for Handing<'_, T> {
+    async fn take(&mut self, page: Vec<T>) -> Result<(), StoreError> {
+        // Lets the read of the next page start first.
+        tokio::task::yield_now().await;
+        (self.each)((self.part)(page));
+        Ok(())
     }
 }
 
@@ -207,7 +277,7 @@ const ROLLOUTS: &str = "SELECT id, name, component, state, plan, CAST(header AS 
                         created_at, updated_at \
                         FROM rollouts ORDER BY created_at, id";
 
-const FREEZE: &str = "SELECT actor, reason, since FROM \"freeze\" WHERE id = 1";
+pub(crate) const FREEZE: &str = "SELECT actor, reason, since FROM \"freeze\" WHERE id = 1";
 
 const TOKENS: &str =
     "SELECT hash, role, host, name, created_at FROM tokens ORDER BY created_at, hash";
@@ -244,6 +314,22 @@ impl From<StoreError> for Failure<'_> {
         Failure::Store(e)
     }
 }
+
+impl Failure<'_> {
+    /// The failure in words, outside a batch (where [`Sql::explain`] finds
+    /// more to say).
+    pub(crate) fn plain(self) -> StoreError {
+        match self {
+            Failure::Store(e) => e,
+            Failure::TakenName(rollout) => StoreError::Refused(batch::taken_name(rollout, None)),
+            Failure::Dangling => StoreError::Refused(DANGLING.to_owned()),
+        }
+    }
+}
+
+/// A failed foreign key, when nothing more is known.
+const DANGLING: &str =
+    "the batch refers to a host or rollout that does not exist (foreign key constraint failed)";
 
 /// What a failure means for the caller, before it is put in words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -342,17 +428,22 @@ where
 
     /// The newest migration recorded in the database; 0 for a new database.
     async fn applied(pool: &Pool<D::Db>) -> Result<i64, sqlx::Error> {
+        Self::applied_on(&mut *pool.acquire().await?).await
+    }
+
+    /// [`Sql::applied`] on a connection.
+    pub(crate) async fn applied_on(conn: &mut Conn<D>) -> Result<i64, sqlx::Error> {
         let migrated: i64 = sqlx::query_scalar(D::MIGRATIONS_TABLE)
-            .fetch_one(pool)
+            .fetch_one(&mut *conn)
             .await?;
         if migrated == 0 {
             return Ok(0);
         }
-        sqlx::query_scalar(SCHEMA_VERSION).fetch_one(pool).await
+        sqlx::query_scalar(SCHEMA_VERSION).fetch_one(conn).await
     }
 
     /// Every row of a statement, each made a record by `record`.
-    async fn all<R, T>(
+    pub(crate) async fn all<R, T>(
         conn: &mut Conn<D>,
         sql: &str,
         table: &'static str,
@@ -368,60 +459,70 @@ where
         read::each(rows, record)
     }
 
-    /// Reads a large table page by page, handing each page to `each` as
-    /// `part` of it while the next one is read (the database works on the
-    /// next page while the caller takes this one in). A page is one
-    /// document where the dialect reads it so (`document` turns a row of
-    /// it into a record), else plain rows (`row` does); `key` is a
-    /// record's key.
-    async fn pages<P, J, T>(
+    /// Reads a table page by page in key order, handing each page to
+    /// `sink` while the next one is read (the database works on the next
+    /// page while the sink takes this one in). A page is one document where
+    /// the dialect reads it so (`document` turns a row of it into a
+    /// record), else plain rows (`row` does); `key` is a record's key as
+    /// the table stores it.
+    pub(crate) async fn pages<P, J, T>(
         conn: &mut Conn<D>,
         table: &Paged,
         row: impl Fn(P) -> Result<T, StoreError>,
         document: impl Fn(J) -> Result<T, StoreError>,
-        key: impl Fn(&T) -> Vec<String>,
-        part: impl Fn(Vec<T>) -> Part,
-        each: &mut (dyn FnMut(Part) + Send),
+        key: impl Fn(&T) -> Result<Vec<Key>, StoreError>,
+        sink: &mut (dyn Sink<T> + '_),
     ) -> Result<(), StoreError>
     where
         P: for<'r> FromRow<'r, <D::Db as Database>::Row> + Send + Unpin,
         J: serde::de::DeserializeOwned,
         T: Send,
     {
-        // The first page starts at the empty key (`>=`: the empty text sorts
-        // first in every collation), each later one after the greatest key
-        // read, so that every page is one index range scan.
-        let mut after = vec![String::new(); table.key.len()];
-        let mut op = ">=";
+        // Each page after the first starts after the greatest key read, so
+        // that every page is one index range scan.
+        let mut after: Option<Vec<Key>> = None;
         let mut read = None;
         loop {
-            let sql = table.page(op);
-            let next = Self::page(conn, table, &sql, &after, &row, &document);
+            let sql = table.page(after.is_some());
+            let next = Self::page(
+                conn,
+                table,
+                &sql,
+                after.as_deref().unwrap_or_default(),
+                &row,
+                &document,
+            );
             let take = async {
-                if let Some(page) = read.take() {
-                    // Lets the read of the next page start first.
-                    tokio::task::yield_now().await;
-                    each(part(page));
+                match read.take() {
+                    Some(page) => sink.take(page).await,
+                    None => Ok(()),
                 }
             };
-            let (page, ()) = tokio::join!(next, take);
+            let (page, taken) = tokio::join!(next, take);
+            taken?;
             let page = page?;
             // A page's rows may come in any order within it.
-            let Some(greatest) = page.iter().map(&key).max() else {
+            let mut greatest = None;
+            for record in &page {
+                let key = key(record)?;
+                if greatest.as_ref().is_none_or(|greatest| key > *greatest) {
+                    greatest = Some(key);
+                }
+            }
+            let Some(greatest) = greatest else {
                 return Ok(());
             };
-            after = greatest;
-            op = ">";
+            after = Some(greatest);
             read = Some(page);
         }
     }
 
-    /// One page of a large table (see [`Sql::pages`]).
+    /// One page of a table (see [`Sql::pages`]).
     async fn page<P, J, T>(
         conn: &mut Conn<D>,
         table: &Paged,
         sql: &str,
-        after: &[String],
+        after: &[Key],
         row: &impl Fn(P) -> Result<T, StoreError>,
         document: &impl Fn(J) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError>
@@ -437,7 +538,10 @@ where
         }
         let mut query = sqlx::query_as::<_, P>(sql);
         for key in after {
-            query = query.bind(key.clone());
+            query = match key {
+                Key::Text(text) => query.bind(text.clone()),
+                Key::Int(number) => query.bind(*number),
+            };
         }
         let rows = query
             .bind(read::PAGE)
@@ -479,9 +583,11 @@ where
             &HOSTS,
             read::host::<D::Time>,
             read::host_with_labels::<String>,
-            |h: &HostRecord| vec![h.id.clone()],
-            Part::Hosts,
-            each,
+            page_key::host,
+            &mut Handing {
+                each: &mut *each,
+                part: Part::Hosts,
+            },
         )
         .await?;
         Self::pages(
@@ -489,19 +595,23 @@ where
             &HOST_COMPONENTS,
             read::host_component::<D::Time>,
             read::host_component::<String>,
-            |c: &HostComponentRecord| vec![c.host.clone(), c.component.clone()],
-            Part::HostComponents,
-            each,
+            page_key::host_component,
+            &mut Handing {
+                each: &mut *each,
+                part: Part::HostComponents,
+            },
         )
         .await?;
         Self::pages(
             conn,
-            &ROLLOUT_HOSTS,
+            &ACTIVE_ROLLOUT_HOSTS,
             read::rollout_host,
             read::rollout_host,
-            |rh: &RolloutHostRecord| vec![rh.rollout.clone(), rh.host.clone()],
-            Part::RolloutHosts,
-            each,
+            page_key::rollout_host,
+            &mut Handing {
+                each: &mut *each,
+                part: Part::RolloutHosts,
+            },
         )
         .await?;
         tx.rollback()
@@ -612,7 +722,7 @@ where
     /// The dashboard's sessions: the new ones, one statement each (a batch
     /// holds a sign-in or two), then the ended ones deleted, then those
     /// expired by `expired` (see `batch`).
-    async fn write_sessions(
+    pub(crate) async fn write_sessions(
         conn: &mut Conn<D>,
         sessions: &[&SessionRecord],
         ended: &[&str],
@@ -658,7 +768,7 @@ where
         Ok(())
     }
 
-    async fn upsert_rollout<'a>(
+    pub(crate) async fn upsert_rollout<'a>(
         conn: &mut Conn<D>,
         r: &'a RolloutRecord,
     ) -> Result<(), Failure<'a>> {
@@ -696,7 +806,7 @@ where
         }
     }
 
-    async fn set_freeze(
+    pub(crate) async fn set_freeze(
         conn: &mut Conn<D>,
         freeze: Option<&FreezeRecord>,
     ) -> Result<(), StoreError> {
@@ -752,11 +862,7 @@ where
                 };
                 StoreError::Refused(
                     g.dangling(&missing_hosts, &missing_rollouts)
-                        .unwrap_or_else(|| {
-                            "the batch refers to a host or rollout that does not exist \
-                             (foreign key constraint failed)"
-                                .to_owned()
-                        }),
+                        .unwrap_or_else(|| DANGLING.to_owned()),
                 )
             }
         }

@@ -35,13 +35,15 @@ use std::time::Duration;
 
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteLockingMode,
+    SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::ConnectOptions as _;
 use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
 
 use crate::batch::{self, describe, event_key, host_component_key, rollout_host_key, token_key};
 use crate::read::{self, StoredTime};
-use crate::sql::{self, Dialect, Kind, Paged, Sql};
+use crate::sql::{self, Dialect, Key, Kind, Paged, Sql};
 use crate::{
     ComponentRecord, HostComponentRecord, HostRecord, NewEvent, ReportedState, RolloutHostRecord,
     StoreError, Timestamp, TokenRecord, Write,
@@ -186,6 +188,31 @@ pub fn known_schema_version() -> i64 {
     sql::newest(&MIGRATOR)
 }
 
+/// Opens the database file `path` (which must exist) as the one
+/// connection to it, in a transaction that holds it until the connection
+/// closes, for `copy`: nothing is created or migrated. With
+/// `locking_mode=EXCLUSIVE`, the transaction's lock is kept; a database in
+/// WAL mode, as sluice keeps it, is even locked exclusively at its first
+/// read. Any other process's open connection (a running server's, which
+/// holds a shared lock on the file for as long as it is open) prevents
+/// that: the open then fails at once as busy (see [`is_busy`]) rather than
+/// waiting.
+pub(crate) async fn open_alone(path: &Path) -> Result<SqliteConnection, sqlx::Error> {
+    let mut conn = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(false)
+        .locking_mode(SqliteLockingMode::Exclusive)
+        .busy_timeout(Duration::ZERO)
+        .connect()
+        .await?;
+    sqlx::query("BEGIN EXCLUSIVE").execute(&mut conn).await?;
+    // The lock of a WAL database is taken at its first read.
+    sqlx::query("SELECT COUNT(*) FROM sqlite_master")
+        .execute(&mut conn)
+        .await?;
+    Ok(conn)
+}
+
 sql::store!(SqliteStore);
 
 #[async_trait::async_trait]
@@ -243,7 +270,7 @@ impl Dialect for SqliteStore {
         conn: &mut SqliteConnection,
         table: &Paged,
         page: &str,
-        after: &[String],
+        after: &[Key],
     ) -> Result<Option<String>, StoreError> {
         // No ORDER BY inside the aggregate: it would sort the page again in
         // a temporary b-tree; `Sql::pages` takes the rows in any order.
@@ -253,7 +280,10 @@ impl Dialect for SqliteStore {
         );
         let mut query = sqlx::query_scalar::<_, String>(&sql);
         for key in after {
-            query = query.bind(key.as_str());
+            query = match key {
+                Key::Text(text) => query.bind(text.as_str()),
+                Key::Int(number) => query.bind(*number),
+            };
         }
         match query.bind(read::PAGE).fetch_one(conn).await {
             Ok(json) => Ok(Some(json)),
@@ -555,6 +585,11 @@ const SQLITE_LOCKED: i32 = 6;
 const CONSTRAINT_FOREIGNKEY: i32 = 787;
 /// `SQLITE_CONSTRAINT_UNIQUE`.
 const CONSTRAINT_UNIQUE: i32 = 2067;
+
+/// Whether `e` says that another connection holds the database locked.
+pub(crate) fn is_busy(e: &sqlx::Error) -> bool {
+    extended_code(e).is_some_and(|code| matches!(code & 0xff, SQLITE_BUSY | SQLITE_LOCKED))
+}
 
 fn extended_code(e: &sqlx::Error) -> Option<i32> {
     match e {

@@ -25,6 +25,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::plan::Plan;
 use crate::tls::TlsFiles;
+use crate::wait::wait_for_blocking;
 
 /// How long the server may take to say where it listens (a debug build
 /// restoring a 10k-host rollout from SQLite on a busy 2-core machine).
@@ -228,6 +229,36 @@ impl Sandbox {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// SIGTERM, as systemd stops the server: waits until it has shut down
+    /// gracefully (exit 0).
+    pub async fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid = child.id().to_string();
+        let stopped = tokio::task::spawn_blocking(move || {
+            let sent = Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .expect("running kill -TERM");
+            assert!(sent.success(), "kill -TERM {pid}: {sent}");
+            wait_for_blocking("the server to stop after SIGTERM", START_DEADLINE, || {
+                child.try_wait().expect("waiting for the server")
+            })
+        })
+        .await
+        .expect("the thread stopping the server");
+        assert!(stopped.success(), "the server stopped with {stopped}");
+    }
+
+    /// [`Sandbox::restart`] with other arguments of `sluice server` than
+    /// the sandbox was built with (`--database-url URL`), for this start
+    /// and the next ones.
+    pub async fn restart_with(&mut self, args: &[&str]) {
+        self.args = args.iter().map(OsString::from).collect();
+        self.restart().await;
     }
 
     /// Starts the server again on the same data dir and the same address

@@ -52,6 +52,9 @@ enum Command {
     Cluster(commands::cluster::ClusterCommand),
     /// Rehearse a plan against a fleet file in virtual time, with faults
     Simulate(commands::simulate::SimulateArgs),
+    /// The database: move an embedded install into PostgreSQL
+    #[command(subcommand)]
+    Db(commands::db::DbCommand),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Token(command) => commands::admin::token(command),
         Command::Cluster(command) => commands::cluster::run(command),
         Command::Simulate(args) => commands::simulate::run(args),
+        Command::Db(command) => commands::db::run(command),
     };
     finish(result)
 }

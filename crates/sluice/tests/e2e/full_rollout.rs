@@ -24,12 +24,12 @@ use crate::fleet::{
     OLD_VERSION, WORKERS,
 };
 
-const TARGET: &str = "17.03.1";
+pub(crate) const TARGET: &str = "17.03.1";
 /// Hosts of other sites that check in too, and must never be told the target.
 const OUTSIDERS: usize = 100;
 
 /// The agents of the hosts a test plays, and what they were told.
-struct Sim {
+pub(crate) struct Sim {
     client: Client,
     /// The selected hosts first, then the outsiders.
     hosts: Arc<Vec<ImportHost>>,
@@ -38,12 +38,16 @@ struct Sim {
     /// What each host was last told to run.
     desired: Vec<Option<String>>,
     /// Selected hosts ever told the target.
-    told: BTreeSet<String>,
+    pub(crate) told: BTreeSet<String>,
 }
 
 impl Sim {
     /// The hosts of the fixture matching `selected`, and a few others.
-    fn new(client: Client, fleet: &[ImportHost], selected: impl Fn(&ImportHost) -> bool) -> Sim {
+    pub(crate) fn new(
+        client: Client,
+        fleet: &[ImportHost],
+        selected: impl Fn(&ImportHost) -> bool,
+    ) -> Sim {
         let (inside, outside): (Vec<&ImportHost>, Vec<&ImportHost>) =
             fleet.iter().partition(|host| selected(host));
         let hosts: Vec<ImportHost> = inside
@@ -101,7 +105,7 @@ impl Sim {
     }
 
     /// Every host checks in with what it runs.
-    async fn sweep(&mut self) -> Vec<(usize, CheckinResponse)> {
+    pub(crate) async fn sweep(&mut self) -> Vec<(usize, CheckinResponse)> {
         self.checkin((0..self.hosts.len()).collect()).await
     }
 
@@ -166,7 +170,7 @@ async fn list_components(sandbox: &Sandbox) -> serde_json::Value {
         .json()
 }
 
-async fn detail(sandbox: &Sandbox, id: &str) -> RolloutDetail {
+pub(crate) async fn detail(sandbox: &Sandbox, id: &str) -> RolloutDetail {
     sandbox
         .client()
         .rollout(id)
@@ -184,7 +188,7 @@ fn settled(detail: &RolloutDetail, stage: usize) -> bool {
 }
 
 /// Waits until the rollout works on `stage` (the previous one baked).
-async fn wait_for_stage(sandbox: &Sandbox, id: &str, stage: usize) {
+pub(crate) async fn wait_for_stage(sandbox: &Sandbox, id: &str, stage: usize) {
     wait_for(
         &format!("rollout {id} to reach stage {}", stage + 1),
         DEADLINE,
@@ -199,7 +203,7 @@ async fn wait_for_stage(sandbox: &Sandbox, id: &str, stage: usize) {
 /// Plays rounds until stage `stage` settles, checking after each sweep that
 /// no host beyond the current stage's preview was told the target, and at
 /// the end that exactly the stage's preview was.
-async fn settle_stage(
+pub(crate) async fn settle_stage(
     sim: &mut Sim,
     sandbox: &Sandbox,
     id: &str,

@@ -10,13 +10,17 @@
 //! - `full_rollout`: each stage admits exactly the preview's hosts, pause
 //!   holds, rollback reverts, a completed rollout changes only the hosts it covered;
 //! - `dashboard`: the dashboard in headless Chromium: links, sign-in, the
-//!   pause button, live updates, screenshots.
+//!   pause button, live updates, screenshots;
+//! - `db_copy`: a rollout under way moves from SQLite to PostgreSQL with
+//!   `sluice db copy` and finishes there, each stage admitting exactly the
+//!   preview's hosts.
 //!
 //! `TEST_LOG=1` shows the servers' logs; `E2E_SEED=N` replays the random
 //! crash moments of a failed run.
 
 mod crash_rollout;
 mod dashboard;
+mod db_copy;
 mod durability;
 mod fleet;
 mod full_rollout;
