@@ -142,6 +142,15 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     async fn write_samples(&self, rows: &[(&str, Self::Time, String)]) -> Result<(), StoreError>;
 }
 
+/// How the rows of a page come.
+#[derive(Debug, Clone, Copy)]
+enum Order {
+    /// By key, as the database orders it (`ORDER BY`).
+    Sorted,
+    /// In any order (an aggregated document, SQLite only).
+    Unsorted,
+}
+
 /// A table read in pages, in key order: the large tables of `load`, and
 /// every table of a copy (`copy`).
 #[derive(Debug)]
@@ -500,15 +509,24 @@ where
             };
             let (page, taken) = tokio::join!(next, take);
             taken?;
-            let page = page?;
-            // A page's rows may come in any order within it.
-            let mut greatest = None;
-            for record in &page {
-                let key = key(record)?;
-                if greatest.as_ref().is_none_or(|greatest| key > *greatest) {
-                    greatest = Some(key);
+            let (page, order) = page?;
+            let greatest = match order {
+                // The last row is the greatest as the database orders keys
+                // (its collation, which need not be byte order).
+                Order::Sorted => page.last().map(&key).transpose()?,
+                // A document's rows may come in any order; SQLite compares
+                // text byte by byte, as `Key` does.
+                Order::Unsorted => {
+                    let mut greatest = None;
+                    for record in &page {
+                        let key = key(record)?;
+                        if greatest.as_ref().is_none_or(|greatest| key > *greatest) {
+                            greatest = Some(key);
+                        }
+                    }
+                    greatest
                 }
-            }
+            };
             let Some(greatest) = greatest else {
                 return Ok(());
             };
@@ -517,7 +535,7 @@ where
         }
     }
 
-    /// One page of a table (see [`Sql::pages`]).
+    /// One page of a table (see [`Sql::pages`]), and how its rows come.
     async fn page<P, J, T>(
         conn: &mut Conn<D>,
         table: &Paged,
@@ -525,7 +543,7 @@ where
         after: &[Key],
         row: &impl Fn(P) -> Result<T, StoreError>,
         document: &impl Fn(J) -> Result<T, StoreError>,
-    ) -> Result<Vec<T>, StoreError>
+    ) -> Result<(Vec<T>, Order), StoreError>
     where
         P: for<'r> FromRow<'r, <D::Db as Database>::Row> + Send + Unpin,
         J: serde::de::DeserializeOwned,
@@ -534,7 +552,7 @@ where
             .await?
             .and_then(|text| serde_json::from_str::<Vec<J>>(&text).ok());
         if let Some(rows) = rows {
-            return read::each(rows, document);
+            return Ok((read::each(rows, document)?, Order::Unsorted));
         }
         let mut query = sqlx::query_as::<_, P>(sql);
         for key in after {
@@ -548,7 +566,7 @@ where
             .fetch_all(&mut *conn)
             .await
             .map_err(D::reading(table.table))?;
-        read::each(rows, row)
+        Ok((read::each(rows, row)?, Order::Sorted))
     }
 
     pub async fn load_parts(

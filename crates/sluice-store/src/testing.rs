@@ -47,6 +47,18 @@ impl TempPgDatabase {
     /// Creates a fresh, empty database. Panics, saying how to start
     /// PostgreSQL, when the server cannot be reached.
     pub async fn create() -> TempPgDatabase {
+        TempPgDatabase::create_with("").await
+    }
+
+    /// A database whose text sorts as ICU's `en-US` does (letters before
+    /// punctuation's weight, case second), not byte by byte as the test
+    /// server's default: how many production databases are made.
+    pub async fn create_en_us() -> TempPgDatabase {
+        TempPgDatabase::create_with(" LOCALE_PROVIDER icu ICU_LOCALE 'en-US' TEMPLATE template0")
+            .await
+    }
+
+    async fn create_with(options: &str) -> TempPgDatabase {
         let admin_url = std::env::var(URL_VAR).unwrap_or_else(|_| DEFAULT_URL.to_owned());
         let mut admin = connect(&admin_url).await;
         if !SWEPT.swap(true, Ordering::SeqCst) {
@@ -56,7 +68,7 @@ impl TempPgDatabase {
         getrandom::fill(&mut random).expect("reading the OS random source");
         let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
         let name = format!("{PREFIX}{}_{suffix}", unix_seconds());
-        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        sqlx::query(&format!("CREATE DATABASE \"{name}\"{options}"))
             .execute(&mut admin)
             .await
             .unwrap_or_else(|e| panic!("creating test database {name}: {e}"));

@@ -169,6 +169,40 @@ async fn connections_commit_synchronously_whatever_the_server_default() {
     assert_eq!(store.synchronous_commit().await.expect("reading it"), "on");
 }
 
+/// A database that sorts text by a language's rules, not byte by byte:
+/// the load reads every host once, over several pages, whatever order the
+/// database puts them in (upper and lower case, dots and dashes sort apart
+/// from their bytes there).
+#[tokio::test]
+async fn a_load_pages_through_a_database_that_sorts_text_its_own_way() {
+    let db = TempPgDatabase::create_en_us().await;
+    let store = PgStore::open(db.url()).await.expect("opening the store");
+    let ids: Vec<String> = (0..25_000)
+        .map(|i| {
+            let case = if i % 2 == 0 { "Web" } else { "web" };
+            let sep = ["-", ".", "_"][i % 3];
+            format!("{case}{sep}{i:05}.example.net")
+        })
+        .collect();
+    let batch: Vec<Write> = ids
+        .iter()
+        .map(|id| {
+            Write::Host(HostRecord {
+                id: id.clone(),
+                labels: Default::default(),
+                last_seen: None,
+            })
+        })
+        .collect();
+    store.commit(&batch).await.expect("commit");
+    let mut loaded = host_ids(&store).await;
+    loaded.sort();
+    let mut expected = ids;
+    expected.sort();
+    assert_eq!(loaded.len(), expected.len(), "every host once");
+    assert_eq!(loaded, expected);
+}
+
 #[tokio::test]
 async fn replicas_opening_a_new_database_together_migrate_it_once() {
     let pg = TempPg::new().await;
