@@ -97,6 +97,7 @@ fn body(host: &ImportHost, version: &str) -> anyhow::Result<Bytes> {
                     version,
                     state: ReportState::Ok,
                     message: None,
+                    drifted: false,
                 };
                 (name, report)
             })

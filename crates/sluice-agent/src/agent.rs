@@ -28,6 +28,13 @@
 //! an error) changes nothing on the host; the next try waits a random time
 //! in `[0, min(cap, interval × 2^failures))` (full jitter; cap = 10 ×
 //! interval, at most 5 min, at least the interval).
+//!
+//! Drift: once the host has run its desired version (`reached` in the
+//! state), another version found there outside an apply, while the server
+//! still names that desired version, is drift — someone changed the host by
+//! hand. It is reported (`drifted` in the check-in) and logged, and not
+//! re-applied unless the component says `enforce = true`; a version the
+//! host has not run yet is simply applied, as before.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -440,6 +447,7 @@ impl<H: HostOps> Agent<H> {
                         Err(message) => Verdict::Unhealthy(message),
                     };
                     record_outcome(entry, &version, verdict);
+                    track_reached(entry);
                     self.fresh.insert(component.name.clone());
                 }
                 installed => {
@@ -508,8 +516,10 @@ impl<H: HostOps> Agent<H> {
             let entry = self.state.components.entry(name.clone()).or_default();
             match installed {
                 Ok(version) => {
+                    let was = drifted(entry);
                     entry.installed = Some(version);
                     settle(&component, entry);
+                    log_drift(&component, was, entry);
                 }
                 Err(error) => {
                     tracing::warn!(component = %name, "cannot read the installed version: {error}");
@@ -571,6 +581,7 @@ impl<H: HostOps> Agent<H> {
                         version: entry.installed.clone()?,
                         state: entry.state,
                         message: entry.message.clone(),
+                        drifted: drifted(entry),
                     },
                 ))
             })
@@ -614,17 +625,22 @@ impl<H: HostOps> Agent<H> {
         if !may_apply {
             return Ok(None);
         }
+        // A drifted host is not changed back unless the component enforces.
         let next = self.config.components.iter().find_map(|component| {
             let entry = self.state.components.get(&component.name)?;
             let desired = entry.desired.as_ref()?;
             let wanted = component.mode == Mode::Apply
                 && entry.installed.as_deref() != Some(desired.version.as_str())
-                && entry.failed.as_deref() != Some(desired.version.as_str());
-            wanted.then(|| (component.clone(), desired.clone()))
+                && entry.failed.as_deref() != Some(desired.version.as_str())
+                && (component.enforce || !drifted(entry));
+            wanted.then(|| (component.clone(), desired.clone(), drifted(entry)))
         });
-        let Some((component, desired)) = next else {
+        let Some((component, desired, drift)) = next else {
             return Ok(None);
         };
+        if drift {
+            tracing::warn!(component = %component.name, version = %desired.version, "re-applying the desired version over a drift (enforce = true)");
+        }
         tracing::info!(component = %component.name, version = %desired.version, "applying");
         let entry = self
             .state
@@ -691,6 +707,7 @@ impl<H: HostOps> Agent<H> {
         }
         let checked = !matches!(applied.verdict, Verdict::ApplyFailed(_));
         record_outcome(entry, version, applied.verdict);
+        track_reached(entry);
         if checked {
             // The apply just checked its health.
             self.fresh.insert(applied.component.clone());
@@ -811,8 +828,10 @@ impl<H: HostOps> Agent<H> {
             };
             if entry.installed != installed {
                 tracing::warn!(component = %name, installed = installed.as_deref().unwrap_or("unknown"), "the installed version changed outside an apply");
+                let was = drifted(entry);
                 entry.installed = installed;
                 settle(component, entry);
+                log_drift(component, was, entry);
                 changed = true;
             }
         }
@@ -949,6 +968,57 @@ fn settle(component: &ComponentConfig, entry: &mut ComponentState) {
             }
         }
     }
+    track_reached(entry);
+}
+
+/// Remembers that the host runs its desired version, when it does (and is
+/// not in an apply).
+fn track_reached(entry: &mut ComponentState) {
+    if let (Some(desired), Some(installed), None) =
+        (&entry.desired, &entry.installed, &entry.applying)
+    {
+        if desired.version == *installed {
+            entry.reached = Some(installed.clone());
+        }
+    }
+}
+
+/// Whether the component drifted: the host ran its desired version, the
+/// server still names it, and the host runs another now, outside an apply.
+/// A version that cannot be read is no drift (there is nothing to report).
+fn drifted(entry: &ComponentState) -> bool {
+    let Some(desired) = &entry.desired else {
+        return false;
+    };
+    entry.applying.is_none()
+        && entry.reached.as_deref() == Some(desired.version.as_str())
+        && entry
+            .installed
+            .as_deref()
+            .is_some_and(|installed| installed != desired.version)
+}
+
+/// Logs a drift the moment it is found, with what the agent does about it,
+/// and its end.
+fn log_drift(component: &ComponentConfig, was: bool, entry: &ComponentState) {
+    let name = &component.name;
+    let installed = entry.installed.as_deref().unwrap_or("unknown");
+    let desired = entry
+        .desired
+        .as_ref()
+        .map_or("none", |desired| desired.version.as_str());
+    match (was, drifted(entry)) {
+        (false, true) if component.enforce => {
+            tracing::warn!(component = %name, %installed, %desired, "drifted: found at another version than the desired one it ran, outside an apply; reporting it and re-applying the desired version (enforce = true)")
+        }
+        (false, true) => {
+            tracing::warn!(component = %name, %installed, %desired, "drifted: found at another version than the desired one it ran, outside an apply; reporting it, not re-applying it (enforce is off)")
+        }
+        (true, false) => {
+            tracing::info!(component = %name, %installed, %desired, "no longer drifted")
+        }
+        _ => {}
+    }
 }
 
 fn record_outcome(entry: &mut ComponentState, version: &str, verdict: Verdict) {
@@ -1020,6 +1090,56 @@ mod tests {
             assert!(!cannot_serve(&answered(status)), "{status}");
             assert!(!cannot_serve(&proxied(status)), "{status}");
         }
+    }
+
+    #[test]
+    fn drift_is_another_version_found_after_the_desired_one_ran() {
+        let component = ComponentConfig {
+            name: "app".into(),
+            mode: Mode::Apply,
+            timeout: Duration::from_secs(60),
+            health_interval: None,
+            enforce: false,
+        };
+        let desired = |version: &str| {
+            Some(Desired {
+                version: version.into(),
+                rollout: None,
+                payload: None,
+            })
+        };
+        let mut entry = ComponentState {
+            desired: desired("2.0"),
+            installed: Some("1.0".into()),
+            ..ComponentState::default()
+        };
+        settle(&component, &mut entry);
+        assert!(!drifted(&entry), "2.0 never ran here: it is to be applied");
+        entry.installed = Some("2.0".into());
+        settle(&component, &mut entry);
+        assert_eq!(
+            (entry.reached.as_deref(), drifted(&entry)),
+            (Some("2.0"), false)
+        );
+        // Changed by hand: drifted, and still ok (nothing failed).
+        entry.installed = Some("1.0".into());
+        settle(&component, &mut entry);
+        assert!(drifted(&entry));
+        assert_eq!(entry.state, ReportState::Ok);
+        entry.installed = None;
+        assert!(
+            !drifted(&entry),
+            "a version that cannot be read is no drift"
+        );
+        entry.installed = Some("1.0".into());
+        entry.applying = Some("2.0".into());
+        assert!(!drifted(&entry), "an apply is under way");
+        entry.applying = None;
+        // The server names another version: one to apply, not drift.
+        entry.desired = desired("3.0");
+        settle(&component, &mut entry);
+        assert!(!drifted(&entry));
+        assert_eq!(entry.reached.as_deref(), Some("2.0"));
     }
 
     #[test]

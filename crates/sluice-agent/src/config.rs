@@ -6,7 +6,9 @@
 //! plan errors; unknown keys are rejected with their name and place.
 //!
 //! `server` is one URL or a list of them ([`Servers`]), for a fleet without
-//! a load balancer in front of its sluice replicas.
+//! a load balancer in front of its sluice replicas. A component's `enforce`
+//! makes the agent re-apply its desired version when it finds the host
+//! drifted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -118,6 +120,9 @@ pub struct ComponentConfig {
     /// How often its health is checked while it runs its desired version;
     /// `None`: at every check-in.
     pub health_interval: Option<Duration>,
+    /// Re-apply the desired version when the host is found at another one
+    /// outside an apply (drift); otherwise drift is only reported.
+    pub enforce: bool,
 }
 
 /// How a component reaches its desired version.
@@ -206,6 +211,7 @@ struct RawComponent {
     timeout: Option<Spanned<String>>,
     mode: Option<Spanned<String>>,
     facts_file: Option<Spanned<PathBuf>>,
+    enforce: Option<Spanned<bool>>,
 }
 
 /// `server`: one URL, or an array of them. A hand-written `Deserialize`,
@@ -415,6 +421,13 @@ impl FileConfig {
                             "a component in mode = \"facts\" is checked by config management; the agent reports what version_cmd says, so remove health_cmd".into(),
                         ));
                     }
+                    if let Some(enforce) = &raw.enforce {
+                        return Err(locate(
+                            Some(enforce.span()),
+                            Some(field("enforce")),
+                            "a component in mode = \"facts\" is enforced by config management, which applies the desired version at its every run; remove enforce".into(),
+                        ));
+                    }
                     let Some(facts_file) = raw.facts_file.as_ref() else {
                         return Err(locate(
                             Some(component_span),
@@ -449,6 +462,7 @@ impl FileConfig {
                 mode,
                 timeout,
                 health_interval,
+                enforce: raw.enforce.is_some_and(Spanned::into_inner),
             });
         }
         Ok(FileConfig {
@@ -834,6 +848,31 @@ version_cmd = "cat /etc/docker/daemon.json.version"
             .components
             .iter()
             .all(|c| c.health_interval.is_none()));
+    }
+
+    #[test]
+    fn enforce_is_per_apply_component_and_off_by_default() {
+        let config = parse(&format!(
+            "{WITH_HEALTH}enforce = true\n[[component]]\nname = \"d\"\nversion_cmd = \"v\"\napply_cmd = \"a\"\n"
+        ))
+        .expect("valid");
+        let enforced: Vec<(&str, bool)> = config
+            .agent
+            .components
+            .iter()
+            .map(|c| (c.name.as_str(), c.enforce))
+            .collect();
+        assert_eq!(enforced, [("c", true), ("d", false)]);
+        let error = parse(
+            "server = \"http://a:1\"\n[[component]]\nname = \"c\"\nversion_cmd = \"v\"\nmode = \"facts\"\nfacts_file = \"f\"\nenforce = true\n",
+        )
+        .expect_err("facts mode is enforced by config management");
+        assert!(
+            error.starts_with("agent.toml:7:11: component[0].enforce: a component in mode = \"facts\" is enforced by config management"),
+            "{error}"
+        );
+        let error = parse(&format!("{WITH_HEALTH}enforce = \"yes\"\n")).expect_err("a boolean");
+        assert!(error.starts_with("agent.toml:7:11: "), "{error}");
     }
 
     #[test]

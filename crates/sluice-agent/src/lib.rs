@@ -2,7 +2,9 @@
 //! sluice server, applies the desired version of each component it manages
 //! (or, in facts mode, hands it to Puppet/Facter), runs the health check
 //! after the apply and again while the version runs, and reports the
-//! outcome (a change of health at once).
+//! outcome (a change of health at once), and drift: a host found at another
+//! version than the desired one it ran, outside an apply (re-applied only
+//! with `enforce`).
 //!
 //! The binary reads `agent.toml` ([`FileConfig`]) and runs one [`Agent`]
 //! with [`ShellOps`]. The library also serves `sluice demo`, which runs
@@ -53,6 +55,7 @@
 //!             mode: Mode::Apply,
 //!             timeout: Duration::from_secs(60),
 //!             health_interval: None,
+//!             enforce: false,
 //!         }],
 //!         state_file: None,
 //!     };

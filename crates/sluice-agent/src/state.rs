@@ -1,8 +1,9 @@
 //! What the agent remembers across restarts (`state_file`, JSON): per
-//! component the last desired version the server named, what the agent
-//! reports (also a failed health check found between applies), the last
-//! failed version and whether its apply or its health failed, and an apply
-//! in progress. Written
+//! component the last desired version the server named, the desired
+//! version the host was last found running (to tell drift from a version
+//! not applied yet), what the agent reports (also a failed health check
+//! found between applies), the last failed version and whether its apply or
+//! its health failed, and an apply in progress. Written
 //! atomically: a temp file beside it, fsync, rename, fsync of the directory.
 
 use std::collections::BTreeMap;
@@ -32,6 +33,12 @@ pub struct ComponentState {
     /// The installed version, as last read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub installed: Option<String>,
+    /// The desired version the host was last found running. While the
+    /// server still names it, another installed version found outside an
+    /// apply is drift (changed by hand); a version the host never ran is
+    /// one to apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reached: Option<String>,
     /// What the next check-in reports.
     pub state: ReportState,
     /// The last lines of output of a failed apply or health check.
@@ -59,6 +66,7 @@ impl Default for ComponentState {
         ComponentState {
             desired: None,
             installed: None,
+            reached: None,
             state: ReportState::Ok,
             message: None,
             failed: None,

@@ -17,9 +17,17 @@ pub struct ComponentView {
     pub stable_version: Option<String>,
     /// Reported version → number of hosts.
     pub versions: BTreeMap<String, u64>,
+    /// Hosts whose agent reports the component drifted from its desired
+    /// version; absent when none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub drifted: u64,
     /// Active (pending, running or paused) rollout ids.
     pub active_rollouts: Vec<String>,
 }
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 wire! {

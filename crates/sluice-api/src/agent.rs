@@ -32,6 +32,11 @@ pub struct ComponentReport {
     /// The last lines of output of a failed apply or health check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The host ran its desired version and was then found at `version`
+    /// outside an apply (someone changed it by hand). Absent (an older
+    /// agent, or nothing to say) means not drifted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drifted: bool,
 }
 }
 

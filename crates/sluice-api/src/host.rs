@@ -50,6 +50,10 @@ pub struct HostComponent {
     pub state: Option<ReportState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The host's agent found it at `version` after it had run `desired`,
+    /// outside an apply: someone changed it by hand.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drifted: bool,
     /// What sluice wants it to run, if it has an opinion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired: Option<String>,

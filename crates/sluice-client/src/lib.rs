@@ -47,12 +47,15 @@ use sluice_api::HostId;
 pub use error::ClientError;
 pub use server::ServerUrl;
 
-/// Which hosts `GET /v1/hosts` lists: a label selector, a component, and
-/// a page (hosts are ordered by id).
+/// Which hosts `GET /v1/hosts` lists: a label selector, a component,
+/// drifted hosts only, and a page (hosts are ordered by id).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HostQuery<'a> {
     pub selector: Option<&'a str>,
     pub component: Option<&'a str>,
+    /// Only hosts whose agent reports a component (`component`, if given)
+    /// drifted from its desired version.
+    pub drifted: bool,
     /// Skip this many matching hosts.
     pub offset: Option<usize>,
     /// At most this many (the server's default is 1000).
@@ -357,6 +360,9 @@ impl Client {
         }
         if let Some(component) = query.component {
             pairs.push(("component", component));
+        }
+        if query.drifted {
+            pairs.push(("drifted", "true"));
         }
         if let Some(offset) = &offset {
             pairs.push(("offset", offset.as_str()));

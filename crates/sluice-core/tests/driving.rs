@@ -31,6 +31,7 @@ fn report(version: &str, health: Health) -> Option<HostReport> {
         version: version.to_owned(),
         health,
         message: None,
+        drifted: false,
     })
 }
 

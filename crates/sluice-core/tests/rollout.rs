@@ -246,6 +246,19 @@ impl Sim {
             version: version.to_owned(),
             health,
             message: (health == Health::Failed).then(|| "docker info: exit 1".to_owned()),
+            drifted: false,
+        })
+    }
+
+    /// The host's agent found it at `version`, changed by hand after it ran
+    /// what it was told.
+    fn report_drifted(&mut self, id: &str, version: &str) -> Outcome {
+        self.input(Input::Report {
+            id: id.to_owned(),
+            version: version.to_owned(),
+            health: Health::Ok,
+            message: None,
+            drifted: true,
         })
     }
 
@@ -959,6 +972,111 @@ fn a_host_that_keeps_reporting_failed_counts_once_and_a_flapping_one_each_time()
             ..
         }
     ));
+}
+
+// Drift: an agent found its host at another version than it was told,
+// outside an apply (someone changed it by hand).
+
+#[test]
+fn a_healthy_host_found_back_at_the_old_version_is_a_failure_of_the_rollout() {
+    let plan = plan(&[("100", 60, false)]).max_failed("1").build();
+    let mut sim = Sim::started(plan, &fleet(&[("web", 4)]));
+    sim.report_all_ok();
+    assert!(matches!(sim.phase(), Some(Phase::Baking { .. })));
+    sim.report_drifted("web-2", OLD);
+    assert_eq!(
+        sim.rollout.host_state("web-2"),
+        Some(&HostState::Failed {
+            reason: format!(
+                "drifted: found at {OLD} after reporting healthy at {TARGET}, changed outside sluice"
+            )
+        })
+    );
+    assert!(sim.saw(
+        |e| matches!(e, EventKind::HostFailed { host, stage: Some(0), .. } if host == "web-2")
+    ));
+    assert_eq!(sim.rollout.stage_failures(0), 1);
+    assert_eq!(sim.rollout.host("web-2").and_then(|h| h.version), Some(OLD));
+    // It keeps saying so at every check-in: one failure.
+    sim.report_drifted("web-2", OLD);
+    assert_eq!(sim.rollout.stage_failures(0), 1);
+    // Back at the target (an agent with `enforce` re-applied it): healthy.
+    sim.report("web-2", TARGET, Health::Ok);
+    assert_eq!(sim.rollout.host_state("web-2"), Some(&HostState::Healthy));
+    // A second drift exceeds max_failed: the stage halts.
+    sim.report_drifted("web-3", "1.12.5");
+    assert_eq!(
+        sim.paused_reason(),
+        "stage 1 (100%): 2 hosts failed, 1 allowed (max_failed: 1)"
+    );
+}
+
+#[test]
+fn drift_decides_nothing_for_a_host_that_never_reported_healthy() {
+    let plan = plan(&[("100", 0, false)])
+        .max_failed("0")
+        .host_timeout_minutes(15)
+        .build();
+    let mut sim = Sim::started(plan, &fleet(&[("web", 3)]));
+    sim.report_drifted("web-0", OLD);
+    assert!(
+        matches!(
+            sim.rollout.host_state("web-0"),
+            Some(HostState::Instructed { .. })
+        ),
+        "an instructed host is waited for; its timeout still runs"
+    );
+    sim.report_failed("web-1");
+    sim.report_drifted("web-1", OLD);
+    assert_eq!(
+        sim.rollout.stage_failures(0),
+        1,
+        "a failed host counts once"
+    );
+    // A report at another version that does not say it drifted (an apply
+    // not begun yet, an agent that predates drift) decides nothing.
+    sim.report("web-2", TARGET, Health::Ok);
+    sim.report("web-2", OLD, Health::Ok);
+    assert_eq!(sim.rollout.host_state("web-2"), Some(&HostState::Healthy));
+    assert_eq!(sim.rollout.stage_failures(0), 1);
+    sim.tick_minutes(15);
+    assert!(matches!(
+        sim.rollout.host_state("web-0"),
+        Some(HostState::Failed { reason }) if reason == "silent for 15m (host_timeout)"
+    ));
+}
+
+#[test]
+fn drift_of_a_waiting_or_rolled_back_host_is_not_the_rollouts_business() {
+    let plan = plan(&[("50", 60, false), ("100", 0, false)])
+        .spread(&[])
+        .max_failed("0")
+        .build();
+    let mut sim = Sim::started(plan, &fleet(&[("web", 4)]));
+    sim.report_all_ok();
+    let waiting = sim.in_state("waiting");
+    assert_eq!(waiting.len(), 2);
+    sim.report_drifted(&waiting[0], "1.12.5");
+    assert_eq!(sim.in_state("waiting").len(), 2);
+    assert!(matches!(sim.rollout.status(), Status::Running { .. }));
+    sim.act(Action::Rollback);
+    let reverting = sim.in_state("reverting");
+    sim.report(&reverting[0], OLD, Health::Ok);
+    assert_eq!(
+        sim.rollout.host_state(&reverting[0]),
+        Some(&HostState::Reverted)
+    );
+    sim.report_drifted(&reverting[0], TARGET);
+    sim.report_drifted(&reverting[1], TARGET);
+    assert_eq!(
+        sim.rollout.host_state(&reverting[0]),
+        Some(&HostState::Reverted)
+    );
+    assert_eq!(
+        sim.rollout.host_state(&reverting[1]),
+        Some(&HostState::Reverting)
+    );
+    assert_eq!(sim.rollout.stage_failures(0), 0);
 }
 
 #[test]

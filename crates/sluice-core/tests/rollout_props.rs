@@ -206,6 +206,9 @@ enum Op {
     ReportFailed(usize),
     /// The n-th host (modulo) reports ok at the version it runs.
     ReportStale(usize),
+    /// The n-th admitted host (modulo) is found back at the old version,
+    /// changed by hand: it reports ok there, drifted.
+    ReportDrifted(usize),
     /// Every instructed and reverting host reports ok.
     ReportAllOk,
     Tick(i64),
@@ -239,6 +242,7 @@ fn op() -> impl Strategy<Value = Op> {
         8 => any::<usize>().prop_map(Op::ReportOk),
         2 => any::<usize>().prop_map(Op::ReportFailed),
         1 => any::<usize>().prop_map(Op::ReportStale),
+        1 => any::<usize>().prop_map(Op::ReportDrifted),
         6 => Just(Op::ReportAllOk),
         6 => (1i64..120).prop_map(Op::Tick),
         2 => host_spec().prop_map(Op::Join),
@@ -300,6 +304,7 @@ fn run(plan: &Plan, fleet: &[HostSpec], ops: &[Op]) -> (Vec<Step>, Vec<Result<Ou
                 version,
                 health: Health::Ok,
                 message: None,
+                drifted: false,
             }
         };
         match op {
@@ -322,6 +327,7 @@ fn run(plan: &Plan, fleet: &[HostSpec], ops: &[Op]) -> (Vec<Step>, Vec<Result<Ou
                         version: TARGET.to_owned(),
                         health: Health::Failed,
                         message: Some("exit 1".to_owned()),
+                        drifted: false,
                     });
                 }
             }
@@ -339,6 +345,19 @@ fn run(plan: &Plan, fleet: &[HostSpec], ops: &[Op]) -> (Vec<Step>, Vec<Result<Ou
                         version,
                         health: Health::Ok,
                         message: None,
+                        drifted: false,
+                    });
+                }
+            }
+            Op::ReportDrifted(n) => {
+                let ids = ids_in(&rollout, &["instructed", "healthy", "failed", "reverting"]);
+                if !ids.is_empty() {
+                    inputs.push(Input::Report {
+                        id: ids[n % ids.len()].clone(),
+                        version: OLD.to_owned(),
+                        health: Health::Ok,
+                        message: None,
+                        drifted: true,
                     });
                 }
             }

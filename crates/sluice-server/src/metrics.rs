@@ -30,6 +30,7 @@ pub struct Metrics {
     commit_failures: Counter,
     rollouts: GaugeFamily,
     hosts: GaugeFamily,
+    drifted: GaugeFamily,
     rollout_hosts: GaugeFamily,
     leader: Gauge,
     epoch: Gauge,
@@ -42,6 +43,8 @@ pub struct Gauges {
     pub rollouts: Vec<(&'static str, u64)>,
     /// (component, reported state or `unknown`) → hosts.
     pub hosts: Vec<(String, &'static str, u64)>,
+    /// Component → hosts whose agent reports it drifted.
+    pub drifted: Vec<(String, u64)>,
     /// (active rollout id, host state in the rollout) → hosts.
     pub rollout_hosts: Vec<(String, &'static str, u64)>,
 }
@@ -100,6 +103,12 @@ impl Metrics {
             "hosts by component and last reported state",
             Family::default(),
         );
+        let drifted = registered(
+            r,
+            "hosts_drifted",
+            "hosts whose agent found the component at another version than its desired one, outside an apply",
+            Family::default(),
+        );
         let rollout_hosts = registered(
             r,
             "rollout_hosts",
@@ -129,6 +138,7 @@ impl Metrics {
             commit_failures,
             rollouts,
             hosts,
+            drifted,
             rollout_hosts,
             leader,
             epoch,
@@ -170,6 +180,13 @@ impl Metrics {
                 .map(|(state, count)| (vec![("state", (*state).to_owned())], *count)),
         );
         set_all(&self.hosts, by_state("component", &gauges.hosts));
+        set_all(
+            &self.drifted,
+            gauges
+                .drifted
+                .iter()
+                .map(|(component, count)| (vec![("component", component.clone())], *count)),
+        );
         set_all(
             &self.rollout_hosts,
             by_state("rollout", &gauges.rollout_hosts),

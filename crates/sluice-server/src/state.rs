@@ -310,6 +310,7 @@ mod tests {
                     version: "1.0".to_owned(),
                     state: ReportState::Ok,
                     message: None,
+                    drifted: false,
                 },
             )]
             .into(),

@@ -366,6 +366,7 @@ impl<'a> Sim<'a> {
                     .map_or("", |f| self.config.faults[f as usize].spec());
                 format!("health check failed (simulated fault {spec})")
             }),
+            drifted: false,
         });
         let sighting = Sighting {
             id: entry.id.as_arc().clone(),

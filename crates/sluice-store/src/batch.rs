@@ -351,6 +351,7 @@ mod tests {
             version: "1".to_owned(),
             state: None,
             message: None,
+            drifted: false,
             at: jiff::Timestamp::UNIX_EPOCH,
         };
         let event = NewEvent {

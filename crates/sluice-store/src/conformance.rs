@@ -58,6 +58,7 @@ macro_rules! store_conformance_suite {
             empty_store_loads_nothing,
             hosts_upsert_and_replace_labels,
             host_components_latest_write_wins,
+            host_components_keep_their_drift,
             rollouts_upsert_and_load,
             rollout_hosts_load_only_for_active_rollouts,
             events_are_ordered_and_paged,
@@ -136,6 +137,7 @@ fn host_component(
         version: version.to_owned(),
         state,
         message: None,
+        drifted: false,
         at: at(minute),
     }
 }
@@ -342,6 +344,55 @@ pub async fn host_components_latest_write_wins(backend: &dyn Backend) -> Result<
     let ok = host_component("a", "docker-engine", "1.12.6", Some(ReportedState::Ok), 4);
     store.commit(&[Write::HostComponent(ok.clone())]).await?;
     assert_eq!(load(&*store).await?.host_components, vec![ok, nginx]);
+    Ok(())
+}
+
+/// Whether a host's component drifted round-trips with its report, in
+/// pages of the large table too, and a later report replaces it.
+pub async fn host_components_keep_their_drift(backend: &dyn Backend) -> Result<(), StoreError> {
+    let store = backend.open().await?;
+    let drifted = |host: &str, minute| HostComponentRecord {
+        drifted: true,
+        ..host_component(
+            host,
+            "docker-engine",
+            "1.12.6",
+            Some(ReportedState::Ok),
+            minute,
+        )
+    };
+    // More hosts than one page of the large tables holds.
+    let ids: Vec<String> = (0..10_050).map(|i| format!("h{i:05}")).collect();
+    let mut batch = Vec::new();
+    let mut expected = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        batch.push(Write::Host(host(id, &[], Some(1))));
+        let record = if i % 7 == 0 {
+            drifted(id, 1)
+        } else {
+            host_component(id, "docker-engine", "17.03.1", Some(ReportedState::Ok), 1)
+        };
+        batch.push(Write::HostComponent(record.clone()));
+        expected.push(record);
+    }
+    store.commit(&batch).await?;
+    assert_eq!(load(&*store).await?.host_components, expected);
+    assert_eq!(expected.iter().filter(|c| c.drifted).count(), 1436);
+
+    // Back at the desired version: no longer drifted.
+    let back = host_component(
+        &ids[0],
+        "docker-engine",
+        "17.03.1",
+        Some(ReportedState::Ok),
+        2,
+    );
+    store.commit(&[Write::HostComponent(back.clone())]).await?;
+    expected[0] = back;
+    assert_eq!(load(&*store).await?.host_components, expected);
+    drop(store);
+    let reopened = backend.open().await?;
+    assert_eq!(load(&*reopened).await?.host_components, expected);
     Ok(())
 }
 

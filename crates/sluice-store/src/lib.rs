@@ -111,6 +111,9 @@ pub struct HostComponentRecord {
     /// `None` for an imported version.
     pub state: Option<ReportedState>,
     pub message: Option<String>,
+    /// The host's agent found it at `version` after it had run its desired
+    /// version, outside an apply.
+    pub drifted: bool,
     pub at: Timestamp,
 }
 

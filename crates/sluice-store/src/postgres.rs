@@ -451,18 +451,20 @@ impl Dialect for PgStore {
     ) -> Result<(), StoreError> {
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             sqlx::query(
-                "INSERT INTO host_components (host, component, version, state, message, at) \
+                "INSERT INTO host_components \
+                     (host, component, version, state, message, drifted, at) \
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                                      $6::timestamptz[]) \
+                                      $6::boolean[], $7::timestamptz[]) \
                  ON CONFLICT (host, component) DO UPDATE SET \
                      version = excluded.version, state = excluded.state, \
-                     message = excluded.message, at = excluded.at",
+                     message = excluded.message, drifted = excluded.drifted, at = excluded.at",
             )
             .bind(column(chunk, |c| c.host.as_str()))
             .bind(column(chunk, |c| c.component.as_str()))
             .bind(column(chunk, |c| c.version.as_str()))
             .bind(column(chunk, |c| c.state.map(ReportedState::as_str)))
             .bind(column(chunk, |c| c.message.as_deref()))
+            .bind(column(chunk, |c| c.drifted))
             .bind(column(chunk, |c| PgTime::from(c.at)))
             .execute(&mut *conn)
             .await

@@ -94,11 +94,19 @@ pub(crate) fn host_with_labels<T: StoredTime>(
     })
 }
 
-/// `host, component, version, state, message, at`.
-pub(crate) type HostComponentRow<T> = (String, String, String, Option<String>, Option<String>, T);
+/// `host, component, version, state, message, drifted, at`.
+pub(crate) type HostComponentRow<T> = (
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    bool,
+    T,
+);
 
 pub(crate) fn host_component<T: StoredTime>(
-    (host, component, version, state, message, at): HostComponentRow<T>,
+    (host, component, version, state, message, drifted, at): HostComponentRow<T>,
 ) -> Result<HostComponentRecord, StoreError> {
     let key = format!("{host}/{component}");
     let state = state
@@ -111,6 +119,7 @@ pub(crate) fn host_component<T: StoredTime>(
         version,
         state,
         message,
+        drifted,
         at,
     })
 }

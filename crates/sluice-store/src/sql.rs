@@ -190,11 +190,13 @@ pub(crate) const HOSTS: Paged = Paged {
 
 pub(crate) const HOST_COMPONENTS: Paged = Paged {
     table: "host_components",
-    columns: "host, component, version, state, message, at",
+    columns: "host, component, version, state, message, drifted, at",
     from: "host_components",
     filter: None,
     key: &["host", "component"],
-    document: "host, component, version, state, message, at",
+    // A JSON boolean, as the row's `bool` reads it (SQLite keeps 0 or 1).
+    document: "host, component, version, state, message, \
+               json(CASE drifted WHEN 0 THEN 'false' ELSE 'true' END), at",
 };
 
 /// The host records of rollouts that are not over.
@@ -406,6 +408,7 @@ where
     usize: ColumnIndex<<D::Db as Database>::Row>,
     String: for<'q> Encode<'q, D::Db> + for<'r> Decode<'r, D::Db> + Type<D::Db>,
     i64: for<'q> Encode<'q, D::Db> + for<'r> Decode<'r, D::Db> + Type<D::Db>,
+    bool: for<'r> Decode<'r, D::Db> + Type<D::Db>,
 {
     /// Refuses a database migrated by a newer sluice, then brings the
     /// schema up to date. `database` names it in messages.

@@ -338,7 +338,7 @@ impl Dialect for SqliteStore {
                 |c| format!("host component {}", host_component_key(c)),
             )?;
             let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO host_components (host, component, version, state, message, at) ",
+                "INSERT INTO host_components (host, component, version, state, message, drifted, at) ",
             );
             q.push_values(chunk.iter().zip(at), |mut row, (c, at)| {
                 row.push_bind(c.host.as_str())
@@ -346,12 +346,13 @@ impl Dialect for SqliteStore {
                     .push_bind(c.version.as_str())
                     .push_bind(c.state.map(ReportedState::as_str))
                     .push_bind(c.message.as_deref())
+                    .push_bind(c.drifted)
                     .push_bind(at);
             });
             q.push(
                 " ON CONFLICT (host, component) DO UPDATE SET \
                  version = excluded.version, state = excluded.state, \
-                 message = excluded.message, at = excluded.at",
+                 message = excluded.message, drifted = excluded.drifted, at = excluded.at",
             );
             execute(conn, q, chunk.len(), || {
                 describe("host component", chunk, host_component_key)

@@ -157,6 +157,7 @@ async fn install(dir: &Path) {
             version: "1.12.6".to_owned(),
             state: [None, Some(ReportedState::Ok), Some(ReportedState::Failed)][i % 3],
             message: (i % 3 == 2).then(|| "exit 1: ü \"quoted\"\n".to_owned()),
+            drifted: i % 5 == 1,
             at: at(i as i64),
         }));
         writes.push(Write::RolloutHost(RolloutHostRecord {

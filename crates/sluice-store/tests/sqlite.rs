@@ -95,6 +95,7 @@ fn import_writes(i: usize) -> [Write; 2] {
         version: "1.12.6".to_owned(),
         state: None,
         message: None,
+        drifted: false,
         at: time("2026-03-01T00:00:00Z"),
     };
     [Write::Host(h), Write::HostComponent(component)]

@@ -542,6 +542,7 @@ fn watch_follows_a_rollout_to_completion() {
                     version: version.to_owned(),
                     state: ReportState::Ok,
                     message: None,
+                    drifted: false,
                 },
             )]
             .into(),

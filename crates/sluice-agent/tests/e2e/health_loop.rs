@@ -165,6 +165,7 @@ async fn spawn_agent(
             mode: Mode::Apply,
             timeout: Duration::from_secs(10),
             health_interval,
+            enforce: false,
         }],
         state_file: state_file.map(Path::to_owned),
     };

@@ -84,6 +84,7 @@ async fn many_simulated_agents_share_one_pool_and_follow_a_rollout() {
                 mode: Mode::Apply,
                 timeout: Duration::from_secs(10),
                 health_interval: None,
+                enforce: false,
             }],
             state_file: None,
         };

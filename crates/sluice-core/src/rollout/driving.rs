@@ -79,6 +79,9 @@ pub struct HostReport {
     pub health: Health,
     /// The last lines of a failed apply's or health check's output.
     pub message: Option<String>,
+    /// The host ran the version it was told and was then found at
+    /// `version`, changed outside an apply.
+    pub drifted: bool,
 }
 
 impl Rollout {
@@ -185,6 +188,7 @@ impl Rollout {
                 version: report.version,
                 health: report.health,
                 message: report.message,
+                drifted: report.drifted,
             };
             fed.feed(self, now, input);
         }

@@ -43,6 +43,17 @@
 //!   counts, so a flapping host counts more than once.
 //! - After a rollback a host is reverted once it reports ok at its previous
 //!   version, or, when that was unknown, at any version but the target.
+//! - **Drift.** A healthy host whose report says it drifted (its agent found
+//!   it at another version than the target, outside an apply: changed by
+//!   hand) has lost the change: it fails, and counts against `max_failed`
+//!   like any failure — a hand downgrade during a rollout is most often
+//!   someone undoing a change that hurt, and halting is reversible where
+//!   carrying on is not. It is healthy again once it reports ok at the
+//!   target (an agent with `enforce` re-applies it). A drifted report from
+//!   an instructed host decides nothing (it never reported healthy; its
+//!   timeout still runs), nor from a failed, waiting, reverting or reverted
+//!   one; a report at another version that does not say it drifted (an
+//!   apply not yet begun, an older agent) decides nothing either.
 //! - A resume into a bake restarts the bake in full; `advance` skips it.
 //! - An approval given while held (or while joiners are in flight) is kept:
 //!   the next stage starts as soon as the stage settles and is released.
@@ -202,7 +213,8 @@ impl Rollout {
                 version,
                 health,
                 message,
-            } => self.apply_report(&id, &version, health, message, &mut tx),
+                drifted,
+            } => self.apply_report(&id, &version, health, message, drifted, &mut tx),
             Input::Tick => {}
             Input::Gate(result) => self.apply_gate(result, &mut tx),
             Input::Action {
@@ -568,6 +580,7 @@ impl Rollout {
         version: &str,
         health: Health,
         message: Option<String>,
+        drifted: bool,
         tx: &mut Tx,
     ) {
         let Some(host) = self.hosts.get(id) else {
@@ -588,6 +601,13 @@ impl Rollout {
             }
             (HostState::Instructed { .. } | HostState::Healthy, Health::Failed) => {
                 self.fail_host(host, failure(), tx);
+            }
+            (HostState::Healthy, _) if drifted && !at_target => {
+                let reason = format!(
+                    "drifted: found at {version} after reporting healthy at {}, changed outside sluice",
+                    self.plan.version
+                );
+                self.fail_host(host, reason, tx);
             }
             (HostState::Reverting, Health::Ok) => {
                 let reverted = match self.hosts.version_of(record.previous) {

@@ -167,12 +167,15 @@ pub enum Input {
         labels: Labels,
         version: Option<Arc<str>>,
     },
-    /// A host's report on the component, from its check-in.
+    /// A host's report on the component, from its check-in. `drifted`:
+    /// its agent found it at `version` after it had run the version it was
+    /// told, outside an apply (changed by hand).
     Report {
         id: String,
         version: String,
         health: Health,
         message: Option<String>,
+        drifted: bool,
     },
     /// Time passes: timeouts, bakes and windows are checked.
     Tick,

@@ -18,7 +18,7 @@ use sluice_core::selector::Selector;
 
 use super::DashError;
 use crate::vocabulary;
-use crate::world::World;
+use crate::world::{HostFilter, World};
 
 /// Rows per page of a list.
 pub const PAGE: usize = 100;
@@ -128,6 +128,10 @@ pub struct ComponentRow {
     /// The shares as a stacked bar (SVG).
     pub bar: String,
     pub active: Vec<RolloutRow>,
+    /// Hosts whose agent reports the component drifted.
+    pub drifted: u64,
+    /// The host search listing them.
+    pub drifted_href: String,
 }
 
 /// The fleet overview.
@@ -198,6 +202,11 @@ pub fn overview(world: &World) -> Overview {
                 .filter(|r| component.active_rollouts.contains(&r.id))
                 .map(RolloutRow::from)
                 .collect(),
+            drifted: component.drifted,
+            drifted_href: link(
+                "/hosts",
+                &[("component", &component.name), ("drifted", "true")],
+            ),
             name: component.name,
             stable: component.stable_version,
         })
@@ -659,6 +668,11 @@ pub struct HostsQuery {
     pub q: Option<String>,
     /// A label selector (`role=edge,site in (sto,lon)`).
     pub selector: Option<String>,
+    /// Only hosts that report this component.
+    pub component: Option<String>,
+    /// `true`: only hosts whose agent reports a component (`component`, if
+    /// given) drifted.
+    pub drifted: Option<String>,
     pub page: Option<usize>,
 }
 
@@ -669,6 +683,8 @@ pub struct HostRow {
     pub href: String,
     pub labels: String,
     pub versions: String,
+    /// The components it drifted in, comma-separated; empty when none.
+    pub drifted: String,
     pub last_seen: String,
 }
 
@@ -677,11 +693,14 @@ pub struct HostRow {
 pub struct HostSearch {
     pub q: String,
     pub selector: String,
+    pub component: String,
+    pub drifted: bool,
     pub rows: Vec<HostRow>,
     pub pager: Pager,
 }
 
-/// Hosts whose id contains `q` and whose labels match `selector`, a page of them.
+/// Hosts whose id contains `q`, whose labels match `selector`, that report
+/// `component` (drifted, with `drifted`), a page of them.
 pub fn hosts(world: &World, query: &HostsQuery) -> Result<HostSearch, DashError> {
     let q = given(&query.q).unwrap_or_default().to_owned();
     let selector_text = given(&query.selector).unwrap_or_default().to_owned();
@@ -690,6 +709,21 @@ pub fn hosts(world: &World, query: &HostsQuery) -> Result<HostSearch, DashError>
             "selector: {error}; write labels like role=edge,site in (sto,lon)"
         ))
     })?;
+    let component = given(&query.component).unwrap_or_default().to_owned();
+    let drifted = match given(&query.drifted) {
+        None | Some("false") => false,
+        Some("true" | "on") => true,
+        Some(other) => {
+            return Err(DashError::BadRequest(format!(
+                "drifted: {other:?} is not true or false"
+            )))
+        }
+    };
+    let filter = HostFilter {
+        selector: &selector,
+        component: Some(component.as_str()).filter(|c| !c.is_empty()),
+        drifted,
+    };
     let page = page_of(query.page);
     let skip = (page - 1) * PAGE;
     let mut total = 0;
@@ -698,7 +732,7 @@ pub fn hosts(world: &World, query: &HostsQuery) -> Result<HostSearch, DashError>
         if !q.is_empty() && !id.contains(q.as_str()) {
             continue;
         }
-        if !selector.is_empty() && !selector.matches(&entry.labels) {
+        if !filter.matches(entry) {
             continue;
         }
         if total >= skip && rows.len() < PAGE {
@@ -717,6 +751,13 @@ pub fn hosts(world: &World, query: &HostsQuery) -> Result<HostSearch, DashError>
                     .map(|(c, r)| format!("{c} {}", r.version))
                     .collect::<Vec<_>>()
                     .join(", "),
+                drifted: entry
+                    .components
+                    .iter()
+                    .filter(|(_, r)| r.drifted)
+                    .map(|(c, _)| c)
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 last_seen: entry
                     .last_seen
                     .map(|at| short_time(&crate::clock::rfc3339(at)))
@@ -731,6 +772,8 @@ pub fn hosts(world: &World, query: &HostsQuery) -> Result<HostSearch, DashError>
             &[
                 ("q", &q),
                 ("selector", &selector_text),
+                ("component", &component),
+                ("drifted", if drifted { "true" } else { "" }),
                 ("page", &page.to_string()),
             ],
         )
@@ -738,6 +781,8 @@ pub fn hosts(world: &World, query: &HostsQuery) -> Result<HostSearch, DashError>
     Ok(HostSearch {
         q,
         selector: selector_text,
+        component,
+        drifted,
         rows,
         pager,
     })
@@ -749,6 +794,8 @@ pub struct HostComponentRow {
     pub name: String,
     pub version: String,
     pub state: String,
+    /// Its agent found it at `version` after it had run `desired`.
+    pub drifted: bool,
     pub desired: String,
     pub message: String,
 }
@@ -818,6 +865,7 @@ pub fn host(world: &World, id: &str) -> Result<HostPage, DashError> {
                 name,
                 version: c.version,
                 state: c.state.map_or("imported", ReportState::as_str).to_owned(),
+                drifted: c.drifted,
                 desired: c.desired.unwrap_or_default(),
                 message: c.message.unwrap_or_default(),
             })

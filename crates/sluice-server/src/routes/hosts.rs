@@ -15,6 +15,7 @@ use crate::auth::{Caller, Need};
 use crate::error::ApiError;
 use crate::extract::{Body, Path, Query};
 use crate::state::AppState;
+use crate::world::HostFilter;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -24,13 +25,17 @@ pub struct HostsQuery {
     selector: Option<String>,
     /// Only hosts that report (or were imported with) this component.
     component: Option<String>,
+    /// `true`: only hosts whose agent reports a component (this
+    /// `component`, if given) drifted from its desired version.
+    drifted: Option<bool>,
     /// At most this many hosts (default 1000, at most 100000).
     limit: Option<usize>,
     /// Skip this many matching hosts (hosts are ordered by id).
     offset: Option<usize>,
 }
 
-/// Hosts, ordered by id, filtered by selector and component, a page at a time.
+/// Hosts, ordered by id, filtered by selector, component and drift, a page
+/// at a time.
 #[utoipa::path(
     get,
     path = "/v1/hosts",
@@ -60,8 +65,13 @@ pub async fn list(
         ));
     }
     let offset = query.offset.unwrap_or(0);
+    let filter = HostFilter {
+        selector: &selector,
+        component: query.component.as_deref(),
+        drifted: query.drifted.unwrap_or(false),
+    };
     let hosts = state
-        .reveal(|world| world.host_list(&selector, query.component.as_deref(), offset, limit))
+        .reveal(|world| world.host_list(&filter, offset, limit))
         .await?;
     Ok(axum::Json(hosts))
 }

@@ -35,12 +35,18 @@ pub struct Reported {
     /// `None` for a version from an import.
     pub state: Option<ReportState>,
     pub message: Option<Box<str>>,
+    /// The host's agent found it at `version` after it had run its desired
+    /// version, outside an apply.
+    pub drifted: bool,
     pub at: Timestamp,
 }
 
 impl Reported {
     pub(super) fn same_report(&self, other: &Reported) -> bool {
-        self.version == other.version && self.state == other.state && self.message == other.message
+        self.version == other.version
+            && self.state == other.state
+            && self.message == other.message
+            && self.drifted == other.drifted
     }
 }
 
@@ -140,6 +146,7 @@ mod tests {
             version: Arc::from(version),
             state: Some(ReportState::Ok),
             message: None,
+            drifted: false,
             at: Timestamp::UNIX_EPOCH,
         }
     }

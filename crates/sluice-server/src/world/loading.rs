@@ -115,6 +115,7 @@ impl Loading {
                         version: world.strings.get(&record.version),
                         state: record.state.map(vocabulary::wire_report),
                         message: record.message.map(String::into_boxed_str),
+                        drifted: record.drifted,
                         at: record.at,
                     };
                     let name = world.strings.get(&record.component);
@@ -229,6 +230,7 @@ mod tests {
             version: version.to_owned(),
             state: None,
             message: None,
+            drifted: false,
             at: Timestamp::UNIX_EPOCH,
         }
     }

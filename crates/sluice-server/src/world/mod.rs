@@ -44,6 +44,7 @@ pub use error::WorldError;
 use hosts::Strings;
 pub use hosts::{HostEntry, Reported, Reports};
 pub use loading::{Loading, Restored};
+pub use views::HostFilter;
 
 /// Longest message kept from a check-in report: its last lines.
 const MAX_MESSAGE_CHARS: usize = 4096;
@@ -85,6 +86,8 @@ pub struct ComponentEntry {
     versions: BTreeMap<String, u64>,
     /// Hosts by reported state: ok, applying, failed, unknown (imported).
     states: [u64; 4],
+    /// Hosts whose report says the component drifted.
+    drifted: u64,
 }
 
 const STATE_NAMES: [&str; 4] = ["ok", "applying", "failed", "unknown"];
@@ -105,12 +108,15 @@ impl ComponentEntry {
             .versions
             .entry(reported.version.to_string())
             .or_default();
+        let drifted = u64::from(reported.drifted);
         if add {
             *slot += 1;
             *versions += 1;
+            self.drifted += drifted;
         } else {
             *slot = slot.saturating_sub(1);
             *versions = versions.saturating_sub(1);
+            self.drifted = self.drifted.saturating_sub(drifted);
             if *versions == 0 {
                 self.versions.remove(&*reported.version);
             }
@@ -436,6 +442,7 @@ impl World {
                 version: self.strings.get(&report.version),
                 state: Some(report.state),
                 message: report.message.as_deref().map(|m| tail(m).into_boxed_str()),
+                drifted: report.drifted,
                 at: now,
             };
             if self.set_reported(id, component, reported) {
@@ -445,6 +452,7 @@ impl World {
                     version: report.version.clone(),
                     state: Some(vocabulary::stored_report(report.state)),
                     message: report.message.as_deref().map(tail),
+                    drifted: report.drifted,
                     at: now,
                 }));
             }
@@ -466,6 +474,7 @@ impl World {
                     ReportState::Failed => Health::Failed,
                 },
                 message: report.message.as_deref().map(tail),
+                drifted: report.drifted,
             });
             self.drive_logged(index, now, writes, "check-in", |rollout| {
                 rollout.check_in(now, sighting, report)
@@ -752,6 +761,7 @@ impl World {
                     version: self.strings.get(version),
                     state: None,
                     message: None,
+                    drifted: false,
                     at: now,
                 };
                 if self.set_reported(&host.id, component, reported) {
@@ -761,6 +771,7 @@ impl World {
                         version: version.to_string(),
                         state: None,
                         message: None,
+                        drifted: false,
                         at: now,
                     }));
                 }

@@ -129,21 +129,12 @@ impl World {
         self.index_of(id).map(drop)
     }
 
-    /// Hosts matching `selector` (and reporting `component`), a page of them.
-    pub fn host_list(
-        &self,
-        selector: &Selector,
-        component: Option<&str>,
-        offset: usize,
-        limit: usize,
-    ) -> HostList {
+    /// Hosts matching `filter`, a page of them.
+    pub fn host_list(&self, filter: &HostFilter<'_>, offset: usize, limit: usize) -> HostList {
         let mut total = 0u64;
         let mut hosts = Vec::new();
         for (id, entry) in &self.hosts {
-            if !selector.is_empty() && !selector.matches(&entry.labels) {
-                continue;
-            }
-            if component.is_some_and(|c| !entry.components.contains_key(c)) {
+            if !filter.matches(entry) {
                 continue;
             }
             if total as usize >= offset && hosts.len() < limit {
@@ -181,6 +172,7 @@ impl World {
                     version: reported.version.to_string(),
                     state: reported.state,
                     message: reported.message.as_deref().map(str::to_owned),
+                    drifted: reported.drifted,
                     desired: desired.map(|d| d.version),
                     rollout,
                 };
@@ -203,6 +195,7 @@ impl World {
                 name: name.clone(),
                 stable_version: entry.stable.clone(),
                 versions: entry.versions.clone(),
+                drifted: entry.drifted,
                 active_rollouts: entry
                     .rollouts
                     .iter()
@@ -269,10 +262,12 @@ impl World {
             }
         }
         let mut hosts = Vec::new();
+        let mut drifted = Vec::new();
         for (name, entry) in &self.components {
             for (slot, state) in STATE_NAMES.iter().enumerate() {
                 hosts.push((name.clone(), *state, entry.states[slot]));
             }
+            drifted.push((name.clone(), entry.drifted));
         }
         Gauges {
             rollouts: by_state
@@ -280,6 +275,7 @@ impl World {
                 .map(|(state, count)| (state.as_str(), count))
                 .collect(),
             hosts,
+            drifted,
             rollout_hosts,
         }
     }
@@ -290,6 +286,36 @@ impl World {
 
     pub fn rollout_count(&self) -> usize {
         self.rollouts.len()
+    }
+}
+
+/// Which hosts a listing shows: those matching a label selector, reporting
+/// (or imported with) a component, and, with `drifted`, whose agent reports
+/// that component (any component, without one) drifted.
+#[derive(Debug, Clone, Copy)]
+pub struct HostFilter<'a> {
+    pub selector: &'a Selector,
+    pub component: Option<&'a str>,
+    pub drifted: bool,
+}
+
+impl HostFilter<'_> {
+    pub fn matches(&self, entry: &HostEntry) -> bool {
+        if !self.selector.is_empty() && !self.selector.matches(&entry.labels) {
+            return false;
+        }
+        match (self.component, self.drifted) {
+            (Some(component), false) => entry.components.contains_key(component),
+            (Some(component), true) => entry
+                .components
+                .get(component)
+                .is_some_and(|reported| reported.drifted),
+            (None, false) => true,
+            (None, true) => entry
+                .components
+                .iter()
+                .any(|(_, reported)| reported.drifted),
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use sluice_server::auth::{new_secret, token_writes};
 use sluice_store::{SqliteStore, Store, Timestamp};
 use tempfile::TempDir;
 
-use crate::helpers::{assert_error, report, spawn_app, spawn_app_in};
+use crate::helpers::{assert_error, metrics, report, spawn_app, spawn_app_in};
 
 #[tokio::test]
 async fn the_freeze_is_set_and_lifted_by_admins_with_a_reason() {
@@ -166,15 +166,7 @@ async fn components_healthz_and_metrics() {
         .expect("sent");
     assert_eq!(health.status(), StatusCode::OK);
 
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("sent")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics(&app).await;
     for line in [
         "sluice_checkins_total 2",
         "sluice_checkin_duration_seconds_count 2",

@@ -3,7 +3,7 @@
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use sluice_testkit::Stage;
+use sluice_testkit::{Amount, Stage};
 
 use crate::helpers::{assert_error, desired, fleet, host, plan, report, spawn_app, TestApp};
 
@@ -177,4 +177,55 @@ async fn an_oversized_checkin_is_413() {
     let body = json!({"host": "a", "components": {"c": {"version": "1", "state": "failed", "message": message}}});
     let response = app.checkin_as(&app.admin, &body).await;
     assert_error(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+}
+
+#[tokio::test]
+async fn a_healthy_host_reported_drifted_fails_in_its_rollout() {
+    let app = spawn_app().await;
+    app.import(&fleet(4)).await;
+    let id = app
+        .rollout(
+            plan("drift", [Stage::percent(100).approve()])
+                .max_in_flight(Amount::Percent(100))
+                .max_failed(1),
+        )
+        .await;
+    app.action(&id, "start", "go").await;
+    for i in 0..4 {
+        assert_eq!(desired(&report(&app, &host(i), "1.0", "ok").await), "2.0");
+        report(&app, &host(i), "2.0", "ok").await;
+    }
+    assert_eq!(app.detail(&id).await["hosts"]["healthy"], 4);
+
+    // Back at 1.0 by hand: the agent says it drifted, and is still told 2.0.
+    let answer = app
+        .checkin(
+            &host(2),
+            json!({"role": "web"}),
+            json!({"docker-engine": {"version": "1.0", "state": "ok", "drifted": true}}),
+        )
+        .await;
+    assert_eq!(desired(&answer), "2.0");
+    let detail = app.detail(&id).await;
+    assert_eq!(
+        (&detail["hosts"]["healthy"], &detail["hosts"]["failed"]),
+        (&json!(3), &json!(1))
+    );
+    assert_eq!(detail["state"], "running", "one failure is allowed");
+    let failed: Vec<Value> = app
+        .events(&id)
+        .await
+        .into_iter()
+        .filter(|event| event["kind"] == "host_failed")
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["data"]["host"], host(2));
+    assert_eq!(
+        failed[0]["data"]["reason"],
+        "drifted: found at 1.0 after reporting healthy at 2.0, changed outside sluice"
+    );
+
+    // A report at 1.0 that does not say it drifted decides nothing.
+    report(&app, &host(3), "1.0", "ok").await;
+    assert_eq!(app.detail(&id).await["hosts"]["healthy"], 3);
 }

@@ -1,7 +1,8 @@
 //! The dashboard over HTTP (what a browser would send, without one): the
 //! sign-in and its session cookie, sessions across restarts (on SQLite and
 //! PostgreSQL), CSRF and roles on the action forms, security and caching
-//! headers, the pages' URL state, and the sampler behind the chart. The
+//! headers, the pages' URL state, drift on the overview and the host
+//! pages, and the sampler behind the chart. The
 //! browser tests are in `crates/sluice/tests/e2e`.
 
 use std::path::Path;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 
 use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{redirect, Client, Response, StatusCode};
-use serde_json::Value;
+use serde_json::{json, Value};
 use sluice_server::dashboard::views::encode;
 use sluice_store::testing::TempPgDatabase;
 use sluice_store::{PgStore, SqliteStore, Store, Timestamp, Write};
@@ -17,7 +18,7 @@ use sluice_testkit::{Gate, Stage};
 use tempfile::TempDir;
 
 use crate::helpers::{
-    agents_round, fleet, plan, spawn_app, spawn_app_on, wait_for, TestApp, DEADLINE,
+    agents_round, fleet, host, plan, spawn_app, spawn_app_on, wait_for, TestApp, DEADLINE,
 };
 
 /// A browser's worth of state: cookies and the page's CSRF token.
@@ -534,6 +535,53 @@ async fn only_admins_freeze_the_fleet_from_the_overview() {
     assert_eq!(freeze["actor"], "admin");
     let html = admin.get("/").await.text().await.expect("page");
     assert!(html.contains("game day") && html.contains("id=\"freeze-off\""));
+}
+
+#[tokio::test]
+async fn drift_shows_on_the_overview_the_host_search_and_the_host_page() {
+    let app = spawn_app().await;
+    assert_eq!(app.import(&fleet(3)).await.status(), StatusCode::OK);
+    for (i, drifted) in [(0, false), (1, true)] {
+        app.checkin(
+            &host(i),
+            json!({"role": "web"}),
+            json!({"docker-engine": {"version": "1.0", "state": "ok", "drifted": drifted}}),
+        )
+        .await;
+    }
+    let mut browser = Browser::signed_in(&app, &app.token("viewer", None).await).await;
+
+    let html = browser.get("/").await.text().await.expect("page");
+    assert!(
+        html.contains("<a class=\"badge drifted\" href=\"/hosts?component=docker-engine&#38;drifted=true\">1 drifted</a>"),
+        "{html}"
+    );
+
+    let rows = |html: &str| {
+        html.matches("<tr><th scope=\"row\"><a href=\"/hosts/")
+            .count()
+    };
+    let html = browser
+        .get("/hosts?component=docker-engine&drifted=true")
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert_eq!(rows(&html), 1, "{html}");
+    assert!(html.contains(&format!("href=\"/hosts/{}\"", host(1))));
+    assert!(html.contains("drifted: docker-engine"));
+    assert!(html.contains("name=\"drifted\" value=\"true\" checked"));
+    let html = browser.get("/hosts").await.text().await.expect("page");
+    assert_eq!(rows(&html), 3);
+    let response = browser.get("/hosts?drifted=perhaps").await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(response.text().await.expect("page").contains("drifted:"));
+
+    let page = |i| format!("/hosts/{}", host(i));
+    let html = browser.get(&page(1)).await.text().await.expect("page");
+    assert!(html.contains("1.0 <span class=\"badge drifted\""), "{html}");
+    let html = browser.get(&page(0)).await.text().await.expect("page");
+    assert!(!html.contains("badge drifted"), "{html}");
 }
 
 #[tokio::test]

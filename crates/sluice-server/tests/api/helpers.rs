@@ -89,6 +89,18 @@ pub async fn agents_round(app: &TestApp, hosts: usize) -> Vec<usize> {
     told
 }
 
+/// What `GET /metrics` answers (no token needed).
+pub async fn metrics(app: &TestApp) -> String {
+    app.client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("text")
+}
+
 /// The desired docker-engine version in a check-in answer.
 pub fn desired(answer: &Value) -> &str {
     answer["components"]["docker-engine"]["version"]

@@ -1,11 +1,11 @@
 //! The inventory: import, list with selectors, host detail, the desired map
-//! and the Ansible inventory.
+//! and the Ansible inventory; drifted hosts.
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sluice_testkit::Stage;
 
-use crate::helpers::{assert_error, fleet, plan, spawn_app};
+use crate::helpers::{assert_error, fleet, host, metrics, plan, spawn_app, spawn_app_in, TestApp};
 
 fn mixed_fleet() -> Value {
     json!([
@@ -130,4 +130,76 @@ async fn an_invalid_fleet_is_400() {
     )
     .await;
     assert_eq!(error["error"]["field"], "[0].id");
+}
+
+/// Checks in `id` reporting docker-engine 1.0 ok, drifted or not; a report
+/// that leaves `drifted` out is an agent that predates it.
+async fn report_drift(app: &TestApp, id: &str, drifted: Option<bool>) {
+    let mut report = json!({"version": "1.0", "state": "ok"});
+    if let Some(drifted) = drifted {
+        report["drifted"] = json!(drifted);
+    }
+    app.checkin(
+        id,
+        json!({"role": "web"}),
+        json!({ "docker-engine": report }),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn drifted_hosts_are_listed_shown_counted_and_kept_across_a_restart() {
+    let app = spawn_app().await;
+    app.import(&fleet(3)).await;
+    report_drift(&app, &host(0), None).await;
+    report_drift(&app, &host(1), Some(true)).await;
+    report_drift(&app, &host(2), Some(false)).await;
+
+    let drifted: Value = app.json("/v1/hosts?drifted=true").await;
+    assert_eq!(drifted["total"], 1);
+    assert_eq!(drifted["hosts"][0]["id"], host(1));
+    assert_eq!(
+        drifted["hosts"][0]["components"]["docker-engine"],
+        json!({"version": "1.0", "state": "ok", "drifted": true, "desired": "1.0"})
+    );
+    let in_component: Value = app
+        .json("/v1/hosts?drifted=true&component=docker-engine")
+        .await;
+    assert_eq!(in_component["total"], 1);
+    let elsewhere: Value = app.json("/v1/hosts?drifted=true&component=kernel").await;
+    assert_eq!(elsewhere["total"], 0);
+    let all: Value = app.json("/v1/hosts?drifted=false").await;
+    assert_eq!(all["total"], 3);
+    let steady: Value = app.json(&format!("/v1/hosts/{}", host(0))).await;
+    assert!(
+        steady["components"]["docker-engine"]
+            .get("drifted")
+            .is_none(),
+        "not drifted: absent, as an older agent sends it"
+    );
+    let bad = app.get("/v1/hosts?drifted=maybe", &app.admin).await;
+    assert_error(bad, StatusCode::BAD_REQUEST, "bad_request").await;
+
+    let components: Value = app.json("/v1/components").await;
+    assert_eq!(components["components"][0]["drifted"], 1);
+    let metrics = metrics(&app).await;
+    assert!(
+        metrics.contains("sluice_hosts_drifted{component=\"docker-engine\"} 1"),
+        "{metrics}"
+    );
+
+    // Kept by the store.
+    let app = spawn_app_in(app.stop()).await;
+    let drifted: Value = app.json("/v1/hosts?drifted=true").await;
+    assert_eq!(drifted["total"], 1);
+    assert_eq!(drifted["hosts"][0]["id"], host(1));
+    let components: Value = app.json("/v1/components").await;
+    assert_eq!(components["components"][0]["drifted"], 1);
+
+    // Back at its desired version, its agent no longer says so.
+    report_drift(&app, &host(1), None).await;
+    let drifted: Value = app.json("/v1/hosts?drifted=true").await;
+    assert_eq!(drifted["total"], 0);
+    let components: Value = app.json("/v1/components").await;
+    assert!(components["components"][0].get("drifted").is_none());
 }

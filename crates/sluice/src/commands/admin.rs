@@ -489,12 +489,14 @@ mod tests {
                 name: "docker-engine".into(),
                 stable_version: Some("1.12.6".into()),
                 versions: BTreeMap::from([("1.12.6".into(), 432), ("17.03.1".into(), 48)]),
+                drifted: 0,
                 active_rollouts: vec!["r-7".into()],
             },
             ComponentView {
                 name: "kernel".into(),
                 stable_version: None,
                 versions: BTreeMap::from([("6.1".into(), 480)]),
+                drifted: 0,
                 active_rollouts: vec![],
             },
         ];

@@ -214,6 +214,7 @@ async fn demo(
                 mode: Mode::Apply,
                 timeout: Duration::from_secs(60),
                 health_interval: None,
+                enforce: false,
             }],
             state_file: None,
         };

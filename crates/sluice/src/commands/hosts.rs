@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
-use sluice_api::host::{HostView, ImportHost, ImportResult};
+use sluice_api::host::{HostComponent, HostView, ImportHost, ImportResult};
 use sluice_client::HostQuery;
 use sluice_core::selector::Selector;
 
@@ -28,6 +28,10 @@ pub struct ListArgs {
     /// Show this component's version, state and desired version per host
     #[arg(long, short = 'c', value_name = "COMPONENT")]
     component: Option<String>,
+    /// Only hosts found at another version than their desired one, outside
+    /// an apply (changed by hand), in --component if given
+    #[arg(long)]
+    drifted: bool,
     /// At most this many hosts (the server's default: 1000)
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
@@ -65,6 +69,7 @@ fn list(args: ListArgs) -> Result<(), Failure> {
     let query = HostQuery {
         selector: args.selector.as_deref(),
         component: args.component.as_deref(),
+        drifted: args.drifted,
         offset: args.offset,
         limit: args.limit,
     };
@@ -73,9 +78,10 @@ fn list(args: ListArgs) -> Result<(), Failure> {
         async |client| client.hosts_page(&query).await,
         |list| {
             if list.hosts.is_empty() {
-                return match &args.selector {
-                    Some(selector) => format!("no host matches {selector:?}\n"),
-                    None => "no hosts yet: agents register on their first check-in, or import a fleet with `sluice hosts import FLEET.json`\n".to_owned(),
+                return match (&args.selector, args.drifted) {
+                    (_, true) => "no host has drifted: every agent found its host at the version it last ran as told\n".to_owned(),
+                    (Some(selector), false) => format!("no host matches {selector:?}\n"),
+                    (None, false) => "no hosts yet: agents register on their first check-in, or import a fleet with `sluice hosts import FLEET.json`\n".to_owned(),
                 };
             }
             let mut text = render_hosts(
@@ -124,6 +130,11 @@ fn render_hosts(hosts: &[HostView], component: Option<&str>, now: jiff::Timestam
             None => "-",
         }
     };
+    // The state, and whether the host drifted from its desired version.
+    let state_text = |c: &HostComponent| match c.drifted {
+        true => format!("{}, drifted", state_name(c.state)),
+        false => state_name(c.state).to_owned(),
+    };
     match component {
         Some(name) => {
             let mut table = Table::new(&[
@@ -137,7 +148,7 @@ fn render_hosts(hosts: &[HostView], component: Option<&str>, now: jiff::Timestam
                     entry
                         .map(|c| c.version.clone())
                         .unwrap_or_else(|| "-".into()),
-                    state_name(entry.and_then(|c| c.state)).into(),
+                    entry.map_or_else(|| "-".into(), state_text),
                     entry
                         .and_then(|c| c.desired.clone())
                         .unwrap_or_else(|| "-".into()),
@@ -160,10 +171,13 @@ fn render_hosts(hosts: &[HostView], component: Option<&str>, now: jiff::Timestam
                         if let Some(desired) = c.desired.as_deref().filter(|d| *d != c.version) {
                             text.push_str(&format!("→{desired}"));
                         }
-                        if let Some(state) =
-                            c.state.filter(|s| *s != sluice_api::agent::ReportState::Ok)
-                        {
-                            text.push_str(&format!("({})", state_name(Some(state))));
+                        let ok = c.state == Some(sluice_api::agent::ReportState::Ok);
+                        if c.drifted || (!ok && c.state.is_some()) {
+                            let state = match ok {
+                                true => "drifted".to_owned(),
+                                false => state_text(c),
+                            };
+                            text.push_str(&format!("({state})"));
                         }
                         text
                     })
@@ -264,6 +278,7 @@ mod tests {
                     version: version.into(),
                     state,
                     message: None,
+                    drifted: false,
                     desired: desired.map(str::to_owned),
                     rollout: desired.map(|_| "r-7".to_owned()),
                 },
@@ -294,6 +309,35 @@ mod tests {
             HOST        LABELS              VERSION  STATE     DESIRED  ROLLOUT  SEEN
             edge-1.sto  role=edge,site=sto  1.12.6   applying  17.03.1  r-7      1m ago
             edge-2.sto  role=edge,site=sto  1.12.6   -         -        -        never
+        "#]]
+        .assert_eq(&render_hosts(&hosts, Some("docker-engine"), now));
+        Ok(())
+    }
+
+    #[test]
+    fn drifted_hosts_say_so_beside_their_state() -> Result<(), jiff::Error> {
+        let now: jiff::Timestamp = "2024-06-01T10:00:00Z".parse()?;
+        let drifted = |id: &str, state| {
+            let mut view = host(id, "1.12.6", Some(state), Some("17.03.1"));
+            if let Some(c) = view.components.get_mut("docker-engine") {
+                c.drifted = true;
+            }
+            view
+        };
+        let hosts = [
+            drifted("edge-1.sto", ReportState::Ok),
+            drifted("edge-2.sto", ReportState::Failed),
+        ];
+        expect_test::expect![[r#"
+            HOST        LABELS              COMPONENTS                                     SEEN
+            edge-1.sto  role=edge,site=sto  docker-engine=1.12.6→17.03.1(drifted)          1m ago
+            edge-2.sto  role=edge,site=sto  docker-engine=1.12.6→17.03.1(failed, drifted)  1m ago
+        "#]]
+        .assert_eq(&render_hosts(&hosts, None, now));
+        expect_test::expect![[r#"
+            HOST        LABELS              VERSION  STATE            DESIRED  ROLLOUT  SEEN
+            edge-1.sto  role=edge,site=sto  1.12.6   ok, drifted      17.03.1  r-7      1m ago
+            edge-2.sto  role=edge,site=sto  1.12.6   failed, drifted  17.03.1  r-7      1m ago
         "#]]
         .assert_eq(&render_hosts(&hosts, Some("docker-engine"), now));
         Ok(())

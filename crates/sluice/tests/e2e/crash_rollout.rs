@@ -320,6 +320,7 @@ async fn check(
                 component: Some(COMPONENT),
                 offset: Some(offset),
                 limit: Some(1000),
+                ..HostQuery::default()
             })
             .await
             .expect("GET /v1/hosts");

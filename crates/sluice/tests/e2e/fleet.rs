@@ -67,6 +67,7 @@ pub fn report(host: &ImportHost, version: &str, state: ReportState) -> CheckinRe
                 version: version.to_owned(),
                 state,
                 message: None,
+                drifted: false,
             },
         )]),
     }
