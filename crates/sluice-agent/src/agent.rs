@@ -35,6 +35,10 @@
 //! hand. It is reported (`drifted` in the check-in) and logged, and not
 //! re-applied unless the component says `enforce = true`; a version the
 //! host has not run yet is simply applied, as before.
+//!
+//! Artifacts: an apply whose payload names one (`url` and `sha256`) first
+//! fetches it into the cache ([`crate::Artifacts`]); a failed download or a
+//! digest that differs is a failed apply, and `apply_cmd` does not run.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -47,6 +51,7 @@ use sluice_api::agent::{CheckinRequest, CheckinResponse, ComponentReport, Desire
 use sluice_client::{Client, ClientError};
 use tokio::time::Instant;
 
+use crate::artifact::{Artifact, Artifacts};
 use crate::config::{AgentConfig, ComponentConfig, Mode};
 use crate::facts::{facts_json, write_facts};
 use crate::ops::{Failure, HostOps};
@@ -653,8 +658,18 @@ impl<H: HostOps> Agent<H> {
         // Durable before the command runs: a restart must know.
         self.save()?;
         let ops = Arc::clone(&self.ops);
+        let artifacts = self.config.artifacts.clone();
+        let keep = self.named_artifacts();
+        // Any client of the pool: a download uses neither its server nor
+        // its token.
+        let client = self.clients[self.current].clone();
         Ok(Some(Box::pin(async move {
-            let outcome = ops.apply(&component, &desired).await;
+            let fetched =
+                fetch_artifact(artifacts.as_ref(), &client, &component, &desired, &keep).await;
+            let outcome = match fetched {
+                Ok(artifact) => ops.apply(&component, &desired, artifact.as_deref()).await,
+                Err(error) => Err(error),
+            };
             // The exit code alone is not trusted: read what is installed now.
             let installed = ops.installed(&component, Some(&desired)).await;
             let verdict = match (outcome, &installed) {
@@ -887,6 +902,18 @@ impl<H: HostOps> Agent<H> {
         }
     }
 
+    /// The digests of the artifacts the desired versions the agent holds
+    /// name: what the artifact cache keeps.
+    fn named_artifacts(&self) -> BTreeSet<String> {
+        self.state
+            .components
+            .values()
+            .filter_map(|entry| entry.desired.as_ref())
+            .filter_map(|desired| Artifact::of(desired.payload.as_ref()).ok().flatten())
+            .map(|artifact| artifact.sha256)
+            .collect()
+    }
+
     fn component(&self, name: &str) -> Option<&ComponentConfig> {
         self.config
             .components
@@ -1019,6 +1046,34 @@ fn log_drift(component: &ComponentConfig, was: bool, entry: &ComponentState) {
         }
         _ => {}
     }
+}
+
+/// The verified artifact `desired`'s payload names, if any, downloaded
+/// into `artifacts` within the component's timeout (keeping there what
+/// `keep` names); `Err` (a failed apply: `apply_cmd` does not run) when the
+/// payload's artifact is malformed, there is no cache, or the download
+/// fails or differs.
+async fn fetch_artifact(
+    artifacts: Option<&Artifacts>,
+    client: &Client,
+    component: &ComponentConfig,
+    desired: &Desired,
+    keep: &BTreeSet<String>,
+) -> Result<Option<PathBuf>, Failure> {
+    let not_run = |error: String| format!("{error}; apply_cmd was not run");
+    let Some(artifact) = Artifact::of(desired.payload.as_ref()).map_err(not_run)? else {
+        return Ok(None);
+    };
+    let Some(artifacts) = artifacts else {
+        return Err(not_run(
+            "the payload names an artifact, but this agent has no artifact directory to download it into".to_owned(),
+        ));
+    };
+    artifacts
+        .fetch(client, &artifact, component.timeout, keep)
+        .await
+        .map(Some)
+        .map_err(not_run)
 }
 
 fn record_outcome(entry: &mut ComponentState, version: &str, verdict: Verdict) {

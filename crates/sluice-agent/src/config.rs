@@ -6,9 +6,10 @@
 //! plan errors; unknown keys are rejected with their name and place.
 //!
 //! `server` is one URL or a list of them ([`Servers`]), for a fleet without
-//! a load balancer in front of its sluice replicas. A component's `enforce`
-//! makes the agent re-apply its desired version when it finds the host
-//! drifted.
+//! a load balancer in front of its sluice replicas. `artifact_dir` and
+//! `artifact_max_size` say where the artifacts payloads name are kept and
+//! how large one may be ([`Artifacts`]); a component's `enforce` makes the
+//! agent re-apply its desired version when it finds the host drifted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -22,6 +23,8 @@ use sluice_api::duration::DurationError;
 use sluice_api::HostId;
 use sluice_client::{ClientError, ServerUrl};
 use toml::Spanned;
+
+use crate::artifact::{parse_size, Artifacts, DEFAULT_ARTIFACT_DIR, DEFAULT_MAX_SIZE};
 
 /// Where the agent keeps its state unless `state_file` says otherwise.
 pub const DEFAULT_STATE_FILE: &str = "/var/lib/sluice-agent/state.json";
@@ -50,6 +53,10 @@ pub struct AgentConfig {
     pub components: Vec<ComponentConfig>,
     /// Where the state survives restarts; `None` keeps it in memory only.
     pub state_file: Option<PathBuf>,
+    /// Where the artifacts payloads name are downloaded to; `None`: this
+    /// agent downloads nothing, and an apply whose payload names an
+    /// artifact fails.
+    pub artifacts: Option<Artifacts>,
 }
 
 /// The sluice servers an agent checks in with, in the order it tries them:
@@ -196,6 +203,8 @@ struct RawConfig {
     labels: BTreeMap<String, Spanned<String>>,
     labels_cmd: Option<String>,
     state_file: Option<PathBuf>,
+    artifact_dir: Option<PathBuf>,
+    artifact_max_size: Option<Spanned<String>>,
     #[serde(default)]
     component: Vec<Spanned<RawComponent>>,
 }
@@ -327,6 +336,18 @@ impl FileConfig {
             .into_iter()
             .map(|(key, value)| (key, value.into_inner()))
             .collect();
+        let max_size = match &raw.artifact_max_size {
+            Some(size) => parse_size(size.get_ref()).map_err(|message| {
+                locate(Some(size.span()), Some("artifact_max_size".into()), message)
+            })?,
+            None => DEFAULT_MAX_SIZE,
+        };
+        let artifacts = Artifacts {
+            dir: raw
+                .artifact_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_ARTIFACT_DIR)),
+            max_size,
+        };
 
         let mut components = Vec::new();
         let mut commands = BTreeMap::new();
@@ -479,6 +500,7 @@ impl FileConfig {
                     raw.state_file
                         .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_FILE)),
                 ),
+                artifacts: Some(artifacts),
             },
             commands,
         })
@@ -873,6 +895,35 @@ version_cmd = "cat /etc/docker/daemon.json.version"
         );
         let error = parse(&format!("{WITH_HEALTH}enforce = \"yes\"\n")).expect_err("a boolean");
         assert!(error.starts_with("agent.toml:7:11: "), "{error}");
+    }
+
+    #[test]
+    fn artifacts_have_a_cache_and_a_cap_by_default() {
+        let config = parse("server = \"http://a:1\"\n").expect("valid");
+        assert_eq!(
+            config.agent.artifacts,
+            Some(Artifacts {
+                dir: DEFAULT_ARTIFACT_DIR.into(),
+                max_size: DEFAULT_MAX_SIZE,
+            })
+        );
+        let config = parse(
+            "server = \"http://a:1\"\nartifact_dir = \"/srv/cache\"\nartifact_max_size = \"200MiB\"\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            config.agent.artifacts,
+            Some(Artifacts {
+                dir: "/srv/cache".into(),
+                max_size: 200 << 20,
+            })
+        );
+        let error = parse("server = \"http://a:1\"\nartifact_max_size = \"big\"\n")
+            .expect_err("not a size");
+        assert_eq!(
+            error,
+            "agent.toml:2:21: artifact_max_size: \"big\" is not a size; write a whole number of bytes with a unit, such as 512MiB, 2GiB or 100MB"
+        );
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! sluice-agent: the agent that runs on every host. It checks in with the
 //! sluice server, applies the desired version of each component it manages
-//! (or, in facts mode, hands it to Puppet/Facter), runs the health check
-//! after the apply and again while the version runs, and reports the
-//! outcome (a change of health at once), and drift: a host found at another
-//! version than the desired one it ran, outside an apply (re-applied only
-//! with `enforce`).
+//! (or, in facts mode, hands it to Puppet/Facter), first downloading and
+//! verifying the artifact its payload names, runs the health check after
+//! the apply and again while the version runs, and reports the outcome (a
+//! change of health at once), and drift: a host found at another version
+//! than the desired one it ran, outside an apply (re-applied only with
+//! `enforce`).
 //!
 //! The binary reads `agent.toml` ([`FileConfig`]) and runs one [`Agent`]
 //! with [`ShellOps`]. The library also serves `sluice demo`, which runs
@@ -16,6 +17,7 @@
 //!
 //! ```no_run
 //! use std::collections::BTreeMap;
+//! use std::path::Path;
 //! use std::sync::{Arc, Mutex};
 //! use std::time::Duration;
 //!
@@ -30,7 +32,7 @@
 //!     async fn installed(&self, _: &ComponentConfig, _: Option<&Desired>) -> Result<String, Failure> {
 //!         Ok(self.0.lock().map_err(|_| "poisoned".to_owned())?.clone())
 //!     }
-//!     async fn apply(&self, _: &ComponentConfig, desired: &Desired) -> Result<(), Failure> {
+//!     async fn apply(&self, _: &ComponentConfig, desired: &Desired, _: Option<&Path>) -> Result<(), Failure> {
 //!         tokio::time::sleep(Duration::from_millis(500)).await;
 //!         *self.0.lock().map_err(|_| "poisoned".to_owned())? = desired.version.clone();
 //!         Ok(())
@@ -58,6 +60,8 @@
 //!             enforce: false,
 //!         }],
 //!         state_file: None,
+//!         // Nothing to download: the simulated payloads name no artifact.
+//!         artifacts: None,
 //!     };
 //!     let host = Arc::new(SimulatedHost(Mutex::new("1.12.6".into())));
 //!     let agent = Agent::new(config, client.clone(), host)?.with_seed(i);
@@ -72,6 +76,7 @@
 //! applies a version the server did not name in its latest answer.
 
 mod agent;
+mod artifact;
 pub mod cli;
 pub mod config;
 mod facts;
@@ -79,6 +84,7 @@ mod ops;
 mod state;
 
 pub use agent::{backoff_delay, Agent, AgentError};
+pub use artifact::{Artifacts, DEFAULT_ARTIFACT_DIR, DEFAULT_MAX_SIZE};
 pub use config::{
     AgentConfig, Commands, ComponentConfig, ConfigError, FileConfig, Mode, Servers, ServersError,
 };

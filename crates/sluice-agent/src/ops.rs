@@ -1,9 +1,11 @@
 //! What the agent does to its host, behind [`HostOps`]: read the installed
-//! version, apply a desired version, run the health check. [`ShellOps`] runs
-//! the configured shell commands; `sluice demo` plugs in a simulated host.
+//! version, apply a desired version (with the artifact its payload names,
+//! downloaded and verified), run the health check. [`ShellOps`] runs the
+//! configured shell commands; `sluice demo` plugs in a simulated host.
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -38,12 +40,15 @@ pub trait HostOps: Send + Sync + 'static {
     ) -> impl Future<Output = Result<String, Failure>> + Send;
 
     /// Installs `desired`; `Err` with the last lines of output when it fails.
+    /// `artifact`: the verified file the payload names (`url` and
+    /// `sha256`), if it names one (`SLUICE_ARTIFACT` for `apply_cmd`).
     /// The agent re-reads the installed version afterwards and trusts that
     /// rather than the outcome alone.
     fn apply(
         &self,
         component: &ComponentConfig,
         desired: &Desired,
+        artifact: Option<&Path>,
     ) -> impl Future<Output = Result<(), Failure>> + Send;
 
     /// Whether `component` is healthy at `desired`: after an apply, and
@@ -115,18 +120,28 @@ impl HostOps for ShellOps {
         Ok(version.to_owned())
     }
 
-    async fn apply(&self, component: &ComponentConfig, desired: &Desired) -> Result<(), Failure> {
+    async fn apply(
+        &self,
+        component: &ComponentConfig,
+        desired: &Desired,
+        artifact: Option<&Path>,
+    ) -> Result<(), Failure> {
         let Some(command) = &self.commands(component)?.apply_cmd else {
             return Err(format!("{:?} has no apply_cmd", component.name));
         };
-        run_step(command, "apply_cmd", component, desired).await
+        let mut env = environment(&component.name, Some(desired));
+        if let Some(path) = artifact {
+            env.push(("SLUICE_ARTIFACT", path.display().to_string()));
+        }
+        run_step(command, "apply_cmd", component, &env).await
     }
 
     async fn health(&self, component: &ComponentConfig, desired: &Desired) -> Result<(), Failure> {
         let Some(command) = &self.commands(component)?.health_cmd else {
             return Ok(());
         };
-        run_step(command, "health_cmd", component, desired).await
+        let env = environment(&component.name, Some(desired));
+        run_step(command, "health_cmd", component, &env).await
     }
 
     async fn labels(&self) -> Result<BTreeMap<String, String>, Failure> {
@@ -224,20 +239,15 @@ impl Drop for GroupGuard {
     }
 }
 
-/// Runs `apply_cmd` or `health_cmd` (`what`) for `desired`: `Ok` when it
+/// Runs `apply_cmd` or `health_cmd` (`what`) with `env`: `Ok` when it
 /// exits 0, else the last lines of its output.
 async fn run_step(
     command: &str,
     what: &str,
     component: &ComponentConfig,
-    desired: &Desired,
+    env: &[(&'static str, String)],
 ) -> Result<(), Failure> {
-    let run = run_shell(
-        command,
-        &environment(&component.name, Some(desired)),
-        component.timeout,
-    )
-    .await?;
+    let run = run_shell(command, env, component.timeout).await?;
     if run.succeeded() {
         Ok(())
     } else {
@@ -419,6 +429,44 @@ mod tests {
             ..desired
         };
         assert_eq!(environment("c", Some(&none))[2].1, "null");
+    }
+
+    #[tokio::test]
+    async fn apply_cmd_sees_the_artifact() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = dir.path().join("out");
+        let commands = Commands {
+            version_cmd: "echo 1".into(),
+            apply_cmd: Some(format!(
+                "echo \"$SLUICE_VERSION ${{SLUICE_ARTIFACT-none}}\" >> {}",
+                out.display()
+            )),
+            health_cmd: None,
+        };
+        let ops = ShellOps::new(BTreeMap::from([("c".to_owned(), commands)]), None);
+        let component = ComponentConfig {
+            name: "c".into(),
+            mode: crate::config::Mode::Apply,
+            timeout: Duration::from_secs(30),
+            health_interval: None,
+            enforce: false,
+        };
+        let desired = Desired {
+            version: "2".into(),
+            rollout: None,
+            payload: None,
+        };
+        let artifact = dir.path().join("abc-c_2.deb");
+        ops.apply(&component, &desired, Some(&artifact))
+            .await
+            .expect("applied");
+        ops.apply(&component, &desired, None)
+            .await
+            .expect("applied");
+        assert_eq!(
+            std::fs::read_to_string(&out).expect("output"),
+            format!("2 {}\n2 none\n", artifact.display())
+        );
     }
 
     #[tokio::test]

@@ -154,7 +154,7 @@ fn body_suffix(body: &str) -> String {
 /// The innermost cause of a transport error, in the words an operator
 /// expects: "connection refused" rather than reqwest's "error sending request
 /// for url (…)".
-fn root_cause(error: &reqwest::Error) -> String {
+pub(crate) fn root_cause(error: &reqwest::Error) -> String {
     let mut deepest: &dyn std::error::Error = error;
     let mut current = error.source();
     while let Some(cause) = current {

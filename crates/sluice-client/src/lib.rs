@@ -7,6 +7,8 @@
 //! is a [`ServerUrl`], shown without the password it may carry; one client
 //! (one connection pool) can be turned to another server
 //! ([`Client::with_server`]) or token ([`Client::with_token`]).
+//! [`Client::download`] fetches from anywhere else (an artifact a payload
+//! names) through the same pool and TLS trust, without the token.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), sluice_client::ClientError> {
@@ -23,6 +25,7 @@
 //! no store, no server, no engine, no command line — so that the agent, the
 //! CLI and the tests can all use it and the agent stays small.
 
+mod download;
 mod error;
 mod server;
 
@@ -44,6 +47,7 @@ use sluice_api::rollout::{
 };
 use sluice_api::HostId;
 
+pub use download::{Download, DownloadError};
 pub use error::ClientError;
 pub use server::ServerUrl;
 

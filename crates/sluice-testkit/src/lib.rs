@@ -9,6 +9,7 @@
 //! - [`wait`]: [`wait_for`] and [`wait_for_blocking`], polling with a
 //!   deadline instead of sleeping;
 //! - [`plan`]: [`Plan`], a typed builder of plan files;
+//! - [`files`]: [`FileServer`], a small HTTP server of files (artifacts);
 //! - [`tls`]: a private CA and a server certificate for the HTTPS tests.
 //!
 //! Without `app` the kit needs only the wire types and the client, so the
@@ -16,11 +17,13 @@
 
 #[cfg(feature = "app")]
 pub mod app;
+pub mod files;
 pub mod plan;
 pub mod sandbox;
 pub mod tls;
 pub mod wait;
 
+pub use files::FileServer;
 pub use plan::{Amount, Gate, OnFailure, Plan, Stage};
 pub use sandbox::{Preview, Run, Sandbox};
 pub use wait::{wait_for, wait_for_blocking, DEADLINE};

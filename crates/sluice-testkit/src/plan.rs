@@ -26,6 +26,7 @@ pub struct Plan {
     component: String,
     version: String,
     payload_url: Option<String>,
+    payload_sha256: Option<String>,
     selector: Option<String>,
     spread: Vec<String>,
     max_in_flight: Option<Amount>,
@@ -89,6 +90,7 @@ impl Plan {
             component: component.to_owned(),
             version: version.to_owned(),
             payload_url: None,
+            payload_sha256: None,
             selector: None,
             spread: Vec::new(),
             max_in_flight: None,
@@ -103,6 +105,14 @@ impl Plan {
     /// `payload: { url: URL }`.
     pub fn payload_url(mut self, url: &str) -> Plan {
         self.payload_url = Some(url.to_owned());
+        self
+    }
+
+    /// `payload: { url: URL, sha256: SHA256 }`: an artifact the agent
+    /// downloads and verifies before it applies.
+    pub fn payload_artifact(mut self, url: &str, sha256: &str) -> Plan {
+        self.payload_url = Some(url.to_owned());
+        self.payload_sha256 = Some(sha256.to_owned());
         self
     }
 
@@ -290,8 +300,15 @@ impl fmt::Display for Plan {
         writeln!(f, "name: {}", quoted(&self.name))?;
         writeln!(f, "component: {}", quoted(&self.component))?;
         writeln!(f, "version: {}", quoted(&self.version))?;
-        if let Some(url) = &self.payload_url {
-            writeln!(f, "payload: {{ url: {} }}", quoted(url))?;
+        match (&self.payload_url, &self.payload_sha256) {
+            (Some(url), Some(sha256)) => writeln!(
+                f,
+                "payload: {{ url: {}, sha256: {} }}",
+                quoted(url),
+                quoted(sha256)
+            )?,
+            (Some(url), None) => writeln!(f, "payload: {{ url: {} }}", quoted(url))?,
+            (None, _) => {}
         }
         if let Some(selector) = &self.selector {
             writeln!(f, "selector: {}", quoted(selector))?;
@@ -396,12 +413,20 @@ on_failure: rollback
             .stage(Stage::percent(100))
             .max_failed(Amount::Percent(5))
             .gate(Gate::http("slo", "http://127.0.0.1:9/ok"))
-            .on_failure(OnFailure::Pause);
+            .on_failure(OnFailure::Pause)
+            .payload_artifact("http://127.0.0.1:9/c_2.0.deb", &"ab".repeat(32));
         let parsed = sluice_core::plan::parse_plan(&plan.to_string())
             .unwrap_or_else(|errors| panic!("{errors}\n{plan}"));
         assert_eq!(parsed.name, "p");
         assert_eq!(parsed.stages.len(), 2);
         assert!(parsed.stages[0].approve);
         assert_eq!(parsed.gates.http.len(), 1);
+        assert_eq!(
+            parsed.payload,
+            Some(serde_json::json!({
+                "url": "http://127.0.0.1:9/c_2.0.deb",
+                "sha256": "ab".repeat(32),
+            }))
+        );
     }
 }

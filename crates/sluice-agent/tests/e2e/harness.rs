@@ -116,9 +116,32 @@ impl Host {
         token_file: &Path,
         apply_extra: &str,
     ) -> Host {
+        let host = Host::with_component(id, labels, server, token_file, |path| {
+            format!(
+                r#"name = "app"
+version_cmd = "cat {path}/version"
+apply_cmd = "echo run >> {path}/apply-runs; echo \"$SLUICE_VERSION\" > {path}/version; {apply_extra}"
+health_cmd = "test ! -e {path}/bad-$SLUICE_VERSION || {{ echo unhealthy at $SLUICE_VERSION; exit 1; }}"
+timeout = "60s"
+"#
+            )
+        });
+        std::fs::write(host.path("version"), format!("{version}\n")).expect("version file");
+        host
+    }
+
+    /// A host whose one `[[component]]` table is what `component` writes,
+    /// given the host's dir; the agent keeps its state and its artifacts
+    /// (`artifacts/`) in that dir.
+    pub fn with_component(
+        id: &str,
+        labels: &BTreeMap<String, String>,
+        server: &str,
+        token_file: &Path,
+        component: impl FnOnce(&str) -> String,
+    ) -> Host {
         let dir = tempfile::tempdir().expect("creating a host dir");
         let path = dir.path().display().to_string();
-        std::fs::write(dir.path().join("version"), format!("{version}\n")).expect("version file");
         let labels: Vec<String> = labels
             .iter()
             .map(|(key, value)| format!("{key} = {value:?}"))
@@ -130,16 +153,13 @@ id = "{id}"
 interval = "1s"
 labels = {{ {labels} }}
 state_file = "{path}/state.json"
+artifact_dir = "{path}/artifacts"
 
 [[component]]
-name = "app"
-version_cmd = "cat {path}/version"
-apply_cmd = "echo run >> {path}/apply-runs; echo \"$SLUICE_VERSION\" > {path}/version; {apply_extra}"
-health_cmd = "test ! -e {path}/bad-$SLUICE_VERSION || {{ echo unhealthy at $SLUICE_VERSION; exit 1; }}"
-timeout = "60s"
-"#,
+{component}"#,
             token = token_file.display(),
             labels = labels.join(", "),
+            component = component(&path),
         );
         std::fs::write(dir.path().join("agent.toml"), config).expect("agent.toml");
         Host {
@@ -216,6 +236,19 @@ timeout = "60s"
         std::fs::read_to_string(self.path("apply-runs"))
             .map(|text| text.lines().count())
             .unwrap_or(0)
+    }
+
+    /// The files in the agent's artifact cache, sorted.
+    pub fn artifacts(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.path("artifacts"))
+            .expect("the artifact cache")
+            .map(|entry| {
+                let entry = entry.expect("an entry of the artifact cache");
+                entry.file_name().to_string_lossy().into_owned()
+            })
+            .collect();
+        names.sort();
+        names
     }
 
     /// The agent's state file as JSON.

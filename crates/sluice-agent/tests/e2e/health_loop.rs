@@ -105,7 +105,12 @@ impl HostOps for Scripted {
         Ok(lock(&self.installed).clone())
     }
 
-    async fn apply(&self, _: &ComponentConfig, desired: &Desired) -> Result<(), Failure> {
+    async fn apply(
+        &self,
+        _: &ComponentConfig,
+        desired: &Desired,
+        _: Option<&Path>,
+    ) -> Result<(), Failure> {
         self.record(Call::ApplyStarted(desired.version.clone()));
         let mut release = self.release.clone();
         // A dropped sender releases too.
@@ -168,6 +173,7 @@ async fn spawn_agent(
             enforce: false,
         }],
         state_file: state_file.map(Path::to_owned),
+        artifacts: None,
     };
     let agent = Agent::new(config, client, Arc::clone(host)).expect("an agent");
     let (stop, mut stopped) = watch::channel(false);

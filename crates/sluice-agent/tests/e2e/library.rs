@@ -3,6 +3,7 @@
 //! host), a simulated host behind `HostOps`, against the real server.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,7 +39,12 @@ impl HostOps for SimHost {
         Ok(self.version.lock().map_err(|_| "poisoned")?.clone())
     }
 
-    async fn apply(&self, _: &ComponentConfig, desired: &Desired) -> Result<(), Failure> {
+    async fn apply(
+        &self,
+        _: &ComponentConfig,
+        desired: &Desired,
+        _: Option<&Path>,
+    ) -> Result<(), Failure> {
         tokio::time::sleep(Duration::from_millis(50)).await;
         self.applies
             .lock()
@@ -87,6 +93,7 @@ async fn many_simulated_agents_share_one_pool_and_follow_a_rollout() {
                 enforce: false,
             }],
             state_file: None,
+            artifacts: None,
         };
         let agent = Agent::new(config, client, host)
             .expect("an agent")

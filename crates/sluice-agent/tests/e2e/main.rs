@@ -1,6 +1,7 @@
 //! End-to-end tests of `sluice-agent` with real processes: the `sluice`
 //! server, many agents, real shell commands, and Puppet.
 
+mod artifact;
 mod drift;
 mod harness;
 mod health_loop;

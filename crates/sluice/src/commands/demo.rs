@@ -217,6 +217,7 @@ async fn demo(
                 enforce: false,
             }],
             state_file: None,
+            artifacts: None,
         };
         let agent = Agent::new(config, client.clone(), Arc::clone(&simulated))
             .context("starting a simulated agent")?
@@ -418,7 +419,12 @@ impl HostOps for SimulatedHost {
             .clone())
     }
 
-    async fn apply(&self, _: &ComponentConfig, desired: &Desired) -> Result<(), OpFailure> {
+    async fn apply(
+        &self,
+        _: &ComponentConfig,
+        desired: &Desired,
+        _: Option<&Path>,
+    ) -> Result<(), OpFailure> {
         tokio::time::sleep(self.apply_time).await;
         *self
             .installed
