@@ -63,13 +63,22 @@ fn server(checkin_interval: u64) -> SandboxBuilder {
 
 /// Waits until the server has every host's report of `app` at `version`, ok.
 pub async fn wait_for_reports(server: &Sandbox, hosts: &[Host], version: &str) {
-    let what = format!("every agent to report app {version} ok");
+    wait_for_component(server, hosts, "app", version).await;
+}
+
+/// Waits until the server has every host's report of `component` at
+/// `version`, ok.
+pub async fn wait_for_component(server: &Sandbox, hosts: &[Host], component: &str, version: &str) {
+    let what = format!("every agent to report {component} {version} ok");
     wait_for(&what, DEADLINE, || async {
         for host in hosts {
             let view = server.host(&host.id).await;
-            match view.as_ref().and_then(|view| view.components.get("app")) {
-                Some(app) if app.version == version && app.state == Some(ReportState::Ok) => {}
-                app => return Err(format!("{}: {app:?}", host.id)),
+            match view
+                .as_ref()
+                .and_then(|view| view.components.get(component))
+            {
+                Some(c) if c.version == version && c.state == Some(ReportState::Ok) => {}
+                other => return Err(format!("{}: {other:?}", host.id)),
             }
         }
         Ok(())

@@ -1,7 +1,8 @@
 //! End-to-end tests of `sluice-agent` with real processes: the `sluice`
-//! server, many agents, real shell commands, and Puppet.
+//! server, many agents, real shell commands, Puppet, and dpkg.
 
 mod artifact;
+mod dpkg;
 mod drift;
 mod harness;
 mod health_loop;
