@@ -198,6 +198,14 @@ impl Replica {
         }
     }
 
+    /// The term of a replica that leads for good (the embedded store's).
+    pub fn lasting_term(&self) -> Option<Arc<Term>> {
+        match self.cluster {
+            None => self.term(),
+            Some(_) => None,
+        }
+    }
+
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }

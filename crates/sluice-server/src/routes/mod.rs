@@ -130,13 +130,16 @@ pub fn api(state: AppState) -> Router {
 }
 
 /// What a replica serves: its own endpoints, and everything else answered
-/// by the leader ([`Replica::dispatch`]).
+/// by the leader ([`Replica::dispatch`]). On the embedded store the one
+/// term lasts as long as the process: its router is merged in, and requests
+/// reach it without a dispatch.
 pub fn front(replica: Arc<Replica>) -> Router {
-    let (router, _) = ops_routes().split_for_parts();
-    router
-        .fallback(crate::replica::dispatch)
-        .layer(TraceLayer::new_for_http())
-        .with_state(replica)
+    let (ops, _) = ops_routes().split_for_parts();
+    let router = match replica.lasting_term() {
+        Some(term) => ops.with_state(replica).merge(term.router.clone()),
+        None => ops.fallback(crate::replica::dispatch).with_state(replica),
+    };
+    router.layer(TraceLayer::new_for_http())
 }
 
 /// The reason given for an operator action, trimmed; a blank one is refused,
