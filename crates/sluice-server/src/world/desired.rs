@@ -13,7 +13,7 @@
 //! component, or explicitly ([`World::set_stable`]), after saying how many
 //! hosts would change at once.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use sluice_api::admin::StableChange;
@@ -41,44 +41,48 @@ fn decision<'r>(rollout: &'r Rollout, host: &str, labels: Option<&Labels>) -> Op
 impl World {
     /// The desired version of every component sluice has an opinion on for
     /// `host`: those it reports, those with a stable version, and those of
-    /// rollouts that decide for it.
+    /// rollouts that decide for it. (Answered at every check-in: the host is
+    /// looked up once.)
     pub fn desired(&self, host: &str) -> BTreeMap<String, Desired> {
         let entry = self.hosts.get(host);
         let labels = entry.map(|entry| &entry.labels);
-        let mut names: BTreeSet<&str> = BTreeSet::new();
+        let mut desired = BTreeMap::new();
         if let Some(entry) = entry {
-            names.extend(entry.components.keys());
+            for (name, reported) in entry.components.iter() {
+                if let Some(version) = self.resolve(name, host, labels, Some(&reported.version)) {
+                    desired.insert(name.to_owned(), version);
+                }
+            }
         }
         for (name, component) in &self.components {
-            if component.stable.is_some() {
-                names.insert(name);
+            if component.stable.is_some() && !desired.contains_key(name) {
+                if let Some(version) = self.resolve(name, host, labels, None) {
+                    desired.insert(name.clone(), version);
+                }
             }
         }
-        for rollout in &self.rollouts {
-            if decision(&rollout.rollout, host, labels).is_some() {
-                names.insert(&rollout.rollout.plan().component);
+        for entry in &self.rollouts {
+            let rollout = &entry.rollout;
+            let name = &rollout.plan().component;
+            if !desired.contains_key(name) && decision(rollout, host, labels).is_some() {
+                if let Some(version) = self.resolve(name, host, labels, None) {
+                    desired.insert(name.clone(), version);
+                }
             }
         }
-        names
-            .into_iter()
-            .filter_map(|name| {
-                let reported = entry
-                    .and_then(|e| e.components.get(name))
-                    .map(|c| &*c.version);
-                Some((name.to_owned(), self.resolve(name, host, reported)?))
-            })
-            .collect()
+        desired
     }
 
-    /// The desired version of `component` for `host`, which reports
-    /// `reported` (see the module's rule).
+    /// The desired version of `component` for `host`, whose labels are
+    /// `labels` and which reports `reported` (see the module's rule).
     pub(super) fn resolve(
         &self,
         component: &str,
         host: &str,
+        labels: Option<&Labels>,
         reported: Option<&str>,
     ) -> Option<Desired> {
-        if let Some(desired) = self.decided(component, host) {
+        if let Some(desired) = self.decided(component, host, labels) {
             return Some(desired);
         }
         if let Some(stable) = self.components.get(component)?.stable.as_ref() {
@@ -96,8 +100,7 @@ impl World {
     }
 
     /// What the newest rollout with an opinion on `host` decides for it.
-    fn decided(&self, component: &str, host: &str) -> Option<Desired> {
-        let labels = self.hosts.get(host).map(|entry| &entry.labels);
+    fn decided(&self, component: &str, host: &str, labels: Option<&Labels>) -> Option<Desired> {
         let entry = self.components.get(component)?;
         entry.rollouts.iter().rev().find_map(|&index| {
             let rollout = &self.rollouts[index].rollout;
@@ -202,7 +205,9 @@ impl World {
                 continue;
             };
             hosts_with_component += 1;
-            if *reported.version != *version && self.decided(component, id).is_none() {
+            if *reported.version != *version
+                && self.decided(component, id, Some(&host.labels)).is_none()
+            {
                 hosts_changed += 1;
             }
         }

@@ -458,9 +458,13 @@ impl World {
             }
         }
         for index in 0..self.rollouts.len() {
-            let report = request
-                .components
-                .get(&self.rollouts[index].rollout.plan().component);
+            let rollout = &self.rollouts[index].rollout;
+            // A rollout over for good (terminal, every told host answered)
+            // takes nothing from a check-in: nothing is built for it.
+            if !rollout.is_active() && !rollout.listens() {
+                continue;
+            }
+            let report = request.components.get(&rollout.plan().component);
             let sighting = Sighting {
                 id: id.as_arc().clone(),
                 labels: labels.clone(),

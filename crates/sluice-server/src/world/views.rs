@@ -158,7 +158,7 @@ impl World {
             .components
             .iter()
             .map(|(name, reported)| {
-                let desired = self.resolve(name, id, Some(&reported.version));
+                let desired = self.resolve(name, id, Some(&entry.labels), Some(&reported.version));
                 let rollout = self.components.get(name).and_then(|component| {
                     component
                         .rollouts
