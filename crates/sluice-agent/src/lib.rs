@@ -82,8 +82,9 @@ pub mod config;
 mod facts;
 mod ops;
 mod state;
+mod upgrade;
 
-pub use agent::{backoff_delay, Agent, AgentError};
+pub use agent::{backoff_delay, Agent, AgentError, Exit};
 pub use artifact::{Artifacts, DEFAULT_ARTIFACT_DIR, DEFAULT_MAX_SIZE};
 pub use config::{
     AgentConfig, Commands, ComponentConfig, ConfigError, FileConfig, Mode, Servers, ServersError,
@@ -93,3 +94,4 @@ pub use ops::{environment, run_shell, Failure, HostOps, Run, ShellOps, TAIL_BYTE
 pub use sluice_api::agent::{Desired, ReportState};
 pub use sluice_client::{Client, ServerUrl};
 pub use state::{write_atomically, AgentState, ComponentState, StateError};
+pub use upgrade::{Binary, OwnApply, AGENT_COMPONENT};
