@@ -12,5 +12,6 @@ mod once;
 mod puppet;
 mod restart;
 mod rollout;
+mod self_upgrade;
 mod servers;
 mod tls;
