@@ -340,7 +340,18 @@ impl<H: HostOps> Agent<H> {
             };
             match event {
                 Event::Shutdown => {
-                    tracing::info!("shutting down");
+                    let own = self
+                        .state
+                        .components
+                        .get(AGENT_COMPONENT)
+                        .and_then(|entry| entry.applying.as_deref())
+                        .filter(|_| op.as_ref().is_some_and(|op| op.kind == OpKind::Apply));
+                    match own {
+                        Some(version) => {
+                            tracing::info!(%version, "shutting down in the middle of the agent's own upgrade; its apply goes on, and the next start takes it over")
+                        }
+                        None => tracing::info!("shutting down"),
+                    }
                     return Ok(Exit::Shutdown);
                 }
                 Event::CheckinDue => {

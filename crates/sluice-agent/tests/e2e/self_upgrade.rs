@@ -344,6 +344,13 @@ async fn the_agent_upgrades_its_own_package_and_runs_the_new_binary() {
     assert_eq!(
         occurrences(
             restarted.path("agent.log"),
+            "shutting down in the middle of the agent's own upgrade"
+        ),
+        1
+    );
+    assert_eq!(
+        occurrences(
+            restarted.path("agent.log"),
             "outlived it; waiting for it to end"
         ),
         1
