@@ -282,10 +282,12 @@ impl<H: HostOps> Agent<H> {
 
     /// Runs until `shutdown` completes, or until an apply of its own
     /// component replaced its binary (see [`Exit`]). A host command in
-    /// flight at shutdown is killed with its process group (but the apply
-    /// of the agent's own component, which the host operations let outlive
-    /// the agent); the state file says it was interrupted, and the next
-    /// start deals with it (see [`Agent::recover`]).
+    /// flight at shutdown is killed with its process group, but for the
+    /// apply of the agent's own component, which the host operations may
+    /// let outlive the agent. The state file says an apply was in
+    /// progress, and the next start deals with it: it takes over an apply
+    /// that outlived the agent ([`HostOps::adopt`]), and reads the
+    /// installed version first after one that was interrupted.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<Exit, AgentError> {
         self.event_loop(shutdown, false).await
     }

@@ -5,7 +5,11 @@
 //! the apply and again while the version runs, and reports the outcome (a
 //! change of health at once), and drift: a host found at another version
 //! than the desired one it ran, outside an apply (re-applied only with
-//! `enforce`).
+//! `enforce`). It upgrades itself: the component named
+//! [`AGENT_COMPONENT`] (`sluice-agent`) is its own package, whose apply
+//! outlives the agent the package restarts, and is taken over by the next
+//! agent ([`OwnApply`]); an agent whose binary that apply replaced runs the
+//! new one ([`Exit::Replaced`]).
 //!
 //! The binary reads `agent.toml` ([`FileConfig`]) and runs one [`Agent`]
 //! with [`ShellOps`]. The library also serves `sluice demo`, which runs
