@@ -272,7 +272,7 @@ impl Run {
     }
 
     /// "apply_cmd exited with status 3", then the last lines of output.
-    fn failure(&self, what: &str) -> Failure {
+    pub(crate) fn failure(&self, what: &str) -> Failure {
         let mut message = match self.status {
             None => format!(
                 "{what} timed out after {}s and its process group was killed",

@@ -175,7 +175,10 @@ impl OwnApply {
             // The shell reads the end of its stdin and exits, running nothing.
             drop(go);
             let _ = child.wait().await;
-            return Err(not_run(format!("cannot record the apply: {error}")));
+            return Err(with_output(
+                not_run(format!("cannot record the apply: {error}")),
+                &self.log_tail(),
+            ));
         }
         if let Some(stdin) = go.as_mut() {
             // A shell that is gone already reports its status below.
@@ -191,13 +194,24 @@ impl OwnApply {
                 None
             }
         };
+        let started = self.status() != Status::Absent;
         self.forget();
         let run = Run {
             status,
             timeout,
             output: self.log_tail(),
         };
-        run.result("apply_cmd")
+        match status {
+            // systemd-run could not make the scope, or the shell failed.
+            Some(status) if !started => {
+                let program = if self.scope { "systemd-run" } else { "/bin/sh" };
+                Err(with_output(
+                    format!("{program} ended ({status}) before apply_cmd started"),
+                    &run.output,
+                ))
+            }
+            _ => run.result("apply_cmd"),
+        }
     }
 
     /// The apply of `component` at `version` that an earlier agent process
@@ -250,13 +264,10 @@ impl OwnApply {
             (true, _) => None,
             (false, Status::Exited(code)) => Some(ExitStatus::from_raw((code & 0xff) << 8)),
             (false, Status::Absent | Status::Running) => {
-                let mut failure =
-                    "apply_cmd was killed before it finished, while no agent watched it".to_owned();
-                if !output.is_empty() {
-                    failure.push('\n');
-                    failure.push_str(&output);
-                }
-                return Err(failure);
+                return Err(with_output(
+                    "apply_cmd was killed before it finished, while no agent watched it".to_owned(),
+                    &output,
+                ));
             }
         };
         Run {
@@ -267,9 +278,12 @@ impl OwnApply {
         .result("apply_cmd")
     }
 
+    /// What the shell wrote to the status file: nothing when there is no
+    /// file it could have written (none, or a directory in the way).
     fn status(&self) -> Status {
+        use std::io::ErrorKind::{IsADirectory, NotFound};
         match std::fs::read_to_string(self.dir.join(STATUS)) {
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Status::Absent,
+            Err(error) if matches!(error.kind(), NotFound | IsADirectory) => Status::Absent,
             Err(_) => Status::Running,
             Ok(text) => text.trim().parse().map_or(Status::Running, Status::Exited),
         }
@@ -305,7 +319,7 @@ fn wrapper(command: &str) -> String {
         "sluice_status=$1\nset --\n\
          IFS= read -r sluice_go && test \"$sluice_go\" = go || exit 0\n\
          exec </dev/null\n\
-         echo running > \"$sluice_status\"\n\
+         echo running > \"$sluice_status\" || exit 1\n\
          (\n{command}\n)\n\
          sluice_exit=$?\n\
          echo \"$sluice_exit\" > \"$sluice_status\"\n\
@@ -339,6 +353,15 @@ fn kill_group(pid: Option<i32>) {
         // The group may be gone already; nothing else to do then.
         let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
     }
+}
+
+/// `failure`, then the output's last lines, if any.
+fn with_output(mut failure: Failure, output: &str) -> Failure {
+    if !output.is_empty() {
+        failure.push('\n');
+        failure.push_str(output);
+    }
+    failure
 }
 
 fn now() -> u64 {
@@ -460,6 +483,24 @@ mod tests {
             .await
             .expect_err("failed");
         assert_eq!(failure, "apply_cmd exited with status 3\nbroken");
+        // A shell that cannot say the command started does not start it,
+        // and says so.
+        std::fs::create_dir(dir.path().join(STATUS)).expect("a dir in the way");
+        let failure = own
+            .run(
+                &command,
+                &env,
+                AGENT_COMPONENT,
+                "3",
+                Duration::from_secs(30),
+            )
+            .await
+            .expect_err("failed");
+        assert!(
+            failure.starts_with("/bin/sh ended (exit status: 1) before apply_cmd started\n"),
+            "{failure}"
+        );
+        assert!(!failure.contains("installing"), "{failure}");
     }
 
     #[tokio::test]
