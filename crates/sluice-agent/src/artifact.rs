@@ -14,7 +14,6 @@
 //! them, so a directory shared by mistake loses nothing else.
 
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -200,7 +199,7 @@ impl Artifacts {
         file.sync_all()
             .await
             .map_err(|error| format!("cannot write {}: {error}", partial.display()))?;
-        let digest = hex(&hasher.finalize());
+        let digest = hex::encode(hasher.finalize());
         if digest != artifact.sha256 {
             return Err(format!(
                 "the artifact downloaded from {url} ({size} bytes) has the sha256 {digest}, not {} as the payload says",
@@ -261,19 +260,12 @@ async fn sha256_of(path: &Path) -> std::io::Result<String> {
     loop {
         let read = file.read(&mut buffer).await?;
         if read == 0 {
-            return Ok(hex(&hasher.finalize()));
+            return Ok(hex::encode(hasher.finalize()));
         }
         hasher.update(&buffer[..read]);
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    let mut text = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        let _ = write!(text, "{byte:02x}");
-    }
-    text
-}
 
 /// A size such as `512MiB`, `2GiB`, `100MB` or `1048576` (bytes): whole
 /// numbers, with B, KB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB
@@ -316,7 +308,7 @@ mod tests {
     use sluice_testkit::FileServer;
 
     fn digest(bytes: &[u8]) -> String {
-        hex(&Sha256::digest(bytes))
+        hex::encode(Sha256::digest(bytes))
     }
 
     fn artifact(server: &FileServer, name: &str, bytes: &[u8]) -> Artifact {

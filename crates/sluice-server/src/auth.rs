@@ -15,7 +15,6 @@
 //! tokens cannot hammer the database.
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -291,12 +290,7 @@ pub async fn create_in_database(
 
 /// SHA-256 of a secret, lowercase hex.
 pub fn hash_secret(secret: &str) -> String {
-    let digest = Sha256::digest(secret.as_bytes());
-    let mut hex = String::with_capacity(64);
-    for byte in digest.iter() {
-        let _ = write!(hex, "{byte:02x}");
-    }
-    hex
+    hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
 /// A new secret: `slc_` and 32 random bytes in hex.
@@ -304,12 +298,7 @@ pub fn new_secret() -> anyhow::Result<String> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)
         .map_err(|error| anyhow::anyhow!("reading the OS random source: {error}"))?;
-    let mut secret = String::with_capacity(4 + 64);
-    secret.push_str("slc_");
-    for byte in bytes {
-        let _ = write!(secret, "{byte:02x}");
-    }
-    Ok(secret)
+    Ok(format!("slc_{}", hex::encode(bytes)))
 }
 
 /// What an endpoint needs of its caller.

@@ -19,7 +19,6 @@
 //! time.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -272,11 +271,7 @@ pub fn random_hex(bytes: usize) -> Result<String, DashError> {
     let mut buffer = vec![0u8; bytes];
     getrandom::fill(&mut buffer)
         .map_err(|error| DashError::Internal(format!("reading the OS random source: {error}")))?;
-    let mut hex = String::with_capacity(bytes * 2);
-    for byte in buffer {
-        let _ = write!(hex, "{byte:02x}");
-    }
-    Ok(hex)
+    Ok(hex::encode(buffer))
 }
 
 /// Compares without stopping at the first difference.
