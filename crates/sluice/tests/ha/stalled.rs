@@ -1,4 +1,6 @@
-//! SIGSTOP of the leader while agents check in, for longer than its lease:
+//! SIGSTOP of the leader while agents check in, in the middle of a commit
+//! (its transaction open in PostgreSQL, the lease row locked), for longer
+//! than its lease:
 //! a standby takes over and the rollout moves on; paused then through the
 //! third replica, with the agents stopped, the database holds still. SIGCONT:
 //! the old leader, which had check-ins and commits under way when it was
@@ -7,14 +9,63 @@
 //! then serves as a standby, forwarding to the new leader.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use sluice_store::testing::TempPgDatabase;
 use sluice_testkit::cluster::replica_id;
-use sluice_testkit::{wait_for, Stage, DEADLINE};
+use sluice_testkit::{wait_for, Cluster, Stage, DEADLINE};
 
 use crate::support::{self, detail, progress, stored, wait_for_progress};
 
 const ALL: [usize; 3] = [0, 1, 2];
+
+/// Stops replica `leader` in the middle of a commit, its transaction open
+/// in the database and the lease row it checked locked: SIGSTOP, and if
+/// PostgreSQL has no such transaction, SIGCONT and again a moment later.
+/// The leader commits check-ins all the time, so a few tries do.
+async fn stop_mid_commit(cluster: &Cluster, leader: usize, db: &TempPgDatabase) {
+    let mut conn = db.connect().await;
+    for _ in 0..ATTEMPTS {
+        cluster.replica(leader).sigstop();
+        if lease_held_by_idle_transaction(&mut conn).await {
+            return;
+        }
+        cluster.replica(leader).sigcont();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("in {ATTEMPTS} tries, the leader was never stopped in the middle of a commit");
+}
+
+/// Whether a transaction that waits for its client's next statement holds
+/// the lease row locked: the row cannot be locked at once, and a session
+/// of sluice idles in a transaction that wrote or locked something.
+async fn lease_held_by_idle_transaction(conn: &mut sqlx::PgConnection) -> bool {
+    use sqlx::Connection as _;
+    let idle: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = 'sluice' \
+           AND state = 'idle in transaction' AND backend_xid IS NOT NULL",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .expect("reading pg_stat_activity");
+    if idle == 0 {
+        return false;
+    }
+    let mut tx = conn.begin().await.expect("a transaction");
+    let locked = sqlx::query("SELECT 1 FROM leader_lease WHERE id = 1 FOR UPDATE NOWAIT")
+        .execute(&mut *tx)
+        .await;
+    tx.rollback().await.expect("rolling back");
+    match locked {
+        Ok(_) => false,
+        Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("55P03") => true,
+        Err(error) => panic!("locking the lease row: {error}"),
+    }
+}
+
+/// Tries of [`stop_mid_commit`].
+const ATTEMPTS: u32 = 200;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_leader_is_replaced_and_nothing_it_writes_after_lands() {
@@ -42,7 +93,7 @@ async fn a_stopped_leader_is_replaced_and_nothing_it_writes_after_lands() {
     let stopped = before.leader;
     let others: Vec<usize> = ALL.into_iter().filter(|&i| i != stopped).collect();
     let watch = agents.watch(support::clients(&cluster, &others), &id, preview.clone());
-    cluster.replica(stopped).sigstop();
+    stop_mid_commit(&cluster, stopped, &db).await;
 
     // A successor takes over and the rollout moves on under it.
     let after = cluster.wait_for_leader(&others, Some(&before)).await;
