@@ -27,6 +27,11 @@ use crate::wait::wait_for;
 
 /// How long a request of [`Cluster::get`] may take.
 const GET_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request of an admin client may take: a standby that has not
+/// yet learnt of a takeover forwards to the old leader, and if that one is
+/// stopped, the request hangs until it resumes; the caller had better ask
+/// another replica soon.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Replicas of one database (see the module's documentation).
 #[derive(Debug)]
@@ -96,8 +101,8 @@ impl Cluster {
             let server = Server::start(&name, data_dir, args).await;
             let client = Client::builder(server.url())
                 .token(&cluster.token)
-                .timeout(Duration::from_secs(30))
-                .connect_timeout(Duration::from_secs(5))
+                .timeout(CLIENT_TIMEOUT)
+                .connect_timeout(CLIENT_TIMEOUT)
                 .build()
                 .expect("building an admin client");
             cluster.replicas.push(server);
@@ -143,7 +148,8 @@ impl Cluster {
             .collect()
     }
 
-    /// A client of replica `index` with the admin token.
+    /// A client of replica `index` with the admin token (requests time out
+    /// after 5 s).
     pub fn client(&self, index: usize) -> &Client {
         &self.clients[index]
     }
