@@ -64,8 +64,10 @@ struct State {
     hosts: Vec<HostAgent>,
     /// Per server: the hosts told the target through it.
     told_through: Vec<BTreeSet<String>>,
-    /// Check-ins that failed static, per server.
-    failed: Vec<u64>,
+    /// Check-ins that failed static, per server: answered 503, and not
+    /// answered (refused, reset, timed out).
+    unavailable: Vec<u64>,
+    unreachable: Vec<u64>,
     /// Check-ins answered, per server.
     answered: Vec<u64>,
 }
@@ -78,6 +80,17 @@ struct HostAgent {
     sent: u64,
     /// The number of the last report acknowledged.
     acknowledged: Option<u64>,
+}
+
+/// The check-ins through one server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tally {
+    /// Answered 200.
+    pub answered: u64,
+    /// Answered 503: the server cannot serve now.
+    pub unavailable: u64,
+    /// Not answered: refused, reset, or no answer in time.
+    pub unreachable: u64,
 }
 
 /// The outcome of one round.
@@ -126,7 +139,8 @@ impl Agents {
             state: Mutex::new(State {
                 hosts: agents,
                 told_through: vec![BTreeSet::new(); servers.len()],
-                failed: vec![0; servers.len()],
+                unavailable: vec![0; servers.len()],
+                unreachable: vec![0; servers.len()],
                 answered: vec![0; servers.len()],
             }),
             clients,
@@ -171,14 +185,15 @@ impl Agents {
         self.state().told_through.clone()
     }
 
-    /// Per server: check-ins answered and check-ins that failed static.
-    pub fn tally(&self) -> Vec<(u64, u64)> {
+    /// Per server, the check-ins so far.
+    pub fn tally(&self) -> Vec<Tally> {
         let state = self.state();
-        state
-            .answered
-            .iter()
-            .copied()
-            .zip(state.failed.iter().copied())
+        (0..self.clients.len())
+            .map(|server| Tally {
+                answered: state.answered[server],
+                unavailable: state.unavailable[server],
+                unreachable: state.unreachable[server],
+            })
             .collect()
     }
 
@@ -280,10 +295,11 @@ impl Agents {
                 Ok(())
             }
             Err(error) => {
-                state.failed[server] += 1;
                 if is_unreachable(&error) {
+                    state.unreachable[server] += 1;
                     Err(true)
                 } else if error.status() == Some(503) {
+                    state.unavailable[server] += 1;
                     Err(false)
                 } else {
                     panic!(

@@ -207,7 +207,7 @@ async fn stages_tell_their_quota_through_any_replica_and_a_killed_leader_is_repl
     }
     support::no_acknowledged_report_lost(&agents, &db, &id).await;
     eprintln!(
-        "failover: {} rounds, {} samples, per replica (answered, failed): {:?}",
+        "failover: {} rounds, {} samples, per replica: {:?}",
         agents.rounds(),
         watched.samples,
         agents.tally()

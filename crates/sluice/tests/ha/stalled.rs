@@ -189,7 +189,7 @@ async fn a_stopped_leader_is_replaced_and_nothing_it_writes_after_lands() {
     watch.stop().await.assert_within_stages();
     support::no_acknowledged_report_lost(&agents, &db, &id).await;
     eprintln!(
-        "stalled: {} stopped at epoch {}, {} led at epoch {}; {} rounds, per replica (answered, failed): {:?}",
+        "stalled: {} stopped at epoch {}, {} led at epoch {}; {} rounds, per replica: {:?}",
         replica_id(stopped),
         before.epoch,
         replica_id(after.leader),
