@@ -9,9 +9,9 @@
 //!   no further host; SIGKILL of the leader: a standby takes over and the
 //!   rollout moves again, no acknowledged report lost; the killed replica,
 //!   restarted, rejoins as a standby;
-//! - `stalled`: SIGSTOP of the leader past its lease: a successor takes
-//!   over; SIGCONT: the old leader steps down and nothing it tries to write
-//!   lands.
+//! - `stalled`: SIGSTOP of the leader in the middle of a commit, past its
+//!   lease: a successor takes over; SIGCONT: the old leader steps down and
+//!   nothing it tries to write lands.
 //!
 //! Restarting PostgreSQL under load is `tests/postgres_restart.rs`, a
 //! binary of its own so that it never pulls the database from under the
