@@ -159,12 +159,29 @@ pub fn known_schema_version() -> i64 {
 
 // ---- the lease ----
 
+/// How long a fenced commit may leave the database waiting for its next
+/// statement before PostgreSQL ends its session. A commit holds the lease
+/// row (and the event sequence) locked until it ends, so a leader stalled
+/// in the middle of one (SIGSTOP, a VM paused, a partition) would keep
+/// every successor from taking the lease for as long as it stalls; this
+/// bounds the wait, and the stalled leader's commit then fails. A commit
+/// sends its statements back to back, so a healthy leader never comes
+/// near it; one that does merely retries the commit.
+const FENCED_IDLE_TIMEOUT: &str = "1s";
+
 /// Fails with [`StoreError::Fenced`] unless the fence's holder holds the
 /// lease of its epoch and it has not expired. Locks the lease row `FOR
 /// SHARE` until the transaction ends, so that a takeover waits for this
-/// commit.
+/// commit — for at most [`FENCED_IDLE_TIMEOUT`] of silence from this side,
+/// set here for the rest of the transaction.
 async fn check_lease(conn: &mut PgConnection, fence: &Fence) -> Result<(), StoreError> {
     let Fence { holder, epoch } = fence;
+    sqlx::query(&format!(
+        "SET LOCAL idle_in_transaction_session_timeout = '{FENCED_IDLE_TIMEOUT}'"
+    ))
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| classify(e, "bounding the commit's idle time"))?;
     let row: Option<(String, i64, bool)> = sqlx::query_as(
         "SELECT holder, epoch, expires_at > clock_timestamp() FROM leader_lease \
          WHERE id = 1 FOR SHARE",
@@ -773,10 +790,11 @@ fn code_kind(code: &str) -> Kind {
         c if c.starts_with("08") || c.starts_with("53") || c.starts_with("58") => Kind::Transient,
         // Serialization failure, deadlock, lock not available, object in
         // use, a canceled statement, shutdowns, "cannot connect now",
-        // a read-only transaction (a standby after a failover).
-        "40001" | "40P01" | "55P03" | "55006" | "57014" | "57P01" | "57P02" | "57P03" | "25006" => {
-            Kind::Transient
-        }
+        // a read-only transaction (a standby after a failover), a
+        // transaction or session ended for idling (a stalled commit, see
+        // `FENCED_IDLE_TIMEOUT`).
+        "40001" | "40P01" | "55P03" | "55006" | "57014" | "57P01" | "57P02" | "57P03" | "25006"
+        | "25P03" | "57P05" => Kind::Transient,
         // Credentials or a database that an operator may fix while sluice
         // keeps trying.
         c if c.starts_with("28") || c == "3D000" => Kind::Transient,
@@ -826,7 +844,7 @@ mod tests {
     fn sqlstates_are_transient_refused_or_corrupt() {
         for transient in [
             "08006", "08001", "40001", "40P01", "53100", "53200", "53300", "57P01", "57014",
-            "25006", "58030", "28P01", "3D000",
+            "25006", "25P03", "57P05", "58030", "28P01", "3D000",
         ] {
             assert_eq!(code_kind(transient), Kind::Transient, "{transient}");
         }
