@@ -81,6 +81,16 @@ impl Selector {
         self.requirements.iter().all(|r| r.matches(labels))
     }
 
+    /// The first requirement (in canonical order) that a host with these
+    /// labels does not satisfy: its label key and the requirement as
+    /// written canonically (`site in (lon, sto)`). `None`: they match.
+    pub fn unmet(&self, labels: &Labels) -> Option<(&str, String)> {
+        self.requirements
+            .iter()
+            .find(|r| !r.matches(labels))
+            .map(|r| (r.key.as_str(), r.to_string()))
+    }
+
     /// Whether the selector has no requirement, and so selects every host.
     pub fn is_empty(&self) -> bool {
         self.requirements.is_empty()
@@ -706,6 +716,26 @@ mod tests {
         ("site in (sto, lon), role != web", "c"),
         ("in in (a)", ""),
     ];
+
+    #[test]
+    fn unmet_names_the_first_requirement_labels_break() {
+        let selector = Selector::parse("site in (sto, lon), role!=build").expect("valid");
+        assert_eq!(selector.unmet(&labels("site=sto,role=web")), None);
+        assert_eq!(
+            selector.unmet(&labels("site=par,role=web")),
+            Some(("site", "site in (lon, sto)".to_owned()))
+        );
+        assert_eq!(
+            selector.unmet(&labels("site=lon,role=build")),
+            Some(("role", "role!=build".to_owned()))
+        );
+        assert_eq!(
+            selector.unmet(&labels("role=web")),
+            Some(("site", "site in (lon, sto)".to_owned())),
+            "a missing label"
+        );
+        assert_eq!(Selector::default().unmet(&labels("")), None);
+    }
 
     #[test]
     fn matches_exactly_the_expected_hosts() {

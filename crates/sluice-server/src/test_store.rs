@@ -4,7 +4,9 @@
 
 use std::sync::Mutex;
 
-use sluice_store::{Part, SampleRecord, Store, StoreError, StoredEvent, TokenRecord, Write};
+use sluice_store::{
+    Enrolled, Enrollment, Part, SampleRecord, Store, StoreError, StoredEvent, TokenRecord, Write,
+};
 
 /// Fails the first commits with `failures` (in order), then records every
 /// batch; each commit first waits for a permit of `gate`.
@@ -56,6 +58,14 @@ impl Store for TestStore {
 
     async fn token(&self, _: &str) -> Result<Option<TokenRecord>, StoreError> {
         Ok(None)
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn enroll(&self, _: &Enrollment) -> Result<Enrolled, StoreError> {
+        Ok(Enrolled::UnknownToken)
     }
 
     async fn events(&self, _: &str, _: i64, _: u32) -> Result<Vec<StoredEvent>, StoreError> {

@@ -93,6 +93,9 @@ async fn a_cluster_bootstrapped_with_a_token_in_its_database_writes_no_admin_tok
         role: Role::Admin,
         host: None,
         name: Some("bootstrap".to_owned()),
+        selector: None,
+        uses: None,
+        expires: None,
     };
     let created = auth::create_in_database(&DatabaseUrl::new(db.url()), &request, "cli:test")
         .await
