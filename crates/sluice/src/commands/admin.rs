@@ -97,7 +97,7 @@ pub struct TokenListArgs {
 pub struct TokenRevokeArgs {
     /// The token's id (sluice token list) or its name
     #[arg(value_name = "ID|NAME")]
-    token: String,
+    id: String,
     #[command(flatten)]
     remote: RemoteArgs,
 }
@@ -478,10 +478,10 @@ fn render_tokens(tokens: &[TokenView], now: jiff::Timestamp) -> String {
 }
 
 fn revoke_token(args: TokenRevokeArgs) -> Result<(), Failure> {
-    let token = args.token.clone();
+    let id = args.id.clone();
     args.remote.show(
         "revoking a token",
-        async |client| client.revoke_token(&token).await,
+        async |client| client.revoke_token(&id).await,
         |revoked| {
             let mut text = format!("revoked {} token {}", revoked.role, revoked.id);
             if let Some(name) = &revoked.name {
