@@ -760,6 +760,8 @@ impl FromRequestParts<AppState> for Caller {
 
 #[cfg(test)]
 mod tests {
+    use sluice_store::TokenRole;
+
     use super::*;
 
     #[test]
@@ -789,6 +791,97 @@ mod tests {
         // The first entry expires; the second still holds.
         assert!(misses.contains("a", start + MISS_TTL));
         assert!(!misses.contains("a", start + MISS_TTL * 2));
+    }
+
+    /// A store lookup under way while the token is revoked does not put
+    /// it back in memory: it asks again, and the store no longer knows it.
+    #[tokio::test]
+    async fn a_lookup_racing_a_revocation_does_not_bring_the_token_back() {
+        let secret = new_secret().expect("a secret");
+        let record = TokenRecord::new(
+            hash_secret(&secret),
+            TokenRole::Viewer,
+            Timestamp::UNIX_EPOCH,
+        );
+        let store = Arc::new(crate::test_store::TestStore::failing(Vec::new()));
+        store.lookup_gate.forget_permits(usize::MAX);
+        // The first lookup reads the token as it was; the second, after the
+        // revocation, finds nothing.
+        store
+            .lookups
+            .lock()
+            .expect("lock")
+            .push_back(record.clone());
+        let tokens = Arc::new(Tokens::default());
+        let finding = tokio::spawn({
+            let (tokens, store, secret) = (Arc::clone(&tokens), Arc::clone(&store), secret.clone());
+            async move { tokens.find(&secret, &*store).await }
+        });
+        // The lookup is waiting in the store; the token is revoked meanwhile.
+        while store
+            .lookups_begun
+            .load(std::sync::atomic::Ordering::Acquire)
+            == 0
+        {
+            tokio::task::yield_now().await;
+        }
+        tokens.revoke(std::slice::from_ref(&record.hash));
+        store.lookup_gate.add_permits(2);
+        let found = finding
+            .await
+            .expect("the lookup")
+            .expect("the store answered");
+        assert!(found.is_none(), "a revoked token came back: {found:?}");
+        assert!(tokens.by_hash(&record.hash).is_none());
+    }
+
+    #[test]
+    fn touching_writes_the_last_use_every_few_minutes_at_most() {
+        let record = TokenRecord::new("ab".repeat(32), TokenRole::Agent, Timestamp::UNIX_EPOCH);
+        let token = Token::of(&record).expect("a token");
+        let start: Timestamp = "2026-03-01T09:00:00Z".parse().expect("a time");
+        assert!(token.touch(start), "never written");
+        assert!(!token.touch(start + jiff::SignedDuration::from_secs(60)));
+        assert_eq!(
+            token.last_used(),
+            Some(start + jiff::SignedDuration::from_secs(60))
+        );
+        assert!(token.touch(start + USE_WRITTEN_EVERY));
+    }
+
+    #[test]
+    fn expired_and_revoked_tokens_are_not_usable() {
+        let now: Timestamp = "2026-03-01T09:00:00Z".parse().expect("a time");
+        let record = TokenRecord {
+            expires_at: Some(now),
+            ..TokenRecord::new("ab".repeat(32), TokenRole::Viewer, Timestamp::UNIX_EPOCH)
+        };
+        let tokens = Tokens::default();
+        let token = tokens.insert(&record).expect("a token");
+        assert!(token
+            .check_usable(now - jiff::SignedDuration::from_secs(1))
+            .is_ok());
+        let expired = token.check_usable(now).expect_err("expired");
+        assert!(
+            expired
+                .to_string()
+                .contains("expired at 2026-03-01T09:00:00"),
+            "{expired}"
+        );
+        tokens.revoke(std::slice::from_ref(&record.hash));
+        let revoked = token
+            .check_usable(now - jiff::SignedDuration::from_secs(1))
+            .expect_err("revoked");
+        assert!(revoked.to_string().contains("revoked"), "{revoked}");
+    }
+
+    #[test]
+    fn a_stored_selector_that_does_not_parse_refuses_the_token() {
+        let record = TokenRecord {
+            selector: Some("site in (".to_owned()),
+            ..TokenRecord::new("ab".repeat(32), TokenRole::Agent, Timestamp::UNIX_EPOCH)
+        };
+        assert!(Tokens::default().insert(&record).is_none());
     }
 
     #[test]
