@@ -221,10 +221,10 @@ impl Tokens {
     /// store).
     pub fn replace_all(&self, records: &[TokenRecord]) {
         let mut by_hash = self.write();
+        // A lookup under way reads the store again: it may have read it
+        // before what memory is rebuilt from. (The dashboard's sessions are
+        // rebuilt beside the tokens.)
         self.revocations.fetch_add(1, Ordering::AcqRel);
-        for token in by_hash.values() {
-            token.revoked.store(true, Ordering::Release);
-        }
         by_hash.clear();
         for record in records {
             if let Some(token) = Token::of(record) {
