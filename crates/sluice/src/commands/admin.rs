@@ -647,6 +647,53 @@ mod tests {
     }
 
     #[test]
+    fn tokens_list_their_binding_expiry_last_use_and_uses_never_a_secret() -> Result<(), jiff::Error>
+    {
+        let now: jiff::Timestamp = "2026-03-01T10:00:00Z".parse()?;
+        let token = |id: &str, role: Role| TokenView {
+            id: id.into(),
+            name: None,
+            role,
+            host: None,
+            selector: None,
+            created_at: "2026-03-01T09:00:00Z".into(),
+            expires_at: None,
+            expired: false,
+            last_used_at: None,
+            uses_left: None,
+        };
+        let tokens = [
+            TokenView {
+                name: Some("rack-42".into()),
+                selector: Some("site in (lon, sto)".into()),
+                expires_at: Some("2026-03-02T09:00:00Z".into()),
+                last_used_at: Some("2026-03-01T09:59:00Z".into()),
+                uses_left: Some(4998),
+                ..token("1b4f0e9851971998", Role::Enroll)
+            },
+            TokenView {
+                host: Some("a1.example.net".into()),
+                selector: Some("site in (lon, sto)".into()),
+                last_used_at: Some("2026-03-01T09:59:30Z".into()),
+                ..token("60303ae22b998861", Role::Agent)
+            },
+            TokenView {
+                expires_at: Some("2026-03-01T09:30:00Z".into()),
+                expired: true,
+                ..token("9f86d081884c7d65", Role::Viewer)
+            },
+        ];
+        expect_test::expect![[r#"
+            ID                NAME     ROLE    BINDING                                  CREATED               EXPIRES                       LAST USED  USES LEFT
+            1b4f0e9851971998  rack-42  enroll  site in (lon, sto)                       2026-03-01 09:00:00Z  2026-03-02 09:00:00Z          1m ago          4998
+            60303ae22b998861  -        agent   host a1.example.net, site in (lon, sto)  2026-03-01 09:00:00Z  never                         30s ago            -
+            9f86d081884c7d65  -        viewer  -                                        2026-03-01 09:00:00Z  expired 2026-03-01 09:30:00Z  never              -
+        "#]]
+        .assert_eq(&render_tokens(&tokens, now));
+        Ok(())
+    }
+
+    #[test]
     fn components_list_versions_most_common_first() {
         let components = [
             ComponentView {
