@@ -217,6 +217,27 @@ impl Tokens {
         Some(token)
     }
 
+    /// How many times tokens left memory so far: taken before a write that
+    /// creates a token, for [`Tokens::insert_unless_revoked`].
+    pub fn revocations(&self) -> u64 {
+        self.revocations.load(Ordering::Acquire)
+    }
+
+    /// Knows the token of `record`, just made durable, unless a token left
+    /// memory since `revocations` was read ([`Tokens::revocations`]): a
+    /// revocation (of its host, say) committed meanwhile may have deleted
+    /// it from the store, so memory leaves it to a lookup of the store at
+    /// its first use.
+    pub fn insert_unless_revoked(&self, record: &TokenRecord, revocations: u64) {
+        let Some(token) = Token::of(record) else {
+            return;
+        };
+        let mut by_hash = self.write();
+        if self.revocations.load(Ordering::Acquire) == revocations {
+            by_hash.insert(record.hash.clone(), Arc::new(token));
+        }
+    }
+
     /// Replaces every known token with `records` (memory rebuilt from the
     /// store).
     pub fn replace_all(&self, records: &[TokenRecord]) {
@@ -791,6 +812,18 @@ mod tests {
         // The first entry expires; the second still holds.
         assert!(misses.contains("a", start + MISS_TTL));
         assert!(!misses.contains("a", start + MISS_TTL * 2));
+    }
+
+    #[test]
+    fn a_token_made_while_another_was_revoked_is_left_to_the_store() {
+        let tokens = Tokens::default();
+        let made = TokenRecord::new("ab".repeat(32), TokenRole::Agent, Timestamp::UNIX_EPOCH);
+        let before = tokens.revocations();
+        tokens.revoke(&["cd".repeat(32)]);
+        tokens.insert_unless_revoked(&made, before);
+        assert!(tokens.by_hash(&made.hash).is_none());
+        tokens.insert_unless_revoked(&made, tokens.revocations());
+        assert!(tokens.by_hash(&made.hash).is_some());
     }
 
     /// A store lookup under way while the token is revoked does not put

@@ -168,10 +168,12 @@ pub async fn create_token(
     let token = check_request(&request, state.now())?;
     let secret = new_secret().map_err(|error| ApiError::Internal(error.to_string()))?;
     let actor = caller.actor().to_owned();
+    let revocations = state.tokens().revocations();
     let (record, pending) =
         state.change(|_, now, writes| token_writes(&secret, &token, &actor, now, writes));
     pending.durable().await?;
-    state.tokens().insert(&record);
+    // A host's reenrollment committed meanwhile may have deleted it.
+    state.tokens().insert_unless_revoked(&record, revocations);
     tracing::info!(id = %token_id(&record.hash), role = %token.role, host = ?token.host, %actor, "token created");
     Ok((StatusCode::CREATED, axum::Json(created(secret, &record))))
 }

@@ -128,6 +128,7 @@ pub async fn enroll(
         },
         now,
     };
+    let revocations = state.tokens().revocations();
     let outcome = state.store().enroll(&enrollment).await.map_err(|error| {
         if error.is_transient() {
             ApiError::Unavailable(format!("enrolling: {error}"))
@@ -137,7 +138,7 @@ pub async fn enroll(
     })?;
     match outcome {
         Enrolled::Done { uses_left } => {
-            state.tokens().insert(&record);
+            state.tokens().insert_unless_revoked(&record, revocations);
             tracing::info!(%host, token = %id, enrollment = %token.id(), uses_left, "host enrolled");
             Ok((
                 StatusCode::CREATED,
