@@ -724,11 +724,8 @@ pub fn check_labels(
     labels: &BTreeMap<String, String>,
     whose: &str,
 ) -> Result<(), ApiError> {
-    let map: sluice_core::fleet::Labels = labels
-        .iter()
-        .map(|(key, value)| (key.as_str(), value.as_str()))
-        .collect();
-    let Some((key, requirement)) = selector.unmet(&map) else {
+    let Some((key, requirement)) = selector.unmet_by(|key| labels.get(key).map(String::as_str))
+    else {
         return Ok(());
     };
     let label = match labels.get(key) {
