@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use sluice_api::admin::Role;
 use sluice_api::agent::{CheckinRequest, CheckinResponse, EnrollRequest, EnrollResponse};
 use sluice_api::error::ErrorBody;
-use sluice_store::{Enrolled, Enrollment, NewEvent, TokenRecord, TokenRole};
+use sluice_store::{Enrolled, Enrollment, NewEvent, StoreError, TokenRecord, TokenRole};
 
 use crate::auth::{check_labels, hash_secret, new_secret, token_id, Caller};
 use crate::error::ApiError;
@@ -130,7 +130,8 @@ pub async fn enroll(
     };
     let revocations = state.tokens().revocations();
     let outcome = state.store().enroll(&enrollment).await.map_err(|error| {
-        if error.is_transient() {
+        // Fenced: this replica no longer leads; another one will answer.
+        if error.is_transient() || matches!(error, StoreError::Fenced(_)) {
             ApiError::Unavailable(format!("enrolling: {error}"))
         } else {
             ApiError::Internal(format!("enrolling: {error}"))
