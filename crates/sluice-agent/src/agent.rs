@@ -39,6 +39,15 @@
 //! Artifacts: an apply whose payload names one (`url` and `sha256`) first
 //! fetches it into the cache ([`crate::Artifacts`]); a failed download or a
 //! digest that differs is a failed apply, and `apply_cmd` does not run.
+//!
+//! The agent's own upgrade (the component `sluice-agent`): its apply
+//! outlives the agent, which the package restarts halfway. At start, an
+//! apply found in progress that the host operations can take over
+//! ([`HostOps::adopt`]) is the operation in flight, as if this agent had
+//! started it: check-ins report it `applying`, and once it ends the
+//! version is read and the health checked as after any apply. When an
+//! apply of its own component replaced the agent's binary ([`Binary`]),
+//! [`Agent::run`] returns [`Exit::Replaced`] so that the new binary runs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -56,6 +65,7 @@ use crate::config::{AgentConfig, ComponentConfig, Mode};
 use crate::facts::{facts_json, write_facts};
 use crate::ops::{Failure, HostOps};
 use crate::state::{AgentState, ComponentState, StateError};
+use crate::upgrade::{Binary, AGENT_COMPONENT};
 
 type Task<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -74,6 +84,18 @@ pub enum AgentError {
     /// `--once`: the host's labels could not be read.
     #[error("cannot read the host's labels: {0}")]
     Labels(String),
+}
+
+/// Why [`Agent::run`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The shutdown future completed.
+    Shutdown,
+    /// An apply of the agent's own component (`sluice-agent`) replaced the
+    /// binary given to [`Agent::with_binary`], and its outcome is in the
+    /// state file: the caller runs the new binary (`sluice-agent` execs
+    /// it), which reports it.
+    Replaced,
 }
 
 /// The result of a survey: labels and installed versions.
@@ -189,6 +211,9 @@ pub struct Agent<H: HostOps> {
     /// Components whose apply (or recovery) just ran the health check: the
     /// next round does not run it again.
     fresh: BTreeSet<String>,
+    /// The binary this agent runs, watched for its replacement by an apply
+    /// of its own component.
+    binary: Option<Binary>,
 }
 
 impl<H: HostOps> Agent<H> {
@@ -223,7 +248,16 @@ impl<H: HostOps> Agent<H> {
             report_due: false,
             health_due: BTreeMap::new(),
             fresh: BTreeSet::new(),
+            binary: None,
         })
+    }
+
+    /// The binary this agent runs: when an apply of the agent's own
+    /// component (`sluice-agent`) replaces it, [`Agent::run`] returns
+    /// [`Exit::Replaced`].
+    pub fn with_binary(mut self, binary: Binary) -> Agent<H> {
+        self.binary = Some(binary);
+        self
     }
 
     /// Seeds the jitter (for reproducible simulations).
@@ -246,10 +280,15 @@ impl<H: HostOps> Agent<H> {
         &self.state
     }
 
-    /// Runs until `shutdown` completes. A host command in flight at shutdown
-    /// is killed with its process group; the state file says it was
-    /// interrupted, and the next start deals with it (see [`Agent::recover`]).
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    /// Runs until `shutdown` completes, or until an apply of its own
+    /// component replaced its binary (see [`Exit`]). A host command in
+    /// flight at shutdown is killed with its process group, but for the
+    /// apply of the agent's own component, which the host operations may
+    /// let outlive the agent. The state file says an apply was in
+    /// progress, and the next start deals with it: it takes over an apply
+    /// that outlived the agent ([`HostOps::adopt`]), and reads the
+    /// installed version first after one that was interrupted.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<Exit, AgentError> {
         self.event_loop(shutdown, false).await
     }
 
@@ -257,15 +296,21 @@ impl<H: HostOps> Agent<H> {
     /// list in turn while they cannot serve), apply what differs, report,
     /// and return. A failed check-in is an error (nothing changed).
     pub async fn run_once(self) -> Result<(), AgentError> {
-        self.event_loop(std::future::pending(), true).await
+        self.event_loop(std::future::pending(), true)
+            .await
+            .map(|_| ())
     }
 
     async fn event_loop(
         mut self,
         shutdown: impl Future<Output = ()>,
         once: bool,
-    ) -> Result<(), AgentError> {
-        self.recover().await?;
+    ) -> Result<Exit, AgentError> {
+        // An apply an earlier agent left running goes on as this one's.
+        let mut op: Option<Op> = self.recover().await?.map(|task| Op {
+            kind: OpKind::Apply,
+            task,
+        });
         tokio::pin!(shutdown);
         let started = Instant::now();
         for component in &self.config.components {
@@ -274,7 +319,6 @@ impl<H: HostOps> Agent<H> {
                     .insert(component.name.clone(), started + every);
             }
         }
-        let mut op: Option<Op> = None;
         let mut call: Option<Task<Result<CheckinResponse, ClientError>>> = None;
         let mut round = Round::Idle;
         // The first check-in goes out at once with `--once`; a daemon waits
@@ -298,8 +342,19 @@ impl<H: HostOps> Agent<H> {
             };
             match event {
                 Event::Shutdown => {
-                    tracing::info!("shutting down");
-                    return Ok(());
+                    let own = self
+                        .state
+                        .components
+                        .get(AGENT_COMPONENT)
+                        .and_then(|entry| entry.applying.as_deref())
+                        .filter(|_| op.as_ref().is_some_and(|op| op.kind == OpKind::Apply));
+                    match own {
+                        Some(version) => {
+                            tracing::info!(%version, "shutting down in the middle of the agent's own upgrade; its apply goes on, and the next start takes it over")
+                        }
+                        None => tracing::info!("shutting down"),
+                    }
+                    return Ok(Exit::Shutdown);
                 }
                 Event::CheckinDue => {
                     tick = None;
@@ -331,7 +386,16 @@ impl<H: HostOps> Agent<H> {
                             }
                         },
                         Work::Applied(applied) => {
+                            let own = applied.component == AGENT_COMPONENT && !once;
                             self.applied(applied)?;
+                            let binary = self
+                                .binary
+                                .as_ref()
+                                .filter(|binary| own && binary.replaced());
+                            if let Some(binary) = binary {
+                                tracing::info!(binary = %binary.path().display(), "the apply replaced the agent's binary; starting the new one");
+                                return Ok(Exit::Replaced);
+                            }
                             // Report the outcome right away (once the answer
                             // to a check-in in flight, if any, is in).
                             self.report_due = true;
@@ -374,7 +438,7 @@ impl<H: HostOps> Agent<H> {
                                 });
                             }
                             if once && op.is_none() {
-                                return Ok(());
+                                return Ok(Exit::Shutdown);
                             }
                             // While an apply runs, check-ins go on and
                             // report it `applying`.
@@ -409,14 +473,24 @@ impl<H: HostOps> Agent<H> {
         }
     }
 
-    /// At start, an apply recorded as in progress was interrupted (crash,
-    /// reboot, kill). It is never re-run blindly: the installed version is
-    /// read first. If the host runs the version being applied, the health
-    /// check runs and its result is reported. If not, the apply is retried
-    /// once, and only if the next answer still names that version; a second
-    /// interruption of the same version reports it `failed`.
-    pub async fn recover(&mut self) -> Result<(), AgentError> {
+    /// At start, an apply recorded as in progress either outlived the agent
+    /// that started it (the agent's own upgrade: the host operations can
+    /// take it over, [`HostOps::adopt`]) or was interrupted (crash, reboot,
+    /// kill).
+    ///
+    /// One that outlived the agent is returned, as the task to run first:
+    /// it waits until the apply ends, then reads the version and checks
+    /// the health, as after any apply; the restart is no failure, and the
+    /// apply does not run again.
+    ///
+    /// An interrupted apply is never re-run blindly: the installed version
+    /// is read first. If the host runs the version being applied, the
+    /// health check runs and its result is reported. If not, the apply is
+    /// retried once, and only if the next answer still names that version;
+    /// a second interruption of the same version reports it `failed`.
+    async fn recover(&mut self) -> Result<Option<Task<Work>>, AgentError> {
         let components = self.config.components.clone();
+        let mut adopted = None;
         for component in &components {
             let Some(entry) = self.state.components.get(&component.name) else {
                 continue;
@@ -429,6 +503,27 @@ impl<H: HostOps> Agent<H> {
                 rollout: None,
                 payload: None,
             });
+            let running = match adopted {
+                None => self.ops.adopt(component, &version),
+                Some(_) => None,
+            };
+            if let Some(running) = running {
+                tracing::info!(component = %component.name, %version, "an apply an earlier agent started outlived it; waiting for it to end, then checking the version and health");
+                let entry = self
+                    .state
+                    .components
+                    .entry(component.name.clone())
+                    .or_default();
+                entry.state = ReportState::Applying;
+                entry.message = None;
+                let ops = Arc::clone(&self.ops);
+                let component = component.clone();
+                adopted = Some(Box::pin(async move {
+                    let outcome = running.await;
+                    verify(&*ops, &component, &desired, outcome).await
+                }) as Task<Work>);
+                continue;
+            }
             let installed = self.ops.installed(component, Some(&desired)).await;
             let entry = self
                 .state
@@ -479,7 +574,7 @@ impl<H: HostOps> Agent<H> {
             }
             self.save()?;
         }
-        Ok(())
+        Ok(adopted)
     }
 
     fn survey(&self) -> Op {
@@ -670,30 +765,7 @@ impl<H: HostOps> Agent<H> {
                 Ok(artifact) => ops.apply(&component, &desired, artifact.as_deref()).await,
                 Err(error) => Err(error),
             };
-            // The exit code alone is not trusted: read what is installed now.
-            let installed = ops.installed(&component, Some(&desired)).await;
-            let verdict = match (outcome, &installed) {
-                (Err(error), _) => Verdict::ApplyFailed(error),
-                (Ok(()), Ok(version)) if *version == desired.version => {
-                    match ops.health(&component, &desired).await {
-                        Ok(()) => Verdict::Healthy,
-                        Err(error) => Verdict::Unhealthy(error),
-                    }
-                }
-                (Ok(()), Ok(version)) => Verdict::ApplyFailed(format!(
-                    "apply_cmd succeeded but version_cmd reads {version:?}, not {:?}",
-                    desired.version
-                )),
-                (Ok(()), Err(error)) => Verdict::ApplyFailed(format!(
-                    "apply_cmd succeeded but the version cannot be read: {error}"
-                )),
-            };
-            Work::Applied(Applied {
-                component: component.name.clone(),
-                version: desired.version.clone(),
-                installed,
-                verdict,
-            })
+            verify(&*ops, &component, &desired, outcome).await
         })))
     }
 
@@ -1092,6 +1164,40 @@ fn record_outcome(entry: &mut ComponentState, version: &str, verdict: Verdict) {
     entry.message = Some(failure);
     entry.failed = Some(version.to_owned());
     entry.unhealthy = unhealthy;
+}
+
+/// After the apply of `desired` ended with `outcome`: reads the installed
+/// version (the exit code alone is not trusted) and, when it is the
+/// desired one, checks the health.
+async fn verify<H: HostOps>(
+    ops: &H,
+    component: &ComponentConfig,
+    desired: &Desired,
+    outcome: Result<(), Failure>,
+) -> Work {
+    let installed = ops.installed(component, Some(desired)).await;
+    let verdict = match (outcome, &installed) {
+        (Err(error), _) => Verdict::ApplyFailed(error),
+        (Ok(()), Ok(version)) if *version == desired.version => {
+            match ops.health(component, desired).await {
+                Ok(()) => Verdict::Healthy,
+                Err(error) => Verdict::Unhealthy(error),
+            }
+        }
+        (Ok(()), Ok(version)) => Verdict::ApplyFailed(format!(
+            "apply_cmd succeeded but version_cmd reads {version:?}, not {:?}",
+            desired.version
+        )),
+        (Ok(()), Err(error)) => Verdict::ApplyFailed(format!(
+            "apply_cmd succeeded but the version cannot be read: {error}"
+        )),
+    };
+    Work::Applied(Applied {
+        component: component.name.clone(),
+        version: desired.version.clone(),
+        installed,
+        verdict,
+    })
 }
 
 /// Sleeps until `at`, or forever when there is no deadline.

@@ -5,7 +5,11 @@
 //! the apply and again while the version runs, and reports the outcome (a
 //! change of health at once), and drift: a host found at another version
 //! than the desired one it ran, outside an apply (re-applied only with
-//! `enforce`).
+//! `enforce`). It upgrades itself: the component named
+//! [`AGENT_COMPONENT`] (`sluice-agent`) is its own package, whose apply
+//! outlives the agent the package restarts, and is taken over by the next
+//! agent ([`OwnApply`]); an agent whose binary that apply replaced runs the
+//! new one ([`Exit::Replaced`]).
 //!
 //! The binary reads `agent.toml` ([`FileConfig`]) and runs one [`Agent`]
 //! with [`ShellOps`]. The library also serves `sluice demo`, which runs
@@ -84,8 +88,9 @@ pub mod enroll;
 mod facts;
 mod ops;
 mod state;
+mod upgrade;
 
-pub use agent::{backoff_delay, Agent, AgentError};
+pub use agent::{backoff_delay, Agent, AgentError, Exit};
 pub use artifact::{Artifacts, DEFAULT_ARTIFACT_DIR, DEFAULT_MAX_SIZE};
 pub use config::{
     AgentConfig, Commands, ComponentConfig, ConfigError, FileConfig, Mode, Servers, ServersError,
@@ -95,3 +100,4 @@ pub use ops::{environment, run_shell, Failure, HostOps, Run, ShellOps, TAIL_BYTE
 pub use sluice_api::agent::{Desired, ReportState};
 pub use sluice_client::{Client, ServerUrl};
 pub use state::{write_atomically, AgentState, ComponentState, StateError};
+pub use upgrade::{Binary, OwnApply, AGENT_COMPONENT};

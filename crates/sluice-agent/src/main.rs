@@ -2,8 +2,16 @@
 //! every host. Exit codes: 0 done (or stopped by SIGTERM/Ctrl-C), 1 the
 //! round failed (`--once`) or the state file could not be kept, 2 invalid
 //! configuration.
+//!
+//! The component named `sluice-agent` is the agent's own package: its
+//! apply outlives the agent (in a systemd scope of its own when the agent
+//! runs as a unit; see `sluice_agent::OwnApply`), and when it replaced the
+//! binary while this process still runs, the process execs the new binary
+//! with the same arguments.
 
 use std::io::IsTerminal as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +19,7 @@ use std::time::Duration;
 use clap::Parser;
 use sluice_agent::cli::Args;
 use sluice_agent::enroll::enroll_host;
-use sluice_agent::{Agent, Client, FileConfig, ShellOps};
+use sluice_agent::{Agent, Binary, Client, Exit, FileConfig, OwnApply, ShellOps};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -99,13 +107,35 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let ops = Arc::new(ShellOps::new(config.commands, config.labels_cmd));
+    let mut ops = ShellOps::new(config.commands, config.labels_cmd);
+    if let Some(state_file) = &config.agent.state_file {
+        // The own apply's files go beside the state file.
+        let dir = match state_file.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        ops = ops.with_own_apply(OwnApply::new(dir.to_owned(), OwnApply::under_systemd()));
+    }
+    // Watched for its replacement by an upgrade of the agent's own package.
+    let binary = match Binary::current() {
+        Ok(binary) => Some(binary),
+        Err(error) => {
+            tracing::warn!("cannot tell which binary runs; an upgrade of sluice-agent will not restart it: {error}");
+            None
+        }
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        pid = std::process::id(),
+        "sluice-agent starting"
+    );
     let outcome = runtime.block_on(async {
+        // With an enrollment token and no token file yet: enroll first.
         let client = match &enrollment {
             Some(token_file) => {
                 let enrolled = tokio::select! {
-                    enrolled = enroll_host(&client, &config.agent, &*ops, token_file, args.once) => enrolled,
-                    () = shutdown_signal() => return Ok(()),
+                    enrolled = enroll_host(&client, &config.agent, &ops, token_file, args.once) => enrolled,
+                    () = shutdown_signal() => return Ok(Exit::Shutdown),
                 };
                 match enrolled.map(|token| client.with_token(&token)) {
                     Ok(Ok(client)) => client,
@@ -115,21 +145,48 @@ fn main() -> ExitCode {
             }
             None => client,
         };
-        let agent = Agent::new(config.agent, client, ops).map_err(|error| error.to_string())?;
+        let mut agent =
+            Agent::new(config.agent, client, Arc::new(ops)).map_err(|error| error.to_string())?;
         if args.once {
-            agent.run_once().await
-        } else {
-            agent.run(shutdown_signal()).await
+            return agent
+                .run_once()
+                .await
+                .map(|()| Exit::Shutdown)
+                .map_err(|error| error.to_string());
         }
-        .map_err(|error| error.to_string())
+        if let Some(binary) = binary.clone() {
+            agent = agent.with_binary(binary);
+        }
+        agent
+            .run(shutdown_signal())
+            .await
+            .map_err(|error| error.to_string())
     });
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
+    drop(runtime);
+    match (outcome, binary) {
+        (Ok(Exit::Replaced), Some(binary)) => exec(&binary),
+        (Ok(_), _) => ExitCode::SUCCESS,
+        (Err(error), _) => {
             eprintln!("error: {error}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs `binary` (its new file) in this process, with the same arguments;
+/// returns only when that fails.
+fn exec(binary: &Binary) -> ExitCode {
+    let mut args = std::env::args_os();
+    let mut command = std::process::Command::new(binary.path());
+    if let Some(arg0) = args.next() {
+        command.arg0(arg0);
+    }
+    let error = command.args(args).exec();
+    eprintln!(
+        "error: cannot run the new binary {}: {error}",
+        binary.path().display()
+    );
+    ExitCode::FAILURE
 }
 
 /// SIGTERM or Ctrl-C.

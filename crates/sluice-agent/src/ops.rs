@@ -1,7 +1,9 @@
 //! What the agent does to its host, behind [`HostOps`]: read the installed
 //! version, apply a desired version (with the artifact its payload names,
-//! downloaded and verified), run the health check. [`ShellOps`] runs the
-//! configured shell commands; `sluice demo` plugs in a simulated host.
+//! downloaded and verified), run the health check, and take over an apply
+//! that outlived an earlier agent process (the agent's own upgrade).
+//! [`ShellOps`] runs the configured shell commands; `sluice demo` plugs in
+//! a simulated host.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -13,6 +15,7 @@ use sluice_api::agent::Desired;
 use tokio::io::AsyncReadExt as _;
 
 use crate::config::{Commands, ComponentConfig};
+use crate::upgrade::{OwnApply, AGENT_COMPONENT};
 
 /// At most this many lines of a command's output travel in a report.
 pub const TAIL_LINES: usize = 20;
@@ -60,6 +63,20 @@ pub trait HostOps: Send + Sync + 'static {
         desired: &Desired,
     ) -> impl Future<Output = Result<(), Failure>> + Send;
 
+    /// An apply of `component` at `version` that an earlier agent process
+    /// started and that outlived it (the agent's own upgrade, which
+    /// restarts the agent halfway): a future that waits until it ends and
+    /// gives its outcome, as [`HostOps::apply`] would. `None` (the default)
+    /// when there is none: the apply was interrupted with that agent.
+    fn adopt(
+        &self,
+        component: &ComponentConfig,
+        version: &str,
+    ) -> Option<impl Future<Output = Result<(), Failure>> + Send + 'static> {
+        let _ = (component, version);
+        None::<std::future::Ready<Result<(), Failure>>>
+    }
+
     /// Labels to add to (and override) the configured ones at each check-in.
     /// `Err` skips the check-in (the agent backs off and retries).
     fn labels(&self) -> impl Future<Output = Result<BTreeMap<String, String>, Failure>> + Send {
@@ -70,11 +87,14 @@ pub trait HostOps: Send + Sync + 'static {
 /// The real host: each operation is the component's shell command (`sh -c`),
 /// run in its own process group with stdout and stderr merged, killed as a
 /// group when it outlives the component's `timeout` (or the agent stops
-/// waiting for it).
+/// waiting for it). With [`ShellOps::with_own_apply`], the apply of the
+/// agent's own component (`sluice-agent`) outlives the agent instead (see
+/// [`OwnApply`]).
 #[derive(Debug, Clone, Default)]
 pub struct ShellOps {
     commands: BTreeMap<String, Commands>,
     labels_cmd: Option<String>,
+    own: Option<OwnApply>,
 }
 
 impl ShellOps {
@@ -84,7 +104,23 @@ impl ShellOps {
         ShellOps {
             commands,
             labels_cmd,
+            own: None,
         }
+    }
+
+    /// Applies the component named `sluice-agent`, the agent's own
+    /// package, as `own` says: recorded, outside the agent's reach, and
+    /// taken over by the next agent when it outlives this one.
+    pub fn with_own_apply(mut self, own: OwnApply) -> ShellOps {
+        self.own = Some(own);
+        self
+    }
+
+    /// How `component` is applied when it is the agent's own.
+    fn own(&self, component: &ComponentConfig) -> Option<&OwnApply> {
+        self.own
+            .as_ref()
+            .filter(|_| component.name == AGENT_COMPONENT)
     }
 
     fn commands(&self, component: &ComponentConfig) -> Result<&Commands, Failure> {
@@ -133,7 +169,28 @@ impl HostOps for ShellOps {
         if let Some(path) = artifact {
             env.push(("SLUICE_ARTIFACT", path.display().to_string()));
         }
-        run_step(command, "apply_cmd", component, &env).await
+        match self.own(component) {
+            Some(own) => {
+                own.run(
+                    command,
+                    &env,
+                    &component.name,
+                    &desired.version,
+                    component.timeout,
+                )
+                .await
+            }
+            None => run_step(command, "apply_cmd", component, &env).await,
+        }
+    }
+
+    fn adopt(
+        &self,
+        component: &ComponentConfig,
+        version: &str,
+    ) -> Option<impl Future<Output = Result<(), Failure>> + Send + 'static> {
+        self.own(component)?
+            .adopt(&component.name, version, component.timeout)
     }
 
     async fn health(&self, component: &ComponentConfig, desired: &Desired) -> Result<(), Failure> {
@@ -205,8 +262,17 @@ impl Run {
         self.status.is_some_and(|status| status.success())
     }
 
+    /// `Ok` when it exited 0, else its [`Run::failure`].
+    pub(crate) fn result(&self, what: &str) -> Result<(), Failure> {
+        if self.succeeded() {
+            Ok(())
+        } else {
+            Err(self.failure(what))
+        }
+    }
+
     /// "apply_cmd exited with status 3", then the last lines of output.
-    fn failure(&self, what: &str) -> Failure {
+    pub(crate) fn failure(&self, what: &str) -> Failure {
         let mut message = match self.status {
             None => format!(
                 "{what} timed out after {}s and its process group was killed",
@@ -247,12 +313,9 @@ async fn run_step(
     component: &ComponentConfig,
     env: &[(&'static str, String)],
 ) -> Result<(), Failure> {
-    let run = run_shell(command, env, component.timeout).await?;
-    if run.succeeded() {
-        Ok(())
-    } else {
-        Err(run.failure(what))
-    }
+    run_shell(command, env, component.timeout)
+        .await?
+        .result(what)
 }
 
 /// Runs `sh -c COMMAND` in a new process group with `env`, stdout and
@@ -351,11 +414,16 @@ impl Tail {
     }
 
     fn text(&self) -> String {
-        let text = String::from_utf8_lossy(&self.bytes);
-        let lines: Vec<&str> = text.trim_end_matches('\n').split('\n').collect();
-        let start = lines.len().saturating_sub(TAIL_LINES);
-        lines[start..].join("\n")
+        tail_text(&self.bytes)
     }
+}
+
+/// The last [`TAIL_LINES`] lines of `bytes` (the end of some output).
+pub(crate) fn tail_text(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let lines: Vec<&str> = text.trim_end_matches('\n').split('\n').collect();
+    let start = lines.len().saturating_sub(TAIL_LINES);
+    lines[start..].join("\n")
 }
 
 fn truncate(text: &str, max: usize) -> &str {

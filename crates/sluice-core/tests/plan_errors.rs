@@ -830,6 +830,15 @@ fn spec_example_plan_parses() {
 }
 
 #[test]
+fn agent_upgrade_example_plan_parses() {
+    let plan = parse_plan(include_str!("../../../examples/plan-agent.yaml"))
+        .unwrap_or_else(|errors| panic!("examples/plan-agent.yaml:\n{errors}"));
+    assert_eq!(plan.component, "sluice-agent");
+    assert!(plan.stages[0].approve, "a human looks at the canary");
+    assert_eq!(plan.gates.max_failed, Amount::Count(0));
+}
+
+#[test]
 fn minimal_example_plan_gets_the_defaults() {
     let plan = parse_plan(include_str!("../../../examples/plan-minimal.yaml"))
         .unwrap_or_else(|errors| panic!("examples/plan-minimal.yaml:\n{errors}"));

@@ -105,6 +105,16 @@ fn the_shipped_agent_config_needs_editing_and_is_the_readme_example_uncommented(
         .get("docker-engine")
         .expect("the example component");
     assert!(docker.apply_cmd.is_some() && docker.health_cmd.is_some());
+    let own = config
+        .commands
+        .get(sluice_agent::AGENT_COMPONENT)
+        .expect("the block that lets sluice upgrade the agent");
+    assert!(
+        own.apply_cmd
+            .as_deref()
+            .is_some_and(|apply| apply.contains("$SLUICE_ARTIFACT")),
+        "{own:?}"
+    );
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use sluice_agent::{
-    Agent, AgentConfig, AgentError, ComponentConfig, Desired, Failure, HostOps, Mode,
+    Agent, AgentConfig, AgentError, ComponentConfig, Desired, Exit, Failure, HostOps, Mode,
 };
 use sluice_api::admin::Role;
 use sluice_api::agent::ReportState;
@@ -149,7 +149,7 @@ async fn spawn_agent(
     host: &Arc<Scripted>,
     health_interval: Option<Duration>,
     state_file: Option<&Path>,
-) -> (watch::Sender<bool>, JoinHandle<Result<(), AgentError>>) {
+) -> (watch::Sender<bool>, JoinHandle<Result<Exit, AgentError>>) {
     let id: HostId = id.parse().expect("a host id");
     let token = server
         .client()
@@ -183,7 +183,7 @@ async fn spawn_agent(
     (stop, task)
 }
 
-async fn stop_agent((stop, task): (watch::Sender<bool>, JoinHandle<Result<(), AgentError>>)) {
+async fn stop_agent((stop, task): (watch::Sender<bool>, JoinHandle<Result<Exit, AgentError>>)) {
     stop.send(true).expect("the agent listens");
     let result = tokio::time::timeout(Duration::from_secs(30), task)
         .await

@@ -13,5 +13,6 @@ mod once;
 mod puppet;
 mod restart;
 mod rollout;
+mod self_upgrade;
 mod servers;
 mod tls;
