@@ -246,8 +246,8 @@ async fn stored_tokens(state: &AppState) -> Result<Vec<TokenRecord>, ApiError> {
 /// Revokes a token, by id or else by name: from the answer on, it is
 /// refused on every replica, and the dashboard sessions signed in with it
 /// are over. The tokens an enrollment token made stay (revoke them, or
-/// `POST /v1/hosts/{id}/reenroll`). The last admin token that does not
-/// expire cannot be revoked.
+/// `POST /v1/hosts/{id}/reenroll`). The last admin token that has not
+/// expired cannot be revoked.
 #[utoipa::path(
     delete,
     path = "/v1/tokens/{id}",
