@@ -103,6 +103,21 @@ pub async fn enroll(
     };
     check_labels(selector, &request.labels, "the enrollment token's")?;
     let host = request.host.to_string();
+    // A host the inventory places outside the selector is not the
+    // enrollment token's to enroll, whatever labels it claims now.
+    // (Read as durable: the answer reveals what memory holds.)
+    let outside = state
+        .reveal(|world| world.known_labels_outside(&host, selector))
+        .await?;
+    if let Some((key, value, _)) = outside {
+        let label = match value {
+            Some(value) => format!("label {key}={value}"),
+            None => format!("no label {key}"),
+        };
+        return Err(ApiError::Forbidden(format!(
+            "host {host} is in the inventory with {label}, outside the enrollment token's selector {selector}; an admin may import it with its labels (sluice hosts import) or give it a token (sluice token create --role agent --host {host})"
+        )));
+    }
     let secret = new_secret().map_err(|error| ApiError::Internal(error.to_string()))?;
     let now = state.now();
     let record = TokenRecord {

@@ -332,6 +332,31 @@ async fn expired_tokens_are_refused_saying_so() {
     assert_eq!(listed[0]["expired"], true, "{listed:?}");
 }
 
+/// A host the inventory places outside the selector cannot be enrolled
+/// with it, whatever labels the request claims.
+#[tokio::test]
+async fn a_known_host_outside_the_selector_is_not_enrolled() {
+    let app = spawn_app().await;
+    let imported = app
+        .import(&json!([{"id": "par-1.example.net", "labels": {"site": "par"}}]))
+        .await;
+    assert_eq!(imported.status(), StatusCode::OK);
+    let secret = enrollment(&app, 5).await;
+    let claimed = refused(
+        enroll(&app, &secret, "par-1.example.net", "sto").await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    assert!(
+        claimed.contains("host par-1.example.net is in the inventory with label site=par, outside"),
+        "{claimed}"
+    );
+    assert!(tokens(&app, "?role=agent").await.is_empty());
+    let listed = tokens(&app, "?role=enroll").await;
+    assert_eq!(listed[0]["uses_left"], 5, "no use taken");
+}
+
 #[tokio::test]
 async fn reenroll_revokes_the_hosts_tokens_so_that_it_enrolls_again() {
     let app = spawn_app().await;
