@@ -73,7 +73,6 @@ pub struct Token {
     /// For enrollment tokens, the selector of the hosts they enroll; for
     /// the tokens those made, the selector the host's labels must match.
     pub selector: Option<Selector>,
-    pub name: Option<String>,
     /// Who acts with it, for the event log: its name, else its role and
     /// the start of its hash.
     pub actor: String,
@@ -113,7 +112,6 @@ impl Token {
             role: vocabulary::wire_role(record.role),
             host: record.host.clone(),
             selector,
-            name: record.name.clone(),
             actor,
             expires_at: record.expires_at,
             revoked: AtomicBool::new(false),
