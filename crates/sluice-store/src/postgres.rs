@@ -562,22 +562,41 @@ impl Dialect for PgStore {
         rows: &[&TokenRecord],
     ) -> Result<(), StoreError> {
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            // The uses left and the last use are the store's to count.
             sqlx::query(
-                "INSERT INTO tokens (hash, role, host, name, created_at) \
+                "INSERT INTO tokens (hash, role, host, name, created_at, selector, expires_at, \
+                                     uses_left, last_used_at) \
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
-                                      $5::timestamptz[]) \
+                                      $5::timestamptz[], $6::text[], $7::timestamptz[], \
+                                      $8::bigint[], $9::timestamptz[]) \
                  ON CONFLICT (hash) DO UPDATE SET role = excluded.role, host = excluded.host, \
-                     name = excluded.name, created_at = excluded.created_at",
+                     name = excluded.name, created_at = excluded.created_at, \
+                     selector = excluded.selector, expires_at = excluded.expires_at",
             )
             .bind(column(chunk, |t| t.hash.as_str()))
             .bind(column(chunk, |t| t.role.as_str()))
             .bind(column(chunk, |t| t.host.as_deref()))
             .bind(column(chunk, |t| t.name.as_deref()))
             .bind(column(chunk, |t| PgTime::from(t.created_at)))
+            .bind(column(chunk, |t| t.selector.as_deref()))
+            .bind(column(chunk, |t| t.expires_at.map(PgTime::from)))
+            .bind(column(chunk, |t| t.uses_left))
+            .bind(column(chunk, |t| t.last_used_at.map(PgTime::from)))
             .execute(&mut *conn)
             .await
             .map_err(|e| writing(e, || describe("token", chunk, |t| token_key(&t.hash))))?;
         }
+        Ok(())
+    }
+
+    /// A transaction-scoped advisory lock on the host's name: released at
+    /// commit or rollback, so it is safe behind transaction pooling.
+    async fn lock_enrollment(conn: &mut PgConnection, host: &str) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("sluice enroll {host}"))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| classify(e, format_args!("locking the enrollment of host {host}")))?;
         Ok(())
     }
 

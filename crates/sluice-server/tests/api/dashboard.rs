@@ -268,6 +268,57 @@ async fn sign_in_takes_a_paired_form_and_a_viewer_or_better_token() {
     assert_eq!(browser.get("/").await.status(), StatusCode::SEE_OTHER);
 }
 
+/// Enrollment tokens cannot sign in; a session ends when its token is
+/// revoked, at once.
+#[tokio::test]
+async fn enrollment_tokens_cannot_sign_in_and_revoking_a_token_ends_its_sessions() {
+    let app = spawn_app().await;
+    let created = app
+        .post(
+            "/v1/tokens",
+            &app.admin,
+            &json!({"role": "enroll", "selector": "site=sto", "uses": 1}),
+        )
+        .await;
+    let created: Value = created.json().await.expect("json");
+    let mut browser = Browser::new(&app);
+    let refused = browser
+        .sign_in(created["token"].as_str().expect("token"))
+        .await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert!(refused
+        .text()
+        .await
+        .expect("page")
+        .contains("enrollment tokens cannot sign in"));
+
+    let viewer = app
+        .post(
+            "/v1/tokens",
+            &app.admin,
+            &json!({"role": "viewer", "name": "wall"}),
+        )
+        .await;
+    let viewer: Value = viewer.json().await.expect("json");
+    let mut browser = Browser::signed_in(&app, viewer["token"].as_str().expect("token")).await;
+    assert_eq!(browser.get("/rollouts").await.status(), StatusCode::OK);
+    let revoked = app
+        .send(
+            reqwest::Method::DELETE,
+            "/v1/tokens/wall",
+            &app.admin,
+            &json!(null),
+        )
+        .await;
+    let revoked: Value = revoked.json().await.expect("json");
+    assert_eq!(revoked["sessions_ended"], 1, "{revoked}");
+    assert_eq!(
+        browser.get("/rollouts").await.status(),
+        StatusCode::SEE_OTHER,
+        "back to the sign-in form"
+    );
+}
+
 /// Runs `$case`, an async fn of the database URL, as two tests: on SQLite
 /// (`None`) and on a fresh PostgreSQL database.
 macro_rules! on_sqlite_and_postgresql {
