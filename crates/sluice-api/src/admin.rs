@@ -8,6 +8,10 @@ use crate::wire;
 
 pub use crate::vocabulary::Role;
 
+/// Longest stable version (`PUT /v1/components/{name}/stable`), in
+/// characters once trimmed.
+pub const MAX_STABLE_VERSION_LENGTH: usize = 253;
+
 wire! {
 pub struct ComponentView {
     pub name: String,
@@ -48,20 +52,29 @@ pub struct FreezeView {
 }
 }
 
-wire! {
-/// `POST /v1/tokens`.
+/// `POST /v1/tokens`. Its schema says what the server checks: an agent
+/// token names its host, no other token does.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     pub role: Role,
     /// For agent tokens: the host id the token may check in as.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, pattern = "^[A-Za-z0-9._:-]{1,253}$", min_length = 1, max_length = 253))]
     pub host: Option<HostId>,
     /// A note on whom the token is for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 }
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for TokenRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::schema::token_request().into()
+    }
 }
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for TokenRequest {}
 
 wire! {
 pub struct TokenCreated {
@@ -78,8 +91,10 @@ wire! {
 /// should run from now on.
 #[serde(deny_unknown_fields)]
 pub struct StableRequest {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::stable_version))]
     pub version: String,
     /// Why: recorded with the actor in the event log.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::reason))]
     pub reason: String,
     /// Only say what would change (how many hosts at once), change nothing.
     #[serde(default)]

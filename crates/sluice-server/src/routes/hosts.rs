@@ -22,6 +22,7 @@ use crate::world::HostFilter;
 #[serde(deny_unknown_fields)]
 pub struct HostsQuery {
     /// A label selector (`role=edge,site in (sto, lon)`); empty is every host.
+    #[param(schema_with = sluice_api::schema::selector)]
     selector: Option<String>,
     /// Only hosts that report (or were imported with) this component.
     component: Option<String>,
@@ -29,6 +30,7 @@ pub struct HostsQuery {
     /// `component`, if given) drifted from its desired version.
     drifted: Option<bool>,
     /// At most this many hosts (default 1000, at most 100000).
+    #[param(minimum = 1, maximum = 100000)]
     limit: Option<usize>,
     /// Skip this many matching hosts (hosts are ordered by id).
     offset: Option<usize>,
