@@ -33,7 +33,8 @@ pub struct HostsQuery {
     #[param(minimum = 1, maximum = 100000)]
     limit: Option<usize>,
     /// Skip this many matching hosts (hosts are ordered by id).
-    offset: Option<usize>,
+    #[param(minimum = 0, maximum = 4294967295_u64)]
+    offset: Option<u32>,
 }
 
 /// Hosts, ordered by id, filtered by selector, component and drift, a page
@@ -66,7 +67,7 @@ pub async fn list(
             format!("limit {limit} is out of range; ask for 1 to 100000 hosts"),
         ));
     }
-    let offset = query.offset.unwrap_or(0);
+    let offset = usize::try_from(query.offset.unwrap_or(0)).unwrap_or(usize::MAX);
     let filter = HostFilter {
         selector: &selector,
         component: query.component.as_deref(),

@@ -108,3 +108,41 @@ async fn the_openapi_document_lists_every_path() {
         );
     }
 }
+
+/// The document states what the server enforces (schemathesis checks the
+/// whole of it against a real server: crates/sluice/tests/e2e/api_schema.rs).
+#[tokio::test]
+async fn the_openapi_document_states_the_constraints_the_server_enforces() {
+    let app = spawn_app().await;
+    let document: Value = app
+        .client
+        .get(app.url("/v1/openapi.json"))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let schemas = &document["components"]["schemas"];
+    let checkin = &schemas["CheckinRequest"]["properties"];
+    assert_eq!(checkin["labels"]["maxProperties"], 64, "{checkin}");
+    assert_eq!(checkin["labels"]["propertyNames"]["maxLength"], 253);
+    assert_eq!(checkin["components"]["maxProperties"], 256);
+    assert_eq!(checkin["host"]["pattern"], sluice_api::schema::HOST_ID);
+    assert_eq!(
+        schemas["Reason"]["properties"]["reason"]["pattern"],
+        sluice_api::schema::NOT_BLANK
+    );
+    let token = &schemas["TokenRequest"]["oneOf"];
+    assert_eq!(token[0]["required"], serde_json::json!(["role", "host"]));
+    assert_eq!(token[1]["properties"]["host"], Value::Null, "{token}");
+    let limit = document["paths"]["/v1/hosts"]["get"]["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .find(|parameter| parameter["name"] == "limit")
+        .expect("limit")
+        .clone();
+    assert_eq!(limit["schema"]["minimum"], 1);
+    assert_eq!(limit["schema"]["maximum"], 100_000);
+}
