@@ -40,6 +40,7 @@ use sluice_api::admin::{
 };
 use sluice_api::agent::{CheckinRequest, CheckinResponse};
 use sluice_api::cluster::ClusterView;
+use sluice_api::dashboard::SigninLink;
 use sluice_api::error::ErrorBody;
 use sluice_api::host::{DesiredMap, HostList, HostView, ImportHost, ImportResult};
 use sluice_api::rollout::{
@@ -469,6 +470,13 @@ impl Client {
                 name: name.map(str::to_owned),
             });
         self.send_json(request, "POST /v1/tokens").await
+    }
+
+    /// `POST /v1/signin-links`: a one-time dashboard sign-in link for this
+    /// client's token.
+    pub async fn signin_link(&self) -> Result<SigninLink, ClientError> {
+        let request = self.request(Method::POST, &["v1", "signin-links"], &[]);
+        self.send_json(request, "POST /v1/signin-links").await
     }
 
     /// `GET /healthz`: succeeds when the server answers 2xx.

@@ -43,6 +43,7 @@ use crate::state::AppState;
         (name = "rollouts", description = "Plans, rollouts and operator actions"),
         (name = "hosts", description = "The inventory and pull-only integrations"),
         (name = "admin", description = "Components, the freeze and tokens"),
+        (name = "dashboard", description = "Signing in to the dashboard"),
         (name = "ops", description = "Health, readiness, metrics, the cluster and this document"),
     )
 )]
@@ -95,6 +96,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::set_stable))
         .routes(routes!(admin::freeze, admin::freeze_on, admin::freeze_off))
         .routes(routes!(admin::create_token))
+        .routes(routes!(crate::dashboard::link::create))
 }
 
 /// The endpoints every replica answers itself, leader or not.
@@ -139,7 +141,9 @@ pub fn front(replica: Arc<Replica>) -> Router {
         Some(term) => ops.with_state(replica).merge(term.router.clone()),
         None => ops.fallback(crate::replica::dispatch).with_state(replica),
     };
-    router.layer(TraceLayer::new_for_http())
+    router.layer(
+        TraceLayer::new_for_http().make_span_with(crate::dashboard::link::span::<axum::body::Body>),
+    )
 }
 
 /// The reason given for an operator action, trimmed; a blank one is refused,
