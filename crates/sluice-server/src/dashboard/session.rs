@@ -446,6 +446,36 @@ mod tests {
     }
 
     #[test]
+    fn sign_in_links_are_taken_once_and_only_while_live() {
+        let sessions = Sessions::default();
+        let now = at("2026-03-01T09:00:00Z");
+        let link = |hash: &str| SessionRecord {
+            hash: format!("link:{hash}"),
+            token: "ab".repeat(32),
+            created_at: now,
+            expires_at: at("2026-03-01T09:01:00Z"),
+        };
+        sessions.insert_link(&link("1"), now);
+        sessions.insert_link(&link("2"), now);
+        assert_eq!(sessions.take_link("link:1", now), Some(link("1")));
+        assert_eq!(sessions.take_link("link:1", now), None, "once");
+        assert_eq!(
+            sessions.take_link("link:2", link("2").expires_at),
+            None,
+            "not at its expiry"
+        );
+        assert!(sessions.lock_links().is_empty(), "and gone");
+        // Loaded apart from sessions, expired ones left out.
+        let tokens = Tokens::default();
+        let mut old = link("3");
+        old.expires_at = now;
+        let counts = sessions.replace_all(&[link("4"), old], &tokens, now);
+        assert_eq!(counts, (0, 1), "no session; one link had expired");
+        assert!(sessions.lock().is_empty(), "a link is no session");
+        assert!(sessions.take_link("link:4", now).is_some());
+    }
+
+    #[test]
     fn csrf_tokens_must_match_exactly() {
         let user = User {
             session: "s".to_owned(),

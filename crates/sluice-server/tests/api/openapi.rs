@@ -41,6 +41,7 @@ async fn the_openapi_document_lists_every_path() {
         ("/v1/freeze", "delete"),
         ("/v1/inventory/ansible", "get"),
         ("/v1/tokens", "post"),
+        ("/v1/signin-links", "post"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),
@@ -53,7 +54,7 @@ async fn the_openapi_document_lists_every_path() {
             "{method} {path} missing from the OpenAPI document"
         );
     }
-    assert_eq!(paths.len(), 25, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 26, "{:?}", paths.keys().collect::<Vec<_>>());
     let schemas = document["components"]["schemas"]
         .as_object()
         .expect("schemas");
