@@ -60,6 +60,8 @@ pub struct Sandbox {
     work: tempfile::TempDir,
     child: Option<Child>,
     args: Vec<OsString>,
+    /// The server's `RUST_LOG` (`info` unless the builder said otherwise).
+    log_filter: Option<String>,
     address: SocketAddr,
     url: String,
     token: String,
@@ -75,6 +77,7 @@ pub struct Sandbox {
 #[derive(Debug, Default)]
 pub struct SandboxBuilder {
     args: Vec<OsString>,
+    log_filter: Option<String>,
     /// A data dir whose files the new one starts with.
     data_from: Option<PathBuf>,
 }
@@ -83,6 +86,14 @@ impl SandboxBuilder {
     /// One more argument of `sluice server`.
     pub fn arg(mut self, arg: impl Into<OsString>) -> SandboxBuilder {
         self.args.push(arg.into());
+        self
+    }
+
+    /// The server's log filter (`RUST_LOG`) instead of `info`, such as
+    /// `debug` for a test that reads everything the server logs (`TEST_LOG`
+    /// with `RUST_LOG` still wins).
+    pub fn log_filter(mut self, filter: &str) -> SandboxBuilder {
+        self.log_filter = Some(filter.to_owned());
         self
     }
 
@@ -124,6 +135,7 @@ impl SandboxBuilder {
             listen,
             data_dir: data_dir.path().to_path_buf(),
             args: self.args.clone(),
+            log_filter: self.log_filter.clone(),
             log: Arc::clone(&log),
             start: 1,
         };
@@ -143,6 +155,7 @@ impl SandboxBuilder {
             work,
             child: Some(child),
             args: self.args,
+            log_filter: self.log_filter,
             address: address_of(&url),
             url,
             token,
@@ -271,6 +284,7 @@ impl Sandbox {
             listen: self.address,
             data_dir: self.data_dir.path().to_path_buf(),
             args: self.args.clone(),
+            log_filter: self.log_filter.clone(),
             log: Arc::clone(&self.log),
             start: self.starts,
         };
@@ -471,6 +485,7 @@ struct Launch {
     listen: SocketAddr,
     data_dir: PathBuf,
     args: Vec<OsString>,
+    log_filter: Option<String>,
     log: Arc<Mutex<Vec<String>>>,
     start: u32,
 }
@@ -482,7 +497,7 @@ impl Launch {
         let verbose = std::env::var_os("TEST_LOG").is_some();
         let filter = match std::env::var("RUST_LOG") {
             Ok(filter) if verbose => filter,
-            _ => "info".to_owned(),
+            _ => self.log_filter.clone().unwrap_or_else(|| "info".to_owned()),
         };
         let mut child = Command::new(sluice_bin())
             .args(["server", "--listen", &self.listen.to_string(), "--data-dir"])

@@ -12,6 +12,7 @@ mod once;
 mod puppet;
 mod restart;
 mod rollout;
+mod secrets;
 mod self_upgrade;
 mod servers;
 mod tls;
