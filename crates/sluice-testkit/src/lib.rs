@@ -6,6 +6,7 @@
 //!   finished CLI run;
 //! - [`app`] (feature `app`): the server in process, `sluice_server::Application`
 //!   in a runtime of its own, and [`app::TestApp`], whose methods are requests;
+//! - [`browse`]: [`browse::visit`], a link followed as a browser would;
 //! - [`wait`]: [`wait_for`] and [`wait_for_blocking`], polling with a
 //!   deadline instead of sleeping;
 //! - [`plan`]: [`Plan`], a typed builder of plan files;
@@ -17,6 +18,7 @@
 
 #[cfg(feature = "app")]
 pub mod app;
+pub mod browse;
 pub mod files;
 pub mod plan;
 pub mod sandbox;

@@ -6,10 +6,9 @@
 //! nonce and the session's cookie.
 
 use std::collections::BTreeMap;
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::process::Command;
 
+use sluice_testkit::browse::{set_cookie, visit};
 use sluice_testkit::{wait_for, Plan, Sandbox, Stage, DEADLINE};
 
 use crate::harness::{agent_bin, Host};
@@ -26,26 +25,6 @@ fn once(host: &Host) -> (bool, String) {
     let text = String::from_utf8_lossy(&output.stdout).into_owned()
         + &String::from_utf8_lossy(&output.stderr);
     (output.status.success(), text)
-}
-
-/// `GET path` on the server at `address` (`HOST:PORT`), as a browser
-/// following a link; returns the answer's head.
-fn visit(address: &str, path: &str) -> String {
-    let mut stream = TcpStream::connect(address).expect("connecting to the server");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("sending the request");
-    let mut answer = String::new();
-    stream
-        .read_to_string(&mut answer)
-        .expect("reading the answer");
-    answer
-        .split("\r\n\r\n")
-        .next()
-        .unwrap_or_default()
-        .to_owned()
 }
 
 /// Asserts that none of `secrets` (what each is, its value) is in `text`.
@@ -136,16 +115,12 @@ async fn no_secret_reaches_a_log_or_an_error() {
         .strip_prefix("/signin/link/")
         .expect("a sign-in link")
         .to_owned();
-    let address = server.url().trim_start_matches("http://").to_owned();
-    let first = visit(&address, &path);
+    let first = visit(server.url(), &path);
     assert!(first.starts_with("HTTP/1.1 303"), "{first}");
-    let session = first
-        .lines()
-        .find_map(|line| line.strip_prefix("set-cookie: sluice_session="))
-        .and_then(|cookie| cookie.split(';').next())
+    let session = set_cookie(&first, "sluice_session")
         .expect("a session cookie")
         .to_owned();
-    let second = visit(&address, &path);
+    let second = visit(server.url(), &path);
     assert!(second.starts_with("HTTP/1.1 410"), "{second}");
 
     let admin = server.admin_token().to_owned();

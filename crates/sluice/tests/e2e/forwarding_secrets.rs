@@ -5,8 +5,6 @@
 //! replica's log shows a token, the link's nonce or the session's cookie.
 
 use std::collections::BTreeMap;
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 
 use sluice_api::admin::Role;
 use sluice_api::agent::{CheckinRequest, ComponentReport, ReportState};
@@ -14,6 +12,7 @@ use sluice_api::host::ImportHost;
 use sluice_api::HostId;
 use sluice_client::Client;
 use sluice_store::testing::TempPgDatabase;
+use sluice_testkit::browse::{set_cookie, visit};
 use sluice_testkit::{wait_for, Sandbox, DEADLINE};
 
 /// A replica `id` on the database at `url`, logging at debug level; with
@@ -29,24 +28,6 @@ async fn replica(id: &str, url: &str, admin_from: Option<&Sandbox>) -> Sandbox {
         builder = builder.data_from(first.data_dir());
     }
     builder.start().await
-}
-
-/// `GET path` on `url` as a browser following a link; the answer's head.
-fn visit(url: &str, path: &str) -> String {
-    let address = url.trim_start_matches("http://");
-    let mut stream = TcpStream::connect(address).expect("connecting");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("sending");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("reading");
-    answer
-        .split("\r\n\r\n")
-        .next()
-        .unwrap_or_default()
-        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,10 +97,7 @@ async fn a_standby_forwards_without_logging_a_secret() {
     let nonce = path.strip_prefix("/signin/link/").expect("a link path");
     let signed_in = visit(standby.url(), &path);
     assert!(signed_in.starts_with("HTTP/1.1 303"), "{signed_in}");
-    let session = signed_in
-        .lines()
-        .find_map(|line| line.strip_prefix("set-cookie: sluice_session="))
-        .and_then(|cookie| cookie.split(';').next())
+    let session = set_cookie(&signed_in, "sluice_session")
         .expect("a session cookie")
         .to_owned();
     let again = visit(leader.url(), &path);
