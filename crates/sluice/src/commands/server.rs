@@ -30,7 +30,8 @@ pub struct ServerArgs {
     /// Directory of the SQLite database and of admin.token
     #[arg(long, value_name = "DIR", default_value = "./sluice-data")]
     data_dir: PathBuf,
-    /// Keep the state in PostgreSQL instead of SQLite in --data-dir: postgres://USER:PASSWORD@HOST:PORT/DB
+    /// Keep the state in PostgreSQL instead of SQLite in --data-dir: postgres://USER:PASSWORD@HOST:PORT/DB.
+    /// Every user of the machine sees the flag in the process list: prefer SLUICE_DATABASE_URL
     #[arg(
         long,
         value_name = "URL",
