@@ -53,13 +53,30 @@ wire! {
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     pub role: Role,
-    /// For agent tokens: the host id the token may check in as.
+    /// For agent tokens (required): the host id the token may check in as.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, pattern = "^[A-Za-z0-9._:-]{1,253}$", min_length = 1, max_length = 253))]
     pub host: Option<HostId>,
-    /// A note on whom the token is for.
+    /// A note on whom the token is for; `sluice token revoke NAME` finds it
+    /// by it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128))]
     pub name: Option<String>,
+    /// For enrollment tokens (required): the label selector the labels of
+    /// the hosts it enrolls must match, such as `site in (sto, lon)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 1024))]
+    pub selector: Option<String>,
+    /// For enrollment tokens (required): how many hosts it may enroll.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000000))]
+    pub uses: Option<u64>,
+    /// The token is refused this long after its creation, in sluice's
+    /// duration grammar (`30m`, `24h`, `7d`, `1h30m`; at most a year).
+    /// Absent: it does not expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^([0-9]+[smhd])+$", min_length = 2, max_length = 32))]
+    pub expires: Option<String>,
 }
 }
 
@@ -67,9 +84,73 @@ wire! {
 pub struct TokenCreated {
     /// The secret, shown once.
     pub token: String,
+    /// The token's id (`sluice token list`, `sluice token revoke ID`):
+    /// not the secret, nor enough to find it.
+    pub id: String,
     pub role: Role,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses_left: Option<u64>,
+    /// RFC 3339; absent: it does not expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+}
+
+wire! {
+/// A token as `GET /v1/tokens` lists it: everything but the secret.
+pub struct TokenView {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub role: Role,
+    /// For agent tokens, the host it is bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// For enrollment tokens, the selector of the hosts it enrolls; for the
+    /// tokens they made, the selector the host's labels must keep matching.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339; absent: it does not expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// It expired: it is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub expired: bool,
+    /// RFC 3339; absent: never used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<String>,
+    /// For enrollment tokens, how many more hosts it may enroll.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses_left: Option<u64>,
+}
+}
+
+wire! {
+/// `GET /v1/tokens`.
+pub struct TokenList {
+    pub tokens: Vec<TokenView>,
+}
+}
+
+wire! {
+/// `DELETE /v1/tokens/{id}`: the token revoked (refused from then on).
+pub struct TokenRevoked {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Dashboard sessions signed in with it, ended with it.
+    pub sessions_ended: u64,
 }
 }
 

@@ -1,4 +1,6 @@
-//! `POST /v1/agent/checkin`: the one call an agent makes.
+//! `POST /v1/agent/checkin`: the one call an agent makes; and
+//! `POST /v1/agent/enroll`, which an agent with an enrollment token makes
+//! once, at first contact, for a token of its own.
 
 use std::collections::BTreeMap;
 
@@ -59,5 +61,32 @@ pub struct Desired {
     /// Opaque JSON for the agent's commands (`SLUICE_PAYLOAD`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<serde_json::Value>,
+}
+}
+
+wire! {
+/// `POST /v1/agent/enroll` (with an enrollment token): who the host is and
+/// its labels, which must match the enrollment token's selector.
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    /// The host's stable id, its FQDN: the id it will check in as.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[A-Za-z0-9._:-]{1,253}$", min_length = 1, max_length = 253))]
+    pub host: HostId,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+}
+
+wire! {
+/// The host's own token, shown once: bound to the host and to the
+/// enrollment's selector.
+pub struct EnrollResponse {
+    /// The secret, for the agent's `token_file`.
+    pub token: String,
+    /// The token's id (`sluice token list`).
+    pub id: String,
+    pub host: String,
+    /// The host's labels must keep matching it at every check-in.
+    pub selector: String,
 }
 }

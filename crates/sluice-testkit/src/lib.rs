@@ -1,9 +1,16 @@
 //! Test support for the sluice workspace, in one place: a dev-dependency of
 //! every crate whose tests run against a server, never a normal dependency.
 //!
-//! - [`sandbox`]: the real `sluice` binary as a server process (port 0, temp
-//!   data dir, SIGKILL and restart), the CLI pointed at it, and [`Run`], a
-//!   finished CLI run;
+//! - [`server`]: the real `sluice` binary as a server process (port 0, temp
+//!   data dir) and real signals to it: SIGKILL, SIGTERM, SIGSTOP, SIGCONT,
+//!   restart on the same port;
+//! - [`sandbox`]: one server with a client and the CLI pointed at it, and
+//!   [`Run`], a finished CLI run;
+//! - [`cluster`]: several replicas on one PostgreSQL database, who leads,
+//!   their readiness;
+//! - [`agents`]: simulated agents checking in through several servers in
+//!   turn, remembering what they were told and which reports were
+//!   acknowledged;
 //! - [`app`] (feature `app`): the server in process, `sluice_server::Application`
 //!   in a runtime of its own, and [`app::TestApp`], whose methods are requests;
 //! - [`browse`]: [`browse::visit`], a link followed as a browser would;
@@ -16,16 +23,22 @@
 //! Without `app` the kit needs only the wire types and the client, so the
 //! agent's tests do not build the server, the store or a database driver.
 
+pub mod agents;
 #[cfg(feature = "app")]
 pub mod app;
 pub mod browse;
+pub mod cluster;
 pub mod files;
 pub mod plan;
 pub mod sandbox;
+pub mod server;
 pub mod tls;
 pub mod wait;
 
+pub use agents::Agents;
+pub use cluster::Cluster;
 pub use files::FileServer;
 pub use plan::{Amount, Gate, OnFailure, Plan, Stage};
 pub use sandbox::{Preview, Run, Sandbox};
+pub use server::Server;
 pub use wait::{wait_for, wait_for_blocking, DEADLINE};

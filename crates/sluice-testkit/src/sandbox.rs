@@ -12,64 +12,25 @@
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fmt::Display;
-use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use sluice_api::host::HostView;
 use sluice_client::Client;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::plan::Plan;
+use crate::server::{sluice_bin, Server};
 use crate::tls::TlsFiles;
-use crate::wait::wait_for_blocking;
-
-/// How long the server may take to say where it listens (a debug build
-/// restoring a 10k-host rollout from SQLite on a busy 2-core machine).
-const START_DEADLINE: Duration = Duration::from_secs(60);
-/// Server log lines printed when a test fails.
-const LOG_TAIL: usize = 200;
-/// What the server prints once it listens, before its URL.
-const ANNOUNCEMENT: &str = "listening on ";
-
-/// The `sluice` binary of the profile the tests were built in: beside the
-/// `deps/` directory that holds the test binary.
-pub fn sluice_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("the path of the test binary");
-    let profile = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test binary lives in <target>/<profile>/deps");
-    let bin = profile.join(format!("sluice{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "these tests run the real server, but {} is missing: build it first with \
-         `cargo build -p sluice` (same profile), or run `cargo test --workspace`",
-        bin.display()
-    );
-    bin
-}
 
 /// A `sluice server` process and what the tests need around it.
 pub struct Sandbox {
-    data_dir: tempfile::TempDir,
+    server: Server,
     /// Where CLI runs happen and test files are written.
     work: tempfile::TempDir,
-    child: Option<Child>,
-    args: Vec<OsString>,
-    /// The server's `RUST_LOG` (`info` unless the builder said otherwise).
-    log_filter: Option<String>,
-    address: SocketAddr,
-    url: String,
     token: String,
     client: Client,
-    /// Every line the server printed, stdout and stderr as they came.
-    log: Arc<Mutex<Vec<String>>>,
-    /// How many times the server was started.
-    starts: u32,
 }
 
 /// A sandbox whose server takes more arguments (`--checkin-interval`,
@@ -90,8 +51,7 @@ impl SandboxBuilder {
     }
 
     /// The server's log filter (`RUST_LOG`) instead of `info`, such as
-    /// `debug` for a test that reads everything the server logs (`TEST_LOG`
-    /// with `RUST_LOG` still wins).
+    /// `debug` for a test that reads everything the server logs.
     pub fn log_filter(mut self, filter: &str) -> SandboxBuilder {
         self.log_filter = Some(filter.to_owned());
         self
@@ -129,67 +89,30 @@ impl SandboxBuilder {
             copy_files(source, data_dir.path());
         }
         let work = tempfile::tempdir().expect("creating the work dir");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let listen: SocketAddr = "127.0.0.1:0".parse().expect("an address");
-        let launch = Launch {
-            listen,
-            data_dir: data_dir.path().to_path_buf(),
-            args: self.args.clone(),
-            log_filter: self.log_filter.clone(),
-            log: Arc::clone(&log),
-            start: 1,
-        };
-        let (child, url) = launch.run();
-        let token = std::fs::read_to_string(data_dir.path().join("admin.token"))
+        let server = Server::start_blocking_logging("server", data_dir, self.args, self.log_filter);
+        let token = std::fs::read_to_string(server.data_dir().join("admin.token"))
             .expect("the server wrote <data-dir>/admin.token on its first start")
             .trim()
             .to_owned();
-        let client = Client::builder(&url)
+        let client = Client::builder(server.url())
             .token(&token)
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(5))
             .build()
             .expect("building the admin client");
         Sandbox {
-            data_dir,
+            server,
             work,
-            child: Some(child),
-            args: self.args,
-            log_filter: self.log_filter,
-            address: address_of(&url),
-            url,
             token,
             client,
-            log,
-            starts: 1,
         }
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        if std::thread::panicking() && std::env::var_os("TEST_LOG").is_none() {
-            let log = self.log();
-            let tail = &log[log.len().saturating_sub(LOG_TAIL)..];
-            eprintln!(
-                "---- last {} lines of the sluice server log ({}) ----",
-                tail.len(),
-                self.url
-            );
-            for line in tail {
-                eprintln!("{line}");
-            }
-        }
-        self.kill9();
     }
 }
 
 impl std::fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sandbox")
-            .field("url", &self.url)
-            .field("data_dir", &self.data_dir.path())
-            .field("starts", &self.starts)
+            .field("server", &self.server)
             .finish_non_exhaustive()
     }
 }
@@ -212,7 +135,7 @@ impl Sandbox {
 
     /// The server's base URL, `http://127.0.0.1:PORT` (`https://` with TLS).
     pub fn url(&self) -> &str {
-        &self.url
+        self.server.url()
     }
 
     /// A client with the admin token (cheap to clone; agents may share it).
@@ -226,51 +149,37 @@ impl Sandbox {
     }
 
     pub fn data_dir(&self) -> &Path {
-        self.data_dir.path()
+        self.server.data_dir()
     }
 
     /// Every line the server printed so far.
     pub fn log(&self) -> Vec<String> {
-        self.log.lock().map(|log| log.clone()).unwrap_or_default()
+        self.server.log()
+    }
+
+    /// The server process, for signals.
+    pub fn server(&mut self) -> &mut Server {
+        &mut self.server
     }
 
     /// SIGKILL: no graceful shutdown, no flush. Waits until the process is
     /// gone; a server already killed stays killed.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // `Child::kill` is SIGKILL on Unix.
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.server.kill9();
     }
 
     /// SIGTERM, as systemd stops the server: waits until it has shut down
     /// gracefully (exit 0).
     pub async fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let pid = child.id().to_string();
-        let stopped = tokio::task::spawn_blocking(move || {
-            let sent = Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .expect("running kill -TERM");
-            assert!(sent.success(), "kill -TERM {pid}: {sent}");
-            wait_for_blocking("the server to stop after SIGTERM", START_DEADLINE, || {
-                child.try_wait().expect("waiting for the server")
-            })
-        })
-        .await
-        .expect("the thread stopping the server");
-        assert!(stopped.success(), "the server stopped with {stopped}");
+        self.server.terminate().await;
     }
 
     /// [`Sandbox::restart`] with other arguments of `sluice server` than
     /// the sandbox was built with (`--database-url URL`), for this start
     /// and the next ones.
     pub async fn restart_with(&mut self, args: &[&str]) {
-        self.args = args.iter().map(OsString::from).collect();
+        self.server
+            .set_args(args.iter().map(OsString::from).collect());
         self.restart().await;
     }
 
@@ -278,22 +187,8 @@ impl Sandbox {
     /// (agents keep their server URL), after [`Sandbox::kill9`] (or kills it
     /// first).
     pub async fn restart(&mut self) {
-        self.kill9();
-        self.starts += 1;
-        let launch = Launch {
-            listen: self.address,
-            data_dir: self.data_dir.path().to_path_buf(),
-            args: self.args.clone(),
-            log_filter: self.log_filter.clone(),
-            log: Arc::clone(&self.log),
-            start: self.starts,
-        };
-        let (child, url) = tokio::task::spawn_blocking(move || launch.run())
-            .await
-            .expect("the thread starting the server");
-        assert_eq!(url, self.url, "the server came back on its port");
-        self.child = Some(child);
-        let token = std::fs::read_to_string(self.data_dir.path().join("admin.token"))
+        self.server.restart().await;
+        let token = std::fs::read_to_string(self.server.data_dir().join("admin.token"))
             .expect("admin.token survives a restart");
         assert_eq!(
             token.trim(),
@@ -318,8 +213,8 @@ impl Sandbox {
         command
             .args(args)
             .current_dir(self.work.path())
-            .env("SLUICE_SERVER", &self.url)
-            .env("SLUICE_DATA_DIR", self.data_dir.path())
+            .env("SLUICE_SERVER", self.server.url())
+            .env("SLUICE_DATA_DIR", self.server.data_dir())
             .env_remove("SLUICE_TOKEN")
             .env_remove("SLUICE_TOKEN_FILE")
             .env_remove("SLUICE_DATABASE_URL")
@@ -386,23 +281,7 @@ impl Sandbox {
             .await
             .ok()
             .json();
-        let stages = json["stages"]
-            .as_array()
-            .expect("stages")
-            .iter()
-            .map(|stage| {
-                stage["admitted"]
-                    .as_array()
-                    .expect("admitted")
-                    .iter()
-                    .map(|id| id.as_str().expect("a host id").to_owned())
-                    .collect()
-            })
-            .collect();
-        Preview {
-            strata: json["strata"].as_u64().expect("strata"),
-            stages,
-        }
+        Preview::from_json(&json)
     }
 
     /// A new agent token bound to `host` (`sluice token create --role agent
@@ -426,7 +305,7 @@ impl Sandbox {
     /// The check-ins the server answered so far (`sluice_checkins_total`
     /// of its `/metrics`).
     pub async fn checkins(&self) -> u64 {
-        let mut stream = tokio::net::TcpStream::connect(self.address)
+        let mut stream = tokio::net::TcpStream::connect(self.server.address())
             .await
             .expect("connecting to the server");
         stream
@@ -455,6 +334,29 @@ pub struct Preview {
     pub stages: Vec<BTreeSet<String>>,
 }
 
+impl Preview {
+    /// What `sluice plan preview --json` printed.
+    pub fn from_json(json: &serde_json::Value) -> Preview {
+        let stages = json["stages"]
+            .as_array()
+            .expect("stages")
+            .iter()
+            .map(|stage| {
+                stage["admitted"]
+                    .as_array()
+                    .expect("admitted")
+                    .iter()
+                    .map(|id| id.as_str().expect("a host id").to_owned())
+                    .collect()
+            })
+            .collect();
+        Preview {
+            strata: json["strata"].as_u64().expect("strata"),
+            stages,
+        }
+    }
+}
+
 /// Copies every file of `source` into `target` (a server's data dir holds
 /// files only: the database, its WAL, the admin token).
 fn copy_files(source: &Path, target: &Path) {
@@ -467,107 +369,6 @@ fn copy_files(source: &Path, target: &Path) {
             std::fs::copy(&path, &to).unwrap_or_else(|error| {
                 panic!("copying {} to {}: {error}", path.display(), to.display())
             });
-        }
-    }
-}
-
-/// The address in a URL the server announced (`http://127.0.0.1:PORT`).
-fn address_of(url: &str) -> SocketAddr {
-    let authority = url.split_once("://").map_or(url, |(_, rest)| rest);
-    authority
-        .trim_end_matches('/')
-        .parse()
-        .unwrap_or_else(|_| panic!("the server announced {url:?}, not an address"))
-}
-
-/// One start of `sluice server`.
-struct Launch {
-    listen: SocketAddr,
-    data_dir: PathBuf,
-    args: Vec<OsString>,
-    log_filter: Option<String>,
-    log: Arc<Mutex<Vec<String>>>,
-    start: u32,
-}
-
-impl Launch {
-    /// Spawns the server and waits for `listening on URL`; returns the
-    /// process and the URL.
-    fn run(self) -> (Child, String) {
-        let verbose = std::env::var_os("TEST_LOG").is_some();
-        let filter = match std::env::var("RUST_LOG") {
-            Ok(filter) if verbose => filter,
-            _ => self.log_filter.clone().unwrap_or_else(|| "info".to_owned()),
-        };
-        let mut child = Command::new(sluice_bin())
-            .args(["server", "--listen", &self.listen.to_string(), "--data-dir"])
-            .arg(&self.data_dir)
-            .args(&self.args)
-            .env("RUST_LOG", filter)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning sluice server");
-        let (lines_tx, lines_rx) = mpsc::channel::<String>();
-        let streams: [Option<Box<dyn Read + Send>>; 2] = [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        ];
-        let start = self.start;
-        for stream in streams.into_iter().flatten() {
-            let lines_tx = lines_tx.clone();
-            let log = Arc::clone(&self.log);
-            // Read to the end, so that the server never blocks on a full pipe.
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if verbose {
-                        eprintln!("[server #{start}] {line}");
-                    }
-                    if let Ok(mut log) = log.lock() {
-                        log.push(format!("[server #{start}] {line}"));
-                    }
-                    let _ = lines_tx.send(line);
-                }
-            });
-        }
-        drop(lines_tx);
-        let until = Instant::now() + START_DEADLINE;
-        let outcome = loop {
-            let left = until.saturating_duration_since(Instant::now());
-            match lines_rx.recv_timeout(left) {
-                Ok(line) => {
-                    let url = line
-                        .find(ANNOUNCEMENT)
-                        .and_then(|at| line[at + ANNOUNCEMENT.len()..].split_whitespace().next())
-                        .filter(|url| url.starts_with("http://") || url.starts_with("https://"));
-                    if let Some(url) = url {
-                        break Ok(url.to_owned());
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => break Err("timed out"),
-                Err(mpsc::RecvTimeoutError::Disconnected) => break Err("its output ended"),
-            }
-        };
-        match outcome {
-            Ok(url) => (child, url),
-            Err(why) => {
-                let _ = child.kill();
-                let status = child.wait();
-                let log = self.log.lock().map(|log| log.clone()).unwrap_or_default();
-                panic!(
-                    "sluice server (start #{start} on {}) did not announce `{ANNOUNCEMENT}URL` \
-                     ({why}; {status:?}):\n{}",
-                    self.listen,
-                    log.join("\n")
-                );
-            }
         }
     }
 }

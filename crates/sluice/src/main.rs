@@ -91,3 +91,16 @@ fn finish(result: Result<(), exit::Failure>) -> ExitCode {
         Err(failure) => failure.report(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// clap's own checks of every command (two arguments with one id, a
+    /// positional after an optional one, …), which otherwise fail only
+    /// when that command runs.
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

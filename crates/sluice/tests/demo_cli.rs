@@ -209,6 +209,24 @@ fn the_demo_rolls_out_to_every_host_and_stops_cleanly_on_ctrl_c() {
     assert_eq!(status["healthy"], 40, "{status}");
     assert_eq!(status["failed"], 0, "{status}");
 
+    // Every agent enrolled with the one enrollment token and checks in
+    // with a token bound to its own host.
+    let tokens = demo.sluice(&["token", "list", "--output", "json"]);
+    assert!(
+        tokens.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tokens.stderr)
+    );
+    let tokens: serde_json::Value = serde_json::from_slice(&tokens.stdout).expect("JSON");
+    let tokens = tokens["tokens"].as_array().expect("tokens");
+    let role = |role: &'static str| tokens.iter().filter(move |t| t["role"] == role);
+    let enroll: Vec<_> = role("enroll").collect();
+    assert_eq!(enroll.len(), 1, "{tokens:?}");
+    assert_eq!(enroll[0]["uses_left"], 0, "{tokens:?}");
+    let bound: std::collections::BTreeSet<&str> =
+        role("agent").filter_map(|t| t["host"].as_str()).collect();
+    assert_eq!(bound.len(), 40, "{tokens:?}");
+
     let exit = demo.interrupt();
     assert!(
         exit.success(),

@@ -4,6 +4,7 @@
 mod artifact;
 mod dpkg;
 mod drift;
+mod enroll;
 mod harness;
 mod health_loop;
 mod late_failure;

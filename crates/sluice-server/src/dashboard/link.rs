@@ -34,7 +34,7 @@ use sluice_store::{SessionRecord, Write};
 
 use super::session::{self, random_hex};
 use super::{pages, DashError, Dashboard};
-use crate::auth::{hash_secret, Caller, Need};
+use crate::auth::{hash_secret, require, Caller, Need};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -129,14 +129,19 @@ pub async fn visit(
              Run sluice dashboard (sluice dashboard --open opens it) for a new one, or sign in with a token at /signin",
         );
     };
-    let Some(token) = app.tokens().by_hash(&link.token) else {
-        return gone("the token this sign-in link was made with is no longer known; sign in with another token at /signin");
+    // The token as it stands now: revoked or expired since, it signs
+    // nobody in.
+    let token = app
+        .tokens()
+        .by_hash(&link.token)
+        .filter(|token| token.check_usable(app.now()).is_ok());
+    let Some(token) = token else {
+        return gone(
+            "the token this sign-in link was made with has expired or was revoked; \
+             ask an admin for a new token, then run sluice dashboard",
+        );
     };
-    if token.role == sluice_api::admin::Role::Agent {
-        return Err(DashError::Forbidden(
-            "agent tokens cannot sign in to the dashboard".to_owned(),
-        ));
-    }
+    require(token.role, Need::View).map_err(|error| DashError::Forbidden(error.to_string()))?;
     // As the sign-in form: stored before the cookie is handed out, and the
     // link's row goes in the same batch.
     let (id, record) = session::new_session(&link.token, app.now())?;

@@ -141,7 +141,8 @@ impl Sessions {
         let hash = hash_secret(secret);
         let mut sessions = self.lock();
         let session = sessions.get_mut(&hash)?;
-        if session.expires <= now {
+        // A session ends with its token, revoked or expired.
+        if session.expires <= now || session.token.check_usable(now).is_err() {
             sessions.remove(&hash);
             return None;
         }
@@ -161,6 +162,23 @@ impl Sessions {
         let hash = hash_secret(secret);
         self.lock().remove(&hash);
         hash
+    }
+
+    /// The hashes of the sessions signed in with the token of `token_hash`.
+    pub fn of_token(&self, token_hash: &str) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|(_, session)| session.token.hash == token_hash)
+            .map(|(hash, _)| hash.clone())
+            .collect()
+    }
+
+    /// Ends the sessions of these hashes in memory (their end is durable).
+    pub fn end(&self, hashes: &[String]) {
+        let mut sessions = self.lock();
+        for hash in hashes {
+            sessions.remove(hash);
+        }
     }
 
     /// Honours the stored sign-in link `record` until it is used or
@@ -314,11 +332,15 @@ mod tests {
     use super::*;
 
     fn token(role: Role) -> Arc<Token> {
-        Arc::new(Token {
-            role,
-            host: None,
-            actor: "alice".to_owned(),
-        })
+        let record = TokenRecord {
+            name: Some("alice".to_owned()),
+            ..TokenRecord::new(
+                "ab".repeat(32),
+                crate::vocabulary::stored_role(role),
+                Timestamp::UNIX_EPOCH,
+            )
+        };
+        Arc::new(Token::of(&record).expect("a token"))
     }
 
     #[test]
@@ -420,15 +442,37 @@ mod tests {
     }
 
     #[test]
+    fn a_session_ends_with_its_token_revoked_or_expired() {
+        let tokens = Tokens::default();
+        let now = at("2026-03-01T09:00:00Z");
+        let expiring = TokenRecord {
+            expires_at: Some(at("2026-03-01T10:00:00Z")),
+            ..TokenRecord::new("ab".repeat(32), TokenRole::Viewer, now)
+        };
+        let revoked = TokenRecord::new("cd".repeat(32), TokenRole::Admin, now);
+        let sessions = Sessions::default();
+        let mut secrets = Vec::new();
+        for record in [&expiring, &revoked] {
+            let token = tokens.insert(record).expect("a token");
+            let (secret, session) = new_session(&record.hash, now).expect("session");
+            sessions.insert(&session, token, now);
+            secrets.push(secret);
+        }
+        assert!(sessions.take(&secrets[0], now).is_some());
+        assert!(sessions.take(&secrets[1], now).is_some());
+        tokens.revoke(std::slice::from_ref(&revoked.hash));
+        assert!(sessions.take(&secrets[1], now).is_none(), "revoked");
+        let later = at("2026-03-01T10:00:00Z");
+        assert!(sessions.take(&secrets[0], later).is_none(), "expired");
+    }
+
+    #[test]
     fn loaded_sessions_act_with_their_token_unless_expired_or_unknown() {
         let tokens = Tokens::default();
         let now = at("2026-03-01T09:00:00Z");
         let viewer = TokenRecord {
-            hash: "ab".repeat(32),
-            role: TokenRole::Viewer,
-            host: None,
             name: Some("alice".to_owned()),
-            created_at: now,
+            ..TokenRecord::new("ab".repeat(32), TokenRole::Viewer, now)
         };
         tokens.insert(&viewer);
         let (live_secret, live) = new_session(&viewer.hash, now).expect("session");

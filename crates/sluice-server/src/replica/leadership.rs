@@ -10,7 +10,8 @@
 //! commits were fenced off, or when it could not renew for three quarters
 //! of the TTL (it stops answering at that point anyway, see the parent
 //! module). Every replica writes a heartbeat every two seconds for
-//! `GET /v1/cluster`.
+//! `GET /v1/cluster`; when the lease's renewal is due as well, the lease
+//! goes first. A replica that stepped down says so once its term stopped.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -82,7 +83,12 @@ pub async fn run(replica: Arc<Replica>, stop: impl Future<Output = ()>) {
                 Role::Standby(_) => std::future::pending().await,
             }
         };
+        // Lease first: when the renewal (or the standby's attempt) is due
+        // together with the heartbeat — after a stall, the process paused
+        // or the runtime starved — it goes before the heartbeat, whose write
+        // could otherwise hold it back past the lease's freshness.
         tokio::select! {
+            biased;
             () = &mut stop => return,
             () = fenced => {
                 if let Role::Leader(term) = &role {
@@ -90,6 +96,7 @@ pub async fn run(replica: Arc<Replica>, stop: impl Future<Output = ()>) {
                 }
                 continue;
             }
+            () = tokio::time::sleep_until(next) => {}
             _ = heartbeat.tick() => {
                 let sent = replica.clock();
                 match tokio::time::timeout(wait, cluster.heartbeat(&replica.id, &replica.address)).await {
@@ -99,7 +106,6 @@ pub async fn run(replica: Arc<Replica>, stop: impl Future<Output = ()>) {
                 }
                 continue;
             }
-            () = tokio::time::sleep_until(next) => {}
         }
         next = tokio::time::Instant::now() + wait;
         match role {
@@ -274,4 +280,8 @@ async fn step_down(replica: &Replica, cluster: &Arc<dyn Cluster>, term: &Arc<Ter
         let _ =
             tokio::time::timeout(replica.renew_every(), cluster.release(&replica.id, epoch)).await;
     }
+    tracing::info!(
+        epoch = term.epoch,
+        "stepped down: the term's tasks have stopped and nothing more of it is written"
+    );
 }

@@ -7,11 +7,14 @@
 use axum::extract::State;
 use serde::Deserialize;
 use sluice_api::error::ErrorBody;
-use sluice_api::host::{DesiredMap, HostList, HostView, ImportHost, ImportResult};
+use sluice_api::host::{DesiredMap, HostList, HostView, ImportHost, ImportResult, Reenrolled};
+use sluice_api::HostId;
 use sluice_core::fleet::parse_fleet;
 use sluice_core::selector::Selector;
 
-use crate::auth::{Caller, Need};
+use sluice_store::{NewEvent, Write};
+
+use crate::auth::{token_id, Caller, Need};
 use crate::error::ApiError;
 use crate::extract::{Body, Path, Query};
 use crate::state::AppState;
@@ -128,6 +131,68 @@ pub async fn desired(
         .await?
         .map(axum::Json)
         .ok_or_else(|| unknown_host(&id))
+}
+
+/// Lets a host enroll again: revokes every token bound to it (effective at
+/// once), so that its agent, given an enrollment token, may enroll anew.
+/// A host with no token is answered as it is (nothing revoked).
+#[utoipa::path(
+    post,
+    path = "/v1/hosts/{id}/reenroll",
+    tag = "hosts",
+    params(("id" = String, Path, description = "the host's id (FQDN)", pattern = "^[A-Za-z0-9._:-]{1,253}$", min_length = 1, max_length = 253)),
+    responses((status = 200, description = "its tokens revoked, durable", body = Reenrolled), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn reenroll(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Reenrolled>, ApiError> {
+    caller.require(Need::Admin)?;
+    let host =
+        HostId::parse(id.as_str()).map_err(|error| ApiError::bad_field("id", error.to_string()))?;
+    let bound: Vec<String> = state
+        .store()
+        .tokens()
+        .await
+        .map_err(|error| ApiError::Unavailable(format!("reading the tokens: {error}")))?
+        .into_iter()
+        .filter(|record| record.host.as_deref() == Some(host.as_str()))
+        .map(|record| record.hash)
+        .collect();
+    let actor = caller.actor().to_owned();
+    let ids: Vec<String> = bound.iter().map(|hash| token_id(hash)).collect();
+    let ((), pending) = state.change(|_, now, writes| {
+        writes.push(Write::HostTokensRevoked(host.to_string()));
+        writes.push(Write::Event(NewEvent {
+            rollout: None,
+            at: now,
+            actor: Some(actor.clone()),
+            kind: "host_reenrolled".to_owned(),
+            data: serde_json::json!({ "host": host.as_str(), "tokens_revoked": ids }),
+        }));
+    });
+    pending.durable().await?;
+    // Memory may know a token the listing did not show yet: let go of
+    // every token bound to the host.
+    let mut revoked = bound;
+    revoked.extend(
+        state
+            .tokens()
+            .all()
+            .into_iter()
+            .filter(|token| token.host.as_deref() == Some(host.as_str()))
+            .map(|token| token.hash.clone()),
+    );
+    revoked.sort();
+    revoked.dedup();
+    state.tokens().revoke(&revoked);
+    tracing::info!(host = %host, tokens = revoked.len(), %actor, "host may enroll again");
+    Ok(axum::Json(Reenrolled {
+        host: host.to_string(),
+        tokens_revoked: revoked.len() as u64,
+    }))
 }
 
 /// Registers hosts from a fleet file (a JSON array of `{"id", "labels",

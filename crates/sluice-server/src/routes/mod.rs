@@ -74,6 +74,7 @@ fn limited(
 fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(limited(routes!(agent::checkin), limits::CHECKIN))
+        .routes(limited(routes!(agent::enroll), limits::CHECKIN))
         .routes(limited(
             routes!(rollouts::list, rollouts::create),
             limits::PLAN,
@@ -90,12 +91,14 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(hosts::list))
         .routes(routes!(hosts::detail))
         .routes(routes!(hosts::desired))
+        .routes(routes!(hosts::reenroll))
         .routes(limited(routes!(hosts::import), limits::IMPORT))
         .routes(routes!(hosts::ansible))
         .routes(routes!(admin::components))
         .routes(routes!(admin::set_stable))
         .routes(routes!(admin::freeze, admin::freeze_on, admin::freeze_off))
-        .routes(routes!(admin::create_token))
+        .routes(routes!(admin::list_tokens, admin::create_token))
+        .routes(routes!(admin::revoke_token))
         .routes(routes!(crate::dashboard::link::create))
 }
 

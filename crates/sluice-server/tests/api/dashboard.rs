@@ -268,6 +268,57 @@ async fn sign_in_takes_a_paired_form_and_a_viewer_or_better_token() {
     assert_eq!(browser.get("/").await.status(), StatusCode::SEE_OTHER);
 }
 
+/// Enrollment tokens cannot sign in; a session ends when its token is
+/// revoked, at once.
+#[tokio::test]
+async fn enrollment_tokens_cannot_sign_in_and_revoking_a_token_ends_its_sessions() {
+    let app = spawn_app().await;
+    let created = app
+        .post(
+            "/v1/tokens",
+            &app.admin,
+            &json!({"role": "enroll", "selector": "site=sto", "uses": 1}),
+        )
+        .await;
+    let created: Value = created.json().await.expect("json");
+    let mut browser = Browser::new(&app);
+    let refused = browser
+        .sign_in(created["token"].as_str().expect("token"))
+        .await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert!(refused
+        .text()
+        .await
+        .expect("page")
+        .contains("enrollment tokens cannot sign in"));
+
+    let viewer = app
+        .post(
+            "/v1/tokens",
+            &app.admin,
+            &json!({"role": "viewer", "name": "wall"}),
+        )
+        .await;
+    let viewer: Value = viewer.json().await.expect("json");
+    let mut browser = Browser::signed_in(&app, viewer["token"].as_str().expect("token")).await;
+    assert_eq!(browser.get("/rollouts").await.status(), StatusCode::OK);
+    let revoked = app
+        .send(
+            reqwest::Method::DELETE,
+            "/v1/tokens/wall",
+            &app.admin,
+            &json!(null),
+        )
+        .await;
+    let revoked: Value = revoked.json().await.expect("json");
+    assert_eq!(revoked["sessions_ended"], 1, "{revoked}");
+    assert_eq!(
+        browser.get("/rollouts").await.status(),
+        StatusCode::SEE_OTHER,
+        "back to the sign-in form"
+    );
+}
+
 /// Runs `$case`, an async fn of the database URL, as two tests: on SQLite
 /// (`None`) and on a fresh PostgreSQL database.
 macro_rules! on_sqlite_and_postgresql {
@@ -790,6 +841,17 @@ async fn a_sign_in_link_opens_one_session_once_for_a_viewer_or_better_token() {
         "{body}"
     );
 
+    let enroll = app
+        .post(
+            "/v1/tokens",
+            &app.admin,
+            &json!({"role": "enroll", "selector": "site=sto", "uses": 1}),
+        )
+        .await;
+    let enroll: Value = enroll.json().await.expect("json");
+    let refused = mint_link(&app, Some(enroll["token"].as_str().expect("token"))).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+
     let viewer = app.token("viewer", None).await;
     let path = link_path(&app, &viewer).await;
     let nonce = path.strip_prefix("/signin/link/").expect("a link path");
@@ -855,6 +917,31 @@ async fn a_sign_in_link_opens_one_session_once_for_a_viewer_or_better_token() {
         .await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     paused_by_an_operator(&app, &id).await;
+
+    // A link of a token revoked since signs nobody in.
+    let created = app
+        .post(
+            "/v1/tokens",
+            &app.admin,
+            &json!({"role": "viewer", "name": "kiosk"}),
+        )
+        .await;
+    let kiosk: Value = created.json().await.expect("json");
+    let kiosk_link = link_path(&app, kiosk["token"].as_str().expect("token")).await;
+    let revoked = app
+        .send(
+            reqwest::Method::DELETE,
+            "/v1/tokens/kiosk",
+            &app.admin,
+            &json!(null),
+        )
+        .await;
+    assert_eq!(revoked.status(), StatusCode::OK);
+    let response = Browser::new(&app).get(&kiosk_link).await;
+    assert_eq!(response.status(), StatusCode::GONE);
+    assert!(response.headers().get(SET_COOKIE).is_none());
+    let page = response.text().await.expect("page");
+    assert!(page.contains("expired or was revoked"), "{page}");
 }
 
 /// Links are stored, so a link made through one server works once on the
