@@ -134,11 +134,17 @@ fn an_advertised_url_carries_no_password() {
 }
 
 #[test]
-fn help_says_token_shows_in_the_process_list() {
+fn help_says_which_secrets_show_in_the_process_list() {
     let help = Run::of(Command::new(BIN).args(["dashboard", "--help"])).ok();
     let text = help.stdout();
     assert!(text.contains("process list"), "{text}");
     assert!(text.contains("--token-file"), "{text}");
+    // A database URL carries a password: the same warning.
+    for command in [&["server", "--help"][..], &["db", "copy", "--help"]] {
+        let help = Run::of(Command::new(BIN).args(command)).ok().stdout();
+        assert!(help.contains("process list"), "{command:?}: {help}");
+        assert!(help.contains("SLUICE_DATABASE_URL"), "{command:?}: {help}");
+    }
 }
 
 /// A fake `xdg-open` in `dir` that writes the URL it is given to `opened`.
