@@ -17,7 +17,7 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use sluice_api::rollout::Reason;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
@@ -144,8 +144,14 @@ pub fn front(replica: Arc<Replica>) -> Router {
         Some(term) => ops.with_state(replica).merge(term.router.clone()),
         None => ops.fallback(crate::replica::dispatch).with_state(replica),
     };
+    // A 5xx is logged once, by `ApiError` with its cause, at WARN; the
+    // layer's own line of it (ERROR by default) would double every one, a
+    // flood while the database is away and every check-in is answered 503.
+    // Spans leave out a sign-in link's nonce.
     router.layer(
-        TraceLayer::new_for_http().make_span_with(crate::dashboard::link::span::<axum::body::Body>),
+        TraceLayer::new_for_http()
+            .make_span_with(crate::dashboard::link::span::<axum::body::Body>)
+            .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
     )
 }
 
