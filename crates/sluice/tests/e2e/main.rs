@@ -11,6 +11,8 @@
 //!   holds, rollback reverts, a completed rollout changes only the hosts it covered;
 //! - `dashboard`: the dashboard in headless Chromium: links, sign-in, the
 //!   pause button, live updates, screenshots;
+//! - `forwarding_secrets`: a standby forwards check-ins, operator calls and
+//!   a one-time sign-in link to the leader, and no log shows a secret;
 //! - `db_copy`: a rollout under way moves from SQLite to PostgreSQL with
 //!   `sluice db copy` and finishes there, each stage admitting exactly the
 //!   preview's hosts.
@@ -28,4 +30,5 @@ mod dashboard;
 mod db_copy;
 mod durability;
 mod fleet;
+mod forwarding_secrets;
 mod full_rollout;
