@@ -5,8 +5,10 @@
 //! The CLI finds the server through `SLUICE_SERVER` and the admin token
 //! through `SLUICE_DATA_DIR`, as an operator beside the server would.
 
+use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use sluice_api::agent::{CheckinRequest, ComponentReport, ReportState};
@@ -638,12 +640,34 @@ fn watch_follows_a_rollout_to_completion() {
     let id = create(&server, &plan, &["--start", "--reason", "e2e watch"]);
 
     // Not a terminal: one line per change on stderr.
-    let watch = server
+    let mut watch = server
         .command(&["rollout", "status", &id, "--watch"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawning the watch");
+    // Its lines as they come, so that the agents start only once it watches.
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let stderr = watch.stderr.take().expect("the watch's stderr");
+        let lines = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(line);
+            }
+        })
+    };
+    let running = format!("{id} docker-watch: running");
+    wait_for_blocking("the watch to show the rollout running", DEADLINE, || {
+        lines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|line| line.contains(&running))
+    });
 
     // Play the four agents: report the old version, get told the new one,
     // report it healthy.
@@ -693,12 +717,12 @@ fn watch_follows_a_rollout_to_completion() {
     });
 
     let output = wait_with_timeout(watch, Duration::from_secs(20));
-    let run = Run::new("sluice rollout status --watch", output).ok();
-    let stderr = run.stderr();
-    assert!(
-        stderr.contains(&format!("{id} docker-watch: running")),
-        "{stderr}"
-    );
+    Run::new("sluice rollout status --watch", output).ok();
+    reader.join().expect("the watch's reader");
+    let stderr = lines
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .join("\n");
     assert!(
         stderr.contains(&format!(
             "rollout {id} completed: its {} hosts run docker-engine 17.03.1",

@@ -131,12 +131,25 @@ async fn no_secret_reaches_a_log_or_an_error() {
         ("a sign-in link's nonce", nonce.as_str()),
         ("a session's cookie", session.as_str()),
     ];
+    // The server's output is read by a thread of its own: wait until the
+    // link's request is in it before reading it whole.
+    wait_for(
+        "the server to log the sign-in link's request",
+        DEADLINE,
+        || {
+            let logged = server
+                .log()
+                .iter()
+                .any(|line| line.contains("/signin/link/…"));
+            async move { logged }
+        },
+    )
+    .await;
     let server_log = server.log().join("\n");
     assert!(
         server_log.contains("DEBUG"),
         "the server logged at debug level"
     );
-    assert!(server_log.contains("/signin/link/…"), "{server_log}");
     assert_no_secret("the server's log", &server_log, &secrets);
     assert!(
         agent_log.contains("DEBUG"),
