@@ -7,6 +7,7 @@
 //!
 //! Layout: [`agent`] (the check-in), [`rollout`] (operators' view and
 //! actions), [`host`] (inventory), [`admin`] (components, freeze, tokens),
+//! [`audit`] (the audit log),
 //! [`cluster`] (the replicas and their leader),
 //! [`error`] (the error body every endpoint shares), [`vocabulary`] (the
 //! closed sets of words: states, phases, actions, roles). Re-exported from
@@ -15,6 +16,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod audit;
 pub mod cluster;
 pub mod error;
 pub mod host;

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod audit;
 pub mod hosts;
 pub mod ops;
 pub mod rollouts;
@@ -98,6 +99,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::freeze, admin::freeze_on, admin::freeze_off))
         .routes(routes!(admin::list_tokens, admin::create_token))
         .routes(routes!(admin::revoke_token))
+        .routes(routes!(audit::list))
 }
 
 /// The endpoints every replica answers itself, leader or not.
@@ -133,16 +135,23 @@ pub fn api(state: AppState) -> Router {
 }
 
 /// What a replica serves: its own endpoints, and everything else answered
-/// by the leader ([`Replica::dispatch`]). On the embedded store the one
+/// by the leader ([`Replica::dispatch`]), each request's client address
+/// resolved first ([`crate::audit::resolve`]). On the embedded store the one
 /// term lasts as long as the process: its router is merged in, and requests
 /// reach it without a dispatch.
 pub fn front(replica: Arc<Replica>) -> Router {
     let (ops, _) = ops_routes().split_for_parts();
+    let key = replica.forward_key();
     let router = match replica.lasting_term() {
         Some(term) => ops.with_state(replica).merge(term.router.clone()),
         None => ops.fallback(crate::replica::dispatch).with_state(replica),
     };
-    router.layer(TraceLayer::new_for_http())
+    router
+        .layer(axum::middleware::from_fn_with_state(
+            key,
+            crate::audit::resolve,
+        ))
+        .layer(TraceLayer::new_for_http())
 }
 
 /// The reason given for an operator action, trimmed; a blank one is refused,
