@@ -1,7 +1,7 @@
 //! The audit log (`GET /v1/audit`): every mutating action with who took
 //! it, when, from where and why.
 
-use crate::vocabulary::{AuditKind, Role};
+use crate::vocabulary::Role;
 use crate::wire;
 
 wire! {
@@ -27,9 +27,9 @@ pub struct AuditEntry {
     /// that forwarded the request, the address that replica saw).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
-    /// One of [`AuditKind`]'s words (kept as text, so that an entry a newer
+    /// One of [`AuditKind`](crate::vocabulary::AuditKind)'s words (kept as text, so that an entry a newer
     /// server wrote still reads).
-    #[cfg_attr(feature = "openapi", schema(value_type = AuditKind))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::vocabulary::AuditKind))]
     pub kind: String,
     /// What was acted on: a rollout id, a token id, a host, a component.
     #[serde(default, skip_serializing_if = "Option::is_none")]
