@@ -11,6 +11,8 @@
 //!   holds, rollback reverts, a completed rollout changes only the hosts it covered;
 //! - `dashboard`: the dashboard in headless Chromium: links, sign-in, the
 //!   pause button, live updates, screenshots;
+//! - `audit`: the client's address in the audit log through a standby
+//!   replica on PostgreSQL, and a client that claims another one;
 //! - `db_copy`: a rollout under way moves from SQLite to PostgreSQL with
 //!   `sluice db copy` and finishes there, each stage admitting exactly the
 //!   preview's hosts.
@@ -18,6 +20,7 @@
 //! `TEST_LOG=1` shows the servers' logs; `E2E_SEED=N` replays the random
 //! crash moments of a failed run.
 
+mod audit;
 mod crash_rollout;
 mod dashboard;
 mod db_copy;
