@@ -44,14 +44,14 @@ pub struct AuditParams {
 impl AuditParams {
     /// The store's query, every parameter checked.
     pub fn query(&self) -> Result<AuditQuery, ApiError> {
-        let actor = match self.actor.as_deref().map(str::trim) {
+        let actor = match self.actor.as_deref() {
             Some("") => {
                 return Err(ApiError::bad_field(
                     "actor",
                     "actor is empty; give a token's id or name, or leave it out",
                 ))
             }
-            Some(actor) if actor.len() > 128 => {
+            Some(actor) if actor.chars().count() > 128 => {
                 return Err(ApiError::bad_field(
                     "actor",
                     "actor is longer than 128 characters; give a token's id or name",

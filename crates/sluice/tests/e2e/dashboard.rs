@@ -3,7 +3,7 @@
 //! `chromedriver` on a free port, and headless Chromium through it
 //! (WebDriver, `fantoccini`). Waits poll with deadlines, never fixed
 //! sleeps. Screenshots of the main views land in
-//! `target/dashboard-screenshots/` as artifacts.
+//! `target/dashboard-screenshots/` as artifacts (the audit view among them).
 //!
 //! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian's
 //! `chromium` and `chromium-driver`; `scripts/test` installs them).
@@ -391,5 +391,20 @@ async fn an_operator_pauses_from_the_rollout_page_and_it_updates_live() {
         .await
         .ok();
     wait_for_text(&browser, "state", "running").await;
+
+    // The Audit view, filtered by its URL: the pause from this browser,
+    // with its reason and address.
+    browser
+        .goto(&format!("{base}/audit?actor=olga"))
+        .await
+        .expect("the audit view");
+    let audit = text_of(&browser, "audit").await;
+    assert!(
+        audit.contains("rollout paused")
+            && audit.contains("error budget burning in sjc")
+            && audit.contains("127.0.0.1"),
+        "{audit}"
+    );
+    screenshot(&browser, "audit").await;
     browser.close().await.expect("closing the browser");
 }
