@@ -8,6 +8,10 @@ use crate::wire;
 
 pub use crate::vocabulary::Role;
 
+/// Longest stable version (`PUT /v1/components/{name}/stable`), in
+/// characters once trimmed.
+pub const MAX_STABLE_VERSION_LENGTH: usize = 253;
+
 wire! {
 pub struct ComponentView {
     pub name: String,
@@ -48,37 +52,45 @@ pub struct FreezeView {
 }
 }
 
-wire! {
-/// `POST /v1/tokens`.
+/// Most hosts one enrollment token may enroll.
+pub const MAX_USES: u64 = 1_000_000;
+
+/// `POST /v1/tokens`. Its schema says what the server checks: an agent
+/// token names its host, no other token does.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     pub role: Role,
     /// For agent tokens (required): the host id the token may check in as.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, pattern = "^[A-Za-z0-9._:-]{1,253}$", min_length = 1, max_length = 253))]
     pub host: Option<HostId>,
     /// A note on whom the token is for; `sluice token revoke NAME` finds it
     /// by it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128))]
     pub name: Option<String>,
     /// For enrollment tokens (required): the label selector the labels of
     /// the hosts it enrolls must match, such as `site in (sto, lon)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 1024))]
     pub selector: Option<String>,
     /// For enrollment tokens (required): how many hosts it may enroll.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000000))]
     pub uses: Option<u64>,
     /// The token is refused this long after its creation, in sluice's
     /// duration grammar (`30m`, `24h`, `7d`, `1h30m`; at most a year).
     /// Absent: it does not expire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(pattern = "^([0-9]+[smhd])+$", min_length = 2, max_length = 32))]
     pub expires: Option<String>,
 }
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for TokenRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::schema::token_request().into()
+    }
 }
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for TokenRequest {}
 
 wire! {
 pub struct TokenCreated {
@@ -159,8 +171,10 @@ wire! {
 /// should run from now on.
 #[serde(deny_unknown_fields)]
 pub struct StableRequest {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::stable_version))]
     pub version: String,
     /// Why: recorded with the actor in the event log.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::reason))]
     pub reason: String,
     /// Only say what would change (how many hosts at once), change nothing.
     #[serde(default)]

@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod error;
 pub mod host;
 pub mod rollout;
+pub mod schema;
 pub mod vocabulary;
 
 pub use sluice_types::{duration, HostId};

@@ -388,7 +388,7 @@ impl Misses {
 /// Longest token name.
 const MAX_NAME: usize = 128;
 /// Most hosts one enrollment token may enroll.
-pub const MAX_USES: u64 = 1_000_000;
+pub use sluice_api::admin::MAX_USES;
 
 /// A token request, valid: what [`token_writes`] stores.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,6 @@
 //! of the store (`Store::enroll`): the enrollment token's use is counted
 //! there, so that no two replicas or requests take more than it has.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use axum::extract::State;
@@ -21,10 +20,6 @@ use crate::auth::{check_labels, hash_secret, new_secret, token_id, Caller};
 use crate::error::ApiError;
 use crate::extract::Json;
 use crate::state::AppState;
-
-/// Most labels and components one check-in may carry.
-const MAX_LABELS: usize = 64;
-const MAX_COMPONENTS: usize = 256;
 
 /// Reports what the host runs and gets the desired version of every
 /// component sluice manages for it.
@@ -50,8 +45,9 @@ pub async fn checkin(
 ) -> Result<axum::Json<CheckinResponse>, ApiError> {
     let started = Instant::now();
     caller.require_host(&request.host)?;
-    validate_labels(&request.labels)?;
-    validate(&request)?;
+    request
+        .validate()
+        .map_err(|invalid| ApiError::bad_field(invalid.field, invalid.message))?;
     if let (Role::Agent, Some(selector)) = (caller.role(), &caller.token().selector) {
         check_labels(selector, &request.labels, "the host's enrollment")?;
     }
@@ -96,7 +92,8 @@ pub async fn enroll(
             token.role.as_str()
         )));
     }
-    validate_labels(&request.labels)?;
+    sluice_api::agent::validate_labels(&request.labels)
+        .map_err(|invalid| ApiError::bad_field(invalid.field, invalid.message))?;
     let Some(selector) = &token.selector else {
         return Err(ApiError::Internal(
             "this enrollment token has no selector".to_owned(),
@@ -187,71 +184,5 @@ pub async fn enroll(
         Enrolled::AlreadyEnrolled => Err(ApiError::Forbidden(format!(
             "host {host} is already enrolled (a token is bound to it); an admin may let it enroll again with sluice hosts reenroll {host}"
         ))),
-    }
-}
-
-fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), ApiError> {
-    if labels.len() > MAX_LABELS {
-        return Err(ApiError::bad_field(
-            "labels",
-            format!(
-                "{} labels given; a host may have at most {MAX_LABELS}",
-                labels.len()
-            ),
-        ));
-    }
-    for (key, value) in labels {
-        validate_name(key, || format!("labels.{key}"), "a label name", 253)?;
-        if value.chars().count() > 253 || value.chars().any(char::is_control) {
-            return Err(ApiError::bad_field(
-                format!("labels.{key}"),
-                "a label value must be at most 253 characters without control characters",
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn validate(request: &CheckinRequest) -> Result<(), ApiError> {
-    if request.components.len() > MAX_COMPONENTS {
-        return Err(ApiError::bad_field(
-            "components",
-            format!(
-                "{} components given; a check-in may report at most {MAX_COMPONENTS}",
-                request.components.len()
-            ),
-        ));
-    }
-    for (name, report) in &request.components {
-        let field = || format!("components.{name}");
-        validate_name(name, field, "a component name", 128)?;
-        validate_name(
-            &report.version,
-            || format!("{}.version", field()),
-            "a version",
-            256,
-        )?;
-    }
-    Ok(())
-}
-
-/// `field` names the field in an error; it is built only then (a check-in
-/// is answered tens of thousands of times a second).
-fn validate_name(
-    text: &str,
-    field: impl FnOnce() -> String,
-    what: &str,
-    max: usize,
-) -> Result<(), ApiError> {
-    let valid = !text.is_empty()
-        && text.chars().count() <= max
-        && !text.chars().any(|c| c.is_whitespace() || c.is_control());
-    if valid {
-        Ok(())
-    } else {
-        Err(ApiError::bad_field(
-            field(),
-            format!("{text:?} is not {what}; write 1 to {max} characters without spaces"),
-        ))
     }
 }

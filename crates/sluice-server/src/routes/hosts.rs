@@ -26,6 +26,7 @@ use crate::world::HostFilter;
 #[serde(deny_unknown_fields)]
 pub struct HostsQuery {
     /// A label selector (`role=edge,site in (sto, lon)`); empty is every host.
+    #[param(schema_with = sluice_api::schema::selector)]
     selector: Option<String>,
     /// Only hosts that report (or were imported with) this component.
     component: Option<String>,
@@ -33,9 +34,11 @@ pub struct HostsQuery {
     /// `component`, if given) drifted from its desired version.
     drifted: Option<bool>,
     /// At most this many hosts (default 1000, at most 100000).
+    #[param(minimum = 1, maximum = 100000)]
     limit: Option<usize>,
     /// Skip this many matching hosts (hosts are ordered by id).
-    offset: Option<usize>,
+    #[param(minimum = 0, maximum = 4294967295_u64)]
+    offset: Option<u32>,
 }
 
 /// Hosts, ordered by id, filtered by selector, component and drift, a page
@@ -68,7 +71,7 @@ pub async fn list(
             format!("limit {limit} is out of range; ask for 1 to 100000 hosts"),
         ));
     }
-    let offset = query.offset.unwrap_or(0);
+    let offset = usize::try_from(query.offset.unwrap_or(0)).unwrap_or(usize::MAX);
     let filter = HostFilter {
         selector: &selector,
         component: query.component.as_deref(),

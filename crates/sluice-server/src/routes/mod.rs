@@ -18,7 +18,7 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use sluice_api::rollout::Reason;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
@@ -146,12 +146,18 @@ pub fn front(replica: Arc<Replica>) -> Router {
         Some(term) => ops.with_state(replica).merge(term.router.clone()),
         None => ops.fallback(crate::replica::dispatch).with_state(replica),
     };
+    // A 5xx is logged once, by `ApiError` with its cause, at WARN; the
+    // layer's own line of it (ERROR by default) would double every one, a
+    // flood while the database is away and every check-in is answered 503.
     router
         .layer(axum::middleware::from_fn_with_state(
             key,
             crate::audit::resolve,
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(
+            TraceLayer::new_for_http()
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
 }
 
 /// The reason given for an operator action, trimmed; a blank one is refused,

@@ -182,9 +182,27 @@ async fn the_enrollment_states_its_constraints() {
         (host["minLength"].as_u64(), host["maxLength"].as_u64()),
         (Some(1), Some(253))
     );
-    let request = &document["components"]["schemas"]["TokenRequest"]["properties"];
-    assert_eq!(request["uses"]["minimum"].as_f64(), Some(1.0), "{request}");
-    assert!(request["expires"]["pattern"].is_string(), "{request}");
+    let variants = document["components"]["schemas"]["TokenRequest"]["oneOf"]
+        .as_array()
+        .expect("the token request is one of its kinds")
+        .clone();
+    let enroll = variants
+        .iter()
+        .find(|variant| variant["properties"]["role"]["enum"] == serde_json::json!(["enroll"]))
+        .expect("an enrollment token's kind");
+    assert_eq!(
+        enroll["required"],
+        serde_json::json!(["role", "selector", "uses"]),
+        "{enroll}"
+    );
+    let uses = &enroll["properties"]["uses"];
+    assert_eq!(uses["minimum"].as_f64(), Some(1.0), "{uses}");
+    for variant in &variants {
+        assert!(
+            variant["properties"]["expires"]["pattern"].is_string(),
+            "every token may expire: {variant}"
+        );
+    }
     let roles = &document["components"]["schemas"]["Role"]["enum"];
     assert!(
         roles
@@ -192,4 +210,42 @@ async fn the_enrollment_states_its_constraints() {
             .is_some_and(|roles| roles.contains(&"enroll".into())),
         "{roles}"
     );
+}
+
+/// The document states what the server enforces (schemathesis checks the
+/// whole of it against a real server: crates/sluice/tests/e2e/api_schema.rs).
+#[tokio::test]
+async fn the_openapi_document_states_the_constraints_the_server_enforces() {
+    let app = spawn_app().await;
+    let document: Value = app
+        .client
+        .get(app.url("/v1/openapi.json"))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let schemas = &document["components"]["schemas"];
+    let checkin = &schemas["CheckinRequest"]["properties"];
+    assert_eq!(checkin["labels"]["maxProperties"], 64, "{checkin}");
+    assert_eq!(checkin["labels"]["propertyNames"]["maxLength"], 253);
+    assert_eq!(checkin["components"]["maxProperties"], 256);
+    assert_eq!(checkin["host"]["pattern"], sluice_api::schema::HOST_ID);
+    assert_eq!(
+        schemas["Reason"]["properties"]["reason"]["pattern"],
+        sluice_api::schema::NOT_BLANK
+    );
+    let token = &schemas["TokenRequest"]["oneOf"];
+    assert_eq!(token[0]["required"], serde_json::json!(["role", "host"]));
+    assert_eq!(token[1]["properties"]["host"], Value::Null, "{token}");
+    let limit = document["paths"]["/v1/hosts"]["get"]["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .find(|parameter| parameter["name"] == "limit")
+        .expect("limit")
+        .clone();
+    assert_eq!(limit["schema"]["minimum"], 1);
+    assert_eq!(limit["schema"]["maximum"], 100_000);
 }

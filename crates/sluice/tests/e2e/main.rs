@@ -17,9 +17,14 @@
 //!   `sluice db copy` and finishes there, each stage admitting exactly the
 //!   preview's hosts.
 //!
+//! - `api_schema`: schemathesis sends requests generated from
+//!   `/v1/openapi.json`: those valid by the document are accepted, every
+//!   answer is as the document says, none is a 5xx.
+//!
 //! `TEST_LOG=1` shows the servers' logs; `E2E_SEED=N` replays the random
 //! crash moments of a failed run.
 
+mod api_schema;
 mod audit;
 mod crash_rollout;
 mod dashboard;
