@@ -8,7 +8,8 @@
 //! Layout: [`agent`] (the check-in), [`rollout`] (operators' view and
 //! actions), [`host`] (inventory), [`admin`] (components, freeze, tokens),
 //! [`audit`] (the audit log),
-//! [`cluster`] (the replicas and their leader),
+//! [`cluster`] (the replicas and their leader), [`dashboard`] (one-time
+//! sign-in links),
 //! [`error`] (the error body every endpoint shares), [`vocabulary`] (the
 //! closed sets of words: states, phases, actions, roles). Re-exported from
 //! `sluice-types`: [`HostId`] and [`duration`], the one duration grammar of
@@ -18,6 +19,7 @@ pub mod admin;
 pub mod agent;
 pub mod audit;
 pub mod cluster;
+pub mod dashboard;
 pub mod error;
 pub mod host;
 pub mod rollout;

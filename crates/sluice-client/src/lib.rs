@@ -42,6 +42,7 @@ use sluice_api::admin::{
 use sluice_api::agent::{CheckinRequest, CheckinResponse, EnrollRequest, EnrollResponse};
 use sluice_api::audit::AuditList;
 use sluice_api::cluster::ClusterView;
+use sluice_api::dashboard::SigninLink;
 use sluice_api::error::ErrorBody;
 use sluice_api::host::{DesiredMap, HostList, HostView, ImportHost, ImportResult, Reenrolled};
 use sluice_api::rollout::{
@@ -494,6 +495,13 @@ impl Client {
             .request(Method::POST, &["v1", "tokens"], &[])
             .json(token);
         self.send_json(request, "POST /v1/tokens").await
+    }
+
+    /// `POST /v1/signin-links`: a one-time dashboard sign-in link for this
+    /// client's token.
+    pub async fn signin_link(&self) -> Result<SigninLink, ClientError> {
+        let request = self.request(Method::POST, &["v1", "signin-links"], &[]);
+        self.send_json(request, "POST /v1/signin-links").await
     }
 
     /// `GET /v1/tokens`: every token (of `role`), never a secret.

@@ -305,7 +305,9 @@ pub enum Enrolled {
 /// they are stored. Its CSRF token is derived from the secret, not stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {
-    /// SHA-256 of the session's secret, hex.
+    /// SHA-256 of the session's secret, hex. The server also keeps its
+    /// one-time sign-in links as sessions not yet handed out, their hash
+    /// prefixed `link:`; the store does not tell them apart.
     pub hash: String,
     /// The hash of the token the session was signed in with.
     pub token: String,

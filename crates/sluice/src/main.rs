@@ -33,6 +33,8 @@ enum Command {
     Plan(commands::plan::PlanCommand),
     /// Run the control plane: API, controller, dashboard, metrics
     Server(commands::server::ServerArgs),
+    /// A one-time link that signs the browser in to the dashboard with your token
+    Dashboard(commands::dashboard::DashboardArgs),
     /// Create, follow and act on rollouts
     #[command(subcommand)]
     Rollout(commands::rollout::RolloutCommand),
@@ -72,6 +74,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => commands::demo::run(args),
         Command::Plan(command) => commands::plan::run(command),
         Command::Server(args) => commands::server::run(args),
+        Command::Dashboard(args) => commands::dashboard::run(args),
         Command::Rollout(command) => commands::rollout::run(command),
         Command::Hosts(command) => commands::hosts::run(command),
         Command::Freeze(command) => commands::admin::freeze(command),

@@ -13,6 +13,7 @@ mod once;
 mod puppet;
 mod restart;
 mod rollout;
+mod secrets;
 mod self_upgrade;
 mod servers;
 mod tls;

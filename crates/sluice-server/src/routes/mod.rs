@@ -44,6 +44,7 @@ use crate::state::AppState;
         (name = "rollouts", description = "Plans, rollouts and operator actions"),
         (name = "hosts", description = "The inventory and pull-only integrations"),
         (name = "admin", description = "Components, the freeze and tokens"),
+        (name = "dashboard", description = "Signing in to the dashboard"),
         (name = "ops", description = "Health, readiness, metrics, the cluster and this document"),
     )
 )]
@@ -100,6 +101,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::list_tokens, admin::create_token))
         .routes(routes!(admin::revoke_token))
         .routes(routes!(audit::list))
+        .routes(routes!(crate::dashboard::link::create))
 }
 
 /// The endpoints every replica answers itself, leader or not.
@@ -149,6 +151,7 @@ pub fn front(replica: Arc<Replica>) -> Router {
     // A 5xx is logged once, by `ApiError` with its cause, at WARN; the
     // layer's own line of it (ERROR by default) would double every one, a
     // flood while the database is away and every check-in is answered 503.
+    // Spans leave out a sign-in link's nonce.
     router
         .layer(axum::middleware::from_fn_with_state(
             key,
@@ -156,6 +159,7 @@ pub fn front(replica: Arc<Replica>) -> Router {
         ))
         .layer(
             TraceLayer::new_for_http()
+                .make_span_with(crate::dashboard::link::span::<axum::body::Body>)
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
 }

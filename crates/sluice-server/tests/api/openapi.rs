@@ -46,6 +46,7 @@ async fn the_openapi_document_lists_every_path() {
         ("/v1/tokens", "get"),
         ("/v1/tokens/{id}", "delete"),
         ("/v1/audit", "get"),
+        ("/v1/signin-links", "post"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),
@@ -58,7 +59,7 @@ async fn the_openapi_document_lists_every_path() {
             "{method} {path} missing from the OpenAPI document"
         );
     }
-    assert_eq!(paths.len(), 29, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 30, "{:?}", paths.keys().collect::<Vec<_>>());
     let schemas = document["components"]["schemas"]
         .as_object()
         .expect("schemas");

@@ -153,7 +153,8 @@ pub struct TokenCreateArgs {
     expires: Option<String>,
     /// Write the token straight into this PostgreSQL database, no server needed (a
     /// cluster's first admin token): postgres://USER:PASSWORD@HOST:PORT/DB
-    /// [env: SLUICE_DATABASE_URL, unless --server is given]
+    /// [env: SLUICE_DATABASE_URL, unless --server is given]. Every user of the machine sees
+    /// the flag in the process list: prefer SLUICE_DATABASE_URL
     #[arg(
         long,
         value_name = "URL",

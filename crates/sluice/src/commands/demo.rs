@@ -195,7 +195,7 @@ async fn demo(
     // client (one pool) but not its token: each enrolls with one
     // enrollment token, as a real fleet does, and checks in with its own.
     let client = Client::builder(url.clone())
-        .token(token.clone())
+        .token(token)
         .user_agent(concat!("sluice-demo/", env!("CARGO_PKG_VERSION")))
         .build()
         .context("building the HTTP client")?;
@@ -293,12 +293,17 @@ async fn demo(
         .action(&created.id, Action::Start, "sluice demo")
         .await
         .context("starting the demo rollout")?;
+    // Signing in without pasting the admin token: a one-time link.
+    let link = client
+        .signin_link()
+        .await
+        .context("making a dashboard sign-in link")?;
     print_banner(&BannerFacts {
         url: &url,
         hosts: hosts.len(),
         faults: &args.faults,
         data_dir: data.path(),
-        token: &token,
+        signin: &format!("{}{}", client.server_url(), link.path),
         id: &created.id,
         plan: &plan_name,
     });
@@ -328,7 +333,8 @@ struct BannerFacts<'a> {
     hosts: usize,
     faults: &'a [String],
     data_dir: &'a Path,
-    token: &'a str,
+    /// A one-time sign-in link to the dashboard.
+    signin: &'a str,
     id: &'a str,
     plan: &'a str,
 }
@@ -350,12 +356,13 @@ fn print_banner(facts: &BannerFacts<'_>) {
         facts.faults.join(", ")
     };
     let data_dir = facts.data_dir.display();
-    let (url, id, token) = (facts.url, facts.id, facts.token);
+    let (url, id, signin) = (facts.url, facts.id, facts.signin);
     println!(
         "\
 sluice demo: {hosts} simulated hosts checking in over HTTP; faults: {faults}
   server     {url}  (embedded SQLite in {data_dir}, removed at exit)
-  dashboard  {url}/  (sign in with the admin token {token})
+  dashboard  {signin}
+             (signs you in once, within a minute; later: {me} dashboard --open, after the export below)
   rollout    {id}, plan {plan}
 
 Try, in another terminal:
