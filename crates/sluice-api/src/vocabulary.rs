@@ -213,6 +213,8 @@ vocabulary! {
         /// An enrollment token was used to enroll a host.
         HostEnrolled = "host_enrolled",
         HostReenrolled = "host_reenrolled",
+        /// A one-time dashboard sign-in link was made for the caller's token.
+        SigninLinkCreated = "signin_link_created",
     }
 }
 

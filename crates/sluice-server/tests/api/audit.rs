@@ -302,3 +302,29 @@ async fn a_client_cannot_claim_another_source_address() {
     assert_eq!(kinds(&entries), ["freeze_on"]);
     assert_eq!(entries[0]["source"], "127.0.0.1", "{}", entries[0]);
 }
+
+#[tokio::test]
+async fn a_dashboard_sign_in_link_is_audited_for_the_token_it_signs_in() {
+    let app = spawn_app().await;
+    let viewer = created(&app, json!({"role": "viewer", "name": "olga"})).await;
+    let response = app
+        .post(
+            "/v1/signin-links",
+            viewer["token"].as_str().expect("secret"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let link: Value = response.json().await.expect("json");
+    let entries = audit(&app, "?kind=signin_link_created", &app.admin).await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["actor"]["name"], "olga");
+    let text = serde_json::to_string(&entries).expect("json");
+    let nonce = link["path"]
+        .as_str()
+        .expect("path")
+        .rsplit('/')
+        .next()
+        .expect("nonce");
+    assert!(!text.contains(nonce), "the link's nonce in the audit log");
+}
