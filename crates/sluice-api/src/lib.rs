@@ -7,6 +7,7 @@
 //!
 //! Layout: [`agent`] (the check-in), [`rollout`] (operators' view and
 //! actions), [`host`] (inventory), [`admin`] (components, freeze, tokens),
+//! [`audit`] (the audit log),
 //! [`cluster`] (the replicas and their leader), [`dashboard`] (one-time
 //! sign-in links),
 //! [`error`] (the error body every endpoint shares), [`vocabulary`] (the
@@ -16,6 +17,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod audit;
 pub mod cluster;
 pub mod dashboard;
 pub mod error;

@@ -192,6 +192,47 @@ vocabulary! {
     }
 }
 
+vocabulary! {
+    /// What an audit entry records. A new mutating action is one line
+    /// here, and one `Caller::audit` where it is done.
+    AuditKind ("audit kind") {
+        RolloutCreated = "rollout_created",
+        RolloutStarted = "rollout_started",
+        RolloutPaused = "rollout_paused",
+        RolloutResumed = "rollout_resumed",
+        RolloutAdvanced = "rollout_advanced",
+        RolloutApproved = "rollout_approved",
+        RolloutAborted = "rollout_aborted",
+        RolloutRolledBack = "rollout_rolled_back",
+        FreezeOn = "freeze_on",
+        FreezeOff = "freeze_off",
+        HostsImported = "hosts_imported",
+        StableSet = "stable_set",
+        TokenCreated = "token_created",
+        TokenRevoked = "token_revoked",
+        /// An enrollment token was used to enroll a host.
+        HostEnrolled = "host_enrolled",
+        HostReenrolled = "host_reenrolled",
+        /// A one-time dashboard sign-in link was made for the caller's token.
+        SigninLinkCreated = "signin_link_created",
+    }
+}
+
+impl AuditKind {
+    /// The entry of an operator action on a rollout.
+    pub fn of_action(action: Action) -> AuditKind {
+        match action {
+            Action::Start => AuditKind::RolloutStarted,
+            Action::Pause => AuditKind::RolloutPaused,
+            Action::Resume => AuditKind::RolloutResumed,
+            Action::Advance => AuditKind::RolloutAdvanced,
+            Action::Approve => AuditKind::RolloutApproved,
+            Action::Abort => AuditKind::RolloutAborted,
+            Action::Rollback => AuditKind::RolloutRolledBack,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +268,7 @@ mod tests {
         same_words(Role::ALL);
         same_words(ReportState::ALL);
         same_words(ReplicaRole::ALL);
+        same_words(AuditKind::ALL);
     }
 
     #[test]

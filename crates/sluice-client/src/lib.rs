@@ -40,6 +40,7 @@ use sluice_api::admin::{
     TokenRequest, TokenRevoked,
 };
 use sluice_api::agent::{CheckinRequest, CheckinResponse, EnrollRequest, EnrollResponse};
+use sluice_api::audit::AuditList;
 use sluice_api::cluster::ClusterView;
 use sluice_api::dashboard::SigninLink;
 use sluice_api::error::ErrorBody;
@@ -66,6 +67,19 @@ pub struct HostQuery<'a> {
     pub offset: Option<usize>,
     /// At most this many (the server's default is 1000).
     pub limit: Option<usize>,
+}
+
+/// Which entries `GET /v1/audit` lists (see [`Client::audit`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// A token's id or name.
+    pub actor: Option<String>,
+    pub kind: Option<String>,
+    /// RFC 3339.
+    pub since: Option<String>,
+    /// The last `seq` read.
+    pub after: Option<i64>,
+    pub limit: Option<u32>,
 }
 
 /// Builds a [`Client`]: the server URL, the token, timeouts.
@@ -495,6 +509,25 @@ impl Client {
         let query: Vec<(&str, &str)> = role.iter().map(|role| ("role", role.as_str())).collect();
         let request = self.request(Method::GET, &["v1", "tokens"], &query);
         self.send_json(request, "GET /v1/tokens").await
+    }
+
+    /// `GET /v1/audit`: entries matching `filter`, oldest first (without
+    /// `since` or `after`, the newest `limit`).
+    pub async fn audit(&self, filter: &AuditFilter) -> Result<AuditList, ClientError> {
+        let after = filter.after.map(|after| after.to_string());
+        let limit = filter.limit.map(|limit| limit.to_string());
+        let query: Vec<(&str, &str)> = [
+            ("actor", filter.actor.as_deref()),
+            ("kind", filter.kind.as_deref()),
+            ("since", filter.since.as_deref()),
+            ("after", after.as_deref()),
+            ("limit", limit.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|value| (name, value)))
+        .collect();
+        let request = self.request(Method::GET, &["v1", "audit"], &query);
+        self.send_json(request, "GET /v1/audit").await
     }
 
     /// `DELETE /v1/tokens/{id}`: revokes the token of this id (or name).

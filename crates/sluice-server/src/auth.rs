@@ -658,9 +658,10 @@ pub fn require(role: Role, need: Need) -> Result<(), ApiError> {
     )))
 }
 
-/// The authenticated caller of a request: a token that may be used now.
+/// The authenticated caller of a request: a token that may be used now,
+/// and the client's address, for the audit log ([`crate::audit::Source`]).
 #[derive(Debug, Clone)]
-pub struct Caller(pub Arc<Token>);
+pub struct Caller(pub Arc<Token>, pub Option<std::net::IpAddr>);
 
 impl Caller {
     pub fn token(&self) -> &Token {
@@ -759,7 +760,7 @@ impl FromRequestParts<AppState> for Caller {
             let (_, _pending) =
                 state.change(|_, at, writes| writes.push(Write::TokenUsed { hash, at }));
         }
-        Ok(Caller(token))
+        Ok(Caller(token, crate::audit::Source::of(&parts.extensions)))
     }
 }
 

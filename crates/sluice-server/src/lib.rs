@@ -25,6 +25,7 @@
 //! - [`controller`] and [`gates`]: the loop that drives rollouts, and the
 //!   Prometheus and HTTP gate evaluations.
 //! - [`routes`]: the HTTP API, with [`auth`] (bearer tokens and roles),
+//!   [`audit`] (the audit log's entries and the client's address),
 //!   [`error`] (the one error type and its status mapping), [`extract`]
 //!   (request extractors that fail with that error) and [`metrics`].
 //!
@@ -33,6 +34,7 @@
 //! happened; nothing is revealed to an agent before the writes it depends
 //! on are durable.
 
+pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod commit;

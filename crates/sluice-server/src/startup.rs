@@ -113,7 +113,13 @@ impl Application {
                 Replica::embedded(id, address, store, settings, metrics).await?
             }
             Backing::Cluster(cluster) => {
-                let forwarder = forward::client(config.replica.peer_ca.as_deref())?;
+                let candidate = crate::auth::new_secret()?;
+                let key = cluster
+                    .forwarding_key(&candidate)
+                    .await
+                    .context("reading the cluster's forwarding key")?;
+                let forwarder =
+                    forward::client(config.replica.peer_ca.as_deref(), Some(key.into()))?;
                 let replica = Replica::clustered(
                     id,
                     address,
@@ -172,10 +178,13 @@ impl Application {
         let router = routes::front(Arc::clone(&self.replica));
         tracing::info!(address = %self.local_addr, replica = %self.replica.id, "serving");
         let served = match self.tls {
-            None => axum::serve(self.listener, router)
-                .with_graceful_shutdown(shutdown)
-                .await
-                .context("serving HTTP"),
+            None => axum::serve(
+                self.listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP"),
             Some(tls) => serve_tls(self.listener, router, tls, shutdown).await,
         };
         tracing::info!("shutting down: requests drained");
@@ -249,7 +258,7 @@ async fn serve_tls(
     axum_server::from_tcp_rustls(listener, tls)
         .context("serving HTTPS")?
         .handle(handle)
-        .serve(router.into_make_service())
+        .serve(router.into_make_service_with_connect_info::<SocketAddr>())
         .await
         .context("serving HTTPS")
 }

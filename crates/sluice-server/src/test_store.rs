@@ -89,6 +89,13 @@ impl Store for TestStore {
         Ok(Vec::new())
     }
 
+    async fn audit(
+        &self,
+        _: &sluice_store::AuditQuery,
+    ) -> Result<Vec<sluice_store::StoredAudit>, StoreError> {
+        Ok(Vec::new())
+    }
+
     async fn add_samples(&self, _: &[SampleRecord]) -> Result<(), StoreError> {
         Ok(())
     }

@@ -26,8 +26,9 @@ use std::collections::{BTreeSet, HashSet};
 use std::hash::Hash;
 
 use crate::{
-    ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, NewEvent, RolloutHostRecord,
-    RolloutRecord, SampleRecord, SessionRecord, StoreError, Timestamp, TokenRecord, Write,
+    AuditRecord, ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, NewEvent,
+    RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord, StoreError, Timestamp,
+    TokenRecord, Write,
 };
 
 /// A batch's writes by kind, each kind in batch order.
@@ -39,6 +40,7 @@ pub(crate) struct Grouped<'a> {
     pub rollouts: Vec<&'a RolloutRecord>,
     pub rollout_hosts: Vec<&'a RolloutHostRecord>,
     pub events: Vec<&'a NewEvent>,
+    pub audit: Vec<&'a AuditRecord>,
     /// The last freeze write, if any: each replaces the one before. `Some(None)`
     /// turns the freeze off.
     pub freeze: Option<Option<&'a FreezeRecord>>,
@@ -68,6 +70,7 @@ pub(crate) fn group(batch: &[Write]) -> Grouped<'_> {
             Write::Rollout(r) => g.rollouts.push(r),
             Write::RolloutHost(r) => g.rollout_hosts.push(r),
             Write::Event(r) => g.events.push(r),
+            Write::Audit(r) => g.audit.push(r),
             Write::Freeze(r) => g.freeze = Some(r.as_ref()),
             Write::Token(r) => g.tokens.push(r),
             Write::TokenRevoked(hash) => g.revoked_tokens.push(hash),
@@ -119,6 +122,10 @@ pub(crate) fn event_key(e: &NewEvent) -> String {
         Some(rollout) => format!("{} of rollout {rollout}", e.kind),
         None => format!("{} (fleet-wide)", e.kind),
     }
+}
+
+pub(crate) fn audit_key(e: &AuditRecord) -> String {
+    format!("{} by {}", e.kind, e.actor_id)
 }
 
 /// A token in messages: the start of its hash (not a secret, but short).

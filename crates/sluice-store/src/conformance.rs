@@ -26,9 +26,10 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use crate::{
-    ComponentRecord, Enrolled, Enrollment, FreezeRecord, HostComponentRecord, HostRecord, Loaded,
-    NewEvent, Part, ReportedState, RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord,
-    Store, StoreError, StoredEvent, Timestamp, TokenRecord, TokenRole, Write,
+    AuditQuery, AuditRecord, ComponentRecord, Enrolled, Enrollment, FreezeRecord,
+    HostComponentRecord, HostRecord, Loaded, NewEvent, Part, ReportedState, RolloutHostRecord,
+    RolloutRecord, SampleRecord, SessionRecord, Store, StoreError, StoredEvent, Timestamp,
+    TokenRecord, TokenRole, Write,
 };
 
 /// A backend under test: one database, opened as often as a case needs.
@@ -83,6 +84,8 @@ macro_rules! store_conformance_suite {
             samples_are_kept_per_rollout_in_time_order,
             times_are_kept_to_the_microsecond_and_ordered_as_times,
             unreadable_roles_and_states_fail_the_load_naming_the_row,
+            audit_entries_are_numbered_filtered_and_paged,
+            an_enrollment_is_audited_with_it,
         );
     };
 }
@@ -102,6 +105,21 @@ macro_rules! __store_conformance_cases {
 }
 
 // ---- fixtures ----
+
+/// An audit entry of `kind` by the token named `actor` at `minute`.
+pub fn audit_entry(kind: &str, actor: &str, minute: u32) -> AuditRecord {
+    AuditRecord {
+        at: at(minute),
+        actor_id: format!("{:0<16}", actor.len()),
+        actor_name: actor.to_owned(),
+        actor_role: TokenRole::Admin,
+        source: Some("192.0.2.7".to_owned()),
+        kind: kind.to_owned(),
+        target: None,
+        reason: Some(format!("{kind} by {actor}")),
+        data: json!({ "minute": minute }),
+    }
+}
 
 /// A time `minute` minutes into the test's day.
 fn at(minute: u32) -> Timestamp {
@@ -714,6 +732,10 @@ fn enrollment(enroll_hash: &str, host: &str, minute: u32) -> Enrollment {
             actor: Some("fleet".to_owned()),
             kind: "host_enrolled".to_owned(),
             data: serde_json::json!({ "host": host }),
+        },
+        audit: AuditRecord {
+            target: Some(host.to_owned()),
+            ..audit_entry("host_enrolled", "fleet", minute)
         },
         now: at(minute),
     }
@@ -1549,5 +1571,137 @@ pub async fn unreadable_roles_and_states_fail_the_load_naming_the_row(
         }
         other => panic!("an unknown state must fail the load: {other:?}"),
     }
+    Ok(())
+}
+
+/// The audit log keeps every field, numbers entries in commit order
+/// (within a batch, in batch order), filters by actor (id or name), kind
+/// and time, pages with `after`, and without a starting point gives its
+/// newest entries, oldest first.
+pub async fn audit_entries_are_numbered_filtered_and_paged(
+    backend: &dyn Backend,
+) -> Result<(), StoreError> {
+    let store = backend.open().await?;
+    let query = |limit| AuditQuery {
+        limit,
+        ..AuditQuery::default()
+    };
+    assert!(store.audit(&query(10)).await?.is_empty());
+    let first = AuditRecord {
+        target: Some("r-1".to_owned()),
+        source: None,
+        reason: None,
+        ..audit_entry("rollout_created", "alice", 1)
+    };
+    store
+        .commit(&[
+            Write::Audit(first.clone()),
+            Write::Audit(audit_entry("rollout_started", "alice", 2)),
+        ])
+        .await?;
+    store
+        .commit(&[
+            Write::Audit(audit_entry("freeze_on", "bob", 3)),
+            Write::Audit(audit_entry("freeze_off", "alice", 4)),
+        ])
+        .await?;
+    let all = store.audit(&query(10)).await?;
+    let kinds: Vec<&str> = all.iter().map(|e| e.entry.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "rollout_created",
+            "rollout_started",
+            "freeze_on",
+            "freeze_off"
+        ]
+    );
+    assert_eq!(all[0].entry, first, "every field as written");
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq), "{all:?}");
+
+    // The tail: the newest two, oldest first.
+    let tail = store.audit(&query(2)).await?;
+    assert_eq!(
+        tail.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [all[2].seq, all[3].seq]
+    );
+    // From a cursor, the oldest after it.
+    let after = store
+        .audit(&AuditQuery {
+            after: Some(all[0].seq),
+            limit: 2,
+            ..AuditQuery::default()
+        })
+        .await?;
+    assert_eq!(
+        after.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [all[1].seq, all[2].seq]
+    );
+    // Since a time (inclusive), by actor name or id, by kind.
+    let since = store
+        .audit(&AuditQuery {
+            since: Some(at(3)),
+            limit: 10,
+            ..AuditQuery::default()
+        })
+        .await?;
+    assert_eq!(since.len(), 2);
+    let alice = store
+        .audit(&AuditQuery {
+            actor: Some("alice".to_owned()),
+            limit: 10,
+            ..AuditQuery::default()
+        })
+        .await?;
+    assert_eq!(alice.len(), 3);
+    let by_id = store
+        .audit(&AuditQuery {
+            actor: Some(audit_entry("x", "bob", 0).actor_id),
+            kind: Some("freeze_on".to_owned()),
+            limit: 10,
+            ..AuditQuery::default()
+        })
+        .await?;
+    assert_eq!(by_id.len(), 1);
+    assert_eq!(by_id[0].entry.actor_name, "bob");
+    // A refused batch leaves no audit entry behind.
+    let refused = store
+        .commit(&[
+            Write::Audit(audit_entry("rollout_created", "alice", 5)),
+            Write::RolloutHost(rollout_host("r-404", "nowhere", "waiting")),
+        ])
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(store.audit(&query(10)).await?.len(), 4);
+    // Numbers go on after a reopening.
+    drop(store);
+    let store = backend.open().await?;
+    store
+        .commit(&[Write::Audit(audit_entry("token_created", "alice", 6))])
+        .await?;
+    let again = store.audit(&query(10)).await?;
+    assert_eq!(again.len(), 5);
+    assert!(again[4].seq > all[3].seq);
+    Ok(())
+}
+
+/// An enrollment's audit entry is written with it, and a refused one
+/// writes none.
+pub async fn an_enrollment_is_audited_with_it(backend: &dyn Backend) -> Result<(), StoreError> {
+    let store = backend.open().await?;
+    let enroll = enroll_token(&"e1".repeat(32), 1, None);
+    store.commit(&[Write::Token(enroll.clone())]).await?;
+    let first = enrollment(&enroll.hash, "a.example.net", 1);
+    assert_eq!(store.enroll(&first).await?, Enrolled::Done { uses_left: 0 });
+    let second = enrollment(&enroll.hash, "b.example.net", 2);
+    assert_eq!(store.enroll(&second).await?, Enrolled::UsedUp);
+    let entries = store
+        .audit(&AuditQuery {
+            limit: 10,
+            ..AuditQuery::default()
+        })
+        .await?;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].entry, first.audit);
     Ok(())
 }

@@ -3,8 +3,8 @@
 //!
 //! What is copied: every row of every table the server keeps — components,
 //! rollouts, the freeze, tokens, dashboard sessions, hosts, host components, the host records
-//! of every rollout (terminal ones too, which `load` leaves out), events
-//! and samples — as the store's records, so that every stored value is
+//! of every rollout (terminal ones too, which `load` leaves out), events,
+//! samples and the audit log — as the store's records, so that every stored value is
 //! parsed on the way (one that does not parse fails the copy naming its
 //! table, row and column) and the engine's JSON is kept, not interpreted.
 //! Not copied: the leader lease and the replicas, which only PostgreSQL
@@ -13,7 +13,8 @@
 //! Events keep their sequence numbers, so that a reader paging a rollout's
 //! events with `after` carries on where it was, and the PostgreSQL event
 //! sequence (`event_seq`) continues after the greatest number SQLite ever
-//! handed out (`sqlite_sequence`, which never goes back).
+//! handed out (`sqlite_sequence`, which never goes back). The audit log
+//! likewise keeps its numbers, and `audit_seq` continues after them.
 //!
 //! Memory stays bounded whatever the size of the install: each table is
 //! read in pages in key order ([`Sql::pages`], SQLite's pages as one JSON
@@ -48,7 +49,7 @@ use crate::sql::{self, page_key, Dialect, Key, Paged, Sink, Sql};
 use crate::sqlite::{self, SqliteStore};
 use crate::{
     batch, read, ComponentRecord, HostComponentRecord, HostRecord, PgStore, RolloutHostRecord,
-    RolloutRecord, SampleRecord, SessionRecord, StoreError, StoredEvent, TokenRecord,
+    RolloutRecord, SampleRecord, SessionRecord, StoreError, StoredAudit, StoredEvent, TokenRecord,
 };
 
 /// How long the copy waits for the target's tables (another copy, a
@@ -268,21 +269,26 @@ async fn every_table(
     continue_events(source, tx).await?;
     let sample = read::sample::<String>;
     done(table(source, tx, &SAMPLES, sample, sample, sample_key).await?);
+    let entry = read::audit::<String>;
+    let seq = |e: &StoredAudit| Ok(vec![Key::Int(e.seq)]);
+    done(table(source, tx, &AUDIT, entry, entry, seq).await?);
+    continue_audit(source, tx).await?;
     Ok(copied)
 }
 
 // ---- the target: empty, locked ----
 
 /// Every table of the target's schema, its name and its name quoted for
-/// SQL, but sqlx's record of migrations and `event_seq` (one row from the
-/// start; [`continue_events`] sets it).
+/// SQL, but sqlx's record of migrations, `event_seq` and `audit_seq` (one
+/// row each from the start; [`continue_events`] and [`continue_audit`] set
+/// them).
 async fn tables(
     conn: &mut PgConnection,
     database: &str,
 ) -> Result<Vec<(String, String)>, StoreError> {
     sqlx::query_as(
         "SELECT tablename::text, format('%I', tablename) FROM pg_catalog.pg_tables \
-         WHERE schemaname = current_schema() AND tablename NOT IN ('_sqlx_migrations', 'event_seq') \
+         WHERE schemaname = current_schema() AND tablename NOT IN ('_sqlx_migrations', 'event_seq', 'audit_seq') \
          ORDER BY tablename",
     )
     .fetch_all(conn)
@@ -332,7 +338,7 @@ async fn lock(tx: &mut PgConnection, database: &str) -> Result<(), CopyError> {
     .await
     .map_err(locking)?;
     sqlx::query(&format!(
-        "LOCK TABLE {}, event_seq IN ACCESS EXCLUSIVE MODE",
+        "LOCK TABLE {}, event_seq, audit_seq IN ACCESS EXCLUSIVE MODE",
         quoted.join(", ")
     ))
     .execute(&mut *tx)
@@ -409,6 +415,15 @@ const SAMPLES: Paged = Paged {
     document: "rollout, at, versions",
 };
 
+const AUDIT: Paged = Paged {
+    table: "audit",
+    columns: sql::audit_columns!(),
+    from: "audit",
+    filter: None,
+    key: &["seq"],
+    document: "seq, at, actor_id, actor_name, actor_role, source, kind, target, reason, data",
+};
+
 /// A sample's key as SQLite stores it: its time as canonical text.
 fn sample_key(s: &SampleRecord) -> Result<Vec<Key>, StoreError> {
     let at = sqlite::time_text(s.at).map_err(read::corrupt(
@@ -482,6 +497,22 @@ async fn continue_events(
     .await
     .map_err(SqliteStore::reading("sqlite_sequence"))?;
     postgres::continue_events_after(target, handed_out).await
+}
+
+/// Makes the target's next audit number follow every number the source
+/// handed out.
+async fn continue_audit(
+    source: &mut SqliteConnection,
+    target: &mut PgConnection,
+) -> Result<(), StoreError> {
+    let handed_out: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(MAX(seq), 0) FROM \
+         (SELECT seq FROM sqlite_sequence WHERE name = 'audit' UNION ALL SELECT seq FROM audit)",
+    )
+    .fetch_one(source)
+    .await
+    .map_err(SqliteStore::reading("sqlite_sequence"))?;
+    postgres::continue_audit_after(target, handed_out).await
 }
 
 /// Where [`Sql::pages`] hands a table's pages: into the target.
@@ -569,6 +600,14 @@ impl Target for RolloutHostRecord {
 impl Target for StoredEvent {
     async fn write(conn: &mut PgConnection, rows: &[Self]) -> Result<(), StoreError> {
         postgres::insert_numbered_events(conn, &refs(rows)).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Target for StoredAudit {
+    async fn write(conn: &mut PgConnection, rows: &[Self]) -> Result<(), StoreError> {
+        let numbered: Vec<_> = rows.iter().map(|e| (e.seq, &e.entry)).collect();
+        postgres::insert_numbered_audit(conn, &numbered).await
     }
 }
 

@@ -81,6 +81,9 @@ pub enum Write {
     SessionEnded(String),
     /// Deletes every dashboard session that expires at or before this time.
     SessionsExpired(Timestamp),
+    /// Appends an entry to the audit log; the store assigns its sequence
+    /// number.
+    Audit(AuditRecord),
 }
 
 impl Write {
@@ -101,6 +104,7 @@ impl Write {
             Write::Session(_) => "session",
             Write::SessionEnded(_) => "session_ended",
             Write::SessionsExpired(_) => "sessions_expired",
+            Write::Audit(_) => "audit",
         }
     }
 }
@@ -169,6 +173,49 @@ pub struct StoredEvent {
     pub event: NewEvent,
 }
 
+/// One entry of the audit log: a mutating action, who took it, from where
+/// and why. Written in the batch of the action itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRecord {
+    pub at: Timestamp,
+    /// The acting token's id (the start of its hash; never the secret).
+    pub actor_id: String,
+    /// The acting token's name, else its role and the start of its hash.
+    pub actor_name: String,
+    pub actor_role: TokenRole,
+    /// The client's IP address, as the server (or the replica that
+    /// forwarded the request) saw it.
+    pub source: Option<String>,
+    /// What was done: `rollout_created`, `freeze_on`, `token_revoked`, ….
+    pub kind: String,
+    /// What it was done to: a rollout, a token's id, a host, a component.
+    pub target: Option<String>,
+    pub reason: Option<String>,
+    /// Details of the action (a JSON object; opaque to the store).
+    pub data: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAudit {
+    /// Increasing in commit order.
+    pub seq: i64,
+    pub entry: AuditRecord,
+}
+
+/// Which audit entries [`Store::audit`] reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Only entries of this actor: its token's id or its name.
+    pub actor: Option<String>,
+    /// Only entries of this kind.
+    pub kind: Option<String>,
+    /// Only entries at or after this time.
+    pub since: Option<Timestamp>,
+    /// Only entries numbered above this (a cursor: the last `seq` read).
+    pub after: Option<i64>,
+    pub limit: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ComponentRecord {
     pub name: String,
@@ -230,6 +277,8 @@ pub struct Enrollment {
     pub token: TokenRecord,
     /// The event that records the enrollment.
     pub event: NewEvent,
+    /// The audit entry of the enrollment (the enrollment token's use).
+    pub audit: AuditRecord,
     /// The enrollment token must not have expired by then.
     pub now: Timestamp,
 }
@@ -503,6 +552,11 @@ pub trait Store: Send + Sync + 'static {
     /// Anything but [`Enrolled::Done`] writes nothing.
     async fn enroll(&self, enrollment: &Enrollment) -> Result<Enrolled, StoreError>;
 
+    /// Audit entries matching `query`, oldest first, at most `limit`: from
+    /// the oldest matching `since` and `after` when either is given, else
+    /// the newest `limit` (the log's tail).
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<StoredAudit>, StoreError>;
+
     /// A rollout's events with `seq > after`, oldest first, at most `limit`.
     async fn events(
         &self,
@@ -616,4 +670,10 @@ pub trait Cluster: Store {
 
     /// Every replica heard from within the last day, by id.
     async fn replicas(&self) -> Result<Vec<ReplicaRecord>, StoreError>;
+
+    /// The secret replicas prove forwarded requests with (table
+    /// `forwarding_key`): `candidate` (fresh random text) is stored unless
+    /// a key already is; either way the stored key is returned, the same
+    /// for every replica.
+    async fn forwarding_key(&self, candidate: &str) -> Result<String, StoreError>;
 }

@@ -43,13 +43,15 @@ use sqlx::postgres::{
 };
 use sqlx::{Decode, Encode, PgPool, Postgres, Transaction, Type};
 
-use crate::batch::{self, describe, event_key, host_component_key, rollout_host_key, token_key};
+use crate::batch::{
+    self, audit_key, describe, event_key, host_component_key, rollout_host_key, token_key,
+};
 use crate::read::{corrupt, StoredTime};
 use crate::sql::{self, Dialect, Kind, Sql};
 use crate::{
-    Cluster, ComponentRecord, HostComponentRecord, HostRecord, Lease, LeaseState, NewEvent,
-    ReplicaRecord, ReportedState, RolloutHostRecord, Store, StoreError, StoredEvent, Timestamp,
-    TokenRecord, Write,
+    AuditRecord, Cluster, ComponentRecord, HostComponentRecord, HostRecord, Lease, LeaseState,
+    NewEvent, ReplicaRecord, ReportedState, RolloutHostRecord, Store, StoreError, StoredEvent,
+    Timestamp, TokenRecord, Write,
 };
 
 /// The migrations of this dialect, embedded at compile time.
@@ -408,6 +410,20 @@ impl Cluster for PgStore {
             })
             .collect()
     }
+
+    async fn forwarding_key(&self, candidate: &str) -> Result<String, StoreError> {
+        sqlx::query(
+            "INSERT INTO forwarding_key (id, key) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(candidate.to_owned())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| classify(e, "writing the forwarding key"))?;
+        sqlx::query_scalar("SELECT key FROM forwarding_key WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(PgStore::reading("forwarding_key"))
+    }
 }
 
 // ---- the dialect: how a commit starts, the writes over arrays ----
@@ -639,6 +655,29 @@ impl Dialect for PgStore {
         Ok(())
     }
 
+    /// Takes the next `rows.len()` numbers from `audit_seq` (locked until
+    /// the commit, as `event_seq` is) and numbers the entries in order.
+    async fn insert_audit(
+        conn: &mut PgConnection,
+        rows: &[&AuditRecord],
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let count = i64::try_from(rows.len()).map_err(|_| {
+            StoreError::Refused(format!("{} audit entries in one batch", rows.len()))
+        })?;
+        let first: i64 = sqlx::query_scalar(
+            "UPDATE audit_seq SET next = next + $1 WHERE id = 1 RETURNING next - $1",
+        )
+        .bind(count)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| writing(e, || "the audit sequence".to_owned()))?;
+        let numbered: Vec<(i64, &AuditRecord)> = (first..).zip(rows.iter().copied()).collect();
+        insert_numbered_audit(conn, &numbered).await
+    }
+
     /// A fenced handle checks its lease first, in the same transaction.
     async fn write_samples(&self, rows: &[(&str, PgTime, String)]) -> Result<(), StoreError> {
         let mut tx = self
@@ -704,6 +743,55 @@ pub(crate) async fn insert_numbered_events(
         .map_err(|e| writing(e, || describe("event", chunk, |e| e.seq.to_string())))?;
     }
     Ok(())
+}
+
+/// Writes audit entries with the numbers they come with, leaving
+/// `audit_seq` as it is (see [`continue_audit_after`]).
+pub(crate) async fn insert_numbered_audit(
+    conn: &mut PgConnection,
+    rows: &[(i64, &AuditRecord)],
+) -> Result<(), StoreError> {
+    let rows: Vec<&(i64, &AuditRecord)> = rows.iter().collect();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        sqlx::query(
+            "INSERT INTO audit (seq, at, actor_id, actor_name, actor_role, source, kind, target, \
+                                reason, data) \
+             SELECT seq, at, actor_id, actor_name, actor_role, source, kind, target, reason, \
+                    data::json \
+             FROM UNNEST($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], \
+                         $6::text[], $7::text[], $8::text[], $9::text[], $10::text[]) \
+                  AS t (seq, at, actor_id, actor_name, actor_role, source, kind, target, reason, \
+                        data)",
+        )
+        .bind(column(chunk, |(seq, _)| *seq))
+        .bind(column(chunk, |(_, e)| PgTime::from(e.at)))
+        .bind(column(chunk, |(_, e)| e.actor_id.as_str()))
+        .bind(column(chunk, |(_, e)| e.actor_name.as_str()))
+        .bind(column(chunk, |(_, e)| e.actor_role.as_str()))
+        .bind(column(chunk, |(_, e)| e.source.as_deref()))
+        .bind(column(chunk, |(_, e)| e.kind.as_str()))
+        .bind(column(chunk, |(_, e)| e.target.as_deref()))
+        .bind(column(chunk, |(_, e)| e.reason.as_deref()))
+        .bind(column(chunk, |(_, e)| e.data.to_string()))
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| writing(e, || describe("audit entry", chunk, |(_, e)| audit_key(e))))?;
+    }
+    Ok(())
+}
+
+/// Makes the next audit number greater than `last` (and than every number
+/// handed out before), after entries written by [`insert_numbered_audit`].
+pub(crate) async fn continue_audit_after(
+    conn: &mut PgConnection,
+    last: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE audit_seq SET next = GREATEST(next, $1 + 1) WHERE id = 1")
+        .bind(last)
+        .execute(conn)
+        .await
+        .map(drop)
+        .map_err(|e| writing(e, || "the audit sequence".to_owned()))
 }
 
 /// Makes the next event's sequence number greater than `last` (and than

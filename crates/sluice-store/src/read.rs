@@ -14,9 +14,9 @@ use std::str::FromStr;
 
 use crate::batch::token_key;
 use crate::{
-    ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, NewEvent, ReportedState,
-    RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord, StoreError, StoredEvent,
-    Timestamp, TokenRecord, TokenRole, UnknownName,
+    AuditRecord, ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, NewEvent,
+    ReportedState, RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord, StoreError,
+    StoredAudit, StoredEvent, Timestamp, TokenRecord, TokenRole, UnknownName,
 };
 
 /// Rows per page when `load` reads a large table.
@@ -246,6 +246,41 @@ pub(crate) fn event<T: StoredTime>(
             rollout,
             actor,
             kind,
+        },
+    })
+}
+
+/// `seq, at, actor_id, actor_name, actor_role, source, kind, target,
+/// reason, data`.
+pub(crate) type AuditRow<T> = (
+    i64,
+    T,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+);
+
+pub(crate) fn audit<T: StoredTime>(
+    (seq, at, actor_id, actor_name, actor_role, source, kind, target, reason, data): AuditRow<T>,
+) -> Result<StoredAudit, StoreError> {
+    let key = seq.to_string();
+    Ok(StoredAudit {
+        seq,
+        entry: AuditRecord {
+            at: time(at, "audit", &key, "at")?,
+            actor_role: name(&actor_role, "audit", &key, "actor_role")?,
+            data: json(&data, "audit", &key, "data")?,
+            actor_id,
+            actor_name,
+            source,
+            kind,
+            target,
+            reason,
         },
     })
 }

@@ -34,9 +34,10 @@ use sqlx::{
 use crate::batch::{self, latest, token_key};
 use crate::read::{self, StoredTime};
 use crate::{
-    ComponentRecord, Enrolled, Enrollment, FreezeRecord, HostComponentRecord, HostRecord, NewEvent,
-    Part, RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord, StoreError, StoredEvent,
-    Timestamp, TokenRecord, TokenRole, Write,
+    AuditQuery, AuditRecord, ComponentRecord, Enrolled, Enrollment, FreezeRecord,
+    HostComponentRecord, HostRecord, NewEvent, Part, RolloutHostRecord, RolloutRecord,
+    SampleRecord, SessionRecord, StoreError, StoredAudit, StoredEvent, Timestamp, TokenRecord,
+    TokenRole, Write,
 };
 
 /// A dialect's connection.
@@ -144,6 +145,10 @@ pub(crate) trait Dialect: Send + Sync + 'static {
 
     /// Appends events, numbered in the order of `rows`.
     async fn insert_events(conn: &mut Conn<Self>, rows: &[&NewEvent]) -> Result<(), StoreError>;
+
+    /// Appends audit entries, numbered in the order of `rows`, in commit
+    /// order (as events are).
+    async fn insert_audit(conn: &mut Conn<Self>, rows: &[&AuditRecord]) -> Result<(), StoreError>;
 
     /// Writes samples (rollout, time, versions as JSON text), each key once;
     /// one with a stored sample's key replaces it.
@@ -320,6 +325,27 @@ const SESSIONS: &str = "SELECT hash, token, created_at, expires_at FROM dashboar
 
 const EVENTS: &str = "SELECT seq, rollout, at, actor, kind, CAST(data AS TEXT) FROM events \
                       WHERE rollout = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+
+/// The audit log's columns, as `read::audit` takes them.
+macro_rules! audit_columns {
+    () => {
+        "seq, at, actor_id, actor_name, actor_role, source, kind, target, reason, \
+         CAST(data AS TEXT) AS data"
+    };
+}
+pub(crate) use audit_columns;
+
+/// Audit entries: the filters (actor, kind, since, after) each ignored when
+/// NULL; `ORDER` and the limit follow.
+const AUDIT: &str = concat!(
+    "SELECT ",
+    audit_columns!(),
+    " FROM audit \
+     WHERE ($1 IS NULL OR actor_id = $1 OR actor_name = $1) \
+     AND ($2 IS NULL OR kind = $2) \
+     AND ($3 IS NULL OR at >= $3) \
+     AND ($4 IS NULL OR seq > $4) "
+);
 
 const SAMPLES: &str = "SELECT rollout, at, CAST(versions AS TEXT) FROM rollout_samples \
                        WHERE rollout = $1 ORDER BY at";
@@ -705,7 +731,11 @@ where
         let host = e.token.host.as_deref().ok_or_else(|| {
             StoreError::Refused("an enrollment's token must be bound to a host".to_owned())
         })?;
-        let batch = [Write::Token(e.token.clone()), Write::Event(e.event.clone())];
+        let batch = [
+            Write::Token(e.token.clone()),
+            Write::Event(e.event.clone()),
+            Write::Audit(e.audit.clone()),
+        ];
         let Some(mut tx) = store.begin(&batch).await? else {
             return Err(StoreError::Refused(
                 "an enrollment writes a token".to_owned(),
@@ -801,6 +831,38 @@ where
         read::each(rows, read::event::<D::Time>)
     }
 
+    pub async fn audit(store: &D, query: &AuditQuery) -> Result<Vec<StoredAudit>, StoreError>
+    where
+        Option<String>: for<'q> Encode<'q, D::Db> + Type<D::Db>,
+        Option<i64>: for<'q> Encode<'q, D::Db> + Type<D::Db>,
+        Option<D::Time>: for<'q> Encode<'q, D::Db> + Type<D::Db>,
+    {
+        let since = query
+            .since
+            .map(D::Time::store)
+            .transpose()
+            .map_err(|e| StoreError::Refused(format!("the audit's since: {e}")))?;
+        // Without a starting point, the newest entries: read newest first,
+        // handed back oldest first.
+        let tail = query.since.is_none() && query.after.is_none();
+        let order = if tail { "DESC" } else { "ASC" };
+        let sql = format!("{AUDIT}ORDER BY seq {order} LIMIT $5");
+        let rows = sqlx::query_as(&sql)
+            .bind(query.actor.clone())
+            .bind(query.kind.clone())
+            .bind(since)
+            .bind(query.after)
+            .bind(i64::from(query.limit))
+            .fetch_all(store.readers())
+            .await
+            .map_err(D::reading("audit"))?;
+        let mut entries = read::each(rows, read::audit::<D::Time>)?;
+        if tail {
+            entries.reverse();
+        }
+        Ok(entries)
+    }
+
     pub async fn add_samples(store: &D, samples: &[SampleRecord]) -> Result<(), StoreError> {
         if samples.is_empty() {
             return Ok(());
@@ -827,8 +889,9 @@ where
     /// Writes a batch, grouped by kind (see [`batch`]), inside the caller's
     /// transaction; each kind keeps the last write of a key (a multi-row
     /// upsert may not touch a row twice in PostgreSQL, and the last write
-    /// wins anyway). Events go last: PostgreSQL's event numbers stay locked
-    /// until the commit, so for as short a time as possible.
+    /// wins anyway). Events and audit entries go last: PostgreSQL's numbers
+    /// of both stay locked until the commit, so for as short a time as
+    /// possible.
     async fn apply<'a>(conn: &mut Conn<D>, batch: &'a [Write]) -> Result<(), Failure<'a>> {
         let g = batch::group(batch);
         D::upsert_hosts(conn, &latest(&g.hosts, |h| h.id.as_str())).await?;
@@ -853,6 +916,7 @@ where
         Self::write_token_changes(conn, &g).await?;
         Self::write_sessions(conn, &g.sessions, &g.ended_sessions, g.sessions_expired).await?;
         D::insert_events(conn, &g.events).await?;
+        D::insert_audit(conn, &g.audit).await?;
         Ok(())
     }
 
@@ -1106,6 +1170,13 @@ macro_rules! store {
                 enrollment: &$crate::Enrollment,
             ) -> Result<$crate::Enrolled, $crate::StoreError> {
                 $crate::sql::Sql::enroll(self, enrollment).await
+            }
+
+            async fn audit(
+                &self,
+                query: &$crate::AuditQuery,
+            ) -> Result<Vec<$crate::StoredAudit>, $crate::StoreError> {
+                $crate::sql::Sql::audit(self, query).await
             }
 
             async fn events(

@@ -41,12 +41,14 @@ use sqlx::sqlite::{
 use sqlx::ConnectOptions as _;
 use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
 
-use crate::batch::{self, describe, event_key, host_component_key, rollout_host_key, token_key};
+use crate::batch::{
+    self, audit_key, describe, event_key, host_component_key, rollout_host_key, token_key,
+};
 use crate::read::{self, StoredTime};
 use crate::sql::{self, Dialect, Key, Kind, Paged, Sql};
 use crate::{
-    ComponentRecord, HostComponentRecord, HostRecord, NewEvent, ReportedState, RolloutHostRecord,
-    StoreError, Timestamp, TokenRecord, Write,
+    AuditRecord, ComponentRecord, HostComponentRecord, HostRecord, NewEvent, ReportedState,
+    RolloutHostRecord, StoreError, Timestamp, TokenRecord, Write,
 };
 
 /// The migrations of this dialect, embedded at compile time.
@@ -465,6 +467,40 @@ impl Dialect for SqliteStore {
                     .push_bind(e.data.to_string());
             });
             execute(conn, q, chunk.len(), || describe("event", chunk, event_key)).await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_audit(
+        conn: &mut SqliteConnection,
+        rows: &[&AuditRecord],
+    ) -> Result<(), StoreError> {
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let at = time_texts(
+                chunk,
+                "at",
+                |e| Some(e.at),
+                |e| format!("audit entry {}", audit_key(e)),
+            )?;
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO audit (at, actor_id, actor_name, actor_role, source, kind, target, \
+                 reason, data) ",
+            );
+            q.push_values(chunk.iter().zip(at), |mut row, (e, at)| {
+                row.push_bind(at)
+                    .push_bind(e.actor_id.as_str())
+                    .push_bind(e.actor_name.as_str())
+                    .push_bind(e.actor_role.as_str())
+                    .push_bind(e.source.as_deref())
+                    .push_bind(e.kind.as_str())
+                    .push_bind(e.target.as_deref())
+                    .push_bind(e.reason.as_deref())
+                    .push_bind(e.data.to_string());
+            });
+            execute(conn, q, chunk.len(), || {
+                describe("audit entry", chunk, audit_key)
+            })
+            .await?;
         }
         Ok(())
     }

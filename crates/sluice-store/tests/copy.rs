@@ -15,9 +15,9 @@ use sluice_store::copy::{self, Copied, CopyError};
 use sluice_store::sqlite::{self, SqliteStore};
 use sluice_store::testing::TempPgDatabase;
 use sluice_store::{
-    ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, NewEvent, PgStore,
-    ReportedState, RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord, Store,
-    StoreError, Timestamp, TokenRecord, TokenRole, Write,
+    AuditQuery, AuditRecord, ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord,
+    NewEvent, PgStore, ReportedState, RolloutHostRecord, RolloutRecord, SampleRecord,
+    SessionRecord, Store, StoreError, Timestamp, TokenRecord, TokenRole, Write,
 };
 use sluice_testkit::{wait_for, DEADLINE};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteLockingMode};
@@ -28,6 +28,8 @@ use sqlx::{ConnectOptions as _, Connection as _};
 const HOSTS: usize = 20_001;
 /// The same for events, whose pages go by number.
 const EVENTS: usize = 20_001;
+/// Audit entries of the fixture (more than one page of a statement).
+const AUDIT: usize = 300;
 /// Writes per commit while the fixture is written.
 const BATCH: usize = 5_000;
 
@@ -189,6 +191,13 @@ async fn install(dir: &Path) {
             data: json!({"n": i, "host": host_id(i)}),
         }));
     }
+    for i in 0..AUDIT {
+        writes.push(Write::Audit(AuditRecord {
+            source: (i % 2 == 0).then(|| "2001:db8::7".to_owned()),
+            target: Some(format!("r-{i}")),
+            ..conformance::audit_entry(["rollout_created", "freeze_on"][i % 2], "alice", i as u32)
+        }));
+    }
     for batch in writes.chunks(BATCH) {
         store.commit(batch).await.expect("writing the source");
     }
@@ -274,11 +283,35 @@ const TABLES: &[Table] = &[
         columns: &["rollout", "at", "versions"],
         times: &["at"],
     },
+    Table {
+        name: "audit",
+        columns: &[
+            "seq",
+            "at",
+            "actor_id",
+            "actor_name",
+            "actor_role",
+            "source",
+            "kind",
+            "target",
+            "reason",
+            "data",
+        ],
+        times: &["at"],
+    },
 ];
 
 /// Tables a copy leaves out: sqlx's record of migrations (each database
-/// has its own), and PostgreSQL's own event numbering and cluster.
-const NOT_COPIED: &[&str] = &["_sqlx_migrations", "event_seq", "leader_lease", "replicas"];
+/// has its own), and PostgreSQL's own event and audit numbering and
+/// cluster (its lease, replicas and forwarding key).
+const NOT_COPIED: &[&str] = &[
+    "_sqlx_migrations",
+    "audit_seq",
+    "event_seq",
+    "forwarding_key",
+    "leader_lease",
+    "replicas",
+];
 
 /// The statement reading every row of `table` as text; times in SQLite's
 /// canonical form, which PostgreSQL's are printed in.
@@ -392,6 +425,7 @@ async fn every_row_of_every_table_is_copied_as_it_was() {
             ("rollout_hosts", hosts + hosts.div_ceil(100)),
             ("events", EVENTS as u64),
             ("rollout_samples", 30),
+            ("audit", AUDIT as u64),
         ]
     );
     for table in TABLES {
@@ -504,6 +538,49 @@ async fn events_keep_their_numbers_and_new_ones_follow_every_number_handed_out()
         .expect("events");
     assert_eq!(after.len(), 1, "{after:?}");
     assert_eq!(after[0].event.kind, "paused");
+    assert!(after[0].seq > last, "{} follows {last}", after[0].seq);
+}
+
+#[tokio::test]
+async fn audit_entries_keep_their_numbers_and_new_ones_follow() {
+    let source = tempfile::tempdir().expect("a data dir");
+    let store = SqliteStore::open(source.path())
+        .await
+        .expect("opening the source");
+    let entry = |kind: &str| Write::Audit(conformance::audit_entry(kind, "alice", 1));
+    store
+        .commit(&["rollout_created", "rollout_started", "freeze_on"].map(entry))
+        .await
+        .expect("writing the source");
+    let all = AuditQuery {
+        limit: 100,
+        ..AuditQuery::default()
+    };
+    let before = store.audit(&all).await.expect("audit");
+    let_go(store, source.path()).await;
+    let last = before.last().expect("entries").seq;
+    sql(
+        source.path(),
+        &format!("DELETE FROM audit WHERE seq = {last}"),
+    )
+    .await;
+
+    let db = TempPgDatabase::create().await;
+    copy_into(source.path(), &db).await.expect("copying");
+    let target = PgStore::open(db.url()).await.expect("opening the target");
+    assert_eq!(target.audit(&all).await.expect("audit"), before[..2]);
+    target
+        .commit(&[entry("freeze_off")])
+        .await
+        .expect("appending");
+    let after = target
+        .audit(&AuditQuery {
+            after: Some(before[1].seq),
+            ..all
+        })
+        .await
+        .expect("audit");
+    assert_eq!(after.len(), 1, "{after:?}");
     assert!(after[0].seq > last, "{} follows {last}", after[0].seq);
 }
 

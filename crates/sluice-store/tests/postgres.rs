@@ -760,3 +760,16 @@ async fn the_fenced_handle_reads_what_the_store_reads() {
         store.schema_version().await.expect("version")
     );
 }
+
+#[tokio::test]
+async fn the_first_forwarding_key_stored_is_every_replicas() {
+    let pg = TempPg::new().await;
+    let (a, b) = (pg.store().await, pg.store().await);
+    let first = a.forwarding_key("key-of-a").await.expect("a's key");
+    assert_eq!(first, "key-of-a");
+    assert_eq!(
+        b.forwarding_key("key-of-b").await.expect("b's key"),
+        "key-of-a",
+        "b finds a's key and keeps it"
+    );
+}

@@ -49,6 +49,8 @@ enum Command {
     /// API tokens
     #[command(subcommand)]
     Token(commands::admin::TokenCommand),
+    /// The audit log: every mutating action, who took it, when, from where and why
+    Audit(commands::audit::AuditArgs),
     /// The replicas sharing one PostgreSQL database, and which one leads
     #[command(subcommand)]
     Cluster(commands::cluster::ClusterCommand),
@@ -78,6 +80,7 @@ fn main() -> ExitCode {
         Command::Freeze(command) => commands::admin::freeze(command),
         Command::Components(args) => commands::admin::components(args),
         Command::Token(command) => commands::admin::token(command),
+        Command::Audit(args) => commands::audit::run(args),
         Command::Cluster(command) => commands::cluster::run(command),
         Command::Simulate(args) => commands::simulate::run(args),
         Command::Db(command) => commands::db::run(command),

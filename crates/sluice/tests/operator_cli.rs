@@ -894,3 +894,86 @@ fn preview_and_import_refuse_exactly_the_same_fleets() {
         .sluice_blocking(&["hosts", "import", path(&good)])
         .ok();
 }
+
+#[test]
+fn the_audit_log_through_the_cli_and_follow_picks_up_new_entries() {
+    let server = Sandbox::start_blocking();
+    import_fleet(&server);
+    server
+        .sluice_blocking(&["freeze", "on", "--reason", "CHG-1: holiday"])
+        .ok();
+
+    let run = server.sluice_blocking(&["audit"]).ok();
+    let stdout = run.stdout();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[0].contains("hosts_imported  by admin (admin, "),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains("freeze_on  by admin (admin, ")
+            && lines[1].ends_with("from 127.0.0.1: CHG-1: holiday"),
+        "{}",
+        lines[1]
+    );
+    let json = server
+        .sluice_blocking(&["audit", "--kind", "freeze_on", "--output", "json"])
+        .ok()
+        .json();
+    let entries = json["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), 1, "{json}");
+    assert_eq!(entries[0]["reason"], "CHG-1: holiday");
+    assert_eq!(entries[0]["actor"]["role"], "admin");
+    let bad = server
+        .sluice_blocking(&["audit", "--kind", "freeze_maybe"])
+        .exits(2);
+    assert!(bad.stderr().contains("freeze_on"), "{}", bad.stderr());
+    let bad = server
+        .sluice_blocking(&["audit", "--since", "yesterday"])
+        .exits(2);
+    assert!(bad.stderr().contains("--since"), "{}", bad.stderr());
+
+    // Following: the entries so far, then each new one as it is written,
+    // one JSON object per line.
+    let mut follow = server
+        .command(&["audit", "--follow", "--output", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning the follow");
+    let stdout = follow.stdout.take().expect("stdout");
+    let (lines, received) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen: Vec<serde_json::Value> = Vec::new();
+    let read_until = |kind: &str, seen: &mut Vec<serde_json::Value>| {
+        wait_for_blocking(&format!("the follow to print {kind}"), DEADLINE, || {
+            while let Ok(line) = received.try_recv() {
+                seen.push(serde_json::from_str(&line).expect("a JSON line"));
+            }
+            seen.iter().any(|entry| entry["kind"] == kind)
+        });
+    };
+    read_until("freeze_on", &mut seen);
+    server
+        .sluice_blocking(&["freeze", "off", "--reason", "CHG-1: over"])
+        .ok();
+    read_until("freeze_off", &mut seen);
+    let kinds: Vec<&str> = seen.iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert_eq!(kinds, ["hosts_imported", "freeze_on", "freeze_off"]);
+    assert_eq!(seen[2]["reason"], "CHG-1: over");
+    follow.kill().expect("stopping the follow");
+    follow.wait().expect("reaping the follow");
+    reader.join().expect("the reader");
+}

@@ -30,6 +30,7 @@ use axum::http::{HeaderMap, Request, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use sluice_api::dashboard::SigninLink;
 use sluice_api::error::ErrorBody;
+use sluice_api::vocabulary::AuditKind;
 use sluice_store::{SessionRecord, Write};
 
 use super::session::{self, random_hex};
@@ -102,6 +103,8 @@ pub async fn create(
     let ((), pending) = state.change(|_, now, writes| {
         writes.push(Write::SessionsExpired(now));
         writes.push(Write::Session(record.clone()));
+        let data = serde_json::json!({ "expires_at": crate::clock::rfc3339(expires_at) });
+        writes.push(caller.audit(now, AuditKind::SigninLinkCreated, None, None, data));
     });
     pending.durable().await?;
     state.sessions().insert_link(&record, state.now());

@@ -74,6 +74,7 @@ pub fn router(app: AppState) -> Router {
         .route("/rollouts/{id}/act/{action}", post(actions::act))
         .route("/hosts", get(pages::hosts))
         .route("/hosts/{id}", get(pages::host))
+        .route("/audit", get(pages::audit))
         .route("/freeze", post(actions::freeze))
         .route("/signin", get(pages::signin).post(actions::signin))
         .route("/signin/link/{nonce}", get(link::visit))

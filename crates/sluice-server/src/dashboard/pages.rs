@@ -393,3 +393,28 @@ pub async fn host(
         view,
     })
 }
+
+// ---- audit ---------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "audit.html")]
+struct AuditPage {
+    layout: Layout,
+    view: views::AuditView,
+}
+
+/// `GET /audit?actor=&kind=&since=`: the audit log, newest first, filtered
+/// as the URL says.
+pub async fn audit(
+    State(dash): State<Dashboard>,
+    user: User,
+    Query(filters): Query<views::AuditFilters>,
+) -> Result<Html<String>, DashError> {
+    user.caller.require(crate::auth::Need::View)?;
+    let query = filters.params().query()?;
+    let entries = crate::routes::audit::read(&dash.app, &query).await?;
+    render(&AuditPage {
+        layout: Layout::new("Audit", "audit", Some(&user)),
+        view: views::audit(&filters, entries),
+    })
+}

@@ -260,7 +260,7 @@ impl FromRequestParts<Dashboard> for User {
         match found {
             Some((secret, (token, flash))) => Ok(User {
                 session: secret.to_owned(),
-                caller: Caller(token),
+                caller: Caller(token, crate::audit::Source::of(&parts.extensions)),
                 csrf: csrf_of(secret),
                 flash,
             }),
@@ -523,7 +523,7 @@ mod tests {
     fn csrf_tokens_must_match_exactly() {
         let user = User {
             session: "s".to_owned(),
-            caller: Caller(token(Role::Viewer)),
+            caller: Caller(token(Role::Viewer), None),
             csrf: "abcd".to_owned(),
             flash: None,
         };

@@ -959,3 +959,123 @@ mod tests {
         assert_eq!(Pager::new(1, 0, 100, |_| String::new()).pages, 1);
     }
 }
+
+// ---- audit ---------------------------------------------------------------
+
+/// Entries the audit page shows at most: the newest matching its filters.
+pub const AUDIT_ROWS: u32 = 200;
+
+/// The audit page's filters, from its URL.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AuditFilters {
+    /// A token's id or name.
+    pub actor: Option<String>,
+    pub kind: Option<String>,
+    /// RFC 3339.
+    pub since: Option<String>,
+}
+
+impl AuditFilters {
+    /// The API's parameters of these filters: the newest [`AUDIT_ROWS`]
+    /// entries matching them.
+    pub fn params(&self) -> crate::routes::audit::AuditParams {
+        let own = |value: &Option<String>| given(value).map(str::to_owned);
+        crate::routes::audit::AuditParams {
+            actor: own(&self.actor),
+            kind: own(&self.kind),
+            since: own(&self.since),
+            after: None,
+            limit: Some(AUDIT_ROWS),
+        }
+    }
+}
+
+/// One entry of the audit page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    pub seq: i64,
+    pub at: String,
+    pub kind: String,
+    pub target: String,
+    /// The rollout or host page of the target, if it has one.
+    pub target_href: Option<String>,
+    pub actor: String,
+    pub role: String,
+    pub actor_id: String,
+    /// The page of this actor's entries.
+    pub actor_href: String,
+    pub source: String,
+    pub reason: String,
+    /// The entry's details, `key: value`.
+    pub details: String,
+}
+
+/// The audit page: its filters and the entries, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditView {
+    pub actor: String,
+    pub since: String,
+    /// Every kind, and whether it is the one selected.
+    pub kinds: Vec<(&'static str, bool)>,
+    pub rows: Vec<AuditRow>,
+    /// The page shows the newest [`AUDIT_ROWS`] of more.
+    pub capped: bool,
+}
+
+/// The audit page of `entries` (oldest first, as the API gives them).
+pub fn audit(filters: &AuditFilters, entries: Vec<sluice_api::audit::AuditEntry>) -> AuditView {
+    let kind = given(&filters.kind).unwrap_or_default();
+    let capped = entries.len() >= AUDIT_ROWS as usize;
+    let rows = entries
+        .into_iter()
+        .rev()
+        .map(|entry| {
+            let target = entry.target.unwrap_or_default();
+            let target_href = if target.is_empty() {
+                None
+            } else if entry.kind.starts_with("rollout_") {
+                Some(format!("/rollouts/{}", encode(&target)))
+            } else if entry.kind.starts_with("host_") {
+                Some(format!("/hosts/{}", encode(&target)))
+            } else {
+                None
+            };
+            let details = match entry.data.as_object() {
+                Some(fields) => fields
+                    .iter()
+                    .filter(|(_, value)| !value.is_null())
+                    .map(|(key, value)| match value {
+                        serde_json::Value::String(text) => format!("{key}: {text}"),
+                        other => format!("{key}: {other}"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" · "),
+                None => String::new(),
+            };
+            AuditRow {
+                seq: entry.seq,
+                at: short_time(&entry.at),
+                kind: entry.kind.replace('_', " "),
+                target,
+                target_href,
+                actor_href: format!("/audit?actor={}", encode(&entry.actor.id)),
+                actor: entry.actor.name,
+                role: entry.actor.role.as_str().to_owned(),
+                actor_id: entry.actor.id,
+                source: entry.source.unwrap_or_else(|| "unknown".to_owned()),
+                reason: entry.reason.unwrap_or_default(),
+                details,
+            }
+        })
+        .collect();
+    AuditView {
+        actor: given(&filters.actor).unwrap_or_default().to_owned(),
+        since: given(&filters.since).unwrap_or_default().to_owned(),
+        kinds: sluice_api::vocabulary::AuditKind::ALL
+            .iter()
+            .map(|k| (k.as_str(), k.as_str() == kind))
+            .collect(),
+        rows,
+        capped,
+    }
+}

@@ -5,7 +5,9 @@
 //!
 //! A forwarded request carries [`FORWARDED_BY`]: a replica that receives one
 //! and does not lead (the lease moved on meanwhile) answers 503 rather than
-//! forwarding it again, so that a request never circles.
+//! forwarding it again, so that a request never circles. It also carries
+//! the client's address as this replica saw it, with the cluster's
+//! forwarding key that makes the leader believe it (see [`crate::audit`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::CertificateDer;
 
+use crate::audit::{ForwardKey, Source, FORWARDED_FOR, FORWARD_KEY};
 use crate::error::ApiError;
 
 /// Names the replica that forwarded a request.
@@ -32,13 +35,25 @@ pub const FORWARDED_BY: &str = "x-sluice-forwarded-by";
 /// How long forwarding waits for the leader to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The client replicas forward with.
+/// The client replicas forward with, and the key that proves a forwarded
+/// request's client address.
 #[derive(Debug, Clone)]
-pub struct Forwarder(Client<HttpsConnector<HttpConnector>, Body>);
+pub struct Forwarder {
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    key: ForwardKey,
+}
+
+impl Forwarder {
+    /// The cluster's forwarding key (`None` on the embedded store).
+    pub fn key(&self) -> ForwardKey {
+        self.key.clone()
+    }
+}
 
 /// The forwarding client: trusts the system's roots, and `ca` (PEM) when
-/// the leader serves HTTPS with a certificate of a private CA.
-pub fn client(ca: Option<&Path>) -> anyhow::Result<Forwarder> {
+/// the leader serves HTTPS with a certificate of a private CA; proves the
+/// client addresses it passes on with `key`.
+pub fn client(ca: Option<&Path>, key: ForwardKey) -> anyhow::Result<Forwarder> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
         // A system root rustls cannot use is one the leader cannot use.
@@ -77,9 +92,10 @@ pub fn client(ca: Option<&Path>) -> anyhow::Result<Forwarder> {
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    Ok(Forwarder(
-        Client::builder(TokioExecutor::new()).build(connector),
-    ))
+    Ok(Forwarder {
+        client: Client::builder(TokioExecutor::new()).build(connector),
+        key,
+    })
 }
 
 /// Headers that belong to one connection, not to the request.
@@ -127,7 +143,21 @@ pub async fn forward(
             .headers
             .insert(HeaderName::from_static(FORWARDED_BY), id);
     }
-    match forwarder.0.request(Request::from_parts(parts, body)).await {
+    // `audit::resolve` removed any such headers the client sent.
+    if let (Some(key), Some(source)) = (&forwarder.key, Source::of(&parts.extensions)) {
+        if let (Ok(key), Ok(source)) = (
+            HeaderValue::from_str(key),
+            HeaderValue::from_str(&source.to_string()),
+        ) {
+            parts.headers.insert(FORWARD_KEY, key);
+            parts.headers.insert(FORWARDED_FOR, source);
+        }
+    }
+    match forwarder
+        .client
+        .request(Request::from_parts(parts, body))
+        .await
+    {
         Ok(answer) => {
             let (mut parts, body) = answer.into_parts();
             strip_hop_by_hop(&mut parts.headers);

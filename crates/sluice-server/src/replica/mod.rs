@@ -113,7 +113,7 @@ impl Replica {
             metrics,
             Duration::MAX,
             Role::Leader(Arc::new(term)),
-            forward::client(None)?,
+            forward::client(None, None)?,
         )))
     }
 
@@ -208,6 +208,11 @@ impl Replica {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The key forwarded requests prove their client address with.
+    pub fn forward_key(&self) -> crate::audit::ForwardKey {
+        self.forwarder.key()
     }
 
     pub fn openapi(&self) -> &str {

@@ -8,6 +8,7 @@ use sluice_api::admin::{
 };
 use sluice_api::error::ErrorBody;
 use sluice_api::rollout::Reason;
+use sluice_api::vocabulary::AuditKind;
 
 use sluice_store::{NewEvent, TokenRecord, TokenRole, Write};
 
@@ -62,7 +63,7 @@ pub async fn set_stable(
     caller.require(Need::Admin)?;
     let actor = caller.actor().to_owned();
     let (change, pending) = state.change(|world, now, writes| {
-        world.set_stable(
+        let change = world.set_stable(
             &name,
             &request.version,
             &actor,
@@ -70,7 +71,17 @@ pub async fn set_stable(
             request.dry_run,
             now,
             writes,
-        )
+        );
+        if let Some(change) = change.as_ref().ok().filter(|change| change.applied) {
+            let data = serde_json::json!({
+                "from": change.from,
+                "to": change.to,
+                "hosts_changed": change.hosts_changed,
+            });
+            let reason = Some(request.reason.as_str());
+            writes.push(caller.audit(now, AuditKind::StableSet, Some(&name), reason, data));
+        }
+        change
     });
     pending.durable().await?;
     Ok(axum::Json(change?))
@@ -141,8 +152,16 @@ pub(crate) async fn set_freeze(
     };
     let reason = required_reason(reason, to)?;
     let actor = caller.actor().to_owned();
+    let kind = if on {
+        AuditKind::FreezeOn
+    } else {
+        AuditKind::FreezeOff
+    };
     let (view, pending) = state.change(|world, now, writes| {
+        let was = world.freeze_view().frozen;
         world.set_freeze(on, &actor, &reason, now, writes);
+        let data = serde_json::json!({ "changed": was != on });
+        writes.push(caller.audit(now, kind, None, Some(&reason), data));
         world.freeze_view()
     });
     pending.durable().await?;
@@ -169,8 +188,20 @@ pub async fn create_token(
     let secret = new_secret().map_err(|error| ApiError::Internal(error.to_string()))?;
     let actor = caller.actor().to_owned();
     let revocations = state.tokens().revocations();
-    let (record, pending) =
-        state.change(|_, now, writes| token_writes(&secret, &token, &actor, now, writes));
+    let (record, pending) = state.change(|_, now, writes| {
+        let record = token_writes(&secret, &token, &actor, now, writes);
+        let data = serde_json::json!({
+            "role": token.role,
+            "name": token.name,
+            "host": token.host,
+            "selector": token.selector,
+            "uses": token.uses,
+            "expires_at": token.expires_at.map(rfc3339),
+        });
+        let id = token_id(&record.hash);
+        writes.push(caller.audit(now, AuditKind::TokenCreated, Some(&id), None, data));
+        record
+    });
     pending.durable().await?;
     // A host's reenrollment committed meanwhile may have deleted it.
     state.tokens().insert_unless_revoked(&record, revocations);
@@ -318,6 +349,13 @@ pub async fn revoke_token(
                 "host": record.host,
             }),
         }));
+        let data = serde_json::json!({
+            "role": role,
+            "name": record.name,
+            "host": record.host,
+            "sessions_ended": sessions.len(),
+        });
+        writes.push(caller.audit(now, AuditKind::TokenRevoked, Some(&id), None, data));
     });
     pending.durable().await?;
     state.tokens().revoke(std::slice::from_ref(&record.hash));

@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use sluice_api::admin::Role;
 use sluice_api::agent::{CheckinRequest, CheckinResponse, EnrollRequest, EnrollResponse};
 use sluice_api::error::ErrorBody;
+use sluice_api::vocabulary::AuditKind;
 use sluice_store::{Enrolled, Enrollment, NewEvent, StoreError, TokenRecord, TokenRole};
 
 use crate::auth::{check_labels, hash_secret, new_secret, token_id, Caller};
@@ -138,6 +139,13 @@ pub async fn enroll(
                 "enrollment": token.id(),
             }),
         },
+        audit: caller.audit_entry(
+            now,
+            AuditKind::HostEnrolled,
+            Some(&host),
+            None,
+            serde_json::json!({ "labels": request.labels, "token": id }),
+        ),
         now,
     };
     let revocations = state.tokens().revocations();

@@ -8,6 +8,7 @@ use axum::extract::State;
 use serde::Deserialize;
 use sluice_api::error::ErrorBody;
 use sluice_api::host::{DesiredMap, HostList, HostView, ImportHost, ImportResult, Reenrolled};
+use sluice_api::vocabulary::AuditKind;
 use sluice_api::HostId;
 use sluice_core::fleet::parse_fleet;
 use sluice_core::selector::Selector;
@@ -175,6 +176,14 @@ pub async fn reenroll(
             kind: "host_reenrolled".to_owned(),
             data: serde_json::json!({ "host": host.as_str(), "tokens_revoked": ids }),
         }));
+        let data = serde_json::json!({ "tokens_revoked": ids });
+        writes.push(caller.audit(
+            now,
+            AuditKind::HostReenrolled,
+            Some(host.as_str()),
+            None,
+            data,
+        ));
     });
     pending.durable().await?;
     // Memory may know a token the listing did not show yet: let go of
@@ -223,8 +232,12 @@ pub async fn import(
         }
     })?;
     let actor = caller.actor().to_owned();
-    let (result, pending) =
-        state.change(|world, now, writes| world.import(hosts, &actor, now, writes));
+    let (result, pending) = state.change(|world, now, writes| {
+        let result = world.import(hosts, &actor, now, writes);
+        let data = serde_json::json!({ "imported": result.imported, "new": result.new });
+        writes.push(caller.audit(now, AuditKind::HostsImported, None, None, data));
+        result
+    });
     pending.durable().await?;
     tracing::info!(imported = result.imported, new = result.new, actor = %caller.actor(), "hosts imported");
     Ok(axum::Json(result))

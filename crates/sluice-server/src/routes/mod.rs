@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod audit;
 pub mod hosts;
 pub mod ops;
 pub mod rollouts;
@@ -99,6 +100,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::freeze, admin::freeze_on, admin::freeze_off))
         .routes(routes!(admin::list_tokens, admin::create_token))
         .routes(routes!(admin::revoke_token))
+        .routes(routes!(audit::list))
         .routes(routes!(crate::dashboard::link::create))
 }
 
@@ -135,11 +137,13 @@ pub fn api(state: AppState) -> Router {
 }
 
 /// What a replica serves: its own endpoints, and everything else answered
-/// by the leader ([`Replica::dispatch`]). On the embedded store the one
+/// by the leader ([`Replica::dispatch`]), each request's client address
+/// resolved first ([`crate::audit::resolve`]). On the embedded store the one
 /// term lasts as long as the process: its router is merged in, and requests
 /// reach it without a dispatch.
 pub fn front(replica: Arc<Replica>) -> Router {
     let (ops, _) = ops_routes().split_for_parts();
+    let key = replica.forward_key();
     let router = match replica.lasting_term() {
         Some(term) => ops.with_state(replica).merge(term.router.clone()),
         None => ops.fallback(crate::replica::dispatch).with_state(replica),
@@ -148,11 +152,16 @@ pub fn front(replica: Arc<Replica>) -> Router {
     // layer's own line of it (ERROR by default) would double every one, a
     // flood while the database is away and every check-in is answered 503.
     // Spans leave out a sign-in link's nonce.
-    router.layer(
-        TraceLayer::new_for_http()
-            .make_span_with(crate::dashboard::link::span::<axum::body::Body>)
-            .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
-    )
+    router
+        .layer(axum::middleware::from_fn_with_state(
+            key,
+            crate::audit::resolve,
+        ))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(crate::dashboard::link::span::<axum::body::Body>)
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
 }
 
 /// The reason given for an operator action, trimmed; a blank one is refused,

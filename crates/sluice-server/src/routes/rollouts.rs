@@ -8,6 +8,7 @@ use sluice_api::error::ErrorBody;
 use sluice_api::rollout::{
     Action, Created, EventList, EventView, Reason, RolloutDetail, RolloutList, RolloutSummary,
 };
+use sluice_api::vocabulary::AuditKind;
 use sluice_core::plan::{parse_plan, PlanErrors};
 
 use crate::auth::{Caller, Need};
@@ -48,8 +49,18 @@ pub async fn create(
 ) -> Result<(StatusCode, axum::Json<Created>), ApiError> {
     caller.require(Need::Operate)?;
     let plan = parse_plan(&source).map_err(plan_error)?;
-    let (created, pending) =
-        state.change(move |world, now, writes| world.create_rollout(source, plan, now, writes));
+    let details = serde_json::json!({
+        "name": plan.name,
+        "component": plan.component,
+        "version": plan.version,
+    });
+    let (created, pending) = state.change(|world, now, writes| {
+        let created = world.create_rollout(source, plan, now, writes);
+        if let Ok(id) = &created {
+            writes.push(caller.audit(now, AuditKind::RolloutCreated, Some(id), None, details));
+        }
+        created
+    });
     let id = created?;
     pending.durable().await?;
     tracing::info!(rollout = %id, actor = %caller.actor(), "rollout created");
@@ -128,8 +139,15 @@ pub(crate) async fn act(
     let to = format!("{} a rollout", vocabulary::action(action).name());
     let reason = required_reason(reason, &to)?;
     let actor = caller.actor().to_owned();
-    let (summary, pending) =
-        state.change(|world, now, writes| world.act(&id, action, &actor, &reason, now, writes));
+    let (summary, pending) = state.change(|world, now, writes| {
+        let summary = world.act(&id, action, &actor, &reason, now, writes);
+        if summary.is_ok() {
+            let kind = AuditKind::of_action(action);
+            let data = serde_json::json!({});
+            writes.push(caller.audit(now, kind, Some(&id), Some(&reason), data));
+        }
+        summary
+    });
     let summary = summary?;
     pending.durable().await?;
     state.wake_controller();

@@ -793,6 +793,84 @@ async fn the_gates_tab_shows_each_result_with_its_evidence() {
     );
 }
 
+/// The Audit view: the log newest first, its filters in the URL (a pasted
+/// URL opens the same view), actions taken from the dashboard recorded
+/// with the signed-in token and the browser's address.
+#[tokio::test]
+async fn the_audit_view_shows_the_log_filtered_by_its_url() {
+    let app = spawn_app().await;
+    let id = running_rollout(&app).await;
+    let mut admin = Browser::signed_in(&app, &app.admin).await;
+    let html = admin.get("/").await.text().await.expect("page");
+    let csrf = hidden(&html, "csrf");
+    let response = admin
+        .post(
+            "/freeze",
+            &[("csrf", &csrf), ("reason", "game day"), ("set", "on")],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+
+    let mut viewer = Browser::signed_in(&app, &app.token("viewer", None).await).await;
+    let html = viewer.get("/audit").await.text().await.expect("page");
+    assert!(
+        html.contains("href=\"/audit\" aria-current=\"page\""),
+        "{html}"
+    );
+    let rows: Vec<&str> = html
+        .split("<th scope=\"row\">")
+        .skip(1)
+        .map(|row| row.split('<').next().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            "token created",
+            "freeze on",
+            "rollout started",
+            "rollout created",
+            "hosts imported"
+        ],
+        "newest first"
+    );
+    assert!(
+        html.contains(&format!("<a href=\"/rollouts/{id}\">{id}</a>")),
+        "{html}"
+    );
+    assert!(html.contains("<td>game day</td>"), "{html}");
+    assert!(
+        html.contains("<td class=\"source\">127.0.0.1</td>"),
+        "{html}"
+    );
+
+    // The filters are the URL's, shown in the form.
+    let html = viewer
+        .get("/audit?kind=freeze_on&actor=admin")
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert_eq!(html.matches("<th scope=\"row\">").count(), 1, "{html}");
+    assert!(
+        html.contains("<option value=\"freeze_on\" selected>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("id=\"actor\" name=\"actor\" value=\"admin\""),
+        "{html}"
+    );
+    let html = viewer
+        .get("/audit?since=2999-01-01T00:00:00Z")
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(html.contains("No audit entries match."), "{html}");
+    let response = viewer.get("/audit?kind=nope").await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(response.text().await.expect("page").contains("audit kind"));
+}
+
 /// `POST /v1/signin-links` with `token` (none when `None`).
 async fn mint_link(app: &TestApp, token: Option<&str>) -> Response {
     let mut request = app.client.post(app.url("/v1/signin-links"));

@@ -327,6 +327,13 @@ impl Store for Refusing {
         self.0.events(rollout, after, limit).await
     }
 
+    async fn audit(
+        &self,
+        query: &sluice_store::AuditQuery,
+    ) -> Result<Vec<sluice_store::StoredAudit>, StoreError> {
+        self.0.audit(query).await
+    }
+
     async fn add_samples(&self, samples: &[SampleRecord]) -> Result<(), StoreError> {
         self.0.add_samples(samples).await
     }

@@ -45,6 +45,7 @@ async fn the_openapi_document_lists_every_path() {
         ("/v1/tokens", "post"),
         ("/v1/tokens", "get"),
         ("/v1/tokens/{id}", "delete"),
+        ("/v1/audit", "get"),
         ("/v1/signin-links", "post"),
         ("/healthz", "get"),
         ("/readyz", "get"),
@@ -58,7 +59,7 @@ async fn the_openapi_document_lists_every_path() {
             "{method} {path} missing from the OpenAPI document"
         );
     }
-    assert_eq!(paths.len(), 29, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 30, "{:?}", paths.keys().collect::<Vec<_>>());
     let schemas = document["components"]["schemas"]
         .as_object()
         .expect("schemas");
@@ -114,6 +115,42 @@ async fn the_openapi_document_lists_every_path() {
             "schema {schema}: {}",
             schemas[schema]
         );
+    }
+}
+
+/// The audit log's parameters carry the constraints the server enforces.
+#[tokio::test]
+async fn the_audit_log_is_described_with_its_constraints() {
+    let app = spawn_app().await;
+    let document: Value = app
+        .client
+        .get(app.url("/v1/openapi.json"))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let operation = &document["paths"]["/v1/audit"]["get"];
+    let parameters = operation["parameters"].as_array().expect("parameters");
+    let schema = |name: &str| {
+        parameters
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no parameter {name}: {operation}"))["schema"]
+            .clone()
+    };
+    assert_eq!(schema("limit")["minimum"], 1, "{operation}");
+    assert_eq!(schema("limit")["maximum"], 1000, "{operation}");
+    assert_eq!(schema("after")["minimum"], 0, "{operation}");
+    assert_eq!(schema("since")["format"], "date-time", "{operation}");
+    assert_eq!(schema("actor")["maxLength"], 128, "{operation}");
+    let kind = schema("kind").to_string();
+    for word in sluice_api::vocabulary::AuditKind::ALL {
+        assert!(kind.contains(&format!("\"{word}\"")), "{word} in {kind}");
+    }
+    for status in ["200", "400", "401", "403"] {
+        assert!(operation["responses"].get(status).is_some(), "{status}");
     }
 }
 

@@ -1,6 +1,7 @@
 //! One module per `sluice` subcommand group.
 
 pub mod admin;
+pub mod audit;
 pub mod cluster;
 pub mod connect;
 pub mod dashboard;

@@ -3,7 +3,7 @@
 //! `chromedriver` on a free port, and headless Chromium through it
 //! (WebDriver, `fantoccini`). Waits poll with deadlines, never fixed
 //! sleeps. Screenshots of the main views land in
-//! `target/dashboard-screenshots/` as artifacts.
+//! `target/dashboard-screenshots/` as artifacts (the audit view among them).
 //!
 //! The viewer signs in through the form, pasting a token; the operator
 //! through a one-time link from `sluice dashboard`.
@@ -432,5 +432,20 @@ async fn an_operator_pauses_from_the_rollout_page_and_it_updates_live() {
         .await
         .ok();
     wait_for_text(&browser, "state", "running").await;
+
+    // The Audit view, filtered by its URL: the pause from this browser,
+    // with its reason and address.
+    browser
+        .goto(&format!("{base}/audit?actor=olga"))
+        .await
+        .expect("the audit view");
+    let audit = text_of(&browser, "audit").await;
+    assert!(
+        audit.contains("rollout paused")
+            && audit.contains("error budget burning in sjc")
+            && audit.contains("127.0.0.1"),
+        "{audit}"
+    );
+    screenshot(&browser, "audit").await;
     browser.close().await.expect("closing the browser");
 }

@@ -11,8 +11,10 @@
 //!   holds, rollback reverts, a completed rollout changes only the hosts it covered;
 //! - `dashboard`: the dashboard in headless Chromium: links, sign-in, the
 //!   pause button, live updates, screenshots;
-//! - `forwarding_secrets`: a standby forwards check-ins, operator calls and
 //!   a one-time sign-in link to the leader, and no log shows a secret;
+//!   replica on PostgreSQL, and a client that claims another one;
+//! - `audit`: the client's address in the audit log through a standby
+//! - `forwarding_secrets`: a standby forwards check-ins, operator calls and
 //! - `db_copy`: a rollout under way moves from SQLite to PostgreSQL with
 //!   `sluice db copy` and finishes there, each stage admitting exactly the
 //!   preview's hosts.
@@ -25,6 +27,7 @@
 //! crash moments of a failed run.
 
 mod api_schema;
+mod audit;
 mod crash_rollout;
 mod dashboard;
 mod db_copy;
