@@ -32,6 +32,8 @@ pub struct TermSettings {
     pub data_dir: PathBuf,
     pub clock: Arc<dyn Clock>,
     pub next_checkin_s: u64,
+    /// The bound of the check-in queue.
+    pub checkin_queue: usize,
     /// Served over TLS.
     pub https: bool,
     pub controller: Settings,
@@ -83,6 +85,7 @@ impl Term {
                 metrics,
                 clock: Arc::clone(&settings.clock),
                 next_checkin_s: settings.next_checkin_s,
+                checkin_queue: settings.checkin_queue,
                 https: settings.https,
             },
             store,

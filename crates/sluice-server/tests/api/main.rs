@@ -4,6 +4,7 @@
 //! server on PostgreSQL in `postgres`).
 
 mod admin;
+mod backpressure;
 mod checkin;
 mod cluster;
 mod controller;
