@@ -98,6 +98,7 @@ impl Application {
             clock: Arc::clone(&config.clock),
             next_checkin_s: config.next_checkin_s,
             checkin_queue: config.checkin_queue,
+            api_rate: config.api_rate,
             https: tls.is_some(),
             controller: Settings {
                 tick: config.tick_interval,

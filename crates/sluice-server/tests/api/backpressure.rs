@@ -145,3 +145,90 @@ impl Store for Held {
         self.store.schema_version().await
     }
 }
+
+#[tokio::test]
+async fn each_token_has_its_own_rate_and_check_ins_are_not_counted() {
+    let app = spawn_app_configured(
+        Arc::new(TempDir::new().expect("temp dir")),
+        None,
+        |config| config.api_rate = 1,
+    )
+    .await;
+    let viewer = app.token("viewer", None).await;
+
+    // One request a second, in bursts of two: a loop soon goes past it.
+    let mut refused = None;
+    for _ in 0..50 {
+        let response = app.get("/v1/rollouts", &viewer).await;
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let refused = refused.expect("the viewer token went past its rate");
+    let retry_after = refused
+        .headers()
+        .get("retry-after")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    assert!(retry_after.is_some_and(|s| s >= 1), "{retry_after:?}");
+    let body = assert_error(refused, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("--api-rate") && m.contains("1 requests a second")),
+        "{body}"
+    );
+
+    // Check-ins are not counted against a token's rate (the check-in queue
+    // bounds them), nor are the ops endpoints.
+    for i in 0..10 {
+        let response = app.checkin_as(&app.admin, &checkin(i)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    for _ in 0..10 {
+        metrics(&app).await;
+    }
+    // Another token has its own rate: the admin's, spent by one request
+    // (the viewer's creation), has room left.
+    let response = app.get("/v1/rollouts", &app.admin).await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_api_document_lists_the_429_answers() {
+    let app = crate::helpers::spawn_app().await;
+    let document: Value = app
+        .client
+        .get(app.url("/v1/openapi.json"))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let paths = &document["paths"];
+    for (path, method) in [
+        ("/v1/agent/checkin", "post"),
+        ("/v1/rollouts", "get"),
+        ("/v1/rollouts", "post"),
+        ("/v1/tokens", "post"),
+    ] {
+        let answer = &paths[path][method]["responses"]["429"];
+        assert!(
+            answer["headers"]["Retry-After"].is_object(),
+            "{path} {method}: {answer}"
+        );
+        assert_eq!(
+            answer["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/ErrorBody"
+        );
+    }
+    for (path, method) in [("/healthz", "get"), ("/v1/agent/enroll", "post")] {
+        assert!(
+            paths[path][method]["responses"]["429"].is_null(),
+            "{path} {method} is not limited"
+        );
+    }
+}

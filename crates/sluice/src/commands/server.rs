@@ -47,6 +47,11 @@ pub struct ServerArgs {
     #[arg(long, value_name = "N", default_value_t = sluice_server::admission::DEFAULT_CHECKIN_QUEUE,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     checkin_queue: usize,
+    /// Requests a second each token may make to the API and the dashboard (agents' check-ins
+    /// and /healthz, /readyz, /metrics excepted), in bursts of up to twice that; past it, 429
+    /// with Retry-After. 0: no limit
+    #[arg(long, value_name = "N", default_value_t = sluice_server::admission::DEFAULT_API_RATE)]
+    api_rate: u32,
     /// Serve HTTPS with this PEM certificate chain (the server's certificate first)
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -115,6 +120,7 @@ async fn serve(listen: SocketAddr, args: ServerArgs) -> Result<(), Failure> {
     let mut config = Config::new(listen, &args.data_dir);
     config.next_checkin_s = args.checkin_interval;
     config.checkin_queue = args.checkin_queue;
+    config.api_rate = args.api_rate;
     config.database_url = args.database_url.map(DatabaseUrl::new);
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         config.tls = Some(TlsFiles { cert, key });
