@@ -46,7 +46,8 @@ pub struct OverloadArgs {
     /// Length of the closed loop that measures the maximum rate
     #[arg(long, default_value = "5s", value_parser = crate::parse_duration)]
     pub measure: Duration,
-    /// Keep-alive connections of that closed loop
+    /// Keep-alive connections of that closed loop (at most --checkin-queue:
+    /// the maximum is measured without refusals)
     #[arg(long, default_value_t = 64)]
     pub measure_connections: usize,
     /// Length of the open loop
@@ -102,6 +103,11 @@ pub async fn run(args: OverloadArgs) -> anyhow::Result<()> {
         .to_owned();
     let authorization = HeaderValue::from_str(&format!("Bearer {token}"))?;
     let bodies = Arc::new(Bodies::new(args.hosts));
+    let measure_connections = args
+        .checkin_queue
+        .map_or(args.measure_connections, |queue| {
+            queue.min(args.measure_connections)
+        });
     eprintln!("sluice on {} (pid {})", server.addr, server.pid());
 
     // Every host checks in once (so the loop below updates, as a fleet
@@ -110,7 +116,7 @@ pub async fn run(args: OverloadArgs) -> anyhow::Result<()> {
         server.addr,
         &authorization,
         &bodies,
-        args.measure_connections,
+        measure_connections,
         None,
         Duration::from_secs(3600),
         Some(args.hosts as u64),
@@ -122,7 +128,7 @@ pub async fn run(args: OverloadArgs) -> anyhow::Result<()> {
         server.addr,
         &authorization,
         &bodies,
-        args.measure_connections,
+        measure_connections,
         None,
         args.measure,
         None,
@@ -158,6 +164,14 @@ pub async fn run(args: OverloadArgs) -> anyhow::Result<()> {
     let before = rss_kib(pid).unwrap_or(0);
     // Killed as the phase ends, requests in flight.
     let addr = server.addr;
+    // The server's own figures, read just before the end.
+    let scrape = tokio::spawn({
+        let wait = args.duration.saturating_sub(Duration::from_millis(500));
+        async move {
+            tokio::time::sleep(wait).await;
+            load::get(addr, "/metrics").await.unwrap_or_default()
+        }
+    });
     let outcome = open_loop(
         addr,
         &authorization,
@@ -175,6 +189,7 @@ pub async fn run(args: OverloadArgs) -> anyhow::Result<()> {
     )
     .await?;
     let _ = sampler.join();
+    let metrics = scrape.await.unwrap_or_default();
     let samples = rss.lock().map(|s| s.clone()).unwrap_or_default();
     drop(server);
 
@@ -184,7 +199,13 @@ pub async fn run(args: OverloadArgs) -> anyhow::Result<()> {
     drop(server);
 
     let report = report(
-        &args, max_rate, offered, &outcome, before, &samples, checked, &missing,
+        &args,
+        max_rate,
+        offered,
+        &outcome,
+        (before, &samples),
+        &metrics,
+        (checked, &missing),
     );
     println!("{report}");
     if let Some(parent) = args.out.parent() {
@@ -475,16 +496,29 @@ async fn verify(
     Ok((acknowledged.len(), missing))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// In the Prometheus text `metrics`, the count of histogram `name` and
+/// how many of it were above bucket `le`.
+fn above(metrics: &str, name: &str, le: &str) -> Option<(u64, u64)> {
+    let value = |prefix: &str| {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix))
+            .and_then(|rest| rest.trim().parse::<f64>().ok())
+            .map(|value| value as u64)
+    };
+    let count = value(&format!("{name}_count "))?;
+    let within = value(&format!("{name}_bucket{{le=\"{le}\"}} "))?;
+    Some((count, count.saturating_sub(within)))
+}
+
 fn report(
     args: &OverloadArgs,
     max_rate: f64,
     offered: f64,
     outcome: &Outcome,
-    before: u64,
-    samples: &[(f64, u64)],
-    checked: usize,
-    missing: &[(String, String, u64)],
+    (before, samples): (u64, &[(f64, u64)]),
+    metrics: &str,
+    (checked, missing): (usize, &[(String, String, u64)]),
 ) -> String {
     let ms = |histogram: &Histogram<u64>, q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
     let seconds = args.duration.as_secs_f64();
@@ -569,6 +603,19 @@ fn report(
         "server RSS peak",
         format!("{:.0} MiB", peak as f64 / 1024.0),
     );
+    // Buckets: 0.1 ms × 2^i; counted over the whole run.
+    if let Some((count, slow)) = above(metrics, "sluice_checkin_duration_seconds", "0.0512") {
+        row(
+            "server side, whole run: check-ins admitted / over 51 ms from admission to durable answer",
+            format!("{count} / {slow}"),
+        );
+    }
+    if let Some((count, slow)) = above(metrics, "sluice_commit_duration_seconds", "0.0512") {
+        row(
+            "server side, whole run: group commits / over 51 ms",
+            format!("{count} / {slow}"),
+        );
+    }
     row(
         "after SIGKILL and restart",
         format!(
