@@ -47,8 +47,8 @@ pub struct ServerArgs {
     #[arg(long, value_name = "N", default_value_t = sluice_server::admission::DEFAULT_CHECKIN_QUEUE,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     checkin_queue: usize,
-    /// Requests a second each token may make to the API and the dashboard (agents' check-ins
-    /// and /healthz, /readyz, /metrics excepted), in bursts of up to twice that; past it, 429
+    /// Requests a second each token may make to the API and the dashboard (agents' check-ins and
+    /// enrollments, /healthz, /readyz, /metrics excepted), in bursts of up to twice that; past it, 429
     /// with Retry-After. 0: no limit
     #[arg(long, value_name = "N", default_value_t = sluice_server::admission::DEFAULT_API_RATE)]
     api_rate: u32,
