@@ -405,7 +405,7 @@ const PACER_QUANTUM: Duration = Duration::from_micros(100);
 /// at `start + k / rate`) until `duration` is over; sleeps in between
 /// (the OS timer, accurate to tens of µs) and releases every request that
 /// fell due meanwhile at each wake-up.
-fn pace(due: &Semaphore, start: std::time::Instant, duration: Duration, rate: f64) {
+pub(crate) fn pace(due: &Semaphore, start: std::time::Instant, duration: Duration, rate: f64) {
     let mut released: u64 = 0;
     loop {
         let now = std::time::Instant::now();

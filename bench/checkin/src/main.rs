@@ -23,12 +23,14 @@
 //! `serve` prepares a sluice server the same way and leaves it to another
 //! load generator (`bench/checkin-wrk.sh`); `takeover` measures how long a
 //! cluster of three replicas takes to serve again after its leader is
-//! killed (`bench/takeover.sh`).
+//! killed (`bench/takeover.sh`); `overload` offers 4 × the maximum
+//! check-in rate to see the server's back-pressure (`bench/overload.sh`).
 
 mod bare;
 mod course;
 mod fleet;
 mod load;
+mod overload;
 mod pg;
 mod procs;
 mod report;
@@ -72,6 +74,10 @@ enum Command {
     /// Measure how long three replicas on PostgreSQL take to serve again
     /// after their leader is killed
     Takeover(takeover::TakeoverArgs),
+    /// Offer a multiple of the maximum check-in rate in an open loop: accepted
+    /// and refused (429) check-ins, accepted latency, the server's memory, and
+    /// every acknowledged report after a SIGKILL
+    Overload(overload::OverloadArgs),
 }
 
 /// What the benchmark can load.
@@ -191,6 +197,7 @@ fn main() -> anyhow::Result<()> {
             runtime(2)?.block_on(serve::run(args))
         }
         Some(Command::Takeover(args)) => runtime(2)?.block_on(takeover::run(args)),
+        Some(Command::Overload(args)) => runtime(2)?.block_on(overload::run(args)),
         None => run(cli.run),
     }
 }

@@ -24,6 +24,14 @@
 //! agent then stays with the server that answered, and never drifts back
 //! to the first by itself.
 //!
+//! Back-pressure: a server that answers 429 (its check-in queue is full)
+//! is busy, not failing: the agent checks in with it again after its
+//! `Retry-After`, plus up to half as much again at random so that a fleet
+//! refused together does not come back together ([`busy_delay`]). That is
+//! neither a failure (the backoff and its count are untouched) nor an
+//! answer, and no reason to move to the next server, which would only
+//! carry the load there.
+//!
 //! Fail static: a failed check-in (every server tried, or an answer that is
 //! an error) changes nothing on the host; the next try waits a random time
 //! in `[0, min(cap, interval × 2^failures))` (full jitter; cap = 10 ×
@@ -447,6 +455,20 @@ impl<H: HostOps> Agent<H> {
                             } else {
                                 self.jittered()
                             });
+                        }
+                        Err(ClientError::Busy {
+                            retry_after,
+                            message,
+                            ..
+                        }) => {
+                            let delay = busy_delay(retry_after, self.rng.f64());
+                            tracing::info!(
+                                server = %self.clients[self.current].server_url(),
+                                retry_after_s = retry_after.as_secs(),
+                                retry_in_s = delay.as_secs_f64(),
+                                "the server is busy (429), checking in again after its Retry-After: {message}"
+                            );
+                            tick = Some(Instant::now() + delay);
                         }
                         Err(error) => {
                             if self.move_on(&error) {
@@ -1025,6 +1047,14 @@ pub fn backoff_delay(interval: Duration, failures: u32, unit: f64) -> Duration {
         .max(Duration::from_millis(50))
 }
 
+/// How long to wait after a 429: the server's `Retry-After`, plus `unit`
+/// (in [0, 1)) of half of it, so that agents refused together spread out;
+/// at least a second.
+pub fn busy_delay(retry_after: Duration, unit: f64) -> Duration {
+    let retry_after = retry_after.max(Duration::from_secs(1));
+    retry_after + retry_after.mul_f64(0.5 * unit.clamp(0.0, 1.0))
+}
+
 /// Whether a failed check-in says that this server cannot serve right now,
 /// so that another server of the list may: no answer (connection refused,
 /// unknown host, TLS handshake, timeout, connection lost — a check-in sent
@@ -1251,6 +1281,26 @@ mod tests {
             assert!(!cannot_serve(&answered(status)), "{status}");
             assert!(!cannot_serve(&proxied(status)), "{status}");
         }
+    }
+
+    #[test]
+    fn a_busy_server_is_waited_for_not_left() {
+        let busy = ClientError::Busy {
+            server: "http://a:1".into(),
+            retry_after: Duration::from_secs(4),
+            message: "the check-in queue is full".into(),
+        };
+        assert!(!cannot_serve(&busy));
+        assert_eq!(
+            busy_delay(Duration::from_secs(4), 0.0),
+            Duration::from_secs(4)
+        );
+        assert_eq!(
+            busy_delay(Duration::from_secs(4), 0.5),
+            Duration::from_secs(5)
+        );
+        assert!(busy_delay(Duration::from_secs(4), 0.999) < Duration::from_secs(6));
+        assert_eq!(busy_delay(Duration::ZERO, 0.0), Duration::from_secs(1));
     }
 
     #[test]

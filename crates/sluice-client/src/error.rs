@@ -47,6 +47,17 @@ pub enum ClientError {
     /// The server refused the request with its JSON error body.
     #[error("{}", describe(error))]
     Api { status: u16, error: ErrorDetail },
+    /// The server answered 429 Too Many Requests: its check-in queue is
+    /// full, or the token's rate of requests is spent. Come back after
+    /// `retry_after` (the server's `Retry-After`; 5 s when it gave none):
+    /// not a failure of the request, nor an answer.
+    #[error("the sluice server at {server} is busy, try again in {}s: {message}", retry_after.as_secs())]
+    Busy {
+        server: String,
+        retry_after: Duration,
+        /// The server's message (its error body's), or the body's start.
+        message: String,
+    },
     /// The server (or a proxy in front of it) answered an error status
     /// without sluice's error body.
     #[error("the server at {server} answered HTTP {status}{}", body_suffix(body))]
@@ -77,6 +88,7 @@ impl ClientError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ClientError::Api { status, .. } | ClientError::Http { status, .. } => Some(*status),
+            ClientError::Busy { .. } => Some(429),
             _ => None,
         }
     }
@@ -85,6 +97,14 @@ impl ClientError {
     pub fn api_error(&self) -> Option<&ErrorDetail> {
         match self {
             ClientError::Api { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+
+    /// After a 429: how long the server asked to be left alone.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ClientError::Busy { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }

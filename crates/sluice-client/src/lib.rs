@@ -591,11 +591,24 @@ impl Client {
         if status.is_success() {
             return Ok(response);
         }
+        let retry_after = (status == reqwest::StatusCode::TOO_MANY_REQUESTS)
+            .then(|| retry_after(response.headers()));
         let body = response
             .bytes()
             .await
             .map_err(|source| self.transport_error(source))?;
-        Err(match serde_json::from_slice::<ErrorBody>(&body) {
+        let parsed = serde_json::from_slice::<ErrorBody>(&body);
+        if let Some(retry_after) = retry_after {
+            return Err(ClientError::Busy {
+                server: self.display.clone(),
+                retry_after,
+                message: match parsed {
+                    Ok(ErrorBody { error }) => error.message,
+                    Err(_) => snippet(&body),
+                },
+            });
+        }
+        Err(match parsed {
             Ok(ErrorBody { error }) => ClientError::Api {
                 status: status.as_u16(),
                 error,
@@ -646,6 +659,18 @@ impl Client {
         }
         ClientError::from_transport(&self.display, self.timeout, source)
     }
+}
+
+/// How long a 429 asks to wait: its `Retry-After` in seconds (at most an
+/// hour), else 5 s (an HTTP date, or a proxy's 429 without one).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Duration {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .map_or(Duration::from_secs(5), |seconds| {
+            Duration::from_secs(seconds.min(3600))
+        })
 }
 
 /// The start of a non-JSON error body, on one line, for the error message.

@@ -288,3 +288,26 @@ async fn a_server_that_is_not_there_is_unreachable_with_connection_refused() {
         format!("cannot reach the sluice server at {url}: connection refused")
     );
 }
+
+#[tokio::test]
+async fn a_429_is_busy_with_the_servers_retry_after() {
+    let (url, _seen) = stub(
+        "429 Too Many Requests",
+        "application/json\r\nretry-after: 7",
+        r#"{"error": {"code": "too_many_requests", "message": "the check-in queue is full"}}"#,
+    )
+    .await;
+    let client = Client::new(&url).expect("client");
+    let error = client.rollouts().await.expect_err("busy");
+    assert_eq!(
+        error.retry_after(),
+        Some(std::time::Duration::from_secs(7)),
+        "{error:?}"
+    );
+    assert_eq!(error.status(), Some(429));
+    assert!(!error.is_unreachable());
+    assert_eq!(
+        error.to_string(),
+        format!("the sluice server at {url} is busy, try again in 7s: the check-in queue is full")
+    );
+}

@@ -754,6 +754,10 @@ impl FromRequestParts<AppState> for Caller {
             })?;
         let now = state.now();
         token.check_usable(now)?;
+        // The agents' calls have their own bound (the check-in queue).
+        if !parts.uri.path().starts_with("/v1/agent/") {
+            state.limit_rate(&token.hash)?;
+        }
         if token.touch(now) {
             // Not awaited: a lost last use costs nothing but its time.
             let hash = token.hash.clone();

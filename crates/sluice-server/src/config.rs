@@ -21,6 +21,12 @@ pub struct Config {
     pub database_url: Option<DatabaseUrl>,
     /// `next_checkin_s` in check-in answers.
     pub next_checkin_s: u64,
+    /// Check-ins admitted and not yet answered, at most; more are answered
+    /// 429 with `Retry-After` ([`crate::admission`]).
+    pub checkin_queue: usize,
+    /// Requests a second per token to every endpoint but the agents' and
+    /// the ops ones (0: no limit; [`crate::admission::TokenRate`]).
+    pub api_rate: u32,
     /// How often the controller ticks every rollout.
     pub tick_interval: Duration,
     /// The longest a Prometheus query may take (HTTP gates have their own
@@ -80,6 +86,8 @@ impl Config {
             data_dir: data_dir.into(),
             database_url: None,
             next_checkin_s: 60,
+            checkin_queue: crate::admission::DEFAULT_CHECKIN_QUEUE,
+            api_rate: crate::admission::DEFAULT_API_RATE,
             tick_interval: Duration::from_secs(1),
             gate_timeout: Duration::from_secs(10),
             clock: Arc::new(SystemClock),

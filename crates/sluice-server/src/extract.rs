@@ -20,16 +20,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
 
     async fn from_request(request: Request, state: &S) -> Result<Json<T>, ApiError> {
         let bytes = body_bytes(request, state).await?;
-        // Tracking the path costs on every value; it is needed only to say
-        // where a body that does not parse went wrong, so only such a body
-        // is read a second time, with it.
-        match serde_json::from_slice(&bytes) {
-            Ok(value) => Ok(Json(value)),
-            Err(_) => {
-                serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&bytes))
-                    .map(Json)
-                    .map_err(json_error)
-            }
+        parse_json(&bytes).map(Json)
+    }
+}
+
+/// Parses a JSON body read already (as [`Body`]), failing as [`Json`] does.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Tracking the path costs on every value; it is needed only to say
+    // where a body that does not parse went wrong, so only such a body is
+    // read a second time, with it.
+    match serde_json::from_slice(bytes) {
+        Ok(value) => Ok(value),
+        Err(_) => {
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(bytes))
+                .map_err(json_error)
         }
     }
 }

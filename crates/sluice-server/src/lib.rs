@@ -24,6 +24,7 @@
 //! - [`commit`]: the group-commit writer.
 //! - [`controller`] and [`gates`]: the loop that drives rollouts, and the
 //!   Prometheus and HTTP gate evaluations.
+//! - [`admission`]: back-pressure, the bound of the check-in queue.
 //! - [`routes`]: the HTTP API, with [`auth`] (bearer tokens and roles),
 //!   [`audit`] (the audit log's entries and the client's address),
 //!   [`error`] (the one error type and its status mapping), [`extract`]
@@ -34,6 +35,7 @@
 //! happened; nothing is revealed to an agent before the writes it depends
 //! on are durable.
 
+pub mod admission;
 pub mod audit;
 pub mod auth;
 pub mod clock;

@@ -24,6 +24,8 @@ pub struct Metrics {
     render: std::sync::Mutex<()>,
     checkins: Counter,
     checkin_seconds: Histogram,
+    checkins_rejected: Counter,
+    checkin_queue: Gauge,
     commit_writes: Histogram,
     commit_requests: Histogram,
     commit_seconds: Histogram,
@@ -71,6 +73,18 @@ impl Metrics {
             "checkin_duration_seconds",
             "check-in latency, from request to durable answer",
             Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+        );
+        let checkins_rejected = registered(
+            r,
+            "checkins_rejected",
+            "check-ins answered 429 because the check-in queue was full (sluice server --checkin-queue)",
+            Counter::default(),
+        );
+        let checkin_queue = registered(
+            r,
+            "checkin_queue",
+            "check-ins admitted and not yet answered",
+            Gauge::default(),
         );
         let commit_writes = registered(
             r,
@@ -132,6 +146,8 @@ impl Metrics {
             render: std::sync::Mutex::new(()),
             checkins,
             checkin_seconds,
+            checkins_rejected,
+            checkin_queue,
             commit_writes,
             commit_requests,
             commit_seconds,
@@ -154,6 +170,19 @@ impl Metrics {
     pub fn checkin(&self, elapsed: Duration) {
         self.checkins.inc();
         self.checkin_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn checkin_rejected(&self) {
+        self.checkins_rejected.inc();
+    }
+
+    /// One more check-in in the queue ([`crate::admission`]), or one less.
+    pub fn checkin_queued(&self, queued: bool) {
+        if queued {
+            self.checkin_queue.inc();
+        } else {
+            self.checkin_queue.dec();
+        }
     }
 
     pub fn observe_commit(&self, writes: usize, requests: usize, elapsed: Duration) {

@@ -97,6 +97,8 @@ impl Application {
             data_dir: config.data_dir.clone(),
             clock: Arc::clone(&config.clock),
             next_checkin_s: config.next_checkin_s,
+            checkin_queue: config.checkin_queue,
+            api_rate: config.api_rate,
             https: tls.is_some(),
             controller: Settings {
                 tick: config.tick_interval,

@@ -10,6 +10,7 @@ use jiff::Timestamp;
 use sluice_store::{Store, StoredEvent, Write};
 use tokio::sync::Notify;
 
+use crate::admission::{CheckinQueue, Slot, TokenRate};
 use crate::auth::Tokens;
 use crate::clock::Clock;
 use crate::commit::{CommitError, Committer, Pending};
@@ -31,6 +32,8 @@ struct Inner {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     next_checkin_s: u64,
+    checkins: CheckinQueue,
+    rate: TokenRate,
     /// Served over TLS (cookies are then `Secure`).
     https: bool,
     /// Wakes the controller after an operator action.
@@ -55,6 +58,10 @@ pub struct Parts {
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
     pub next_checkin_s: u64,
+    /// The bound of the check-in queue.
+    pub checkin_queue: usize,
+    /// Requests a second per token (0: no limit).
+    pub api_rate: u32,
     /// Served over TLS.
     pub https: bool,
 }
@@ -66,6 +73,8 @@ impl AppState {
             tokens: parts.tokens,
             sessions: Sessions::default(),
             committer: parts.committer,
+            checkins: CheckinQueue::new(parts.checkin_queue, Arc::clone(&parts.metrics)),
+            rate: TokenRate::new(parts.api_rate),
             metrics: parts.metrics,
             store,
             clock: parts.clock,
@@ -261,6 +270,18 @@ impl AppState {
         self.0.next_checkin_s
     }
 
+    /// Takes a place in the check-in queue, or refuses with 429 when it is
+    /// full; the place is given back when the slot is dropped.
+    pub fn admit_checkin(&self) -> Result<Slot<'_>, ApiError> {
+        self.0.checkins.admit(self.0.next_checkin_s)
+    }
+
+    /// Counts a request of the token whose hash is `hash` against its
+    /// rate, or refuses it with 429.
+    pub fn limit_rate(&self, hash: &str) -> Result<(), ApiError> {
+        self.0.rate.check(hash)
+    }
+
     /// Wakes the controller (after an operator action or a freeze).
     pub fn wake_controller(&self) {
         self.0.wake.notify_one();
@@ -298,6 +319,8 @@ mod tests {
             metrics,
             clock: Arc::new(SystemClock),
             next_checkin_s: 60,
+            checkin_queue: 16,
+            api_rate: 0,
             https: false,
         };
         let state = AppState::new(parts, store.clone());

@@ -70,7 +70,7 @@ pub async fn spawn_app_in(data_dir: Arc<TempDir>) -> TestApp {
 /// Starts a server keeping its state in the PostgreSQL database at
 /// `database_url` when given (`admin.token` still goes to `data_dir`).
 pub async fn spawn_app_on(data_dir: Arc<TempDir>, database_url: Option<&str>) -> TestApp {
-    spawn(data_dir, database_url, None).await
+    spawn(data_dir, database_url, None, |_| {}).await
 }
 
 /// Starts a server on `data_dir` whose SQLite store is wrapped by `wrap`
@@ -79,13 +79,28 @@ pub async fn spawn_app_with(
     data_dir: Arc<TempDir>,
     wrap: fn(SqliteStore) -> Arc<dyn Store>,
 ) -> TestApp {
-    spawn(data_dir, None, Some(wrap)).await
+    spawn(data_dir, None, Some(Box::new(wrap)), |_| {}).await
+}
+
+/// A SQLite store wrapped by a test (see [`spawn_app_configured`]).
+pub type Wrap = Box<dyn FnOnce(SqliteStore) -> Arc<dyn Store> + Send>;
+
+/// Starts a server on `data_dir` with its settings changed by `configure`
+/// (the check-in queue's bound, say), and its SQLite store wrapped by
+/// `wrap` when given (a store whose commits a test holds, say).
+pub async fn spawn_app_configured(
+    data_dir: Arc<TempDir>,
+    wrap: Option<Wrap>,
+    configure: impl FnOnce(&mut Config),
+) -> TestApp {
+    spawn(data_dir, None, wrap, configure).await
 }
 
 async fn spawn(
     data_dir: Arc<TempDir>,
     database_url: Option<&str>,
-    wrap: Option<fn(SqliteStore) -> Arc<dyn Store>>,
+    wrap: Option<Wrap>,
+    configure: impl FnOnce(&mut Config),
 ) -> TestApp {
     init_tracing();
     let mut config = Config::new(
@@ -98,6 +113,7 @@ async fn spawn(
     config.replica.lease_ttl = Duration::from_secs(2);
     config.tick_interval = Duration::from_millis(100);
     config.gate_timeout = Duration::from_secs(2);
+    configure(&mut config);
     let (ready_tx, ready_rx) = oneshot::channel::<Result<SocketAddr, String>>();
     let (stop_tx, stop_rx) = oneshot::channel::<Stop>();
     let thread = std::thread::spawn(move || {

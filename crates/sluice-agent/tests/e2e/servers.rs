@@ -1,7 +1,8 @@
 //! `server = [URL, …]`, for a fleet without a load balancer: the agent
 //! checks in with the first server of the list that can serve, stays with
 //! it, and moves on at once when it dies; a server that answers an error
-//! (its verdict on the request) is not skipped.
+//! (its verdict on the request) is not skipped, and one that is busy (429)
+//! is waited for, as long as its `Retry-After` says.
 //!
 //! The servers are real `sluice server` processes, two independent SQLite
 //! servers (not replicas) that accept the same agent token — the second
@@ -99,8 +100,8 @@ async fn the_agent_skips_a_dead_server_stays_and_moves_on_when_its_server_dies()
     assert_eq!(moves(&host).len(), 2, "{:#?}", moves(&host));
 }
 
-/// A stand-in server that answers every request with `status` and sluice's
-/// error body, counting the requests.
+/// A stand-in server that answers every request with `status`, `headers`
+/// (lines ending in CRLF) and sluice's error body, counting the requests.
 struct Stub {
     url: String,
     requests: Arc<AtomicUsize>,
@@ -114,14 +115,14 @@ impl Drop for Stub {
 }
 
 impl Stub {
-    async fn start(status: &'static str, code: &'static str) -> Stub {
+    async fn start(status: &'static str, code: &'static str, headers: &'static str) -> Stub {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding");
         let url = format!("http://{}", listener.local_addr().expect("an address"));
         let requests = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&requests);
         let body = format!(r#"{{"error":{{"code":"{code}","message":"answered by a stub"}}}}"#);
         let response = format!(
-            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            "HTTP/1.1 {status}\r\n{headers}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
             body.len()
         );
         let task = tokio::spawn(async move {
@@ -179,7 +180,7 @@ async fn a_server_that_cannot_serve_is_skipped_one_that_refuses_is_not() {
     let server = start_server().await;
 
     // 503: that server cannot serve now; the next one does.
-    let unavailable = Stub::start("503 Service Unavailable", "unavailable").await;
+    let unavailable = Stub::start("503 Service Unavailable", "unavailable", "").await;
     let token = server.agent_token_file("skips.test").await;
     let mut skips = host("skips.test", &[&unavailable.url, server.url()], &token);
     skips.start();
@@ -189,7 +190,7 @@ async fn a_server_that_cannot_serve_is_skipped_one_that_refuses_is_not() {
     // 401: the server's verdict on the request, which another server of the
     // cluster would repeat; the round fails and is retried with backoff,
     // with the same server.
-    let refusing = Stub::start("401 Unauthorized", "unauthorized").await;
+    let refusing = Stub::start("401 Unauthorized", "unauthorized", "").await;
     let token = server.agent_token_file("stays.test").await;
     let mut stays = host("stays.test", &[&refusing.url, server.url()], &token);
     stays.start();
@@ -209,4 +210,63 @@ async fn a_server_that_cannot_serve_is_skipped_one_that_refuses_is_not() {
     );
     assert!(moves(&stays).is_empty(), "{:#?}", moves(&stays));
     assert!(stays.running());
+}
+
+/// The `retry_in_s` of each line of the agent's log that says its server was
+/// busy.
+fn busy_waits(host: &Host) -> Vec<f64> {
+    std::fs::read_to_string(host.path("agent.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.contains("the server is busy (429)"))
+        .filter_map(|line| {
+            let value = line
+                .split("retry_in_s=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?;
+            value.parse().ok()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_server_is_checked_in_with_again_after_retry_after_and_not_left() {
+    let server = start_server().await;
+    let busy = Stub::start(
+        "429 Too Many Requests",
+        "too_many_requests",
+        "retry-after: 2\r\n",
+    )
+    .await;
+    let token = server.agent_token_file("busy.test").await;
+    let mut host = host("busy.test", &[&busy.url, server.url()], &token);
+    host.start();
+    wait_for(
+        "the agent to come back to the busy server",
+        DEADLINE,
+        || async { (busy.requests() >= 2).then_some(()).ok_or(busy.requests()) },
+    )
+    .await;
+    let waits = busy_waits(&host);
+    assert!(!waits.is_empty(), "the agent logged no busy answer");
+    for wait in &waits {
+        // Retry-After, plus up to half of it as jitter.
+        assert!(
+            (2.0..3.0).contains(wait),
+            "waited {wait}s after Retry-After: 2"
+        );
+    }
+    let log = std::fs::read_to_string(host.path("agent.log")).unwrap_or_default();
+    assert!(
+        !log.contains("check-in failed"),
+        "a 429 is no failure (no backoff): {log}"
+    );
+    assert!(moves(&host).is_empty(), "{:#?}", moves(&host));
+    assert_eq!(
+        server.checkins().await,
+        0,
+        "a busy server does not send the agent to the next one"
+    );
+    assert!(host.running());
 }

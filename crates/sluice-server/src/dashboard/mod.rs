@@ -115,6 +115,8 @@ pub enum DashError {
     Forbidden(String),
     NotFound(String),
     Conflict(String),
+    /// The token's rate of requests is spent (429).
+    TooManyRequests(String),
     Unavailable(String),
     Internal(String),
 }
@@ -127,6 +129,7 @@ impl DashError {
             DashError::Forbidden(_) => StatusCode::FORBIDDEN,
             DashError::NotFound(_) => StatusCode::NOT_FOUND,
             DashError::Conflict(_) => StatusCode::CONFLICT,
+            DashError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             DashError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             DashError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -140,6 +143,7 @@ impl DashError {
             | DashError::Forbidden(m)
             | DashError::NotFound(m)
             | DashError::Conflict(m)
+            | DashError::TooManyRequests(m)
             | DashError::Unavailable(m)
             | DashError::Internal(m) => m,
         }
@@ -160,6 +164,7 @@ impl From<crate::error::ApiError> for DashError {
             ApiError::Unauthorized(_) | ApiError::Forbidden(_) => DashError::Forbidden(message),
             ApiError::NotFound(_) => DashError::NotFound(message),
             ApiError::Conflict(_) => DashError::Conflict(message),
+            ApiError::TooManyRequests { .. } => DashError::TooManyRequests(message),
             ApiError::Unavailable(_) => DashError::Unavailable(message),
             ApiError::Internal(_) => DashError::Internal(message),
         }

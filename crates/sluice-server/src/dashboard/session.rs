@@ -258,12 +258,15 @@ impl FromRequestParts<Dashboard> for User {
         let found = cookie(&parts.headers, COOKIE_NAME)
             .and_then(|secret| Some((secret, state.app.sessions().take(secret, now)?)));
         match found {
-            Some((secret, (token, flash))) => Ok(User {
-                session: secret.to_owned(),
-                caller: Caller(token, crate::audit::Source::of(&parts.extensions)),
-                csrf: csrf_of(secret),
-                flash,
-            }),
+            Some((secret, (token, flash))) => {
+                state.app.limit_rate(&token.hash)?;
+                Ok(User {
+                    session: secret.to_owned(),
+                    caller: Caller(token, crate::audit::Source::of(&parts.extensions)),
+                    csrf: csrf_of(secret),
+                    flash,
+                })
+            }
             None if parts.method == Method::GET => Err(DashError::SignIn {
                 next: parts
                     .uri

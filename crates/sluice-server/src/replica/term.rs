@@ -32,6 +32,10 @@ pub struct TermSettings {
     pub data_dir: PathBuf,
     pub clock: Arc<dyn Clock>,
     pub next_checkin_s: u64,
+    /// The bound of the check-in queue.
+    pub checkin_queue: usize,
+    /// Requests a second per token (0: no limit).
+    pub api_rate: u32,
     /// Served over TLS.
     pub https: bool,
     pub controller: Settings,
@@ -83,6 +87,8 @@ impl Term {
                 metrics,
                 clock: Arc::clone(&settings.clock),
                 next_checkin_s: settings.next_checkin_s,
+                checkin_queue: settings.checkin_queue,
+                api_rate: settings.api_rate,
                 https: settings.https,
             },
             store,

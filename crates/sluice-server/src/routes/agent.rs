@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use sluice_api::admin::Role;
 use sluice_api::agent::{CheckinRequest, CheckinResponse, EnrollRequest, EnrollResponse};
@@ -18,7 +18,7 @@ use sluice_store::{Enrolled, Enrollment, NewEvent, StoreError, TokenRecord, Toke
 
 use crate::auth::{check_labels, hash_secret, new_secret, token_id, Caller};
 use crate::error::ApiError;
-use crate::extract::Json;
+use crate::extract::{parse_json, Body, Json};
 use crate::state::AppState;
 
 /// Reports what the host runs and gets the desired version of every
@@ -34,6 +34,8 @@ use crate::state::AppState;
         (status = 401, description = "missing or unknown token", body = ErrorBody),
         (status = 403, description = "the token may not check in as this host, or a label leaves the host's enrollment selector", body = ErrorBody),
         (status = 413, description = "body too large", body = ErrorBody),
+        (status = 429, description = "the check-in queue is full (sluice server --checkin-queue): come back after Retry-After, with jitter", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds to wait before checking in again"))),
         (status = 503, description = "the store cannot take writes", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -41,9 +43,14 @@ use crate::state::AppState;
 pub async fn checkin(
     State(state): State<AppState>,
     caller: Caller,
-    Json(request): Json<CheckinRequest>,
+    body: Request,
 ) -> Result<axum::Json<CheckinResponse>, ApiError> {
     let started = Instant::now();
+    // Admitted before the body is read: past the queue's bound, a check-in
+    // costs neither its body, nor its parse, nor memory's lock.
+    let _slot = state.admit_checkin()?;
+    let Body(bytes) = Body::from_request(body, &()).await?;
+    let request: CheckinRequest = parse_json(&bytes)?;
     caller.require_host(&request.host)?;
     request
         .validate()

@@ -117,12 +117,54 @@ fn ops_routes() -> OpenApiRouter<Arc<Replica>> {
 /// The OpenAPI document of everything served, as JSON.
 pub fn document() -> String {
     let (_, mut openapi) = api_routes().split_for_parts();
+    document_rate_limit(&mut openapi);
     let (_, ops) = ops_routes().split_for_parts();
     openapi.merge(ops);
     serde_json::to_string_pretty(&openapi).unwrap_or_else(|error| {
         tracing::error!(%error, "serialising the OpenAPI document");
         "{}".to_owned()
     })
+}
+
+/// Adds the 429 of the per-token rate ([`crate::admission::TokenRate`]) to
+/// every operation of [`api_routes`] that takes a token, but the agents'
+/// (whose check-in documents its own 429, the check-in queue's).
+fn document_rate_limit(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{header::Header, ContentBuilder, Object, Ref, ResponseBuilder, Type};
+    let response = ResponseBuilder::new()
+        .description("this token is past its rate of requests (sluice server --api-rate): come back after Retry-After")
+        .header(
+            "Retry-After",
+            Header::new(Object::with_type(Type::Integer)),
+        )
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build();
+    for (path, item) in openapi.paths.paths.iter_mut() {
+        if path.starts_with("/v1/agent/") {
+            continue;
+        }
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                operation
+                    .responses
+                    .responses
+                    .entry("429".to_owned())
+                    .or_insert_with(|| response.clone().into());
+            }
+        }
+    }
 }
 
 /// The API and the dashboard beside it, over a leader's memory.

@@ -5,6 +5,7 @@
 
 mod admin;
 mod audit;
+mod backpressure;
 mod checkin;
 mod cluster;
 mod controller;

@@ -273,6 +273,9 @@ impl Connection {
                 ),
                 source => format!("the server did not accept the token from {source}"),
             }),
+            (ClientError::Busy { .. }, _) => Some(
+                "the server limits each token's requests (sluice server --api-rate) and the check-ins it queues (--checkin-queue); wait and run the command again".to_owned(),
+            ),
             (_, Some(403)) => Some(format!(
                 "the token from {} lacks the role for this; an admin can create one that has it (`sluice token create --role ROLE`)",
                 self.token_source
@@ -583,6 +586,21 @@ mod tests {
         let text = error.to_string();
         assert!(
             text.starts_with("listing rollouts: unauthorized message; no token was sent: pass --token or set SLUICE_TOKEN"),
+            "{text}"
+        );
+        let busy = ClientError::Busy {
+            server: DEFAULT_SERVER.into(),
+            retry_after: std::time::Duration::from_secs(1),
+            message: "this token made more than 100 requests a second (sluice server --api-rate)"
+                .into(),
+        };
+        let Failure::Failed(error) = connection.failure("listing rollouts", busy) else {
+            panic!("429 is a failed operation, not an invalid one");
+        };
+        let text = error.to_string();
+        assert!(
+            text.contains("is busy, try again in 1s")
+                && text.contains("wait and run the command again"),
             "{text}"
         );
     }

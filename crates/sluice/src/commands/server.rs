@@ -42,6 +42,16 @@ pub struct ServerArgs {
     /// Seconds between an agent's check-ins, told to agents in every answer
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     checkin_interval: u64,
+    /// Check-ins admitted and not yet answered (waiting for a CPU or to become durable), at
+    /// most; past it a check-in is answered 429 with Retry-After and the agent comes back later
+    #[arg(long, value_name = "N", default_value_t = sluice_server::admission::DEFAULT_CHECKIN_QUEUE,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    checkin_queue: usize,
+    /// Requests a second each token may make to the API and the dashboard (agents' check-ins and
+    /// enrollments, /healthz, /readyz, /metrics excepted), in bursts of up to twice that; past it, 429
+    /// with Retry-After. 0: no limit
+    #[arg(long, value_name = "N", default_value_t = sluice_server::admission::DEFAULT_API_RATE)]
+    api_rate: u32,
     /// Serve HTTPS with this PEM certificate chain (the server's certificate first)
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -109,6 +119,8 @@ pub fn run(args: ServerArgs) -> Result<(), Failure> {
 async fn serve(listen: SocketAddr, args: ServerArgs) -> Result<(), Failure> {
     let mut config = Config::new(listen, &args.data_dir);
     config.next_checkin_s = args.checkin_interval;
+    config.checkin_queue = args.checkin_queue;
+    config.api_rate = args.api_rate;
     config.database_url = args.database_url.map(DatabaseUrl::new);
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         config.tls = Some(TlsFiles { cert, key });

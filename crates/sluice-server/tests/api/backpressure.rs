@@ -1,0 +1,234 @@
+//! Back-pressure: past the bound of check-ins waiting to become durable,
+//! a check-in is answered 429 with `Retry-After`, and every check-in
+//! acknowledged is durable all the same.
+
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sluice_store::{
+    Enrolled, Enrollment, Part, SampleRecord, SqliteStore, Store, StoreError, StoredEvent,
+    TokenRecord, Write,
+};
+use sluice_testkit::app::spawn_app_configured;
+use tempfile::TempDir;
+use tokio::sync::Mutex;
+
+use crate::helpers::{assert_error, host, metrics, spawn_app_in, wait_for, TestApp, DEADLINE};
+
+fn checkin(i: usize) -> Value {
+    json!({"host": host(i), "labels": {"role": "web"},
+           "components": {"docker-engine": {"version": "1.0", "state": "ok"}}})
+}
+
+/// Waits until `/metrics` shows `line`.
+async fn metric(app: &TestApp, line: &str) {
+    wait_for(line, DEADLINE, || async {
+        let text = metrics(app).await;
+        text.lines().any(|l| l == line).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn past_the_queue_bound_checkins_are_refused_with_retry_after_and_acknowledged_ones_are_durable(
+) {
+    let hold = Arc::new(Mutex::new(()));
+    let held = Arc::clone(&hold);
+    let app = spawn_app_configured(
+        Arc::new(TempDir::new().expect("temp dir")),
+        Some(Box::new(move |store| Arc::new(Held { store, hold: held }))),
+        |config| config.checkin_queue = 4,
+    )
+    .await;
+    let app = Arc::new(app);
+
+    // The store's commits are held: four check-ins wait to become durable.
+    let guard = Arc::clone(&hold).lock_owned().await;
+    let waiting: Vec<_> = (0..4)
+        .map(|i| {
+            let app = Arc::clone(&app);
+            tokio::spawn(async move { app.checkin_as(&app.admin, &checkin(i)).await.status() })
+        })
+        .collect();
+    metric(&app, "sluice_checkin_queue 4").await;
+
+    let refused = app.checkin_as(&app.admin, &checkin(4)).await;
+    let retry_after = refused
+        .headers()
+        .get("retry-after")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    assert_eq!(retry_after, Some(5), "a few seconds, within the interval");
+    let body = assert_error(refused, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("--checkin-queue")),
+        "{body}"
+    );
+    metric(&app, "sluice_checkins_rejected_total 1").await;
+
+    drop(guard);
+    for task in waiting {
+        assert_eq!(task.await.expect("task"), StatusCode::OK);
+    }
+    metric(&app, "sluice_checkin_queue 0").await;
+    // Room again: the refused host checks in when it comes back.
+    let again = app.checkin_as(&app.admin, &checkin(5)).await;
+    assert_eq!(again.status(), StatusCode::OK);
+
+    // Every acknowledged check-in survives a crash; the refused one left
+    // nothing behind.
+    let app = Arc::into_inner(app).expect("one owner");
+    let app = spawn_app_in(app.crash()).await;
+    let hosts: Value = app.json("/v1/hosts").await;
+    let mut ids: Vec<&str> = hosts["hosts"]
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .filter_map(|host| host["id"].as_str())
+        .collect();
+    ids.sort_unstable();
+    let expected: Vec<String> = [0, 1, 2, 3, 5].into_iter().map(host).collect();
+    assert_eq!(ids, expected);
+}
+
+/// The real SQLite store, whose commits wait while a test holds `hold`.
+#[derive(Debug)]
+struct Held {
+    store: SqliteStore,
+    hold: Arc<Mutex<()>>,
+}
+
+#[async_trait::async_trait]
+impl Store for Held {
+    async fn load_parts(&self, each: &mut (dyn FnMut(Part) + Send)) -> Result<(), StoreError> {
+        self.store.load_parts(each).await
+    }
+
+    async fn commit(&self, batch: &[Write]) -> Result<(), StoreError> {
+        let _held = self.hold.lock().await;
+        self.store.commit(batch).await
+    }
+
+    async fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.store.token(hash).await
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.store.tokens().await
+    }
+
+    async fn enroll(&self, enrollment: &Enrollment) -> Result<Enrolled, StoreError> {
+        self.store.enroll(enrollment).await
+    }
+
+    async fn events(
+        &self,
+        rollout: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.store.events(rollout, after, limit).await
+    }
+
+    async fn add_samples(&self, samples: &[SampleRecord]) -> Result<(), StoreError> {
+        self.store.add_samples(samples).await
+    }
+
+    async fn samples(&self, rollout: &str) -> Result<Vec<SampleRecord>, StoreError> {
+        self.store.samples(rollout).await
+    }
+
+    async fn schema_version(&self) -> Result<i64, StoreError> {
+        self.store.schema_version().await
+    }
+}
+
+#[tokio::test]
+async fn each_token_has_its_own_rate_and_check_ins_are_not_counted() {
+    let app = spawn_app_configured(
+        Arc::new(TempDir::new().expect("temp dir")),
+        None,
+        |config| config.api_rate = 1,
+    )
+    .await;
+    let viewer = app.token("viewer", None).await;
+
+    // One request a second, in bursts of two: a loop soon goes past it.
+    let mut refused = None;
+    for _ in 0..50 {
+        let response = app.get("/v1/rollouts", &viewer).await;
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let refused = refused.expect("the viewer token went past its rate");
+    let retry_after = refused
+        .headers()
+        .get("retry-after")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    assert!(retry_after.is_some_and(|s| s >= 1), "{retry_after:?}");
+    let body = assert_error(refused, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("--api-rate") && m.contains("1 requests a second")),
+        "{body}"
+    );
+
+    // Check-ins are not counted against a token's rate (the check-in queue
+    // bounds them), nor are the ops endpoints.
+    for i in 0..10 {
+        let response = app.checkin_as(&app.admin, &checkin(i)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    for _ in 0..10 {
+        metrics(&app).await;
+    }
+    // Another token has its own rate: the admin's, spent by one request
+    // (the viewer's creation), has room left.
+    let response = app.get("/v1/rollouts", &app.admin).await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_api_document_lists_the_429_answers() {
+    let app = crate::helpers::spawn_app().await;
+    let document: Value = app
+        .client
+        .get(app.url("/v1/openapi.json"))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let paths = &document["paths"];
+    for (path, method) in [
+        ("/v1/agent/checkin", "post"),
+        ("/v1/rollouts", "get"),
+        ("/v1/rollouts", "post"),
+        ("/v1/tokens", "post"),
+    ] {
+        let answer = &paths[path][method]["responses"]["429"];
+        assert!(
+            answer["headers"]["Retry-After"].is_object(),
+            "{path} {method}: {answer}"
+        );
+        assert_eq!(
+            answer["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/ErrorBody"
+        );
+    }
+    for (path, method) in [("/healthz", "get"), ("/v1/agent/enroll", "post")] {
+        assert!(
+            paths[path][method]["responses"]["429"].is_null(),
+            "{path} {method} is not limited"
+        );
+    }
+}
