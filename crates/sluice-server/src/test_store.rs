@@ -4,7 +4,9 @@
 
 use std::sync::Mutex;
 
-use sluice_store::{Part, SampleRecord, Store, StoreError, StoredEvent, TokenRecord, Write};
+use sluice_store::{
+    Part, SampleRecord, StateSampleRecord, Store, StoreError, StoredEvent, TokenRecord, Write,
+};
 
 /// Fails the first commits with `failures` (in order), then records every
 /// batch; each commit first waits for a permit of `gate`.
@@ -67,6 +69,10 @@ impl Store for TestStore {
     }
 
     async fn samples(&self, _: &str) -> Result<Vec<SampleRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn state_samples(&self, _: &str) -> Result<Vec<StateSampleRecord>, StoreError> {
         Ok(Vec::new())
     }
 

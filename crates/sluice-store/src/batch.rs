@@ -27,7 +27,8 @@ use std::hash::Hash;
 
 use crate::{
     ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, NewEvent, RolloutHostRecord,
-    RolloutRecord, SampleRecord, SessionRecord, StoreError, Timestamp, TokenRecord, Write,
+    RolloutRecord, SampleRecord, SessionRecord, StateSampleRecord, StoreError, Timestamp,
+    TokenRecord, Write,
 };
 
 /// A batch's writes by kind, each kind in batch order.
@@ -49,6 +50,7 @@ pub(crate) struct Grouped<'a> {
     /// The latest expiry written, if any: sessions expiring at or before it
     /// are deleted (an earlier one deletes a subset of them).
     pub sessions_expired: Option<Timestamp>,
+    pub state_samples: Vec<&'a StateSampleRecord>,
 }
 
 /// Groups `batch` by kind, preserving order within each kind.
@@ -69,6 +71,7 @@ pub(crate) fn group(batch: &[Write]) -> Grouped<'_> {
             Write::SessionsExpired(at) => {
                 g.sessions_expired = g.sessions_expired.max(Some(*at));
             }
+            Write::StateSample(r) => g.state_samples.push(r),
         }
     }
     g

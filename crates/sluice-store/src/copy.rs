@@ -48,7 +48,8 @@ use crate::sql::{self, page_key, Dialect, Key, Paged, Sink, Sql};
 use crate::sqlite::{self, SqliteStore};
 use crate::{
     batch, read, ComponentRecord, HostComponentRecord, HostRecord, PgStore, RolloutHostRecord,
-    RolloutRecord, SampleRecord, SessionRecord, StoreError, StoredEvent, TokenRecord,
+    RolloutRecord, SampleRecord, SessionRecord, StateSampleRecord, StoreError, StoredEvent,
+    TokenRecord,
 };
 
 /// How long the copy waits for the target's tables (another copy, a
@@ -268,6 +269,9 @@ async fn every_table(
     continue_events(source, tx).await?;
     let sample = read::sample::<String>;
     done(table(source, tx, &SAMPLES, sample, sample, sample_key).await?);
+    let state_sample = read::state_sample::<String>;
+    let key = state_sample_key;
+    done(table(source, tx, &STATE_SAMPLES, state_sample, state_sample, key).await?);
     Ok(copied)
 }
 
@@ -413,6 +417,25 @@ const SAMPLES: Paged = Paged {
 fn sample_key(s: &SampleRecord) -> Result<Vec<Key>, StoreError> {
     let at = sqlite::time_text(s.at).map_err(read::corrupt(
         "rollout_samples",
+        &format!("{}/{}", s.rollout, s.at),
+        "at",
+    ))?;
+    Ok(vec![Key::Text(s.rollout.clone()), Key::Text(at)])
+}
+
+const STATE_SAMPLES: Paged = Paged {
+    table: "rollout_state_samples",
+    columns: "rollout, at, CAST(counts AS TEXT) AS counts",
+    from: "rollout_state_samples",
+    filter: None,
+    key: &["rollout", "at"],
+    document: "rollout, at, counts",
+};
+
+/// A state sample's key as SQLite stores it: its time as canonical text.
+fn state_sample_key(s: &StateSampleRecord) -> Result<Vec<Key>, StoreError> {
+    let at = sqlite::time_text(s.at).map_err(read::corrupt(
+        "rollout_state_samples",
         &format!("{}/{}", s.rollout, s.at),
         "at",
     ))?;
@@ -569,6 +592,13 @@ impl Target for RolloutHostRecord {
 impl Target for StoredEvent {
     async fn write(conn: &mut PgConnection, rows: &[Self]) -> Result<(), StoreError> {
         postgres::insert_numbered_events(conn, &refs(rows)).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Target for StateSampleRecord {
+    async fn write(conn: &mut PgConnection, rows: &[Self]) -> Result<(), StoreError> {
+        Sql::<postgres::PgStore>::write_state_samples(conn, &refs(rows)).await
     }
 }
 

@@ -35,8 +35,8 @@ use crate::batch::{self, latest, token_key};
 use crate::read::{self, StoredTime};
 use crate::{
     ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, NewEvent, Part,
-    RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord, StoreError, StoredEvent,
-    Timestamp, TokenRecord, Write,
+    RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord, StateSampleRecord, StoreError,
+    StoredEvent, Timestamp, TokenRecord, Write,
 };
 
 /// A dialect's connection.
@@ -304,6 +304,9 @@ const EVENTS: &str = "SELECT seq, rollout, at, actor, kind, CAST(data AS TEXT) F
 
 const SAMPLES: &str = "SELECT rollout, at, CAST(versions AS TEXT) FROM rollout_samples \
                        WHERE rollout = $1 ORDER BY at";
+
+const STATE_SAMPLES: &str = "SELECT rollout, at, CAST(counts AS TEXT) FROM rollout_state_samples \
+                             WHERE rollout = $1 ORDER BY at";
 
 const SCHEMA_VERSION: &str = "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success";
 
@@ -736,8 +739,49 @@ where
         }
         D::upsert_tokens(conn, &latest(&g.tokens, |t| t.hash.as_str())).await?;
         Self::write_sessions(conn, &g.sessions, &g.ended_sessions, g.sessions_expired).await?;
+        let state_samples = latest(&g.state_samples, |s| (s.rollout.as_str(), s.at));
+        Self::write_state_samples(conn, &state_samples).await?;
         D::insert_events(conn, &g.events).await?;
         Ok(())
+    }
+
+    /// Samples of hosts by state, one statement each (a batch holds one per
+    /// rollout it changed); one with a stored sample's key replaces it.
+    pub(crate) async fn write_state_samples(
+        conn: &mut Conn<D>,
+        samples: &[&StateSampleRecord],
+    ) -> Result<(), StoreError> {
+        for s in samples {
+            let key = || format!("state sample of rollout {} at {}", s.rollout, s.at);
+            let at = D::Time::store(s.at)
+                .map_err(|e| StoreError::Refused(format!("{} at: {e}", key())))?;
+            let counts = serde_json::to_string(&s.counts)
+                .map_err(|e| StoreError::Refused(format!("encoding {}: {e}", key())))?;
+            sqlx::query(&format!(
+                "INSERT INTO rollout_state_samples (rollout, at, counts) VALUES ($1, $2, $3{}) \
+                 ON CONFLICT (rollout, at) DO UPDATE SET counts = excluded.counts",
+                D::AS_JSON
+            ))
+            .bind(s.rollout.clone())
+            .bind(at)
+            .bind(counts)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| D::classify(e, format_args!("writing {}", key())))?;
+        }
+        Ok(())
+    }
+
+    pub async fn state_samples(
+        store: &D,
+        rollout: &str,
+    ) -> Result<Vec<StateSampleRecord>, StoreError> {
+        let rows = sqlx::query_as(STATE_SAMPLES)
+            .bind(rollout.to_owned())
+            .fetch_all(store.readers())
+            .await
+            .map_err(D::reading("rollout_state_samples"))?;
+        read::each(rows, read::state_sample::<D::Time>)
     }
 
     /// The dashboard's sessions: the new ones, one statement each (a batch
@@ -960,6 +1004,13 @@ macro_rules! store {
                 rollout: &str,
             ) -> Result<Vec<$crate::SampleRecord>, $crate::StoreError> {
                 $crate::sql::Sql::samples(self, rollout).await
+            }
+
+            async fn state_samples(
+                &self,
+                rollout: &str,
+            ) -> Result<Vec<$crate::StateSampleRecord>, $crate::StoreError> {
+                $crate::sql::Sql::state_samples(self, rollout).await
             }
 
             async fn schema_version(&self) -> Result<i64, $crate::StoreError> {

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod agent;
 pub mod hosts;
 pub mod ops;
+pub mod report;
 pub mod rollouts;
 
 use std::sync::Arc;
@@ -86,6 +87,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(rollouts::abort))
         .routes(routes!(rollouts::rollback))
         .routes(routes!(rollouts::events))
+        .routes(routes!(report::report))
         .routes(routes!(hosts::list))
         .routes(routes!(hosts::detail))
         .routes(routes!(hosts::desired))

@@ -30,6 +30,7 @@ async fn the_openapi_document_lists_every_path() {
         ("/v1/rollouts/{id}/abort", "post"),
         ("/v1/rollouts/{id}/rollback", "post"),
         ("/v1/rollouts/{id}/events", "get"),
+        ("/v1/rollouts/{id}/report", "get"),
         ("/v1/hosts", "get"),
         ("/v1/hosts/{id}", "get"),
         ("/v1/hosts/{id}/desired", "get"),
@@ -53,7 +54,7 @@ async fn the_openapi_document_lists_every_path() {
             "{method} {path} missing from the OpenAPI document"
         );
     }
-    assert_eq!(paths.len(), 25, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 26, "{:?}", paths.keys().collect::<Vec<_>>());
     let schemas = document["components"]["schemas"]
         .as_object()
         .expect("schemas");
