@@ -259,7 +259,8 @@ pub struct FailedHost {
     pub reason: String,
     /// Its state now.
     pub state: String,
-    /// The last message it reported.
+    /// The last message it reported: its report's now, else the one its
+    /// last failure carried.
     pub last_message: Option<String>,
 }
 
@@ -775,6 +776,16 @@ fn failures(record: &Record<'_>) -> Failures {
             state: facts.map_or("(gone)", |f| f.state).to_owned(),
             last_message: facts.and_then(|f| f.message.clone()),
         });
+    }
+    // A host that reports no message now (back healthy, reverted) keeps
+    // the one its last failure carried.
+    for host in &mut hosts {
+        if host.last_message.is_none() {
+            host.last_message = host
+                .reason
+                .split_once("reported failed: ")
+                .map(|(_, message)| message.to_owned());
+        }
     }
     let group = |key: &str| {
         let mut groups: BTreeMap<String, Group> = BTreeMap::new();

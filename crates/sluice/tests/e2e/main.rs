@@ -11,6 +11,9 @@
 //!   holds, rollback reverts, a completed rollout changes only the hosts it covered;
 //! - `dashboard`: the dashboard in headless Chromium: links, sign-in, the
 //!   pause button, live updates, screenshots;
+//! - `report`: the retrospective of a rollout with failures in one role, a
+//!   failing gate, a pause, a SIGKILL and a rollback equals what its event
+//!   log says;
 //! - `db_copy`: a rollout under way moves from SQLite to PostgreSQL with
 //!   `sluice db copy` and finishes there, each stage admitting exactly the
 //!   preview's hosts.
@@ -24,3 +27,4 @@ mod db_copy;
 mod durability;
 mod fleet;
 mod full_rollout;
+mod report;
