@@ -69,6 +69,10 @@ pub fn router(app: AppState) -> Router {
         .route("/rollouts", get(pages::rollouts))
         .route("/rollouts/{id}", get(pages::rollout))
         .route("/rollouts/{id}/act/{action}", post(actions::act))
+        .route(
+            "/rollouts/{id}/report/{format}",
+            get(pages::report_download),
+        )
         .route("/hosts", get(pages::hosts))
         .route("/hosts/{id}", get(pages::host))
         .route("/freeze", post(actions::freeze))

@@ -129,8 +129,22 @@ fn float(value: &Value) -> f64 {
         .unwrap_or_else(|| panic!("{value} is not a number"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_report_of_a_rolled_back_rollout_tells_what_its_events_say() {
+/// A rollout played to the end of its rollback, and what it left.
+pub(crate) struct RolledBack {
+    pub sandbox: Sandbox,
+    pub id: String,
+    /// The HTTP gate's probe.
+    pub probe: FileServer,
+    /// The log as it stood when the server was killed.
+    pub before_kill: Vec<EventView>,
+    /// `sluice rollout report --format json`, once it saw the recovery.
+    pub report: Value,
+}
+
+/// Twenty hosts over `role` × `site`; the `db` hosts fail the target; the
+/// gate's probe fails once the first stage bakes, which pauses the rollout;
+/// SIGKILL and restart; resume; rollback; every host back.
+pub(crate) async fn rolled_back() -> RolledBack {
     let mut sandbox = Sandbox::start().await;
     let hosts = fleet();
     sandbox
@@ -195,8 +209,24 @@ async fn the_report_of_a_rolled_back_rollout_tells_what_its_events_say() {
     .await;
     stop.store(true, Ordering::Relaxed);
     agents.await.expect("the agents");
+    RolledBack {
+        sandbox,
+        id,
+        probe,
+        before_kill,
+        report: recovered,
+    }
+}
 
-    let report = recovered;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_of_a_rolled_back_rollout_tells_what_its_events_say() {
+    let RolledBack {
+        sandbox,
+        id,
+        probe,
+        before_kill,
+        report,
+    } = rolled_back().await;
     let log = events(&sandbox, &id).await;
     assert!(
         log.len() >= before_kill.len() && log[..before_kill.len()] == before_kill[..],
