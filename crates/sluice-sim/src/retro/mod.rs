@@ -867,11 +867,12 @@ fn actor(event: &Event) -> &str {
     event.actor.as_deref().unwrap_or("sluice")
 }
 
-/// The same change to every selected host at once: each stratum's hosts
-/// fail in the share of its admitted hosts that failed (strata the rollout
-/// never reached: the share over all admitted hosts), the failing hosts
-/// picked by a seeded hash, then the simulator runs a one-stage plan of
-/// 100 % without `max_in_flight` over them.
+/// The same change to every selected host at once: an admitted host fails
+/// as it did in the rollout; one never admitted fails in the share of its
+/// stratum's admitted hosts that failed (strata the rollout never reached:
+/// the share over all admitted hosts), picked by a seeded hash; then the
+/// simulator runs a one-stage plan of 100 % without `max_in_flight` over
+/// them.
 pub fn all_at_once(record: &Record<'_>, failures: &Failures) -> AllAtOnce {
     let plan = record.plan;
     let failed: HashSet<&str> = failures.hosts.iter().map(|h| h.host.as_str()).collect();
@@ -907,7 +908,12 @@ pub fn all_at_once(record: &Record<'_>, failures: &Failures) -> AllAtOnce {
             Some(&(admitted, failed)) if admitted > 0 => failed as f64 / admitted as f64,
             _ => overall,
         };
-        if failed.contains(host.id.as_str()) || crate::fault::draw(0, 0, &host.id) < share {
+        // An admitted host fails as it did; one never admitted is drawn.
+        let fails = match host.admitted_stage {
+            Some(_) => failed.contains(host.id.as_str()),
+            None => crate::fault::draw(0, 0, &host.id) < share,
+        };
+        if fails {
             failing.insert(host.id.clone());
         }
         let components: StrMap = host
@@ -922,9 +928,9 @@ pub fn all_at_once(record: &Record<'_>, failures: &Failures) -> AllAtOnce {
         });
     }
     let assumption = format!(
-        "every selected host told at once; each stratum fails in the share of its admitted hosts \
-         that failed ({:.1} % over all admitted hosts, used for strata never reached), \
-         the hosts that failed in the rollout among them",
+        "every selected host told at once; an admitted host fails as it did, one never admitted \
+         in the share of its stratum's admitted hosts that failed ({:.1} % over all admitted \
+         hosts, for strata never reached)",
         overall * 100.0
     );
     let mut once = plan.clone();
