@@ -15,5 +15,6 @@ mod hosts;
 mod openapi;
 mod postgres;
 mod prometheus;
+mod report;
 mod rollouts;
 mod stable;

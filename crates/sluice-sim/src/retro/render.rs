@@ -114,6 +114,8 @@ fn blocks(r: &Report) -> Vec<Block> {
     b.push(Block::Para(format!(
         "Generated at {} from {source}.",
         r.generated_at
+            .round(jiff::Unit::Second)
+            .unwrap_or(r.generated_at)
     )));
 
     b.push(Block::Heading(2, "Summary".to_owned()));
