@@ -153,7 +153,7 @@ fn timeline() -> Vec<Event> {
             GateEvaluated {
                 gate: "errors".into(),
                 outcome: GateOutcome::Pass,
-                evidence: "sum(rate(errors[5m]))=0.1 > 0.5".into(),
+                evidence: "sum(rate(errors[5m])) = 0.1, fail_if > 0.5".into(),
                 report_only: false,
             },
         ),
@@ -164,7 +164,7 @@ fn timeline() -> Vec<Event> {
             GateEvaluated {
                 gate: "errors".into(),
                 outcome: GateOutcome::Fail,
-                evidence: "sum(rate(errors[5m]))=0.9 > 0.5".into(),
+                evidence: "sum(rate(errors[5m])) = 0.9, fail_if > 0.5".into(),
                 report_only: false,
             },
         ),
@@ -174,7 +174,7 @@ fn timeline() -> Vec<Event> {
             GateFailed {
                 gate: "errors".into(),
                 failures: 1,
-                evidence: "sum(rate(errors[5m]))=0.9 > 0.5".into(),
+                evidence: "sum(rate(errors[5m])) = 0.9, fail_if > 0.5".into(),
             },
         ),
         event(
@@ -295,6 +295,7 @@ fn a_fixed_timeline_reads_as_its_golden_files() {
     assert_eq!(report.times.time_to_recover_s, Some(1740.0));
     assert_eq!(report.failures.by_role[0].value, "db");
     assert_eq!(report.gates.acted.len(), 2);
+    assert_eq!(report.gates.evaluations[1].value, Some(0.9));
     expect_file!["golden/timeline.md"].assert_eq(&render::markdown(&report, "timeline.svg"));
     expect_file!["golden/timeline.json"].assert_eq(&render::json(&report));
     expect_file!["golden/timeline.svg"].assert_eq(&render::chart(&report));

@@ -213,6 +213,9 @@ pub struct GateEvaluation {
     pub query: String,
     /// What fails it: `> 0.5`, `not 2xx`.
     pub threshold: String,
+    /// The value seen, when the evidence holds one: the (first failing)
+    /// series' value of a Prometheus query, the status of an HTTP answer.
+    pub value: Option<f64>,
     /// `pass`, `fail` or `no_data`.
     pub outcome: &'static str,
     /// What was seen, the value included.
@@ -681,6 +684,7 @@ fn gates(plan: &Plan, events: &[Event]) -> Gates {
                     at: event.at,
                     gate: gate.clone(),
                     kind,
+                    value: value_of(kind, &query, evidence),
                     query,
                     threshold,
                     outcome: outcome_name(*outcome),
@@ -730,6 +734,25 @@ fn gates(plan: &Plan, events: &[Event]) -> Gates {
         }
     }
     Gates { evaluations, acted }
+}
+
+/// The value in a gate's evidence, as the server writes it:
+/// `QUERY{series} = VALUE, fail_if …` for Prometheus, `GET URL: STATUS …`
+/// for HTTP; `None` for an error or no data.
+fn value_of(kind: &str, query: &str, evidence: &str) -> Option<f64> {
+    match kind {
+        "prometheus" => {
+            let rest = evidence.strip_prefix(query)?;
+            let (_, after) = rest.split_once(" = ")?;
+            after.split(',').next()?.trim().parse().ok()
+        }
+        "http" => {
+            let rest = evidence.strip_prefix(query)?.strip_prefix(": ")?;
+            let status: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            (status.len() == 3).then(|| status.parse().ok()).flatten()
+        }
+        _ => None,
+    }
 }
 
 fn outcome_name(outcome: GateOutcome) -> &'static str {

@@ -316,7 +316,15 @@ fn blocks(r: &Report) -> Vec<Block> {
         b.push(Block::Para("No external gate was evaluated.".into()));
     } else {
         b.push(Block::Table(
-            vec!["at", "gate", "query", "threshold", "outcome", "evidence"],
+            vec![
+                "at",
+                "gate",
+                "query",
+                "value",
+                "threshold",
+                "outcome",
+                "evidence",
+            ],
             r.gates
                 .evaluations
                 .iter()
@@ -329,6 +337,7 @@ fn blocks(r: &Report) -> Vec<Block> {
                             e.gate.clone()
                         },
                         e.query.clone(),
+                        e.value.map_or("—".into(), |v| v.to_string()),
                         e.threshold.clone(),
                         e.outcome.to_owned(),
                         e.evidence.clone(),

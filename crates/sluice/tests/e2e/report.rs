@@ -320,6 +320,13 @@ async fn the_report_of_a_rolled_back_rollout_tells_what_its_events_say() {
         assert_eq!(shown["outcome"], logged.data["outcome"]);
         assert_eq!(shown["evidence"], logged.data["evidence"]);
         assert_eq!(shown["query"], format!("GET {}", probe.url("ok")));
+        // The probe answers 200, or 404 once it went away.
+        let status = if logged.data["outcome"] == "pass" {
+            200.0
+        } else {
+            404.0
+        };
+        assert_eq!(shown["value"], status, "{shown}");
     }
     let acted = report["gates"]["acted"].as_array().expect("acted");
     assert_eq!(acted.len(), of("gate_failed").count());
