@@ -309,7 +309,8 @@ pub struct Times {
     pub time_to_recover_s: Option<f64>,
 }
 
-/// The retro's questions, with the facts that answer them.
+/// The retro's questions, with the facts that answer them (and, for the
+/// action items, what the facts suggest); the rest is the team's to write.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Prompts {
     pub went_well: Vec<String>,
@@ -1032,10 +1033,25 @@ fn prompts(report: &Report) -> Prompts {
         }
     }
     if b.all_at_once.hosts_failed > b.hosts_failed {
-        p.got_lucky.push(format!(
-            "an all-at-once push would have hurt about {} hosts instead of {}",
-            b.all_at_once.hosts_failed, b.hosts_failed
+        p.went_well.push(format!(
+            "stages kept the blast radius to {} hosts; an all-at-once push would have hurt about {}",
+            b.hosts_failed, b.all_at_once.hosts_failed
         ));
+    }
+    let external_acted = report
+        .gates
+        .acted
+        .iter()
+        .any(|a| a.gate != "host health (max_failed)");
+    if b.hosts_failed > 0 && !external_acted {
+        p.got_lucky.push(
+            "the hosts reported their failure themselves; no external gate saw it, so a failure \
+             hosts do not report (latency, errors) would have gone on"
+                .to_owned(),
+        );
+        p.action_items.push(
+            "add (or trial with report_only) a gate that would have seen this failure".to_owned(),
+        );
     }
     if let Some(recover) = t.time_to_recover_s {
         p.went_well.push(format!(

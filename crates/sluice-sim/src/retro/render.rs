@@ -456,14 +456,14 @@ fn blocks(r: &Report) -> Vec<Block> {
     ));
 
     b.push(Block::Heading(2, "Retro".to_owned()));
-    for (title, facts) in [
-        ("What went well", &r.prompts.went_well),
-        ("What went wrong", &r.prompts.went_wrong),
-        ("Where we got lucky", &r.prompts.got_lucky),
-        ("Action items", &r.prompts.action_items),
+    for (title, kind, facts) in [
+        ("What went well", "Fact", &r.prompts.went_well),
+        ("What went wrong", "Fact", &r.prompts.went_wrong),
+        ("Where we got lucky", "Fact", &r.prompts.got_lucky),
+        ("Action items", "Suggested", &r.prompts.action_items),
     ] {
         b.push(Block::Heading(3, title.to_owned()));
-        let mut items: Vec<String> = facts.iter().map(|f| format!("Fact: {f}")).collect();
+        let mut items: Vec<String> = facts.iter().map(|f| format!("{kind}: {f}")).collect();
         items.push("…".to_owned());
         b.push(Block::List(items));
     }
