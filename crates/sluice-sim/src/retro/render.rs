@@ -79,7 +79,7 @@ pub fn chart(report: &Report) -> String {
 enum Block {
     Heading(u8, String),
     Para(String),
-    Table(Vec<&'static str>, Vec<Vec<String>>),
+    Table(Vec<String>, Vec<Vec<String>>),
     List(Vec<String>),
     Chart,
 }
@@ -129,7 +129,7 @@ fn blocks(r: &Report) -> Vec<Block> {
             .join(", ")
     };
     b.push(Block::Table(
-        vec!["", ""],
+        vec!["Rollout".to_owned(), r.rollout.clone()],
         vec![
             vec!["Plan".into(), s.plan.clone()],
             vec!["Component".into(), s.component.clone()],
@@ -174,7 +174,7 @@ fn blocks(r: &Report) -> Vec<Block> {
         "Time to detect, halt, recover".to_owned(),
     ));
     b.push(Block::Table(
-        vec!["", "after the start¹", "at", "what"],
+        head(&["", "after the start¹", "at", "what"]),
         vec![
             vec![
                 "Detect²".into(),
@@ -205,7 +205,7 @@ fn blocks(r: &Report) -> Vec<Block> {
 
     b.push(Block::Heading(2, "Stages".to_owned()));
     b.push(Block::Table(
-        vec![
+        head(&[
             "stage",
             "percent",
             "quota",
@@ -216,7 +216,7 @@ fn blocks(r: &Report) -> Vec<Block> {
             "bake planned",
             "bake actual",
             "approval",
-        ],
+        ]),
         r.stages
             .iter()
             .map(|st| {
@@ -260,7 +260,7 @@ fn blocks(r: &Report) -> Vec<Block> {
         ));
     } else {
         b.push(Block::Table(
-            vec![
+            head(&[
                 "hold",
                 "stage",
                 "from",
@@ -269,7 +269,7 @@ fn blocks(r: &Report) -> Vec<Block> {
                 "by",
                 "why",
                 "released by",
-            ],
+            ]),
             r.holds
                 .iter()
                 .map(|h| {
@@ -297,7 +297,7 @@ fn blocks(r: &Report) -> Vec<Block> {
         b.push(Block::Para("No gate acted.".into()));
     } else {
         b.push(Block::Table(
-            vec!["gate that acted", "at", "evidence", "then"],
+            head(&["gate that acted", "at", "evidence", "then"]),
             r.gates
                 .acted
                 .iter()
@@ -316,7 +316,7 @@ fn blocks(r: &Report) -> Vec<Block> {
         b.push(Block::Para("No external gate was evaluated.".into()));
     } else {
         b.push(Block::Table(
-            vec![
+            head(&[
                 "at",
                 "gate",
                 "query",
@@ -324,7 +324,7 @@ fn blocks(r: &Report) -> Vec<Block> {
                 "threshold",
                 "outcome",
                 "evidence",
-            ],
+            ]),
             r.gates
                 .evaluations
                 .iter()
@@ -354,7 +354,7 @@ fn blocks(r: &Report) -> Vec<Block> {
         for (title, groups) in [("role", &r.failures.by_role), ("site", &r.failures.by_site)] {
             b.push(Block::Heading(3, format!("By {title}")));
             b.push(Block::Table(
-                vec![title, "failed", "admitted", "selected"],
+                head(&[title, "failed", "admitted", "selected"]),
                 groups
                     .iter()
                     .map(|g| {
@@ -370,7 +370,7 @@ fn blocks(r: &Report) -> Vec<Block> {
         }
         b.push(Block::Heading(3, "Failed hosts".to_owned()));
         b.push(Block::Table(
-            vec![
+            head(&[
                 "host",
                 "role",
                 "site",
@@ -380,7 +380,7 @@ fn blocks(r: &Report) -> Vec<Block> {
                 "now",
                 "reason",
                 "last message",
-            ],
+            ]),
             r.failures
                 .hosts
                 .iter()
@@ -404,7 +404,7 @@ fn blocks(r: &Report) -> Vec<Block> {
     let br = &r.blast_radius;
     b.push(Block::Heading(2, "Blast radius⁵".to_owned()));
     b.push(Block::Table(
-        vec!["", "hosts failed", "of"],
+        head(&["", "hosts failed", "of"]),
         vec![
             vec![
                 "This rollout".into(),
@@ -442,7 +442,7 @@ fn blocks(r: &Report) -> Vec<Block> {
 
     b.push(Block::Heading(2, "Timeline".to_owned()));
     b.push(Block::Table(
-        vec!["at", "by", "what"],
+        head(&["at", "by", "what"]),
         r.timeline
             .iter()
             .map(|e| {
@@ -478,6 +478,11 @@ fn blocks(r: &Report) -> Vec<Block> {
         format!("⁶ {}.", br.all_at_once.assumption),
     ]));
     b
+}
+
+/// A table's head.
+fn head(columns: &[&str]) -> Vec<String> {
+    columns.iter().map(|c| (*c).to_owned()).collect()
 }
 
 /// An event in words.
@@ -622,7 +627,7 @@ pub fn html_body(report: &Report) -> String {
             Block::Table(head, rows) => {
                 out.push_str("<table><thead><tr>");
                 for h in head {
-                    let _ = write!(out, "<th>{}</th>", escape(h));
+                    let _ = write!(out, "<th>{}</th>", escape(&h));
                 }
                 out.push_str("</tr></thead><tbody>");
                 for row in rows {
