@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use sluice_core::duration::Duration;
 use sluice_core::fleet::{Host, HostId, Labels, StrMap};
 use sluice_core::percent::Percent;
-use sluice_core::plan::{Plan, Stage};
+use sluice_core::plan::{OnFailure, Plan, Stage};
 use sluice_core::rollout::{Event, EventKind, GateOutcome, HoldReason, HostCounts, Rollout};
 
 use crate::fault::Fault;
@@ -371,7 +371,11 @@ pub fn build(record: &Record<'_>) -> Report {
         hosts_selected,
         hosts_admitted,
         max_in_flight,
-        on_failure: format!("{:?}", plan.on_failure).to_lowercase(),
+        on_failure: match plan.on_failure {
+            OnFailure::Pause => "pause",
+            OnFailure::Rollback => "rollback",
+        }
+        .to_owned(),
     };
 
     let stages = stages(record);
