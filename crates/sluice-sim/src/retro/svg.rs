@@ -121,9 +121,15 @@ pub fn chart(samples: &[StateSample], title: &str) -> String {
     }
     for i in 0..=4 {
         let t = span * f64::from(i) / 4.0;
+        // The ends' labels stay inside the chart.
+        let anchor = match i {
+            0 => "start",
+            4 => "end",
+            _ => "middle",
+        };
         let _ = write!(
             out,
-            r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#333">+{}</text>"##,
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="{anchor}" fill="#333">+{}</text>"##,
             LEFT + plot_w * f64::from(i) / 4.0,
             TOP + plot_h + 14.0,
             human(t)
