@@ -13,7 +13,8 @@
 //! - [`session`]: sign-in with a bearer token, the sessions (stored like
 //!   tokens, held in memory by the leader) behind an HttpOnly
 //!   SameSite=Strict cookie, CSRF tokens;
-//! - [`pages`]: the GET handlers and their templates;
+//! - [`pages`]: the GET handlers and their templates (a rollout's Report
+//!   tab and its downloads among them, made by [`crate::retro`]);
 //! - [`actions`]: sign-in, sign-out and the POST forms (rollout actions and
 //!   the freeze), which go through the API's own code paths;
 //! - [`views`]: what each page shows, computed from [`crate::world::World`];
