@@ -1034,7 +1034,7 @@ pub fn backoff_delay(interval: Duration, failures: u32, unit: f64) -> Duration {
 /// Any other answer (401, 403, 422, 500, …) is the server's verdict on the
 /// request itself, which another server of the same cluster would repeat:
 /// the check-in fails there, and is retried with backoff.
-fn cannot_serve(error: &ClientError) -> bool {
+pub(crate) fn cannot_serve(error: &ClientError) -> bool {
     error.is_unreachable() || matches!(error.status(), Some(502..=504))
 }
 

@@ -266,7 +266,6 @@ async fn sha256_of(path: &Path) -> std::io::Result<String> {
     }
 }
 
-
 /// A size such as `512MiB`, `2GiB`, `100MB` or `1048576` (bytes): whole
 /// numbers, with B, KB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB
 /// (powers of 1024); at least one byte.

@@ -153,8 +153,12 @@ pub struct Commands {
 /// The whole configuration file, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileConfig {
-    /// `token_file`: where the agent token is (read at start).
+    /// `token_file`: where the agent token is (read at start; written by
+    /// an enrollment when it does not exist yet).
     pub token_file: Option<PathBuf>,
+    /// `enroll_token_file`: an enrollment token, with which the agent gets
+    /// its own token at first contact while `token_file` does not exist.
+    pub enroll_token_file: Option<PathBuf>,
     /// `ca_file`: a PEM CA certificate to trust (beside the system's) for
     /// an `https://` server whose certificate a private CA signed.
     pub ca_file: Option<PathBuf>,
@@ -196,6 +200,7 @@ impl std::error::Error for ConfigError {}
 struct RawConfig {
     server: Spanned<RawServers>,
     token_file: Option<PathBuf>,
+    enroll_token_file: Option<Spanned<PathBuf>>,
     ca_file: Option<PathBuf>,
     id: Option<Spanned<String>>,
     interval: Option<Spanned<String>>,
@@ -486,8 +491,16 @@ impl FileConfig {
                 enforce: raw.enforce.is_some_and(Spanned::into_inner),
             });
         }
+        if let (Some(enroll), None) = (&raw.enroll_token_file, &raw.token_file) {
+            return Err(locate(
+                Some(enroll.span()),
+                Some("enroll_token_file".into()),
+                "needs token_file: where the token the enrollment gives is kept (such as /etc/sluice/agent.token)".into(),
+            ));
+        }
         Ok(FileConfig {
             token_file: raw.token_file,
+            enroll_token_file: raw.enroll_token_file.map(Spanned::into_inner),
             ca_file: raw.ca_file,
             labels_cmd: raw.labels_cmd,
             agent: AgentConfig {
@@ -736,6 +749,10 @@ version_cmd = "cat /etc/docker/daemon.json.version"
                 "agent.toml:7:14: component[0].health_cmd: a component in mode = \"facts\" is checked by config management",
             ),
             ("token_file = \"t\"\n", "missing field `server`"),
+            (
+                "server = \"http://a:1\"\nenroll_token_file = \"/etc/sluice/enroll.token\"\n",
+                "agent.toml:2:21: enroll_token_file: needs token_file",
+            ),
         ];
         for (text, expected) in cases {
             let error = parse(text).expect_err(text);
@@ -744,6 +761,19 @@ version_cmd = "cat /etc/docker/daemon.json.version"
                 "{text}\n→ {error}\nwanted {expected}"
             );
         }
+    }
+
+    #[test]
+    fn an_enrollment_token_file_goes_with_a_token_file() {
+        let config = parse(
+            "server = \"http://a:1\"\ntoken_file = \"/etc/sluice/agent.token\"\nenroll_token_file = \"/etc/sluice/enroll.token\"\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            config.enroll_token_file.as_deref(),
+            Some(Path::new("/etc/sluice/enroll.token"))
+        );
+        assert_eq!(parse(SPEC_EXAMPLE).expect("valid").enroll_token_file, None);
     }
 
     #[test]

@@ -17,7 +17,8 @@
 //! memory (no file, `state_file: None`), share one [`Client`] among all
 //! agents, and plug in a simulated host by implementing [`HostOps`]. An
 //! agent checks in with the [`Servers`] of its config, through the client's
-//! pool, token and timeouts.
+//! pool, token and timeouts. An agent with only an enrollment token first
+//! gets a token of its own ([`enroll`]).
 //!
 //! ```no_run
 //! use std::collections::BTreeMap;
@@ -83,6 +84,7 @@ mod agent;
 mod artifact;
 pub mod cli;
 pub mod config;
+pub mod enroll;
 mod facts;
 mod ops;
 mod state;

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use sluice_agent::cli::Args;
+use sluice_agent::enroll::enroll_host;
 use sluice_agent::{Agent, Binary, Client, Exit, FileConfig, OwnApply, ShellOps};
 use tracing_subscriber::EnvFilter;
 
@@ -37,19 +38,30 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let token = match &config.token_file {
-        Some(path) => match std::fs::read_to_string(path) {
-            Ok(token) => Some(token.trim().to_owned()),
-            Err(error) => {
+    let read = |path: &std::path::Path, field: &str| {
+        std::fs::read_to_string(path)
+            .map(|token| token.trim().to_owned())
+            .map_err(|error| {
                 eprintln!(
-                    "error: {}: token_file: cannot read {}: {error}",
+                    "error: {}: {field}: cannot read {}: {error}",
                     args.config.display(),
                     path.display()
                 );
-                return ExitCode::from(2);
-            }
+                ExitCode::from(2)
+            })
+    };
+    // With an enrollment token and no token file yet, the agent enrolls
+    // first (with the enrollment token) and writes the token file.
+    let (token, enrollment) = match (&config.token_file, &config.enroll_token_file) {
+        (Some(path), Some(enroll)) if !path.exists() => match read(enroll, "enroll_token_file") {
+            Ok(secret) => (Some(secret), Some(path.clone())),
+            Err(code) => return code,
         },
-        None => None,
+        (Some(path), _) => match read(path, "token_file") {
+            Ok(token) => (Some(token), None),
+            Err(code) => return code,
+        },
+        (None, _) => (None, None),
     };
     // One client (one pool, the token, the CA): the agent turns it to each
     // server of the list in turn.
@@ -75,6 +87,9 @@ fn main() -> ExitCode {
         Err(error) => {
             let field = match error {
                 sluice_client::ClientError::InvalidCaCertificate { .. } => "ca_file",
+                sluice_client::ClientError::InvalidToken if enrollment.is_some() => {
+                    "enroll_token_file"
+                }
                 sluice_client::ClientError::InvalidToken => "token_file",
                 _ => "server",
             };
@@ -115,14 +130,37 @@ fn main() -> ExitCode {
         "sluice-agent starting"
     );
     let outcome = runtime.block_on(async {
-        let mut agent = Agent::new(config.agent, client, Arc::new(ops))?;
+        // With an enrollment token and no token file yet: enroll first.
+        let client = match &enrollment {
+            Some(token_file) => {
+                let enrolled = tokio::select! {
+                    enrolled = enroll_host(&client, &config.agent, &ops, token_file, args.once) => enrolled,
+                    () = shutdown_signal() => return Ok(Exit::Shutdown),
+                };
+                match enrolled.map(|token| client.with_token(&token)) {
+                    Ok(Ok(client)) => client,
+                    Ok(Err(error)) => return Err(format!("the enrolled token: {error}")),
+                    Err(error) => return Err(error.to_string()),
+                }
+            }
+            None => client,
+        };
+        let mut agent =
+            Agent::new(config.agent, client, Arc::new(ops)).map_err(|error| error.to_string())?;
         if args.once {
-            return agent.run_once().await.map(|()| Exit::Shutdown);
+            return agent
+                .run_once()
+                .await
+                .map(|()| Exit::Shutdown)
+                .map_err(|error| error.to_string());
         }
         if let Some(binary) = binary.clone() {
             agent = agent.with_binary(binary);
         }
-        agent.run(shutdown_signal()).await
+        agent
+            .run(shutdown_signal())
+            .await
+            .map_err(|error| error.to_string())
     });
     drop(runtime);
     match (outcome, binary) {

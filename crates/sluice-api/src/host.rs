@@ -73,3 +73,13 @@ pub struct HostList {
 
 /// `GET /v1/hosts/{id}/desired`: component → desired version.
 pub type DesiredMap = BTreeMap<String, String>;
+
+wire! {
+/// `POST /v1/hosts/{id}/reenroll`: the host's tokens are revoked; its agent
+/// may enroll again with an enrollment token.
+pub struct Reenrolled {
+    pub host: String,
+    /// Tokens bound to the host, revoked.
+    pub tokens_revoked: u64,
+}
+}

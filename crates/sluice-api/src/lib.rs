@@ -7,7 +7,8 @@
 //!
 //! Layout: [`agent`] (the check-in), [`rollout`] (operators' view and
 //! actions), [`host`] (inventory), [`admin`] (components, freeze, tokens),
-//! [`cluster`] (the replicas and their leader),
+//! [`cluster`] (the replicas and their leader), [`dashboard`] (one-time
+//! sign-in links),
 //! [`error`] (the error body every endpoint shares), [`vocabulary`] (the
 //! closed sets of words: states, phases, actions, roles). Re-exported from
 //! `sluice-types`: [`HostId`] and [`duration`], the one duration grammar of
@@ -16,9 +17,11 @@
 pub mod admin;
 pub mod agent;
 pub mod cluster;
+pub mod dashboard;
 pub mod error;
 pub mod host;
 pub mod rollout;
+pub mod schema;
 pub mod vocabulary;
 
 pub use sluice_types::{duration, HostId};

@@ -12,11 +12,28 @@ pub struct Created {
 }
 }
 
+/// The body of `POST /v1/rollouts` in the OpenAPI document: a plan (the
+/// server reads it as text, with the plan parser).
+#[cfg(feature = "openapi")]
+#[derive(Debug)]
+pub struct Plan;
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Plan {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::schema::plan().into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Plan {}
+
 wire! {
 /// The body of every operator action (`start`, `pause`, `resume`, `advance`,
 /// `approve`, `abort`, `rollback`) and of `PUT`/`DELETE /v1/freeze`.
 #[serde(deny_unknown_fields)]
 pub struct Reason {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::reason))]
     pub reason: String,
 }
 }

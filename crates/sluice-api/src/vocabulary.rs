@@ -157,8 +157,12 @@ vocabulary! {
 vocabulary! {
     /// What a token may do.
     Role ("role") {
-        /// Check-in only, bound to a host id.
+        /// Check-in only (and its own host's desired versions), bound to a
+        /// host id and, when an enrollment made it, to that selector.
         Agent = "agent",
+        /// Enrolls hosts whose labels match its selector, a limited number
+        /// of times; nothing else.
+        Enroll = "enroll",
         /// Reads everything, changes nothing.
         Viewer = "viewer",
         /// Creates rollouts and acts on them.

@@ -36,12 +36,14 @@ use reqwest::header::{HeaderValue, CONTENT_TYPE};
 use reqwest::{Method, RequestBuilder, Url};
 use serde::de::DeserializeOwned;
 use sluice_api::admin::{
-    ComponentList, FreezeView, Role, StableChange, StableRequest, TokenCreated, TokenRequest,
+    ComponentList, FreezeView, Role, StableChange, StableRequest, TokenCreated, TokenList,
+    TokenRequest, TokenRevoked,
 };
-use sluice_api::agent::{CheckinRequest, CheckinResponse};
+use sluice_api::agent::{CheckinRequest, CheckinResponse, EnrollRequest, EnrollResponse};
 use sluice_api::cluster::ClusterView;
+use sluice_api::dashboard::SigninLink;
 use sluice_api::error::ErrorBody;
-use sluice_api::host::{DesiredMap, HostList, HostView, ImportHost, ImportResult};
+use sluice_api::host::{DesiredMap, HostList, HostView, ImportHost, ImportResult, Reenrolled};
 use sluice_api::rollout::{
     Action, Created, EventList, Reason, RolloutDetail, RolloutList, RolloutSummary,
 };
@@ -476,14 +478,62 @@ impl Client {
         host: Option<&HostId>,
         name: Option<&str>,
     ) -> Result<TokenCreated, ClientError> {
+        self.request_token(&TokenRequest {
+            role,
+            host: host.cloned(),
+            name: name.map(str::to_owned),
+            selector: None,
+            uses: None,
+            expires: None,
+        })
+        .await
+    }
+
+    /// `POST /v1/tokens` with every field (an enrollment token's selector
+    /// and uses, an expiry): a new token; its secret is in the answer only.
+    pub async fn request_token(&self, token: &TokenRequest) -> Result<TokenCreated, ClientError> {
         let request = self
             .request(Method::POST, &["v1", "tokens"], &[])
-            .json(&TokenRequest {
-                role,
-                host: host.cloned(),
-                name: name.map(str::to_owned),
-            });
+            .json(token);
         self.send_json(request, "POST /v1/tokens").await
+    }
+
+    /// `POST /v1/signin-links`: a one-time dashboard sign-in link for this
+    /// client's token.
+    pub async fn signin_link(&self) -> Result<SigninLink, ClientError> {
+        let request = self.request(Method::POST, &["v1", "signin-links"], &[]);
+        self.send_json(request, "POST /v1/signin-links").await
+    }
+
+    /// `GET /v1/tokens`: every token (of `role`), never a secret.
+    pub async fn tokens(&self, role: Option<Role>) -> Result<TokenList, ClientError> {
+        let query: Vec<(&str, &str)> = role.iter().map(|role| ("role", role.as_str())).collect();
+        let request = self.request(Method::GET, &["v1", "tokens"], &query);
+        self.send_json(request, "GET /v1/tokens").await
+    }
+
+    /// `DELETE /v1/tokens/{id}`: revokes the token of this id (or name).
+    pub async fn revoke_token(&self, id: &str) -> Result<TokenRevoked, ClientError> {
+        let request = self.request(Method::DELETE, &["v1", "tokens", id], &[]);
+        self.send_json(request, &format!("DELETE /v1/tokens/{id}"))
+            .await
+    }
+
+    /// `POST /v1/agent/enroll` (with an enrollment token): the host's own
+    /// token, shown once.
+    pub async fn enroll(&self, enrollment: &EnrollRequest) -> Result<EnrollResponse, ClientError> {
+        let request = self
+            .request(Method::POST, &["v1", "agent", "enroll"], &[])
+            .json(enrollment);
+        self.send_json(request, "POST /v1/agent/enroll").await
+    }
+
+    /// `POST /v1/hosts/{id}/reenroll`: revokes the host's tokens so that it
+    /// may enroll again.
+    pub async fn reenroll(&self, host: &str) -> Result<Reenrolled, ClientError> {
+        let request = self.request(Method::POST, &["v1", "hosts", host, "reenroll"], &[]);
+        self.send_json(request, &format!("POST /v1/hosts/{host}/reenroll"))
+            .await
     }
 
     /// `GET /healthz`: succeeds when the server answers 2xx.

@@ -182,7 +182,7 @@ async fn a_token_request_carries_role_host_and_name() {
     let (url, seen) = stub(
         "201 Created",
         "application/json",
-        r#"{"token":"sl_abc","role":"agent","host":"web-1.example.net"}"#,
+        r#"{"token":"sl_abc","id":"1b4f0e9851971998","role":"agent","host":"web-1.example.net"}"#,
     )
     .await;
     let client = Client::builder(&url)
@@ -204,6 +204,38 @@ async fn a_token_request_carries_role_host_and_name() {
     assert_eq!(
         body,
         serde_json::json!({"role": "agent", "host": "web-1.example.net", "name": "web-1"})
+    );
+}
+
+#[tokio::test]
+async fn an_enrollment_carries_host_and_labels_with_the_enrollment_token() {
+    let (url, seen) = stub(
+        "201 Created",
+        "application/json",
+        r#"{"token":"slc_own","id":"60303ae22b998861","host":"web-1.example.net","selector":"site in (lon, sto)"}"#,
+    )
+    .await;
+    let client = Client::builder(&url)
+        .token("slc_enroll")
+        .build()
+        .expect("client");
+    let enrolled = client
+        .enroll(&sluice_api::agent::EnrollRequest {
+            host: "web-1.example.net".parse().expect("a host id"),
+            labels: [("site".to_owned(), "sto".to_owned())].into(),
+        })
+        .await
+        .expect("enrolled");
+    assert_eq!(
+        (enrolled.token.as_str(), enrolled.selector.as_str()),
+        ("slc_own", "site in (lon, sto)")
+    );
+    let seen = seen.await.expect("stub");
+    assert_eq!(seen.request_line, "POST /v1/agent/enroll HTTP/1.1");
+    let body: serde_json::Value = serde_json::from_str(&seen.body).expect("json body");
+    assert_eq!(
+        body,
+        serde_json::json!({"host": "web-1.example.net", "labels": {"site": "sto"}})
     );
 }
 

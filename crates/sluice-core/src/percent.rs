@@ -55,7 +55,9 @@ impl Percent {
         let mut units = whole.saturating_mul(UNITS_PER_PERCENT);
         let mut scale = UNITS_PER_PERCENT / 10;
         for digit in fraction.bytes() {
-            units += u64::from(digit - b'0') * scale;
+            // Saturating: a whole part near u64::MAX / 10,000 must stay
+            // "more than 100", never wrap to a small percentage.
+            units = units.saturating_add(u64::from(digit - b'0') * scale);
             scale /= 10;
         }
         if units == 0 {
@@ -141,6 +143,24 @@ mod tests {
 
     fn pct(text: &str) -> Percent {
         Percent::parse(text).expect(text)
+    }
+
+    /// Found by the API schema test: `percent: 1844674407370955.5`
+    /// overflowed (a panic in debug builds, in release a wrap to a small
+    /// percentage that would have been accepted).
+    #[test]
+    fn a_huge_whole_part_with_a_fraction_is_more_than_100() {
+        for text in [
+            "1844674407370955.5",
+            "1844674407370955.9999",
+            "18446744073709551615.5",
+        ] {
+            let error = Percent::parse(text).expect_err(text);
+            assert!(
+                error.to_string().contains("more than 100"),
+                "{text}: {error}"
+            );
+        }
     }
 
     #[test]

@@ -81,6 +81,18 @@ impl Selector {
         self.requirements.iter().all(|r| r.matches(labels))
     }
 
+    /// The first requirement (in canonical order) that a host's labels do
+    /// not satisfy: its label key and the requirement as written
+    /// canonically (`site in (lon, sto)`); `None`: they match. `label`
+    /// gives a label's value by its key, so that labels kept in any map (a
+    /// check-in's) are checked without building [`Labels`].
+    pub fn unmet_by<'l>(&self, label: impl Fn(&str) -> Option<&'l str>) -> Option<(&str, String)> {
+        self.requirements
+            .iter()
+            .find(|r| !r.holds_for(label(&r.key)))
+            .map(|r| (r.key.as_str(), r.to_string()))
+    }
+
     /// Whether the selector has no requirement, and so selects every host.
     pub fn is_empty(&self) -> bool {
         self.requirements.is_empty()
@@ -126,7 +138,12 @@ impl fmt::Display for Selector {
 
 impl Requirement {
     fn matches(&self, labels: &Labels) -> bool {
-        let value = labels.get(&self.key);
+        self.holds_for(labels.get(&self.key))
+    }
+
+    /// Whether the requirement holds for its label's `value` (`None`: the
+    /// host lacks the label).
+    fn holds_for(&self, value: Option<&str>) -> bool {
         match &self.op {
             Operator::Exists => value.is_some(),
             Operator::DoesNotExist => value.is_none(),
@@ -706,6 +723,32 @@ mod tests {
         ("site in (sto, lon), role != web", "c"),
         ("in in (a)", ""),
     ];
+
+    #[test]
+    fn unmet_names_the_first_requirement_labels_break() {
+        fn unmet(selector: &Selector, spec: &str) -> Option<(String, String)> {
+            let labels = labels(spec);
+            selector
+                .unmet_by(|key| labels.get(key))
+                .map(|(key, requirement)| (key.to_owned(), requirement))
+        }
+        let selector = Selector::parse("site in (sto, lon), role!=build").expect("valid");
+        assert_eq!(unmet(&selector, "site=sto,role=web"), None);
+        assert_eq!(
+            unmet(&selector, "site=par,role=web"),
+            Some(("site".to_owned(), "site in (lon, sto)".to_owned()))
+        );
+        assert_eq!(
+            unmet(&selector, "site=lon,role=build"),
+            Some(("role".to_owned(), "role!=build".to_owned()))
+        );
+        assert_eq!(
+            unmet(&selector, "role=web"),
+            Some(("site".to_owned(), "site in (lon, sto)".to_owned())),
+            "a missing label"
+        );
+        assert_eq!(unmet(&Selector::default(), ""), None);
+    }
 
     #[test]
     fn matches_exactly_the_expected_hosts() {

@@ -1,11 +1,13 @@
 //! A store for unit tests of the group commit and of what answers reveal:
 //! it refuses a given number of commits, then records every batch, and
-//! each commit first waits for a permit the test hands out.
+//! each commit first waits for a permit the test hands out. Token lookups
+//! give the answers the test queued, each once a permit of its own lets it.
 
 use std::sync::Mutex;
 
 use sluice_store::{
-    Part, SampleRecord, StateSampleRecord, Store, StoreError, StoredEvent, TokenRecord, Write,
+    Enrolled, Enrollment, Part, SampleRecord, StateSampleRecord, Store, StoreError, StoredEvent,
+    TokenRecord, Write,
 };
 
 /// Fails the first commits with `failures` (in order), then records every
@@ -15,6 +17,12 @@ pub struct TestStore {
     pub failures: Mutex<Vec<StoreError>>,
     pub gate: tokio::sync::Semaphore,
     pub batches: Mutex<Vec<Vec<Write>>>,
+    /// What `token` answers, in order; then nothing.
+    pub lookups: Mutex<std::collections::VecDeque<TokenRecord>>,
+    /// Each `token` lookup first waits for a permit of this.
+    pub lookup_gate: tokio::sync::Semaphore,
+    /// `token` lookups begun.
+    pub lookups_begun: std::sync::atomic::AtomicUsize,
 }
 
 impl TestStore {
@@ -24,6 +32,9 @@ impl TestStore {
             failures: Mutex::new(failures),
             gate: tokio::sync::Semaphore::new(tokio::sync::Semaphore::MAX_PERMITS),
             batches: Mutex::default(),
+            lookups: Mutex::default(),
+            lookup_gate: tokio::sync::Semaphore::new(tokio::sync::Semaphore::MAX_PERMITS),
+            lookups_begun: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -57,7 +68,22 @@ impl Store for TestStore {
     }
 
     async fn token(&self, _: &str) -> Result<Option<TokenRecord>, StoreError> {
-        Ok(None)
+        self.lookups_begun
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.lookup_gate
+            .acquire()
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?
+            .forget();
+        Ok(self.lookups.lock().expect("lock").pop_front())
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn enroll(&self, _: &Enrollment) -> Result<Enrolled, StoreError> {
+        Ok(Enrolled::UnknownToken)
     }
 
     async fn events(&self, _: &str, _: i64, _: u32) -> Result<Vec<StoredEvent>, StoreError> {

@@ -74,6 +74,7 @@ pub fn action(action: api::Action) -> core::Action {
 pub fn wire_role(role: TokenRole) -> Role {
     match role {
         TokenRole::Agent => Role::Agent,
+        TokenRole::Enroll => Role::Enroll,
         TokenRole::Viewer => Role::Viewer,
         TokenRole::Operator => Role::Operator,
         TokenRole::Admin => Role::Admin,
@@ -84,6 +85,7 @@ pub fn wire_role(role: TokenRole) -> Role {
 pub fn stored_role(role: Role) -> TokenRole {
     match role {
         Role::Agent => TokenRole::Agent,
+        Role::Enroll => TokenRole::Enroll,
         Role::Viewer => TokenRole::Viewer,
         Role::Operator => TokenRole::Operator,
         Role::Admin => TokenRole::Admin,

@@ -44,6 +44,12 @@ pub(crate) struct Grouped<'a> {
     /// turns the freeze off.
     pub freeze: Option<Option<&'a FreezeRecord>>,
     pub tokens: Vec<&'a TokenRecord>,
+    /// The hashes of revoked tokens.
+    pub revoked_tokens: Vec<&'a str>,
+    /// The hosts whose tokens were revoked.
+    pub revoked_hosts: Vec<&'a str>,
+    /// Tokens used: hash and time.
+    pub tokens_used: Vec<(&'a str, Timestamp)>,
     pub sessions: Vec<&'a SessionRecord>,
     /// The hashes of the sessions that ended.
     pub ended_sessions: Vec<&'a str>,
@@ -66,6 +72,9 @@ pub(crate) fn group(batch: &[Write]) -> Grouped<'_> {
             Write::Event(r) => g.events.push(r),
             Write::Freeze(r) => g.freeze = Some(r.as_ref()),
             Write::Token(r) => g.tokens.push(r),
+            Write::TokenRevoked(hash) => g.revoked_tokens.push(hash),
+            Write::HostTokensRevoked(host) => g.revoked_hosts.push(host),
+            Write::TokenUsed { hash, at } => g.tokens_used.push((hash, *at)),
             Write::Session(r) => g.sessions.push(r),
             Write::SessionEnded(hash) => g.ended_sessions.push(hash),
             Write::SessionsExpired(at) => {

@@ -26,8 +26,8 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use crate::{
-    ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, Loaded, NewEvent, Part,
-    ReportedState, RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord,
+    ComponentRecord, Enrolled, Enrollment, FreezeRecord, HostComponentRecord, HostRecord, Loaded,
+    NewEvent, Part, ReportedState, RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord,
     StateSampleRecord, Store, StoreError, StoredEvent, Timestamp, TokenRecord, TokenRole, Write,
 };
 
@@ -66,6 +66,10 @@ macro_rules! store_conformance_suite {
             freeze_turns_on_and_off,
             tokens_are_stored,
             tokens_are_found_by_their_hash,
+            tokens_keep_their_lifecycle_and_are_revoked,
+            enrollment_takes_a_use_and_binds_the_host,
+            enrollment_refuses_expired_used_up_unknown_and_enrolled,
+            concurrent_enrollments_never_exceed_the_uses,
             dashboard_sessions_are_kept_until_they_end_or_expire,
             components_hold_their_stable_version,
             a_failed_batch_leaves_nothing_behind,
@@ -262,6 +266,10 @@ fn sample_batch() -> Vec<Write> {
             host: Some("a".to_owned()),
             name: None,
             created_at: at(0),
+            selector: None,
+            expires_at: None,
+            uses_left: None,
+            last_used_at: None,
         }),
         Write::Session(session(0xa1, 720)),
     ]
@@ -615,6 +623,10 @@ pub async fn tokens_are_stored(backend: &dyn Backend) -> Result<(), StoreError> 
         host: Some("sto-playlist-a1.example.net".to_owned()),
         name: None,
         created_at: at(1),
+        selector: None,
+        expires_at: None,
+        uses_left: None,
+        last_used_at: None,
     };
     let admin = TokenRecord {
         hash: "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752".to_owned(),
@@ -622,6 +634,10 @@ pub async fn tokens_are_stored(backend: &dyn Backend) -> Result<(), StoreError> 
         host: None,
         name: Some("first start".to_owned()),
         created_at: at(0),
+        selector: None,
+        expires_at: None,
+        uses_left: None,
+        last_used_at: None,
     };
     store
         .commit(&[Write::Token(agent.clone()), Write::Token(admin.clone())])
@@ -641,6 +657,10 @@ pub async fn tokens_are_found_by_their_hash(backend: &dyn Backend) -> Result<(),
         host: Some("sto-playlist-a1.example.net".to_owned()),
         name: Some("a1".to_owned()),
         created_at: at(1),
+        selector: None,
+        expires_at: None,
+        uses_left: None,
+        last_used_at: None,
     };
     assert_eq!(store.token(&agent.hash).await?, None);
     store.commit(&[Write::Token(agent.clone())]).await?;
@@ -653,10 +673,283 @@ pub async fn tokens_are_found_by_their_hash(backend: &dyn Backend) -> Result<(),
         host: None,
         name: None,
         created_at: at(2),
+        selector: None,
+        expires_at: None,
+        uses_left: None,
+        last_used_at: None,
     };
     let other = backend.open().await?;
     other.commit(&[Write::Token(viewer.clone())]).await?;
     assert_eq!(store.token(&viewer.hash).await?, Some(viewer));
+    Ok(())
+}
+
+/// An enrollment token with `uses` uses left, expiring at `expires`.
+fn enroll_token(hash: &str, uses: i64, expires: Option<Timestamp>) -> TokenRecord {
+    TokenRecord {
+        selector: Some("site in (sto, lon)".to_owned()),
+        expires_at: expires,
+        uses_left: Some(uses),
+        name: Some("fleet".to_owned()),
+        ..TokenRecord::new(hash.to_owned(), TokenRole::Enroll, at(0))
+    }
+}
+
+/// `host` enrolling with the enrollment token of `hash` at minute `minute`.
+fn enrollment(enroll_hash: &str, host: &str, minute: u32) -> Enrollment {
+    let hash = format!(
+        "{:0>64}",
+        host.bytes().map(|b| format!("{b:02x}")).collect::<String>()
+    );
+    let hash: String = hash.chars().rev().take(64).collect();
+    Enrollment {
+        enroll_token: enroll_hash.to_owned(),
+        token: TokenRecord {
+            host: Some(host.to_owned()),
+            selector: Some("site in (sto, lon)".to_owned()),
+            ..TokenRecord::new(hash, TokenRole::Agent, at(minute))
+        },
+        event: NewEvent {
+            rollout: None,
+            at: at(minute),
+            actor: Some("fleet".to_owned()),
+            kind: "host_enrolled".to_owned(),
+            data: serde_json::json!({ "host": host }),
+        },
+        now: at(minute),
+    }
+}
+
+/// Expiry, selector, uses left and last use round-trip; a use only moves
+/// the last use later; a revoked token is gone, and so are the tokens of a
+/// revoked host, others kept.
+pub async fn tokens_keep_their_lifecycle_and_are_revoked(
+    backend: &dyn Backend,
+) -> Result<(), StoreError> {
+    let store = backend.open().await?;
+    let enroll = enroll_token(&"e1".repeat(32), 5000, Some(at(60 * 24)));
+    let a = TokenRecord {
+        host: Some("a.example.net".to_owned()),
+        ..TokenRecord::new("a1".repeat(32), TokenRole::Agent, at(1))
+    };
+    let b = TokenRecord {
+        host: Some("b.example.net".to_owned()),
+        ..TokenRecord::new("b1".repeat(32), TokenRole::Agent, at(1))
+    };
+    store
+        .commit(&[
+            Write::Token(enroll.clone()),
+            Write::Token(a.clone()),
+            Write::Token(b.clone()),
+        ])
+        .await?;
+    assert_eq!(store.token(&enroll.hash).await?, Some(enroll.clone()));
+    store
+        .commit(&[
+            Write::TokenUsed {
+                hash: a.hash.clone(),
+                at: at(5),
+            },
+            Write::TokenUsed {
+                hash: a.hash.clone(),
+                at: at(3),
+            },
+        ])
+        .await?;
+    store
+        .commit(&[Write::TokenUsed {
+            hash: a.hash.clone(),
+            at: at(4),
+        }])
+        .await?;
+    let used = store.token(&a.hash).await?.expect("stored");
+    assert_eq!(used.last_used_at, Some(at(5)), "a use only moves it later");
+    // A token written again keeps the store's count and last use.
+    store
+        .commit(&[Write::Token(TokenRecord {
+            uses_left: Some(1),
+            ..enroll.clone()
+        })])
+        .await?;
+    assert_eq!(
+        store.token(&enroll.hash).await?.and_then(|t| t.uses_left),
+        Some(5000)
+    );
+
+    store
+        .commit(&[Write::TokenRevoked(enroll.hash.clone())])
+        .await?;
+    assert_eq!(store.token(&enroll.hash).await?, None);
+    store
+        .commit(&[Write::HostTokensRevoked("a.example.net".to_owned())])
+        .await?;
+    assert_eq!(store.token(&a.hash).await?, None);
+    let left: Vec<String> = store.tokens().await?.into_iter().map(|t| t.hash).collect();
+    assert_eq!(left, vec![b.hash.clone()]);
+    assert_eq!(load(&*store).await?.tokens, vec![b]);
+    Ok(())
+}
+
+/// An enrollment takes one use, stores the host's token (bound to its host
+/// and selector) with its event, and says how many uses are left.
+pub async fn enrollment_takes_a_use_and_binds_the_host(
+    backend: &dyn Backend,
+) -> Result<(), StoreError> {
+    let store = backend.open().await?;
+    let enroll = enroll_token(&"e1".repeat(32), 2, Some(at(60)));
+    store.commit(&[Write::Token(enroll.clone())]).await?;
+    let first = enrollment(&enroll.hash, "a.example.net", 1);
+    assert_eq!(store.enroll(&first).await?, Enrolled::Done { uses_left: 1 });
+    assert_eq!(
+        store.token(&first.token.hash).await?,
+        Some(first.token.clone())
+    );
+    let stored = store.token(&enroll.hash).await?.expect("stored");
+    assert_eq!(
+        (stored.uses_left, stored.last_used_at),
+        (Some(1), Some(at(1)))
+    );
+    Ok(())
+}
+
+/// What an enrollment refuses writes nothing: an expired, used-up or
+/// unknown token (or one of another role), a host already bound to a token.
+pub async fn enrollment_refuses_expired_used_up_unknown_and_enrolled(
+    backend: &dyn Backend,
+) -> Result<(), StoreError> {
+    let store = backend.open().await?;
+    let live = enroll_token(&"e1".repeat(32), 1, Some(at(60)));
+    let expired = enroll_token(&"e2".repeat(32), 9, Some(at(10)));
+    let viewer = TokenRecord::new("f1".repeat(32), TokenRole::Viewer, at(0));
+    let bound = TokenRecord {
+        host: Some("taken.example.net".to_owned()),
+        ..TokenRecord::new("a1".repeat(32), TokenRole::Agent, at(0))
+    };
+    store
+        .commit(&[
+            Write::Token(live.clone()),
+            Write::Token(expired.clone()),
+            Write::Token(viewer.clone()),
+            Write::Token(bound),
+        ])
+        .await?;
+    let taken = enrollment(&live.hash, "taken.example.net", 1);
+    assert_eq!(store.enroll(&taken).await?, Enrolled::AlreadyEnrolled);
+    assert_eq!(
+        store.token(&live.hash).await?.and_then(|t| t.uses_left),
+        Some(1),
+        "the use is given back"
+    );
+    assert_eq!(
+        store
+            .enroll(&enrollment(&expired.hash, "x.example.net", 10))
+            .await?,
+        Enrolled::Expired(at(10))
+    );
+    assert_eq!(
+        store
+            .enroll(&enrollment(&viewer.hash, "x.example.net", 1))
+            .await?,
+        Enrolled::UnknownToken
+    );
+    assert_eq!(
+        store
+            .enroll(&enrollment(&"00".repeat(32), "x.example.net", 1))
+            .await?,
+        Enrolled::UnknownToken
+    );
+    assert_eq!(
+        store
+            .enroll(&enrollment(&live.hash, "x.example.net", 2))
+            .await?,
+        Enrolled::Done { uses_left: 0 }
+    );
+    assert_eq!(
+        store
+            .enroll(&enrollment(&live.hash, "y.example.net", 3))
+            .await?,
+        Enrolled::UsedUp
+    );
+    let hosts: Vec<Option<String>> = store.tokens().await?.into_iter().map(|t| t.host).collect();
+    assert!(
+        !hosts.contains(&Some("y.example.net".to_owned())),
+        "{hosts:?}"
+    );
+    Ok(())
+}
+
+/// Enrollments running at once, through separate handles on the database
+/// (as replicas would), take exactly the uses the token had: every other
+/// one is used up, and one host enrolling twice at once is bound once.
+pub async fn concurrent_enrollments_never_exceed_the_uses(
+    backend: &dyn Backend,
+) -> Result<(), StoreError> {
+    const USES: i64 = 5;
+    const HOSTS: usize = 24;
+    let setup = backend.open().await?;
+    let enroll = enroll_token(&"e1".repeat(32), USES, None);
+    let other = enroll_token(&"e2".repeat(32), 10, None);
+    setup
+        .commit(&[Write::Token(enroll.clone()), Write::Token(other.clone())])
+        .await?;
+    let handles = [
+        backend.open().await?,
+        backend.open().await?,
+        backend.open().await?,
+    ];
+    let handles: Vec<std::sync::Arc<dyn Store>> =
+        handles.into_iter().map(std::sync::Arc::from).collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..HOSTS {
+        let store = std::sync::Arc::clone(&handles[i % handles.len()]);
+        let e = enrollment(&enroll.hash, &format!("h{i}.example.net"), 1);
+        tasks.spawn(async move { store.enroll(&e).await });
+    }
+    // One host, twice at once, with two enrollment tokens.
+    for (i, hash) in [&enroll.hash, &other.hash].into_iter().enumerate() {
+        let store = std::sync::Arc::clone(&handles[i]);
+        let mut e = enrollment(hash, "twice.example.net", 1);
+        e.token.hash = format!("{:0>64}", i + 1);
+        tasks.spawn(async move { store.enroll(&e).await });
+    }
+    let mut done = 0;
+    let mut used_up = 0;
+    while let Some(result) = tasks.join_next().await {
+        match result.expect("the task ran")? {
+            Enrolled::Done { .. } => done += 1,
+            Enrolled::UsedUp => used_up += 1,
+            Enrolled::AlreadyEnrolled => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let tokens = setup.tokens().await?;
+    let twice = tokens
+        .iter()
+        .filter(|t| t.host.as_deref() == Some("twice.example.net"))
+        .count();
+    assert_eq!(twice, 1, "one host bound once");
+    let by_enroll = tokens
+        .iter()
+        .filter(|t| t.host.as_deref().is_some_and(|h| h.starts_with('h')))
+        .count();
+    let left = |hash: &str| {
+        tokens
+            .iter()
+            .find(|t| t.hash == hash)
+            .and_then(|t| t.uses_left)
+    };
+    let taken = (USES - left(&enroll.hash).unwrap_or(-1)) + (10 - left(&other.hash).unwrap_or(-1));
+    assert_eq!(
+        i64::try_from(by_enroll + twice).expect("small"),
+        taken,
+        "every use taken bound one host"
+    );
+    assert!(
+        by_enroll <= USES as usize,
+        "{by_enroll} hosts enrolled with {USES} uses"
+    );
+    assert_eq!(done, by_enroll + twice);
+    assert!(used_up >= HOSTS - USES as usize, "{used_up} used up");
     Ok(())
 }
 
@@ -805,6 +1098,10 @@ pub async fn a_failed_batch_leaves_nothing_behind(backend: &dyn Backend) -> Resu
             host: None,
             name: None,
             created_at: at(9),
+            selector: None,
+            expires_at: None,
+            uses_left: None,
+            last_used_at: None,
         }),
     ];
     match store.commit(&bad).await {

@@ -368,11 +368,11 @@ const ROLLOUTS: Paged = Paged {
 
 const TOKENS: Paged = Paged {
     table: "tokens",
-    columns: "hash, role, host, name, created_at",
+    columns: sql::token_columns!(),
     from: "tokens",
     filter: None,
     key: &["hash"],
-    document: "hash, role, host, name, created_at",
+    document: sql::token_columns!(),
 };
 
 /// Expired ones too, as they are: the server deletes them.

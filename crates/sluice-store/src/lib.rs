@@ -68,6 +68,13 @@ pub enum Write {
     Freeze(Option<FreezeRecord>),
     /// Stores a new token.
     Token(TokenRecord),
+    /// Deletes the token of this hash (revoked).
+    TokenRevoked(String),
+    /// Deletes every token bound to this host (it may enroll again).
+    HostTokensRevoked(String),
+    /// The token of `hash` was used at `at` (kept if later than the
+    /// stored last use).
+    TokenUsed { hash: String, at: Timestamp },
     /// Stores a new dashboard session (or replaces the one of its hash).
     Session(SessionRecord),
     /// Deletes the dashboard session of this hash (its user signed out).
@@ -91,6 +98,9 @@ impl Write {
             Write::Component(_) => "component",
             Write::Freeze(_) => "freeze",
             Write::Token(_) => "token",
+            Write::TokenRevoked(_) => "token_revoked",
+            Write::HostTokensRevoked(_) => "host_tokens_revoked",
+            Write::TokenUsed { .. } => "token_used",
             Write::Session(_) => "session",
             Write::SessionEnded(_) => "session_ended",
             Write::SessionsExpired(_) => "sessions_expired",
@@ -185,6 +195,62 @@ pub struct TokenRecord {
     pub host: Option<String>,
     pub name: Option<String>,
     pub created_at: Timestamp,
+    /// For enrollment tokens, the selector an enrolling host's labels must
+    /// match; for the tokens they made, the same selector, which the host's
+    /// labels must keep matching.
+    pub selector: Option<String>,
+    /// The token is refused from then on; `None`: it does not expire.
+    pub expires_at: Option<Timestamp>,
+    /// For enrollment tokens, how many more hosts they may enroll (counted
+    /// down by [`Store::enroll`], never by a batch).
+    pub uses_left: Option<i64>,
+    /// When it was last used, as last written (a batch only moves it later).
+    pub last_used_at: Option<Timestamp>,
+}
+
+impl TokenRecord {
+    /// A token of `role` created at `created_at`, with nothing else set.
+    pub fn new(hash: String, role: TokenRole, created_at: Timestamp) -> TokenRecord {
+        TokenRecord {
+            hash,
+            role,
+            host: None,
+            name: None,
+            created_at,
+            selector: None,
+            expires_at: None,
+            uses_left: None,
+            last_used_at: None,
+        }
+    }
+}
+
+/// A host enrolling with an enrollment token ([`Store::enroll`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Enrollment {
+    /// The hash of the enrollment token's secret.
+    pub enroll_token: String,
+    /// The host's new token (role agent, bound to its host and selector).
+    pub token: TokenRecord,
+    /// The event that records the enrollment.
+    pub event: NewEvent,
+    /// The enrollment token must not have expired by then.
+    pub now: Timestamp,
+}
+
+/// What [`Store::enroll`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enrolled {
+    /// The host's token is stored; the enrollment token has this many uses left.
+    Done { uses_left: i64 },
+    /// No enrollment token has that hash (never made, or revoked).
+    UnknownToken,
+    /// The enrollment token expired then.
+    Expired(Timestamp),
+    /// The enrollment token has no use left.
+    UsedUp,
+    /// A token is already bound to the host.
+    AlreadyEnrolled,
 }
 
 /// A signed-in dashboard session (table `dashboard_sessions`). Like a
@@ -194,7 +260,9 @@ pub struct TokenRecord {
 /// they are stored. Its CSRF token is derived from the secret, not stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {
-    /// SHA-256 of the session's secret, hex.
+    /// SHA-256 of the session's secret, hex. The server also keeps its
+    /// one-time sign-in links as sessions not yet handed out, their hash
+    /// prefixed `link:`; the store does not tell them apart.
     pub hash: String,
     /// The hash of the token the session was signed in with.
     pub token: String,
@@ -346,6 +414,7 @@ stored_names! {
     /// What a token may do.
     TokenRole {
         Agent = "agent",
+        Enroll = "enroll",
         Viewer = "viewer",
         Operator = "operator",
         Admin = "admin",
@@ -436,6 +505,18 @@ pub trait Store: Send + Sync + 'static {
     /// standby, which holds no tokens in memory, checks the callers of the
     /// endpoints it answers itself here.
     async fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// Every stored token, oldest first (`sluice token list`): as the
+    /// database holds them now, uses left and last uses included.
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// Enrolls a host, in one transaction (fenced like a commit): takes one
+    /// use of the enrollment token if it has one left and has not expired,
+    /// and stores the host's token and the event, unless a token is already
+    /// bound to the host. Concurrent enrollments, through any process, never
+    /// take more uses than the token had, nor bind two tokens to one host.
+    /// Anything but [`Enrolled::Done`] writes nothing.
+    async fn enroll(&self, enrollment: &Enrollment) -> Result<Enrolled, StoreError>;
 
     /// A rollout's events with `seq > after`, oldest first, at most `limit`.
     async fn events(

@@ -169,6 +169,10 @@ pub fn known_schema_version() -> i64 {
 /// near it; one that does merely retries the commit.
 const FENCED_IDLE_TIMEOUT: &str = "1s";
 
+/// How long taking the lease waits for the lease row's lock: well below
+/// the second a standby waits for the answer (`replica::leadership`).
+const ACQUIRE_LOCK_TIMEOUT: &str = "500ms";
+
 /// Fails with [`StoreError::Fenced`] unless the fence's holder holds the
 /// lease of its epoch and it has not expired. Locks the lease row `FOR
 /// SHARE` until the transaction ends, so that a takeover waits for this
@@ -238,8 +242,22 @@ impl Cluster for PgStore {
     ) -> Result<Option<Lease>, StoreError> {
         // ON CONFLICT locks the row (waiting for fenced commits in flight)
         // and then checks the expiry against the clock as it is after the
-        // wait.
-        let row: Option<LeaseRow> = sqlx::query_as(&format!(
+        // wait. The wait is bounded by `lock_timeout`, below the time a
+        // standby waits for this answer: a statement that outlived its
+        // caller could otherwise take the lease for a replica that never
+        // learns it, and no one would lead until that lease ran out.
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| classify(e, "acquiring the leader lease"))?;
+        sqlx::query(&format!(
+            "SET LOCAL lock_timeout = '{ACQUIRE_LOCK_TIMEOUT}'"
+        ))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| classify(e, "acquiring the leader lease"))?;
+        let row: Option<LeaseRow> = match sqlx::query_as(&format!(
             "INSERT INTO leader_lease (id, {LEASE_COLUMNS}) \
              VALUES (1, $1, $2, 1, clock_timestamp(), clock_timestamp(), \
                      clock_timestamp() + $3 * interval '1 microsecond') \
@@ -254,9 +272,18 @@ impl Cluster for PgStore {
         .bind(holder)
         .bind(address)
         .bind(ttl_micros(ttl)?)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
-        .map_err(|e| classify(e, "acquiring the leader lease"))?;
+        {
+            Ok(row) => row,
+            // The row is locked by a commit of the leader in flight: the
+            // leader is alive, the lease is not free.
+            Err(e) if is_lock_not_available(&e) => return Ok(None),
+            Err(e) => return Err(classify(e, "acquiring the leader lease")),
+        };
+        tx.commit()
+            .await
+            .map_err(|e| classify(e, "acquiring the leader lease"))?;
         row.map(lease).transpose()
     }
 
@@ -535,22 +562,41 @@ impl Dialect for PgStore {
         rows: &[&TokenRecord],
     ) -> Result<(), StoreError> {
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            // The uses left and the last use are the store's to count.
             sqlx::query(
-                "INSERT INTO tokens (hash, role, host, name, created_at) \
+                "INSERT INTO tokens (hash, role, host, name, created_at, selector, expires_at, \
+                                     uses_left, last_used_at) \
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
-                                      $5::timestamptz[]) \
+                                      $5::timestamptz[], $6::text[], $7::timestamptz[], \
+                                      $8::bigint[], $9::timestamptz[]) \
                  ON CONFLICT (hash) DO UPDATE SET role = excluded.role, host = excluded.host, \
-                     name = excluded.name, created_at = excluded.created_at",
+                     name = excluded.name, created_at = excluded.created_at, \
+                     selector = excluded.selector, expires_at = excluded.expires_at",
             )
             .bind(column(chunk, |t| t.hash.as_str()))
             .bind(column(chunk, |t| t.role.as_str()))
             .bind(column(chunk, |t| t.host.as_deref()))
             .bind(column(chunk, |t| t.name.as_deref()))
             .bind(column(chunk, |t| PgTime::from(t.created_at)))
+            .bind(column(chunk, |t| t.selector.as_deref()))
+            .bind(column(chunk, |t| t.expires_at.map(PgTime::from)))
+            .bind(column(chunk, |t| t.uses_left))
+            .bind(column(chunk, |t| t.last_used_at.map(PgTime::from)))
             .execute(&mut *conn)
             .await
             .map_err(|e| writing(e, || describe("token", chunk, |t| token_key(&t.hash))))?;
         }
+        Ok(())
+    }
+
+    /// A transaction-scoped advisory lock on the host's name: released at
+    /// commit or rollback, so it is safe behind transaction pooling.
+    async fn lock_enrollment(conn: &mut PgConnection, host: &str) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("sluice enroll {host}"))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| classify(e, format_args!("locking the enrollment of host {host}")))?;
         Ok(())
     }
 
@@ -805,6 +851,11 @@ fn code_kind(code: &str) -> Kind {
 }
 
 const FOREIGN_KEY_VIOLATION: &str = "23503";
+const LOCK_NOT_AVAILABLE: &str = "55P03";
+
+fn is_lock_not_available(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some(LOCK_NOT_AVAILABLE))
+}
 
 /// `url` with its password replaced by `***`, for messages and logs; a
 /// URL that does not parse is shown as `postgres://…` (it may hold a

@@ -180,20 +180,38 @@ pub(crate) fn freeze<T: StoredTime>(
     })
 }
 
-/// `hash, role, host, name, created_at`.
-pub(crate) type TokenRow<T> = (String, String, Option<String>, Option<String>, T);
+/// `hash, role, host, name, created_at, selector, expires_at, uses_left,
+/// last_used_at`.
+pub(crate) type TokenRow<T> = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    T,
+    Option<String>,
+    Option<T>,
+    Option<i64>,
+    Option<T>,
+);
 
 pub(crate) fn token<T: StoredTime>(
-    (hash, role, host, name_, created_at): TokenRow<T>,
+    (hash, role, host, name_, created_at, selector, expires_at, uses_left, last_used_at): TokenRow<
+        T,
+    >,
 ) -> Result<TokenRecord, StoreError> {
     // The hash is not a secret, but a prefix names the row well enough.
     let key = token_key(&hash);
+    let maybe = |at: Option<T>, column| at.map(|at| time(at, "tokens", &key, column)).transpose();
     Ok(TokenRecord {
         role: name::<TokenRole>(&role, "tokens", &key, "role")?,
         created_at: time(created_at, "tokens", &key, "created_at")?,
+        expires_at: maybe(expires_at, "expires_at")?,
+        last_used_at: maybe(last_used_at, "last_used_at")?,
         hash,
         host,
         name: name_,
+        selector,
+        uses_left,
     })
 }
 

@@ -34,9 +34,9 @@ use sqlx::{
 use crate::batch::{self, latest, token_key};
 use crate::read::{self, StoredTime};
 use crate::{
-    ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, NewEvent, Part,
-    RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord, StateSampleRecord, StoreError,
-    StoredEvent, Timestamp, TokenRecord, Write,
+    ComponentRecord, Enrolled, Enrollment, FreezeRecord, HostComponentRecord, HostRecord, NewEvent,
+    Part, RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord, StateSampleRecord, StoreError, StoredEvent,
+    Timestamp, TokenRecord, TokenRole, Write,
 };
 
 /// A dialect's connection.
@@ -133,6 +133,14 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     async fn upsert_tokens(conn: &mut Conn<Self>, rows: &[&TokenRecord]) -> Result<(), StoreError>;
+
+    /// Makes concurrent enrollments of `host` (with any enrollment token)
+    /// wait for each other until the end of the transaction, so that
+    /// neither misses the token the other binds to it. Nothing by default:
+    /// SQLite's one writer runs one transaction at a time.
+    async fn lock_enrollment(_conn: &mut Conn<Self>, _host: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Appends events, numbered in the order of `rows`.
     async fn insert_events(conn: &mut Conn<Self>, rows: &[&NewEvent]) -> Result<(), StoreError>;
@@ -290,11 +298,22 @@ const ROLLOUTS: &str = "SELECT id, name, component, state, plan, CAST(header AS 
 
 pub(crate) const FREEZE: &str = "SELECT actor, reason, since FROM \"freeze\" WHERE id = 1";
 
-const TOKENS: &str =
-    "SELECT hash, role, host, name, created_at FROM tokens ORDER BY created_at, hash";
+/// A token's columns, as `read::token` takes them.
+macro_rules! token_columns {
+    () => {
+        "hash, role, host, name, created_at, selector, expires_at, uses_left, last_used_at"
+    };
+}
+pub(crate) use token_columns;
+
+const TOKENS: &str = concat!(
+    "SELECT ",
+    token_columns!(),
+    " FROM tokens ORDER BY created_at, hash"
+);
 
 /// One token, by the hash of its secret.
-const TOKEN: &str = "SELECT hash, role, host, name, created_at FROM tokens WHERE hash = $1";
+const TOKEN: &str = concat!("SELECT ", token_columns!(), " FROM tokens WHERE hash = $1");
 
 const SESSIONS: &str = "SELECT hash, token, created_at, expires_at FROM dashboard_sessions \
                         ORDER BY created_at, hash";
@@ -673,6 +692,102 @@ where
         row.map(read::token).transpose()
     }
 
+    pub async fn tokens(store: &D) -> Result<Vec<TokenRecord>, StoreError> {
+        let rows: Vec<read::TokenRow<D::Time>> = sqlx::query_as(TOKENS)
+            .fetch_all(store.readers())
+            .await
+            .map_err(D::reading("tokens"))?;
+        read::each(rows, read::token::<D::Time>)
+    }
+
+    /// See [`Store::enroll`](crate::Store::enroll). The use is taken first
+    /// (the UPDATE locks the enrollment token's row, so enrollments with one
+    /// token take their turns and each sees the count the last one left),
+    /// and given back by the rollback when the host turns out enrolled.
+    pub async fn enroll(store: &D, e: &Enrollment) -> Result<Enrolled, StoreError> {
+        let host = e.token.host.as_deref().ok_or_else(|| {
+            StoreError::Refused("an enrollment's token must be bound to a host".to_owned())
+        })?;
+        let batch = [Write::Token(e.token.clone()), Write::Event(e.event.clone())];
+        let Some(mut tx) = store.begin(&batch).await? else {
+            return Err(StoreError::Refused(
+                "an enrollment writes a token".to_owned(),
+            ));
+        };
+        let outcome = Self::enrolling(&mut tx, e, host, &batch).await;
+        match outcome {
+            Ok(Enrolled::Done { uses_left }) => {
+                tx.commit()
+                    .await
+                    .map_err(|err| D::classify(err, "committing an enrollment"))?;
+                Ok(Enrolled::Done { uses_left })
+            }
+            other => {
+                // A failed rollback is not worth reporting over the outcome:
+                // sqlx rolls back again before the connection is next used.
+                let _ = tx.rollback().await;
+                other
+            }
+        }
+    }
+
+    async fn enrolling(
+        conn: &mut Conn<D>,
+        e: &Enrollment,
+        host: &str,
+        batch: &[Write],
+    ) -> Result<Enrolled, StoreError> {
+        D::lock_enrollment(conn, host).await?;
+        let now = D::Time::store(e.now)
+            .map_err(|err| StoreError::Refused(format!("an enrollment's time: {err}")))?;
+        let taken: Option<i64> = sqlx::query_scalar(
+            "UPDATE tokens SET uses_left = uses_left - 1, last_used_at = $2 \
+             WHERE hash = $1 AND role = 'enroll' AND uses_left > 0 \
+             AND (expires_at IS NULL OR expires_at > $2) RETURNING uses_left",
+        )
+        .bind(e.enroll_token.clone())
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|err| D::classify(err, "taking a use of an enrollment token"))?;
+        let Some(uses_left) = taken else {
+            // Why not: read the token as it stands.
+            let row: Option<read::TokenRow<D::Time>> = sqlx::query_as(TOKEN)
+                .bind(e.enroll_token.clone())
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(D::reading("tokens"))?;
+            let Some(token) = row.map(read::token).transpose()? else {
+                return Ok(Enrolled::UnknownToken);
+            };
+            return Ok(match token {
+                t if t.role != TokenRole::Enroll => Enrolled::UnknownToken,
+                TokenRecord {
+                    expires_at: Some(at),
+                    ..
+                } if at <= e.now => Enrolled::Expired(at),
+                _ => Enrolled::UsedUp,
+            });
+        };
+        let bound: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens WHERE host = $1")
+            .bind(host.to_owned())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(D::reading("tokens"))?;
+        if bound > 0 {
+            return Ok(Enrolled::AlreadyEnrolled);
+        }
+        if let Err(failure) = Self::apply(conn, batch).await {
+            return Err(match failure {
+                Failure::Store(err) => err,
+                Failure::TakenName(_) | Failure::Dangling => {
+                    StoreError::Refused(format!("enrolling host {host}"))
+                }
+            });
+        }
+        Ok(Enrolled::Done { uses_left })
+    }
+
     pub async fn events(
         store: &D,
         rollout: &str,
@@ -727,7 +842,7 @@ where
         D::upsert_components(conn, &latest(&g.components, |c| c.name.as_str())).await?;
         // One rollout per statement (they are few), in batch order, so that
         // the unique-name rule meets them in that order.
-        for rollout in g.rollouts {
+        for rollout in &g.rollouts {
             Self::upsert_rollout(conn, rollout).await?;
         }
         let rollout_hosts = latest(&g.rollout_hosts, |rh| {
@@ -738,10 +853,53 @@ where
             Self::set_freeze(conn, freeze).await?;
         }
         D::upsert_tokens(conn, &latest(&g.tokens, |t| t.hash.as_str())).await?;
+        Self::write_token_changes(conn, &g).await?;
         Self::write_sessions(conn, &g.sessions, &g.ended_sessions, g.sessions_expired).await?;
         let state_samples = latest(&g.state_samples, |s| (s.rollout.as_str(), s.at));
         Self::write_state_samples(conn, &state_samples).await?;
         D::insert_events(conn, &g.events).await?;
+        Ok(())
+    }
+
+    /// Tokens used (their last use moved later only), then revoked ones
+    /// deleted, one by one (a batch holds a few), then those of revoked hosts.
+    async fn write_token_changes(
+        conn: &mut Conn<D>,
+        g: &batch::Grouped<'_>,
+    ) -> Result<(), StoreError> {
+        for (hash, at) in &g.tokens_used {
+            let at = D::Time::store(*at).map_err(|e| {
+                StoreError::Refused(format!("token {} last_used_at: {e}", token_key(hash)))
+            })?;
+            sqlx::query(
+                "UPDATE tokens SET last_used_at = $2 \
+                 WHERE hash = $1 AND (last_used_at IS NULL OR last_used_at < $2)",
+            )
+            .bind((*hash).to_owned())
+            .bind(at)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| {
+                D::classify(
+                    e,
+                    format_args!("writing the use of token {}", token_key(hash)),
+                )
+            })?;
+        }
+        for hash in &g.revoked_tokens {
+            sqlx::query("DELETE FROM tokens WHERE hash = $1")
+                .bind((*hash).to_owned())
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| D::classify(e, format_args!("revoking token {}", token_key(hash))))?;
+        }
+        for host in &g.revoked_hosts {
+            sqlx::query("DELETE FROM tokens WHERE host = $1")
+                .bind((*host).to_owned())
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| D::classify(e, format_args!("revoking the tokens of host {host}")))?;
+        }
         Ok(())
     }
 
@@ -981,6 +1139,17 @@ macro_rules! store {
                 hash: &str,
             ) -> Result<Option<$crate::TokenRecord>, $crate::StoreError> {
                 $crate::sql::Sql::token(self, hash).await
+            }
+
+            async fn tokens(&self) -> Result<Vec<$crate::TokenRecord>, $crate::StoreError> {
+                $crate::sql::Sql::tokens(self).await
+            }
+
+            async fn enroll(
+                &self,
+                enrollment: &$crate::Enrollment,
+            ) -> Result<$crate::Enrolled, $crate::StoreError> {
+                $crate::sql::Sql::enroll(self, enrollment).await
             }
 
             async fn events(

@@ -408,26 +408,35 @@ impl Dialect for SqliteStore {
         rows: &[&TokenRecord],
     ) -> Result<(), StoreError> {
         let key = |t: &TokenRecord| token_key(&t.hash);
+        let describe_row = |t: &TokenRecord| format!("token {}", key(t));
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let created = time_texts(
-                chunk,
-                "created_at",
-                |t| Some(t.created_at),
-                |t| format!("token {}", key(t)),
-            )?;
+            let created = time_texts(chunk, "created_at", |t| Some(t.created_at), describe_row)?;
+            let expires = time_texts(chunk, "expires_at", |t| t.expires_at, describe_row)?;
+            let used = time_texts(chunk, "last_used_at", |t| t.last_used_at, describe_row)?;
             let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO tokens (hash, role, host, name, created_at) ",
+                "INSERT INTO tokens (hash, role, host, name, created_at, selector, expires_at, \
+                 uses_left, last_used_at) ",
             );
-            q.push_values(chunk.iter().zip(created), |mut row, (t, created)| {
-                row.push_bind(t.hash.as_str())
-                    .push_bind(t.role.as_str())
-                    .push_bind(t.host.as_deref())
-                    .push_bind(t.name.as_deref())
-                    .push_bind(created);
-            });
+            let times = created.into_iter().zip(expires).zip(used);
+            q.push_values(
+                chunk.iter().zip(times),
+                |mut row, (t, ((created, expires), used))| {
+                    row.push_bind(t.hash.as_str())
+                        .push_bind(t.role.as_str())
+                        .push_bind(t.host.as_deref())
+                        .push_bind(t.name.as_deref())
+                        .push_bind(created)
+                        .push_bind(t.selector.as_deref())
+                        .push_bind(expires)
+                        .push_bind(t.uses_left)
+                        .push_bind(used);
+                },
+            );
+            // The uses left and the last use are the store's to count.
             q.push(
                 " ON CONFLICT (hash) DO UPDATE SET role = excluded.role, host = excluded.host, \
-                 name = excluded.name, created_at = excluded.created_at",
+                 name = excluded.name, created_at = excluded.created_at, \
+                 selector = excluded.selector, expires_at = excluded.expires_at",
             );
             execute(conn, q, chunk.len(), || describe("token", chunk, key)).await?;
         }

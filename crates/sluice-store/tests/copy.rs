@@ -120,16 +120,22 @@ async fn install(dir: &Path) {
         TokenRole::Operator,
         TokenRole::Viewer,
         TokenRole::Agent,
+        TokenRole::Enroll,
     ]
     .into_iter()
     .enumerate()
     {
+        let enroll = role == TokenRole::Enroll;
         writes.push(Write::Token(TokenRecord {
             hash: format!("{i:064x}"),
             role,
             host: (role == TokenRole::Agent).then(|| host_id(1)),
             name: (i % 2 == 0).then(|| format!("token {i}")),
             created_at: at(i as i64),
+            selector: enroll.then(|| "site in (sto, lon)".to_owned()),
+            expires_at: enroll.then(|| at(86_400)),
+            uses_left: enroll.then_some(4_999),
+            last_used_at: enroll.then(|| at(60)),
         }));
     }
     // Signed in, the second one long ago: a copy keeps both as they are.
@@ -400,7 +406,7 @@ async fn every_row_of_every_table_is_copied_as_it_was() {
             ("components", 2),
             ("rollouts", 2),
             ("freeze", 1),
-            ("tokens", 4),
+            ("tokens", 5),
             ("dashboard_sessions", 2),
             ("hosts", hosts),
             ("host_components", hosts),

@@ -478,6 +478,40 @@ async fn an_expired_lease_cannot_be_renewed_and_is_taken_with_a_new_epoch() {
     assert_eq!(a.current().await.expect("current").held(), Some(&taken));
 }
 
+/// A standby's attempt to take an expired lease whose row a stalled commit
+/// holds locked gives up within the lock timeout and says the lease is not
+/// free, rather than waiting (and landing later, for a caller that stopped
+/// waiting); once the lock is gone the lease is taken.
+#[tokio::test]
+async fn taking_the_lease_does_not_wait_behind_a_locked_row() {
+    let pg = TempPg::new().await;
+    let (a, b) = (pg.store().await, pg.store().await);
+    take(&a, "a", Duration::from_millis(200)).await;
+    wait_for("the lease to expire", DEADLINE, || async {
+        b.current().await.expect("current").held().is_none()
+    })
+    .await;
+    let mut blocker = pg.db.connect().await;
+    sqlx::query("BEGIN")
+        .execute(&mut blocker)
+        .await
+        .expect("begin");
+    sqlx::query("SELECT 1 FROM leader_lease WHERE id = 1 FOR SHARE")
+        .execute(&mut blocker)
+        .await
+        .expect("locking the lease row as a fenced commit does");
+    let attempt = tokio::time::timeout(DEADLINE, b.acquire("b", "10.0.0.2:7070", TTL))
+        .await
+        .expect("the attempt gives up instead of waiting for the lock");
+    assert_eq!(attempt.expect("not an error"), None);
+    sqlx::query("ROLLBACK")
+        .execute(&mut blocker)
+        .await
+        .expect("rollback");
+    let taken = take(&b, "b", TTL).await;
+    assert_eq!(taken.holder, "b");
+}
+
 /// After a takeover the old leader's fenced commit is refused as fenced
 /// (not transient: it must step down) and nothing of it lands; the new
 /// leader's fenced commits go through.

@@ -13,6 +13,7 @@
 //!   acknowledged;
 //! - [`app`] (feature `app`): the server in process, `sluice_server::Application`
 //!   in a runtime of its own, and [`app::TestApp`], whose methods are requests;
+//! - [`browse`]: [`browse::visit`], a link followed as a browser would;
 //! - [`wait`]: [`wait_for`] and [`wait_for_blocking`], polling with a
 //!   deadline instead of sleeping;
 //! - [`plan`]: [`Plan`], a typed builder of plan files;
@@ -25,6 +26,7 @@
 pub mod agents;
 #[cfg(feature = "app")]
 pub mod app;
+pub mod browse;
 pub mod cluster;
 pub mod files;
 pub mod plan;

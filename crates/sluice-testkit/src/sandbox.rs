@@ -38,6 +38,7 @@ pub struct Sandbox {
 #[derive(Debug, Default)]
 pub struct SandboxBuilder {
     args: Vec<OsString>,
+    log_filter: Option<String>,
     /// A data dir whose files the new one starts with.
     data_from: Option<PathBuf>,
 }
@@ -46,6 +47,13 @@ impl SandboxBuilder {
     /// One more argument of `sluice server`.
     pub fn arg(mut self, arg: impl Into<OsString>) -> SandboxBuilder {
         self.args.push(arg.into());
+        self
+    }
+
+    /// The server's log filter (`RUST_LOG`) instead of `info`, such as
+    /// `debug` for a test that reads everything the server logs.
+    pub fn log_filter(mut self, filter: &str) -> SandboxBuilder {
+        self.log_filter = Some(filter.to_owned());
         self
     }
 
@@ -81,7 +89,7 @@ impl SandboxBuilder {
             copy_files(source, data_dir.path());
         }
         let work = tempfile::tempdir().expect("creating the work dir");
-        let server = Server::start_blocking("server", data_dir, self.args);
+        let server = Server::start_blocking_logging("server", data_dir, self.args, self.log_filter);
         let token = std::fs::read_to_string(server.data_dir().join("admin.token"))
             .expect("the server wrote <data-dir>/admin.token on its first start")
             .trim()

@@ -54,6 +54,8 @@ pub struct Server {
     data_dir: tempfile::TempDir,
     child: Option<Child>,
     args: Vec<OsString>,
+    /// Its `RUST_LOG` instead of `info` ([`Server::start_blocking_logging`]).
+    log_filter: Option<String>,
     address: SocketAddr,
     url: String,
     /// Every line the server printed, stdout and stderr as they came.
@@ -96,12 +98,26 @@ impl Server {
     /// Starts `sluice server --listen 127.0.0.1:0 --data-dir DATA_DIR ARGS`
     /// and waits until it says where it listens.
     pub fn start_blocking(name: &str, data_dir: tempfile::TempDir, args: Vec<OsString>) -> Server {
+        Server::start_blocking_logging(name, data_dir, args, None)
+    }
+
+    /// [`Server::start_blocking`] logging at `log_filter` (`RUST_LOG`, such
+    /// as `debug` for a test that reads everything the server logs) instead
+    /// of `info`, at this start and the next; `TEST_LOG` with `RUST_LOG`
+    /// still wins.
+    pub fn start_blocking_logging(
+        name: &str,
+        data_dir: tempfile::TempDir,
+        args: Vec<OsString>,
+        log_filter: Option<String>,
+    ) -> Server {
         let log = Arc::new(Mutex::new(Vec::new()));
         let launch = Launch {
             name: name.to_owned(),
             listen: "127.0.0.1:0".parse().expect("an address"),
             data_dir: data_dir.path().to_path_buf(),
             args: args.clone(),
+            log_filter: log_filter.clone(),
             log: Arc::clone(&log),
             start: 1,
         };
@@ -111,6 +127,7 @@ impl Server {
             data_dir,
             child: Some(child),
             args,
+            log_filter,
             address: address_of(&url),
             url,
             log,
@@ -238,6 +255,7 @@ impl Server {
             listen: self.address,
             data_dir: self.data_dir.path().to_path_buf(),
             args: self.args.clone(),
+            log_filter: self.log_filter.clone(),
             log: Arc::clone(&self.log),
             start: self.starts,
         };
@@ -264,6 +282,7 @@ struct Launch {
     listen: SocketAddr,
     data_dir: PathBuf,
     args: Vec<OsString>,
+    log_filter: Option<String>,
     log: Arc<Mutex<Vec<String>>>,
     start: u32,
 }
@@ -275,7 +294,7 @@ impl Launch {
         let verbose = std::env::var_os("TEST_LOG").is_some();
         let filter = match std::env::var("RUST_LOG") {
             Ok(filter) if verbose => filter,
-            _ => "info".to_owned(),
+            _ => self.log_filter.clone().unwrap_or_else(|| "info".to_owned()),
         };
         let mut child = Command::new(sluice_bin())
             .args(["server", "--listen", &self.listen.to_string(), "--data-dir"])

@@ -33,6 +33,8 @@ enum Command {
     Plan(commands::plan::PlanCommand),
     /// Run the control plane: API, controller, dashboard, metrics
     Server(commands::server::ServerArgs),
+    /// A one-time link that signs the browser in to the dashboard with your token
+    Dashboard(commands::dashboard::DashboardArgs),
     /// Create, follow and act on rollouts
     #[command(subcommand)]
     Rollout(commands::rollout::RolloutCommand),
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => commands::demo::run(args),
         Command::Plan(command) => commands::plan::run(command),
         Command::Server(args) => commands::server::run(args),
+        Command::Dashboard(args) => commands::dashboard::run(args),
         Command::Rollout(command) => commands::rollout::run(command),
         Command::Hosts(command) => commands::hosts::run(command),
         Command::Freeze(command) => commands::admin::freeze(command),
@@ -86,5 +89,18 @@ fn finish(result: Result<(), exit::Failure>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => failure.report(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// clap's own checks of every command (two arguments with one id, a
+    /// positional after an optional one, …), which otherwise fail only
+    /// when that command runs.
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -8,6 +8,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use sluice_testkit::browse::{set_cookie, visit};
 use sluice_testkit::{wait_for_blocking, OnFailure, Plan, Stage};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
@@ -167,6 +168,38 @@ fn gone(path: &Path) -> bool {
 #[test]
 fn the_demo_rolls_out_to_every_host_and_stops_cleanly_on_ctrl_c() {
     let mut demo = Demo::start(&[]);
+    // The banner signs a newcomer in with a one-time link, not the token.
+    let admin = std::fs::read_to_string(demo.data_dir.join("admin.token")).expect("admin.token");
+    let link = demo
+        .seen
+        .iter()
+        .find_map(|line| line.trim().strip_prefix("dashboard"))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no dashboard line in:\n{}", demo.seen.join("\n")))
+        .to_owned();
+    assert!(
+        !demo.seen.join("\n").contains(admin.trim()),
+        "the banner shows the admin token"
+    );
+    let path = link
+        .strip_prefix(&demo.server)
+        .unwrap_or_else(|| panic!("{link} is not on {}", demo.server))
+        .to_owned();
+    assert!(path.starts_with("/signin/link/"), "{link}");
+    let first = visit(&demo.server, &path);
+    assert!(first.starts_with("HTTP/1.1 303"), "{first}");
+    assert!(set_cookie(&first, "sluice_session").is_some(), "{first}");
+    assert!(visit(&demo.server, &path).starts_with("HTTP/1.1 410"));
+    // Later, `sluice dashboard` beside the demo makes another.
+    let again = demo.sluice(&["dashboard"]);
+    assert!(again.status.success(), "{again:?}");
+    let link = String::from_utf8(again.stdout).expect("UTF-8");
+    let path = link
+        .trim()
+        .strip_prefix(&demo.server)
+        .expect("a link on the demo's server");
+    assert!(visit(&demo.server, path).starts_with("HTTP/1.1 303"));
+
     demo.wait_for_line("the rollout completing", |line| {
         line.starts_with("completed")
     });
@@ -175,6 +208,24 @@ fn the_demo_rolls_out_to_every_host_and_stops_cleanly_on_ctrl_c() {
     assert_eq!(status["selected"], 40, "{status}");
     assert_eq!(status["healthy"], 40, "{status}");
     assert_eq!(status["failed"], 0, "{status}");
+
+    // Every agent enrolled with the one enrollment token and checks in
+    // with a token bound to its own host.
+    let tokens = demo.sluice(&["token", "list", "--output", "json"]);
+    assert!(
+        tokens.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tokens.stderr)
+    );
+    let tokens: serde_json::Value = serde_json::from_slice(&tokens.stdout).expect("JSON");
+    let tokens = tokens["tokens"].as_array().expect("tokens");
+    let role = |role: &'static str| tokens.iter().filter(move |t| t["role"] == role);
+    let enroll: Vec<_> = role("enroll").collect();
+    assert_eq!(enroll.len(), 1, "{tokens:?}");
+    assert_eq!(enroll[0]["uses_left"], 0, "{tokens:?}");
+    let bound: std::collections::BTreeSet<&str> =
+        role("agent").filter_map(|t| t["host"].as_str()).collect();
+    assert_eq!(bound.len(), 40, "{tokens:?}");
 
     let exit = demo.interrupt();
     assert!(

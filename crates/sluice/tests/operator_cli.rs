@@ -344,8 +344,8 @@ async fn a_token_created_in_the_database_works_at_once_against_its_server() {
     let operator = run.stdout().trim().to_owned();
     assert!(operator.starts_with("slc_"), "{}", run.stdout());
     assert!(
-        run.stderr()
-            .contains("created an operator token (bootstrap) in the database"),
+        run.stderr().contains("created an operator token ")
+            && run.stderr().contains(" (bootstrap) in the database"),
         "{}",
         run.stderr()
     );
@@ -416,6 +416,130 @@ async fn a_token_created_in_the_database_works_at_once_against_its_server() {
         run.stderr().contains("***") && !run.stderr().contains("s3cret"),
         "{}",
         run.stderr()
+    );
+}
+
+/// `sluice token create --role enroll` and its flags, `token list`,
+/// `token revoke` and `hosts reenroll`: what is shown, what is refused
+/// (exit 2 naming the flag, before any request) and that a revoked token is
+/// refused at once.
+#[test]
+fn the_token_lifecycle_through_the_cli() {
+    let server = Sandbox::start_blocking();
+    for (flags, says) in [
+        (&["--role", "enroll", "--uses", "5"][..], "--selector"),
+        (
+            &["--role", "enroll", "--selector", "site=sto"][..],
+            "--uses N",
+        ),
+        (
+            &["--role", "enroll", "--selector", "site in (", "--uses", "5"][..],
+            "--selector \"site in (\"",
+        ),
+        (
+            &["--role", "viewer", "--selector", "site=sto"][..],
+            "--role enroll",
+        ),
+        (
+            &["--role", "viewer", "--expires", "tomorrow"][..],
+            "--expires",
+        ),
+    ] {
+        let mut args = vec!["token", "create"];
+        args.extend_from_slice(flags);
+        let run = server.sluice_blocking(&args).exits(2);
+        assert!(run.stderr().contains(says), "{flags:?}: {}", run.stderr());
+    }
+
+    let run = server
+        .sluice_blocking(&[
+            "token",
+            "create",
+            "--role",
+            "enroll",
+            "--selector",
+            "site in (sto, lon)",
+            "--uses",
+            "3",
+            "--expires",
+            "24h",
+            "--name",
+            "rack-42",
+        ])
+        .ok();
+    assert!(
+        run.stderr()
+            .contains("enrolling up to 3 hosts matching site in (lon, sto)"),
+        "{}",
+        run.stderr()
+    );
+    let secret = run.stdout().trim().to_owned();
+    let enroller = server.client().with_token(&secret).expect("a token");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let enrolled = runtime
+        .block_on(enroller.enroll(&sluice_api::agent::EnrollRequest {
+            host: HostId::parse("edge-1.sto.example.net").expect("an id"),
+            labels: [("site".to_owned(), "sto".to_owned())].into(),
+        }))
+        .expect("enrolled");
+
+    let table = server.sluice_blocking(&["token", "list"]).ok().stdout();
+    for column in [
+        "ID",
+        "NAME",
+        "ROLE",
+        "BINDING",
+        "EXPIRES",
+        "LAST USED",
+        "USES LEFT",
+    ] {
+        assert!(table.contains(column), "{table}");
+    }
+    assert!(
+        table.contains("rack-42") && table.contains("host edge-1.sto.example.net"),
+        "{table}"
+    );
+    assert!(
+        !table.contains(&secret) && !table.contains(&enrolled.token),
+        "{table}"
+    );
+    let enroll = server
+        .sluice_blocking(&["token", "list", "--role", "enroll", "--output", "json"])
+        .ok()
+        .json();
+    assert_eq!(enroll["tokens"][0]["uses_left"], 2, "{enroll}");
+
+    let reenroll = server
+        .sluice_blocking(&["hosts", "reenroll", "edge-1.sto.example.net"])
+        .ok();
+    assert!(
+        reenroll
+            .stdout()
+            .contains("revoked 1 token bound to host edge-1.sto.example.net"),
+        "{}",
+        reenroll.stdout()
+    );
+    let own = server
+        .client()
+        .with_token(&enrolled.token)
+        .expect("a token");
+    let refused = runtime
+        .block_on(own.desired("edge-1.sto.example.net"))
+        .expect_err("revoked");
+    assert_eq!(refused.status(), Some(401), "{refused}");
+
+    let revoke = server.sluice_blocking(&["token", "revoke", "rack-42"]).ok();
+    assert!(revoke.stdout().contains("(rack-42)"), "{}", revoke.stdout());
+    let unknown = server
+        .sluice_blocking(&["token", "revoke", "rack-42"])
+        .exits(2);
+    assert!(
+        unknown.stderr().contains("no token has the id or name"),
+        "{}",
+        unknown.stderr()
     );
 }
 

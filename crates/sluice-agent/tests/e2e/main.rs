@@ -4,6 +4,7 @@
 mod artifact;
 mod dpkg;
 mod drift;
+mod enroll;
 mod harness;
 mod health_loop;
 mod late_failure;
@@ -12,6 +13,7 @@ mod once;
 mod puppet;
 mod restart;
 mod rollout;
+mod secrets;
 mod self_upgrade;
 mod servers;
 mod tls;

@@ -62,15 +62,23 @@ pub async fn signin(
         .await
         .map_err(|error| DashError::Unavailable(format!("checking the token: {error}")))?;
     let token = match found {
-        Some(token) if token.role != Role::Agent => token,
-        Some(_) => {
+        Some(token) if matches!(token.role, Role::Agent | Role::Enroll) => {
             return pages::signin_form(
                 dash.app.https(),
                 &next,
-                "token: agent tokens cannot sign in; use a viewer, operator or admin token (sluice token create --role viewer)",
+                "token: agent and enrollment tokens cannot sign in; use a viewer, operator or admin token (sluice token create --role viewer)",
                 StatusCode::FORBIDDEN,
             )
         }
+        Some(token) if token.check_usable(dash.app.now()).is_err() => {
+            return pages::signin_form(
+                dash.app.https(),
+                &next,
+                "token: this token has expired or was revoked; ask an admin for a new one",
+                StatusCode::UNAUTHORIZED,
+            )
+        }
+        Some(token) => token,
         None => {
             return pages::signin_form(
                 dash.app.https(),

@@ -17,6 +17,8 @@
 //!   tab and its downloads among them, made by [`crate::retro`]);
 //! - [`actions`]: sign-in, sign-out and the POST forms (rollout actions and
 //!   the freeze), which go through the API's own code paths;
+//! - [`link`]: one-time sign-in links (`POST /v1/signin-links`, then
+//!   `/signin/link/NONCE`), stored like sessions;
 //! - [`views`]: what each page shows, computed from [`crate::world::World`];
 //! - [`chart`]: the SVG chart of hosts by version over time;
 //! - [`sampler`]: the task that samples hosts by version for that chart;
@@ -28,6 +30,7 @@
 pub mod actions;
 pub mod assets;
 pub mod chart;
+pub mod link;
 pub mod pages;
 pub mod sampler;
 pub mod session;
@@ -78,11 +81,12 @@ pub fn router(app: AppState) -> Router {
         .route("/hosts/{id}", get(pages::host))
         .route("/freeze", post(actions::freeze))
         .route("/signin", get(pages::signin).post(actions::signin))
+        .route("/signin/link/{nonce}", get(link::visit))
         .route("/signout", post(actions::signout))
         .route("/static/{file}", get(assets::serve))
         .layer(axum::middleware::from_fn(security_headers))
         .layer(DefaultBodyLimit::max(FORM_LIMIT))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(link::span::<axum::body::Body>))
         .with_state(dashboard)
 }
 

@@ -65,10 +65,12 @@ impl Session {
     }
 }
 
-/// The signed-in sessions by the hash of their secret.
+/// The signed-in sessions by the hash of their secret, and the one-time
+/// sign-in links not used yet by theirs ([`super::link`]).
 #[derive(Debug, Default)]
 pub struct Sessions {
     by_hash: Mutex<HashMap<String, Session>>,
+    links: Mutex<HashMap<String, SessionRecord>>,
 }
 
 /// A new session for the token of `token_hash`, signed in at `now`: its
@@ -104,10 +106,11 @@ impl Sessions {
         sessions.insert(record.hash.clone(), Session::of(record, token));
     }
 
-    /// Replaces every session with the stored `records` (memory rebuilt
-    /// from the store), each acting with its token as `tokens` knows it.
-    /// Sessions expired at `now`, and those whose token is not known, are
-    /// left out. Returns how many were loaded, and how many had expired.
+    /// Replaces every session and sign-in link with the stored `records`
+    /// (memory rebuilt from the store), each session acting with its token
+    /// as `tokens` knows it. Those expired at `now`, and sessions whose
+    /// token is not known, are left out. Returns how many sessions were
+    /// loaded, and how many sessions and links had expired.
     pub fn replace_all(
         &self,
         records: &[SessionRecord],
@@ -115,14 +118,18 @@ impl Sessions {
         now: Timestamp,
     ) -> (usize, usize) {
         let mut sessions = self.lock();
+        let mut links = self.lock_links();
         sessions.clear();
+        links.clear();
         let mut expired = 0;
         for record in records {
             if record.expires_at <= now {
                 expired += 1;
                 continue;
             }
-            if let Some(token) = tokens.by_hash(&record.token) {
+            if super::link::is_link(&record.hash) {
+                links.insert(record.hash.clone(), record.clone());
+            } else if let Some(token) = tokens.by_hash(&record.token) {
                 sessions.insert(record.hash.clone(), Session::of(record, token));
             }
         }
@@ -134,7 +141,8 @@ impl Sessions {
         let hash = hash_secret(secret);
         let mut sessions = self.lock();
         let session = sessions.get_mut(&hash)?;
-        if session.expires <= now {
+        // A session ends with its token, revoked or expired.
+        if session.expires <= now || session.token.check_usable(now).is_err() {
             sessions.remove(&hash);
             return None;
         }
@@ -156,8 +164,46 @@ impl Sessions {
         hash
     }
 
+    /// The hashes of the sessions signed in with the token of `token_hash`.
+    pub fn of_token(&self, token_hash: &str) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|(_, session)| session.token.hash == token_hash)
+            .map(|(hash, _)| hash.clone())
+            .collect()
+    }
+
+    /// Ends the sessions of these hashes in memory (their end is durable).
+    pub fn end(&self, hashes: &[String]) {
+        let mut sessions = self.lock();
+        for hash in hashes {
+            sessions.remove(hash);
+        }
+    }
+
+    /// Honours the stored sign-in link `record` until it is used or
+    /// expires; expired links are dropped on the way.
+    pub fn insert_link(&self, record: &SessionRecord, now: Timestamp) {
+        let mut links = self.lock_links();
+        links.retain(|_, link| link.expires_at > now);
+        links.insert(record.hash.clone(), record.clone());
+    }
+
+    /// Takes the sign-in link of `hash` for good: its record if it was
+    /// live at `now`, else `None` (used, expired or never made). Whoever
+    /// takes it is the only one ever to.
+    pub fn take_link(&self, hash: &str, now: Timestamp) -> Option<SessionRecord> {
+        self.lock_links()
+            .remove(hash)
+            .filter(|link| link.expires_at > now)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
         self.by_hash.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_links(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionRecord>> {
+        self.links.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -286,11 +332,15 @@ mod tests {
     use super::*;
 
     fn token(role: Role) -> Arc<Token> {
-        Arc::new(Token {
-            role,
-            host: None,
-            actor: "alice".to_owned(),
-        })
+        let record = TokenRecord {
+            name: Some("alice".to_owned()),
+            ..TokenRecord::new(
+                "ab".repeat(32),
+                crate::vocabulary::stored_role(role),
+                Timestamp::UNIX_EPOCH,
+            )
+        };
+        Arc::new(Token::of(&record).expect("a token"))
     }
 
     #[test]
@@ -392,15 +442,37 @@ mod tests {
     }
 
     #[test]
+    fn a_session_ends_with_its_token_revoked_or_expired() {
+        let tokens = Tokens::default();
+        let now = at("2026-03-01T09:00:00Z");
+        let expiring = TokenRecord {
+            expires_at: Some(at("2026-03-01T10:00:00Z")),
+            ..TokenRecord::new("ab".repeat(32), TokenRole::Viewer, now)
+        };
+        let revoked = TokenRecord::new("cd".repeat(32), TokenRole::Admin, now);
+        let sessions = Sessions::default();
+        let mut secrets = Vec::new();
+        for record in [&expiring, &revoked] {
+            let token = tokens.insert(record).expect("a token");
+            let (secret, session) = new_session(&record.hash, now).expect("session");
+            sessions.insert(&session, token, now);
+            secrets.push(secret);
+        }
+        assert!(sessions.take(&secrets[0], now).is_some());
+        assert!(sessions.take(&secrets[1], now).is_some());
+        tokens.revoke(std::slice::from_ref(&revoked.hash));
+        assert!(sessions.take(&secrets[1], now).is_none(), "revoked");
+        let later = at("2026-03-01T10:00:00Z");
+        assert!(sessions.take(&secrets[0], later).is_none(), "expired");
+    }
+
+    #[test]
     fn loaded_sessions_act_with_their_token_unless_expired_or_unknown() {
         let tokens = Tokens::default();
         let now = at("2026-03-01T09:00:00Z");
         let viewer = TokenRecord {
-            hash: "ab".repeat(32),
-            role: TokenRole::Viewer,
-            host: None,
             name: Some("alice".to_owned()),
-            created_at: now,
+            ..TokenRecord::new("ab".repeat(32), TokenRole::Viewer, now)
         };
         tokens.insert(&viewer);
         let (live_secret, live) = new_session(&viewer.hash, now).expect("session");
@@ -415,6 +487,36 @@ mod tests {
         assert!(sessions.take(&expired_secret, now).is_none());
         assert!(sessions.take(&orphan_secret, now).is_none());
         assert_eq!(sessions.lock().len(), 1);
+    }
+
+    #[test]
+    fn sign_in_links_are_taken_once_and_only_while_live() {
+        let sessions = Sessions::default();
+        let now = at("2026-03-01T09:00:00Z");
+        let link = |hash: &str| SessionRecord {
+            hash: format!("link:{hash}"),
+            token: "ab".repeat(32),
+            created_at: now,
+            expires_at: at("2026-03-01T09:01:00Z"),
+        };
+        sessions.insert_link(&link("1"), now);
+        sessions.insert_link(&link("2"), now);
+        assert_eq!(sessions.take_link("link:1", now), Some(link("1")));
+        assert_eq!(sessions.take_link("link:1", now), None, "once");
+        assert_eq!(
+            sessions.take_link("link:2", link("2").expires_at),
+            None,
+            "not at its expiry"
+        );
+        assert!(sessions.lock_links().is_empty(), "and gone");
+        // Loaded apart from sessions, expired ones left out.
+        let tokens = Tokens::default();
+        let mut old = link("3");
+        old.expires_at = now;
+        let counts = sessions.replace_all(&[link("4"), old], &tokens, now);
+        assert_eq!(counts, (0, 1), "no session; one link had expired");
+        assert!(sessions.lock().is_empty(), "a link is no session");
+        assert!(sessions.take_link("link:4", now).is_some());
     }
 
     #[test]

@@ -314,22 +314,32 @@ impl Replica {
         let unavailable = |error: sluice_store::StoreError| {
             ApiError::Unavailable(format!("checking the token: {error}"))
         };
+        let now = self.settings.clock.now();
         let role = match (self.term(), &self.cluster) {
             (Some(term), _) => {
-                term.state
+                let token = term
+                    .state
                     .tokens()
                     .find(secret, term.state.store())
                     .await
                     .map_err(unavailable)?
-                    .ok_or_else(unknown)?
-                    .role
+                    .ok_or_else(unknown)?;
+                token.check_usable(now)?;
+                token.role
             }
+            // The database as it stands: a revoked token is gone from it.
             (None, Some(cluster)) => {
                 let record = cluster
                     .token(&hash_secret(secret))
                     .await
                     .map_err(unavailable)?
                     .ok_or_else(unknown)?;
+                if let Some(at) = record.expires_at.filter(|at| *at <= now) {
+                    return Err(ApiError::Unauthorized(format!(
+                        "this token expired at {}; ask an admin for a new one",
+                        crate::clock::rfc3339(at)
+                    )));
+                }
                 vocabulary::wire_role(record.role)
             }
             (None, None) => return Err(unknown()),

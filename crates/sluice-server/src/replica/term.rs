@@ -201,11 +201,8 @@ async fn first_admin_token(state: &AppState, data_dir: &Path) -> anyhow::Result<
     write_secret(&path, &secret)?;
     let (record, pending) = state.change(|_, now, writes| {
         let record = TokenRecord {
-            hash: hash_secret(&secret),
-            role: TokenRole::Admin,
-            host: None,
             name: Some("admin".to_owned()),
-            created_at: now,
+            ..TokenRecord::new(hash_secret(&secret), TokenRole::Admin, now)
         };
         writes.push(Write::Token(record.clone()));
         record

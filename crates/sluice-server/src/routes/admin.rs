@@ -3,16 +3,23 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use sluice_api::admin::{
-    ComponentList, FreezeView, StableChange, StableRequest, TokenCreated, TokenRequest,
+    ComponentList, FreezeView, Role, StableChange, StableRequest, TokenCreated, TokenList,
+    TokenRequest, TokenRevoked, TokenView,
 };
 use sluice_api::error::ErrorBody;
 use sluice_api::rollout::Reason;
 
-use crate::auth::{check_request, new_secret, token_writes, Caller, Need};
+use sluice_store::{NewEvent, TokenRecord, TokenRole, Write};
+
+use crate::auth::{
+    check_request, created, looks_like_id, new_secret, token_id, token_writes, Caller, Need,
+};
+use crate::clock::rfc3339;
 use crate::error::ApiError;
-use crate::extract::{Json, Path};
+use crate::extract::{Json, Path, Query};
 use crate::routes::required_reason;
 use crate::state::AppState;
+use crate::vocabulary;
 
 /// Each component's stable version, the versions hosts report, and its
 /// active rollouts.
@@ -158,21 +165,169 @@ pub async fn create_token(
     Json(request): Json<TokenRequest>,
 ) -> Result<(StatusCode, axum::Json<TokenCreated>), ApiError> {
     caller.require(Need::Admin)?;
-    check_request(&request)?;
+    let token = check_request(&request, state.now())?;
     let secret = new_secret().map_err(|error| ApiError::Internal(error.to_string()))?;
-    let role = request.role.as_str();
     let actor = caller.actor().to_owned();
+    let revocations = state.tokens().revocations();
     let (record, pending) =
-        state.change(|_, now, writes| token_writes(&secret, &request, &actor, now, writes));
+        state.change(|_, now, writes| token_writes(&secret, &token, &actor, now, writes));
     pending.durable().await?;
-    state.tokens().insert(&record);
-    tracing::info!(role, host = ?request.host, %actor, "token created");
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(TokenCreated {
-            token: secret,
-            role: request.role,
-            host: request.host.map(String::from),
-        }),
-    ))
+    // A host's reenrollment committed meanwhile may have deleted it.
+    state.tokens().insert_unless_revoked(&record, revocations);
+    tracing::info!(id = %token_id(&record.hash), role = %token.role, host = ?token.host, %actor, "token created");
+    Ok((StatusCode::CREATED, axum::Json(created(secret, &record))))
+}
+
+/// `GET /v1/tokens` query.
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TokenQuery {
+    /// Only tokens of this role.
+    pub role: Option<Role>,
+}
+
+/// Every token: id, name, role, binding, times, uses left — never the
+/// secret, which is not stored.
+#[utoipa::path(
+    get,
+    path = "/v1/tokens",
+    tag = "admin",
+    params(TokenQuery),
+    responses((status = 200, body = TokenList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<TokenQuery>,
+) -> Result<axum::Json<TokenList>, ApiError> {
+    caller.require(Need::Admin)?;
+    let now = state.now();
+    let records = stored_tokens(&state).await?;
+    let tokens = records
+        .into_iter()
+        .filter(|record| {
+            query
+                .role
+                .is_none_or(|role| vocabulary::wire_role(record.role) == role)
+        })
+        .map(|record| {
+            // Memory knows the last use to the second; the store within minutes.
+            let used = state
+                .tokens()
+                .by_hash(&record.hash)
+                .and_then(|t| t.last_used());
+            TokenView {
+                id: token_id(&record.hash),
+                name: record.name,
+                role: vocabulary::wire_role(record.role),
+                host: record.host,
+                selector: record.selector,
+                created_at: rfc3339(record.created_at),
+                expires_at: record.expires_at.map(rfc3339),
+                expired: record.expires_at.is_some_and(|at| at <= now),
+                last_used_at: record.last_used_at.max(used).map(rfc3339),
+                uses_left: record.uses_left.and_then(|uses| u64::try_from(uses).ok()),
+            }
+        })
+        .collect();
+    Ok(axum::Json(TokenList { tokens }))
+}
+
+async fn stored_tokens(state: &AppState) -> Result<Vec<TokenRecord>, ApiError> {
+    state
+        .store()
+        .tokens()
+        .await
+        .map_err(|error| ApiError::Unavailable(format!("reading the tokens: {error}")))
+}
+
+/// Revokes a token, by id or else by name: from the answer on, it is
+/// refused on every replica, and the dashboard sessions signed in with it
+/// are over. The tokens an enrollment token made stay (revoke them, or
+/// `POST /v1/hosts/{id}/reenroll`). The last admin token that has not
+/// expired cannot be revoked.
+#[utoipa::path(
+    delete,
+    path = "/v1/tokens/{id}",
+    tag = "admin",
+    params(("id" = String, Path, description = "the token's id (sluice token list) or its name", min_length = 1, max_length = 128)),
+    responses((status = 200, description = "revoked, durable", body = TokenRevoked), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "several tokens have that name, or it is the last admin token", body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<TokenRevoked>, ApiError> {
+    caller.require(Need::Admin)?;
+    let records = stored_tokens(&state).await?;
+    let by_id: Vec<&TokenRecord> = records
+        .iter()
+        .filter(|record| looks_like_id(&id) && token_id(&record.hash) == id)
+        .collect();
+    let found = if by_id.is_empty() {
+        records
+            .iter()
+            .filter(|record| record.name.as_deref() == Some(id.as_str()))
+            .collect()
+    } else {
+        by_id
+    };
+    let record = match found.as_slice() {
+        [] => {
+            return Err(ApiError::NotFound(format!(
+                "no token has the id or name {id:?}; sluice token list shows them"
+            )))
+        }
+        [one] => (*one).clone(),
+        several => {
+            let ids: Vec<String> = several.iter().map(|r| token_id(&r.hash)).collect();
+            return Err(ApiError::Conflict(format!(
+                "{} tokens are named {id:?}; revoke one by its id: {}",
+                several.len(),
+                ids.join(", ")
+            )));
+        }
+    };
+    let now = state.now();
+    let lasting_admin =
+        |r: &&TokenRecord| r.role == TokenRole::Admin && r.expires_at.is_none_or(|at| at > now);
+    if lasting_admin(&&record) && records.iter().filter(lasting_admin).count() == 1 {
+        return Err(ApiError::Conflict(
+            "this is the last admin token that has not expired; create another first (sluice token create --role admin)".to_owned(),
+        ));
+    }
+    let sessions = state.sessions().of_token(&record.hash);
+    let actor = caller.actor().to_owned();
+    let id = token_id(&record.hash);
+    let role = vocabulary::wire_role(record.role);
+    let ((), pending) = state.change(|_, now, writes| {
+        writes.push(Write::TokenRevoked(record.hash.clone()));
+        writes.extend(sessions.iter().cloned().map(Write::SessionEnded));
+        writes.push(Write::Event(NewEvent {
+            rollout: None,
+            at: now,
+            actor: Some(actor.clone()),
+            kind: "token_revoked".to_owned(),
+            data: serde_json::json!({
+                "id": id,
+                "role": role.as_str(),
+                "name": record.name,
+                "host": record.host,
+            }),
+        }));
+    });
+    pending.durable().await?;
+    state.tokens().revoke(std::slice::from_ref(&record.hash));
+    state.sessions().end(&sessions);
+    tracing::info!(%id, role = %role, %actor, "token revoked");
+    Ok(axum::Json(TokenRevoked {
+        id,
+        name: record.name,
+        role,
+        host: record.host,
+        sessions_ended: sessions.len() as u64,
+    }))
 }

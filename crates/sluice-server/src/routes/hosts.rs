@@ -7,11 +7,14 @@
 use axum::extract::State;
 use serde::Deserialize;
 use sluice_api::error::ErrorBody;
-use sluice_api::host::{DesiredMap, HostList, HostView, ImportHost, ImportResult};
+use sluice_api::host::{DesiredMap, HostList, HostView, ImportHost, ImportResult, Reenrolled};
+use sluice_api::HostId;
 use sluice_core::fleet::parse_fleet;
 use sluice_core::selector::Selector;
 
-use crate::auth::{Caller, Need};
+use sluice_store::{NewEvent, Write};
+
+use crate::auth::{token_id, Caller, Need};
 use crate::error::ApiError;
 use crate::extract::{Body, Path, Query};
 use crate::state::AppState;
@@ -22,6 +25,7 @@ use crate::world::HostFilter;
 #[serde(deny_unknown_fields)]
 pub struct HostsQuery {
     /// A label selector (`role=edge,site in (sto, lon)`); empty is every host.
+    #[param(schema_with = sluice_api::schema::selector)]
     selector: Option<String>,
     /// Only hosts that report (or were imported with) this component.
     component: Option<String>,
@@ -29,9 +33,11 @@ pub struct HostsQuery {
     /// `component`, if given) drifted from its desired version.
     drifted: Option<bool>,
     /// At most this many hosts (default 1000, at most 100000).
+    #[param(minimum = 1, maximum = 100000)]
     limit: Option<usize>,
     /// Skip this many matching hosts (hosts are ordered by id).
-    offset: Option<usize>,
+    #[param(minimum = 0, maximum = 4294967295_u64)]
+    offset: Option<u32>,
 }
 
 /// Hosts, ordered by id, filtered by selector, component and drift, a page
@@ -64,7 +70,7 @@ pub async fn list(
             format!("limit {limit} is out of range; ask for 1 to 100000 hosts"),
         ));
     }
-    let offset = query.offset.unwrap_or(0);
+    let offset = usize::try_from(query.offset.unwrap_or(0)).unwrap_or(usize::MAX);
     let filter = HostFilter {
         selector: &selector,
         component: query.component.as_deref(),
@@ -128,6 +134,68 @@ pub async fn desired(
         .await?
         .map(axum::Json)
         .ok_or_else(|| unknown_host(&id))
+}
+
+/// Lets a host enroll again: revokes every token bound to it (effective at
+/// once), so that its agent, given an enrollment token, may enroll anew.
+/// A host with no token is answered as it is (nothing revoked).
+#[utoipa::path(
+    post,
+    path = "/v1/hosts/{id}/reenroll",
+    tag = "hosts",
+    params(("id" = String, Path, description = "the host's id (FQDN)", pattern = "^[A-Za-z0-9._:-]{1,253}$", min_length = 1, max_length = 253)),
+    responses((status = 200, description = "its tokens revoked, durable", body = Reenrolled), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn reenroll(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Reenrolled>, ApiError> {
+    caller.require(Need::Admin)?;
+    let host =
+        HostId::parse(id.as_str()).map_err(|error| ApiError::bad_field("id", error.to_string()))?;
+    let bound: Vec<String> = state
+        .store()
+        .tokens()
+        .await
+        .map_err(|error| ApiError::Unavailable(format!("reading the tokens: {error}")))?
+        .into_iter()
+        .filter(|record| record.host.as_deref() == Some(host.as_str()))
+        .map(|record| record.hash)
+        .collect();
+    let actor = caller.actor().to_owned();
+    let ids: Vec<String> = bound.iter().map(|hash| token_id(hash)).collect();
+    let ((), pending) = state.change(|_, now, writes| {
+        writes.push(Write::HostTokensRevoked(host.to_string()));
+        writes.push(Write::Event(NewEvent {
+            rollout: None,
+            at: now,
+            actor: Some(actor.clone()),
+            kind: "host_reenrolled".to_owned(),
+            data: serde_json::json!({ "host": host.as_str(), "tokens_revoked": ids }),
+        }));
+    });
+    pending.durable().await?;
+    // Memory may know a token the listing did not show yet: let go of
+    // every token bound to the host.
+    let mut revoked = bound;
+    revoked.extend(
+        state
+            .tokens()
+            .all()
+            .into_iter()
+            .filter(|token| token.host.as_deref() == Some(host.as_str()))
+            .map(|token| token.hash.clone()),
+    );
+    revoked.sort();
+    revoked.dedup();
+    state.tokens().revoke(&revoked);
+    tracing::info!(host = %host, tokens = revoked.len(), %actor, "host may enroll again");
+    Ok(axum::Json(Reenrolled {
+        host: host.to_string(),
+        tokens_revoked: revoked.len() as u64,
+    }))
 }
 
 /// Registers hosts from a fleet file (a JSON array of `{"id", "labels",

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use sluice_api::rollout::Reason;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
@@ -44,6 +44,7 @@ use crate::state::AppState;
         (name = "rollouts", description = "Plans, rollouts and operator actions"),
         (name = "hosts", description = "The inventory and pull-only integrations"),
         (name = "admin", description = "Components, the freeze and tokens"),
+        (name = "dashboard", description = "Signing in to the dashboard"),
         (name = "ops", description = "Health, readiness, metrics, the cluster and this document"),
     )
 )]
@@ -74,6 +75,7 @@ fn limited(
 fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(limited(routes!(agent::checkin), limits::CHECKIN))
+        .routes(limited(routes!(agent::enroll), limits::CHECKIN))
         .routes(limited(
             routes!(rollouts::list, rollouts::create),
             limits::PLAN,
@@ -91,12 +93,15 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(hosts::list))
         .routes(routes!(hosts::detail))
         .routes(routes!(hosts::desired))
+        .routes(routes!(hosts::reenroll))
         .routes(limited(routes!(hosts::import), limits::IMPORT))
         .routes(routes!(hosts::ansible))
         .routes(routes!(admin::components))
         .routes(routes!(admin::set_stable))
         .routes(routes!(admin::freeze, admin::freeze_on, admin::freeze_off))
-        .routes(routes!(admin::create_token))
+        .routes(routes!(admin::list_tokens, admin::create_token))
+        .routes(routes!(admin::revoke_token))
+        .routes(routes!(crate::dashboard::link::create))
 }
 
 /// The endpoints every replica answers itself, leader or not.
@@ -141,7 +146,15 @@ pub fn front(replica: Arc<Replica>) -> Router {
         Some(term) => ops.with_state(replica).merge(term.router.clone()),
         None => ops.fallback(crate::replica::dispatch).with_state(replica),
     };
-    router.layer(TraceLayer::new_for_http())
+    // A 5xx is logged once, by `ApiError` with its cause, at WARN; the
+    // layer's own line of it (ERROR by default) would double every one, a
+    // flood while the database is away and every check-in is answered 503.
+    // Spans leave out a sign-in link's nonce.
+    router.layer(
+        TraceLayer::new_for_http()
+            .make_span_with(crate::dashboard::link::span::<axum::body::Body>)
+            .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+    )
 }
 
 /// The reason given for an operator action, trimmed; a blank one is refused,

@@ -23,9 +23,16 @@ use crate::vocabulary;
     path = "/v1/rollouts",
     operation_id = "create_rollout",
     tag = "rollouts",
-    request_body(content = String, description = "the plan, YAML or JSON", content_type = "application/yaml"),
+    request_body(
+        description = "the plan, YAML or JSON (the plan file format of the spec); every problem is answered at once (422)",
+        content(
+            (sluice_api::rollout::Plan = "application/yaml"),
+            (sluice_api::rollout::Plan = "application/json"),
+        ),
+    ),
     responses(
         (status = 201, description = "created, pending; start it with /start", body = Created),
+        (status = 400, description = "the body is not UTF-8 text", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 409, description = "the name is taken, or an active rollout of the component overlaps", body = ErrorBody),
         (status = 413, body = ErrorBody),
@@ -194,6 +201,7 @@ pub struct EventsQuery {
     /// Only events with a sequence number above this (default 0).
     after: Option<i64>,
     /// At most this many (default 1000, at most 10000).
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<u32>,
 }
 

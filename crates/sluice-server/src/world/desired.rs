@@ -26,7 +26,7 @@ use sluice_store::{ComponentRecord, NewEvent, Write};
 use super::{World, WorldError};
 
 /// Longest version a stable version may name.
-const MAX_VERSION_CHARS: usize = 253;
+const MAX_VERSION_CHARS: usize = sluice_api::admin::MAX_STABLE_VERSION_LENGTH;
 
 /// What `rollout` decides for `host` (whose labels are `labels`), if
 /// anything.

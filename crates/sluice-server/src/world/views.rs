@@ -153,6 +153,20 @@ impl World {
         self.hosts.contains_key(id)
     }
 
+    /// For a host the server knows (imported, or checked in before), the
+    /// first of its labels that leaves `selector`: the label's key, its
+    /// value (`None`: the host lacks it) and the requirement it breaks.
+    pub fn known_labels_outside(
+        &self,
+        id: &str,
+        selector: &Selector,
+    ) -> Option<(String, Option<String>, String)> {
+        let entry = self.hosts.get(id)?;
+        let (key, requirement) = selector.unmet_by(|key| entry.labels.get(key))?;
+        let value = entry.labels.get(key).map(str::to_owned);
+        Some((key.to_owned(), value, requirement))
+    }
+
     fn host_view(&self, id: &str, entry: &HostEntry) -> HostView {
         let components = entry
             .components

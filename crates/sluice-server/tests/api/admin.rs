@@ -6,7 +6,7 @@ use std::sync::Arc;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sluice_api::admin::{Role, TokenRequest};
-use sluice_server::auth::{new_secret, token_writes};
+use sluice_server::auth::{check_request, new_secret, token_writes};
 use sluice_store::{SqliteStore, Store, Timestamp};
 use tempfile::TempDir;
 
@@ -126,9 +126,14 @@ async fn a_token_stored_by_another_process_works_at_once() {
         role: Role::Viewer,
         host: None,
         name: Some("from afar".to_owned()),
+        selector: None,
+        uses: None,
+        expires: None,
     };
     let mut writes = Vec::new();
-    token_writes(&secret, &request, "test", Timestamp::now(), &mut writes);
+    let now = Timestamp::now();
+    let token = check_request(&request, now).expect("valid");
+    token_writes(&secret, &token, "test", now, &mut writes);
     let store = SqliteStore::open(data_dir.path()).await.expect("the store");
     store.commit(&writes).await.expect("stored");
     store.close().await;

@@ -7,7 +7,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use sluice_store::{
-    Part, SampleRecord, SqliteStore, StateSampleRecord, Store, StoreError, StoredEvent,
+    Enrolled, Enrollment, Part, SampleRecord, SqliteStore, StateSampleRecord, Store, StoreError,
+    StoredEvent,
     TokenRecord, Write,
 };
 use sluice_testkit::{Plan, Stage};
@@ -308,6 +309,14 @@ impl Store for Refusing {
 
     async fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
         self.0.token(hash).await
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.0.tokens().await
+    }
+
+    async fn enroll(&self, enrollment: &Enrollment) -> Result<Enrolled, StoreError> {
+        self.0.enroll(enrollment).await
     }
 
     async fn events(

@@ -9,6 +9,7 @@ mod cluster;
 mod controller;
 mod dashboard;
 mod durability;
+mod enroll;
 mod errors;
 mod helpers;
 mod hosts;

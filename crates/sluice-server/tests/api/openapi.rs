@@ -19,6 +19,7 @@ async fn the_openapi_document_lists_every_path() {
     let paths = document["paths"].as_object().expect("paths");
     let expected = [
         ("/v1/agent/checkin", "post"),
+        ("/v1/agent/enroll", "post"),
         ("/v1/rollouts", "get"),
         ("/v1/rollouts", "post"),
         ("/v1/rollouts/{id}", "get"),
@@ -34,6 +35,7 @@ async fn the_openapi_document_lists_every_path() {
         ("/v1/hosts", "get"),
         ("/v1/hosts/{id}", "get"),
         ("/v1/hosts/{id}/desired", "get"),
+        ("/v1/hosts/{id}/reenroll", "post"),
         ("/v1/hosts/import", "post"),
         ("/v1/components", "get"),
         ("/v1/components/{name}/stable", "put"),
@@ -42,6 +44,9 @@ async fn the_openapi_document_lists_every_path() {
         ("/v1/freeze", "delete"),
         ("/v1/inventory/ansible", "get"),
         ("/v1/tokens", "post"),
+        ("/v1/tokens", "get"),
+        ("/v1/tokens/{id}", "delete"),
+        ("/v1/signin-links", "post"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),
@@ -54,7 +59,7 @@ async fn the_openapi_document_lists_every_path() {
             "{method} {path} missing from the OpenAPI document"
         );
     }
-    assert_eq!(paths.len(), 26, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 30, "{:?}", paths.keys().collect::<Vec<_>>());
     let schemas = document["components"]["schemas"]
         .as_object()
         .expect("schemas");
@@ -92,7 +97,10 @@ async fn the_openapi_document_lists_every_path() {
         ),
         ("Phase", &["progressing", "baking", "awaiting_approval"][..]),
         ("GateOutcome", &["pass", "fail", "no_data"][..]),
-        ("Role", &["agent", "viewer", "operator", "admin"][..]),
+        (
+            "Role",
+            &["agent", "enroll", "viewer", "operator", "admin"][..],
+        ),
         ("ReportState", &["ok", "applying", "failed"][..]),
         (
             "Action",
@@ -108,4 +116,101 @@ async fn the_openapi_document_lists_every_path() {
             schemas[schema]
         );
     }
+}
+
+/// The enrollment is described with its constraints: the host id's
+/// pattern and length, the labels, the answers it gives and why.
+#[tokio::test]
+async fn the_enrollment_states_its_constraints() {
+    let app = spawn_app().await;
+    let document: Value = app
+        .client
+        .get(app.url("/v1/openapi.json"))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let enroll = &document["paths"]["/v1/agent/enroll"]["post"];
+    for status in ["201", "400", "401", "403", "413", "503"] {
+        assert!(
+            enroll["responses"].get(status).is_some(),
+            "{status} missing: {enroll}"
+        );
+    }
+    let schema = &document["components"]["schemas"]["EnrollRequest"];
+    assert_eq!(schema["required"], serde_json::json!(["host"]), "{schema}");
+    let host = &schema["properties"]["host"];
+    assert_eq!(host["pattern"], "^[A-Za-z0-9._:-]{1,253}$", "{host}");
+    assert_eq!(
+        (host["minLength"].as_u64(), host["maxLength"].as_u64()),
+        (Some(1), Some(253))
+    );
+    let variants = document["components"]["schemas"]["TokenRequest"]["oneOf"]
+        .as_array()
+        .expect("the token request is one of its kinds")
+        .clone();
+    let enroll = variants
+        .iter()
+        .find(|variant| variant["properties"]["role"]["enum"] == serde_json::json!(["enroll"]))
+        .expect("an enrollment token's kind");
+    assert_eq!(
+        enroll["required"],
+        serde_json::json!(["role", "selector", "uses"]),
+        "{enroll}"
+    );
+    let uses = &enroll["properties"]["uses"];
+    assert_eq!(uses["minimum"].as_f64(), Some(1.0), "{uses}");
+    for variant in &variants {
+        assert!(
+            variant["properties"]["expires"]["pattern"].is_string(),
+            "every token may expire: {variant}"
+        );
+    }
+    let roles = &document["components"]["schemas"]["Role"]["enum"];
+    assert!(
+        roles
+            .as_array()
+            .is_some_and(|roles| roles.contains(&"enroll".into())),
+        "{roles}"
+    );
+}
+
+/// The document states what the server enforces (schemathesis checks the
+/// whole of it against a real server: crates/sluice/tests/e2e/api_schema.rs).
+#[tokio::test]
+async fn the_openapi_document_states_the_constraints_the_server_enforces() {
+    let app = spawn_app().await;
+    let document: Value = app
+        .client
+        .get(app.url("/v1/openapi.json"))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let schemas = &document["components"]["schemas"];
+    let checkin = &schemas["CheckinRequest"]["properties"];
+    assert_eq!(checkin["labels"]["maxProperties"], 64, "{checkin}");
+    assert_eq!(checkin["labels"]["propertyNames"]["maxLength"], 253);
+    assert_eq!(checkin["components"]["maxProperties"], 256);
+    assert_eq!(checkin["host"]["pattern"], sluice_api::schema::HOST_ID);
+    assert_eq!(
+        schemas["Reason"]["properties"]["reason"]["pattern"],
+        sluice_api::schema::NOT_BLANK
+    );
+    let token = &schemas["TokenRequest"]["oneOf"];
+    assert_eq!(token[0]["required"], serde_json::json!(["role", "host"]));
+    assert_eq!(token[1]["properties"]["host"], Value::Null, "{token}");
+    let limit = document["paths"]["/v1/hosts"]["get"]["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .find(|parameter| parameter["name"] == "limit")
+        .expect("limit")
+        .clone();
+    assert_eq!(limit["schema"]["minimum"], 1);
+    assert_eq!(limit["schema"]["maximum"], 100_000);
 }

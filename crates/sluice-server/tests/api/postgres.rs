@@ -93,6 +93,9 @@ async fn a_cluster_bootstrapped_with_a_token_in_its_database_writes_no_admin_tok
         role: Role::Admin,
         host: None,
         name: Some("bootstrap".to_owned()),
+        selector: None,
+        uses: None,
+        expires: None,
     };
     let created = auth::create_in_database(&DatabaseUrl::new(db.url()), &request, "cli:test")
         .await
@@ -134,4 +137,68 @@ async fn a_cluster_bootstrapped_with_a_token_in_its_database_writes_no_admin_tok
     let message = format!("{error:#}");
     assert!(!message.contains("s3cret"), "{message}");
     assert!(message.contains("***"), "{message}");
+}
+
+/// On PostgreSQL too, enrollments running at once never take more than the
+/// enrollment token's uses, and each host is bound once; what the leader
+/// enrolled survives a restart, the uses it took included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrollments_on_postgresql_never_exceed_the_uses() {
+    let db = TempPgDatabase::create().await;
+    let data_dir = Arc::new(TempDir::new().expect("temp dir"));
+    let app = spawn_app_on(Arc::clone(&data_dir), Some(db.url())).await;
+    let created = app
+        .post(
+            "/v1/tokens",
+            &app.admin,
+            &serde_json::json!({"role": "enroll", "selector": "role=web", "uses": 4}),
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = created.json().await.expect("json");
+    let secret = created["token"].as_str().expect("token").to_owned();
+    let mut requests = tokio::task::JoinSet::new();
+    // Twelve hosts, one of them three times over.
+    for i in [0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9] {
+        let request = app
+            .client
+            .post(app.url("/v1/agent/enroll"))
+            .bearer_auth(&secret)
+            .json(&serde_json::json!({"host": host(i), "labels": {"role": "web"}}));
+        requests.spawn(async move { request.send().await.expect("sent").status() });
+    }
+    let statuses = requests.join_all().await;
+    let created = statuses
+        .iter()
+        .filter(|status| **status == StatusCode::CREATED)
+        .count();
+    assert_eq!(created, 4, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| [
+            StatusCode::CREATED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::FORBIDDEN
+        ]
+        .contains(s)),
+        "{statuses:?}"
+    );
+    let admin = app.admin.clone();
+    let data_dir = app.stop();
+    let app = spawn_app_on(data_dir, Some(db.url())).await;
+    let listed = app.get("/v1/tokens?role=agent", &admin).await;
+    let listed: Value = listed.json().await.expect("json");
+    let hosts: std::collections::BTreeSet<&str> = listed["tokens"]
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .filter_map(|token| token["host"].as_str())
+        .collect();
+    assert_eq!(hosts.len(), 4, "{listed}");
+    let enroll: Value = app
+        .get("/v1/tokens?role=enroll", &admin)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(enroll["tokens"][0]["uses_left"], 0, "{enroll}");
 }

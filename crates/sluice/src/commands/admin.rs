@@ -5,13 +5,15 @@
 use clap::{Args, Subcommand, ValueEnum};
 use sluice_api::admin::{
     ComponentView, FreezeView, Role, StableChange, StableRequest, TokenCreated, TokenRequest,
+    TokenView,
 };
 use sluice_api::HostId;
 use sluice_client::Client;
+use sluice_core::selector::Selector;
 use sluice_server::DatabaseUrl;
 
 use crate::commands::connect::{block_on, ReasonArgs, RemoteArgs};
-use crate::commands::output::{self, print_json, print_text, Table};
+use crate::commands::output::{self, plural, print_json, print_text, relative, timestamp, Table};
 use crate::exit::Failure;
 
 #[derive(Debug, Subcommand)]
@@ -76,6 +78,28 @@ pub struct SetStableArgs {
 pub enum TokenCommand {
     /// Create an API token; prints the secret (shown once) alone on its last line
     Create(TokenCreateArgs),
+    /// The tokens: id, name, role, binding, created, expires, last used, uses left (never a secret)
+    List(TokenListArgs),
+    /// Revoke a token by its id (from token list) or its name: refused from then on
+    Revoke(TokenRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenListArgs {
+    /// Only tokens of this role
+    #[arg(long, value_enum, value_name = "ROLE")]
+    role: Option<RoleArg>,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenRevokeArgs {
+    /// The token's id (sluice token list) or its name
+    #[arg(value_name = "ID|NAME")]
+    id: String,
+    #[command(flatten)]
+    remote: RemoteArgs,
 }
 
 /// The roles a token can have.
@@ -83,6 +107,8 @@ pub enum TokenCommand {
 pub enum RoleArg {
     /// Check-in only, for one host's agent (with --host)
     Agent,
+    /// Enrolls hosts whose labels match --selector, --uses times, and nothing else
+    Enroll,
     /// Read everything, change nothing
     Viewer,
     /// Create rollouts and act on them
@@ -95,6 +121,7 @@ impl From<RoleArg> for Role {
     fn from(role: RoleArg) -> Role {
         match role {
             RoleArg::Agent => Role::Agent,
+            RoleArg::Enroll => Role::Enroll,
             RoleArg::Viewer => Role::Viewer,
             RoleArg::Operator => Role::Operator,
             RoleArg::Admin => Role::Admin,
@@ -110,12 +137,24 @@ pub struct TokenCreateArgs {
     /// For an agent token: the host id (FQDN) it may check in as
     #[arg(long, value_name = "HOST")]
     host: Option<HostId>,
-    /// A note on whom the token is for
+    /// A note on whom the token is for (token revoke NAME finds it by it)
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
+    /// For an enrollment token: the label selector the hosts it enrolls must
+    /// match, e.g. "site in (sto, lon)"
+    #[arg(long, value_name = "SELECTOR")]
+    selector: Option<String>,
+    /// For an enrollment token: how many hosts it may enroll
+    #[arg(long, value_name = "N")]
+    uses: Option<u64>,
+    /// The token is refused this long after its creation: 30m, 24h, 7d, 1h30m
+    /// (at most a year); without it, it does not expire
+    #[arg(long, value_name = "DURATION")]
+    expires: Option<String>,
     /// Write the token straight into this PostgreSQL database, no server needed (a
     /// cluster's first admin token): postgres://USER:PASSWORD@HOST:PORT/DB
-    /// [env: SLUICE_DATABASE_URL, unless --server is given]
+    /// [env: SLUICE_DATABASE_URL, unless --server is given]. Every user of the machine sees
+    /// the flag in the process list: prefer SLUICE_DATABASE_URL
     #[arg(
         long,
         value_name = "URL",
@@ -309,27 +348,160 @@ fn render_stable(change: &StableChange) -> String {
 pub fn token(command: TokenCommand) -> Result<(), Failure> {
     match command {
         TokenCommand::Create(args) => create_token(args),
+        TokenCommand::List(args) => list_tokens(args),
+        TokenCommand::Revoke(args) => revoke_token(args),
     }
 }
 
-fn create_token(args: TokenCreateArgs) -> Result<(), Failure> {
+/// The request of `args`, its flags checked against each other and their
+/// values against sluice's grammars (the server checks them again).
+fn token_request(args: &TokenCreateArgs) -> Result<TokenRequest, Failure> {
     if args.host.is_some() && args.role != RoleArg::Agent {
         return Err(Failure::invalid(
             "--host binds an agent token to one host; use it with --role agent",
         ));
     }
+    if args.role == RoleArg::Agent && args.host.is_none() {
+        return Err(Failure::invalid(
+            "an agent token is bound to one host: give its id with --host HOST (or let hosts enroll: --role enroll --selector S --uses N)",
+        ));
+    }
+    let enroll = args.role == RoleArg::Enroll;
+    match (enroll, &args.selector, args.uses) {
+        (true, None, _) => {
+            return Err(Failure::invalid(
+                "an enrollment token needs --selector, the hosts it may enroll, e.g. --selector 'site in (sto, lon)'",
+            ))
+        }
+        (true, _, None) => {
+            return Err(Failure::invalid(
+                "an enrollment token needs --uses N, how many hosts it may enroll",
+            ))
+        }
+        (false, Some(_), _) | (false, _, Some(_)) => {
+            return Err(Failure::invalid(
+                "--selector and --uses are for enrollment tokens; use them with --role enroll",
+            ))
+        }
+        _ => {}
+    }
+    if let Some(selector) = &args.selector {
+        Selector::parse(selector).map_err(|error| {
+            Failure::invalid(format!(
+                "--selector {selector:?}: {error}; selectors look like \"site in (sto, lon), role=edge\""
+            ))
+        })?;
+    }
+    if let Some(expires) = &args.expires {
+        sluice_api::duration::parse_seconds(expires)
+            .map_err(|error| Failure::invalid(format!("--expires: {error}")))?;
+    }
+    Ok(TokenRequest {
+        role: args.role.into(),
+        host: args.host.clone(),
+        name: args.name.clone(),
+        selector: args.selector.clone(),
+        uses: args.uses,
+        expires: args.expires.clone(),
+    })
+}
+
+fn create_token(args: TokenCreateArgs) -> Result<(), Failure> {
+    let request = token_request(&args)?;
     let env = |name: &str| std::env::var(name).ok();
     if let Some(url) = database_url(&args, &env) {
-        return create_in_database(args, &url);
+        return create_in_database(args, request, &url);
     }
     let (client, connection) = args.remote.connect()?;
     block_on(async move {
         let created = client
-            .create_token(args.role.into(), args.host.as_ref(), args.name.as_deref())
+            .request_token(&request)
             .await
             .map_err(|error| connection.failure("creating a token", error))?;
-        show_created(&created, args.name.as_deref(), "", &args.remote)
+        show_created(&created, "", &args.remote)
     })
+}
+
+fn list_tokens(args: TokenListArgs) -> Result<(), Failure> {
+    let role = args.role.map(Role::from);
+    args.remote.show(
+        "listing tokens",
+        async |client| client.tokens(role).await,
+        |list| {
+            if list.tokens.is_empty() {
+                return "no tokens\n".to_owned();
+            }
+            render_tokens(&list.tokens, jiff::Timestamp::now())
+        },
+    )
+}
+
+fn render_tokens(tokens: &[TokenView], now: jiff::Timestamp) -> String {
+    let mut table = Table::new(&[
+        "ID",
+        "NAME",
+        "ROLE",
+        "BINDING",
+        "CREATED",
+        "EXPIRES",
+        "LAST USED",
+        "USES LEFT",
+    ])
+    .right(&[7]);
+    let or_dash = |text: Option<String>| text.unwrap_or_else(|| "-".to_owned());
+    for token in tokens {
+        let binding = match (&token.host, &token.selector) {
+            (Some(host), Some(selector)) => format!("host {host}, {selector}"),
+            (Some(host), None) => format!("host {host}"),
+            (None, Some(selector)) => selector.clone(),
+            (None, None) => "-".to_owned(),
+        };
+        let expires = match (&token.expires_at, token.expired) {
+            (Some(at), true) => format!("expired {}", timestamp(at)),
+            (Some(at), false) => timestamp(at),
+            (None, _) => "never".to_owned(),
+        };
+        table.row(vec![
+            token.id.clone(),
+            or_dash(token.name.clone()),
+            token.role.as_str().to_owned(),
+            binding,
+            timestamp(&token.created_at),
+            expires,
+            token
+                .last_used_at
+                .as_deref()
+                .map_or_else(|| "never".to_owned(), |at| relative(at, now)),
+            or_dash(token.uses_left.map(|uses| uses.to_string())),
+        ]);
+    }
+    table.render()
+}
+
+fn revoke_token(args: TokenRevokeArgs) -> Result<(), Failure> {
+    let id = args.id.clone();
+    args.remote.show(
+        "revoking a token",
+        async |client| client.revoke_token(&id).await,
+        |revoked| {
+            let mut text = format!("revoked {} token {}", revoked.role, revoked.id);
+            if let Some(name) = &revoked.name {
+                text.push_str(&format!(" ({name})"));
+            }
+            if let Some(host) = &revoked.host {
+                text.push_str(&format!(" of host {host}"));
+            }
+            text.push_str(": it is refused from now on");
+            if revoked.sessions_ended > 0 {
+                text.push_str(&format!(
+                    "; {} signed in with it ended",
+                    plural(revoked.sessions_ended, "dashboard session")
+                ));
+            }
+            text.push('\n');
+            text
+        },
+    )
 }
 
 /// The database to write the token into: `--database-url`, else
@@ -344,28 +516,17 @@ fn database_url(args: &TokenCreateArgs, env: &dyn Fn(&str) -> Option<String>) ->
 
 /// `sluice token create --database-url URL`: the token goes straight into
 /// the database, where a running leader accepts it at its first use.
-fn create_in_database(args: TokenCreateArgs, url: &str) -> Result<(), Failure> {
-    if args.role == RoleArg::Agent && args.host.is_none() {
-        return Err(Failure::invalid(
-            "an agent token is bound to one host: give its id with --host HOST",
-        ));
-    }
+fn create_in_database(
+    args: TokenCreateArgs,
+    request: TokenRequest,
+    url: &str,
+) -> Result<(), Failure> {
     let url = DatabaseUrl::new(url);
-    let request = TokenRequest {
-        role: args.role.into(),
-        host: args.host.clone(),
-        name: args.name.clone(),
-    };
     block_on(async move {
         let created = sluice_server::auth::create_in_database(&url, &request, &actor())
             .await
             .map_err(|error| Failure::Failed(error.context("creating a token in the database")))?;
-        show_created(
-            &created,
-            args.name.as_deref(),
-            &format!(" in the database {url}"),
-            &args.remote,
-        )
+        show_created(&created, &format!(" in the database {url}"), &args.remote)
     })
 }
 
@@ -385,22 +546,26 @@ fn actor() -> String {
 /// Prints a new token: as JSON, or a note on stderr and the secret alone on
 /// stdout (a script takes it with $(…) or `| tail -1`). `place` says where
 /// it was created, after the token's description.
-fn show_created(
-    created: &TokenCreated,
-    name: Option<&str>,
-    place: &str,
-    remote: &RemoteArgs,
-) -> Result<(), Failure> {
+fn show_created(created: &TokenCreated, place: &str, remote: &RemoteArgs) -> Result<(), Failure> {
     if remote.json() {
         return print_json(created);
     }
-    let role = format!("{:?}", created.role).to_lowercase();
-    let mut note = format!("created {} {role} token", article(&role));
+    let role = created.role.as_str();
+    let mut note = format!("created {} {role} token {}", article(role), created.id);
     if let Some(host) = &created.host {
         note.push_str(&format!(" for host {host}"));
     }
-    if let Some(name) = name {
+    if let Some(name) = &created.name {
         note.push_str(&format!(" ({name})"));
+    }
+    if let (Some(selector), Some(uses)) = (&created.selector, created.uses_left) {
+        note.push_str(&format!(
+            " enrolling up to {} matching {selector}",
+            plural(uses, "host")
+        ));
+    }
+    if let Some(at) = &created.expires_at {
+        note.push_str(&format!(", expiring {}", timestamp(at)));
     }
     eprintln!("{note}{place}; it is shown only this once:");
     print_text(&format!("{}\n", created.token))
@@ -479,6 +644,53 @@ mod tests {
             since: None,
         };
         assert!(render_freeze(&thawed, now).starts_with("not frozen"));
+        Ok(())
+    }
+
+    #[test]
+    fn tokens_list_their_binding_expiry_last_use_and_uses_never_a_secret() -> Result<(), jiff::Error>
+    {
+        let now: jiff::Timestamp = "2026-03-01T10:00:00Z".parse()?;
+        let token = |id: &str, role: Role| TokenView {
+            id: id.into(),
+            name: None,
+            role,
+            host: None,
+            selector: None,
+            created_at: "2026-03-01T09:00:00Z".into(),
+            expires_at: None,
+            expired: false,
+            last_used_at: None,
+            uses_left: None,
+        };
+        let tokens = [
+            TokenView {
+                name: Some("rack-42".into()),
+                selector: Some("site in (lon, sto)".into()),
+                expires_at: Some("2026-03-02T09:00:00Z".into()),
+                last_used_at: Some("2026-03-01T09:59:00Z".into()),
+                uses_left: Some(4998),
+                ..token("1b4f0e9851971998", Role::Enroll)
+            },
+            TokenView {
+                host: Some("a1.example.net".into()),
+                selector: Some("site in (lon, sto)".into()),
+                last_used_at: Some("2026-03-01T09:59:30Z".into()),
+                ..token("60303ae22b998861", Role::Agent)
+            },
+            TokenView {
+                expires_at: Some("2026-03-01T09:30:00Z".into()),
+                expired: true,
+                ..token("9f86d081884c7d65", Role::Viewer)
+            },
+        ];
+        expect_test::expect![[r#"
+            ID                NAME     ROLE    BINDING                                  CREATED               EXPIRES                       LAST USED  USES LEFT
+            1b4f0e9851971998  rack-42  enroll  site in (lon, sto)                       2026-03-01 09:00:00Z  2026-03-02 09:00:00Z          1m ago          4998
+            60303ae22b998861  -        agent   host a1.example.net, site in (lon, sto)  2026-03-01 09:00:00Z  never                         30s ago            -
+            9f86d081884c7d65  -        viewer  -                                        2026-03-01 09:00:00Z  expired 2026-03-01 09:30:00Z  never              -
+        "#]]
+        .assert_eq(&render_tokens(&tokens, now));
         Ok(())
     }
 

@@ -36,7 +36,8 @@ pub struct ConnectArgs {
     /// The sluice server [env: SLUICE_SERVER] [default: http://127.0.0.1:7070]
     #[arg(long, value_name = "URL", help_heading = "Connection")]
     pub server: Option<String>,
-    /// API token [env: SLUICE_TOKEN]; default: the admin token beside the server
+    /// API token [env: SLUICE_TOKEN]; default: the admin token beside the server. Every user
+    /// of this machine sees it in the process list (ps): prefer --token-file or SLUICE_TOKEN
     #[arg(
         long,
         value_name = "TOKEN",

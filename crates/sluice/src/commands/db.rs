@@ -36,7 +36,8 @@ pub struct CopyArgs {
     /// The data dir of the embedded install: its server's --data-dir
     #[arg(long, value_name = "DIR")]
     from: PathBuf,
-    /// The empty PostgreSQL database: postgres://USER:PASSWORD@HOST:PORT/DB
+    /// The empty PostgreSQL database: postgres://USER:PASSWORD@HOST:PORT/DB. Every user of
+    /// the machine sees the flag in the process list: prefer SLUICE_DATABASE_URL
     #[arg(
         long,
         value_name = "URL",

@@ -3,11 +3,12 @@
 //! Starts the server on a temporary embedded SQLite, imports an inventory
 //! sampled from the example fleet, runs one simulated agent per host — the
 //! real agent library (`sluice-agent`) checking in over real HTTP, with a
-//! simulated apply — and starts a rollout whose stages last seconds. Then it
+//! simulated apply, each enrolled at its first contact with one enrollment
+//! token for the sampled sites — and starts a rollout whose stages last seconds. Then it
 //! prints where to look (the dashboard, the CLI) and follows the rollout
 //! until Ctrl-C, which stops the agents and the server and removes the data.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,9 +18,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use sluice_agent::enroll::enroll;
 use sluice_agent::{
     Agent, AgentConfig, ComponentConfig, Desired, Failure as OpFailure, HostOps, Mode,
 };
+use sluice_api::admin::{Role, TokenRequest};
 use sluice_api::host::ImportHost;
 use sluice_api::rollout::Action;
 use sluice_api::rollout::RolloutDetail;
@@ -136,6 +139,30 @@ fn sample_fleet(count: usize, component: &str) -> anyhow::Result<Vec<ImportHost>
         .collect())
 }
 
+/// An enrollment token for the demo's hosts: their sites, one use each,
+/// for a day; `client` with it (the admin's pool).
+async fn enrollment_token(client: &Client, hosts: &[ImportHost]) -> anyhow::Result<Client> {
+    let sites: BTreeSet<&str> = hosts
+        .iter()
+        .filter_map(|host| host.labels.get("site").map(String::as_str))
+        .collect();
+    let sites: Vec<&str> = sites.into_iter().collect();
+    let created = client
+        .request_token(&TokenRequest {
+            role: Role::Enroll,
+            host: None,
+            name: Some("demo agents".to_owned()),
+            selector: Some(format!("site in ({})", sites.join(", "))),
+            uses: Some(hosts.len().max(1) as u64),
+            expires: Some("24h".to_owned()),
+        })
+        .await
+        .context("creating the agents' enrollment token")?;
+    client
+        .with_token(&created.token)
+        .context("the enrollment token")
+}
+
 async fn demo(
     args: DemoArgs,
     faults: Vec<Fault>,
@@ -164,10 +191,11 @@ async fn demo(
         .with_context(|| format!("reading {}", token_path.display()))?
         .trim()
         .to_owned();
-    // The simulated agents share one client, and the admin token, which
-    // may check in as any host (a real agent has a token bound to its host).
+    // The demo acts as the admin; the simulated agents share its HTTP
+    // client (one pool) but not its token: each enrolls with one
+    // enrollment token, as a real fleet does, and checks in with its own.
     let client = Client::builder(url.clone())
-        .token(token.clone())
+        .token(token)
         .user_agent(concat!("sluice-demo/", env!("CARGO_PKG_VERSION")))
         .build()
         .context("building the HTTP client")?;
@@ -177,6 +205,7 @@ async fn demo(
         .import_hosts(&hosts)
         .await
         .context("importing the simulated hosts")?;
+    let enrollment = enrollment_token(&client, &hosts).await?;
     let stop_agents = Arc::new(Notify::new());
     let dark = Arc::new(AtomicUsize::new(0));
     let mut agents = JoinSet::new();
@@ -219,12 +248,30 @@ async fn demo(
             state_file: None,
             artifacts: None,
         };
-        let agent = Agent::new(config, client.clone(), Arc::clone(&simulated))
-            .context("starting a simulated agent")?
-            .with_seed(index as u64);
+        let (client, enrollment) = (client.clone(), enrollment.clone());
         let stop = Arc::clone(&stop_agents);
         let dark = Arc::clone(&dark);
         agents.spawn(async move {
+            // First contact: enroll for a token of its own.
+            let enrolled = enroll(&enrollment, &config, config.labels.clone()).await;
+            let own = match enrolled.map(|enrolled| client.with_token(&enrolled.token)) {
+                Ok(Ok(own)) => own,
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "a simulated agent's token");
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "a simulated agent could not enroll");
+                    return;
+                }
+            };
+            let agent = match Agent::new(config, own, Arc::clone(&simulated)) {
+                Ok(agent) => agent.with_seed(index as u64),
+                Err(error) => {
+                    tracing::warn!(%error, "starting a simulated agent");
+                    return;
+                }
+            };
             tokio::select! {
                 result = agent.run(stop.notified()) => {
                     if let Err(error) = result {
@@ -246,12 +293,17 @@ async fn demo(
         .action(&created.id, Action::Start, "sluice demo")
         .await
         .context("starting the demo rollout")?;
+    // Signing in without pasting the admin token: a one-time link.
+    let link = client
+        .signin_link()
+        .await
+        .context("making a dashboard sign-in link")?;
     print_banner(&BannerFacts {
         url: &url,
         hosts: hosts.len(),
         faults: &args.faults,
         data_dir: data.path(),
-        token: &token,
+        signin: &format!("{}{}", client.server_url(), link.path),
         id: &created.id,
         plan: &plan_name,
     });
@@ -281,7 +333,8 @@ struct BannerFacts<'a> {
     hosts: usize,
     faults: &'a [String],
     data_dir: &'a Path,
-    token: &'a str,
+    /// A one-time sign-in link to the dashboard.
+    signin: &'a str,
     id: &'a str,
     plan: &'a str,
 }
@@ -303,12 +356,13 @@ fn print_banner(facts: &BannerFacts<'_>) {
         facts.faults.join(", ")
     };
     let data_dir = facts.data_dir.display();
-    let (url, id, token) = (facts.url, facts.id, facts.token);
+    let (url, id, signin) = (facts.url, facts.id, facts.signin);
     println!(
         "\
 sluice demo: {hosts} simulated hosts checking in over HTTP; faults: {faults}
   server     {url}  (embedded SQLite in {data_dir}, removed at exit)
-  dashboard  {url}/  (sign in with the admin token {token})
+  dashboard  {signin}
+             (signs you in once, within a minute; later: {me} dashboard --open, after the export below)
   rollout    {id}, plan {plan}
 
 Try, in another terminal:

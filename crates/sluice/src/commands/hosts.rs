@@ -1,9 +1,11 @@
-//! `sluice hosts list` and `sluice hosts import`: the server's inventory.
+//! `sluice hosts list`, `sluice hosts import` and `sluice hosts reenroll`: the
+//! server's inventory, and letting a host enroll again.
 
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use sluice_api::host::{HostComponent, HostView, ImportHost, ImportResult};
+use sluice_api::HostId;
 use sluice_client::HostQuery;
 use sluice_core::selector::Selector;
 
@@ -18,6 +20,17 @@ pub enum HostsCommand {
     List(ListArgs),
     /// Register hosts (and the versions they run) from a fleet file, without agents
     Import(ImportArgs),
+    /// Let a host enroll again: revoke every token bound to it, effective at once
+    Reenroll(ReenrollArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReenrollArgs {
+    /// The host's id (FQDN)
+    #[arg(value_name = "HOST")]
+    host: HostId,
+    #[command(flatten)]
+    remote: RemoteArgs,
 }
 
 #[derive(Debug, Args)]
@@ -55,7 +68,27 @@ pub fn run(command: HostsCommand) -> Result<(), Failure> {
     match command {
         HostsCommand::List(args) => list(args),
         HostsCommand::Import(args) => import(args),
+        HostsCommand::Reenroll(args) => reenroll(args),
     }
+}
+
+fn reenroll(args: ReenrollArgs) -> Result<(), Failure> {
+    let host = args.host.to_string();
+    args.remote.show(
+        "letting a host enroll again",
+        async |client| client.reenroll(&host).await,
+        |done| match done.tokens_revoked {
+            0 => format!(
+                "host {} had no token; it may enroll with an enrollment token\n",
+                done.host
+            ),
+            count => format!(
+                "revoked {} bound to host {}: its agent may enroll again (it needs an enrollment token and no token_file)\n",
+                plural(count, "token"),
+                done.host
+            ),
+        },
+    )
 }
 
 fn list(args: ListArgs) -> Result<(), Failure> {

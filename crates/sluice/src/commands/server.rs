@@ -2,6 +2,9 @@
 //! on embedded SQLite in `--data-dir`, or on PostgreSQL with
 //! `--database-url` (`SLUICE_DATABASE_URL`).
 //!
+//! Plain HTTP is served on a loopback address only, unless `--insecure-http`
+//! says otherwise: anywhere else it takes `--tls-cert` and `--tls-key`.
+//!
 //! Prints `listening on http://ADDR` (`https://` with `--tls-cert`) on stdout once bound (so that scripts
 //! and tests can pass `--listen 127.0.0.1:0` and read the port), logs to
 //! stderr (`RUST_LOG`, default `info`), and shuts down gracefully on SIGTERM
@@ -27,7 +30,8 @@ pub struct ServerArgs {
     /// Directory of the SQLite database and of admin.token
     #[arg(long, value_name = "DIR", default_value = "./sluice-data")]
     data_dir: PathBuf,
-    /// Keep the state in PostgreSQL instead of SQLite in --data-dir: postgres://USER:PASSWORD@HOST:PORT/DB
+    /// Keep the state in PostgreSQL instead of SQLite in --data-dir: postgres://USER:PASSWORD@HOST:PORT/DB.
+    /// Every user of the machine sees the flag in the process list: prefer SLUICE_DATABASE_URL
     #[arg(
         long,
         value_name = "URL",
@@ -44,6 +48,10 @@ pub struct ServerArgs {
     /// The PEM private key of --tls-cert
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback --listen address: tokens and dashboard sessions
+    /// then cross the network in clear (without it, such an address needs --tls-cert)
+    #[arg(long, conflicts_with = "tls_cert")]
+    insecure_http: bool,
     /// With --database-url: this replica's id in the cluster [default: HOSTNAME:PORT]
     #[arg(
         long,
@@ -85,6 +93,7 @@ fn lease_ttl(text: &str) -> Result<std::time::Duration, String> {
 pub fn run(args: ServerArgs) -> Result<(), Failure> {
     init_tracing("info");
     let listen = resolve(&args.listen)?;
+    refuse_plain_http(listen, args.tls_cert.is_some(), args.insecure_http)?;
     if args.checkin_interval == 0 {
         return Err(Failure::invalid(
             "--checkin-interval must be at least 1 second",
@@ -109,6 +118,18 @@ async fn serve(listen: SocketAddr, args: ServerArgs) -> Result<(), Failure> {
             return Err(Failure::invalid(format!(
                 "--advertise-url {url:?} is not a URL; write http://HOST:PORT or https://HOST:PORT, as the other replicas reach this one"
             )));
+        }
+        // It is shown by GET /v1/cluster, in logs and in errors: no secret.
+        let authority = url.split("://").nth(1).unwrap_or_default();
+        if authority
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .contains('@')
+        {
+            return Err(Failure::invalid(
+                "--advertise-url must not carry a user or password: GET /v1/cluster, logs and errors show it; write http://HOST:PORT or https://HOST:PORT",
+            ));
         }
     }
     config.replica = ReplicaConfig {
@@ -147,6 +168,21 @@ fn resolve(listen: &str) -> Result<SocketAddr, Failure> {
                 "--listen {listen:?} is not an address to listen on; write HOST:PORT, such as 127.0.0.1:7070 or 0.0.0.0:7070"
             ))
         })
+}
+
+/// Plain HTTP only on a loopback address (the demo, tests, a proxy on the
+/// same machine), unless the operator says `--insecure-http`: elsewhere every
+/// bearer token and session cookie would cross the network in clear. The
+/// unspecified addresses (`0.0.0.0`, `::`) listen on every interface.
+fn refuse_plain_http(listen: SocketAddr, tls: bool, insecure_http: bool) -> Result<(), Failure> {
+    if tls || insecure_http || listen.ip().is_loopback() {
+        return Ok(());
+    }
+    Err(Failure::invalid(format!(
+        "--listen {listen} is not a loopback address, and plain HTTP there would send every token in clear; \
+         give the server a certificate with --tls-cert FILE --tls-key FILE (PEM), \
+         or pass --insecure-http to serve plain HTTP anyway (behind a TLS-terminating proxy on a trusted network)"
+    )))
 }
 
 /// Logs to stderr, filtered by `RUST_LOG`, else by `default`.

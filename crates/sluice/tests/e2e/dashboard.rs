@@ -5,6 +5,9 @@
 //! sleeps. Screenshots of the main views land in
 //! `target/dashboard-screenshots/` as artifacts.
 //!
+//! The viewer signs in through the form, pasting a token; the operator
+//! through a one-time link from `sluice dashboard`.
+//!
 //! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian's
 //! `chromium` and `chromium-driver`; `scripts/test` installs them).
 
@@ -146,6 +149,44 @@ async fn open_signed_in(browser: &Client, url: &str, token: &str) {
         }
     })
     .await;
+}
+
+/// Signs in through a one-time link that `sluice dashboard` makes for
+/// `token` (read from a file, as an operator would keep it), then opens
+/// `url`. The link works once: a second visit says so.
+async fn open_through_a_link(browser: &Client, sandbox: &Sandbox, url: &str, token: &str) {
+    let file = sandbox.write("operator.token", format_args!("{token}\n"));
+    let link = sandbox
+        .sluice(&[
+            "dashboard",
+            "--token-file",
+            file.to_str().expect("a UTF-8 path"),
+        ])
+        .await
+        .ok()
+        .stdout();
+    let link = link.trim().to_owned();
+    assert!(!link.contains(token), "{link}");
+    browser.goto(&link).await.expect("opening the sign-in link");
+    let overview = format!("{}/", sandbox.url());
+    let current = browser.clone();
+    wait_for(
+        "the link to sign in and open the overview",
+        DEADLINE,
+        || {
+            let (browser, overview) = (current.clone(), overview.clone());
+            async move {
+                let now = browser.current_url().await.ok()?;
+                (now.as_str() == overview).then_some(())
+            }
+        },
+    )
+    .await;
+    text_of(browser, "who").await;
+    browser.goto(&link).await.expect("opening the link again");
+    let used = text_of(browser, "error-message").await;
+    assert!(used.contains("already used"), "{used}");
+    browser.goto(url).await.expect("opening the page");
 }
 
 /// The text of the element with `id`, once it exists.
@@ -313,7 +354,7 @@ async fn an_operator_pauses_from_the_rollout_page_and_it_updates_live() {
     let browser = driver.browser().await;
     let base = sandbox.url().to_owned();
     let page = format!("{base}/rollouts/r-1");
-    open_signed_in(&browser, &page, &token).await;
+    open_through_a_link(&browser, &sandbox, &page, &token).await;
     assert_eq!(text_of(&browser, "state").await, "running");
 
     // A forged form (no CSRF token) is refused.

@@ -14,17 +14,25 @@
 //! - `report`: the retrospective of a rollout with failures in one role, a
 //!   failing gate, a pause, a SIGKILL and a rollback equals what its event
 //!   log says;
+//! - `forwarding_secrets`: a standby forwards check-ins, operator calls and
+//!   a one-time sign-in link to the leader, and no log shows a secret;
 //! - `db_copy`: a rollout under way moves from SQLite to PostgreSQL with
 //!   `sluice db copy` and finishes there, each stage admitting exactly the
 //!   preview's hosts.
 //!
+//! - `api_schema`: schemathesis sends requests generated from
+//!   `/v1/openapi.json`: those valid by the document are accepted, every
+//!   answer is as the document says, none is a 5xx.
+//!
 //! `TEST_LOG=1` shows the servers' logs; `E2E_SEED=N` replays the random
 //! crash moments of a failed run.
 
+mod api_schema;
 mod crash_rollout;
 mod dashboard;
 mod db_copy;
 mod durability;
 mod fleet;
+mod forwarding_secrets;
 mod full_rollout;
 mod report;

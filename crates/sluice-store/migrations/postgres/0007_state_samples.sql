@@ -1,4 +1,4 @@
--- Schema version 6 (PostgreSQL dialect, as in SQLite's): the rollout
+-- Schema version 7 (PostgreSQL dialect, as in SQLite's): the rollout
 -- retrospective's chart of hosts by state over time, at most one row per
 -- rollout and second, written with the group commit (a crash loses none).
 

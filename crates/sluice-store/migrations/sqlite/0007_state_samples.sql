@@ -1,4 +1,4 @@
--- Schema version 6 (SQLite dialect, as in PostgreSQL's): the rollout
+-- Schema version 7 (SQLite dialect, as in PostgreSQL's): the rollout
 -- retrospective's chart of hosts by state over time. Per rollout, how many
 -- of its hosts were in each state (waiting, instructed, healthy, failed,
 -- reverting, reverted), at most one row per rollout and second. Unlike the
