@@ -35,8 +35,8 @@ use crate::batch::{self, latest, token_key};
 use crate::read::{self, StoredTime};
 use crate::{
     ComponentRecord, Enrolled, Enrollment, FreezeRecord, HostComponentRecord, HostRecord, NewEvent,
-    Part, RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord, StateSampleRecord, StoreError, StoredEvent,
-    Timestamp, TokenRecord, TokenRole, Write,
+    Part, RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord, StateSampleRecord,
+    StoreError, StoredEvent, Timestamp, TokenRecord, TokenRole, Write,
 };
 
 /// A dialect's connection.

@@ -8,8 +8,7 @@ use serde_json::{json, Value};
 
 use sluice_store::{
     Enrolled, Enrollment, Part, SampleRecord, SqliteStore, StateSampleRecord, Store, StoreError,
-    StoredEvent,
-    TokenRecord, Write,
+    StoredEvent, TokenRecord, Write,
 };
 use sluice_testkit::{Plan, Stage};
 use tempfile::TempDir;
