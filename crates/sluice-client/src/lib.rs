@@ -353,6 +353,21 @@ impl Client {
             .await
     }
 
+    /// The rollout's retrospective in `format` (`md`, `html`, `json`, or
+    /// `svg` for its chart), as the server wrote it.
+    pub async fn report(&self, id: &str, format: &str) -> Result<String, ClientError> {
+        let request = self.request(
+            Method::GET,
+            &["v1", "rollouts", id, "report"],
+            &[("format", format)],
+        );
+        let response = self.send(request).await?;
+        response
+            .text()
+            .await
+            .map_err(|source| self.transport_error(source))
+    }
+
     // ---- inventory ---------------------------------------------------------
 
     /// `GET /v1/hosts?selector=…&component=…`: the server's first page

@@ -22,6 +22,9 @@
 //! - [`persist`]: how a rollout is split into a header and per-host records
 //!   in the store, and put back together at start.
 //! - [`commit`]: the group-commit writer.
+//! - [`retro`]: the rollout retrospective: samples of hosts by state
+//!   written with the group commit, and a rollout's record gathered for
+//!   `sluice_sim::retro`.
 //! - [`controller`] and [`gates`]: the loop that drives rollouts, and the
 //!   Prometheus and HTTP gate evaluations.
 //! - [`admission`]: back-pressure, the bound of the check-in queue.
@@ -49,6 +52,7 @@ pub mod gates;
 pub mod metrics;
 pub mod persist;
 pub mod replica;
+pub mod retro;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -95,6 +95,7 @@ impl AppState {
         let now = self.0.clock.now();
         let mut writes = Vec::new();
         let result = change(&mut world, now, &mut writes);
+        crate::retro::sample_states(&world, now, &mut writes);
         let pending = self.0.committer.submit(writes);
         drop(world);
         (result, pending)
@@ -132,6 +133,7 @@ impl AppState {
             self.0.committer.next_generation();
             let mut writes = Vec::new();
             memory.resume(now, &mut writes);
+            crate::retro::sample_states(&memory, now, &mut writes);
             if sessions.1 > 0 {
                 writes.push(Write::SessionsExpired(now));
             }

@@ -6,7 +6,8 @@
 use std::sync::Mutex;
 
 use sluice_store::{
-    Enrolled, Enrollment, Part, SampleRecord, Store, StoreError, StoredEvent, TokenRecord, Write,
+    Enrolled, Enrollment, Part, SampleRecord, StateSampleRecord, Store, StoreError, StoredEvent,
+    TokenRecord, Write,
 };
 
 /// Fails the first commits with `failures` (in order), then records every
@@ -101,6 +102,10 @@ impl Store for TestStore {
     }
 
     async fn samples(&self, _: &str) -> Result<Vec<SampleRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn state_samples(&self, _: &str) -> Result<Vec<StateSampleRecord>, StoreError> {
         Ok(Vec::new())
     }
 

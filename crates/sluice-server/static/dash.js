@@ -3,12 +3,14 @@
 // and swapping those parts in. Forms are never inside them, so what a user
 // types survives. When the rollout's state changes (paused by a gate, say)
 // the page reloads so that the action buttons match, unless the user is
-// typing a reason.
+// typing a reason. A page holding a document rather than a live view
+// ([data-still], the rollout's report, whose making costs a simulation) is
+// not refreshed.
 (function () {
   "use strict";
   var PERIOD_MS = 3000;
   var live = document.querySelectorAll("[data-live][id]");
-  if (live.length === 0) {
+  if (live.length === 0 || document.querySelector("[data-still]")) {
     return;
   }
   function stateOf(root) {

@@ -15,7 +15,9 @@
 //!
 //! A host matched by several faults gets the first one given.
 
+use std::collections::HashSet;
 use std::fmt;
+use std::sync::Arc;
 
 use sluice_core::duration::Duration;
 use sluice_core::fleet::Labels;
@@ -37,6 +39,9 @@ pub struct Fault {
     selector: Option<Selector>,
     kind: FaultKind,
     share: Option<f64>,
+    /// Only these hosts (a retrospective's hosts seen failing), instead of
+    /// a selector and a share.
+    only: Option<Arc<HashSet<String>>>,
 }
 
 /// How a faulty host misbehaves; only the target version is faulty, so a
@@ -149,7 +154,20 @@ impl Fault {
             selector,
             kind,
             share,
+            only: None,
         })
+    }
+
+    /// A fault that makes exactly `hosts` fail once they run the target;
+    /// `spec` says what they are, for the report.
+    pub fn on_hosts(spec: &str, hosts: HashSet<String>) -> Fault {
+        Fault {
+            spec: spec.to_owned(),
+            selector: None,
+            kind: FaultKind::Fail,
+            share: None,
+            only: Some(Arc::new(hosts)),
+        }
     }
 
     /// The spec as given.
@@ -166,6 +184,9 @@ impl Fault {
     /// among the faults, so that two faults with the same share pick
     /// different hosts.
     pub fn hits(&self, seed: u64, position: usize, id: &str, labels: &Labels) -> bool {
+        if let Some(only) = &self.only {
+            return only.contains(id);
+        }
         if let Some(selector) = &self.selector {
             if !selector.matches(labels) {
                 return false;
@@ -173,14 +194,17 @@ impl Fault {
         }
         match self.share {
             None => true,
-            Some(share) => {
-                let salt = seed ^ (position as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                // The top 53 bits as a uniform number in [0, 1).
-                let draw = (xxh3_64_with_seed(id.as_bytes(), salt) >> 11) as f64;
-                draw / TWO_TO_53 < share
-            }
+            Some(share) => draw(seed, position, id) < share,
         }
     }
+}
+
+/// A uniform number in [0, 1) drawn from the seeded hash of a host id:
+/// the same host, seed and position always draw the same.
+pub(crate) fn draw(seed: u64, position: usize, id: &str) -> f64 {
+    let salt = seed ^ (position as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    // The top 53 bits as a uniform number in [0, 1).
+    (xxh3_64_with_seed(id.as_bytes(), salt) >> 11) as f64 / TWO_TO_53
 }
 
 impl fmt::Display for Fault {

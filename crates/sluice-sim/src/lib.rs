@@ -12,14 +12,17 @@
 //! - [`fault`]: `SELECTOR:KIND[:p=SHARE]` faults.
 //! - [`run`]: the discrete-event loop and its [`Config`].
 //! - [`report`]: the [`Report`] and its text rendering.
+//! - [`retro`]: the rollout retrospective (`sluice rollout report`), of a
+//!   real rollout or of a simulation ([`rehearse`]).
 //!
 //! Architecture invariant: pure, like sluice-core — no IO, no clock, no
 //! threads; the same plan, fleet and config give the same report.
 
 pub mod fault;
 pub mod report;
+pub mod retro;
 pub mod run;
 
 pub use fault::{Fault, FaultError, FaultKind};
 pub use report::Report;
-pub use run::{simulate, Config};
+pub use run::{rehearse, simulate, Config, Rehearsal};

@@ -41,6 +41,7 @@ use sluice_core::rollout::{
 
 use crate::fault::{Fault, FaultKind};
 use crate::report::{FaultReport, Refusal, Report, StageReport};
+use crate::retro::StateSample;
 
 /// The simulated apply takes between these (uniformly): a package install
 /// or a daemon restart.
@@ -101,6 +102,44 @@ pub fn simulate(plan: &Plan, hosts: &[Host], config: &Config) -> Report {
     let mut sim = Sim::new(plan, hosts, config);
     sim.run();
     sim.report()
+}
+
+/// A simulation with everything a retrospective needs
+/// ([`crate::retro`]): the report, the rollout as it ended, every event and
+/// the hosts by state after every change.
+#[derive(Debug)]
+pub struct Rehearsal {
+    pub report: Report,
+    pub rollout: Rollout,
+    pub events: Vec<Event>,
+    pub samples: Vec<StateSample>,
+    /// When the simulation ended.
+    pub end: Timestamp,
+}
+
+/// Runs `plan` against `hosts` like [`simulate`], keeping the whole record.
+pub fn rehearse(plan: &Plan, hosts: &[Host], config: &Config) -> Rehearsal {
+    let mut sim = Sim::new(plan, hosts, config);
+    sim.recording = Some(Recording::default());
+    sim.run();
+    let recording = sim.recording.take().unwrap_or_default();
+    let rollout = sim.rollout.clone();
+    let end = sim.timestamp(sim.now);
+    Rehearsal {
+        report: sim.report(),
+        rollout,
+        events: recording.events,
+        samples: recording.samples,
+        end,
+    }
+}
+
+/// Every event and a sample of hosts by state after each change (one per
+/// virtual second at most: the last of that second).
+#[derive(Debug, Default)]
+struct Recording {
+    events: Vec<Event>,
+    samples: Vec<StateSample>,
 }
 
 /// What happens next, at a virtual time.
@@ -200,6 +239,8 @@ struct Sim<'a> {
     stages: Vec<StageReport>,
     /// Inputs the engine refused, with when and what fed them.
     refused: Vec<Refusal>,
+    /// Everything a retrospective needs, when [`rehearse`] runs it.
+    recording: Option<Recording>,
 }
 
 impl<'a> Sim<'a> {
@@ -248,6 +289,7 @@ impl<'a> Sim<'a> {
             timeline: Vec::new(),
             stages,
             refused: Vec::new(),
+            recording: None,
         };
         sim.target = sim.intern(&plan.version);
         sim
@@ -572,6 +614,19 @@ impl<'a> Sim<'a> {
 
     /// Wakes the hosts the rollout needs and records its events.
     fn absorb(&mut self, outcome: sluice_core::rollout::Outcome) {
+        if !outcome.hosts.is_empty() {
+            let at = self.timestamp(self.now);
+            let second = at.as_second();
+            let counts = self.rollout.counts();
+            if let Some(recording) = &mut self.recording {
+                let sample = StateSample { at, counts };
+                match recording.samples.last_mut() {
+                    Some(last) if last.at.as_second() == second => *last = sample,
+                    Some(last) if last.counts == counts => {}
+                    _ => recording.samples.push(sample),
+                }
+            }
+        }
         for change in outcome.hosts {
             let Some(&host) = self.index.get(change.id.as_str()) else {
                 continue;
@@ -601,6 +656,9 @@ impl<'a> Sim<'a> {
 
     fn record(&mut self, event: Event) {
         let now = self.now;
+        if let Some(recording) = &mut self.recording {
+            recording.events.push(event.clone());
+        }
         match &event.kind {
             EventKind::HostFailed { .. } => {
                 self.detect.get_or_insert(now);

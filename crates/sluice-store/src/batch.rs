@@ -26,8 +26,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::hash::Hash;
 
 use crate::{
-    AuditRecord, ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, NewEvent,
-    RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord, StoreError, Timestamp,
+    AuditRecord, ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, NewEvent, RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord, StateSampleRecord, StoreError, Timestamp,
     TokenRecord, Write,
 };
 
@@ -57,6 +56,7 @@ pub(crate) struct Grouped<'a> {
     /// The latest expiry written, if any: sessions expiring at or before it
     /// are deleted (an earlier one deletes a subset of them).
     pub sessions_expired: Option<Timestamp>,
+    pub state_samples: Vec<&'a StateSampleRecord>,
 }
 
 /// Groups `batch` by kind, preserving order within each kind.
@@ -81,6 +81,7 @@ pub(crate) fn group(batch: &[Write]) -> Grouped<'_> {
             Write::SessionsExpired(at) => {
                 g.sessions_expired = g.sessions_expired.max(Some(*at));
             }
+            Write::StateSample(r) => g.state_samples.push(r),
         }
     }
     g

@@ -26,10 +26,7 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use crate::{
-    AuditQuery, AuditRecord, ComponentRecord, Enrolled, Enrollment, FreezeRecord,
-    HostComponentRecord, HostRecord, Loaded, NewEvent, Part, ReportedState, RolloutHostRecord,
-    RolloutRecord, SampleRecord, SessionRecord, Store, StoreError, StoredEvent, Timestamp,
-    TokenRecord, TokenRole, Write,
+    AuditQuery, AuditRecord, ComponentRecord, Enrolled, Enrollment, FreezeRecord, HostComponentRecord, HostRecord, Loaded, NewEvent, Part, ReportedState, RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord, StateSampleRecord, Store, StoreError, StoredEvent, Timestamp, TokenRecord, TokenRole, Write,
 };
 
 /// A backend under test: one database, opened as often as a case needs.
@@ -82,6 +79,7 @@ macro_rules! store_conformance_suite {
             schema_version_is_at_least_one,
             a_newer_schema_is_refused,
             samples_are_kept_per_rollout_in_time_order,
+            state_samples_are_written_with_the_batch,
             times_are_kept_to_the_microsecond_and_ordered_as_times,
             unreadable_roles_and_states_fail_the_load_naming_the_row,
             audit_entries_are_numbered_filtered_and_paged,
@@ -1470,6 +1468,66 @@ pub async fn samples_are_kept_per_rollout_in_time_order(
     drop(store);
     let store = backend.open().await?;
     assert_eq!(store.samples("r-1").await?, expected);
+    Ok(())
+}
+
+/// Samples of hosts by state are writes of a batch: the last of a rollout
+/// and time wins, one at a stored key replaces it, a refused batch leaves
+/// none behind, and they come back per rollout, oldest first, after
+/// reopening.
+pub async fn state_samples_are_written_with_the_batch(
+    backend: &dyn Backend,
+) -> Result<(), StoreError> {
+    let sample = |rollout: &str, minute: u32, failed: u64| StateSampleRecord {
+        rollout: rollout.to_owned(),
+        at: at(minute),
+        counts: [
+            ("failed".to_owned(), failed),
+            ("healthy".to_owned(), 10 - failed),
+        ]
+        .into_iter()
+        .collect(),
+    };
+    let store = backend.open().await?;
+    assert_eq!(store.state_samples("r-1").await?, []);
+    store
+        .commit(&[
+            Write::StateSample(sample("r-1", 2, 1)),
+            Write::StateSample(sample("r-2", 1, 0)),
+            Write::StateSample(sample("r-1", 1, 0)),
+            Write::StateSample(sample("r-1", 2, 2)),
+        ])
+        .await?;
+    store
+        .commit(&[Write::StateSample(sample("r-1", 3, 3))])
+        .await?;
+    store
+        .commit(&[Write::StateSample(sample("r-1", 3, 4))])
+        .await?;
+    let refused = store
+        .commit(&[
+            Write::StateSample(sample("r-1", 4, 5)),
+            Write::RolloutHost(RolloutHostRecord {
+                rollout: "missing".to_owned(),
+                host: "missing".to_owned(),
+                record: "{}".to_owned(),
+            }),
+        ])
+        .await;
+    assert!(
+        refused.is_err(),
+        "a batch naming a missing rollout was kept"
+    );
+    let expected = vec![
+        sample("r-1", 1, 0),
+        sample("r-1", 2, 2),
+        sample("r-1", 3, 4),
+    ];
+    assert_eq!(store.state_samples("r-1").await?, expected);
+    assert_eq!(store.state_samples("r-2").await?, [sample("r-2", 1, 0)]);
+    drop(store);
+    let store = backend.open().await?;
+    assert_eq!(store.state_samples("r-1").await?, expected);
     Ok(())
 }
 

@@ -49,7 +49,7 @@ use crate::sql::{self, page_key, Dialect, Key, Paged, Sink, Sql};
 use crate::sqlite::{self, SqliteStore};
 use crate::{
     batch, read, ComponentRecord, HostComponentRecord, HostRecord, PgStore, RolloutHostRecord,
-    RolloutRecord, SampleRecord, SessionRecord, StoreError, StoredAudit, StoredEvent, TokenRecord,
+    RolloutRecord, SampleRecord, SessionRecord, StateSampleRecord, StoreError, StoredAudit, StoredEvent, TokenRecord,
 };
 
 /// How long the copy waits for the target's tables (another copy, a
@@ -273,6 +273,9 @@ async fn every_table(
     let seq = |e: &StoredAudit| Ok(vec![Key::Int(e.seq)]);
     done(table(source, tx, &AUDIT, entry, entry, seq).await?);
     continue_audit(source, tx).await?;
+    let state_sample = read::state_sample::<String>;
+    let key = state_sample_key;
+    done(table(source, tx, &STATE_SAMPLES, state_sample, state_sample, key).await?);
     Ok(copied)
 }
 
@@ -428,6 +431,25 @@ const AUDIT: Paged = Paged {
 fn sample_key(s: &SampleRecord) -> Result<Vec<Key>, StoreError> {
     let at = sqlite::time_text(s.at).map_err(read::corrupt(
         "rollout_samples",
+        &format!("{}/{}", s.rollout, s.at),
+        "at",
+    ))?;
+    Ok(vec![Key::Text(s.rollout.clone()), Key::Text(at)])
+}
+
+const STATE_SAMPLES: Paged = Paged {
+    table: "rollout_state_samples",
+    columns: "rollout, at, CAST(counts AS TEXT) AS counts",
+    from: "rollout_state_samples",
+    filter: None,
+    key: &["rollout", "at"],
+    document: "rollout, at, counts",
+};
+
+/// A state sample's key as SQLite stores it: its time as canonical text.
+fn state_sample_key(s: &StateSampleRecord) -> Result<Vec<Key>, StoreError> {
+    let at = sqlite::time_text(s.at).map_err(read::corrupt(
+        "rollout_state_samples",
         &format!("{}/{}", s.rollout, s.at),
         "at",
     ))?;
@@ -608,6 +630,13 @@ impl Target for StoredAudit {
     async fn write(conn: &mut PgConnection, rows: &[Self]) -> Result<(), StoreError> {
         let numbered: Vec<_> = rows.iter().map(|e| (e.seq, &e.entry)).collect();
         postgres::insert_numbered_audit(conn, &numbered).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Target for StateSampleRecord {
+    async fn write(conn: &mut PgConnection, rows: &[Self]) -> Result<(), StoreError> {
+        Sql::<postgres::PgStore>::write_state_samples(conn, &refs(rows)).await
     }
 }
 

@@ -84,6 +84,9 @@ pub enum Write {
     /// Appends an entry to the audit log; the store assigns its sequence
     /// number.
     Audit(AuditRecord),
+    /// Keeps a rollout's hosts by state at a time (replacing a sample of
+    /// the same rollout and time).
+    StateSample(StateSampleRecord),
 }
 
 impl Write {
@@ -105,6 +108,7 @@ impl Write {
             Write::SessionEnded(_) => "session_ended",
             Write::SessionsExpired(_) => "sessions_expired",
             Write::Audit(_) => "audit",
+            Write::StateSample(_) => "state_sample",
         }
     }
 }
@@ -324,6 +328,17 @@ pub struct SampleRecord {
     pub at: Timestamp,
     /// Version → hosts of the rollout reporting it (`unknown`: none yet).
     pub versions: BTreeMap<String, u64>,
+}
+
+/// How many hosts of a rollout were in each state at one moment: a point of
+/// the retrospective's chart of hosts by state over time. Written with the
+/// group commit ([`Write::StateSample`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateSampleRecord {
+    pub rollout: String,
+    pub at: Timestamp,
+    /// State → hosts of the rollout in it (the engine's names).
+    pub counts: BTreeMap<String, u64>,
 }
 
 /// A part of what [`Store::load_parts`] reads, handed over as it is read,
@@ -572,6 +587,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// A rollout's samples, oldest first.
     async fn samples(&self, rollout: &str) -> Result<Vec<SampleRecord>, StoreError>;
+
+    /// A rollout's samples of hosts by state ([`Write::StateSample`]),
+    /// oldest first.
+    async fn state_samples(&self, rollout: &str) -> Result<Vec<StateSampleRecord>, StoreError>;
 
     /// The schema version of the open database.
     async fn schema_version(&self) -> Result<i64, StoreError>;

@@ -14,9 +14,7 @@ use std::str::FromStr;
 
 use crate::batch::token_key;
 use crate::{
-    AuditRecord, ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, NewEvent,
-    ReportedState, RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord, StoreError,
-    StoredAudit, StoredEvent, Timestamp, TokenRecord, TokenRole, UnknownName,
+    AuditRecord, ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, NewEvent, ReportedState, RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord, StateSampleRecord, StoreError, StoredAudit, StoredEvent, Timestamp, TokenRecord, TokenRole, UnknownName,
 };
 
 /// Rows per page when `load` reads a large table.
@@ -295,6 +293,20 @@ pub(crate) fn sample<T: StoredTime>(
     Ok(SampleRecord {
         versions: json(&versions, "rollout_samples", &key, "versions")?,
         at: time(at, "rollout_samples", &key, "at")?,
+        rollout,
+    })
+}
+
+/// `rollout, at, counts`.
+pub(crate) type StateSampleRow<T> = (String, T, String);
+
+pub(crate) fn state_sample<T: StoredTime>(
+    (rollout, at, counts): StateSampleRow<T>,
+) -> Result<StateSampleRecord, StoreError> {
+    let key = format!("{rollout}/{at}");
+    Ok(StateSampleRecord {
+        counts: json(&counts, "rollout_state_samples", &key, "counts")?,
+        at: time(at, "rollout_state_samples", &key, "at")?,
         rollout,
     })
 }

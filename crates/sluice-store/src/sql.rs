@@ -34,10 +34,7 @@ use sqlx::{
 use crate::batch::{self, latest, token_key};
 use crate::read::{self, StoredTime};
 use crate::{
-    AuditQuery, AuditRecord, ComponentRecord, Enrolled, Enrollment, FreezeRecord,
-    HostComponentRecord, HostRecord, NewEvent, Part, RolloutHostRecord, RolloutRecord,
-    SampleRecord, SessionRecord, StoreError, StoredAudit, StoredEvent, Timestamp, TokenRecord,
-    TokenRole, Write,
+    AuditQuery, AuditRecord, ComponentRecord, Enrolled, Enrollment, FreezeRecord, HostComponentRecord, HostRecord, NewEvent, Part, RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord, StateSampleRecord, StoreError, StoredAudit, StoredEvent, Timestamp, TokenRecord, TokenRole, Write,
 };
 
 /// A dialect's connection.
@@ -349,6 +346,9 @@ const AUDIT: &str = concat!(
 
 const SAMPLES: &str = "SELECT rollout, at, CAST(versions AS TEXT) FROM rollout_samples \
                        WHERE rollout = $1 ORDER BY at";
+
+const STATE_SAMPLES: &str = "SELECT rollout, at, CAST(counts AS TEXT) FROM rollout_state_samples \
+                             WHERE rollout = $1 ORDER BY at";
 
 const SCHEMA_VERSION: &str = "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success";
 
@@ -915,6 +915,8 @@ where
         D::upsert_tokens(conn, &latest(&g.tokens, |t| t.hash.as_str())).await?;
         Self::write_token_changes(conn, &g).await?;
         Self::write_sessions(conn, &g.sessions, &g.ended_sessions, g.sessions_expired).await?;
+        let state_samples = latest(&g.state_samples, |s| (s.rollout.as_str(), s.at));
+        Self::write_state_samples(conn, &state_samples).await?;
         D::insert_events(conn, &g.events).await?;
         D::insert_audit(conn, &g.audit).await?;
         Ok(())
@@ -960,6 +962,45 @@ where
                 .map_err(|e| D::classify(e, format_args!("revoking the tokens of host {host}")))?;
         }
         Ok(())
+    }
+
+    /// Samples of hosts by state, one statement each (a batch holds one per
+    /// rollout it changed); one with a stored sample's key replaces it.
+    pub(crate) async fn write_state_samples(
+        conn: &mut Conn<D>,
+        samples: &[&StateSampleRecord],
+    ) -> Result<(), StoreError> {
+        for s in samples {
+            let key = || format!("state sample of rollout {} at {}", s.rollout, s.at);
+            let at = D::Time::store(s.at)
+                .map_err(|e| StoreError::Refused(format!("{} at: {e}", key())))?;
+            let counts = serde_json::to_string(&s.counts)
+                .map_err(|e| StoreError::Refused(format!("encoding {}: {e}", key())))?;
+            sqlx::query(&format!(
+                "INSERT INTO rollout_state_samples (rollout, at, counts) VALUES ($1, $2, $3{}) \
+                 ON CONFLICT (rollout, at) DO UPDATE SET counts = excluded.counts",
+                D::AS_JSON
+            ))
+            .bind(s.rollout.clone())
+            .bind(at)
+            .bind(counts)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| D::classify(e, format_args!("writing {}", key())))?;
+        }
+        Ok(())
+    }
+
+    pub async fn state_samples(
+        store: &D,
+        rollout: &str,
+    ) -> Result<Vec<StateSampleRecord>, StoreError> {
+        let rows = sqlx::query_as(STATE_SAMPLES)
+            .bind(rollout.to_owned())
+            .fetch_all(store.readers())
+            .await
+            .map_err(D::reading("rollout_state_samples"))?;
+        read::each(rows, read::state_sample::<D::Time>)
     }
 
     /// The dashboard's sessions: the new ones, one statement each (a batch
@@ -1200,6 +1241,13 @@ macro_rules! store {
                 rollout: &str,
             ) -> Result<Vec<$crate::SampleRecord>, $crate::StoreError> {
                 $crate::sql::Sql::samples(self, rollout).await
+            }
+
+            async fn state_samples(
+                &self,
+                rollout: &str,
+            ) -> Result<Vec<$crate::StateSampleRecord>, $crate::StoreError> {
+                $crate::sql::Sql::state_samples(self, rollout).await
             }
 
             async fn schema_version(&self) -> Result<i64, $crate::StoreError> {

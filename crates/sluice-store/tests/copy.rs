@@ -15,9 +15,7 @@ use sluice_store::copy::{self, Copied, CopyError};
 use sluice_store::sqlite::{self, SqliteStore};
 use sluice_store::testing::TempPgDatabase;
 use sluice_store::{
-    AuditQuery, AuditRecord, ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord,
-    NewEvent, PgStore, ReportedState, RolloutHostRecord, RolloutRecord, SampleRecord,
-    SessionRecord, Store, StoreError, Timestamp, TokenRecord, TokenRole, Write,
+    AuditQuery, AuditRecord, ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, NewEvent, PgStore, ReportedState, RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord, StateSampleRecord, Store, StoreError, Timestamp, TokenRecord, TokenRole, Write,
 };
 use sluice_testkit::{wait_for, DEADLINE};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteLockingMode};
@@ -212,6 +210,22 @@ async fn install(dir: &Path) {
         })
         .collect();
     store.add_samples(&samples).await.expect("writing samples");
+    let state_samples: Vec<Write> = (0..20)
+        .map(|i| {
+            Write::StateSample(StateSampleRecord {
+                rollout: ["r-1", "r-2"][i % 2].to_owned(),
+                at: at(i as i64),
+                counts: BTreeMap::from([
+                    ("waiting".to_owned(), 100 - i as u64),
+                    ("healthy".to_owned(), i as u64),
+                ]),
+            })
+        })
+        .collect();
+    store
+        .commit(&state_samples)
+        .await
+        .expect("writing state samples");
     let_go(store, dir).await;
 }
 
@@ -297,6 +311,11 @@ const TABLES: &[Table] = &[
             "reason",
             "data",
         ],
+        times: &["at"],
+    },
+    Table {
+        name: "rollout_state_samples",
+        columns: &["rollout", "at", "counts"],
         times: &["at"],
     },
 ];
@@ -426,6 +445,7 @@ async fn every_row_of_every_table_is_copied_as_it_was() {
             ("events", EVENTS as u64),
             ("rollout_samples", 30),
             ("audit", AUDIT as u64),
+            ("rollout_state_samples", 20),
         ]
     );
     for table in TABLES {

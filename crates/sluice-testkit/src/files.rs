@@ -81,6 +81,11 @@ impl FileServer {
         self.insert(name, body.into(), false);
     }
 
+    /// Stops serving `name`: it is then 404.
+    pub fn remove(&self, name: &str) {
+        lock(&self.shared).files.remove(name);
+    }
+
     fn insert(&self, name: &str, body: Vec<u8>, sized: bool) {
         lock(&self.shared)
             .files

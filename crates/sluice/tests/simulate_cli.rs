@@ -131,3 +131,45 @@ fn invalid_faults_and_flags_exit_2_naming_the_part_at_fault() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(text(&missing.stderr).contains("reading plan file"));
 }
+
+/// `--report` writes the rehearsal's retrospective: JSON whose figures are
+/// the simulation's own, and Markdown with its chart beside it.
+#[test]
+fn report_is_the_retrospective_of_the_rehearsal() {
+    let args = ["--fault", "role=edge:fail", "--seed", "4"];
+    let figures = json(&simulate(
+        "plan-docker.yaml",
+        &[&args[..], &["--json"]].concat(),
+    ));
+    let report = json(&simulate(
+        "plan-docker.yaml",
+        &[&args[..], &["--report", "json"]].concat(),
+    ));
+    assert_eq!(report["summary"]["outcome"], figures["final_state"]);
+    assert_eq!(
+        report["times"]["time_to_detect_s"],
+        figures["time_to_detect_s"]
+    );
+    assert_eq!(report["times"]["time_to_halt_s"], figures["time_to_halt_s"]);
+    assert_eq!(report["failures"]["by_role"][0]["value"], "edge");
+    assert_eq!(report["source"]["kind"], "simulation");
+
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let md = dir.path().join("rehearsal.md");
+    let out = simulate(
+        "plan-docker.yaml",
+        &[
+            &args[..],
+            &["--report", "md", "-o", md.to_str().expect("a path")],
+        ]
+        .concat(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let text = std::fs::read_to_string(&md).expect("the report");
+    assert!(text.starts_with("# Rollout sim — retrospective"), "{text}");
+    assert!(text.contains("](sim-chart.svg)"));
+    assert!(dir.path().join("sim-chart.svg").exists());
+
+    let refused = simulate("plan-docker.yaml", &["--report", "pdf"]);
+    assert_eq!(refused.status.code(), Some(2));
+}

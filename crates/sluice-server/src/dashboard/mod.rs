@@ -13,7 +13,8 @@
 //! - [`session`]: sign-in with a bearer token, the sessions (stored like
 //!   tokens, held in memory by the leader) behind an HttpOnly
 //!   SameSite=Strict cookie, CSRF tokens;
-//! - [`pages`]: the GET handlers and their templates;
+//! - [`pages`]: the GET handlers and their templates (a rollout's Report
+//!   tab and its downloads among them, made by [`crate::retro`]);
 //! - [`actions`]: sign-in, sign-out and the POST forms (rollout actions and
 //!   the freeze), which go through the API's own code paths;
 //! - [`link`]: one-time sign-in links (`POST /v1/signin-links`, then
@@ -72,6 +73,10 @@ pub fn router(app: AppState) -> Router {
         .route("/rollouts", get(pages::rollouts))
         .route("/rollouts/{id}", get(pages::rollout))
         .route("/rollouts/{id}/act/{action}", post(actions::act))
+        .route(
+            "/rollouts/{id}/report/{format}",
+            get(pages::report_download),
+        )
         .route("/hosts", get(pages::hosts))
         .route("/hosts/{id}", get(pages::host))
         .route("/audit", get(pages::audit))

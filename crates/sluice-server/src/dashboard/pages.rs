@@ -4,7 +4,7 @@
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::header::SET_COOKIE;
+use axum::http::header::{self, SET_COOKIE};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
@@ -245,6 +245,9 @@ struct RolloutPage {
     events_pager: views::Pager,
     /// The gates tab: every gate evaluation and failure, newest first.
     gate_events: Vec<EventRow>,
+    /// The report tab: the retrospective's HTML body (escaped by its
+    /// renderer, its chart an inline SVG).
+    report: String,
     host_states: &'static [HostState],
 }
 
@@ -327,6 +330,12 @@ pub async fn rollout(
                 .collect();
         }
     }
+    let report = if state.tab == "report" {
+        let report = crate::retro::report(&dash.app, &id).await?;
+        sluice_sim::retro::render::html_body(&report)
+    } else {
+        String::new()
+    };
     let summary = &view.detail.summary;
     let progress = chart::progress_bar(
         views::percent(summary.admitted, summary.selected),
@@ -345,8 +354,42 @@ pub async fn rollout(
         events,
         events_pager,
         gate_events,
+        report,
         host_states: HostState::ALL,
     })
+}
+
+/// `GET /rollouts/{id}/report/{format}`: the retrospective to download,
+/// `html` (one self-contained page), `md`, or `svg` (the chart the
+/// Markdown links).
+pub async fn report_download(
+    State(dash): State<Dashboard>,
+    _user: User,
+    Path((id, format)): Path<(String, String)>,
+) -> Result<Response, DashError> {
+    use crate::routes::report::{chart_file, rendered, Wanted};
+    let wanted = Wanted::parse(&format)?;
+    if wanted == Wanted::Report(sluice_sim::retro::render::Format::Json) {
+        return Err(DashError::NotFound(format!(
+            "no download {format:?}; use html, md or svg (JSON is GET /v1/rollouts/{id}/report?format=json)"
+        )));
+    }
+    let (content_type, body) = rendered(&dash.app, &id, wanted).await?;
+    let file = match wanted {
+        Wanted::Chart => chart_file(&id),
+        other => format!("{id}-report.{}", other.extension()),
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type.to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{file}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 // ---- hosts ---------------------------------------------------------------

@@ -25,7 +25,7 @@ pub const PAGE: usize = 100;
 /// Rollouts per page of the rollouts list.
 pub const ROLLOUT_PAGE: usize = 50;
 /// The tabs of a rollout page.
-pub const TABS: [&str; 5] = ["strata", "hosts", "gates", "events", "plan"];
+pub const TABS: [&str; 6] = ["strata", "hosts", "gates", "events", "report", "plan"];
 /// Percent-encodes a query value or path segment.
 pub fn encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
@@ -603,6 +603,7 @@ pub fn rollout(world: &World, id: &str, state: &RolloutUrl) -> Result<RolloutVie
                 "hosts" => "Hosts",
                 "gates" => "Gates",
                 "events" => "Timeline",
+                "report" => "Report",
                 _ => "Plan",
             };
             (*tab, label, RolloutUrl::href(id, tab, stratum, hstate, 1))

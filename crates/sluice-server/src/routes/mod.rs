@@ -11,6 +11,7 @@ pub mod agent;
 pub mod audit;
 pub mod hosts;
 pub mod ops;
+pub mod report;
 pub mod rollouts;
 
 use std::sync::Arc;
@@ -89,6 +90,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(rollouts::abort))
         .routes(routes!(rollouts::rollback))
         .routes(routes!(rollouts::events))
+        .routes(routes!(report::report))
         .routes(routes!(hosts::list))
         .routes(routes!(hosts::detail))
         .routes(routes!(hosts::desired))

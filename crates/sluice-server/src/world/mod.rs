@@ -804,6 +804,11 @@ impl World {
         self.hosts.iter().map(|(id, entry)| (id.as_str(), entry))
     }
 
+    /// One host, by id.
+    pub fn host_entry(&self, id: &str) -> Option<&HostEntry> {
+        self.hosts.get(id)
+    }
+
     /// Every rollout, oldest first.
     pub fn rollout_entries(&self) -> &[RolloutEntry] {
         &self.rollouts

@@ -7,8 +7,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use sluice_store::{
-    Enrolled, Enrollment, Part, SampleRecord, SqliteStore, Store, StoreError, StoredEvent,
-    TokenRecord, Write,
+    Enrolled, Enrollment, Part, SampleRecord, SqliteStore, StateSampleRecord, Store, StoreError,
+    StoredEvent, TokenRecord, Write,
 };
 use sluice_testkit::{Plan, Stage};
 use tempfile::TempDir;
@@ -340,6 +340,10 @@ impl Store for Refusing {
 
     async fn samples(&self, rollout: &str) -> Result<Vec<SampleRecord>, StoreError> {
         self.0.samples(rollout).await
+    }
+
+    async fn state_samples(&self, rollout: &str) -> Result<Vec<StateSampleRecord>, StoreError> {
+        self.0.state_samples(rollout).await
     }
 
     async fn schema_version(&self) -> Result<i64, StoreError> {

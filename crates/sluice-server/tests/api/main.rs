@@ -18,5 +18,6 @@ mod hosts;
 mod openapi;
 mod postgres;
 mod prometheus;
+mod report;
 mod rollouts;
 mod stable;

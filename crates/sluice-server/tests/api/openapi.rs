@@ -31,6 +31,7 @@ async fn the_openapi_document_lists_every_path() {
         ("/v1/rollouts/{id}/abort", "post"),
         ("/v1/rollouts/{id}/rollback", "post"),
         ("/v1/rollouts/{id}/events", "get"),
+        ("/v1/rollouts/{id}/report", "get"),
         ("/v1/hosts", "get"),
         ("/v1/hosts/{id}", "get"),
         ("/v1/hosts/{id}/desired", "get"),

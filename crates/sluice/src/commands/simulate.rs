@@ -1,17 +1,22 @@
 //! `sluice simulate`: rehearse a plan against a fleet file in virtual time
-//! (see the `sluice-sim` crate), and print what would happen.
+//! (see the `sluice-sim` crate), and print what would happen — or, with
+//! `--report`, the rollout retrospective of the rehearsal, the same report
+//! `sluice rollout report` writes of a real rollout.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
 use jiff::Timestamp;
 use sluice_core::duration::Duration;
+use sluice_sim::retro::{self, render};
 use sluice_sim::run::DEFAULT_START;
-use sluice_sim::{simulate, Config, Fault};
+use sluice_sim::{rehearse, simulate, Config, Fault};
 
+use crate::commands::connect::io_reason;
 use crate::commands::plan::{load_fleet, load_plan};
+use crate::commands::rollout::ReportFormat;
 use crate::exit::Failure;
 
 #[derive(Debug, Args)]
@@ -43,14 +48,44 @@ pub struct SimulateArgs {
     #[arg(long, default_value = "30d", value_name = "DURATION")]
     limit: String,
     /// Print the figures as JSON
-    #[arg(long)]
+    #[arg(long, conflicts_with = "report")]
     json: bool,
+    /// Print the rehearsal's retrospective instead (md, html or json), as
+    /// `sluice rollout report` writes a real rollout's
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    report: Option<ReportFormat>,
+    /// With --report: write it to FILE (and, for md, its chart beside it as
+    /// sim-chart.svg) instead of standard output
+    #[arg(long, short = 'o', value_name = "FILE", requires = "report")]
+    output: Option<PathBuf>,
 }
 
 pub fn run(args: SimulateArgs) -> Result<(), Failure> {
     let config = config(&args)?;
     let plan = load_plan(&args.plan)?;
     let hosts = load_fleet(&args.fleet)?;
+    if let Some(format) = args.report {
+        let rehearsal = rehearse(&plan, &hosts, &config);
+        let report = retro::of_rehearsal(&plan, &hosts, &config, &rehearsal);
+        let chart_file = format!("{}-chart.svg", report.rollout);
+        let text = render::render(&report, format.into(), &chart_file);
+        match &args.output {
+            None => {
+                let mut out = std::io::stdout().lock();
+                write!(out, "{text}").context("writing the report")?;
+                out.flush().context("writing the report")?;
+            }
+            Some(path) => {
+                write_file(path, &text)?;
+                if format == ReportFormat::Md {
+                    let beside = path.parent().unwrap_or(Path::new("")).join(chart_file);
+                    write_file(&beside, &render::chart(&report))?;
+                }
+            }
+        }
+        std::mem::forget(hosts);
+        return Ok(());
+    }
     let report = simulate(&plan, &hosts, &config);
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -62,6 +97,18 @@ pub fn run(args: SimulateArgs) -> Result<(), Failure> {
     out.flush().context("writing the report")?;
     // The process exits next; the OS takes the fleet back at once.
     std::mem::forget(hosts);
+    Ok(())
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), Failure> {
+    std::fs::write(path, text).map_err(|error| {
+        Failure::Failed(anyhow::anyhow!(
+            "writing {}: {}",
+            path.display(),
+            io_reason(&error)
+        ))
+    })?;
+    eprintln!("wrote {}", path.display());
     Ok(())
 }
 

@@ -449,3 +449,123 @@ async fn an_operator_pauses_from_the_rollout_page_and_it_updates_live() {
     screenshot(&browser, "audit").await;
     browser.close().await.expect("closing the browser");
 }
+
+/// The rollout retrospective in the browser: the Report tab of a rolled-back
+/// rollout (a pasted `?tab=report` link opens it), its downloads, and the
+/// self-contained HTML page the CLI writes, opened from disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_tab_shows_the_retrospective_and_offers_its_downloads() {
+    let played = crate::report::rolled_back().await;
+    let (sandbox, id) = (&played.sandbox, &played.id);
+    let token = sandbox
+        .client()
+        .create_token(Role::Viewer, None, Some("rita"))
+        .await
+        .expect("creating a token")
+        .token;
+    let driver = Driver::start().await;
+    let browser = driver.browser().await;
+    let link = format!("{}/rollouts/{id}?tab=report", sandbox.url());
+    open_signed_in(&browser, &link, &token).await;
+
+    let tab = browser
+        .find(Locator::Id("tab-report"))
+        .await
+        .expect("the report tab");
+    assert_eq!(
+        tab.attr("aria-current")
+            .await
+            .expect("attribute")
+            .as_deref(),
+        Some("page")
+    );
+    let report = text_of(&browser, "report").await;
+    for expected in [
+        "retrospective",
+        "rolled back",
+        "Blast radius",
+        "What went wrong",
+    ] {
+        assert!(
+            report.contains(expected),
+            "the tab lacks {expected:?}: {report}"
+        );
+    }
+    assert!(browser.find(Locator::Css("#report svg")).await.is_ok());
+    screenshot(&browser, "rollout-report").await;
+
+    // Each download comes back as an attachment of its kind.
+    for (format, kind) in [
+        ("html", "text/html"),
+        ("md", "text/markdown"),
+        ("svg", "image/svg+xml"),
+    ] {
+        let href = browser
+            .find(Locator::Id(&format!("report-{format}")))
+            .await
+            .expect("a download link")
+            .attr("href")
+            .await
+            .expect("attribute")
+            .expect("an href");
+        let answer = browser
+            .execute_async(
+                "const [path, done] = arguments;
+                 fetch(path).then(r => done([r.status, r.headers.get('content-type'),
+                                             r.headers.get('content-disposition')]),
+                                  e => done(String(e)));",
+                vec![serde_json::json!(href)],
+            )
+            .await
+            .expect("fetching a download");
+        assert_eq!(answer[0], 200, "{format}: {answer}");
+        assert!(
+            answer[1].as_str().is_some_and(|t| t.starts_with(kind)),
+            "{answer}"
+        );
+        assert!(
+            answer[2]
+                .as_str()
+                .is_some_and(|d| d.starts_with("attachment")),
+            "{answer}"
+        );
+    }
+
+    // The HTML report is one page that needs nothing else: opened from
+    // disk, its styles and chart are there.
+    let file = sandbox.write("retro.html", "");
+    sandbox
+        .sluice(&[
+            "rollout",
+            "report",
+            id,
+            "--format",
+            "html",
+            "-o",
+            file.to_str().expect("a path"),
+        ])
+        .await
+        .ok();
+    browser
+        .goto(&format!("file://{}", file.display()))
+        .await
+        .expect("opening the report file");
+    let heading = browser
+        .find(Locator::Css("h1"))
+        .await
+        .expect("a heading")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(heading, format!("Rollout {id} — retrospective"));
+    let bordered = browser
+        .execute(
+            "return getComputedStyle(document.querySelector('td')).borderTopStyle;",
+            vec![],
+        )
+        .await
+        .expect("reading a style");
+    assert_eq!(bordered, "solid", "the embedded stylesheet applies");
+    screenshot(&browser, "report-html").await;
+    browser.close().await.expect("closing the browser");
+}

@@ -11,14 +11,16 @@
 //!   holds, rollback reverts, a completed rollout changes only the hosts it covered;
 //! - `dashboard`: the dashboard in headless Chromium: links, sign-in, the
 //!   pause button, live updates, screenshots;
-//!   a one-time sign-in link to the leader, and no log shows a secret;
-//!   replica on PostgreSQL, and a client that claims another one;
-//! - `audit`: the client's address in the audit log through a standby
+//! - `report`: the retrospective of a rollout with failures in one role, a
+//!   failing gate, a pause, a SIGKILL and a rollback equals what its event
+//!   log says;
 //! - `forwarding_secrets`: a standby forwards check-ins, operator calls and
+//!   a one-time sign-in link to the leader, and no log shows a secret;
+//! - `audit`: the client's address in the audit log through a standby
+//!   replica on PostgreSQL, and a client that claims another one;
 //! - `db_copy`: a rollout under way moves from SQLite to PostgreSQL with
 //!   `sluice db copy` and finishes there, each stage admitting exactly the
-//!   preview's hosts.
-//!
+//!   preview's hosts;
 //! - `api_schema`: schemathesis sends requests generated from
 //!   `/v1/openapi.json`: those valid by the document are accepted, every
 //!   answer is as the document says, none is a 5xx.
@@ -35,3 +37,4 @@ mod durability;
 mod fleet;
 mod forwarding_secrets;
 mod full_rollout;
+mod report;

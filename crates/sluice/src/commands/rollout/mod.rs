@@ -1,6 +1,7 @@
 //! `sluice rollout …`: create rollouts from plans, act on them (start, pause,
 //! resume, advance, approve, abort, rollback), list them, and follow one
-//! (`status`, `status --watch`, `events`).
+//! (`status`, `status --watch`, `events`), and read its retrospective
+//! (`report`).
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -18,7 +19,10 @@ use crate::commands::connect::{block_on, ReasonArgs, RemoteArgs};
 use crate::commands::output::{self, plural, print_json, print_text, Table};
 use crate::exit::Failure;
 
+mod report;
 mod watch;
+
+pub use report::ReportFormat;
 
 #[derive(Debug, Subcommand)]
 pub enum RolloutCommand {
@@ -44,6 +48,9 @@ pub enum RolloutCommand {
     Status(StatusArgs),
     /// A rollout's event log
     Events(EventsArgs),
+    /// The retrospective: what happened, how fast it was seen and halted,
+    /// how many hosts it hurt, and the retro's questions
+    Report(report::ReportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -119,6 +126,7 @@ pub fn run(command: RolloutCommand) -> Result<(), Failure> {
         RolloutCommand::List(args) => list(args),
         RolloutCommand::Status(args) => status(args),
         RolloutCommand::Events(args) => events(args),
+        RolloutCommand::Report(args) => report::report(args),
     }
 }
 
