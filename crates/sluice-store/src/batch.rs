@@ -26,8 +26,9 @@ use std::collections::{BTreeSet, HashSet};
 use std::hash::Hash;
 
 use crate::{
-    AuditRecord, ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, NewEvent, RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord, StateSampleRecord, StoreError, Timestamp,
-    TokenRecord, Write,
+    AuditRecord, ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, NewEvent,
+    RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord, StateSampleRecord, StoreError,
+    Timestamp, TokenRecord, Write,
 };
 
 /// A batch's writes by kind, each kind in batch order.

@@ -26,7 +26,10 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use crate::{
-    AuditQuery, AuditRecord, ComponentRecord, Enrolled, Enrollment, FreezeRecord, HostComponentRecord, HostRecord, Loaded, NewEvent, Part, ReportedState, RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord, StateSampleRecord, Store, StoreError, StoredEvent, Timestamp, TokenRecord, TokenRole, Write,
+    AuditQuery, AuditRecord, ComponentRecord, Enrolled, Enrollment, FreezeRecord,
+    HostComponentRecord, HostRecord, Loaded, NewEvent, Part, ReportedState, RolloutHostRecord,
+    RolloutRecord, SampleRecord, SessionRecord, StateSampleRecord, Store, StoreError, StoredEvent,
+    Timestamp, TokenRecord, TokenRole, Write,
 };
 
 /// A backend under test: one database, opened as often as a case needs.

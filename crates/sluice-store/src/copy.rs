@@ -49,7 +49,8 @@ use crate::sql::{self, page_key, Dialect, Key, Paged, Sink, Sql};
 use crate::sqlite::{self, SqliteStore};
 use crate::{
     batch, read, ComponentRecord, HostComponentRecord, HostRecord, PgStore, RolloutHostRecord,
-    RolloutRecord, SampleRecord, SessionRecord, StateSampleRecord, StoreError, StoredAudit, StoredEvent, TokenRecord,
+    RolloutRecord, SampleRecord, SessionRecord, StateSampleRecord, StoreError, StoredAudit,
+    StoredEvent, TokenRecord,
 };
 
 /// How long the copy waits for the target's tables (another copy, a

@@ -14,7 +14,10 @@ use std::str::FromStr;
 
 use crate::batch::token_key;
 use crate::{
-    AuditRecord, ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, NewEvent, ReportedState, RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord, StateSampleRecord, StoreError, StoredAudit, StoredEvent, Timestamp, TokenRecord, TokenRole, UnknownName,
+    AuditRecord, ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, NewEvent,
+    ReportedState, RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord,
+    StateSampleRecord, StoreError, StoredAudit, StoredEvent, Timestamp, TokenRecord, TokenRole,
+    UnknownName,
 };
 
 /// Rows per page when `load` reads a large table.

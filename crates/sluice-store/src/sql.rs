@@ -34,7 +34,10 @@ use sqlx::{
 use crate::batch::{self, latest, token_key};
 use crate::read::{self, StoredTime};
 use crate::{
-    AuditQuery, AuditRecord, ComponentRecord, Enrolled, Enrollment, FreezeRecord, HostComponentRecord, HostRecord, NewEvent, Part, RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord, StateSampleRecord, StoreError, StoredAudit, StoredEvent, Timestamp, TokenRecord, TokenRole, Write,
+    AuditQuery, AuditRecord, ComponentRecord, Enrolled, Enrollment, FreezeRecord,
+    HostComponentRecord, HostRecord, NewEvent, Part, RolloutHostRecord, RolloutRecord,
+    SampleRecord, SessionRecord, StateSampleRecord, StoreError, StoredAudit, StoredEvent,
+    Timestamp, TokenRecord, TokenRole, Write,
 };
 
 /// A dialect's connection.

@@ -15,7 +15,9 @@ use sluice_store::copy::{self, Copied, CopyError};
 use sluice_store::sqlite::{self, SqliteStore};
 use sluice_store::testing::TempPgDatabase;
 use sluice_store::{
-    AuditQuery, AuditRecord, ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, NewEvent, PgStore, ReportedState, RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord, StateSampleRecord, Store, StoreError, Timestamp, TokenRecord, TokenRole, Write,
+    AuditQuery, AuditRecord, ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord,
+    NewEvent, PgStore, ReportedState, RolloutHostRecord, RolloutRecord, SampleRecord,
+    SessionRecord, StateSampleRecord, Store, StoreError, Timestamp, TokenRecord, TokenRole, Write,
 };
 use sluice_testkit::{wait_for, DEADLINE};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteLockingMode};

@@ -141,6 +141,20 @@ impl Store for Held {
         self.store.samples(rollout).await
     }
 
+    async fn state_samples(
+        &self,
+        rollout: &str,
+    ) -> Result<Vec<sluice_store::StateSampleRecord>, StoreError> {
+        self.store.state_samples(rollout).await
+    }
+
+    async fn audit(
+        &self,
+        query: &sluice_store::AuditQuery,
+    ) -> Result<Vec<sluice_store::StoredAudit>, StoreError> {
+        self.store.audit(query).await
+    }
+
     async fn schema_version(&self) -> Result<i64, StoreError> {
         self.store.schema_version().await
     }
