@@ -31,7 +31,7 @@ use crate::metrics::Metrics;
 pub const DEFAULT_CHECKIN_QUEUE: usize = 512;
 
 /// The default of `--api-rate`: requests a second per token.
-pub const DEFAULT_API_RATE: u32 = 100;
+pub const DEFAULT_API_RATE: u32 = 1000;
 
 /// Tokens whose rate is tracked before those idle (back at a full bucket)
 /// are forgotten.

@@ -19,6 +19,7 @@ use crate::state::AppState;
 pub struct ReportQuery {
     /// `md` (default), `html`, `json`, or `svg` (the chart of hosts by
     /// state over time, which the Markdown links as `{id}-chart.svg`).
+    #[param(pattern = "^(md|html|json|svg)$")]
     format: Option<String>,
 }
 
