@@ -212,16 +212,7 @@ async fn each_token_has_its_own_rate_and_check_ins_are_not_counted() {
 
 #[tokio::test]
 async fn the_api_document_lists_the_429_answers() {
-    let app = crate::helpers::spawn_app().await;
-    let document: Value = app
-        .client
-        .get(app.url("/v1/openapi.json"))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let document = crate::openapi::document().await;
     let paths = &document["paths"];
     for (path, method) in [
         ("/v1/agent/checkin", "post"),

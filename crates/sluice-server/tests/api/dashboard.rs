@@ -241,18 +241,7 @@ async fn sign_in_takes_a_paired_form_and_a_viewer_or_better_token() {
     let response = browser.sign_in(&viewer).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(response.headers()[LOCATION], "/rollouts");
-    let cookie = response
-        .headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .map(|v| v.to_str().expect("ascii"))
-        .find(|v| v.starts_with("sluice_session="))
-        .expect("a session cookie")
-        .to_owned();
-    assert!(
-        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
-        "{cookie}"
-    );
+    assert_session_cookie(&response);
     assert_eq!(browser.get("/rollouts").await.status(), StatusCode::OK);
 
     // Signing out needs the CSRF token too, and ends the session.
@@ -356,6 +345,22 @@ async fn paused_by_an_operator(app: &TestApp, id: &str) -> Value {
 }
 
 /// Asserts that `response` sends the browser to the sign-in page.
+/// The answer to a sign-in sets the session cookie, out of scripts' and
+/// other sites' reach.
+fn assert_session_cookie(response: &Response) {
+    let cookie = response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().expect("ascii"))
+        .find(|v| v.starts_with("sluice_session="))
+        .expect("a session cookie");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+}
+
 fn assert_sent_to_sign_in(response: &Response, why: &str) {
     assert_eq!(response.status(), StatusCode::SEE_OTHER, "{why}");
     let location = response.headers()[LOCATION].to_str().expect("ascii");
@@ -948,18 +953,7 @@ async fn a_sign_in_link_opens_one_session_once_for_a_viewer_or_better_token() {
     let response = browser.get(&path).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(response.headers()[LOCATION], "/");
-    let cookie = response
-        .headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .map(|v| v.to_str().expect("ascii"))
-        .find(|v| v.starts_with("sluice_session="))
-        .expect("a session cookie")
-        .to_owned();
-    assert!(
-        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
-        "{cookie}"
-    );
+    assert_session_cookie(&response);
     let page = browser.get("/").await;
     assert_eq!(page.status(), StatusCode::OK);
     assert!(page.text().await.expect("page").contains("viewer"));

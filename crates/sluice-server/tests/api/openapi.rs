@@ -4,18 +4,22 @@ use serde_json::Value;
 
 use crate::helpers::spawn_app;
 
-#[tokio::test]
-async fn the_openapi_document_lists_every_path() {
+/// The document a freshly started server serves.
+pub async fn document() -> Value {
     let app = spawn_app().await;
-    let document: Value = app
-        .client
+    app.client
         .get(app.url("/v1/openapi.json"))
         .send()
         .await
         .expect("sent")
         .json()
         .await
-        .expect("json");
+        .expect("json")
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_path() {
+    let document = document().await;
     let paths = document["paths"].as_object().expect("paths");
     let expected = [
         ("/v1/agent/checkin", "post"),
@@ -123,16 +127,7 @@ async fn the_openapi_document_lists_every_path() {
 /// The audit log's parameters carry the constraints the server enforces.
 #[tokio::test]
 async fn the_audit_log_is_described_with_its_constraints() {
-    let app = spawn_app().await;
-    let document: Value = app
-        .client
-        .get(app.url("/v1/openapi.json"))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let document = document().await;
     let operation = &document["paths"]["/v1/audit"]["get"];
     let parameters = operation["parameters"].as_array().expect("parameters");
     let schema = |name: &str| {
@@ -160,16 +155,7 @@ async fn the_audit_log_is_described_with_its_constraints() {
 /// pattern and length, the labels, the answers it gives and why.
 #[tokio::test]
 async fn the_enrollment_states_its_constraints() {
-    let app = spawn_app().await;
-    let document: Value = app
-        .client
-        .get(app.url("/v1/openapi.json"))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let document = document().await;
     let enroll = &document["paths"]["/v1/agent/enroll"]["post"];
     for status in ["201", "400", "401", "403", "413", "503"] {
         assert!(
@@ -219,16 +205,7 @@ async fn the_enrollment_states_its_constraints() {
 /// whole of it against a real server: crates/sluice/tests/e2e/api_schema.rs).
 #[tokio::test]
 async fn the_openapi_document_states_the_constraints_the_server_enforces() {
-    let app = spawn_app().await;
-    let document: Value = app
-        .client
-        .get(app.url("/v1/openapi.json"))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let document = document().await;
     let schemas = &document["components"]["schemas"];
     let checkin = &schemas["CheckinRequest"]["properties"];
     assert_eq!(checkin["labels"]["maxProperties"], 64, "{checkin}");
