@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use sluice_core::fleet::{Labels, StrMap};
 use sluice_core::plan::parse_plan;
 use sluice_core::rollout::{Event, EventKind, GateOutcome, HoldReason, HostCounts};
-use sluice_sim::retro::{self, render, HostFacts, Record, Source, StateSample};
+use sluice_sim::retro::{self, render, HostFacts, Record, Report, Source, StateSample};
 use sluice_sim::{rehearse, Config, Fault};
 
 const PLAN: &str = r#"
@@ -268,11 +268,11 @@ fn samples() -> Vec<StateSample> {
     ]
 }
 
-#[test]
-fn a_fixed_timeline_reads_as_its_golden_files() {
+/// The report of the fixed timeline, as the server builds it.
+fn fixed_report() -> Report {
     let plan = parse_plan(PLAN).expect("the test plan");
     let (events, hosts, samples) = (timeline(), hosts(), samples());
-    let report = retro::build(&Record {
+    retro::build(&Record {
         rollout: "r-7",
         plan: &plan,
         events: &events,
@@ -280,7 +280,12 @@ fn a_fixed_timeline_reads_as_its_golden_files() {
         samples: &samples,
         source: Source::Server,
         now: at(3600),
-    });
+    })
+}
+
+#[test]
+fn a_fixed_timeline_reads_as_its_golden_files() {
+    let report = fixed_report();
     // The figures the timeline dictates, whatever the rendering.
     assert_eq!(report.summary.outcome, "rolled_back");
     assert_eq!(report.blast_radius.hosts_failed, 3);
@@ -340,17 +345,7 @@ fn a_seeded_simulation_reads_as_its_golden_files() {
 
 #[test]
 fn html_is_one_self_contained_page() {
-    let plan = parse_plan(PLAN).expect("the test plan");
-    let (events, hosts, samples) = (timeline(), hosts(), samples());
-    let report = retro::build(&Record {
-        rollout: "r-7",
-        plan: &plan,
-        events: &events,
-        hosts: &hosts,
-        samples: &samples,
-        source: Source::Server,
-        now: at(3600),
-    });
+    let report = fixed_report();
     let html = render::html(&report);
     assert!(html.starts_with("<!doctype html>"));
     assert!(html.contains("<svg xmlns=\"http://www.w3.org/2000/svg\""));
