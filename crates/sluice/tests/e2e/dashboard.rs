@@ -190,6 +190,22 @@ async fn open_through_a_link(browser: &Client, sandbox: &Sandbox, url: &str, tok
 }
 
 /// The text of the element with `id`, once it exists.
+/// The tab `#id` is the one shown (`aria-current="page"`).
+async fn assert_current_tab(browser: &Client, id: &str) {
+    let tab = browser
+        .find(Locator::Id(id))
+        .await
+        .unwrap_or_else(|error| panic!("no #{id} on the page: {error}"));
+    assert_eq!(
+        tab.attr("aria-current")
+            .await
+            .expect("attribute")
+            .as_deref(),
+        Some("page"),
+        "#{id}"
+    );
+}
+
 async fn text_of(browser: &Client, id: &str) -> String {
     browser
         .wait()
@@ -254,17 +270,7 @@ async fn a_pasted_link_opens_the_same_view_and_a_viewer_gets_no_buttons() {
     open_signed_in(&browser, &link, &token).await;
 
     // The same view: the hosts tab, filtered by the link's stratum and state.
-    let tab = browser
-        .find(Locator::Id("tab-hosts"))
-        .await
-        .expect("the hosts tab");
-    assert_eq!(
-        tab.attr("aria-current")
-            .await
-            .expect("attribute")
-            .as_deref(),
-        Some("page")
-    );
+    assert_current_tab(&browser, "tab-hosts").await;
     for (select, value) in [
         ("f-stratum", "role=config,site=sjc"),
         ("f-hstate", "instructed"),
@@ -468,17 +474,7 @@ async fn the_report_tab_shows_the_retrospective_and_offers_its_downloads() {
     let link = format!("{}/rollouts/{id}?tab=report", sandbox.url());
     open_signed_in(&browser, &link, &token).await;
 
-    let tab = browser
-        .find(Locator::Id("tab-report"))
-        .await
-        .expect("the report tab");
-    assert_eq!(
-        tab.attr("aria-current")
-            .await
-            .expect("attribute")
-            .as_deref(),
-        Some("page")
-    );
+    assert_current_tab(&browser, "tab-report").await;
     let report = text_of(&browser, "report").await;
     for expected in [
         "retrospective",
