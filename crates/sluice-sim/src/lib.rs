@@ -12,6 +12,8 @@
 //! - [`fault`]: `SELECTOR:KIND[:p=SHARE]` faults.
 //! - [`run`]: the discrete-event loop and its [`Config`].
 //! - [`report`]: the [`Report`] and its text rendering.
+//! - [`push`]: a change pushed to every selected host at once, the loop's
+//!   figures without the loop ([`push_at_once`]).
 //! - [`retro`]: the rollout retrospective (`sluice rollout report`), of a
 //!   real rollout or of a simulation ([`rehearse`]).
 //!
@@ -19,10 +21,12 @@
 //! threads; the same plan, fleet and config give the same report.
 
 pub mod fault;
+pub mod push;
 pub mod report;
 pub mod retro;
 pub mod run;
 
 pub use fault::{Fault, FaultError, FaultKind};
+pub use push::{push_at_once, Push};
 pub use report::Report;
 pub use run::{rehearse, simulate, Config, Rehearsal};

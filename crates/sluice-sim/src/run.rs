@@ -206,9 +206,8 @@ struct Sim<'a> {
     /// Virtual milliseconds since the start.
     now: i64,
     limit: i64,
-    poll_ms: f64,
     host_timeout_ms: i64,
-    rng: fastrand::Rng,
+    timing: Timing,
     queue: BinaryHeap<Reverse<(i64, u64, Next)>>,
     seq: u64,
     /// Selected hosts: id → index in `hosts`.
@@ -267,9 +266,8 @@ impl<'a> Sim<'a> {
             start_ms: config.start.as_millisecond(),
             now: 0,
             limit: secs_ms(config.limit),
-            poll_ms: secs_ms(config.poll).max(1) as f64,
             host_timeout_ms: secs_ms(plan.gates.host_timeout),
-            rng: fastrand::Rng::with_seed(config.seed),
+            timing: Timing::new(config),
             queue: BinaryHeap::new(),
             seq: 0,
             index: HashMap::with_capacity(hosts.len()),
@@ -424,13 +422,13 @@ impl<'a> Sim<'a> {
                 let desired = desired.to_owned();
                 let desired = self.intern(&desired);
                 if Some(desired) != self.agents[host].version {
-                    let done = now + self.apply_ms();
+                    let done = now + self.timing.apply_ms();
                     self.agents[host].apply = Some((desired, done));
                 }
             }
         }
         if self.agents[host].apply.is_some() {
-            let next = now + self.interval_ms();
+            let next = now + self.timing.interval_ms();
             self.agents[host].next = next;
             self.push(next, Next::CheckIn(host as u32));
         }
@@ -480,7 +478,7 @@ impl<'a> Sim<'a> {
         if agent.silent || agent.next != NEVER {
             return;
         }
-        let next = self.now + self.residual_ms();
+        let next = self.now + self.timing.residual_ms();
         self.agents[host].next = next;
         self.push(next, Next::CheckIn(host as u32));
     }
@@ -489,26 +487,6 @@ impl<'a> Sim<'a> {
         self.agents[host]
             .fault
             .map(|f| self.config.faults[f as usize].kind())
-    }
-
-    /// One jittered check-in interval: `poll` × U(0.8, 1.2).
-    fn interval_ms(&mut self) -> i64 {
-        (self.poll_ms * (0.8 + 0.4 * self.rng.f64())).round() as i64
-    }
-
-    /// The wait from an arbitrary moment to a host's next check-in: a
-    /// uniform share of a length-biased interval (the forward recurrence
-    /// time of the jittered interval; length-biased U(a, b) has density
-    /// ∝ x, sampled by inverting its distribution function).
-    fn residual_ms(&mut self) -> i64 {
-        let (a, b) = (0.8 * self.poll_ms, 1.2 * self.poll_ms);
-        let length = (a * a + self.rng.f64() * (b * b - a * a)).sqrt();
-        (self.rng.f64() * length).round() as i64
-    }
-
-    fn apply_ms(&mut self) -> i64 {
-        let (low, high) = (secs_ms(APPLY_MIN), secs_ms(APPLY_MAX));
-        low + (self.rng.f64() * (high - low) as f64).round() as i64
     }
 
     // ---- the controller ------------------------------------------------
@@ -771,7 +749,45 @@ impl<'a> Sim<'a> {
     }
 }
 
-fn secs_ms(duration: Duration) -> i64 {
+/// The simulated agents' timing, every draw from the one PRNG seeded by
+/// the config, in the order the caller asks.
+#[derive(Debug, Clone)]
+pub(crate) struct Timing {
+    rng: fastrand::Rng,
+    poll_ms: f64,
+}
+
+impl Timing {
+    pub(crate) fn new(config: &Config) -> Timing {
+        Timing {
+            rng: fastrand::Rng::with_seed(config.seed),
+            poll_ms: secs_ms(config.poll).max(1) as f64,
+        }
+    }
+
+    /// One jittered check-in interval: `poll` × U(0.8, 1.2).
+    pub(crate) fn interval_ms(&mut self) -> i64 {
+        (self.poll_ms * (0.8 + 0.4 * self.rng.f64())).round() as i64
+    }
+
+    /// The wait from an arbitrary moment to a host's next check-in: a
+    /// uniform share of a length-biased interval (the forward recurrence
+    /// time of the jittered interval; length-biased U(a, b) has density
+    /// ∝ x, sampled by inverting its distribution function).
+    pub(crate) fn residual_ms(&mut self) -> i64 {
+        let (a, b) = (0.8 * self.poll_ms, 1.2 * self.poll_ms);
+        let length = (a * a + self.rng.f64() * (b * b - a * a)).sqrt();
+        (self.rng.f64() * length).round() as i64
+    }
+
+    /// How long an apply takes.
+    pub(crate) fn apply_ms(&mut self) -> i64 {
+        let (low, high) = (secs_ms(APPLY_MIN), secs_ms(APPLY_MAX));
+        low + (self.rng.f64() * (high - low) as f64).round() as i64
+    }
+}
+
+pub(crate) fn secs_ms(duration: Duration) -> i64 {
     i64::try_from(duration.as_secs())
         .unwrap_or(i64::MAX / 1_000)
         .saturating_mul(1_000)

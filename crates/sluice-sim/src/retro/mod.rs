@@ -36,7 +36,8 @@ use sluice_core::plan::{OnFailure, Plan, Stage};
 use sluice_core::rollout::{Event, EventKind, GateOutcome, HoldReason, HostCounts, Rollout};
 
 use crate::fault::Fault;
-use crate::run::{simulate, Config};
+use crate::push::push_at_once;
+use crate::run::Config;
 
 /// How many hosts were in each state at a time: one point of the chart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -899,22 +900,26 @@ fn actor(event: &Event) -> &str {
 /// as it did in the rollout; one never admitted fails in the share of its
 /// stratum's admitted hosts that failed (strata the rollout never reached:
 /// the share over all admitted hosts), picked by a seeded hash; then the
-/// simulator runs a one-stage plan of 100 % without `max_in_flight` over
-/// them.
+/// simulator pushes a one-stage plan of 100 % without `max_in_flight` to
+/// them ([`push_at_once`]: the figures of a simulation run, without
+/// running its event loop).
 pub fn all_at_once(record: &Record<'_>, failures: &Failures) -> AllAtOnce {
     let plan = record.plan;
     let failed: HashSet<&str> = failures.hosts.iter().map(|h| h.host.as_str()).collect();
-    let stratum = |labels: &Labels| -> Vec<String> {
-        plan.strategy
-            .spread
-            .iter()
-            .map(|k| labels.get(k).unwrap_or_default().to_owned())
-            .collect()
-    };
-    let mut shares: HashMap<Vec<String>, (u64, u64)> = HashMap::new();
+    let strata: Vec<Vec<&str>> = (record.hosts.iter())
+        .map(|host| {
+            (plan.strategy.spread.iter())
+                .map(|k| host.labels.get(k).unwrap_or_default())
+                .collect()
+        })
+        .collect();
+    let mut shares: HashMap<&[&str], (u64, u64)> = HashMap::new();
     let (mut admitted_all, mut failed_all) = (0u64, 0u64);
-    for host in record.hosts.iter().filter(|h| h.admitted_stage.is_some()) {
-        let entry = shares.entry(stratum(&host.labels)).or_default();
+    for (host, key) in record.hosts.iter().zip(&strata) {
+        if host.admitted_stage.is_none() {
+            continue;
+        }
+        let entry = shares.entry(key.as_slice()).or_default();
         let hit = u64::from(failed.contains(host.id.as_str()));
         entry.0 += 1;
         entry.1 += hit;
@@ -926,13 +931,15 @@ pub fn all_at_once(record: &Record<'_>, failures: &Failures) -> AllAtOnce {
     } else {
         failed_all as f64 / admitted_all as f64
     };
+    // Hosts share a handful of versions: one component map each.
+    let mut components: HashMap<Option<&str>, StrMap> = HashMap::new();
     let mut fleet = Vec::with_capacity(record.hosts.len());
     let mut failing = HashSet::new();
-    for host in record.hosts {
+    for (host, key) in record.hosts.iter().zip(&strata) {
         let Ok(id) = HostId::parse(&host.id) else {
             continue;
         };
-        let share = match shares.get(&stratum(&host.labels)) {
+        let share = match shares.get(key.as_slice()) {
             Some(&(admitted, failed)) if admitted > 0 => failed as f64 / admitted as f64,
             _ => overall,
         };
@@ -944,11 +951,14 @@ pub fn all_at_once(record: &Record<'_>, failures: &Failures) -> AllAtOnce {
         if fails {
             failing.insert(host.id.clone());
         }
-        let components: StrMap = host
-            .previous
-            .iter()
-            .map(|v| (plan.component.clone(), v.clone()))
-            .collect();
+        let components = components
+            .entry(host.previous.as_deref())
+            .or_insert_with(|| {
+                (host.previous.iter())
+                    .map(|v| (plan.component.as_str(), v.as_str()))
+                    .collect()
+            })
+            .clone();
         fleet.push(Host {
             id,
             labels: host.labels.clone(),
@@ -968,7 +978,7 @@ pub fn all_at_once(record: &Record<'_>, failures: &Failures) -> AllAtOnce {
     once.gates.http.clear();
     once.stages = vec![Stage {
         name: "all at once".to_owned(),
-        percent: Percent::parse("100").unwrap_or_else(|_| unreachable!("100 is a percent")),
+        percent: Percent::HUNDRED,
         bake: Duration::from_secs(0),
         approve: false,
     }];
@@ -977,11 +987,11 @@ pub fn all_at_once(record: &Record<'_>, failures: &Failures) -> AllAtOnce {
         limit: Duration::from_secs(7 * 86_400),
         ..Config::default()
     };
-    let sim = simulate(&once, &fleet, &config);
+    let push = push_at_once(&once, &fleet, &config);
     AllAtOnce {
-        hosts_failed: sim.hosts_failed,
-        hosts_changed: sim.hosts_changed,
-        time_to_detect_s: sim.time_to_detect_s,
+        hosts_failed: push.hosts_failed,
+        hosts_changed: push.hosts_changed,
+        time_to_detect_s: push.time_to_detect_s,
         assumption,
     }
 }
