@@ -83,12 +83,26 @@ fn shortcut(plan: &Plan, hosts: &[Host], config: &Config) -> Option<Push> {
         return None;
     }
 
+    // What each host does, read in the hosts' order (ids must be unique):
+    // whether it runs the target already, and whether a fault hits it.
+    let target = Some(plan.version.as_str());
+    let mut ids = HashSet::with_capacity(hosts.len());
+    let mut facts = Vec::with_capacity(hosts.len());
+    for host in hosts {
+        if !ids.insert(&*host.id) {
+            return None;
+        }
+        let fails = (config.faults.iter().enumerate())
+            .any(|(position, fault)| fault.hits(config.seed, position, &host.id, &host.labels));
+        facts.push((host.components.get(&plan.component) == target, fails));
+    }
+
     // 1. The order of admission: each stratum's hosts in rank order, merged
     // by how far behind its quota (its size, at 100 %) the stratum is when
     // each is admitted, then by the stratum's key (strata come by key).
-    let strata = stratify(plan, hosts);
-    let strata = strata.strata();
-    let mut admission: Vec<(u64, usize)> = Vec::with_capacity(hosts.len());
+    let stratification = stratify(plan, hosts);
+    let strata = stratification.strata();
+    let mut admission: Vec<(u64, usize)> = Vec::with_capacity(stratification.selected());
     for (s, stratum) in strata.iter().enumerate() {
         admission.extend((0..stratum.size()).map(|admitted| (admitted, s)));
     }
@@ -98,33 +112,24 @@ fn shortcut(plan: &Plan, hosts: &[Host], config: &Config) -> Option<Push> {
             .cmp(&(u128::from(b) * u128::from(n)))
             .then(s.cmp(&t))
     });
-    let mut ids = HashSet::with_capacity(admission.len());
     let mut timing = Timing::new(config);
-    let mut first = Vec::with_capacity(admission.len());
-    for (admitted, s) in admission {
-        let host = strata[s].members()[admitted as usize];
-        if !ids.insert(&*hosts[host as usize].id) {
-            return None;
-        }
-        first.push((timing.residual_ms(), host));
-    }
+    let mut first: Vec<(i64, u32)> = (admission.into_iter())
+        .map(|(admitted, s)| (timing.residual_ms(), strata[s].members()[admitted as usize]))
+        .collect();
 
     // 2. The first check-ins (a stable sort keeps the order of waking).
     first.sort_by_key(|&(at, _)| at);
-    let target = Some(plan.version.as_str());
     // Each host that applies the target: its first check-in and whether it
     // fails; each failing one: its report's time and place in the queue.
     let mut applies: Vec<(i64, bool)> = Vec::with_capacity(first.len());
     let mut failing: Vec<(i64, usize)> = Vec::new();
     let mut settled = 0;
     for (at, host) in first {
-        let host = &hosts[host as usize];
-        if host.components.get(&plan.component) == target {
+        let (at_target, fails) = facts[host as usize];
+        if at_target {
             settled = settled.max(at);
             continue;
         }
-        let fails = (config.faults.iter().enumerate())
-            .any(|(position, fault)| fault.hits(config.seed, position, &host.id, &host.labels));
         let applied = at + timing.apply_ms();
         let report = at + timing.interval_ms();
         if applied > report {
@@ -143,7 +148,7 @@ fn shortcut(plan: &Plan, hosts: &[Host], config: &Config) -> Option<Push> {
 
     // 3. The failure that fails the stage, if the rollout rolls back.
     failing.sort_unstable();
-    let allowed = plan.gates.max_failed.resolve(ids.len() as u64);
+    let allowed = (plan.gates.max_failed).resolve(stratification.selected() as u64);
     let rolls_back = plan.on_failure == OnFailure::Rollback && plan.reversible;
     let halt = match usize::try_from(allowed).ok().and_then(|i| failing.get(i)) {
         Some(&(at, _)) if rolls_back => at,

@@ -25,7 +25,9 @@
 pub mod render;
 pub mod svg;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt, HashSet};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -817,11 +819,11 @@ fn failures(record: &Record<'_>) -> Failures {
         }
     }
     let group = |key: &str| {
-        let mut groups: BTreeMap<String, Group> = BTreeMap::new();
+        let mut groups: BTreeMap<&str, Group> = BTreeMap::new();
         for host in record.hosts {
-            let value = label(&host.labels, key);
-            let group = groups.entry(value.clone()).or_insert(Group {
-                value,
+            let value = host.labels.get(key).unwrap_or("(none)");
+            let group = groups.entry(value).or_insert_with(|| Group {
+                value: value.to_owned(),
                 failed: 0,
                 admitted: 0,
                 selected: 0,
@@ -906,23 +908,33 @@ fn actor(event: &Event) -> &str {
 pub fn all_at_once(record: &Record<'_>, failures: &Failures) -> AllAtOnce {
     let plan = record.plan;
     let failed: HashSet<&str> = failures.hosts.iter().map(|h| h.host.as_str()).collect();
-    let strata: Vec<Vec<&str>> = (record.hosts.iter())
+    // Each host's stratum: an index into `shares`, (admitted, failed) of
+    // each stratum.
+    let mut shares: Vec<(u64, u64)> = Vec::new();
+    let mut stratum_of: HashMap<Vec<&str>, usize> = HashMap::new();
+    let mut key = Vec::with_capacity(plan.strategy.spread.len());
+    let strata: Vec<usize> = (record.hosts.iter())
         .map(|host| {
-            (plan.strategy.spread.iter())
-                .map(|k| host.labels.get(k).unwrap_or_default())
-                .collect()
+            key.clear();
+            key.extend(
+                (plan.strategy.spread.iter()).map(|k| host.labels.get(k).unwrap_or_default()),
+            );
+            if let Some(&s) = stratum_of.get(key.as_slice()) {
+                return s;
+            }
+            stratum_of.insert(key.clone(), shares.len());
+            shares.push((0, 0));
+            shares.len() - 1
         })
         .collect();
-    let mut shares: HashMap<&[&str], (u64, u64)> = HashMap::new();
     let (mut admitted_all, mut failed_all) = (0u64, 0u64);
-    for (host, key) in record.hosts.iter().zip(&strata) {
+    for (host, &s) in record.hosts.iter().zip(&strata) {
         if host.admitted_stage.is_none() {
             continue;
         }
-        let entry = shares.entry(key.as_slice()).or_default();
         let hit = u64::from(failed.contains(host.id.as_str()));
-        entry.0 += 1;
-        entry.1 += hit;
+        shares[s].0 += 1;
+        shares[s].1 += hit;
         admitted_all += 1;
         failed_all += hit;
     }
@@ -934,13 +946,13 @@ pub fn all_at_once(record: &Record<'_>, failures: &Failures) -> AllAtOnce {
     // Hosts share a handful of versions: one component map each.
     let mut components: HashMap<Option<&str>, StrMap> = HashMap::new();
     let mut fleet = Vec::with_capacity(record.hosts.len());
-    let mut failing = HashSet::new();
-    for (host, key) in record.hosts.iter().zip(&strata) {
+    let mut failing = std::collections::HashSet::new();
+    for (host, &s) in record.hosts.iter().zip(&strata) {
         let Ok(id) = HostId::parse(&host.id) else {
             continue;
         };
-        let share = match shares.get(key.as_slice()) {
-            Some(&(admitted, failed)) if admitted > 0 => failed as f64 / admitted as f64,
+        let share = match shares[s] {
+            (admitted, failed) if admitted > 0 => failed as f64 / admitted as f64,
             _ => overall,
         };
         // An admitted host fails as it did; one never admitted is drawn.
