@@ -48,7 +48,7 @@ url=$(sed -n 's/.*listening on \(http:\/\/[^ ]*\).*/\1/p' "$work/server.out" | h
 [ -n "$url" ] || { echo "the server did not start:" >&2; cat "$work/server.err" >&2; exit 1; }
 
 host=bench-agent.example.net
-SLUICE_SERVER=$url SLUICE_DATA_DIR=$work/data "$sluice" token create --role agent --host "$host" \
+SLUICE_SERVER=$url SLUICE_DATA_DIR=$work/data "$sluice" token create --role agent --host "$host" --reason benchmark \
   2>/dev/null >"$work/agent.token"
 echo "1.0" >"$work/version"
 : >"$work/health-runs"

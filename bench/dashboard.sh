@@ -22,7 +22,7 @@ server=$!
 trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; rm -rf "$work"' EXIT
 export SLUICE_SERVER=http://127.0.0.1:$port SLUICE_DATA_DIR=$work/data
 for _ in $(seq 100); do curl -sf "$SLUICE_SERVER/healthz" >/dev/null && break; sleep 0.1; done
-"$bin" hosts import examples/fleet-10k.json >/dev/null
+"$bin" hosts import examples/fleet-10k.json --reason benchmark >/dev/null
 "$bin" rollout create -f bench/plan-dashboard.yaml --start >/dev/null 2>&1
 admin=$(cat "$work/data/admin.token")
 # Hosts told the target report it (healthy) or a failure, as agents would.
@@ -44,7 +44,7 @@ for i, host in enumerate(told):
     checkin(host, "17.03.1", "failed" if i % 51 == 50 else "ok")
 print(f"{len(told)} hosts told the target reported", file=sys.stderr)
 PY
-operator=$("$bin" token create --role operator --name bench 2>/dev/null | tail -1)
+operator=$("$bin" token create --role operator --name bench --reason benchmark 2>/dev/null | tail -1)
 jar=$work/jar
 curl -s -c "$jar" -b "$jar" "$SLUICE_SERVER/signin" >"$work/signin.html"
 pairing=$(grep -o 'name="pairing" value="[0-9a-f]*"' "$work/signin.html" | grep -o '[0-9a-f]\{32\}')

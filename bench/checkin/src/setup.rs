@@ -252,7 +252,7 @@ pub async fn prepare(
     for start in (0..fleet.len()).step_by(chunk.max(1)) {
         let hosts = fleet.chunk(start..start + chunk)?;
         client
-            .import_hosts(&hosts)
+            .import_hosts(&hosts, "benchmark fleet")
             .await
             .context("importing hosts")?;
     }

@@ -80,6 +80,9 @@ pub struct TokenRequest {
     /// Absent: it does not expire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
+    /// Why the token is made (required, not blank): recorded with the
+    /// actor in the audit log.
+    pub reason: String,
 }
 
 #[cfg(feature = "openapi")]
@@ -146,9 +149,13 @@ pub struct TokenView {
 }
 
 wire! {
-/// `GET /v1/tokens`.
+/// `GET /v1/tokens`: a page of tokens, in the order of their ids.
 pub struct TokenList {
     pub tokens: Vec<TokenView>,
+    /// More tokens follow: ask again with `after` set to this (the last id
+    /// of this page). Absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 }
 

@@ -272,6 +272,14 @@ mod build {
                 ))
                 .build()
         };
+        let reason = || {
+            string()
+                .min_length(Some(1))
+                .pattern(Some(NOT_BLANK))
+                .description(Some(
+                    "Why the token is made: recorded with the actor in the audit log; not blank.",
+                ))
+        };
         let agent = ObjectBuilder::new()
             .schema_type(SchemaType::Type(Type::Object))
             .property("role", string().enum_values(Some([Role::Agent.as_str()])))
@@ -287,6 +295,8 @@ mod build {
             .required("host")
             .property("name", name())
             .property("expires", expires())
+            .property("reason", reason())
+            .required("reason")
             .additional_properties(Some(AdditionalProperties::FreeForm(false)))
             .title(Some("agent token"));
         let enroll = ObjectBuilder::new()
@@ -315,6 +325,8 @@ mod build {
             .required("uses")
             .property("name", name())
             .property("expires", expires())
+            .property("reason", reason())
+            .required("reason")
             .additional_properties(Some(AdditionalProperties::FreeForm(false)))
             .title(Some("enrollment token"));
         let others = ObjectBuilder::new()
@@ -331,6 +343,8 @@ mod build {
             .required("role")
             .property("name", name())
             .property("expires", expires())
+            .property("reason", reason())
+            .required("reason")
             .additional_properties(Some(AdditionalProperties::FreeForm(false)))
             .title(Some("operator token"));
         OneOfBuilder::new()

@@ -69,6 +69,17 @@ pub struct HostQuery<'a> {
     pub limit: Option<usize>,
 }
 
+/// Which page of tokens `GET /v1/tokens` lists (see [`Client::tokens_page`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenFilter<'a> {
+    /// Only tokens of this role.
+    pub role: Option<Role>,
+    /// The `next` of the page before.
+    pub after: Option<&'a str>,
+    /// At most this many (the server's default: 1000).
+    pub limit: Option<u32>,
+}
+
 /// Which entries `GET /v1/audit` lists (see [`Client::audit`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditFilter {
@@ -424,10 +435,18 @@ impl Client {
     }
 
     /// `POST /v1/hosts/import`: register hosts (and the versions they run)
-    /// without agents.
-    pub async fn import_hosts(&self, hosts: &[ImportHost]) -> Result<ImportResult, ClientError> {
+    /// without agents, for `reason` (recorded in the audit log).
+    pub async fn import_hosts(
+        &self,
+        hosts: &[ImportHost],
+        reason: &str,
+    ) -> Result<ImportResult, ClientError> {
         let request = self
-            .request(Method::POST, &["v1", "hosts", "import"], &[])
+            .request(
+                Method::POST,
+                &["v1", "hosts", "import"],
+                &[("reason", reason)],
+            )
             .json(hosts);
         self.send_json(request, "POST /v1/hosts/import").await
     }
@@ -485,12 +504,14 @@ impl Client {
         self.send_json(request, &what).await
     }
 
-    /// `POST /v1/tokens`: a new token; its secret is in the answer only.
+    /// `POST /v1/tokens`: a new token, for `reason` (recorded in the audit
+    /// log); its secret is in the answer only.
     pub async fn create_token(
         &self,
         role: Role,
         host: Option<&HostId>,
         name: Option<&str>,
+        reason: &str,
     ) -> Result<TokenCreated, ClientError> {
         self.request_token(&TokenRequest {
             role,
@@ -499,6 +520,7 @@ impl Client {
             selector: None,
             uses: None,
             expires: None,
+            reason: reason.to_owned(),
         })
         .await
     }
@@ -519,9 +541,42 @@ impl Client {
         self.send_json(request, "POST /v1/signin-links").await
     }
 
-    /// `GET /v1/tokens`: every token (of `role`), never a secret.
+    /// `GET /v1/tokens`: every token (of `role`), never a secret: each
+    /// page in turn, until the last.
     pub async fn tokens(&self, role: Option<Role>) -> Result<TokenList, ClientError> {
-        let query: Vec<(&str, &str)> = role.iter().map(|role| ("role", role.as_str())).collect();
+        let mut all = TokenList {
+            tokens: Vec::new(),
+            next: None,
+        };
+        let mut after = None;
+        loop {
+            let page = self
+                .tokens_page(&TokenFilter {
+                    role,
+                    after: after.as_deref(),
+                    limit: None,
+                })
+                .await?;
+            all.tokens.extend(page.tokens);
+            match page.next {
+                // A cursor that did not move would ask for the same page again.
+                Some(next) if after.as_ref() != Some(&next) => after = Some(next),
+                _ => return Ok(all),
+            }
+        }
+    }
+
+    /// `GET /v1/tokens`: one page of tokens, in the order of their ids.
+    pub async fn tokens_page(&self, filter: &TokenFilter<'_>) -> Result<TokenList, ClientError> {
+        let limit = filter.limit.map(|limit| limit.to_string());
+        let query: Vec<(&str, &str)> = [
+            ("role", filter.role.map(|role| role.as_str())),
+            ("after", filter.after),
+            ("limit", limit.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|value| (name, value)))
+        .collect();
         let request = self.request(Method::GET, &["v1", "tokens"], &query);
         self.send_json(request, "GET /v1/tokens").await
     }
@@ -545,9 +600,14 @@ impl Client {
         self.send_json(request, "GET /v1/audit").await
     }
 
-    /// `DELETE /v1/tokens/{id}`: revokes the token of this id (or name).
-    pub async fn revoke_token(&self, id: &str) -> Result<TokenRevoked, ClientError> {
-        let request = self.request(Method::DELETE, &["v1", "tokens", id], &[]);
+    /// `DELETE /v1/tokens/{id}`: revokes the token of this id (or name),
+    /// for `reason` (recorded in the audit log).
+    pub async fn revoke_token(&self, id: &str, reason: &str) -> Result<TokenRevoked, ClientError> {
+        let request = self
+            .request(Method::DELETE, &["v1", "tokens", id], &[])
+            .json(&Reason {
+                reason: reason.to_owned(),
+            });
         self.send_json(request, &format!("DELETE /v1/tokens/{id}"))
             .await
     }
@@ -562,9 +622,13 @@ impl Client {
     }
 
     /// `POST /v1/hosts/{id}/reenroll`: revokes the host's tokens so that it
-    /// may enroll again.
-    pub async fn reenroll(&self, host: &str) -> Result<Reenrolled, ClientError> {
-        let request = self.request(Method::POST, &["v1", "hosts", host, "reenroll"], &[]);
+    /// may enroll again, for `reason` (recorded in the audit log).
+    pub async fn reenroll(&self, host: &str, reason: &str) -> Result<Reenrolled, ClientError> {
+        let request = self
+            .request(Method::POST, &["v1", "hosts", host, "reenroll"], &[])
+            .json(&Reason {
+                reason: reason.to_owned(),
+            });
         self.send_json(request, &format!("POST /v1/hosts/{host}/reenroll"))
             .await
     }

@@ -194,6 +194,7 @@ async fn a_token_request_carries_role_host_and_name() {
             Role::Agent,
             Some(&"web-1.example.net".parse().expect("a host id")),
             Some("web-1"),
+            "web-1's agent",
         )
         .await
         .expect("token");
@@ -203,7 +204,7 @@ async fn a_token_request_carries_role_host_and_name() {
     let body: serde_json::Value = serde_json::from_str(&seen.body).expect("json body");
     assert_eq!(
         body,
-        serde_json::json!({"role": "agent", "host": "web-1.example.net", "name": "web-1"})
+        serde_json::json!({"role": "agent", "host": "web-1.example.net", "name": "web-1", "reason": "web-1's agent"})
     );
 }
 

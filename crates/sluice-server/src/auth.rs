@@ -400,15 +400,18 @@ pub struct NewToken {
     pub selector: Option<String>,
     pub uses: Option<u64>,
     pub expires_at: Option<Timestamp>,
+    /// Why it is made, trimmed, not blank.
+    pub reason: String,
 }
 
 /// Checks `request` at `now`, failing with 400 naming the field: an agent
 /// token is bound to one host, an enrollment token has a selector and a
 /// number of uses, no other token has either; a name is short and printable
 /// and not what a token id looks like; an expiry is a duration of sluice's
-/// grammar.
+/// grammar; a reason is given.
 pub fn check_request(request: &TokenRequest, now: Timestamp) -> Result<NewToken, ApiError> {
     let role = request.role;
+    let reason = crate::routes::reason_text(&request.reason, "create a token")?;
     match (role, &request.host) {
         (Role::Agent, None) => {
             return Err(ApiError::bad_field(
@@ -524,6 +527,7 @@ pub fn check_request(request: &TokenRequest, now: Timestamp) -> Result<NewToken,
         selector,
         uses,
         expires_at,
+        reason,
     })
 }
 
@@ -569,6 +573,7 @@ pub fn token_writes(
             "selector": token.selector,
             "uses": token.uses,
             "expires_at": token.expires_at.map(crate::clock::rfc3339),
+            "reason": token.reason,
         }),
     }));
     record

@@ -82,6 +82,13 @@ impl Store for TestStore {
         Ok(Vec::new())
     }
 
+    async fn tokens_page(
+        &self,
+        _: &sluice_store::TokenPage,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+
     async fn enroll(&self, _: &Enrollment) -> Result<Enrolled, StoreError> {
         Ok(Enrolled::UnknownToken)
     }

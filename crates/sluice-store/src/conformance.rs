@@ -29,7 +29,7 @@ use crate::{
     AuditQuery, AuditRecord, ComponentRecord, Enrolled, Enrollment, FreezeRecord,
     HostComponentRecord, HostRecord, Loaded, NewEvent, Part, ReportedState, RolloutHostRecord,
     RolloutRecord, SampleRecord, SessionRecord, StateSampleRecord, Store, StoreError, StoredEvent,
-    Timestamp, TokenRecord, TokenRole, Write,
+    Timestamp, TokenPage, TokenRecord, TokenRole, Write,
 };
 
 /// A backend under test: one database, opened as often as a case needs.
@@ -68,6 +68,7 @@ macro_rules! store_conformance_suite {
             tokens_are_stored,
             tokens_are_found_by_their_hash,
             tokens_keep_their_lifecycle_and_are_revoked,
+            tokens_are_paged_by_hash_and_role,
             enrollment_takes_a_use_and_binds_the_host,
             enrollment_refuses_expired_used_up_unknown_and_enrolled,
             concurrent_enrollments_never_exceed_the_uses,
@@ -740,6 +741,61 @@ fn enrollment(enroll_hash: &str, host: &str, minute: u32) -> Enrollment {
         },
         now: at(minute),
     }
+}
+
+/// Tokens are read a page at a time, in the order of their hash: at most
+/// `limit`, from a hash (or a prefix of one) on, of one role if asked.
+pub async fn tokens_are_paged_by_hash_and_role(backend: &dyn Backend) -> Result<(), StoreError> {
+    let store = backend.open().await?;
+    let token = |hex: &str, role| TokenRecord {
+        host: (role == TokenRole::Agent).then(|| "a.example.net".to_owned()),
+        ..TokenRecord::new(hex.repeat(32), role, at(1))
+    };
+    // Written out of order; created at the same time.
+    let tokens = [
+        token("33", TokenRole::Viewer),
+        token("11", TokenRole::Viewer),
+        token("44", TokenRole::Admin),
+        token("22", TokenRole::Agent),
+    ];
+    let writes: Vec<Write> = tokens.iter().cloned().map(Write::Token).collect();
+    store.commit(&writes).await?;
+    let page = |role, from: Option<&str>, limit| {
+        let store = &store;
+        let query = TokenPage {
+            role,
+            from: from.map(str::to_owned),
+            limit,
+        };
+        async move {
+            let page = store.tokens_page(&query).await?;
+            Ok::<_, StoreError>(
+                page.into_iter()
+                    .map(|t| t.hash[..2].to_owned())
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    assert_eq!(page(None, None, 2).await?, ["11", "22"]);
+    // From just past the second token's 16-digit id.
+    assert_eq!(page(None, Some("2222222222222223"), 2).await?, ["33", "44"]);
+    assert_eq!(page(None, Some(&"33".repeat(32)), 10).await?, ["33", "44"]);
+    assert_eq!(page(Some(TokenRole::Viewer), None, 10).await?, ["11", "33"]);
+    assert_eq!(page(Some(TokenRole::Viewer), Some("12"), 10).await?, ["33"]);
+    assert_eq!(
+        page(Some(TokenRole::Enroll), None, 10).await?,
+        Vec::<String>::new()
+    );
+    assert_eq!(page(None, Some("45"), 10).await?, Vec::<String>::new());
+    // A page holds the whole record.
+    let first = store
+        .tokens_page(&TokenPage {
+            limit: 1,
+            ..TokenPage::default()
+        })
+        .await?;
+    assert_eq!(first, [tokens[1].clone()]);
+    Ok(())
 }
 
 /// Expiry, selector, uses left and last use round-trip; a use only moves

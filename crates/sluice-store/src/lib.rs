@@ -220,6 +220,18 @@ pub struct AuditQuery {
     pub limit: u32,
 }
 
+/// Which tokens [`Store::tokens_page`] reads: ordered by hash, a page at
+/// a time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenPage {
+    /// Only tokens of this role.
+    pub role: Option<TokenRole>,
+    /// Only tokens whose hash sorts at or after this (lowercase hex): where
+    /// the page starts.
+    pub from: Option<String>,
+    pub limit: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ComponentRecord {
     pub name: String,
@@ -558,6 +570,10 @@ pub trait Store: Send + Sync + 'static {
     /// Every stored token, oldest first (`sluice token list`): as the
     /// database holds them now, uses left and last uses included.
     async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// A page of the stored tokens (`GET /v1/tokens`), ordered by hash: at
+    /// most `limit`, of `role` if given, from `from` on.
+    async fn tokens_page(&self, page: &TokenPage) -> Result<Vec<TokenRecord>, StoreError>;
 
     /// Enrolls a host, in one transaction (fenced like a commit): takes one
     /// use of the enrollment token if it has one left and has not expired,

@@ -37,7 +37,7 @@ use crate::{
     AuditQuery, AuditRecord, ComponentRecord, Enrolled, Enrollment, FreezeRecord,
     HostComponentRecord, HostRecord, NewEvent, Part, RolloutHostRecord, RolloutRecord,
     SampleRecord, SessionRecord, StateSampleRecord, StoreError, StoredAudit, StoredEvent,
-    Timestamp, TokenRecord, TokenRole, Write,
+    Timestamp, TokenPage, TokenRecord, TokenRole, Write,
 };
 
 /// A dialect's connection.
@@ -315,6 +315,15 @@ const TOKENS: &str = concat!(
     "SELECT ",
     token_columns!(),
     " FROM tokens ORDER BY created_at, hash"
+);
+
+/// A page of tokens by hash: the role (ignored when NULL), where the page
+/// starts (likewise), at most so many.
+const TOKENS_PAGE: &str = concat!(
+    "SELECT ",
+    token_columns!(),
+    " FROM tokens WHERE ($1 IS NULL OR role = $1) AND ($2 IS NULL OR hash >= $2) \
+     ORDER BY hash LIMIT $3"
 );
 
 /// One token, by the hash of its secret.
@@ -720,6 +729,20 @@ where
 
     pub async fn tokens(store: &D) -> Result<Vec<TokenRecord>, StoreError> {
         let rows: Vec<read::TokenRow<D::Time>> = sqlx::query_as(TOKENS)
+            .fetch_all(store.readers())
+            .await
+            .map_err(D::reading("tokens"))?;
+        read::each(rows, read::token::<D::Time>)
+    }
+
+    pub async fn tokens_page(store: &D, page: &TokenPage) -> Result<Vec<TokenRecord>, StoreError>
+    where
+        Option<String>: for<'q> Encode<'q, D::Db> + Type<D::Db>,
+    {
+        let rows: Vec<read::TokenRow<D::Time>> = sqlx::query_as(TOKENS_PAGE)
+            .bind(page.role.map(|role| role.as_str().to_owned()))
+            .bind(page.from.clone())
+            .bind(i64::from(page.limit))
             .fetch_all(store.readers())
             .await
             .map_err(D::reading("tokens"))?;
@@ -1207,6 +1230,13 @@ macro_rules! store {
 
             async fn tokens(&self) -> Result<Vec<$crate::TokenRecord>, $crate::StoreError> {
                 $crate::sql::Sql::tokens(self).await
+            }
+
+            async fn tokens_page(
+                &self,
+                page: &$crate::TokenPage,
+            ) -> Result<Vec<$crate::TokenRecord>, $crate::StoreError> {
+                $crate::sql::Sql::tokens_page(self, page).await
             }
 
             async fn enroll(

@@ -344,8 +344,10 @@ impl TestApp {
         self.json(&format!("/v1/hosts/{id}")).await
     }
 
+    /// `POST /v1/hosts/import` with the admin token, for a test's reason.
     pub async fn import(&self, fleet: &Value) -> Response {
-        self.post("/v1/hosts/import", &self.admin, fleet).await
+        self.post("/v1/hosts/import?reason=test%20fleet", &self.admin, fleet)
+            .await
     }
 
     /// A new token of `role` (bound to `host` for agents).
@@ -354,7 +356,7 @@ impl TestApp {
             .post(
                 "/v1/tokens",
                 &self.admin,
-                &json!({"role": role, "host": host}),
+                &json!({"role": role, "host": host, "reason": "a test's caller"}),
             )
             .await;
         assert_eq!(response.status(), StatusCode::CREATED);

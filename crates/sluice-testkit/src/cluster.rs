@@ -70,6 +70,8 @@ impl Cluster {
             "admin",
             "--database-url",
             database_url,
+            "--reason",
+            "the test cluster's first admin",
         ]);
         let created = tokio::task::spawn_blocking(move || Run::of(&mut command))
             .await
@@ -190,7 +192,18 @@ impl Cluster {
     pub async fn import(&self, index: usize, fleet: &Path) -> u64 {
         let fleet = fleet.to_str().expect("a UTF-8 path");
         let imported = self
-            .sluice(index, &["hosts", "import", fleet, "--output", "json"])
+            .sluice(
+                index,
+                &[
+                    "hosts",
+                    "import",
+                    fleet,
+                    "--reason",
+                    "test fleet",
+                    "--output",
+                    "json",
+                ],
+            )
             .await
             .ok()
             .json();

@@ -13,6 +13,8 @@
 //!   acknowledged;
 //! - [`app`] (feature `app`): the server in process, `sluice_server::Application`
 //!   in a runtime of its own, and [`app::TestApp`], whose methods are requests;
+//! - [`store`] (feature `app`): [`store::Hooked`], a real store whose commits
+//!   a test holds or refuses, everything else delegated;
 //! - [`browse`]: [`browse::visit`], a link followed as a browser would;
 //! - [`wait`]: [`wait_for`] and [`wait_for_blocking`], polling with a
 //!   deadline instead of sleeping;
@@ -32,6 +34,8 @@ pub mod files;
 pub mod plan;
 pub mod sandbox;
 pub mod server;
+#[cfg(feature = "app")]
+pub mod store;
 pub mod tls;
 pub mod wait;
 

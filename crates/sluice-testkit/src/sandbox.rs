@@ -288,7 +288,16 @@ impl Sandbox {
     /// --host HOST`), written to a file in the work dir; returns the file.
     pub async fn agent_token_file(&self, host: &str) -> PathBuf {
         let run = self
-            .sluice(&["token", "create", "--role", "agent", "--host", host])
+            .sluice(&[
+                "token",
+                "create",
+                "--role",
+                "agent",
+                "--host",
+                host,
+                "--reason",
+                "test agent",
+            ])
             .await
             .ok();
         let token = run.stdout();

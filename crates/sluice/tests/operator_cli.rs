@@ -11,6 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use sluice_api::admin::Role;
 use sluice_api::agent::{CheckinRequest, ComponentReport, ReportState};
 use sluice_api::HostId;
 use sluice_client::Client;
@@ -43,7 +44,7 @@ fn plan() -> Plan {
 fn import_fleet(server: &Sandbox) {
     let fleet = server.write("fleet.json", FLEET);
     let run = server
-        .sluice_blocking(&["hosts", "import", path(&fleet)])
+        .sluice_blocking(&["hosts", "import", "--reason", "e2e", path(&fleet)])
         .ok();
     assert!(
         run.stdout().starts_with("imported 4 hosts from") && run.stdout().contains("(4 new"),
@@ -197,7 +198,7 @@ fn invalid_input_exits_2_with_what_would_be_valid() {
 
     let bad_fleet = server.write("bad.json", "[{\"id\": \"a\", \"lables\": {}}]");
     let run = server
-        .sluice_blocking(&["hosts", "import", path(&bad_fleet)])
+        .sluice_blocking(&["hosts", "import", "--reason", "e2e", path(&bad_fleet)])
         .exits(2);
     assert!(
         run.stderr().contains("unknown field `lables`"),
@@ -240,6 +241,8 @@ fn tokens_roles_and_discovery() {
         .sluice_blocking(&[
             "token",
             "create",
+            "--reason",
+            "e2e",
             "--role",
             "viewer",
             "--name",
@@ -260,7 +263,9 @@ fn tokens_roles_and_discovery() {
     );
     assert!(run.stderr().contains("viewer token"), "{}", run.stderr());
     let json = server
-        .sluice_blocking(&["token", "create", "--role", "operator", "--output", "json"])
+        .sluice_blocking(&[
+            "token", "create", "--reason", "e2e", "--role", "operator", "--output", "json",
+        ])
         .ok()
         .json();
     assert_eq!(json["role"], "operator");
@@ -334,6 +339,8 @@ async fn a_token_created_in_the_database_works_at_once_against_its_server() {
         .sluice(&[
             "token",
             "create",
+            "--reason",
+            "e2e",
             "--role",
             "operator",
             "--name",
@@ -363,7 +370,9 @@ async fn a_token_created_in_the_database_works_at_once_against_its_server() {
 
     // From the environment (the sandbox names the server in SLUICE_SERVER,
     // not with --server), as JSON.
-    let mut command = server.command(&["token", "create", "--role", "admin", "--output", "json"]);
+    let mut command = server.command(&[
+        "token", "create", "--reason", "e2e", "--role", "admin", "--output", "json",
+    ]);
     command.env("SLUICE_DATABASE_URL", db.url());
     let run = tokio::task::spawn_blocking(move || Run::of(&mut command).ok())
         .await
@@ -386,6 +395,8 @@ async fn a_token_created_in_the_database_works_at_once_against_its_server() {
         .sluice(&[
             "token",
             "create",
+            "--reason",
+            "e2e",
             "--role",
             "viewer",
             "--database-url",
@@ -407,6 +418,8 @@ async fn a_token_created_in_the_database_works_at_once_against_its_server() {
         .sluice(&[
             "token",
             "create",
+            "--reason",
+            "e2e",
             "--role",
             "admin",
             "--database-url",
@@ -446,6 +459,11 @@ fn the_token_lifecycle_through_the_cli() {
             &["--role", "viewer", "--expires", "tomorrow"][..],
             "--expires",
         ),
+        (&["--role", "viewer"][..], "--reason is required"),
+        (
+            &["--role", "viewer", "--reason", " "][..],
+            "--reason is empty",
+        ),
     ] {
         let mut args = vec!["token", "create"];
         args.extend_from_slice(flags);
@@ -457,6 +475,8 @@ fn the_token_lifecycle_through_the_cli() {
         .sluice_blocking(&[
             "token",
             "create",
+            "--reason",
+            "e2e",
             "--role",
             "enroll",
             "--selector",
@@ -515,7 +535,13 @@ fn the_token_lifecycle_through_the_cli() {
     assert_eq!(enroll["tokens"][0]["uses_left"], 2, "{enroll}");
 
     let reenroll = server
-        .sluice_blocking(&["hosts", "reenroll", "edge-1.sto.example.net"])
+        .sluice_blocking(&[
+            "hosts",
+            "reenroll",
+            "--reason",
+            "e2e",
+            "edge-1.sto.example.net",
+        ])
         .ok();
     assert!(
         reenroll
@@ -533,16 +559,91 @@ fn the_token_lifecycle_through_the_cli() {
         .expect_err("revoked");
     assert_eq!(refused.status(), Some(401), "{refused}");
 
-    let revoke = server.sluice_blocking(&["token", "revoke", "rack-42"]).ok();
+    let revoke = server
+        .sluice_blocking(&["token", "revoke", "--reason", "e2e", "rack-42"])
+        .ok();
     assert!(revoke.stdout().contains("(rack-42)"), "{}", revoke.stdout());
     let unknown = server
-        .sluice_blocking(&["token", "revoke", "rack-42"])
+        .sluice_blocking(&["token", "revoke", "--reason", "e2e", "rack-42"])
         .exits(2);
     assert!(
         unknown.stderr().contains("no token has the id or name"),
         "{}",
         unknown.stderr()
     );
+    // Each change of tokens and hosts says why, before any request.
+    for args in [
+        &["token", "revoke", "rack-42"][..],
+        &["hosts", "reenroll", "edge-1.sto.example.net"][..],
+        &["hosts", "import", "no-such-fleet.json"][..],
+    ] {
+        let run = server.sluice_blocking(args).exits(2);
+        assert!(
+            run.stderr().contains("--reason is required"),
+            "{args:?}: {}",
+            run.stderr()
+        );
+    }
+    let audit = server
+        .sluice_blocking(&["audit", "--output", "json"])
+        .ok()
+        .json();
+    let reasons: Vec<(&str, &str)> = audit["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().expect("kind"),
+                e["reason"].as_str().unwrap_or("none"),
+            )
+        })
+        .collect();
+    for kind in ["token_created", "host_reenrolled", "token_revoked"] {
+        assert!(reasons.contains(&(kind, "e2e")), "{kind}: {reasons:?}");
+    }
+}
+
+/// `sluice token list` reads every page of `GET /v1/tokens` (a thousand
+/// tokens a page), and shows them oldest first.
+#[test]
+fn token_list_reads_every_page() {
+    let server = Sandbox::start_blocking();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let made = runtime.block_on(async {
+        let mut made = tokio::task::JoinSet::new();
+        for i in 0..1003 {
+            let client = server.client().clone();
+            made.spawn(async move {
+                client
+                    .create_token(Role::Viewer, None, Some(&format!("page-{i}")), "e2e")
+                    .await
+                    .expect("a token")
+                    .id
+            });
+        }
+        made.join_all().await
+    });
+    assert_eq!(made.len(), 1003);
+    let list = server
+        .sluice_blocking(&["token", "list", "--output", "json"])
+        .ok()
+        .json();
+    let tokens = list["tokens"].as_array().expect("tokens");
+    assert_eq!(tokens.len(), 1004, "1003 viewers and the admin");
+    assert_eq!(list.get("next"), None, "every page read");
+    assert_eq!(tokens[0]["role"], "admin", "oldest first");
+    let mut ids: Vec<&str> = tokens
+        .iter()
+        .map(|t| t["id"].as_str().expect("id"))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 1004, "each once");
 }
 
 #[test]
@@ -589,7 +690,15 @@ fn hosts_and_components_show_the_inventory() {
     // Importing again updates: nothing new.
     let fleet = server.write("fleet.json", FLEET);
     let json = server
-        .sluice_blocking(&["hosts", "import", path(&fleet), "--output", "json"])
+        .sluice_blocking(&[
+            "hosts",
+            "import",
+            "--reason",
+            "e2e",
+            path(&fleet),
+            "--output",
+            "json",
+        ])
         .ok()
         .json();
     assert_eq!(
@@ -873,7 +982,7 @@ fn preview_and_import_refuse_exactly_the_same_fleets() {
         let file = server.write(&format!("bad-{index}.json"), fleet);
         let preview =
             server.sluice_blocking(&["plan", "preview", "-f", path(&plan), "--fleet", path(&file)]);
-        let import = server.sluice_blocking(&["hosts", "import", path(&file)]);
+        let import = server.sluice_blocking(&["hosts", "import", "--reason", "e2e", path(&file)]);
         for (what, run) in [("preview", &preview), ("import", &import)] {
             assert_eq!(run.code(), Some(2), "{what} of {fleet}: {}", run.stderr());
             assert!(
@@ -891,7 +1000,7 @@ fn preview_and_import_refuse_exactly_the_same_fleets() {
         .sluice_blocking(&["plan", "preview", "-f", path(&plan), "--fleet", path(&good)])
         .ok();
     server
-        .sluice_blocking(&["hosts", "import", path(&good)])
+        .sluice_blocking(&["hosts", "import", "--reason", "e2e", path(&good)])
         .ok();
 }
 

@@ -566,7 +566,9 @@ fn serve_and_check_in(sluice_uid: u32) {
             "/var/lib/sluice",
         ]))
     };
-    let agent_token = cli(&["token", "create", "--role", "agent", "--host", host]);
+    let agent_token = cli(&[
+        "token", "create", "--reason", "e2e", "--role", "agent", "--host", host,
+    ]);
     let work = tempfile::tempdir().expect("temp dir");
     let token_file = work.path().join("agent.token");
     std::fs::write(&token_file, agent_token).expect("writing the agent token");

@@ -211,6 +211,8 @@ fn sluice_dashboard_prints_or_opens_a_one_time_link() {
         .sluice_blocking(&[
             "token",
             "create",
+            "--reason",
+            "e2e",
             "--role",
             "agent",
             "--host",

@@ -17,7 +17,7 @@ use crate::harness::{agent_bin, start_server, Host};
 
 /// `sluice token create ARGS` through the CLI; the secret (its last line).
 async fn create_token(server: &Sandbox, args: &[&str]) -> String {
-    let mut all = vec!["token", "create"];
+    let mut all = vec!["token", "create", "--reason", "test enrollment"];
     all.extend_from_slice(args);
     let run = server.sluice(&all).await.ok();
     run.stdout().trim().to_owned()
@@ -161,7 +161,10 @@ async fn agents_enroll_with_an_enrollment_token_and_check_in_with_their_own() {
         .iter()
         .find(|token| token.host.as_deref() == Some("a.enroll.test"))
         .expect("a's token");
-    let revoke = server.sluice(&["token", "revoke", &a.id]).await.ok();
+    let revoke = server
+        .sluice(&["token", "revoke", "--reason", "e2e", &a.id])
+        .await
+        .ok();
     assert!(
         revoke.stdout().contains("refused from now on"),
         "{}",

@@ -153,7 +153,7 @@ async fn spawn_agent(
     let id: HostId = id.parse().expect("a host id");
     let token = server
         .client()
-        .create_token(Role::Agent, Some(&id), None)
+        .create_token(Role::Agent, Some(&id), None, "test agent")
         .await
         .expect("an agent token");
     let client = server

@@ -69,7 +69,7 @@ async fn many_simulated_agents_share_one_pool_and_follow_a_rollout() {
     for i in 0..AGENTS {
         let id = HostId::parse(format!("sim-{i:02}.test")).expect("a host id");
         let token = admin
-            .create_token(Role::Agent, Some(&id), None)
+            .create_token(Role::Agent, Some(&id), None, "test agent")
             .await
             .expect("an agent token");
         let client = admin

@@ -29,7 +29,9 @@ fn an_agent_trusts_a_private_ca_through_ca_file() {
 
     let token = Run::of(
         server
-            .command(&["token", "create", "--role", "agent", "--host", "tls.test"])
+            .command(&[
+                "token", "create", "--reason", "e2e", "--role", "agent", "--host", "tls.test",
+            ])
             .arg("--ca-cert")
             .arg(&tls.ca),
     )

@@ -38,8 +38,8 @@ pub mod views;
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::header::{
-    CACHE_CONTROL, CONTENT_SECURITY_POLICY, REFERRER_POLICY, VARY, X_CONTENT_TYPE_OPTIONS,
-    X_FRAME_OPTIONS,
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, REFERRER_POLICY, RETRY_AFTER, VARY,
+    X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -120,8 +120,12 @@ pub enum DashError {
     Forbidden(String),
     NotFound(String),
     Conflict(String),
-    /// The token's rate of requests is spent (429).
-    TooManyRequests(String),
+    /// The token's rate of requests is spent (429): come back after
+    /// `retry_after_s` seconds (`Retry-After`).
+    TooManyRequests {
+        message: String,
+        retry_after_s: u64,
+    },
     Unavailable(String),
     Internal(String),
 }
@@ -134,7 +138,7 @@ impl DashError {
             DashError::Forbidden(_) => StatusCode::FORBIDDEN,
             DashError::NotFound(_) => StatusCode::NOT_FOUND,
             DashError::Conflict(_) => StatusCode::CONFLICT,
-            DashError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            DashError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             DashError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             DashError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -148,7 +152,7 @@ impl DashError {
             | DashError::Forbidden(m)
             | DashError::NotFound(m)
             | DashError::Conflict(m)
-            | DashError::TooManyRequests(m)
+            | DashError::TooManyRequests { message: m, .. }
             | DashError::Unavailable(m)
             | DashError::Internal(m) => m,
         }
@@ -169,7 +173,10 @@ impl From<crate::error::ApiError> for DashError {
             ApiError::Unauthorized(_) | ApiError::Forbidden(_) => DashError::Forbidden(message),
             ApiError::NotFound(_) => DashError::NotFound(message),
             ApiError::Conflict(_) => DashError::Conflict(message),
-            ApiError::TooManyRequests { .. } => DashError::TooManyRequests(message),
+            ApiError::TooManyRequests { retry_after_s, .. } => DashError::TooManyRequests {
+                message,
+                retry_after_s,
+            },
             ApiError::Unavailable(_) => DashError::Unavailable(message),
             ApiError::Internal(_) => DashError::Internal(message),
         }
@@ -203,9 +210,15 @@ impl IntoResponse for DashError {
         if status.is_server_error() {
             tracing::warn!(error = self.message(), "dashboard request failed");
         }
-        match pages::error_page(status, self.message()) {
+        let mut response = match pages::error_page(status, self.message()) {
             Ok(html) => (status, Html(html)).into_response(),
             Err(_) => (status, self.message().to_owned()).into_response(),
+        };
+        if let DashError::TooManyRequests { retry_after_s, .. } = self {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(retry_after_s));
         }
+        response
     }
 }

@@ -10,7 +10,7 @@ use sluice_api::error::ErrorBody;
 use sluice_api::rollout::Reason;
 use sluice_api::vocabulary::AuditKind;
 
-use sluice_store::{NewEvent, TokenRecord, TokenRole, Write};
+use sluice_store::{NewEvent, TokenPage, TokenRecord, TokenRole, Write};
 
 use crate::auth::{
     check_request, created, looks_like_id, new_secret, token_id, token_writes, Caller, Need,
@@ -199,7 +199,8 @@ pub async fn create_token(
             "expires_at": token.expires_at.map(rfc3339),
         });
         let id = token_id(&record.hash);
-        writes.push(caller.audit(now, AuditKind::TokenCreated, Some(&id), None, data));
+        let reason = Some(token.reason.as_str());
+        writes.push(caller.audit(now, AuditKind::TokenCreated, Some(&id), reason, data));
         record
     });
     pending.durable().await?;
@@ -209,6 +210,9 @@ pub async fn create_token(
     Ok((StatusCode::CREATED, axum::Json(created(secret, &record))))
 }
 
+/// Tokens per answer unless `limit` says otherwise, and at most.
+pub const TOKENS_PER_PAGE: u32 = 1000;
+
 /// `GET /v1/tokens` query.
 #[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -216,10 +220,59 @@ pub async fn create_token(
 pub struct TokenQuery {
     /// Only tokens of this role.
     pub role: Option<Role>,
+    /// Only tokens whose id sorts after this one: the `next` of the page
+    /// before (the last id read).
+    #[param(pattern = "^[0-9a-f]{16}$", min_length = 16, max_length = 16)]
+    pub after: Option<String>,
+    /// At most this many tokens (default and most 1000).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
 }
 
-/// Every token: id, name, role, binding, times, uses left — never the
-/// secret, which is not stored.
+impl TokenQuery {
+    /// The store's page — `limit` and one more, to tell whether another
+    /// page follows — and `limit`; `None` after the last id there can be.
+    fn page(&self) -> Result<Option<(TokenPage, usize)>, ApiError> {
+        let limit = self.limit.unwrap_or(TOKENS_PER_PAGE);
+        if limit == 0 || limit > TOKENS_PER_PAGE {
+            return Err(ApiError::bad_field(
+                "limit",
+                format!("limit {limit} is out of range; ask for 1 to {TOKENS_PER_PAGE} tokens"),
+            ));
+        }
+        let from = match self.after.as_deref() {
+            None => None,
+            Some(after) if looks_like_id(after) => match successor(after) {
+                Some(from) => Some(from),
+                None => return Ok(None),
+            },
+            Some(after) => {
+                return Err(ApiError::bad_field(
+                    "after",
+                    format!("after {after:?} is not a token id (16 lowercase hex digits); give the next of the page before"),
+                ))
+            }
+        };
+        let page = TokenPage {
+            role: self.role.map(vocabulary::stored_role),
+            from,
+            limit: limit + 1,
+        };
+        Ok(Some((page, limit as usize)))
+    }
+}
+
+/// The id right after `id` (16 hex digits), as hex of the same length:
+/// every hash that sorts at or after it has an id above `id`. `None` past
+/// the last id.
+fn successor(id: &str) -> Option<String> {
+    let value = u64::from_str_radix(id, 16).ok()?.checked_add(1)?;
+    Some(format!("{value:016x}"))
+}
+
+/// The tokens, a page at a time in the order of their ids: id, name, role,
+/// binding, times, uses left — never the secret, which is not stored.
+/// Follow `next` (as `after`) until it is absent for them all.
 #[utoipa::path(
     get,
     path = "/v1/tokens",
@@ -234,15 +287,26 @@ pub async fn list_tokens(
     Query(query): Query<TokenQuery>,
 ) -> Result<axum::Json<TokenList>, ApiError> {
     caller.require(Need::Admin)?;
+    let Some((page, limit)) = query.page()? else {
+        return Ok(axum::Json(TokenList {
+            tokens: Vec::new(),
+            next: None,
+        }));
+    };
     let now = state.now();
-    let records = stored_tokens(&state).await?;
+    let mut records = state
+        .store()
+        .tokens_page(&page)
+        .await
+        .map_err(|error| ApiError::Unavailable(format!("reading the tokens: {error}")))?;
+    let more = records.len() > limit;
+    records.truncate(limit);
+    let next = records
+        .last()
+        .filter(|_| more)
+        .map(|record| token_id(&record.hash));
     let tokens = records
         .into_iter()
-        .filter(|record| {
-            query
-                .role
-                .is_none_or(|role| vocabulary::wire_role(record.role) == role)
-        })
         .map(|record| {
             // Memory knows the last use to the second; the store within minutes.
             let used = state
@@ -263,7 +327,7 @@ pub async fn list_tokens(
             }
         })
         .collect();
-    Ok(axum::Json(TokenList { tokens }))
+    Ok(axum::Json(TokenList { tokens, next }))
 }
 
 async fn stored_tokens(state: &AppState) -> Result<Vec<TokenRecord>, ApiError> {
@@ -274,25 +338,28 @@ async fn stored_tokens(state: &AppState) -> Result<Vec<TokenRecord>, ApiError> {
         .map_err(|error| ApiError::Unavailable(format!("reading the tokens: {error}")))
 }
 
-/// Revokes a token, by id or else by name: from the answer on, it is
-/// refused on every replica, and the dashboard sessions signed in with it
-/// are over. The tokens an enrollment token made stay (revoke them, or
-/// `POST /v1/hosts/{id}/reenroll`). The last admin token that has not
-/// expired cannot be revoked.
+/// Revokes a token, by id or else by name, for the reason in the body:
+/// from the answer on, it is refused on every replica, and the dashboard
+/// sessions signed in with it are over. The tokens an enrollment token
+/// made stay (revoke them, or `POST /v1/hosts/{id}/reenroll`). The last
+/// admin token that has not expired cannot be revoked.
 #[utoipa::path(
     delete,
     path = "/v1/tokens/{id}",
     tag = "admin",
     params(("id" = String, Path, description = "the token's id (sluice token list) or its name", min_length = 1, max_length = 128)),
-    responses((status = 200, description = "revoked, durable", body = TokenRevoked), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "several tokens have that name, or it is the last admin token", body = ErrorBody), (status = 503, body = ErrorBody)),
+    request_body = Reason,
+    responses((status = 200, description = "revoked, durable", body = TokenRevoked), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "several tokens have that name, or it is the last admin token", body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn revoke_token(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    Json(reason): Json<Reason>,
 ) -> Result<axum::Json<TokenRevoked>, ApiError> {
     caller.require(Need::Admin)?;
+    let reason = required_reason(reason, "revoke a token")?;
     let records = stored_tokens(&state).await?;
     let by_id: Vec<&TokenRecord> = records
         .iter()
@@ -347,6 +414,7 @@ pub async fn revoke_token(
                 "role": role.as_str(),
                 "name": record.name,
                 "host": record.host,
+                "reason": reason,
             }),
         }));
         let data = serde_json::json!({
@@ -355,7 +423,8 @@ pub async fn revoke_token(
             "host": record.host,
             "sessions_ended": sessions.len(),
         });
-        writes.push(caller.audit(now, AuditKind::TokenRevoked, Some(&id), None, data));
+        let reason = Some(reason.as_str());
+        writes.push(caller.audit(now, AuditKind::TokenRevoked, Some(&id), reason, data));
     });
     pending.durable().await?;
     state.tokens().revoke(std::slice::from_ref(&record.hash));

@@ -8,6 +8,7 @@ use axum::extract::State;
 use serde::Deserialize;
 use sluice_api::error::ErrorBody;
 use sluice_api::host::{DesiredMap, HostList, HostView, ImportHost, ImportResult, Reenrolled};
+use sluice_api::rollout::Reason;
 use sluice_api::vocabulary::AuditKind;
 use sluice_api::HostId;
 use sluice_core::fleet::parse_fleet;
@@ -17,7 +18,8 @@ use sluice_store::{NewEvent, Write};
 
 use crate::auth::{token_id, Caller, Need};
 use crate::error::ApiError;
-use crate::extract::{Body, Path, Query};
+use crate::extract::{Body, Json, Path, Query};
+use crate::routes::{reason_text, required_reason};
 use crate::state::AppState;
 use crate::world::HostFilter;
 
@@ -145,6 +147,7 @@ pub async fn desired(
     path = "/v1/hosts/{id}/reenroll",
     tag = "hosts",
     params(("id" = String, Path, description = "the host's id (FQDN)", pattern = "^[A-Za-z0-9._:-]{1,253}$", min_length = 1, max_length = 253)),
+    request_body = Reason,
     responses((status = 200, description = "its tokens revoked, durable", body = Reenrolled), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = []))
 )]
@@ -152,10 +155,12 @@ pub async fn reenroll(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    Json(reason): Json<Reason>,
 ) -> Result<axum::Json<Reenrolled>, ApiError> {
     caller.require(Need::Admin)?;
     let host =
         HostId::parse(id.as_str()).map_err(|error| ApiError::bad_field("id", error.to_string()))?;
+    let reason = required_reason(reason, "let a host enroll again")?;
     let bound: Vec<String> = state
         .store()
         .tokens()
@@ -174,14 +179,18 @@ pub async fn reenroll(
             at: now,
             actor: Some(actor.clone()),
             kind: "host_reenrolled".to_owned(),
-            data: serde_json::json!({ "host": host.as_str(), "tokens_revoked": ids }),
+            data: serde_json::json!({
+                "host": host.as_str(),
+                "tokens_revoked": ids,
+                "reason": reason,
+            }),
         }));
         let data = serde_json::json!({ "tokens_revoked": ids });
         writes.push(caller.audit(
             now,
             AuditKind::HostReenrolled,
             Some(host.as_str()),
-            None,
+            Some(&reason),
             data,
         ));
     });
@@ -207,13 +216,31 @@ pub async fn reenroll(
     }))
 }
 
+/// `POST /v1/hosts/import` query: the body is the fleet itself.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ImportQuery {
+    /// Why the hosts are imported (required, not blank): recorded with the
+    /// actor in the audit log.
+    // The pattern is `sluice_api::schema::NOT_BLANK` (a literal here; the
+    // OpenAPI tests compare them).
+    #[param(
+        min_length = 1,
+        pattern = r"[^\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
+    reason: String,
+}
+
 /// Registers hosts from a fleet file (a JSON array of `{"id", "labels",
-/// "components"}`); they join active rollouts like any new host. Versions
-/// fill in only components the host's agent has not reported.
+/// "components"}`) for the `reason` given in the query; they join active
+/// rollouts like any new host. Versions fill in only components the host's
+/// agent has not reported.
 #[utoipa::path(
     post,
     path = "/v1/hosts/import",
     tag = "hosts",
+    params(ImportQuery),
     request_body = Vec<ImportHost>,
     responses((status = 200, description = "imported and durable", body = ImportResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = []))
@@ -221,9 +248,11 @@ pub async fn reenroll(
 pub async fn import(
     State(state): State<AppState>,
     caller: Caller,
+    Query(query): Query<ImportQuery>,
     Body(body): Body,
 ) -> Result<axum::Json<ImportResult>, ApiError> {
     caller.require(Need::Admin)?;
+    let reason = reason_text(&query.reason, "import hosts")?;
     let hosts = parse_fleet(&body).map_err(|error| {
         let message = format!("invalid fleet: {error}");
         match error.field() {
@@ -235,7 +264,7 @@ pub async fn import(
     let (result, pending) = state.change(|world, now, writes| {
         let result = world.import(hosts, &actor, now, writes);
         let data = serde_json::json!({ "imported": result.imported, "new": result.new });
-        writes.push(caller.audit(now, AuditKind::HostsImported, None, None, data));
+        writes.push(caller.audit(now, AuditKind::HostsImported, None, Some(&reason), data));
         result
     });
     pending.durable().await?;

@@ -212,7 +212,13 @@ pub fn front(replica: Arc<Replica>) -> Router {
 /// since it goes in the event log. `to` says what it is for ("pause a
 /// rollout").
 pub(crate) fn required_reason(reason: Reason, to: &str) -> Result<String, ApiError> {
-    let reason = reason.reason.trim();
+    reason_text(&reason.reason, to)
+}
+
+/// [`required_reason`] of a reason given as text (in a token's request, or
+/// the `reason` parameter of an import).
+pub(crate) fn reason_text(reason: &str, to: &str) -> Result<String, ApiError> {
+    let reason = reason.trim();
     if reason.is_empty() {
         return Err(ApiError::bad_field(
             "reason",

@@ -61,16 +61,26 @@ async fn tokens_carry_roles() {
         .expect("sent");
     assert_error(create, StatusCode::FORBIDDEN, "forbidden").await;
     let token = app
-        .post("/v1/tokens", &viewer, &json!({"role": "viewer"}))
+        .post(
+            "/v1/tokens",
+            &viewer,
+            &json!({"role": "viewer", "reason": "test"}),
+        )
         .await;
     assert_error(token, StatusCode::FORBIDDEN, "forbidden").await;
 
     let operator = app.token("operator", None).await;
-    let import = app.post("/v1/hosts/import", &operator, &json!([])).await;
+    let import = app
+        .post("/v1/hosts/import?reason=test", &operator, &json!([]))
+        .await;
     assert_error(import, StatusCode::FORBIDDEN, "forbidden").await;
 
     let unbound = app
-        .post("/v1/tokens", &app.admin, &json!({"role": "agent"}))
+        .post(
+            "/v1/tokens",
+            &app.admin,
+            &json!({"role": "agent", "reason": "test"}),
+        )
         .await;
     let error = assert_error(unbound, StatusCode::BAD_REQUEST, "bad_request").await;
     assert_eq!(error["error"]["field"], "host");
@@ -78,12 +88,16 @@ async fn tokens_carry_roles() {
         .post(
             "/v1/tokens",
             &app.admin,
-            &json!({"role": "viewer", "host": "a"}),
+            &json!({"role": "viewer", "host": "a", "reason": "test"}),
         )
         .await;
     assert_error(bound_viewer, StatusCode::BAD_REQUEST, "bad_request").await;
     let bad_role = app
-        .post("/v1/tokens", &app.admin, &json!({"role": "root"}))
+        .post(
+            "/v1/tokens",
+            &app.admin,
+            &json!({"role": "root", "reason": "test"}),
+        )
         .await;
     assert_error(bad_role, StatusCode::BAD_REQUEST, "bad_request").await;
 }
@@ -129,6 +143,7 @@ async fn a_token_stored_by_another_process_works_at_once() {
         selector: None,
         uses: None,
         expires: None,
+        reason: "test".to_owned(),
     };
     let mut writes = Vec::new();
     let now = Timestamp::now();
@@ -143,7 +158,11 @@ async fn a_token_stored_by_another_process_works_at_once() {
         StatusCode::OK
     );
     let more = app
-        .post("/v1/tokens", &secret, &json!({"role": "admin"}))
+        .post(
+            "/v1/tokens",
+            &secret,
+            &json!({"role": "admin", "reason": "test"}),
+        )
         .await;
     let error = assert_error(more, StatusCode::FORBIDDEN, "forbidden").await;
     let message = error["error"]["message"].as_str().expect("message");

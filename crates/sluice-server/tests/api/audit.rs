@@ -80,10 +80,15 @@ async fn every_mutating_action_is_audited_with_actor_source_time_and_reason() {
         )
         .await;
     assert_eq!(dry.status(), StatusCode::OK, "a dry run changes nothing");
-    let viewer = created(&app, json!({"role": "viewer", "name": "auditor"})).await;
+    let viewer = created(
+        &app,
+        json!({"role": "viewer", "name": "auditor", "reason": "CHG-4: the auditor's access"}),
+    )
+    .await;
     let enroll = created(
         &app,
-        json!({"role": "enroll", "selector": "site in (sto)", "uses": 5, "name": "fleet"}),
+        json!({"role": "enroll", "selector": "site in (sto)", "uses": 5, "name": "fleet",
+               "reason": "CHG-5: racking sto"}),
     )
     .await;
     let enrolled = app
@@ -96,7 +101,11 @@ async fn every_mutating_action_is_audited_with_actor_source_time_and_reason() {
     assert_eq!(enrolled.status(), StatusCode::CREATED);
     let enrolled: Value = enrolled.json().await.expect("json");
     let reenrolled = app
-        .post("/v1/hosts/new.example.net/reenroll", &app.admin, &json!({}))
+        .post(
+            "/v1/hosts/new.example.net/reenroll",
+            &app.admin,
+            &json!({"reason": "CHG-6: new disk"}),
+        )
         .await;
     assert_eq!(reenrolled.status(), StatusCode::OK);
     let revoked = app
@@ -104,7 +113,7 @@ async fn every_mutating_action_is_audited_with_actor_source_time_and_reason() {
             Method::DELETE,
             &format!("/v1/tokens/{}", enroll["id"].as_str().expect("id")),
             &app.admin,
-            &json!({}),
+            &json!({"reason": "CHG-5: racking done"}),
         )
         .await;
     assert_eq!(revoked.status(), StatusCode::OK);
@@ -176,10 +185,15 @@ async fn every_mutating_action_is_audited_with_actor_source_time_and_reason() {
             &json!("2.0")
         )
     );
-    assert_eq!(by_kind("hosts_imported")["data"]["imported"], 2);
+    let imported = by_kind("hosts_imported");
+    assert_eq!(imported["data"]["imported"], 2);
+    assert_eq!(imported["reason"], "test fleet");
     let created_viewer = &entries[8];
     assert_eq!(created_viewer["target"], viewer["id"]);
     assert_eq!(created_viewer["data"]["role"], "viewer");
+    assert_eq!(created_viewer["reason"], "CHG-4: the auditor's access");
+    assert_eq!(entries[9]["target"], enroll["id"]);
+    assert_eq!(entries[9]["reason"], "CHG-5: racking sto");
     let enrolled_entry = by_kind("host_enrolled");
     assert_eq!(enrolled_entry["target"], "new.example.net");
     assert_eq!(enrolled_entry["data"]["token"], enrolled["id"]);
@@ -188,8 +202,16 @@ async fn every_mutating_action_is_audited_with_actor_source_time_and_reason() {
         json!({"id": enroll["id"], "name": "fleet", "role": "enroll"}),
         "the enrollment token that was used"
     );
-    assert_eq!(by_kind("host_reenrolled")["target"], "new.example.net");
-    assert_eq!(by_kind("token_revoked")["target"], enroll["id"]);
+    let reenrolled = by_kind("host_reenrolled");
+    assert_eq!(
+        (&reenrolled["target"], &reenrolled["reason"]),
+        (&json!("new.example.net"), &json!("CHG-6: new disk"))
+    );
+    let revoked = by_kind("token_revoked");
+    assert_eq!(
+        (&revoked["target"], &revoked["reason"]),
+        (&enroll["id"], &json!("CHG-5: racking done"))
+    );
 
     // Filters: kind, actor by name or id, since, after, limit.
     let viewer_token = viewer["token"].as_str().expect("secret");
@@ -225,6 +247,71 @@ async fn every_mutating_action_is_audited_with_actor_source_time_and_reason() {
 }
 
 #[tokio::test]
+async fn token_and_host_changes_without_a_reason_are_refused_naming_it_and_leave_no_entry() {
+    let app = spawn_app().await;
+    let viewer = created(
+        &app,
+        json!({"role": "viewer", "name": "kept", "reason": "a viewer to revoke"}),
+    )
+    .await;
+    let before = audit(&app, "", &app.admin).await;
+    for reason in [None, Some(""), Some("  ")] {
+        let with = |mut body: Value| {
+            if let Some(reason) = reason {
+                body["reason"] = json!(reason);
+            }
+            body
+        };
+        let query = reason.map_or(String::new(), |r| {
+            format!("?reason={}", r.replace(' ', "%20"))
+        });
+        let refused = [
+            app.post("/v1/tokens", &app.admin, &with(json!({"role": "viewer"})))
+                .await,
+            app.send(
+                Method::DELETE,
+                "/v1/tokens/kept",
+                &app.admin,
+                &with(json!({})),
+            )
+            .await,
+            app.post(
+                "/v1/hosts/a.example.net/reenroll",
+                &app.admin,
+                &with(json!({})),
+            )
+            .await,
+            app.post(&format!("/v1/hosts/import{query}"), &app.admin, &fleet(1))
+                .await,
+        ];
+        for response in refused {
+            let what = format!(
+                "{} {}",
+                response.url().path(),
+                response.url().query().unwrap_or("")
+            );
+            let body = assert_error(response, StatusCode::BAD_REQUEST, "bad_request").await;
+            assert_eq!(body["error"]["field"], "reason", "{what}: {body}");
+        }
+    }
+    assert_eq!(audit(&app, "", &app.admin).await, before, "no entry");
+    // The token is still there, and goes with a reason.
+    let revoked = app
+        .send(
+            Method::DELETE,
+            "/v1/tokens/kept",
+            &app.admin,
+            &json!({"reason": "done"}),
+        )
+        .await;
+    assert_eq!(revoked.status(), StatusCode::OK);
+    assert_eq!(
+        audit(&app, "?kind=token_revoked", &app.admin).await[0]["target"],
+        viewer["id"]
+    );
+}
+
+#[tokio::test]
 async fn viewers_and_up_read_the_audit_agents_and_enrollment_tokens_do_not() {
     let app = spawn_app().await;
     for role in ["viewer", "operator"] {
@@ -240,7 +327,7 @@ async fn viewers_and_up_read_the_audit_agents_and_enrollment_tokens_do_not() {
     .await;
     let enroll = created(
         &app,
-        json!({"role": "enroll", "selector": "site in (sto)", "uses": 1}),
+        json!({"role": "enroll", "selector": "site in (sto)", "uses": 1, "reason": "test"}),
     )
     .await;
     let enroll = enroll["token"].as_str().expect("secret");
@@ -306,7 +393,11 @@ async fn a_client_cannot_claim_another_source_address() {
 #[tokio::test]
 async fn a_dashboard_sign_in_link_is_audited_for_the_token_it_signs_in() {
     let app = spawn_app().await;
-    let viewer = created(&app, json!({"role": "viewer", "name": "olga"})).await;
+    let viewer = created(
+        &app,
+        json!({"role": "viewer", "name": "olga", "reason": "olga joins"}),
+    )
+    .await;
     let response = app
         .post(
             "/v1/signin-links",

@@ -6,11 +6,9 @@ use std::sync::Arc;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use sluice_store::{
-    Enrolled, Enrollment, Part, SampleRecord, SqliteStore, Store, StoreError, StoredEvent,
-    TokenRecord, Write,
-};
+use sluice_store::Write;
 use sluice_testkit::app::spawn_app_configured;
+use sluice_testkit::store::{Hooked, Pass};
 use tempfile::TempDir;
 use tokio::sync::Mutex;
 
@@ -37,7 +35,16 @@ async fn past_the_queue_bound_checkins_are_refused_with_retry_after_and_acknowle
     let held = Arc::clone(&hold);
     let app = spawn_app_configured(
         Arc::new(TempDir::new().expect("temp dir")),
-        Some(Box::new(move |store| Arc::new(Held { store, hold: held }))),
+        // The real SQLite store, whose commits wait while the test holds `hold`.
+        Some(Box::new(move |store| {
+            Arc::new(Hooked::new(store, move |_: &[Write]| -> Pass {
+                let hold = Arc::clone(&held);
+                Box::pin(async move {
+                    drop(hold.lock().await);
+                    Ok(())
+                })
+            }))
+        })),
         |config| config.checkin_queue = 4,
     )
     .await;
@@ -92,72 +99,6 @@ async fn past_the_queue_bound_checkins_are_refused_with_retry_after_and_acknowle
     ids.sort_unstable();
     let expected: Vec<String> = [0, 1, 2, 3, 5].into_iter().map(host).collect();
     assert_eq!(ids, expected);
-}
-
-/// The real SQLite store, whose commits wait while a test holds `hold`.
-#[derive(Debug)]
-struct Held {
-    store: SqliteStore,
-    hold: Arc<Mutex<()>>,
-}
-
-#[async_trait::async_trait]
-impl Store for Held {
-    async fn load_parts(&self, each: &mut (dyn FnMut(Part) + Send)) -> Result<(), StoreError> {
-        self.store.load_parts(each).await
-    }
-
-    async fn commit(&self, batch: &[Write]) -> Result<(), StoreError> {
-        let _held = self.hold.lock().await;
-        self.store.commit(batch).await
-    }
-
-    async fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
-        self.store.token(hash).await
-    }
-
-    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        self.store.tokens().await
-    }
-
-    async fn enroll(&self, enrollment: &Enrollment) -> Result<Enrolled, StoreError> {
-        self.store.enroll(enrollment).await
-    }
-
-    async fn events(
-        &self,
-        rollout: &str,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        self.store.events(rollout, after, limit).await
-    }
-
-    async fn add_samples(&self, samples: &[SampleRecord]) -> Result<(), StoreError> {
-        self.store.add_samples(samples).await
-    }
-
-    async fn samples(&self, rollout: &str) -> Result<Vec<SampleRecord>, StoreError> {
-        self.store.samples(rollout).await
-    }
-
-    async fn state_samples(
-        &self,
-        rollout: &str,
-    ) -> Result<Vec<sluice_store::StateSampleRecord>, StoreError> {
-        self.store.state_samples(rollout).await
-    }
-
-    async fn audit(
-        &self,
-        query: &sluice_store::AuditQuery,
-    ) -> Result<Vec<sluice_store::StoredAudit>, StoreError> {
-        self.store.audit(query).await
-    }
-
-    async fn schema_version(&self) -> Result<i64, StoreError> {
-        self.store.schema_version().await
-    }
 }
 
 #[tokio::test]

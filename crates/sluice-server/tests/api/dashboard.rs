@@ -188,6 +188,40 @@ async fn pages_need_a_session_and_carry_security_headers() {
 }
 
 #[tokio::test]
+async fn a_page_past_the_tokens_rate_says_when_to_come_back() {
+    let app = sluice_testkit::app::spawn_app_configured(
+        Arc::new(TempDir::new().expect("temp dir")),
+        None,
+        |config| config.api_rate = 1,
+    )
+    .await;
+    let viewer = app.token("viewer", None).await;
+    let mut browser = Browser::signed_in(&app, &viewer).await;
+    // One request a second, in bursts of two: a reload loop soon goes past it.
+    let mut refused = None;
+    for _ in 0..50 {
+        let response = browser.get("/rollouts").await;
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let refused = refused.expect("the viewer's session went past its token's rate");
+    let retry_after = refused
+        .headers()
+        .get("retry-after")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    assert!(retry_after.is_some_and(|s| s >= 1), "{retry_after:?}");
+    assert!(refused.headers()[CONTENT_TYPE]
+        .to_str()
+        .is_ok_and(|t| t.starts_with("text/html")));
+    let page = refused.text().await.expect("page");
+    assert!(page.contains("--api-rate"), "{page}");
+}
+
+#[tokio::test]
 async fn assets_have_their_type_and_are_cached_for_good() {
     let app = spawn_app().await;
     let mut browser = Browser::new(&app);
@@ -266,7 +300,7 @@ async fn enrollment_tokens_cannot_sign_in_and_revoking_a_token_ends_its_sessions
         .post(
             "/v1/tokens",
             &app.admin,
-            &json!({"role": "enroll", "selector": "site=sto", "uses": 1}),
+            &json!({"role": "enroll", "selector": "site=sto", "uses": 1, "reason": "test"}),
         )
         .await;
     let created: Value = created.json().await.expect("json");
@@ -285,7 +319,7 @@ async fn enrollment_tokens_cannot_sign_in_and_revoking_a_token_ends_its_sessions
         .post(
             "/v1/tokens",
             &app.admin,
-            &json!({"role": "viewer", "name": "wall"}),
+            &json!({"role": "viewer", "name": "wall", "reason": "test"}),
         )
         .await;
     let viewer: Value = viewer.json().await.expect("json");
@@ -296,7 +330,7 @@ async fn enrollment_tokens_cannot_sign_in_and_revoking_a_token_ends_its_sessions
             reqwest::Method::DELETE,
             "/v1/tokens/wall",
             &app.admin,
-            &json!(null),
+            &json!({"reason": "test"}),
         )
         .await;
     let revoked: Value = revoked.json().await.expect("json");
@@ -928,7 +962,7 @@ async fn a_sign_in_link_opens_one_session_once_for_a_viewer_or_better_token() {
         .post(
             "/v1/tokens",
             &app.admin,
-            &json!({"role": "enroll", "selector": "site=sto", "uses": 1}),
+            &json!({"role": "enroll", "selector": "site=sto", "uses": 1, "reason": "test"}),
         )
         .await;
     let enroll: Value = enroll.json().await.expect("json");
@@ -995,7 +1029,7 @@ async fn a_sign_in_link_opens_one_session_once_for_a_viewer_or_better_token() {
         .post(
             "/v1/tokens",
             &app.admin,
-            &json!({"role": "viewer", "name": "kiosk"}),
+            &json!({"role": "viewer", "name": "kiosk", "reason": "test"}),
         )
         .await;
     let kiosk: Value = created.json().await.expect("json");
@@ -1005,7 +1039,7 @@ async fn a_sign_in_link_opens_one_session_once_for_a_viewer_or_better_token() {
             reqwest::Method::DELETE,
             "/v1/tokens/kiosk",
             &app.admin,
-            &json!(null),
+            &json!({"reason": "test"}),
         )
         .await;
     assert_eq!(revoked.status(), StatusCode::OK);

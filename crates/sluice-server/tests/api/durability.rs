@@ -6,10 +6,8 @@ use std::sync::Arc;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use sluice_store::{
-    Enrolled, Enrollment, Part, SampleRecord, SqliteStore, StateSampleRecord, Store, StoreError,
-    StoredEvent, TokenRecord, Write,
-};
+use sluice_store::{SqliteStore, Store, StoreError, Write};
+use sluice_testkit::store::{Hooked, Pass};
 use sluice_testkit::{Plan, Stage};
 use tempfile::TempDir;
 
@@ -282,79 +280,26 @@ async fn labels_survive_a_crash_and_a_clean_shutdown_saves_last_seen() {
 /// The host whose writes [`Refusing`] refuses.
 const REFUSED: &str = "refused.example.net";
 
-/// The real SQLite store, refusing every batch that writes host
-/// [`REFUSED`], as a database refuses a write against one of its
+/// The real SQLite store's commit hook: it refuses every batch that writes
+/// host [`REFUSED`], as a database refuses a write against one of its
 /// constraints: retrying cannot help.
-#[derive(Debug)]
-struct Refusing(SqliteStore);
-
-#[async_trait::async_trait]
-impl Store for Refusing {
-    async fn load_parts(&self, each: &mut (dyn FnMut(Part) + Send)) -> Result<(), StoreError> {
-        self.0.load_parts(each).await
-    }
-
-    async fn commit(&self, batch: &[Write]) -> Result<(), StoreError> {
-        if batch
-            .iter()
-            .any(|write| matches!(write, Write::Host(host) if host.id == REFUSED))
-        {
-            return Err(StoreError::Refused(format!(
-                "CHECK constraint failed: host {REFUSED}"
-            )));
-        }
-        self.0.commit(batch).await
-    }
-
-    async fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
-        self.0.token(hash).await
-    }
-
-    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        self.0.tokens().await
-    }
-
-    async fn enroll(&self, enrollment: &Enrollment) -> Result<Enrolled, StoreError> {
-        self.0.enroll(enrollment).await
-    }
-
-    async fn events(
-        &self,
-        rollout: &str,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        self.0.events(rollout, after, limit).await
-    }
-
-    async fn audit(
-        &self,
-        query: &sluice_store::AuditQuery,
-    ) -> Result<Vec<sluice_store::StoredAudit>, StoreError> {
-        self.0.audit(query).await
-    }
-
-    async fn add_samples(&self, samples: &[SampleRecord]) -> Result<(), StoreError> {
-        self.0.add_samples(samples).await
-    }
-
-    async fn samples(&self, rollout: &str) -> Result<Vec<SampleRecord>, StoreError> {
-        self.0.samples(rollout).await
-    }
-
-    async fn state_samples(&self, rollout: &str) -> Result<Vec<StateSampleRecord>, StoreError> {
-        self.0.state_samples(rollout).await
-    }
-
-    async fn schema_version(&self) -> Result<i64, StoreError> {
-        self.0.schema_version().await
-    }
+fn refusing(batch: &[Write]) -> Pass {
+    let refused = batch
+        .iter()
+        .any(|write| matches!(write, Write::Host(host) if host.id == REFUSED));
+    Box::pin(std::future::ready(if refused {
+        Err(StoreError::Refused(format!(
+            "CHECK constraint failed: host {REFUSED}"
+        )))
+    } else {
+        Ok(())
+    }))
 }
 
 #[tokio::test]
 async fn a_refused_write_fails_its_request_and_memory_stops_claiming_it() {
     let data_dir = Arc::new(TempDir::new().expect("temp dir"));
-    let app = spawn_app_with(data_dir, |store| Arc::new(Refusing(store))).await;
+    let app = spawn_app_with(data_dir, |store| Arc::new(Hooked::new(store, refusing))).await;
     let checkin = |id: &str| {
         json!({"host": id, "labels": {"role": "web"},
                "components": {"docker-engine": {"version": "1.0", "state": "ok"}}})

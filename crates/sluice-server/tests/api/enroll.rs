@@ -8,8 +8,9 @@ use serde_json::{json, Value};
 
 use crate::helpers::{assert_error, spawn_app, wait_for, TestApp, DEADLINE};
 
-/// A new token as the admin asks for it; the answer.
-async fn create(app: &TestApp, request: Value) -> Value {
+/// A new token as the admin asks for it (for a test's reason); the answer.
+async fn create(app: &TestApp, mut request: Value) -> Value {
+    request["reason"] = json!("test");
     let response = app.post("/v1/tokens", &app.admin, &request).await;
     assert_eq!(response.status(), StatusCode::CREATED);
     response.json().await.expect("json")
@@ -128,7 +129,7 @@ async fn hosts_enroll_once_each_within_the_selector_and_the_uses() {
     assert_eq!(listed[0]["name"], "fleet");
     assert!(listed[0]["last_used_at"].is_string() && listed[0]["expires_at"].is_string());
     let agents = tokens(&app, "?role=agent").await;
-    let bound: Vec<(&str, &str)> = agents
+    let mut bound: Vec<(&str, &str)> = agents
         .iter()
         .map(|t| {
             (
@@ -137,6 +138,7 @@ async fn hosts_enroll_once_each_within_the_selector_and_the_uses() {
             )
         })
         .collect();
+    bound.sort_unstable();
     assert_eq!(
         bound,
         [
@@ -251,7 +253,7 @@ async fn revoking_a_token_is_effective_at_once() {
             Method::DELETE,
             "/v1/tokens/grafana",
             &app.admin,
-            &json!(null),
+            &json!({"reason": "test"}),
         )
         .await;
     assert_eq!(revoked.status(), StatusCode::OK);
@@ -274,7 +276,7 @@ async fn revoking_a_token_is_effective_at_once() {
             Method::DELETE,
             &format!("/v1/tokens/{id}"),
             &app.admin,
-            &json!(null),
+            &json!({"reason": "test"}),
         )
         .await;
     assert_error(unknown, StatusCode::NOT_FOUND, "not_found").await;
@@ -282,7 +284,12 @@ async fn revoking_a_token_is_effective_at_once() {
         create(&app, json!({"role": "operator", "name": "ci"})).await;
     }
     let twice = app
-        .send(Method::DELETE, "/v1/tokens/ci", &app.admin, &json!(null))
+        .send(
+            Method::DELETE,
+            "/v1/tokens/ci",
+            &app.admin,
+            &json!({"reason": "test"}),
+        )
         .await;
     let twice = refused(twice, StatusCode::CONFLICT, "conflict").await;
     assert!(twice.contains("2 tokens are named \"ci\""), "{twice}");
@@ -293,7 +300,7 @@ async fn revoking_a_token_is_effective_at_once() {
             Method::DELETE,
             &format!("/v1/tokens/{last_admin}"),
             &app.admin,
-            &json!(null),
+            &json!({"reason": "test"}),
         )
         .await;
     let last = refused(last, StatusCode::CONFLICT, "conflict").await;
@@ -370,7 +377,11 @@ async fn reenroll_revokes_the_hosts_tokens_so_that_it_enrolls_again() {
     let operator = create(&app, json!({"role": "operator"})).await;
     let operator = operator["token"].as_str().expect("token");
     let not_admin = app
-        .post("/v1/hosts/a1.example.net/reenroll", operator, &json!(null))
+        .post(
+            "/v1/hosts/a1.example.net/reenroll",
+            operator,
+            &json!({"reason": "test"}),
+        )
         .await;
     assert_error(not_admin, StatusCode::FORBIDDEN, "forbidden").await;
 
@@ -378,7 +389,7 @@ async fn reenroll_revokes_the_hosts_tokens_so_that_it_enrolls_again() {
         .post(
             "/v1/hosts/a1.example.net/reenroll",
             &app.admin,
-            &json!(null),
+            &json!({"reason": "test"}),
         )
         .await;
     assert_eq!(done.status(), StatusCode::OK);
@@ -459,8 +470,110 @@ async fn token_requests_are_checked_field_by_field() {
             "name",
         ),
     ] {
+        let mut request = request;
+        request["reason"] = json!("test");
         let response = app.post("/v1/tokens", &app.admin, &request).await;
         let body = assert_error(response, StatusCode::BAD_REQUEST, "bad_request").await;
         assert_eq!(body["error"]["field"], field, "{request} → {body}");
+    }
+}
+
+#[tokio::test]
+async fn the_token_list_comes_in_pages_in_the_order_of_the_ids() {
+    let app = spawn_app().await;
+    for i in 0..6 {
+        create(&app, json!({"role": "viewer", "name": format!("v{i}")})).await;
+    }
+    create(
+        &app,
+        json!({"role": "enroll", "selector": "site=sto", "uses": 3}),
+    )
+    .await;
+    // Follows `next` (as `after`) until it is absent.
+    let pages = |query: &'static str| {
+        let app = &app;
+        async move {
+            let mut pages = Vec::new();
+            let mut after = String::new();
+            loop {
+                let response = app
+                    .get(&format!("/v1/tokens?{query}{after}"), &app.admin)
+                    .await;
+                assert_eq!(response.status(), StatusCode::OK);
+                let page: Value = response.json().await.expect("json");
+                let ids: Vec<String> = page["tokens"]
+                    .as_array()
+                    .expect("tokens")
+                    .iter()
+                    .map(|t| t["id"].as_str().expect("id").to_owned())
+                    .collect();
+                let next = page["next"].as_str().map(str::to_owned);
+                if let Some(next) = &next {
+                    assert_eq!(Some(next), ids.last(), "next is the page's last id");
+                    after = format!("&after={next}");
+                }
+                pages.push(ids);
+                if next.is_none() {
+                    return pages;
+                }
+            }
+        }
+    };
+    let all = pages("").await;
+    assert_eq!(all.len(), 1, "one page by default: {all:?}");
+    let all = all.concat();
+    assert_eq!(all.len(), 8, "six viewers, the enrollment token, the admin");
+    let mut sorted = all.clone();
+    sorted.sort();
+    assert_eq!(all, sorted, "in the order of their ids");
+
+    let paged = pages("limit=3").await;
+    assert_eq!(
+        paged.iter().map(Vec::len).collect::<Vec<_>>(),
+        [3, 3, 2],
+        "{paged:?}"
+    );
+    assert_eq!(paged.concat(), all);
+    let viewers = pages("role=viewer&limit=4").await;
+    assert_eq!(
+        viewers.iter().map(Vec::len).collect::<Vec<_>>(),
+        [4, 2],
+        "{viewers:?}"
+    );
+    assert_eq!(viewers.concat().len(), 6);
+    // A full last page says no more.
+    assert_eq!(pages("role=viewer&limit=6").await.len(), 1);
+    // Past the last id there is nothing.
+    let past = pages("after=ffffffffffffffff").await;
+    assert_eq!(past, [Vec::<String>::new()]);
+    // A token revoked between pages does not move the cursor.
+    let first = &paged[0];
+    let revoked = app
+        .send(
+            Method::DELETE,
+            &format!("/v1/tokens/{}", first[2]),
+            &app.admin,
+            &json!({"reason": "test"}),
+        )
+        .await;
+    assert_eq!(revoked.status(), StatusCode::OK);
+    let response = app
+        .get(
+            &format!("/v1/tokens?limit=3&after={}", first[2]),
+            &app.admin,
+        )
+        .await;
+    let page: Value = response.json().await.expect("json");
+    assert_eq!(page["tokens"][0]["id"], paged[1][0].as_str());
+
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("after=v1", "after"),
+        ("after=ABCDEF0123456789", "after"),
+    ] {
+        let response = app.get(&format!("/v1/tokens?{query}"), &app.admin).await;
+        let body = assert_error(response, StatusCode::BAD_REQUEST, "bad_request").await;
+        assert_eq!(body["error"]["field"], field, "{query}: {body}");
     }
 }

@@ -181,7 +181,7 @@ async fn the_enrollment_states_its_constraints() {
         .expect("an enrollment token's kind");
     assert_eq!(
         enroll["required"],
-        serde_json::json!(["role", "selector", "uses"]),
+        serde_json::json!(["role", "selector", "uses", "reason"]),
         "{enroll}"
     );
     let uses = &enroll["properties"]["uses"];
@@ -201,6 +201,64 @@ async fn the_enrollment_states_its_constraints() {
     );
 }
 
+/// Every change of tokens and hosts takes a reason, as the rollout actions
+/// do: in the token's request, in the body of a revocation and a
+/// re-enrollment, in the query of an import (whose body is the fleet).
+/// The token list is paged.
+#[tokio::test]
+async fn token_and_host_changes_require_a_reason_and_tokens_are_paged() {
+    let document = document().await;
+    let paths = &document["paths"];
+    for variant in document["components"]["schemas"]["TokenRequest"]["oneOf"]
+        .as_array()
+        .expect("the token request's kinds")
+    {
+        let required = variant["required"].as_array().expect("required");
+        assert!(required.contains(&"reason".into()), "{variant}");
+        assert_eq!(
+            variant["properties"]["reason"]["pattern"],
+            sluice_api::schema::NOT_BLANK
+        );
+    }
+    for (path, method) in [
+        ("/v1/tokens/{id}", "delete"),
+        ("/v1/hosts/{id}/reenroll", "post"),
+    ] {
+        let body = &paths[path][method]["requestBody"];
+        assert_eq!(body["required"], true, "{path}: {body}");
+        assert_eq!(
+            body["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/Reason",
+            "{path}"
+        );
+    }
+    let parameter = |path: &str, method: &str, name: &str| {
+        paths[path][method]["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .find(|parameter| parameter["name"] == name)
+            .unwrap_or_else(|| panic!("{path} has no parameter {name}"))
+            .clone()
+    };
+    let reason = parameter("/v1/hosts/import", "post", "reason");
+    assert_eq!(reason["required"], true, "{reason}");
+    assert_eq!(reason["schema"]["pattern"], sluice_api::schema::NOT_BLANK);
+    let after = parameter("/v1/tokens", "get", "after");
+    assert_eq!(after["schema"]["pattern"], "^[0-9a-f]{16}$", "{after}");
+    let limit = parameter("/v1/tokens", "get", "limit");
+    assert_eq!(
+        (
+            limit["schema"]["minimum"].as_u64(),
+            limit["schema"]["maximum"].as_u64()
+        ),
+        (Some(1), Some(1000))
+    );
+    assert!(
+        document["components"]["schemas"]["TokenList"]["properties"]["next"].is_object(),
+        "the list says where the next page starts"
+    );
+}
+
 /// The document states what the server enforces (schemathesis checks the
 /// whole of it against a real server: crates/sluice/tests/e2e/api_schema.rs).
 #[tokio::test]
@@ -217,7 +275,10 @@ async fn the_openapi_document_states_the_constraints_the_server_enforces() {
         sluice_api::schema::NOT_BLANK
     );
     let token = &schemas["TokenRequest"]["oneOf"];
-    assert_eq!(token[0]["required"], serde_json::json!(["role", "host"]));
+    assert_eq!(
+        token[0]["required"],
+        serde_json::json!(["role", "host", "reason"])
+    );
     assert_eq!(token[1]["properties"]["host"], Value::Null, "{token}");
     let limit = document["paths"]["/v1/hosts"]["get"]["parameters"]
         .as_array()

@@ -96,6 +96,7 @@ async fn a_cluster_bootstrapped_with_a_token_in_its_database_writes_no_admin_tok
         selector: None,
         uses: None,
         expires: None,
+        reason: "test".to_owned(),
     };
     let created = auth::create_in_database(&DatabaseUrl::new(db.url()), &request, "cli:test")
         .await
@@ -151,7 +152,7 @@ async fn enrollments_on_postgresql_never_exceed_the_uses() {
         .post(
             "/v1/tokens",
             &app.admin,
-            &serde_json::json!({"role": "enroll", "selector": "role=web", "uses": 4}),
+            &serde_json::json!({"role": "enroll", "selector": "role=web", "uses": 4, "reason": "test"}),
         )
         .await;
     assert_eq!(created.status(), StatusCode::CREATED);

@@ -99,6 +99,8 @@ pub struct TokenRevokeArgs {
     #[arg(value_name = "ID|NAME")]
     id: String,
     #[command(flatten)]
+    reason: ReasonArgs,
+    #[command(flatten)]
     remote: RemoteArgs,
 }
 
@@ -151,6 +153,8 @@ pub struct TokenCreateArgs {
     /// (at most a year); without it, it does not expire
     #[arg(long, value_name = "DURATION")]
     expires: Option<String>,
+    #[command(flatten)]
+    reason: ReasonArgs,
     /// Write the token straight into this PostgreSQL database, no server needed (a
     /// cluster's first admin token): postgres://USER:PASSWORD@HOST:PORT/DB
     /// [env: SLUICE_DATABASE_URL, unless --server is given]. Every user of the machine sees
@@ -396,6 +400,10 @@ fn token_request(args: &TokenCreateArgs) -> Result<TokenRequest, Failure> {
         sluice_api::duration::parse_seconds(expires)
             .map_err(|error| Failure::invalid(format!("--expires: {error}")))?;
     }
+    let reason = args.reason.require(
+        "create this token",
+        "sluice token create --role enroll --selector 'site=sto' --uses 500 --expires 24h --reason \"CHG-12: racking the sto hosts\"",
+    )?;
     Ok(TokenRequest {
         role: args.role.into(),
         host: args.host.clone(),
@@ -403,6 +411,7 @@ fn token_request(args: &TokenCreateArgs) -> Result<TokenRequest, Failure> {
         selector: args.selector.clone(),
         uses: args.uses,
         expires: args.expires.clone(),
+        reason,
     })
 }
 
@@ -426,7 +435,13 @@ fn list_tokens(args: TokenListArgs) -> Result<(), Failure> {
     let role = args.role.map(Role::from);
     args.remote.show(
         "listing tokens",
-        async |client| client.tokens(role).await,
+        async |client| {
+            // Every page, then oldest first, as they were made.
+            let mut list = client.tokens(role).await?;
+            list.tokens
+                .sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
+            Ok(list)
+        },
         |list| {
             if list.tokens.is_empty() {
                 return "no tokens\n".to_owned();
@@ -480,9 +495,13 @@ fn render_tokens(tokens: &[TokenView], now: jiff::Timestamp) -> String {
 
 fn revoke_token(args: TokenRevokeArgs) -> Result<(), Failure> {
     let id = args.id.clone();
+    let reason = args.reason.require(
+        "revoke this token",
+        &format!("sluice token revoke {id} --reason \"INC-42: the token leaked in a CI log\""),
+    )?;
     args.remote.show(
         "revoking a token",
-        async |client| client.revoke_token(&id).await,
+        async |client| client.revoke_token(&id, &reason).await,
         |revoked| {
             let mut text = format!("revoked {} token {}", revoked.role, revoked.id);
             if let Some(name) = &revoked.name {

@@ -155,6 +155,7 @@ async fn enrollment_token(client: &Client, hosts: &[ImportHost]) -> anyhow::Resu
             selector: Some(format!("site in ({})", sites.join(", "))),
             uses: Some(hosts.len().max(1) as u64),
             expires: Some("24h".to_owned()),
+            reason: "sluice demo: the simulated agents enroll with it".to_owned(),
         })
         .await
         .context("creating the agents' enrollment token")?;
@@ -202,7 +203,7 @@ async fn demo(
 
     let hosts = sample_fleet(args.hosts, &component)?;
     client
-        .import_hosts(&hosts)
+        .import_hosts(&hosts, "sluice demo: the simulated fleet")
         .await
         .context("importing the simulated hosts")?;
     let enrollment = enrollment_token(&client, &hosts).await?;

@@ -9,7 +9,7 @@ use sluice_api::HostId;
 use sluice_client::HostQuery;
 use sluice_core::selector::Selector;
 
-use crate::commands::connect::{block_on, RemoteArgs};
+use crate::commands::connect::{block_on, ReasonArgs, RemoteArgs};
 use crate::commands::output::{self, plural, print_json, print_text, Table};
 use crate::commands::plan::load_fleet;
 use crate::exit::Failure;
@@ -29,6 +29,8 @@ pub struct ReenrollArgs {
     /// The host's id (FQDN)
     #[arg(value_name = "HOST")]
     host: HostId,
+    #[command(flatten)]
+    reason: ReasonArgs,
     #[command(flatten)]
     remote: RemoteArgs,
 }
@@ -61,6 +63,8 @@ pub struct ImportArgs {
     #[arg(value_name = "FLEET.json")]
     file: PathBuf,
     #[command(flatten)]
+    reason: ReasonArgs,
+    #[command(flatten)]
     remote: RemoteArgs,
 }
 
@@ -74,9 +78,13 @@ pub fn run(command: HostsCommand) -> Result<(), Failure> {
 
 fn reenroll(args: ReenrollArgs) -> Result<(), Failure> {
     let host = args.host.to_string();
+    let reason = args.reason.require(
+        "let the host enroll again",
+        &format!("sluice hosts reenroll {host} --reason \"disk replaced, token lost\""),
+    )?;
     args.remote.show(
         "letting a host enroll again",
-        async |client| client.reenroll(&host).await,
+        async |client| client.reenroll(&host, &reason).await,
         |done| match done.tokens_revoked {
             0 => format!(
                 "host {} had no token; it may enroll with an enrollment token\n",
@@ -229,6 +237,10 @@ fn render_hosts(hosts: &[HostView], component: Option<&str>, now: jiff::Timestam
 const IMPORT_BATCH: usize = 50_000;
 
 fn import(args: ImportArgs) -> Result<(), Failure> {
+    let reason = args.reason.require(
+        "import these hosts",
+        "sluice hosts import fleet.json --reason \"CHG-12: the sto racks from the CMDB\"",
+    )?;
     let hosts = read_fleet(&args.file)?;
     let (client, connection) = args.remote.connect()?;
     let file = args.file.display().to_string();
@@ -238,7 +250,7 @@ fn import(args: ImportArgs) -> Result<(), Failure> {
             new: 0,
         };
         for batch in hosts.chunks(IMPORT_BATCH) {
-            let result = client.import_hosts(batch).await.map_err(|error| {
+            let result = client.import_hosts(batch, &reason).await.map_err(|error| {
                 let doing = if total.imported == 0 {
                     format!("importing {file}")
                 } else {

@@ -37,7 +37,10 @@ async fn requests_made_from_the_openapi_document_are_answered_as_it_says() {
         serde_json::to_string(hosts).expect("the fleet as JSON"),
     );
     let fleet = fleet.to_str().expect("a UTF-8 path");
-    sandbox.sluice(&["hosts", "import", fleet]).await.ok();
+    sandbox
+        .sluice(&["hosts", "import", "--reason", "e2e", fleet])
+        .await
+        .ok();
     let plan = Plan::new("schema-test", COMPONENT, "17.03.1")
         .stages([Stage::percent(50).approve(), Stage::percent(100)]);
     sandbox.start_plan(&plan, "the schema test").await;

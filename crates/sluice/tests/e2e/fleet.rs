@@ -39,7 +39,9 @@ pub async fn sandbox_with_fleet_10k() -> (Sandbox, Vec<ImportHost>) {
     let file = fleet_10k();
     let file = file.to_str().expect("a UTF-8 path");
     let imported = sandbox
-        .sluice(&["hosts", "import", file, "--output", "json"])
+        .sluice(&[
+            "hosts", "import", "--reason", "e2e", file, "--output", "json",
+        ])
         .await
         .ok()
         .json();
