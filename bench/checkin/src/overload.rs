@@ -162,6 +162,13 @@ pub async fn run(args: OverloadArgs) -> anyhow::Result<()> {
         })
     };
     let before = rss_kib(pid).unwrap_or(0);
+    // The server's CPU time and the machine's over the phase.
+    let ticks_before = (
+        crate::procs::process_ticks(pid).ok(),
+        crate::procs::machine_ticks().ok(),
+    );
+    let phase = std::time::Instant::now();
+    let mut ticks_after = (None, None);
     // Killed as the phase ends, requests in flight.
     let addr = server.addr;
     // The server's own figures, read just before the end.
@@ -182,6 +189,10 @@ pub async fn run(args: OverloadArgs) -> anyhow::Result<()> {
         None,
         || {
             sampling.store(false, Ordering::Relaxed);
+            ticks_after = (
+                crate::procs::process_ticks(pid).ok(),
+                crate::procs::machine_ticks().ok(),
+            );
             if let Err(error) = server.kill() {
                 eprintln!("killing the server: {error:#}");
             }
@@ -191,6 +202,7 @@ pub async fn run(args: OverloadArgs) -> anyhow::Result<()> {
     let _ = sampler.join();
     let metrics = scrape.await.unwrap_or_default();
     let samples = rss.lock().map(|s| s.clone()).unwrap_or_default();
+    let cpu = Cpu::over(ticks_before, ticks_after, phase.elapsed());
     drop(server);
 
     // Restarted on the same data: every acknowledged report is there.
@@ -205,6 +217,7 @@ pub async fn run(args: OverloadArgs) -> anyhow::Result<()> {
         &outcome,
         (before, &samples),
         &metrics,
+        cpu,
         (checked, &missing),
     );
     println!("{report}");
@@ -511,6 +524,43 @@ fn above(metrics: &str, name: &str, le: &str) -> Option<(u64, u64)> {
     Some((count, count.saturating_sub(within)))
 }
 
+/// Where the CPU went over the open loop.
+#[derive(Debug, Clone, Copy)]
+struct Cpu {
+    /// The server's CPU time, seconds.
+    server_s: Option<f64>,
+    /// The machine's CPUs busy, as a share of all of them.
+    machine_busy: Option<f64>,
+    /// The length of the phase, seconds.
+    elapsed_s: f64,
+}
+
+impl Cpu {
+    fn over(
+        before: (Option<u64>, Option<(u64, u64)>),
+        after: (Option<u64>, Option<(u64, u64)>),
+        elapsed: Duration,
+    ) -> Cpu {
+        let ticks = crate::procs::clock_ticks();
+        let server_s = match (before.0, after.0) {
+            (Some(before), Some(after)) => Some(after.saturating_sub(before) as f64 / ticks),
+            _ => None,
+        };
+        let machine_busy = match (before.1, after.1) {
+            (Some((busy0, total0)), Some((busy1, total1))) if total1 > total0 => {
+                Some(busy1.saturating_sub(busy0) as f64 / (total1 - total0) as f64)
+            }
+            _ => None,
+        };
+        Cpu {
+            server_s,
+            machine_busy,
+            elapsed_s: elapsed.as_secs_f64(),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn report(
     args: &OverloadArgs,
     max_rate: f64,
@@ -518,6 +568,7 @@ fn report(
     outcome: &Outcome,
     (before, samples): (u64, &[(f64, u64)]),
     metrics: &str,
+    cpu: Cpu,
     (checked, missing): (usize, &[(String, String, u64)]),
 ) -> String {
     let ms = |histogram: &Histogram<u64>, q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
@@ -614,6 +665,23 @@ fn report(
         row(
             "server side, whole run: group commits / over 51 ms",
             format!("{count} / {slow}"),
+        );
+    }
+    if let Some(server_s) = cpu.server_s {
+        let answered = (outcome.accepted + outcome.refused).max(1);
+        row(
+            "server CPU over the open loop: seconds (cores) / per answer",
+            format!(
+                "{server_s:.1} s ({:.2} cores) / {:.0} µs",
+                server_s / cpu.elapsed_s.max(f64::EPSILON),
+                server_s * 1e6 / answered as f64
+            ),
+        );
+    }
+    if let Some(busy) = cpu.machine_busy {
+        row(
+            "machine's CPUs busy over the open loop (server and generator)",
+            format!("{:.0} %", busy * 100.0),
         );
     }
     row(

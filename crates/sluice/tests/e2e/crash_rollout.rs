@@ -60,7 +60,7 @@ async fn rollout_state_survives_sigkill_without_exceeding_quotas() {
     let fleet = fleet_10k_hosts();
     sandbox
         .client()
-        .import_hosts(&fleet)
+        .import_hosts(&fleet, "e2e")
         .await
         .expect("importing the 10k fleet");
     let selected: Arc<Vec<ImportHost>> = Arc::new(

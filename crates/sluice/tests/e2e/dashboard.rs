@@ -99,7 +99,7 @@ async fn rollout_sandbox(role: Role, name: &str) -> (Sandbox, String) {
     sandbox.start_rollout(&plan, "dashboard e2e").await;
     let token = sandbox
         .client()
-        .create_token(role, None, Some(name))
+        .create_token(role, None, Some(name), "e2e")
         .await
         .expect("creating a token")
         .token;
@@ -465,7 +465,7 @@ async fn the_report_tab_shows_the_retrospective_and_offers_its_downloads() {
     let (sandbox, id) = (&played.sandbox, &played.id);
     let token = sandbox
         .client()
-        .create_token(Role::Viewer, None, Some("rita"))
+        .create_token(Role::Viewer, None, Some("rita"), "e2e")
         .await
         .expect("creating a token")
         .token;

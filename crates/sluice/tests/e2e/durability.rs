@@ -55,7 +55,7 @@ async fn acknowledged_checkins_survive_sigkill() {
         .collect();
     sandbox
         .client()
-        .import_hosts(&hosts)
+        .import_hosts(&hosts, "e2e")
         .await
         .expect("importing the hosts");
 

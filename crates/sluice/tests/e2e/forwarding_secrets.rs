@@ -47,15 +47,18 @@ async fn a_standby_forwards_without_logging_a_secret() {
     let id = HostId::parse("fwd.test").expect("a host id");
     let labels = BTreeMap::from([("role".to_owned(), "web".to_owned())]);
     client
-        .import_hosts(&[ImportHost {
-            id: id.clone(),
-            labels: labels.clone(),
-            components: BTreeMap::from([("app".to_owned(), "1.0".to_owned())]),
-        }])
+        .import_hosts(
+            &[ImportHost {
+                id: id.clone(),
+                labels: labels.clone(),
+                components: BTreeMap::from([("app".to_owned(), "1.0".to_owned())]),
+            }],
+            "e2e",
+        )
         .await
         .expect("an import through the standby");
     let agent = client
-        .create_token(Role::Agent, Some(&id), None)
+        .create_token(Role::Agent, Some(&id), None, "e2e")
         .await
         .expect("a token made through the standby")
         .token;

@@ -155,7 +155,7 @@ pub(crate) async fn rolled_back() -> RolledBack {
     let hosts = fleet();
     sandbox
         .client()
-        .import_hosts(&hosts)
+        .import_hosts(&hosts, "e2e")
         .await
         .expect("importing the fleet");
     let probe = FileServer::start().await;
