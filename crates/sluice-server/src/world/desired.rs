@@ -200,7 +200,7 @@ impl World {
         let from = entry.stable.clone();
         let mut hosts_with_component = 0;
         let mut hosts_changed = 0;
-        for (id, host) in &self.hosts {
+        for (id, host) in self.hosts.iter() {
             let Some(reported) = host.components.get(component) else {
                 continue;
             };

@@ -5,14 +5,90 @@
 //!
 //! A [`Strings`] interner owns the sharing: the few hundred distinct label
 //! maps, component names and versions of a fleet are allocated once.
+//!
+//! The hosts are a [`HostMap`]: found by hash, since every check-in looks
+//! its host up several times, and listed in id order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use foldhash::HashSet;
+use foldhash::{HashMap, HashMapExt, HashSet};
 use jiff::Timestamp;
 use sluice_api::agent::ReportState;
-use sluice_core::fleet::Labels;
+use sluice_core::fleet::{HostId, Labels};
+
+/// Every host by id. A check-in finds its host by hash, in one probe, where
+/// an ordered map of a million hosts compares some twenty ids; the ids are
+/// also kept sorted, for the listings, pages and feeds that go in id order.
+/// Hosts are never removed.
+#[derive(Debug, Default)]
+pub struct HostMap {
+    entries: HashMap<HostId, HostEntry>,
+    order: BTreeSet<HostId>,
+}
+
+impl HostMap {
+    pub fn get(&self, id: &str) -> Option<&HostEntry> {
+        self.entries.get(id)
+    }
+
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut HostEntry> {
+        self.entries.get_mut(id)
+    }
+
+    /// The map's own copy of the id, and the host.
+    pub fn get_key_value(&self, id: &str) -> Option<(&HostId, &HostEntry)> {
+        self.entries.get_key_value(id)
+    }
+
+    pub fn contains_key(&self, id: &str) -> bool {
+        self.entries.contains_key(id)
+    }
+
+    /// The host `id`, added (empty) if it is new.
+    pub fn get_or_add(&mut self, id: &HostId) -> &mut HostEntry {
+        if !self.entries.contains_key(id.as_str()) {
+            self.order.insert(id.clone());
+        }
+        self.entries.entry(id.clone()).or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Every host, in id order.
+    pub fn iter(&self) -> impl Iterator<Item = (&HostId, &HostEntry)> + '_ {
+        self.order
+            .iter()
+            .filter_map(|id| self.entries.get_key_value(id.as_str()))
+    }
+
+    /// Every id, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &HostId> + '_ {
+        self.order.iter()
+    }
+
+    /// Every host, in no particular order.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&HostId, &mut HostEntry)> + '_ {
+        self.entries.iter_mut()
+    }
+}
+
+impl FromIterator<(HostId, HostEntry)> for HostMap {
+    fn from_iter<I: IntoIterator<Item = (HostId, HostEntry)>>(hosts: I) -> HostMap {
+        let hosts = hosts.into_iter();
+        let mut map = HostMap {
+            entries: HashMap::with_capacity(hosts.size_hint().0),
+            order: BTreeSet::new(),
+        };
+        for (id, entry) in hosts {
+            map.order.insert(id.clone());
+            map.entries.insert(id, entry);
+        }
+        map
+    }
+}
 
 /// One host as the server knows it.
 #[derive(Debug, Clone, Default)]

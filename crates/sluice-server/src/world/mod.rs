@@ -41,7 +41,7 @@ mod loading;
 mod views;
 
 pub use error::WorldError;
-use hosts::Strings;
+use hosts::{HostMap, Strings};
 pub use hosts::{HostEntry, Reported, Reports};
 pub use loading::{Loading, Restored};
 pub use views::HostFilter;
@@ -213,7 +213,7 @@ fn record(
 /// Everything the server holds in memory.
 #[derive(Debug, Default)]
 pub struct World {
-    hosts: BTreeMap<HostId, HostEntry>,
+    hosts: HostMap,
     components: BTreeMap<String, ComponentEntry>,
     /// Oldest first.
     rollouts: Vec<RolloutEntry>,
@@ -413,10 +413,7 @@ impl World {
         writes: &mut Vec<Write>,
     ) -> CheckinResponse {
         let id = &request.host;
-        let host = match self.hosts.get_mut(id) {
-            Some(host) => host,
-            None => self.hosts.entry(id.clone()).or_default(),
-        };
+        let host = self.hosts.get_or_add(id);
         let relabelled = !same_labels(&host.labels, &request.labels);
         if relabelled {
             host.labels = self.strings.labels(&request.labels);
@@ -505,7 +502,7 @@ impl World {
 
     /// Saves every `last_seen` the store does not hold yet (at shutdown).
     pub fn save_last_seen(&mut self, writes: &mut Vec<Write>) {
-        for (id, host) in &mut self.hosts {
+        for (id, host) in self.hosts.iter_mut() {
             if host.last_seen != host.saved_seen {
                 host.saved_seen = host.last_seen;
                 writes.push(Write::Host(HostRecord {
@@ -733,13 +730,10 @@ impl World {
         let mut new = 0;
         let mut ids = Vec::with_capacity(hosts.len());
         for host in hosts {
-            let entry = match self.hosts.get_mut(&host.id) {
-                Some(entry) => entry,
-                None => {
-                    new += 1;
-                    self.hosts.entry(host.id.clone()).or_default()
-                }
-            };
+            if !self.hosts.contains_key(&host.id) {
+                new += 1;
+            }
+            let entry = self.hosts.get_or_add(&host.id);
             let relabelled = entry.labels != host.labels;
             if relabelled {
                 entry.labels = self.strings.share(host.labels.clone());
@@ -754,9 +748,10 @@ impl World {
                 self.save_waiting_records(&host.id, writes);
             }
             for (component, version) in host.components.iter() {
-                let reported_by_agent = self.hosts[&host.id]
-                    .components
-                    .get(component)
+                let reported_by_agent = self
+                    .hosts
+                    .get(&host.id)
+                    .and_then(|entry| entry.components.get(component))
                     .is_some_and(|c| c.state.is_some());
                 if reported_by_agent {
                     continue;

@@ -133,7 +133,7 @@ impl World {
     pub fn host_list(&self, filter: &HostFilter<'_>, offset: usize, limit: usize) -> HostList {
         let mut total = 0u64;
         let mut hosts = Vec::new();
-        for (id, entry) in &self.hosts {
+        for (id, entry) in self.hosts.iter() {
             if !filter.matches(entry) {
                 continue;
             }
@@ -229,7 +229,7 @@ impl World {
     pub fn ansible_inventory(&self) -> serde_json::Value {
         let mut groups: BTreeMap<String, Vec<&str>> = BTreeMap::new();
         let mut hostvars = serde_json::Map::new();
-        for (id, entry) in &self.hosts {
+        for (id, entry) in self.hosts.iter() {
             let desired = self.desired(id);
             let mut versions = serde_json::Map::new();
             for (component, desired) in desired {
