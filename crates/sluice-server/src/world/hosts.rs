@@ -78,15 +78,17 @@ impl HostMap {
 impl FromIterator<(HostId, HostEntry)> for HostMap {
     fn from_iter<I: IntoIterator<Item = (HostId, HostEntry)>>(hosts: I) -> HostMap {
         let hosts = hosts.into_iter();
-        let mut map = HostMap {
-            entries: HashMap::with_capacity(hosts.size_hint().0),
-            order: BTreeSet::new(),
-        };
+        let mut entries = HashMap::with_capacity(hosts.size_hint().0);
+        let mut ids = Vec::with_capacity(hosts.size_hint().0);
         for (id, entry) in hosts {
-            map.order.insert(id.clone());
-            map.entries.insert(id, entry);
+            ids.push(id.clone());
+            entries.insert(id, entry);
         }
-        map
+        // Built in bulk: the store hands the hosts over sorted.
+        HostMap {
+            entries,
+            order: ids.into_iter().collect(),
+        }
     }
 }
 
