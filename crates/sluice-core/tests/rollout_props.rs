@@ -1,7 +1,8 @@
 //! Property tests of the rollout state machine: random fleets, plans and
-//! input sequences, with the selection invariants of the spec checked after
-//! every input, and every run replayed (straight, and through a snapshot)
-//! to check it is deterministic and restorable.
+//! input sequences, with the selection invariants of the spec and those of
+//! the canary analysis cohorts checked after every input, and every run
+//! replayed (straight, and through a snapshot) to check it is
+//! deterministic and restorable.
 
 use std::collections::{HashMap, HashSet};
 
@@ -189,6 +190,7 @@ fn build_plan(spec: &PlanSpec) -> Plan {
                 })
                 .collect(),
             http: Vec::new(),
+            compare: Vec::new(),
         },
         on_failure: spec.on_failure,
         reversible: spec.reversible,
@@ -400,6 +402,7 @@ fn run(plan: &Plan, fleet: &[HostSpec], ops: &[Op]) -> (Vec<Step>, Vec<Result<Ou
                         name: "g".to_owned(),
                         outcome: *outcome,
                         evidence: "up=0 < 1".to_owned(),
+                        comparison: None,
                     }));
                 }
             }
@@ -420,7 +423,12 @@ fn t0() -> Timestamp {
 struct Checker {
     /// Every host ever admitted, with the stage that admitted it.
     admitted: HashMap<String, usize>,
+    /// The baseline cohort after the last accepted input.
+    baseline: HashSet<String>,
 }
+
+/// The bounds the cohorts are drawn with: small, and none.
+const COHORT_MAX: [usize; 2] = [3, usize::MAX];
 
 impl Checker {
     fn check(
@@ -535,6 +543,95 @@ impl Checker {
             );
         }
 
+        // (7) Cohorts: per stratum as many baseline as canary hosts; the
+        // canary admitted and at the target, the baseline waiting and among
+        // the hosts the current stage leaves waiting; each cohort within
+        // its bound, the strata sharing it evenly.
+        for max in COHORT_MAX {
+            let cohorts = rollout.cohorts(max);
+            if rollout.stage().is_none() {
+                assert_eq!(cohorts.size(), 0, "cohorts without a current stage");
+                continue;
+            }
+            assert!(cohorts.size() <= max);
+            let offered: Vec<usize> = cohorts
+                .strata
+                .iter()
+                .map(|s| (s.at_target.min(s.spare)) as usize)
+                .collect();
+            let shares: Vec<usize> = cohorts.strata.iter().map(|s| s.canary.len()).collect();
+            let total: usize = offered.iter().sum();
+            if total <= max {
+                assert_eq!(shares, offered, "unbounded, every matched host");
+            } else {
+                assert_eq!(shares.iter().sum::<usize>(), max, "the bound is used");
+                // In proportion: each share the floor or the ceiling of
+                // its stratum's part of the bound.
+                for (share, offer) in shares.iter().zip(&offered) {
+                    let floor = offer * max / total;
+                    assert!(
+                        *share == floor || *share == floor + 1,
+                        "shares {shares:?} of {offered:?}, bound {max}"
+                    );
+                }
+            }
+            let strata = rollout.strata();
+            for stratum in &cohorts.strata {
+                assert_eq!(stratum.canary.len(), stratum.baseline.len(), "{:?}", stratum.key);
+                let progress = strata.iter().find(|p| p.key == stratum.key).expect("a stratum");
+                assert_eq!(stratum.spare, (progress.size - progress.quota).min(progress.size - progress.admitted));
+                // The stage still admits `quota - admitted` waiting hosts,
+                // best rank first: a baseline host is ranked behind them.
+                let mut waiting: Vec<(u64, &str)> = rollout
+                    .hosts()
+                    .filter(|h| h.stratum == &stratum.key && h.admitted_stage.is_none())
+                    .map(|h| (sluice_core::hash::rank(plan.salt(), h.id), h.id))
+                    .collect();
+                waiting.sort_unstable();
+                let still = (progress.quota - progress.admitted) as usize;
+                let admitted_next: HashSet<&str> =
+                    waiting.iter().take(still).map(|(_, id)| *id).collect();
+                for host in &stratum.canary {
+                    let view = rollout.host(host).expect("a canary host");
+                    assert!(view.admitted_stage.is_some(), "canary {host} not admitted");
+                    assert_eq!(view.version, Some(TARGET), "canary {host}");
+                    assert_eq!(view.stratum, &stratum.key);
+                    assert!(!matches!(view.state, HostState::Reverting | HostState::Reverted));
+                }
+                for host in &stratum.baseline {
+                    let view = rollout.host(host).expect("a baseline host");
+                    assert_eq!(view.state, &HostState::Waiting, "baseline {host}");
+                    assert_eq!(view.stratum, &stratum.key);
+                    assert!(
+                        !admitted_next.contains(&**host),
+                        "baseline {host} is among the hosts the stage admits next"
+                    );
+                }
+            }
+        }
+        // No input but a joiner's (which may raise a quota) or a new
+        // stage's admits a host that served as baseline before it.
+        let stage_started = outcome
+            .events
+            .iter()
+            .any(|event| matches!(event.kind, EventKind::StageStarted { .. }));
+        if !matches!(input, Input::Host { .. }) && !stage_started {
+            for change in &outcome.hosts {
+                if matches!(change.state, HostState::Instructed { .. }) {
+                    assert!(
+                        !self.baseline.contains(&change.id),
+                        "{input:?} admitted {} while it served as baseline",
+                        change.id
+                    );
+                }
+            }
+        }
+        self.baseline = rollout
+            .cohorts(usize::MAX)
+            .baseline()
+            .map(|host| host.to_string())
+            .collect();
+
         // (5) Desired versions: the target once admitted; after a rollback,
         // the version each admitted host ran before.
         for host in rollout.hosts() {
@@ -629,6 +726,19 @@ proptest! {
     ) {
         let plan = build_plan(&spec);
         let (steps, results) = run(&plan, &fleet, &ops);
+
+        // (8) Cohorts follow from the state alone: a rollout restored from
+        // its snapshot (its hosts learnt in another order) draws the same.
+        let mut rollout = Rollout::new("r-1".to_owned(), plan.clone(), t0());
+        for (now, input) in &steps {
+            let _ = rollout.handle(*now, input.clone());
+        }
+        let mut snapshot = rollout.snapshot();
+        snapshot.hosts.reverse();
+        let restored = Rollout::restore(plan.clone(), snapshot).expect("restore");
+        for max in COHORT_MAX {
+            prop_assert_eq!(rollout.cohorts(max), restored.cohorts(max));
+        }
 
         // (6) Deterministic: the same inputs give the same outcomes, also
         // across a snapshot and restore at any point.
