@@ -96,7 +96,7 @@ fn unknown_field_without_a_close_match() {
           datadog: []
         "#,
         expect![[r#"
-            6:3: gates.datadog: unknown field `datadog`; valid fields here: max_failed, host_timeout, prometheus, http
+            6:3: gates.datadog: unknown field `datadog`; valid fields here: max_failed, host_timeout, prometheus, http, compare
         "#]],
     );
 }
@@ -619,7 +619,7 @@ fn list_where_a_mapping_is_expected() {
         expect![[r#"
             4:11: strategy: expected a mapping with fields spread, min_per_stratum, salt, found a list
             6:5: stages[0]: expected a mapping with fields name, percent, bake, approve, found a list
-            7:8: gates: expected a mapping with fields max_failed, host_timeout, prometheus, http, found a list
+            7:8: gates: expected a mapping with fields max_failed, host_timeout, prometheus, http, compare, found a list
         "#]],
     );
 }
@@ -805,7 +805,15 @@ fn bad_compare_gate_fields() {
               confidence: 0.9
         "#,
         expect![[r#"
-            TO BE FILLED
+            10:18: gates.compare[0].aggregate: expected mean, median or p90, found `average`
+            11:16: gates.compare[0].fail_if: expected `ratio` or `diff`, a comparison and a number, such as "ratio > 1.5" or "diff > 0.2", found `> 1.5`
+            12:18: gates.compare[0].min_hosts: must be at least 1, found 0
+            17:13: gates.compare[1].test: is given with fail_if; judge by fail_if (a ratio or a difference) or by test: mann-whitney, not both
+            21:13: gates.compare[2].test: expected mann-whitney, found `wilcoxon`
+            22:19: gates.compare[2].confidence: expected a number between 0 and 1 (both excluded) such as 0.98, found `1.5`
+            23:18: gates.compare[2].direction: expected increase, decrease or either, found `up`
+            24:7: gates.compare[3]: missing field `fail_if` or `test`; add one, such as fail_if: "ratio > 1.5" or test: mann-whitney
+            27:19: gates.compare[3].confidence: goes with test: mann-whitney; add it, or leave this out
         "#]],
     );
 }

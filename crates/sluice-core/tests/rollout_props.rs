@@ -262,10 +262,18 @@ type Step = (Timestamp, Input);
 
 /// Runs `ops` against a fresh rollout, checking the invariants after each
 /// input; returns the inputs fed and their results.
-fn run(plan: &Plan, fleet: &[HostSpec], ops: &[Op]) -> (Vec<Step>, Vec<Result<Outcome, Rejected>>) {
+fn run(
+    plan: &Plan,
+    fleet: &[HostSpec],
+    ops: &[Op],
+    cohort_max: usize,
+) -> (Vec<Step>, Vec<Result<Outcome, Rejected>>) {
     let mut rollout = Rollout::new("r-1".to_owned(), plan.clone(), t0());
     let mut now = t0();
-    let mut checker = Checker::default();
+    let mut checker = Checker {
+        cohort_max,
+        ..Checker::default()
+    };
     let mut steps = Vec::new();
     let mut results = Vec::new();
     let mut joined = 0usize;
@@ -423,12 +431,13 @@ fn t0() -> Timestamp {
 struct Checker {
     /// Every host ever admitted, with the stage that admitted it.
     admitted: HashMap<String, usize>,
+    /// The bound the cohorts are drawn with.
+    cohort_max: usize,
     /// The baseline cohort after the last accepted input.
     baseline: HashSet<String>,
+    /// Each host's rank, hashed once.
+    ranks: HashMap<String, u64>,
 }
-
-/// The bounds the cohorts are drawn with: small, and none.
-const COHORT_MAX: [usize; 2] = [3, usize::MAX];
 
 impl Checker {
     fn check(
@@ -547,12 +556,32 @@ impl Checker {
         // canary admitted and at the target, the baseline waiting and among
         // the hosts the current stage leaves waiting; each cohort within
         // its bound, the strata sharing it evenly.
-        for max in COHORT_MAX {
-            let cohorts = rollout.cohorts(max);
-            if rollout.stage().is_none() {
-                assert_eq!(cohorts.size(), 0, "cohorts without a current stage");
-                continue;
+        // Per stratum, the hosts the stage still admits: the best-ranked
+        // `quota - admitted` waiting ones.
+        let max = self.cohort_max;
+        let cohorts = rollout.cohorts(max);
+        let strata = rollout.strata();
+        let mut admitted_next: HashSet<String> = HashSet::new();
+        if cohorts.size() > 0 {
+            let mut waiting: HashMap<&[String], Vec<(u64, &str)>> = HashMap::new();
+            for host in rollout.hosts().filter(|h| h.admitted_stage.is_none()) {
+                let rank = *self
+                    .ranks
+                    .entry(host.id.to_owned())
+                    .or_insert_with(|| sluice_core::hash::rank(plan.salt(), host.id));
+                waiting.entry(&host.stratum.0).or_default().push((rank, host.id));
             }
+            for progress in &strata {
+                if let Some(hosts) = waiting.get_mut(&progress.key.0[..]) {
+                    hosts.sort_unstable();
+                    let still = (progress.quota - progress.admitted) as usize;
+                    admitted_next.extend(hosts.iter().take(still).map(|(_, id)| (*id).to_owned()));
+                }
+            }
+        }
+        if rollout.stage().is_none() {
+            assert_eq!(cohorts.size(), 0, "cohorts without a current stage");
+        } else {
             assert!(cohorts.size() <= max);
             let offered: Vec<usize> = cohorts
                 .strata
@@ -575,22 +604,10 @@ impl Checker {
                     );
                 }
             }
-            let strata = rollout.strata();
             for stratum in &cohorts.strata {
                 assert_eq!(stratum.canary.len(), stratum.baseline.len(), "{:?}", stratum.key);
                 let progress = strata.iter().find(|p| p.key == stratum.key).expect("a stratum");
                 assert_eq!(stratum.spare, (progress.size - progress.quota).min(progress.size - progress.admitted));
-                // The stage still admits `quota - admitted` waiting hosts,
-                // best rank first: a baseline host is ranked behind them.
-                let mut waiting: Vec<(u64, &str)> = rollout
-                    .hosts()
-                    .filter(|h| h.stratum == &stratum.key && h.admitted_stage.is_none())
-                    .map(|h| (sluice_core::hash::rank(plan.salt(), h.id), h.id))
-                    .collect();
-                waiting.sort_unstable();
-                let still = (progress.quota - progress.admitted) as usize;
-                let admitted_next: HashSet<&str> =
-                    waiting.iter().take(still).map(|(_, id)| *id).collect();
                 for host in &stratum.canary {
                     let view = rollout.host(host).expect("a canary host");
                     assert!(view.admitted_stage.is_some(), "canary {host} not admitted");
@@ -626,11 +643,7 @@ impl Checker {
                 }
             }
         }
-        self.baseline = rollout
-            .cohorts(usize::MAX)
-            .baseline()
-            .map(|host| host.to_string())
-            .collect();
+        self.baseline = cohorts.baseline().map(|host| host.to_string()).collect();
 
         // (5) Desired versions: the target once admitted; after a rollback,
         // the version each admitted host ran before.
@@ -723,9 +736,10 @@ proptest! {
         spec in plan_spec(),
         ops in proptest::collection::vec(op(), 0..120),
         split in any::<proptest::sample::Index>(),
+        cohort_max in proptest::sample::select(vec![1usize, 3, usize::MAX]),
     ) {
         let plan = build_plan(&spec);
-        let (steps, results) = run(&plan, &fleet, &ops);
+        let (steps, results) = run(&plan, &fleet, &ops, cohort_max);
 
         // (8) Cohorts follow from the state alone: a rollout restored from
         // its snapshot (its hosts learnt in another order) draws the same.
@@ -736,9 +750,7 @@ proptest! {
         let mut snapshot = rollout.snapshot();
         snapshot.hosts.reverse();
         let restored = Rollout::restore(plan.clone(), snapshot).expect("restore");
-        for max in COHORT_MAX {
-            prop_assert_eq!(rollout.cohorts(max), restored.cohorts(max));
-        }
+        prop_assert_eq!(rollout.cohorts(cohort_max), restored.cohorts(cohort_max));
 
         // (6) Deterministic: the same inputs give the same outcomes, also
         // across a snapshot and restore at any point.
@@ -771,7 +783,7 @@ proptest! {
         let plan = build_plan(&spec);
         let mut all = vec![Op::Act(Action::Start)];
         all.extend(ops);
-        let (steps, results) = run(&plan, &fleet, &all);
+        let (steps, results) = run(&plan, &fleet, &all, usize::MAX);
         for how in [Restore::Whole, Restore::Placing] {
             prop_assert_eq!(&replay(&plan, &steps, steps.len() / 2, how), &results);
         }
@@ -796,7 +808,7 @@ fn a_healthy_fleet_always_completes() {
                     ops.push(Op::Act(Action::Approve));
                     ops.push(Op::Tick(10));
                 }
-                let (steps, results) = run(&plan, &fleet, &ops);
+                let (steps, results) = run(&plan, &fleet, &ops, usize::MAX);
                 let mut rollout = Rollout::new("r-1".to_owned(), plan.clone(), t0());
                 for (now, input) in steps {
                     let _ = rollout.handle(now, input);

@@ -1066,8 +1066,12 @@ impl<'s> Parser<'s> {
         let confidence = map.get("confidence");
         let direction = map.get("direction");
         if fail_if.is_some() {
-            for extra in [&test, &confidence, &direction].into_iter().flatten() {
-                let message = "goes with test: mann-whitney, not with fail_if; give one of the two";
+            if let Some(test) = &test {
+                let message = "is given with fail_if; judge by fail_if (a ratio or a difference) or by test: mann-whitney, not both";
+                self.error(&test.path, test.pos, message);
+            }
+            for extra in [&confidence, &direction].into_iter().flatten() {
+                let message = "goes with test: mann-whitney, not with fail_if; leave it out";
                 self.error(&extra.path, extra.pos, message);
             }
         }
