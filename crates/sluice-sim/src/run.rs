@@ -61,8 +61,8 @@ pub const DEFAULT_LIMIT: Duration = Duration::from_secs(30 * 86_400);
 pub const DEFAULT_COHORT_MAX: usize = 500;
 
 /// The fault position whose seeded draw gives hosts their metric spread
-/// (past any real fault's).
-const SPREAD_POSITION: usize = usize::MAX;
+/// (past any real fault's: they are numbered in a `u16`).
+const SPREAD_POSITION: usize = u16::MAX as usize + 1;
 
 /// The rollout id and the operator name the simulation uses.
 const ROLLOUT_ID: &str = "sim";
@@ -528,7 +528,8 @@ impl<'a> Sim<'a> {
                 let due = agent.fail_at;
                 self.push(due, Next::Wake(host as u32));
             }
-            None => {}
+            // Healthy: only the gates' metric shows it (`metric`).
+            Some(FaultKind::Degrade(_)) | None => {}
         }
     }
 
