@@ -93,9 +93,8 @@ impl Reading {
 /// Judges the cohorts' values, stratum by stratum, as `gate` says;
 /// `query` is what was asked, kept in the evidence.
 pub fn judge(gate: &CompareGate, strata: &[StratumValues], query: &str) -> Verdict {
-    let finite = |values: &[f64]| -> Vec<f64> {
-        values.iter().copied().filter(|v| v.is_finite()).collect()
-    };
+    let finite =
+        |values: &[f64]| -> Vec<f64> { values.iter().copied().filter(|v| v.is_finite()).collect() };
     let strata: Vec<StratumValues> = strata
         .iter()
         .map(|s| StratumValues {
@@ -104,8 +103,14 @@ pub fn judge(gate: &CompareGate, strata: &[StratumValues], query: &str) -> Verdi
             baseline: finite(&s.baseline),
         })
         .collect();
-    let canary: Vec<f64> = strata.iter().flat_map(|s| s.canary.iter().copied()).collect();
-    let baseline: Vec<f64> = strata.iter().flat_map(|s| s.baseline.iter().copied()).collect();
+    let canary: Vec<f64> = strata
+        .iter()
+        .flat_map(|s| s.canary.iter().copied())
+        .collect();
+    let baseline: Vec<f64> = strata
+        .iter()
+        .flat_map(|s| s.baseline.iter().copied())
+        .collect();
     let Some(mut whole) = Reading::of(gate.aggregate, &canary, &baseline) else {
         return Verdict {
             outcome: GateOutcome::NoData,
@@ -135,7 +140,10 @@ pub fn judge(gate: &CompareGate, strata: &[StratumValues], query: &str) -> Verdi
     // The strata judged on their own: enough hosts, and not the whole
     // again (a single stratum).
     let judged: Vec<&StratumValues> = if strata.len() > 1 {
-        strata.iter().filter(|s| enough(&s.canary, &s.baseline)).collect()
+        strata
+            .iter()
+            .filter(|s| enough(&s.canary, &s.baseline))
+            .collect()
     } else {
         Vec::new()
     };
@@ -144,14 +152,24 @@ pub fn judge(gate: &CompareGate, strata: &[StratumValues], query: &str) -> Verdi
     let mut failing: Vec<(&str, Reading)> = Vec::new();
     for stratum in &judged {
         if let Some(mut reading) = Reading::of(gate.aggregate, &stratum.canary, &stratum.baseline) {
-            if fails(gate, &mut reading, &stratum.canary, &stratum.baseline, tests) {
+            if fails(
+                gate,
+                &mut reading,
+                &stratum.canary,
+                &stratum.baseline,
+                tests,
+            ) {
                 failing.push((stratum.stratum.as_str(), reading));
             }
         }
     }
     // The worst failing stratum first: the furthest from its baseline.
     failing.sort_by(|a, b| severity(gate, &b.1).total_cmp(&severity(gate, &a.1)));
-    let mut evidence = format!("{}: {}", whole.values(gate.aggregate), judged_text(gate, &whole, tests));
+    let mut evidence = format!(
+        "{}: {}",
+        whole.values(gate.aggregate),
+        judged_text(gate, &whole, tests)
+    );
     if !judged.is_empty() {
         evidence.push_str(&format!(
             "; {} of {} strata judged fail",
@@ -394,7 +412,13 @@ mod tests {
         let gate = gate(ABOVE_1_5, Aggregate::Median, 3);
         let verdict = judge(&gate, &one(&[5.0, 5.0, 5.0], &[1.0, f64::NAN]), "q");
         assert_eq!(verdict.outcome, GateOutcome::NoData);
-        assert!(verdict.evidence.starts_with("no data: canary median 5 (3 hosts) vs baseline median 1 (1 hosts), 3 needed"), "{}", verdict.evidence);
+        assert!(
+            verdict.evidence.starts_with(
+                "no data: canary median 5 (3 hosts) vs baseline median 1 (1 hosts), 3 needed"
+            ),
+            "{}",
+            verdict.evidence
+        );
         assert_eq!(verdict.comparison.map(|c| c.baseline_hosts), Some(1));
         let empty = judge(&gate, &one(&[], &[]), "q");
         assert_eq!(empty.outcome, GateOutcome::NoData);
@@ -410,7 +434,11 @@ mod tests {
         let infinite = judge(&gate, &one(&[0.5], &[0.0]), "q");
         assert_eq!(infinite.outcome, GateOutcome::Fail);
         assert_eq!(infinite.comparison.and_then(|c| c.ratio), None);
-        assert!(infinite.evidence.contains("ratio ∞"), "{}", infinite.evidence);
+        assert!(
+            infinite.evidence.contains("ratio ∞"),
+            "{}",
+            infinite.evidence
+        );
     }
 
     #[test]
@@ -423,8 +451,14 @@ mod tests {
             Aggregate::Mean,
             1,
         );
-        assert_eq!(judge(&gate, &one(&[1.3], &[1.0]), "q").outcome, GateOutcome::Fail);
-        assert_eq!(judge(&gate, &one(&[1.1], &[1.0]), "q").outcome, GateOutcome::Pass);
+        assert_eq!(
+            judge(&gate, &one(&[1.3], &[1.0]), "q").outcome,
+            GateOutcome::Fail
+        );
+        assert_eq!(
+            judge(&gate, &one(&[1.1], &[1.0]), "q").outcome,
+            GateOutcome::Pass
+        );
     }
 
     #[test]
@@ -444,7 +478,11 @@ mod tests {
         };
         let canary = [19.0, 22.0, 16.0, 29.0, 24.0];
         let baseline = [20.0, 11.0, 17.0, 12.0];
-        let verdict = judge(&test(Direction::Increase, 0.9), &one(&canary, &baseline), "q");
+        let verdict = judge(
+            &test(Direction::Increase, 0.9),
+            &one(&canary, &baseline),
+            "q",
+        );
         let figures = verdict.comparison.clone().expect("figures");
         assert_eq!(figures.u, Some(17.0));
         let p = figures.p.expect("p");
@@ -452,14 +490,27 @@ mod tests {
         // p < 1 − 0.9: fails; at the default 0.98 it passes.
         assert_eq!(verdict.outcome, GateOutcome::Fail);
         assert_eq!(
-            judge(&test(Direction::Increase, 0.98), &one(&canary, &baseline), "q").outcome,
+            judge(
+                &test(Direction::Increase, 0.98),
+                &one(&canary, &baseline),
+                "q"
+            )
+            .outcome,
             GateOutcome::Pass
         );
         // Two-sided doubles the p-value; the canary is not lower.
-        let either = judge(&test(Direction::Either, 0.98), &one(&canary, &baseline), "q");
+        let either = judge(
+            &test(Direction::Either, 0.98),
+            &one(&canary, &baseline),
+            "q",
+        );
         let p2 = either.comparison.and_then(|c| c.p).expect("p");
         assert!((p2 - 0.111_346_887).abs() < 1e-8, "{p2}");
-        let lower = judge(&test(Direction::Decrease, 0.9), &one(&canary, &baseline), "q");
+        let lower = judge(
+            &test(Direction::Decrease, 0.9),
+            &one(&canary, &baseline),
+            "q",
+        );
         assert_eq!(lower.outcome, GateOutcome::Pass);
     }
 
@@ -476,7 +527,14 @@ mod tests {
             Aggregate::Mean,
             3,
         );
-        let verdict = judge(&gate, &one(&[2.0, 2.0, 2.0, 3.0, 3.0, 3.0], &[1.0, 1.0, 1.0, 2.0, 2.0, 2.0]), "q");
+        let verdict = judge(
+            &gate,
+            &one(
+                &[2.0, 2.0, 2.0, 3.0, 3.0, 3.0],
+                &[1.0, 1.0, 1.0, 2.0, 2.0, 2.0],
+            ),
+            "q",
+        );
         let figures = verdict.comparison.expect("figures");
         assert_eq!(figures.u, Some(31.5));
         let p = figures.p.expect("p");
@@ -550,7 +608,11 @@ mod tests {
         let figures = both.comparison.expect("figures");
         assert_eq!(figures.strata_judged, 2);
         assert!(figures.strata_failing.is_empty(), "{}", both.evidence);
-        assert!(both.evidence.contains("/ 3 judgements"), "{}", both.evidence);
+        assert!(
+            both.evidence.contains("/ 3 judgements"),
+            "{}",
+            both.evidence
+        );
     }
 
     #[test]

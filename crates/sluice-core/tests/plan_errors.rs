@@ -914,7 +914,9 @@ fn compare_gate_defaults_and_the_statistical_judge() {
     assert_eq!(a.aggregate, Aggregate::Mean);
     assert_eq!(a.min_hosts, 3);
     assert_eq!(a.common.no_data, NoData::Fail);
-    assert!(matches!(a.judge, Judge::Diff(t) if t.op == Comparison::GreaterOrEqual && t.value == 0.2));
+    assert!(
+        matches!(a.judge, Judge::Diff(t) if t.op == Comparison::GreaterOrEqual && t.value == 0.2)
+    );
     assert_eq!(b.aggregate, Aggregate::P90);
     assert_eq!(
         b.judge,

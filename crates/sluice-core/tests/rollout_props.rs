@@ -569,7 +569,10 @@ impl Checker {
                     .ranks
                     .entry(host.id.to_owned())
                     .or_insert_with(|| sluice_core::hash::rank(plan.salt(), host.id));
-                waiting.entry(&host.stratum.0).or_default().push((rank, host.id));
+                waiting
+                    .entry(&host.stratum.0)
+                    .or_default()
+                    .push((rank, host.id));
             }
             for progress in &strata {
                 if let Some(hosts) = waiting.get_mut(&progress.key.0[..]) {
@@ -605,15 +608,29 @@ impl Checker {
                 }
             }
             for stratum in &cohorts.strata {
-                assert_eq!(stratum.canary.len(), stratum.baseline.len(), "{:?}", stratum.key);
-                let progress = strata.iter().find(|p| p.key == stratum.key).expect("a stratum");
-                assert_eq!(stratum.spare, (progress.size - progress.quota).min(progress.size - progress.admitted));
+                assert_eq!(
+                    stratum.canary.len(),
+                    stratum.baseline.len(),
+                    "{:?}",
+                    stratum.key
+                );
+                let progress = strata
+                    .iter()
+                    .find(|p| p.key == stratum.key)
+                    .expect("a stratum");
+                assert_eq!(
+                    stratum.spare,
+                    (progress.size - progress.quota).min(progress.size - progress.admitted)
+                );
                 for host in &stratum.canary {
                     let view = rollout.host(host).expect("a canary host");
                     assert!(view.admitted_stage.is_some(), "canary {host} not admitted");
                     assert_eq!(view.version, Some(TARGET), "canary {host}");
                     assert_eq!(view.stratum, &stratum.key);
-                    assert!(!matches!(view.state, HostState::Reverting | HostState::Reverted));
+                    assert!(!matches!(
+                        view.state,
+                        HostState::Reverting | HostState::Reverted
+                    ));
                 }
                 for host in &stratum.baseline {
                     let view = rollout.host(host).expect("a baseline host");

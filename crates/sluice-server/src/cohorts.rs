@@ -72,9 +72,10 @@ impl InstanceTemplate {
             )));
         }
         let rest = text.replacen("{host}", "", 1);
-        if let Some(c) = rest.chars().find(|&c| {
-            matches!(c, '{' | '}' | '"' | '\\') || c.is_whitespace() || c.is_control()
-        }) {
+        if let Some(c) = rest
+            .chars()
+            .find(|&c| matches!(c, '{' | '}' | '"' | '\\') || c.is_whitespace() || c.is_control())
+        {
             return Err(TemplateError(format!(
                 "{text:?} contains {c:?}; an instance is the host id and its exporter's port or path, such as {{host}}:9100"
             )));

@@ -267,7 +267,12 @@ mod tests {
                 true,
             ),
             ("site=ash:fail:p=1", FaultKind::Fail, true, false),
-            ("role=edge:degrade=2.0", FaultKind::Degrade(2.0), true, false),
+            (
+                "role=edge:degrade=2.0",
+                FaultKind::Degrade(2.0),
+                true,
+                false,
+            ),
             ("all:degrade=0.5:p=1", FaultKind::Degrade(0.5), true, true),
             ("all:fail:p=0", FaultKind::Fail, false, false),
         ] {

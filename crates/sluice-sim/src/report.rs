@@ -357,7 +357,11 @@ impl Report {
         if !self.gates.is_empty() {
             writeln!(out, "\nsimulated gates")?;
             for gate in &self.gates {
-                let acts = if gate.report_only { ", report only" } else { "" };
+                let acts = if gate.report_only {
+                    ", report only"
+                } else {
+                    ""
+                };
                 let first = match (gate.first_failing_s, gate.first_failing_stage) {
                     (Some(at), Some(stage)) => {
                         format!("first failed at {} in stage {}", offset(at), stage + 1)

@@ -579,7 +579,9 @@ impl<'a> Sim<'a> {
             return;
         }
         let gate = &self.gates[index as usize];
-        let next = self.now.saturating_add(secs_ms(Duration::from_secs(gate.interval_s())));
+        let next = self
+            .now
+            .saturating_add(secs_ms(Duration::from_secs(gate.interval_s())));
         if self.rollout.gate_active(gate.name()) {
             let result = match gate {
                 Modelled::Compare(gate) => {

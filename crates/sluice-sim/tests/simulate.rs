@@ -337,7 +337,9 @@ proptest! {
 /// the threshold (prometheus), the comparison, or both report_only.
 fn canary_plan(keep: &str) -> Plan {
     let source = repo_file("examples/plan-canary.yaml");
-    let (head, gates) = source.split_once("  prometheus:\n").expect("a prometheus list");
+    let (head, gates) = source
+        .split_once("  prometheus:\n")
+        .expect("a prometheus list");
     let (prometheus, compare) = gates.split_once("  compare:\n").expect("a compare list");
     let (compare, tail) = compare.split_once("on_failure:").expect("on_failure");
     let report_only = |list: &str| format!("{list}      report_only: true\n");
@@ -361,26 +363,45 @@ fn degraded(plan: &Plan) -> Report {
         ..Config::default()
     };
     let report = simulate(plan, fleet(), &config);
-    assert_eq!(report.refused, [], "the engine refused the simulation's inputs");
+    assert_eq!(
+        report.refused,
+        [],
+        "the engine refused the simulation's inputs"
+    );
     report
 }
 
 #[test]
 fn a_comparison_gate_halts_a_degrading_change_at_the_canary_stage() {
     let report = degraded(&canary_plan("compare"));
-    assert_eq!(report.final_state, "rolled_back", "{}", report.render_text());
+    assert_eq!(
+        report.final_state,
+        "rolled_back",
+        "{}",
+        report.render_text()
+    );
     assert_eq!(report.halt_stage, Some(0), "halted in the canary stage");
     assert_eq!(report.hosts_failed, 0, "degraded hosts stay healthy");
     let gate = &report.gates[0];
-    assert_eq!((gate.name.as_str(), gate.kind), ("restarts-vs-baseline", "compare"));
+    assert_eq!(
+        (gate.name.as_str(), gate.kind),
+        ("restarts-vs-baseline", "compare")
+    );
     assert_eq!(gate.first_failing_stage, Some(0));
     let evidence = gate.first_failing_evidence.as_deref().unwrap_or_default();
     assert!(evidence.contains("role=edge"), "{evidence}");
     // Detected while the canary stage bakes, before its 30m are over.
     let canary = &report.stages[0];
     let detect = report.time_to_detect_s.expect("detected");
-    assert!(detect < canary.started_s.unwrap_or(0.0) + 30.0 * 60.0 + 600.0, "{detect}");
-    assert!(report.gates_assumed_passing.is_empty(), "{:?}", report.gates_assumed_passing);
+    assert!(
+        detect < canary.started_s.unwrap_or(0.0) + 30.0 * 60.0 + 600.0,
+        "{detect}"
+    );
+    assert!(
+        report.gates_assumed_passing.is_empty(),
+        "{:?}",
+        report.gates_assumed_passing
+    );
 }
 
 #[test]
@@ -395,7 +416,10 @@ fn a_fleet_wide_threshold_lets_the_degrading_canary_pass() {
         threshold.first_failing_stage.is_none_or(|stage| stage >= 3),
         "{threshold:?}"
     );
-    assert!(report.stages[0].completed_s.is_some(), "the canary stage passed");
+    assert!(
+        report.stages[0].completed_s.is_some(),
+        "the canary stage passed"
+    );
 }
 
 #[test]
@@ -414,7 +438,10 @@ fn report_only_gates_show_both_detection_times_on_one_run() {
     );
     let text = report.render_text();
     assert!(text.contains("simulated gates"), "{text}");
-    assert!(text.contains("restarts-vs-baseline (compare, report only)"), "{text}");
+    assert!(
+        text.contains("restarts-vs-baseline (compare, report only)"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -159,15 +159,7 @@ impl Prometheus {
             [("query", query)],
         )
         .ok()?;
-        let answer: Value = self
-            .client
-            .get(url)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let answer: Value = self.client.get(url).send().await.ok()?.json().await.ok()?;
         answer["data"]["result"].as_array().cloned()
     }
 

@@ -141,7 +141,11 @@ impl Fleet {
             let token = server.agent_token_file(&id).await;
             let mut host = Host::new(&id, &labels, OLD, server.url(), &token, "");
             host.start();
-            tokio::spawn(exporter(listener, host.dir.path().to_owned(), (*role).to_owned()));
+            tokio::spawn(exporter(
+                listener,
+                host.dir.path().to_owned(),
+                (*role).to_owned(),
+            ));
             targets.push(address.to_string());
             hosts.push(host);
         }
@@ -159,9 +163,7 @@ impl Fleet {
                 .honor_labels(),
         ])
         .await;
-        prometheus
-            .wait_for_series(RESTARTS, roles.len())
-            .await;
+        prometheus.wait_for_series(RESTARTS, roles.len()).await;
         Fleet {
             server,
             hosts,
@@ -177,10 +179,18 @@ impl Fleet {
     }
 
     async fn detail(&self, id: &str) -> sluice_api::rollout::RolloutDetail {
-        self.server.client().rollout(id).await.expect("GET the rollout")
+        self.server
+            .client()
+            .rollout(id)
+            .await
+            .expect("GET the rollout")
     }
 
-    async fn wait_for_state(&self, id: &str, state: RolloutState) -> sluice_api::rollout::RolloutDetail {
+    async fn wait_for_state(
+        &self,
+        id: &str,
+        state: RolloutState,
+    ) -> sluice_api::rollout::RolloutDetail {
         wait_for(&format!("{id} to be {state:?}"), DEADLINE, || async {
             let detail = self.detail(id).await;
             if detail.summary.state == state {
@@ -208,7 +218,12 @@ impl Fleet {
 
     /// The cohorts the server exports now: `(cohort, host, instance)`.
     async fn cohorts(&self) -> BTreeSet<(String, String, String)> {
-        let text = self.server.client().cohorts().await.expect("GET the cohorts");
+        let text = self
+            .server
+            .client()
+            .cohorts()
+            .await
+            .expect("GET the cohorts");
         (text.lines())
             .filter(|line| line.starts_with("sluice_cohort{"))
             .map(|line| {
@@ -242,11 +257,16 @@ fn plan(name: &str, version: &str) -> Plan {
 fn compare_gate(prometheus: &Prometheus) -> Gate {
     // At the start of a bake Prometheus may not have scraped the new
     // cohorts yet: no data, which passes here.
-    Gate::compare("restarts-vs-baseline", &prometheus.url, RESTARTS, "ratio > 1.5")
-        .min_hosts(2)
-        .no_data("pass")
-        .failing_for(3)
-        .interval("1s")
+    Gate::compare(
+        "restarts-vs-baseline",
+        &prometheus.url,
+        RESTARTS,
+        "ratio > 1.5",
+    )
+    .min_hosts(2)
+    .no_data("pass")
+    .failing_for(3)
+    .interval("1s")
 }
 
 fn threshold_gate(prometheus: &Prometheus) -> Gate {
@@ -261,7 +281,10 @@ async fn a_doubled_metric_halts_the_canary_that_a_fleet_wide_threshold_lets_pass
 
     // The comparison gate: the canary stage never completes.
     let plan_compare = plan("slow-compared", SLOW).gate(compare_gate(&fleet.prometheus));
-    let id = fleet.server.start_plan(&plan_compare, "e2e: compared").await;
+    let id = fleet
+        .server
+        .start_plan(&plan_compare, "e2e: compared")
+        .await;
     // While the canaries run, the cohorts are one host per stratum each,
     // the canaries admitted, the baseline not, each `instance` the host's
     // exporter.
@@ -281,7 +304,11 @@ async fn a_doubled_metric_halts_the_canary_that_a_fleet_wide_threshold_lets_pass
         assert_eq!(admitted, cohort == "canary", "{cohort} {host}");
     }
     let role_of = |host: &str| {
-        let n: usize = host.rsplit('.').next().and_then(|n| n.parse().ok()).expect("127.0.0.N");
+        let n: usize = host
+            .rsplit('.')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("127.0.0.N");
         roles()[n - 11]
     };
     let strata = |cohort: &str| -> Vec<&str> {
@@ -307,7 +334,14 @@ async fn a_doubled_metric_halts_the_canary_that_a_fleet_wide_threshold_lets_pass
         .expect("a failing evaluation");
     let comparison = &last["comparison"];
     let figure = |name: &str| comparison[name].as_f64().unwrap_or(f64::NAN);
-    assert_eq!((comparison["canary_hosts"].as_u64(), comparison["baseline_hosts"].as_u64()), (Some(2), Some(2)), "{last}");
+    assert_eq!(
+        (
+            comparison["canary_hosts"].as_u64(),
+            comparison["baseline_hosts"].as_u64()
+        ),
+        (Some(2), Some(2)),
+        "{last}"
+    );
     // Canaries 2 + 6 against 1 + 3: the means 4 and 2.
     assert!((3.0..5.0).contains(&figure("canary")), "{last}");
     assert!((1.6..2.4).contains(&figure("baseline")), "{last}");
@@ -317,7 +351,12 @@ async fn a_doubled_metric_halts_the_canary_that_a_fleet_wide_threshold_lets_pass
         query.contains(RESTARTS) && query.contains(&format!("sluice_cohort{{rollout=\"{id}\"}}")),
         "{query}"
     );
-    assert!(last["evidence"].as_str().is_some_and(|e| e.contains("ratio")), "{last}");
+    assert!(
+        last["evidence"]
+            .as_str()
+            .is_some_and(|e| e.contains("ratio")),
+        "{last}"
+    );
     wait_for("the canaries to roll back", DEADLINE, || async {
         fleet.running(SLOW).is_empty().then_some(())
     })
@@ -327,17 +366,28 @@ async fn a_doubled_metric_halts_the_canary_that_a_fleet_wide_threshold_lets_pass
     // The same change behind the fleet-wide threshold: the canary stage
     // passes (it bakes with the canaries doubled and awaits approval).
     let plan_threshold = plan("slow-thresholded", SLOW).gate(threshold_gate(&fleet.prometheus));
-    let id = fleet.server.start_plan(&plan_threshold, "e2e: thresholded").await;
+    let id = fleet
+        .server
+        .start_plan(&plan_threshold, "e2e: thresholded")
+        .await;
     let passed = wait_for("the canary stage to pass", DEADLINE, || async {
         let detail = fleet.detail(&id).await;
-        assert_eq!(detail.summary.state, RolloutState::Running, "{:?}", detail.reason);
+        assert_eq!(
+            detail.summary.state,
+            RolloutState::Running,
+            "{:?}",
+            detail.reason
+        );
         (detail.summary.phase == Some(Phase::AwaitingApproval)).then_some(detail)
     })
     .await;
     assert_eq!(passed.summary.admitted, 2);
     assert_eq!(fleet.running(SLOW).len(), 2);
     let evaluated = fleet.events(&id, "gate_evaluated").await;
-    assert!(evaluated.iter().all(|e| e["outcome"] == "pass"), "{evaluated:?}");
+    assert!(
+        evaluated.iter().all(|e| e["outcome"] == "pass"),
+        "{evaluated:?}"
+    );
     // It did read the doubled canaries: 20 restarts a second became 24.
     let values: Vec<f64> = (evaluated.iter())
         .filter_map(|e| e["evidence"].as_str())
@@ -368,7 +418,12 @@ async fn a_healthy_change_passes_both_gates_and_a_stratum_without_baseline_is_no
     let id = fleet.server.start_plan(&healthy, "e2e: healthy").await;
     wait_for("the canary stage to pass", DEADLINE, || async {
         let detail = fleet.detail(&id).await;
-        assert_eq!(detail.summary.state, RolloutState::Running, "{:?}", detail.reason);
+        assert_eq!(
+            detail.summary.state,
+            RolloutState::Running,
+            "{:?}",
+            detail.reason
+        );
         (detail.summary.phase == Some(Phase::AwaitingApproval)).then_some(())
     })
     .await;
@@ -401,14 +456,28 @@ async fn a_healthy_change_passes_both_gates_and_a_stratum_without_baseline_is_no
         .spread(&["role"])
         .stage(Stage::percent(50).bake("1m"))
         .stage(Stage::percent(100))
-        .gate(compare_gate(&fleet.prometheus).min_hosts(1).no_data("pause"));
+        .gate(
+            compare_gate(&fleet.prometheus)
+                .min_hosts(1)
+                .no_data("pause"),
+        );
     let id = fleet.server.start_plan(&solo, "e2e: solo").await;
     let paused = fleet.wait_for_state(&id, RolloutState::Paused).await;
     let reason = paused.reason.unwrap_or_default();
-    assert!(reason.contains("restarts-vs-baseline has no data"), "{reason}");
-    assert_eq!(paused.gates[0].latest.as_ref().map(|r| r.outcome), Some(sluice_api::rollout::GateOutcome::NoData));
     assert!(
-        fleet.cohorts().await.iter().all(|(_, host, _)| host != "127.0.0.41"),
+        reason.contains("restarts-vs-baseline has no data"),
+        "{reason}"
+    );
+    assert_eq!(
+        paused.gates[0].latest.as_ref().map(|r| r.outcome),
+        Some(sluice_api::rollout::GateOutcome::NoData)
+    );
+    assert!(
+        fleet
+            .cohorts()
+            .await
+            .iter()
+            .all(|(_, host, _)| host != "127.0.0.41"),
         "a canary without a baseline is not exported"
     );
 }

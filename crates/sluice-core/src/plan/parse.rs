@@ -39,7 +39,13 @@ const PLAN_FIELDS: &[&str] = &[
 ];
 const STRATEGY_FIELDS: &[&str] = &["spread", "min_per_stratum", "salt"];
 const STAGE_FIELDS: &[&str] = &["name", "percent", "bake", "approve"];
-const GATES_FIELDS: &[&str] = &["max_failed", "host_timeout", "prometheus", "http", "compare"];
+const GATES_FIELDS: &[&str] = &[
+    "max_failed",
+    "host_timeout",
+    "prometheus",
+    "http",
+    "compare",
+];
 const PROMETHEUS_FIELDS: &[&str] = &[
     "name",
     "url",

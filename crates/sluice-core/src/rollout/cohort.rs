@@ -111,7 +111,11 @@ impl Rollout {
         let offered: Vec<usize> = order
             .iter()
             .zip(&spare)
-            .map(|(&s, &spare)| at_target[s].len().min(usize::try_from(spare).unwrap_or(usize::MAX)))
+            .map(|(&s, &spare)| {
+                at_target[s]
+                    .len()
+                    .min(usize::try_from(spare).unwrap_or(usize::MAX))
+            })
             .collect();
         let shares = share(&offered, max);
         let strata = order

@@ -398,9 +398,8 @@ impl HostTable {
             worst.push((rank, host));
         }
         worst.sort_by(|a, b| {
-            b.0.cmp(&a.0).then_with(|| {
-                (self.records[b.1 as usize].id).cmp(&self.records[a.1 as usize].id)
-            })
+            b.0.cmp(&a.0)
+                .then_with(|| (self.records[b.1 as usize].id).cmp(&self.records[a.1 as usize].id))
         });
         worst.truncate(count);
         worst.into_iter().map(|(_, host)| host).collect()

@@ -87,8 +87,8 @@ pub use error::{Rejected, RestoreError};
 pub use event::{Event, EventKind};
 pub use model::{
     Action, CohortComparison, Freeze, GateOutcome, GateReading, GateResult, GateStatus, Health,
-    HoldReason,
-    HostChange, HostCounts, HostState, HostView, Input, Outcome, Phase, Status, StratumProgress,
+    HoldReason, HostChange, HostCounts, HostState, HostView, Input, Outcome, Phase, Status,
+    StratumProgress,
 };
 pub use snapshot::{Snapshot, SnapshotHost};
 

@@ -194,6 +194,9 @@ pub struct Comparison {
     pub baseline: f64,
 }
 
+/// A line of the comparison chart: its name, its colour slot, its value.
+type Line = (&'static str, usize, fn(&Comparison) -> f64);
+
 /// The line chart of a comparison gate's canary (its own colour) against
 /// its baseline over time, with a legend of the latest values. `points`
 /// are in time order; `id` makes the chart's title id unique on a page.
@@ -253,10 +256,7 @@ pub fn canary_against_baseline(id: &str, gate: &str, points: &[Comparison]) -> S
         HEIGHT - 8.0,
         escape(&time_label(last.at)),
     );
-    let lines: [(&str, usize, fn(&Comparison) -> f64); 2] = [
-        ("baseline", 0, |p| p.baseline),
-        ("canary", 1, |p| p.canary),
-    ];
+    let lines: [Line; 2] = [("baseline", 0, |p| p.baseline), ("canary", 1, |p| p.canary)];
     for (name, slot, value) in lines {
         let mut path = String::new();
         for point in &points {
@@ -404,9 +404,18 @@ mod tests {
         assert!(svg.contains("restarts &lt;vs&gt; baseline: canary against baseline over time; now canary 4, baseline 2"), "{svg}");
         // The canary's last point is at the top (the maximum), the
         // baseline's halfway.
-        assert!(svg.contains("class=\"canary\" points=\"56.0,162.0 708.0,12.0\""), "{svg}");
-        assert!(svg.contains("class=\"baseline\" points=\"56.0,162.0 708.0,112.0\""), "{svg}");
-        assert!(svg.contains("canary <b>4</b>") && svg.contains("baseline <b>2</b>"), "{svg}");
+        assert!(
+            svg.contains("class=\"canary\" points=\"56.0,162.0 708.0,12.0\""),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("class=\"baseline\" points=\"56.0,162.0 708.0,112.0\""),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("canary <b>4</b>") && svg.contains("baseline <b>2</b>"),
+            "{svg}"
+        );
         assert!(canary_against_baseline("g", "g", &[]).contains("Not compared yet"));
         assert_eq!(figure(0.000_123_4), "0.0001234");
         assert_eq!(figure(2.0), "2");

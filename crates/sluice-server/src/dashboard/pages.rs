@@ -373,7 +373,9 @@ fn comparison_charts(gates: &[String], stored: &[StoredEvent]) -> Vec<(String, S
         .map(|(index, gate)| {
             let points: Vec<chart::Comparison> = stored
                 .iter()
-                .filter(|e| e.event.kind == "gate_evaluated" && e.event.data["gate"] == gate.as_str())
+                .filter(|e| {
+                    e.event.kind == "gate_evaluated" && e.event.data["gate"] == gate.as_str()
+                })
                 .filter_map(|e| {
                     let figures = &e.event.data["comparison"];
                     Some(chart::Comparison {

@@ -64,7 +64,9 @@ async fn a_comparison_gate_pauses_a_doubled_canary_and_the_gates_tab_plots_it() 
             async move {
                 let mut text = String::from("# TYPE restart_rate gauge\n");
                 for (host, rate) in rates {
-                    text.push_str(&format!("restart_rate{{instance=\"{host}:9100\"}} {rate}\n"));
+                    text.push_str(&format!(
+                        "restart_rate{{instance=\"{host}:9100\"}} {rate}\n"
+                    ));
                 }
                 text
             }
@@ -136,7 +138,10 @@ async fn a_comparison_gate_pauses_a_doubled_canary_and_the_gates_tab_plots_it() 
 
     let paused = app.wait_for_state(&id_, "paused").await;
     let reason = paused["reason"].as_str().expect("a reason");
-    assert!(reason.contains("gate restarts failed 3 evaluations in a row"), "{reason}");
+    assert!(
+        reason.contains("gate restarts failed 3 evaluations in a row"),
+        "{reason}"
+    );
     let latest = &paused["gates"][0]["latest"];
     assert_eq!(latest["outcome"], "fail", "{paused}");
     let figures = &latest["comparison"];
@@ -145,7 +150,13 @@ async fn a_comparison_gate_pauses_a_doubled_canary_and_the_gates_tab_plots_it() 
     assert_eq!(figures["canary"], 4.0, "{figures}");
     assert_eq!(figures["baseline"], 2.0, "{figures}");
     assert_eq!(figures["ratio"], 2.0, "{figures}");
-    assert_eq!((figures["canary_hosts"].as_u64(), figures["baseline_hosts"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(
+        (
+            figures["canary_hosts"].as_u64(),
+            figures["baseline_hosts"].as_u64()
+        ),
+        (Some(2), Some(2))
+    );
     assert!(
         figures["query"]
             .as_str()
@@ -170,6 +181,13 @@ async fn a_comparison_gate_pauses_a_doubled_canary_and_the_gates_tab_plots_it() 
         .nth(1)
         .and_then(|rest| rest.split("</figure>").next())
         .unwrap_or_else(|| panic!("no comparison chart in {page}"));
-    assert!(figure.contains("class=\"canary\" points=") && figure.contains("class=\"baseline\" points="), "{figure}");
-    assert!(figure.contains("canary <b>4</b>") && figure.contains("baseline <b>2</b>"), "{figure}");
+    assert!(
+        figure.contains("class=\"canary\" points=")
+            && figure.contains("class=\"baseline\" points="),
+        "{figure}"
+    );
+    assert!(
+        figure.contains("canary <b>4</b>") && figure.contains("baseline <b>2</b>"),
+        "{figure}"
+    );
 }
