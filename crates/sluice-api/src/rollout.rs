@@ -170,6 +170,46 @@ pub struct GateReadingView {
     pub at: String,
     pub outcome: GateOutcome,
     pub evidence: String,
+    /// A comparison gate's figures, when both cohorts had values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<ComparisonView>,
+}
+}
+
+wire! {
+/// What a comparison gate (`compare:`) read: the canary cohort against its
+/// baseline. Also the `comparison` of its `gate_evaluated` events.
+pub struct ComparisonView {
+    /// How each cohort's per-host values became one: `mean`, `median` or
+    /// `p90`.
+    pub aggregate: String,
+    /// The canary cohort's aggregate.
+    pub canary: f64,
+    /// The baseline cohort's aggregate.
+    pub baseline: f64,
+    /// Hosts of each cohort with a value.
+    pub canary_hosts: u64,
+    pub baseline_hosts: u64,
+    /// canary / baseline; absent when it is infinite (a zero baseline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratio: Option<f64>,
+    /// canary − baseline.
+    pub diff: f64,
+    /// The Mann-Whitney U statistic of the canary (`test: mann-whitney`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub u: Option<f64>,
+    /// The test's p-value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p: Option<f64>,
+    /// Strata judged on their own (at least `min_hosts` hosts with a value
+    /// in each cohort); one failing fails the gate.
+    #[serde(default)]
+    pub strata_judged: u64,
+    /// The strata that failed, the worst first (`role=edge,site=sto`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub strata_failing: Vec<String>,
+    /// The PromQL query sent: the gate's joined with the cohorts.
+    pub query: String,
 }
 }
 

@@ -379,6 +379,18 @@ impl Client {
             .map_err(|source| self.transport_error(source))
     }
 
+    /// `GET /v1/metrics/cohorts`: the cohorts of comparison gates, in the
+    /// Prometheus text format (`sluice_cohort{rollout, cohort, host,
+    /// instance} 1`).
+    pub async fn cohorts(&self) -> Result<String, ClientError> {
+        let request = self.request(Method::GET, &["v1", "metrics", "cohorts"], &[]);
+        let response = self.send(request).await?;
+        response
+            .text()
+            .await
+            .map_err(|source| self.transport_error(source))
+    }
+
     // ---- inventory ---------------------------------------------------------
 
     /// `GET /v1/hosts?selector=…&component=…`: the server's first page

@@ -8,12 +8,15 @@
 //!   shared label and component maps.
 //! - [`hash`]: the stable rank that orders hosts inside a stratum.
 //! - [`selection`]: strata, quotas, and the stage-by-stage preview.
-//! - [`rollout`]: the rollout state machine, driven by events and an injected clock.
+//! - [`rollout`]: the rollout state machine, driven by events and an injected clock,
+//!   and the cohorts of its canary analysis.
+//! - [`compare`]: judging a comparison gate from the cohorts' per-host values.
 //!
 //! Architecture invariant: nothing here does IO, spawns tasks, reads the
 //! clock or knows about HTTP or SQL. Time comes in with every event, so the
 //! server and the simulator run exactly this code.
 
+pub mod compare;
 pub mod duration;
 pub mod fleet;
 pub mod hash;

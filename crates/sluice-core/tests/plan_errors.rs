@@ -8,7 +8,9 @@
 use expect_test::{expect, Expect};
 use sluice_core::duration::Duration;
 use sluice_core::percent::{Amount, Percent};
-use sluice_core::plan::{parse_plan, Comparison, NoData, OnFailure, Plan};
+use sluice_core::plan::{
+    parse_plan, Aggregate, Comparison, Direction, Judge, NoData, OnFailure, Plan,
+};
 
 /// Strips the indentation common to every line, and the first line break, so
 /// that plans can be written indented in the test source.
@@ -94,7 +96,7 @@ fn unknown_field_without_a_close_match() {
           datadog: []
         "#,
         expect![[r#"
-            6:3: gates.datadog: unknown field `datadog`; valid fields here: max_failed, host_timeout, prometheus, http
+            6:3: gates.datadog: unknown field `datadog`; valid fields here: max_failed, host_timeout, prometheus, http, compare
         "#]],
     );
 }
@@ -617,7 +619,7 @@ fn list_where_a_mapping_is_expected() {
         expect![[r#"
             4:11: strategy: expected a mapping with fields spread, min_per_stratum, salt, found a list
             6:5: stages[0]: expected a mapping with fields name, percent, bake, approve, found a list
-            7:8: gates: expected a mapping with fields max_failed, host_timeout, prometheus, http, found a list
+            7:8: gates: expected a mapping with fields max_failed, host_timeout, prometheus, http, compare, found a list
         "#]],
     );
 }
@@ -770,6 +772,52 @@ fn json_plan_errors_are_located_too() {
     );
 }
 
+#[test]
+fn bad_compare_gate_fields() {
+    check(
+        r#"
+        name: p
+        component: c
+        version: "1"
+        stages: [{ percent: 100 }]
+        gates:
+          compare:
+            - name: restarts
+              url: http://prometheus:9090
+              query: rate(x[5m])
+              aggregate: average
+              fail_if: "> 1.5"
+              min_hosts: 0
+            - name: latency
+              url: http://prometheus:9090
+              query: latency
+              fail_if: "ratio > 1.5"
+              test: mann-whitney
+            - name: errors
+              url: http://prometheus:9090
+              query: errors
+              test: wilcoxon
+              confidence: 1.5
+              direction: up
+            - name: cpu
+              url: http://prometheus:9090
+              query: cpu
+              confidence: 0.9
+        "#,
+        expect![[r#"
+            10:18: gates.compare[0].aggregate: expected mean, median or p90, found `average`
+            11:16: gates.compare[0].fail_if: expected `ratio` or `diff`, a comparison and a number, such as "ratio > 1.5" or "diff > 0.2", found `> 1.5`
+            12:18: gates.compare[0].min_hosts: must be at least 1, found 0
+            17:13: gates.compare[1].test: is given with fail_if; judge by fail_if (a ratio or a difference) or by test: mann-whitney, not both
+            21:13: gates.compare[2].test: expected mann-whitney, found `wilcoxon`
+            22:19: gates.compare[2].confidence: expected a number between 0 and 1 (both excluded) such as 0.98, found `1.5`
+            23:18: gates.compare[2].direction: expected increase, decrease or either, found `up`
+            24:7: gates.compare[3]: missing field `fail_if` or `test`; add one, such as fail_if: "ratio > 1.5" or test: mann-whitney
+            27:19: gates.compare[3].confidence: goes with test: mann-whitney; add it, or leave this out
+        "#]],
+    );
+}
+
 // ----- plans that parse ----------------------------------------------------
 
 #[test]
@@ -826,6 +874,63 @@ fn spec_example_plan_parses() {
     assert_eq!(
         plan.windows[0].to_string(),
         "mon-thu 09:00-16:00 Europe/Stockholm"
+    );
+}
+
+#[test]
+fn canary_example_plan_parses() {
+    let plan = parse_plan(include_str!("../../../examples/plan-canary.yaml"))
+        .unwrap_or_else(|errors| panic!("examples/plan-canary.yaml:\n{errors}"));
+    let compare = &plan.gates.compare[0];
+    assert_eq!(compare.common.name, "restarts-vs-baseline");
+    assert_eq!(compare.query, "rate(container_restarts_total[5m])");
+    assert_eq!(compare.aggregate, Aggregate::Mean);
+    assert_eq!(compare.judge.to_string(), "ratio > 1.5");
+    assert_eq!(compare.min_hosts, 3);
+    assert_eq!(compare.common.consecutive, 3);
+    assert_eq!(compare.common.interval, Duration::from_secs(60));
+    assert_eq!(compare.common.no_data, NoData::Pass);
+    assert_eq!(plan.gates.prometheus.len(), 1);
+}
+
+#[test]
+fn compare_gate_defaults_and_the_statistical_judge() {
+    let plan = parse(
+        r#"
+        name: p
+        component: c
+        version: "1"
+        stages: [{ percent: 100 }]
+        gates:
+          compare:
+            - { name: a, url: "http://p:9090", query: q, fail_if: "diff >= 0.2" }
+            - { name: b, url: "http://p:9090", query: q, test: mann-whitney, aggregate: p90 }
+            - { name: c, url: "http://p:9090", query: q, test: mann-whitney, confidence: 0.95, direction: either }
+        "#,
+    );
+    let [a, b, c] = &plan.gates.compare[..] else {
+        panic!("three gates: {:?}", plan.gates.compare);
+    };
+    assert_eq!(a.aggregate, Aggregate::Mean);
+    assert_eq!(a.min_hosts, 3);
+    assert_eq!(a.common.no_data, NoData::Fail);
+    assert!(
+        matches!(a.judge, Judge::Diff(t) if t.op == Comparison::GreaterOrEqual && t.value == 0.2)
+    );
+    assert_eq!(b.aggregate, Aggregate::P90);
+    assert_eq!(
+        b.judge,
+        Judge::MannWhitney {
+            confidence: 0.98,
+            direction: Direction::Increase
+        }
+    );
+    assert_eq!(
+        c.judge,
+        Judge::MannWhitney {
+            confidence: 0.95,
+            direction: Direction::Either
+        }
     );
 }
 

@@ -53,6 +53,7 @@ fn plan(stages: &[(&str, u64, bool)]) -> PlanBuilder {
             host_timeout: Duration::from_secs(15 * 60),
             prometheus: Vec::new(),
             http: Vec::new(),
+            compare: Vec::new(),
         },
         on_failure: OnFailure::Pause,
         reversible: true,
@@ -311,6 +312,7 @@ impl Sim {
             name: name.to_owned(),
             outcome,
             evidence: "sum(rate(container_restarts_total[5m]))=0.7 > 0.5".to_owned(),
+            comparison: None,
         }))
     }
 
@@ -1306,6 +1308,7 @@ fn gate_results_count_only_while_progressing_or_baking() {
         name: "nope".to_owned(),
         outcome: GateOutcome::Pass,
         evidence: String::new(),
+        comparison: None,
     }));
     assert_eq!(
         unknown.expect_err("unknown gate").to_string(),

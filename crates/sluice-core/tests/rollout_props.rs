@@ -1,7 +1,8 @@
 //! Property tests of the rollout state machine: random fleets, plans and
-//! input sequences, with the selection invariants of the spec checked after
-//! every input, and every run replayed (straight, and through a snapshot)
-//! to check it is deterministic and restorable.
+//! input sequences, with the selection invariants of the spec and those of
+//! the canary analysis cohorts checked after every input, and every run
+//! replayed (straight, and through a snapshot) to check it is
+//! deterministic and restorable.
 
 use std::collections::{HashMap, HashSet};
 
@@ -189,6 +190,7 @@ fn build_plan(spec: &PlanSpec) -> Plan {
                 })
                 .collect(),
             http: Vec::new(),
+            compare: Vec::new(),
         },
         on_failure: spec.on_failure,
         reversible: spec.reversible,
@@ -260,10 +262,18 @@ type Step = (Timestamp, Input);
 
 /// Runs `ops` against a fresh rollout, checking the invariants after each
 /// input; returns the inputs fed and their results.
-fn run(plan: &Plan, fleet: &[HostSpec], ops: &[Op]) -> (Vec<Step>, Vec<Result<Outcome, Rejected>>) {
+fn run(
+    plan: &Plan,
+    fleet: &[HostSpec],
+    ops: &[Op],
+    cohort_max: usize,
+) -> (Vec<Step>, Vec<Result<Outcome, Rejected>>) {
     let mut rollout = Rollout::new("r-1".to_owned(), plan.clone(), t0());
     let mut now = t0();
-    let mut checker = Checker::default();
+    let mut checker = Checker {
+        cohort_max,
+        ..Checker::default()
+    };
     let mut steps = Vec::new();
     let mut results = Vec::new();
     let mut joined = 0usize;
@@ -400,6 +410,7 @@ fn run(plan: &Plan, fleet: &[HostSpec], ops: &[Op]) -> (Vec<Step>, Vec<Result<Ou
                         name: "g".to_owned(),
                         outcome: *outcome,
                         evidence: "up=0 < 1".to_owned(),
+                        comparison: None,
                     }));
                 }
             }
@@ -420,6 +431,12 @@ fn t0() -> Timestamp {
 struct Checker {
     /// Every host ever admitted, with the stage that admitted it.
     admitted: HashMap<String, usize>,
+    /// The bound the cohorts are drawn with.
+    cohort_max: usize,
+    /// The baseline cohort after the last accepted input.
+    baseline: HashSet<String>,
+    /// Each host's rank, hashed once.
+    ranks: HashMap<String, u64>,
 }
 
 impl Checker {
@@ -535,6 +552,116 @@ impl Checker {
             );
         }
 
+        // (7) Cohorts: per stratum as many baseline as canary hosts; the
+        // canary admitted and at the target, the baseline waiting and among
+        // the hosts the current stage leaves waiting; each cohort within
+        // its bound, the strata sharing it evenly.
+        // Per stratum, the hosts the stage still admits: the best-ranked
+        // `quota - admitted` waiting ones.
+        let max = self.cohort_max;
+        let cohorts = rollout.cohorts(max);
+        let strata = rollout.strata();
+        let mut admitted_next: HashSet<String> = HashSet::new();
+        if cohorts.size() > 0 {
+            let mut waiting: HashMap<&[String], Vec<(u64, &str)>> = HashMap::new();
+            for host in rollout.hosts().filter(|h| h.admitted_stage.is_none()) {
+                let rank = *self
+                    .ranks
+                    .entry(host.id.to_owned())
+                    .or_insert_with(|| sluice_core::hash::rank(plan.salt(), host.id));
+                waiting
+                    .entry(&host.stratum.0)
+                    .or_default()
+                    .push((rank, host.id));
+            }
+            for progress in &strata {
+                if let Some(hosts) = waiting.get_mut(&progress.key.0[..]) {
+                    hosts.sort_unstable();
+                    let still = (progress.quota - progress.admitted) as usize;
+                    admitted_next.extend(hosts.iter().take(still).map(|(_, id)| (*id).to_owned()));
+                }
+            }
+        }
+        if rollout.stage().is_none() {
+            assert_eq!(cohorts.size(), 0, "cohorts without a current stage");
+        } else {
+            assert!(cohorts.size() <= max);
+            let offered: Vec<usize> = cohorts
+                .strata
+                .iter()
+                .map(|s| (s.at_target.min(s.spare)) as usize)
+                .collect();
+            let shares: Vec<usize> = cohorts.strata.iter().map(|s| s.canary.len()).collect();
+            let total: usize = offered.iter().sum();
+            if total <= max {
+                assert_eq!(shares, offered, "unbounded, every matched host");
+            } else {
+                assert_eq!(shares.iter().sum::<usize>(), max, "the bound is used");
+                // In proportion: each share the floor or the ceiling of
+                // its stratum's part of the bound.
+                for (share, offer) in shares.iter().zip(&offered) {
+                    let floor = offer * max / total;
+                    assert!(
+                        *share == floor || *share == floor + 1,
+                        "shares {shares:?} of {offered:?}, bound {max}"
+                    );
+                }
+            }
+            for stratum in &cohorts.strata {
+                assert_eq!(
+                    stratum.canary.len(),
+                    stratum.baseline.len(),
+                    "{:?}",
+                    stratum.key
+                );
+                let progress = strata
+                    .iter()
+                    .find(|p| p.key == stratum.key)
+                    .expect("a stratum");
+                assert_eq!(
+                    stratum.spare,
+                    (progress.size - progress.quota).min(progress.size - progress.admitted)
+                );
+                for host in &stratum.canary {
+                    let view = rollout.host(host).expect("a canary host");
+                    assert!(view.admitted_stage.is_some(), "canary {host} not admitted");
+                    assert_eq!(view.version, Some(TARGET), "canary {host}");
+                    assert_eq!(view.stratum, &stratum.key);
+                    assert!(!matches!(
+                        view.state,
+                        HostState::Reverting | HostState::Reverted
+                    ));
+                }
+                for host in &stratum.baseline {
+                    let view = rollout.host(host).expect("a baseline host");
+                    assert_eq!(view.state, &HostState::Waiting, "baseline {host}");
+                    assert_eq!(view.stratum, &stratum.key);
+                    assert!(
+                        !admitted_next.contains(&**host),
+                        "baseline {host} is among the hosts the stage admits next"
+                    );
+                }
+            }
+        }
+        // No input but a joiner's (which may raise a quota) or a new
+        // stage's admits a host that served as baseline before it.
+        let stage_started = outcome
+            .events
+            .iter()
+            .any(|event| matches!(event.kind, EventKind::StageStarted { .. }));
+        if !matches!(input, Input::Host { .. }) && !stage_started {
+            for change in &outcome.hosts {
+                if matches!(change.state, HostState::Instructed { .. }) {
+                    assert!(
+                        !self.baseline.contains(&change.id),
+                        "{input:?} admitted {} while it served as baseline",
+                        change.id
+                    );
+                }
+            }
+        }
+        self.baseline = cohorts.baseline().map(|host| host.to_string()).collect();
+
         // (5) Desired versions: the target once admitted; after a rollback,
         // the version each admitted host ran before.
         for host in rollout.hosts() {
@@ -626,9 +753,21 @@ proptest! {
         spec in plan_spec(),
         ops in proptest::collection::vec(op(), 0..120),
         split in any::<proptest::sample::Index>(),
+        cohort_max in proptest::sample::select(vec![1usize, 3, usize::MAX]),
     ) {
         let plan = build_plan(&spec);
-        let (steps, results) = run(&plan, &fleet, &ops);
+        let (steps, results) = run(&plan, &fleet, &ops, cohort_max);
+
+        // (8) Cohorts follow from the state alone: a rollout restored from
+        // its snapshot (its hosts learnt in another order) draws the same.
+        let mut rollout = Rollout::new("r-1".to_owned(), plan.clone(), t0());
+        for (now, input) in &steps {
+            let _ = rollout.handle(*now, input.clone());
+        }
+        let mut snapshot = rollout.snapshot();
+        snapshot.hosts.reverse();
+        let restored = Rollout::restore(plan.clone(), snapshot).expect("restore");
+        prop_assert_eq!(rollout.cohorts(cohort_max), restored.cohorts(cohort_max));
 
         // (6) Deterministic: the same inputs give the same outcomes, also
         // across a snapshot and restore at any point.
@@ -661,7 +800,7 @@ proptest! {
         let plan = build_plan(&spec);
         let mut all = vec![Op::Act(Action::Start)];
         all.extend(ops);
-        let (steps, results) = run(&plan, &fleet, &all);
+        let (steps, results) = run(&plan, &fleet, &all, usize::MAX);
         for how in [Restore::Whole, Restore::Placing] {
             prop_assert_eq!(&replay(&plan, &steps, steps.len() / 2, how), &results);
         }
@@ -686,7 +825,7 @@ fn a_healthy_fleet_always_completes() {
                     ops.push(Op::Act(Action::Approve));
                     ops.push(Op::Tick(10));
                 }
-                let (steps, results) = run(&plan, &fleet, &ops);
+                let (steps, results) = run(&plan, &fleet, &ops, usize::MAX);
                 let mut rollout = Rollout::new("r-1".to_owned(), plan.clone(), t0());
                 for (now, input) in steps {
                     let _ = rollout.handle(now, input);

@@ -32,6 +32,9 @@ pub struct Config {
     /// The longest a Prometheus query may take (HTTP gates have their own
     /// `timeout` in the plan).
     pub gate_timeout: Duration,
+    /// How comparison gates' cohorts are exported (`--cohort-instance`,
+    /// `--cohort-max`).
+    pub cohorts: crate::cohorts::CohortSettings,
     pub clock: Arc<dyn Clock>,
     /// Serve HTTPS with this certificate and key (PEM files) instead of HTTP.
     pub tls: Option<TlsFiles>,
@@ -90,6 +93,7 @@ impl Config {
             api_rate: crate::admission::DEFAULT_API_RATE,
             tick_interval: Duration::from_secs(1),
             gate_timeout: Duration::from_secs(10),
+            cohorts: crate::cohorts::CohortSettings::default(),
             clock: Arc::new(SystemClock),
             tls: None,
             replica: ReplicaConfig::default(),

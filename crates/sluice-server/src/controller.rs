@@ -3,12 +3,13 @@
 //! Once a second (and right after an operator action or a freeze) it ticks
 //! every rollout that listens — timeouts, bakes, windows, stage advance —
 //! and starts the evaluations of external gates that are due: each gate of
-//! each rollout whose stage progresses or bakes, first at once, then every
-//! `interval`, never two at a time. Evaluations run in spawned tasks with a
+//! each rollout whose stage progresses or bakes (a comparison gate: bakes),
+//! first at once, then every `interval`, never two at a time. Evaluations run in spawned tasks with a
 //! timeout and come back here as inputs. Every outcome is persisted through
 //! the group commit like any other change.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -16,6 +17,7 @@ use sluice_core::rollout::GateResult;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::MissedTickBehavior;
 
+use crate::cohorts::CohortSettings;
 use crate::gates::{self, GateSpec};
 use crate::state::AppState;
 
@@ -43,6 +45,7 @@ pub async fn run(
 ) {
     let (results_tx, mut results) = mpsc::unbounded_channel::<(String, GateResult)>();
     let mut schedules: HashMap<(String, String), Schedule> = HashMap::new();
+    let cohorts = state.cohorts().clone();
     let mut ticker = tokio::time::interval(settings.tick);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -66,13 +69,13 @@ pub async fn run(
         }
         let (due, pending) = state.change(|world, now, writes| {
             world.tick(now, writes);
-            due_gates(world, &mut schedules, now)
+            due_gates(world, &mut schedules, now, &cohorts)
         });
         for (rollout, spec) in due {
             let client = client.clone();
             let results = results_tx.clone();
             let timeout = match &spec {
-                GateSpec::Prometheus { .. } => settings.gate_timeout,
+                GateSpec::Prometheus { .. } | GateSpec::Compare { .. } => settings.gate_timeout,
                 GateSpec::Http { timeout, .. } => *timeout,
             };
             tokio::spawn(async move {
@@ -88,6 +91,7 @@ pub async fn run(
                         name: spec.name().to_owned(),
                         outcome: sluice_core::rollout::GateOutcome::Fail,
                         evidence: format!("no answer within {}s", timeout.as_secs()),
+                        comparison: None,
                     },
                 };
                 let _ = results.send((rollout, result));
@@ -105,11 +109,15 @@ fn due_gates(
     world: &crate::world::World,
     schedules: &mut HashMap<(String, String), Schedule>,
     now: Timestamp,
+    cohorts: &CohortSettings,
 ) -> Vec<(String, GateSpec)> {
     let mut due = Vec::new();
     let mut live = HashSet::new();
     for rollout in world.gated_rollouts() {
-        for (spec, interval) in gates::specs(rollout.plan()) {
+        for (spec, interval) in gates::specs(rollout.id(), rollout.plan()) {
+            if !rollout.gate_active(spec.name()) {
+                continue;
+            }
             let key = (rollout.id().to_owned(), spec.name().to_owned());
             live.insert(key.clone());
             let schedule = schedules.entry(key).or_insert(Schedule {
@@ -122,6 +130,18 @@ fn due_gates(
             schedule.running = true;
             let step = SignedDuration::try_from(interval).unwrap_or(SignedDuration::from_secs(30));
             schedule.next = now.checked_add(step).unwrap_or(Timestamp::MAX);
+            let spec = match spec {
+                GateSpec::Compare { gate, query, .. } => {
+                    let drawn = rollout.cohorts(cohorts.max);
+                    let strata = gates::strata_of(&drawn, &rollout.plan().strategy.spread);
+                    GateSpec::Compare {
+                        gate,
+                        query,
+                        strata: Arc::new(strata),
+                    }
+                }
+                spec => spec,
+            };
             due.push((rollout.id().to_owned(), spec));
         }
     }

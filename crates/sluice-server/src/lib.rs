@@ -42,6 +42,7 @@ pub mod admission;
 pub mod audit;
 pub mod auth;
 pub mod clock;
+pub mod cohorts;
 pub mod commit;
 pub mod config;
 pub mod controller;

@@ -100,6 +100,7 @@ impl Application {
             checkin_queue: config.checkin_queue,
             api_rate: config.api_rate,
             https: tls.is_some(),
+            cohorts: config.cohorts.clone(),
             controller: Settings {
                 tick: config.tick_interval,
                 gate_timeout: config.gate_timeout,

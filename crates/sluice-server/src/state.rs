@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use crate::admission::{CheckinQueue, Slot, TokenRate};
 use crate::auth::Tokens;
 use crate::clock::Clock;
+use crate::cohorts::CohortSettings;
 use crate::commit::{CommitError, Committer, Pending};
 use crate::dashboard::session::Sessions;
 use crate::error::ApiError;
@@ -36,6 +37,7 @@ struct Inner {
     rate: TokenRate,
     /// Served over TLS (cookies are then `Secure`).
     https: bool,
+    cohorts: CohortSettings,
     /// Wakes the controller after an operator action.
     wake: Notify,
 }
@@ -64,6 +66,7 @@ pub struct Parts {
     pub api_rate: u32,
     /// Served over TLS.
     pub https: bool,
+    pub cohorts: CohortSettings,
 }
 
 impl AppState {
@@ -80,6 +83,7 @@ impl AppState {
             clock: parts.clock,
             next_checkin_s: parts.next_checkin_s,
             https: parts.https,
+            cohorts: parts.cohorts,
             wake: Notify::new(),
         }))
     }
@@ -268,6 +272,11 @@ impl AppState {
         self.0.https
     }
 
+    /// How comparison gates' cohorts are exported.
+    pub fn cohorts(&self) -> &CohortSettings {
+        &self.0.cohorts
+    }
+
     pub fn next_checkin_s(&self) -> u64 {
         self.0.next_checkin_s
     }
@@ -324,6 +333,7 @@ mod tests {
             checkin_queue: 16,
             api_rate: 0,
             https: false,
+            cohorts: CohortSettings::default(),
         };
         let state = AppState::new(parts, store.clone());
         let checkin = CheckinRequest {

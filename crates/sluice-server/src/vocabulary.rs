@@ -58,6 +58,23 @@ pub fn gate_outcome(outcome: core::GateOutcome) -> api::GateOutcome {
     }
 }
 
+pub fn comparison(figures: core::CohortComparison) -> api::ComparisonView {
+    api::ComparisonView {
+        aggregate: figures.aggregate,
+        canary: figures.canary,
+        baseline: figures.baseline,
+        canary_hosts: figures.canary_hosts,
+        baseline_hosts: figures.baseline_hosts,
+        ratio: figures.ratio,
+        diff: figures.diff,
+        u: figures.u,
+        p: figures.p,
+        strata_judged: figures.strata_judged,
+        strata_failing: figures.strata_failing,
+        query: figures.query,
+    }
+}
+
 pub fn action(action: api::Action) -> core::Action {
     match action {
         api::Action::Start => core::Action::Start,

@@ -6,8 +6,11 @@
 //!   (`role=edge`, `site in (ash, sjc)`); it never contains a colon.
 //! - `KIND` is `fail` (the host reports failure once it runs the target),
 //!   `fail-after=DURATION` (it reports healthy, then failed that long after
-//!   it applied the target) or `silent` (it stops checking in once it runs
-//!   the target, as if the change took it down).
+//!   it applied the target), `silent` (it stops checking in once it runs
+//!   the target, as if the change took it down) or `degrade=FACTOR` (it
+//!   stays healthy, but the simulated metric of comparison and Prometheus
+//!   gates is FACTOR times its usual value while it runs the target: a
+//!   regression only a gate sees).
 //! - `p=SHARE` (0 to 1) makes the fault hit only that share of the matching
 //!   hosts. Which ones is decided by the seed: a host is hit when the hash of
 //!   the seed, the fault's position and the host id falls below the share, so
@@ -26,8 +29,9 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 /// What every fault error ends with.
 pub const VALID_FORMS: &str = "valid forms: all:fail, role=edge:fail, site=ash:fail:p=0.3, \
-all:fail-after=2h, all:silent (SELECTOR:KIND[:p=SHARE], where SELECTOR is `all` or a label \
-selector, KIND is fail, fail-after=DURATION or silent, SHARE is between 0 and 1)";
+all:fail-after=2h, all:silent, role=edge:degrade=2.0 (SELECTOR:KIND[:p=SHARE], where SELECTOR \
+is `all` or a label selector, KIND is fail, fail-after=DURATION, silent or degrade=FACTOR, SHARE \
+is between 0 and 1)";
 
 const TWO_TO_53: f64 = (1u64 << 53) as f64;
 
@@ -46,7 +50,7 @@ pub struct Fault {
 
 /// How a faulty host misbehaves; only the target version is faulty, so a
 /// host that returns to its previous version is healthy again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum FaultKind {
     /// Reports failed once it runs the target.
     Fail,
@@ -54,6 +58,9 @@ pub enum FaultKind {
     FailAfter(Duration),
     /// Stops checking in once it runs the target.
     Silent,
+    /// Stays healthy, its simulated metric multiplied by this factor while
+    /// it runs the target.
+    Degrade(f64),
 }
 
 /// Why a fault spec is invalid: the spec, the part at fault and what is wrong.
@@ -93,7 +100,7 @@ impl Fault {
         let kind_text = parts.next().map(str::trim).ok_or_else(|| {
             error(
                 format!("selector {selector_text:?}"),
-                "is not followed by a kind; add :fail, :fail-after=DURATION or :silent",
+                "is not followed by a kind; add :fail, :fail-after=DURATION, :silent or :degrade=FACTOR",
             )
         })?;
         let kind = match kind_text.split_once('=') {
@@ -110,6 +117,27 @@ impl Fault {
                 }
                 FaultKind::FailAfter(duration)
             }
+            Some(("degrade", factor)) => {
+                let factor: f64 = factor.trim().parse().map_err(|_| {
+                    error(
+                        format!("kind {kind_text:?}"),
+                        "needs a number, such as degrade=2.0 (the metric doubles)",
+                    )
+                })?;
+                if !(factor.is_finite() && factor > 0.0) {
+                    return Err(error(
+                        format!("kind {kind_text:?}"),
+                        "needs a positive factor, such as degrade=2.0 (the metric doubles) or degrade=0.5 (it halves)",
+                    ));
+                }
+                FaultKind::Degrade(factor)
+            }
+            None if kind_text == "degrade" => {
+                return Err(error(
+                    format!("kind {kind_text:?}"),
+                    "needs a factor, such as degrade=2.0",
+                ))
+            }
             None if kind_text == "fail-after" => {
                 return Err(error(
                     format!("kind {kind_text:?}"),
@@ -119,7 +147,7 @@ impl Fault {
             _ => {
                 return Err(error(
                     format!("kind {kind_text:?}"),
-                    "is not a kind; write fail, fail-after=DURATION or silent",
+                    "is not a kind; write fail, fail-after=DURATION, silent or degrade=FACTOR",
                 ))
             }
         };
@@ -239,6 +267,13 @@ mod tests {
                 true,
             ),
             ("site=ash:fail:p=1", FaultKind::Fail, true, false),
+            (
+                "role=edge:degrade=2.0",
+                FaultKind::Degrade(2.0),
+                true,
+                false,
+            ),
+            ("all:degrade=0.5:p=1", FaultKind::Degrade(0.5), true, true),
             ("all:fail:p=0", FaultKind::Fail, false, false),
         ] {
             let fault = Fault::parse(spec).expect(spec);
@@ -296,6 +331,10 @@ mod tests {
                 "positive duration",
             ),
             ("all:fail:p=1.5", "option \"p=1.5\"", "out of range"),
+            ("all:degrade", "kind \"degrade\"", "needs a factor"),
+            ("all:degrade=x", "kind \"degrade=x\"", "needs a number"),
+            ("all:degrade=0", "kind \"degrade=0\"", "positive factor"),
+            ("all:degrade=-2", "kind \"degrade=-2\"", "positive factor"),
             ("all:fail:p=x", "option \"p=x\"", "not a number"),
             ("all:fail:q=1", "option \"q=1\"", "only option is p=SHARE"),
             ("all:fail:p=0.1:p=0.2", "option \"p=0.2\"", "twice"),

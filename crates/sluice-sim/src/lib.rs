@@ -10,6 +10,7 @@
 //!
 //! Layout:
 //! - [`fault`]: `SELECTOR:KIND[:p=SHARE]` faults.
+//! - `gates`: comparison and Prometheus gates on a simulated metric.
 //! - [`run`]: the discrete-event loop and its [`Config`].
 //! - [`report`]: the [`Report`] and its text rendering.
 //! - [`push`]: a change pushed to every selected host at once, the loop's
@@ -21,6 +22,7 @@
 //! threads; the same plan, fleet and config give the same report.
 
 pub mod fault;
+mod gates;
 pub mod push;
 pub mod report;
 pub mod retro;

@@ -67,12 +67,34 @@ pub struct Report {
     pub stages: Vec<StageReport>,
     /// The rollout's events (the first host failure only).
     pub timeline: Vec<TimelineEntry>,
-    /// External gates, which a simulation cannot evaluate: treated as passing.
+    /// The gates the simulation evaluated on its simulated metric
+    /// (comparison gates, and Prometheus gates when a `degrade` fault is
+    /// given), in plan order.
+    pub gates: Vec<GateReport>,
+    /// External gates the simulation cannot evaluate: treated as passing.
     pub gates_assumed_passing: Vec<String>,
     pub notes: Vec<String>,
     /// Inputs the engine refused (none, unless the simulation drives it
     /// wrongly): listed, never dropped.
     pub refused: Vec<Refusal>,
+}
+
+/// One simulated gate: how often it was evaluated and when it first
+/// failed, whether or not it acted (`report_only`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GateReport {
+    pub name: String,
+    /// `compare` or `prometheus`.
+    pub kind: &'static str,
+    pub report_only: bool,
+    pub evaluations: u64,
+    pub failing: u64,
+    pub no_data: u64,
+    /// When it first failed (the time it detected the fault), and in which
+    /// stage (0-based).
+    pub first_failing_s: Option<f64>,
+    pub first_failing_stage: Option<usize>,
+    pub first_failing_evidence: Option<String>,
 }
 
 /// An input the engine refused.
@@ -127,19 +149,30 @@ pub struct StageReport {
 }
 
 impl Report {
-    pub(crate) fn new(plan: &Plan, config: &Config) -> Report {
-        let gates: Vec<String> = (plan.gates.prometheus.iter())
-            .map(|gate| format!("{} (prometheus)", gate.common.name))
-            .chain((plan.gates.http.iter()).map(|gate| format!("{} (http)", gate.common.name)))
-            .collect();
+    /// A report of `plan` run with `config`, whose gates `assumed` are
+    /// assumed to pass, `modelled` the others.
+    pub(crate) fn new(
+        plan: &Plan,
+        config: &Config,
+        gates: Vec<String>,
+        modelled: &[String],
+    ) -> Report {
         let mut notes = vec![format!(
             "agents check in every {} ±20 %; an apply takes {} to {}; the host reports its result at the next check-in",
             config.poll, APPLY_MIN, APPLY_MAX
         )];
         if !gates.is_empty() {
             notes.push(format!(
-                "external gates cannot be evaluated in a simulation and are treated as passing: {}",
+                "these gates cannot be evaluated in a simulation and are treated as passing: {}",
                 gates.join(", ")
+            ));
+        }
+        if !modelled.is_empty() {
+            notes.push(format!(
+                "gates evaluated on a simulated metric, each host's value {} × a spread of 0.8 to 1.2 fixed per host (--metric-base), times the factor of its degrade fault while it runs the target; comparison gates on the cohorts (at most {} hosts each), Prometheus gates over the whole fleet with their query's outer sum, avg, max or min: {}",
+                config.metric_base,
+                config.cohort_max,
+                modelled.join(", ")
             ));
         }
         if plan.stages.iter().any(|stage| stage.approve) {
@@ -183,6 +216,7 @@ impl Report {
             max_in_flight: None,
             stages: Vec::new(),
             timeline: Vec::new(),
+            gates: Vec::new(),
             gates_assumed_passing: gates,
             notes,
             refused: Vec::new(),
@@ -319,6 +353,31 @@ impl Report {
         }
         if let Some(limit) = self.max_in_flight {
             writeln!(out, "  max in flight    {limit}")?;
+        }
+        if !self.gates.is_empty() {
+            writeln!(out, "\nsimulated gates")?;
+            for gate in &self.gates {
+                let acts = if gate.report_only {
+                    ", report only"
+                } else {
+                    ""
+                };
+                let first = match (gate.first_failing_s, gate.first_failing_stage) {
+                    (Some(at), Some(stage)) => {
+                        format!("first failed at {} in stage {}", offset(at), stage + 1)
+                    }
+                    (Some(at), None) => format!("first failed at {}", offset(at)),
+                    _ => "never failed".to_owned(),
+                };
+                writeln!(
+                    out,
+                    "  {} ({}{acts}): {} evaluations, {} failing, {} without data; {first}",
+                    gate.name, gate.kind, gate.evaluations, gate.failing, gate.no_data
+                )?;
+                if let Some(evidence) = &gate.first_failing_evidence {
+                    writeln!(out, "    {evidence}")?;
+                }
+            }
         }
 
         let mut roles: Vec<&RoleReport> = self.by_role.iter().filter(|r| r.failed > 0).collect();

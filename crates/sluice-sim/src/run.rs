@@ -31,16 +31,18 @@ use std::sync::Arc;
 
 use foldhash::{HashMap, HashMapExt};
 use jiff::Timestamp;
+use sluice_core::compare::StratumValues;
 use sluice_core::duration::Duration;
 use sluice_core::fleet::Host;
 use sluice_core::plan::{windows_open, Plan};
 use sluice_core::rollout::{
-    Action, Event, EventKind, Fed, Health, HoldReason, HostReport, HostState, Input, Phase,
-    Rollout, Sighting, Status,
+    Action, Event, EventKind, Fed, GateOutcome, Health, HoldReason, HostReport, HostState, Input,
+    Phase, Rollout, Sighting, Status,
 };
 
-use crate::fault::{Fault, FaultKind};
-use crate::report::{FaultReport, Refusal, Report, StageReport};
+use crate::fault::{draw, Fault, FaultKind};
+use crate::gates::{self, Modelled};
+use crate::report::{FaultReport, GateReport, Refusal, Report, StageReport};
 use crate::retro::StateSample;
 
 /// The simulated apply takes between these (uniformly): a package install
@@ -54,6 +56,13 @@ pub const DEFAULT_START: Timestamp = Timestamp::constant(1_767_600_000, 0);
 
 /// The default bound on virtual time.
 pub const DEFAULT_LIMIT: Duration = Duration::from_secs(30 * 86_400);
+
+/// The server's default bound of each cohort (`sluice server --cohort-max`).
+pub const DEFAULT_COHORT_MAX: usize = 500;
+
+/// The fault position whose seeded draw gives hosts their metric spread
+/// (past any real fault's: they are numbered in a `u16`).
+const SPREAD_POSITION: usize = u16::MAX as usize + 1;
 
 /// The rollout id and the operator name the simulation uses.
 const ROLLOUT_ID: &str = "sim";
@@ -81,6 +90,11 @@ pub struct Config {
     pub start: Timestamp,
     /// The simulation stops after this much virtual time, finished or not.
     pub limit: Duration,
+    /// A host's usual value of the simulated metric that gates read (see
+    /// the `gates` module), around which hosts spread.
+    pub metric_base: f64,
+    /// Hosts per cohort of comparison gates, at most (`--cohort-max`).
+    pub cohort_max: usize,
 }
 
 impl Default for Config {
@@ -92,6 +106,8 @@ impl Default for Config {
             approve_after: Duration::from_secs(0),
             start: DEFAULT_START,
             limit: DEFAULT_LIMIT,
+            metric_base: 1.0,
+            cohort_max: DEFAULT_COHORT_MAX,
         }
     }
 }
@@ -153,6 +169,8 @@ enum Next {
     Tick,
     /// The simulated operator approves a stage.
     Approve(usize),
+    /// A simulated gate (an index into `Sim::gates`) is evaluated.
+    Gate(u16),
 }
 
 /// One simulated agent.
@@ -240,6 +258,13 @@ struct Sim<'a> {
     refused: Vec<Refusal>,
     /// Everything a retrospective needs, when [`rehearse`] runs it.
     recording: Option<Recording>,
+    /// The gates evaluated on the simulated metric, and what they did.
+    gates: Vec<Modelled>,
+    gate_reports: Vec<GateReport>,
+    /// Gates assumed to pass.
+    assumed: Vec<String>,
+    /// Every host's usual value of the metric (empty without gates).
+    usual: Vec<f64>,
 }
 
 impl<'a> Sim<'a> {
@@ -256,6 +281,31 @@ impl<'a> Sim<'a> {
                 allowed_failures: None,
                 started_s: None,
                 completed_s: None,
+            })
+            .collect();
+        let degraded = (config.faults.iter()).any(|f| matches!(f.kind(), FaultKind::Degrade(_)));
+        let (modelled, assumed) = gates::modelled(plan, degraded);
+        let usual = if modelled.is_empty() {
+            Vec::new()
+        } else {
+            (hosts.iter())
+                .map(|host| {
+                    let spread = draw(config.seed, SPREAD_POSITION, &host.id);
+                    gates::usual_value(config.metric_base, spread)
+                })
+                .collect()
+        };
+        let gate_reports = (modelled.iter())
+            .map(|gate| GateReport {
+                name: gate.name().to_owned(),
+                kind: gate.kind(),
+                report_only: gate.report_only(),
+                evaluations: 0,
+                failing: 0,
+                no_data: 0,
+                first_failing_s: None,
+                first_failing_stage: None,
+                first_failing_evidence: None,
             })
             .collect();
         let mut sim = Sim {
@@ -288,6 +338,10 @@ impl<'a> Sim<'a> {
             stages,
             refused: Vec::new(),
             recording: None,
+            gates: modelled,
+            gate_reports,
+            assumed,
+            usual,
         };
         sim.target = sim.intern(&plan.version);
         sim
@@ -301,6 +355,11 @@ impl<'a> Sim<'a> {
             reason: "simulated rollout".to_owned(),
         };
         self.drive("start", |rollout, at| rollout.handle(at, start).into());
+        for gate in 0..self.gates.len() {
+            if let Ok(gate) = u16::try_from(gate) {
+                self.push(self.now, Next::Gate(gate));
+            }
+        }
         self.schedule_tick();
         while let Some(Reverse((at, _, next))) = self.queue.pop() {
             if at > self.limit {
@@ -319,6 +378,7 @@ impl<'a> Sim<'a> {
                     self.drive("tick", |rollout, at| rollout.tick(at));
                 }
                 Next::Approve(stage) => self.approve(stage),
+                Next::Gate(gate) => self.evaluate(gate),
             }
             self.schedule_tick();
         }
@@ -468,7 +528,8 @@ impl<'a> Sim<'a> {
                 let due = agent.fail_at;
                 self.push(due, Next::Wake(host as u32));
             }
-            None => {}
+            // Healthy: only the gates' metric shows it (`metric`).
+            Some(FaultKind::Degrade(_)) | None => {}
         }
     }
 
@@ -506,6 +567,83 @@ impl<'a> Sim<'a> {
                 ),
             };
             self.drive("approval", |rollout, at| rollout.handle(at, approve).into());
+        }
+    }
+
+    /// Evaluates a simulated gate while the stage progresses or bakes, and
+    /// comes back after its interval until the rollout stops for good (a
+    /// pause is for good here: no one resumes).
+    fn evaluate(&mut self, index: u16) {
+        let status = self.rollout.status();
+        if status.is_terminal() || matches!(status, Status::Paused { .. }) {
+            return;
+        }
+        let gate = &self.gates[index as usize];
+        let next = self
+            .now
+            .saturating_add(secs_ms(Duration::from_secs(gate.interval_s())));
+        if self.rollout.gate_active(gate.name()) {
+            let result = match gate {
+                Modelled::Compare(gate) => {
+                    let cohorts = self.rollout.cohorts(self.config.cohort_max);
+                    let values = |hosts: &[Arc<str>]| -> Vec<f64> {
+                        (hosts.iter())
+                            .filter_map(|id| self.index.get(&**id))
+                            .map(|&host| self.metric(host as usize))
+                            .collect()
+                    };
+                    let spread = &self.plan.strategy.spread;
+                    let strata: Vec<StratumValues> = (cohorts.strata.iter())
+                        .map(|stratum| StratumValues {
+                            stratum: stratum.key.display(spread).to_string(),
+                            canary: values(&stratum.canary),
+                            baseline: values(&stratum.baseline),
+                        })
+                        .collect();
+                    gates::compare(gate, &strata)
+                }
+                Modelled::Threshold { gate, over } => gates::threshold(
+                    gate,
+                    *over,
+                    (0..self.hosts.len()).map(|host| self.metric(host)),
+                    self.hosts.len(),
+                ),
+            };
+            let report_only = gate.report_only();
+            let stage = self.rollout.stage();
+            let now = self.now;
+            let report = &mut self.gate_reports[index as usize];
+            report.evaluations += 1;
+            match result.outcome {
+                GateOutcome::Fail => {
+                    report.failing += 1;
+                    if report.first_failing_s.is_none() {
+                        report.first_failing_s = Some(ms_secs(now));
+                        report.first_failing_stage = stage;
+                        report.first_failing_evidence = Some(result.evidence.clone());
+                    }
+                    if !report_only {
+                        self.detect.get_or_insert(now);
+                    }
+                }
+                GateOutcome::NoData => report.no_data += 1,
+                GateOutcome::Pass => {}
+            }
+            self.drive("gate", |rollout, at| {
+                rollout.handle(at, Input::Gate(result)).into()
+            });
+        }
+        self.push(next, Next::Gate(index));
+    }
+
+    /// A host's value of the simulated metric now.
+    fn metric(&self, host: usize) -> f64 {
+        let usual = self.usual[host];
+        match self.fault_of(host) {
+            Some(FaultKind::Degrade(factor)) if self.agents[host].version == Some(self.target) => {
+                usual * factor
+            }
+            _ => usual,
         }
     }
 
@@ -706,7 +844,11 @@ impl<'a> Sim<'a> {
 
     fn report(self) -> Report {
         let end = self.now;
-        let mut report = Report::new(self.plan, self.config);
+        let modelled: Vec<String> = (self.gates.iter())
+            .map(|gate| format!("{} ({})", gate.name(), gate.kind()))
+            .collect();
+        let mut report = Report::new(self.plan, self.config, self.assumed, &modelled);
+        report.gates = self.gate_reports;
         report.hosts_fleet = self.hosts.len() as u64;
         report.hosts_selected = self.rollout.selected();
         report.hosts_admitted = self.rollout.admitted();

@@ -155,6 +155,7 @@ fn timeline() -> Vec<Event> {
                 outcome: GateOutcome::Pass,
                 evidence: "sum(rate(errors[5m])) = 0.1, fail_if > 0.5".into(),
                 report_only: false,
+                comparison: None,
             },
         ),
         failed(1300, "db-sto-2"),
@@ -166,6 +167,7 @@ fn timeline() -> Vec<Event> {
                 outcome: GateOutcome::Fail,
                 evidence: "sum(rate(errors[5m])) = 0.9, fail_if > 0.5".into(),
                 report_only: false,
+                comparison: None,
             },
         ),
         event(

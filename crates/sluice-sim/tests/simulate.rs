@@ -332,3 +332,122 @@ proptest! {
         prop_assert!(report.refused.is_empty(), "refused: {:?}", report.refused);
     }
 }
+
+/// `examples/plan-canary.yaml` with its gates' lists as `keep` says:
+/// the threshold (prometheus), the comparison, or both report_only.
+fn canary_plan(keep: &str) -> Plan {
+    let source = repo_file("examples/plan-canary.yaml");
+    let (head, gates) = source
+        .split_once("  prometheus:\n")
+        .expect("a prometheus list");
+    let (prometheus, compare) = gates.split_once("  compare:\n").expect("a compare list");
+    let (compare, tail) = compare.split_once("on_failure:").expect("on_failure");
+    let report_only = |list: &str| format!("{list}      report_only: true\n");
+    let gates = match keep {
+        "prometheus" => format!("  prometheus:\n{prometheus}"),
+        "compare" => format!("  compare:\n{compare}"),
+        _ => format!(
+            "  prometheus:\n{}  compare:\n{}",
+            report_only(prometheus),
+            report_only(compare)
+        ),
+    };
+    parse_plan(&format!("{head}{gates}on_failure:{tail}")).expect("the canary plan")
+}
+
+fn degraded(plan: &Plan) -> Report {
+    let config = Config {
+        seed: 1,
+        faults: vec![Fault::parse("role=edge:degrade=2.0").expect("a fault")],
+        metric_base: 0.000045,
+        ..Config::default()
+    };
+    let report = simulate(plan, fleet(), &config);
+    assert_eq!(
+        report.refused,
+        [],
+        "the engine refused the simulation's inputs"
+    );
+    report
+}
+
+#[test]
+fn a_comparison_gate_halts_a_degrading_change_at_the_canary_stage() {
+    let report = degraded(&canary_plan("compare"));
+    assert_eq!(
+        report.final_state,
+        "rolled_back",
+        "{}",
+        report.render_text()
+    );
+    assert_eq!(report.halt_stage, Some(0), "halted in the canary stage");
+    assert_eq!(report.hosts_failed, 0, "degraded hosts stay healthy");
+    let gate = &report.gates[0];
+    assert_eq!(
+        (gate.name.as_str(), gate.kind),
+        ("restarts-vs-baseline", "compare")
+    );
+    assert_eq!(gate.first_failing_stage, Some(0));
+    let evidence = gate.first_failing_evidence.as_deref().unwrap_or_default();
+    assert!(evidence.contains("role=edge"), "{evidence}");
+    // Detected while the canary stage bakes, before its 30m are over.
+    let canary = &report.stages[0];
+    let detect = report.time_to_detect_s.expect("detected");
+    assert!(
+        detect < canary.started_s.unwrap_or(0.0) + 30.0 * 60.0 + 600.0,
+        "{detect}"
+    );
+    assert!(
+        report.gates_assumed_passing.is_empty(),
+        "{:?}",
+        report.gates_assumed_passing
+    );
+}
+
+#[test]
+fn a_fleet_wide_threshold_lets_the_degrading_canary_pass() {
+    let report = degraded(&canary_plan("prometheus"));
+    let threshold = &report.gates[0];
+    assert_eq!(threshold.kind, "prometheus");
+    assert!(threshold.evaluations > 0);
+    // Every edge host doubled adds 1,152 × 0.000045 ≈ 0.052 to a healthy
+    // 0.45: past 0.5 only in the last stage, if at all.
+    assert!(
+        threshold.first_failing_stage.is_none_or(|stage| stage >= 3),
+        "{threshold:?}"
+    );
+    assert!(
+        report.stages[0].completed_s.is_some(),
+        "the canary stage passed"
+    );
+}
+
+#[test]
+fn report_only_gates_show_both_detection_times_on_one_run() {
+    let report = degraded(&canary_plan("both"));
+    assert_eq!(report.final_state, "completed");
+    let [threshold, compare] = &report.gates[..] else {
+        panic!("two simulated gates: {:?}", report.gates);
+    };
+    assert!(threshold.report_only && compare.report_only);
+    assert_eq!(compare.first_failing_stage, Some(0));
+    let compared = compare.first_failing_s.expect("the comparison fails");
+    assert!(
+        threshold.first_failing_s.is_none_or(|at| at > compared),
+        "{threshold:?} against {compare:?}"
+    );
+    let text = report.render_text();
+    assert!(text.contains("simulated gates"), "{text}");
+    assert!(
+        text.contains("restarts-vs-baseline (compare, report only)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_healthy_change_passes_the_comparison_gate() {
+    let report = run(&canary_plan("compare"), &[], 1);
+    assert_eq!(report.final_state, "completed", "{}", report.render_text());
+    assert_eq!(report.gates[0].failing, 0, "{:?}", report.gates);
+    assert!(report.gates[0].evaluations > 0);
+}

@@ -20,6 +20,8 @@
 //!   deadline instead of sleeping;
 //! - [`plan`]: [`Plan`], a typed builder of plan files;
 //! - [`files`]: [`FileServer`], a small HTTP server of files (artifacts);
+//! - [`prometheus`] (feature `prometheus`): a real Prometheus scraping
+//!   the jobs a test gives it;
 //! - [`tls`]: a private CA and a server certificate for the HTTPS tests.
 //!
 //! Without `app` the kit needs only the wire types and the client, so the
@@ -32,6 +34,8 @@ pub mod browse;
 pub mod cluster;
 pub mod files;
 pub mod plan;
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
 pub mod sandbox;
 pub mod server;
 #[cfg(feature = "app")]

@@ -66,7 +66,7 @@ pub struct Stage {
     approve: bool,
 }
 
-/// A Prometheus or HTTP gate.
+/// A Prometheus, HTTP or comparison gate.
 #[derive(Debug, Clone)]
 pub struct Gate {
     kind: GateKind,
@@ -74,12 +74,34 @@ pub struct Gate {
     url: String,
     evaluations: Option<u32>,
     interval: Option<String>,
+    no_data: Option<String>,
+    report_only: bool,
 }
 
 #[derive(Debug, Clone)]
 enum GateKind {
-    Prometheus { query: String, fail_if: String },
+    Prometheus {
+        query: String,
+        fail_if: String,
+    },
     Http,
+    Compare {
+        query: String,
+        /// `fail_if` (`"ratio > 1.5"`), or `None` for `test: mann-whitney`.
+        fail_if: Option<String>,
+        aggregate: Option<String>,
+        min_hosts: Option<u64>,
+    },
+}
+
+impl GateKind {
+    fn key(&self) -> &'static str {
+        match self {
+            GateKind::Prometheus { .. } => "prometheus",
+            GateKind::Http => "http",
+            GateKind::Compare { .. } => "compare",
+        }
+    }
 }
 
 impl Plan {
@@ -221,6 +243,35 @@ impl Gate {
         Gate::new(GateKind::Http, name, url)
     }
 
+    /// A comparison gate: the per-host `query` of the canary cohort
+    /// against the baseline's, failing when `fail_if` (`"ratio > 1.5"`).
+    pub fn compare(name: &str, url: &str, query: &str, fail_if: &str) -> Gate {
+        Gate::new(
+            GateKind::Compare {
+                query: query.to_owned(),
+                fail_if: Some(fail_if.to_owned()),
+                aggregate: None,
+                min_hosts: None,
+            },
+            name,
+            url,
+        )
+    }
+
+    /// A comparison gate judged by `test: mann-whitney` (default confidence).
+    pub fn mann_whitney(name: &str, url: &str, query: &str) -> Gate {
+        Gate::new(
+            GateKind::Compare {
+                query: query.to_owned(),
+                fail_if: None,
+                aggregate: None,
+                min_hosts: None,
+            },
+            name,
+            url,
+        )
+    }
+
     fn new(kind: GateKind, name: &str, url: &str) -> Gate {
         Gate {
             kind,
@@ -228,7 +279,37 @@ impl Gate {
             url: url.to_owned(),
             evaluations: None,
             interval: None,
+            no_data: None,
+            report_only: false,
         }
+    }
+
+    /// A comparison gate's `min_hosts` per cohort.
+    pub fn min_hosts(mut self, hosts: u64) -> Gate {
+        if let GateKind::Compare { min_hosts, .. } = &mut self.kind {
+            *min_hosts = Some(hosts);
+        }
+        self
+    }
+
+    /// A comparison gate's `aggregate`: `mean`, `median` or `p90`.
+    pub fn aggregate(mut self, how: &str) -> Gate {
+        if let GateKind::Compare { aggregate, .. } = &mut self.kind {
+            *aggregate = Some(how.to_owned());
+        }
+        self
+    }
+
+    /// `no_data`: `fail`, `pause` or `pass`.
+    pub fn no_data(mut self, policy: &str) -> Gate {
+        self.no_data = Some(policy.to_owned());
+        self
+    }
+
+    /// `report_only: true`.
+    pub fn report_only(mut self) -> Gate {
+        self.report_only = true;
+        self
     }
 
     /// `for`: consecutive failing results before the gate fails.
@@ -281,9 +362,36 @@ impl fmt::Display for Gate {
             format!("name: {}", quoted(&self.name)),
             format!("url: {}", quoted(&self.url)),
         ];
-        if let GateKind::Prometheus { query, fail_if } = &self.kind {
-            fields.push(format!("query: {}", quoted(query)));
-            fields.push(format!("fail_if: {}", quoted(fail_if)));
+        match &self.kind {
+            GateKind::Prometheus { query, fail_if } => {
+                fields.push(format!("query: {}", quoted(query)));
+                fields.push(format!("fail_if: {}", quoted(fail_if)));
+            }
+            GateKind::Http => {}
+            GateKind::Compare {
+                query,
+                fail_if,
+                aggregate,
+                min_hosts,
+            } => {
+                fields.push(format!("query: {}", quoted(query)));
+                match fail_if {
+                    Some(fail_if) => fields.push(format!("fail_if: {}", quoted(fail_if))),
+                    None => fields.push("test: mann-whitney".to_owned()),
+                }
+                if let Some(aggregate) = aggregate {
+                    fields.push(format!("aggregate: {aggregate}"));
+                }
+                if let Some(hosts) = min_hosts {
+                    fields.push(format!("min_hosts: {hosts}"));
+                }
+            }
+        }
+        if let Some(policy) = &self.no_data {
+            fields.push(format!("no_data: {policy}"));
+        }
+        if self.report_only {
+            fields.push("report_only: true".to_owned());
         }
         if let Some(evaluations) = self.evaluations {
             fields.push(format!("for: {evaluations}"));
@@ -335,11 +443,11 @@ impl fmt::Display for Plan {
         if let Some(timeout) = &self.host_timeout {
             writeln!(f, "  host_timeout: {}", quoted(timeout))?;
         }
-        for (key, http) in [("prometheus", false), ("http", true)] {
+        for key in ["prometheus", "http", "compare"] {
             let gates: Vec<&Gate> = self
                 .gates
                 .iter()
-                .filter(|gate| matches!(gate.kind, GateKind::Http) == http)
+                .filter(|gate| gate.kind.key() == key)
                 .collect();
             if !gates.is_empty() {
                 writeln!(f, "  {key}:")?;
@@ -413,6 +521,13 @@ on_failure: rollback
             .stage(Stage::percent(100))
             .max_failed(Amount::Percent(5))
             .gate(Gate::http("slo", "http://127.0.0.1:9/ok"))
+            .gate(
+                Gate::compare("canary", "http://127.0.0.1:9", "rate(x[1m])", "ratio > 1.5")
+                    .min_hosts(2)
+                    .aggregate("median")
+                    .no_data("pause")
+                    .report_only(),
+            )
             .on_failure(OnFailure::Pause)
             .payload_artifact("http://127.0.0.1:9/c_2.0.deb", &"ab".repeat(32));
         let parsed = sluice_core::plan::parse_plan(&plan.to_string())
@@ -421,6 +536,10 @@ on_failure: rollback
         assert_eq!(parsed.stages.len(), 2);
         assert!(parsed.stages[0].approve);
         assert_eq!(parsed.gates.http.len(), 1);
+        let compare = &parsed.gates.compare[0];
+        assert_eq!(compare.min_hosts, 2);
+        assert!(compare.common.report_only);
+        assert_eq!(compare.judge.to_string(), "ratio > 1.5");
         assert_eq!(
             parsed.payload,
             Some(serde_json::json!({

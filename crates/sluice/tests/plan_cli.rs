@@ -37,7 +37,11 @@ fn preview(plan: &Path, fleet: &Path, extra: &[&str]) -> Output {
 
 #[test]
 fn check_accepts_the_example_plans() {
-    for plan in ["examples/plan-docker.yaml", "examples/plan-minimal.yaml"] {
+    for plan in [
+        "examples/plan-docker.yaml",
+        "examples/plan-minimal.yaml",
+        "examples/plan-canary.yaml",
+    ] {
         let path = repo_file(plan);
         let output = sluice(&["plan", "check", "-f", path.to_str().expect("utf-8 path")]);
         assert_eq!(

@@ -118,6 +118,10 @@ fn invalid_faults_and_flags_exit_2_naming_the_part_at_fault() {
         (&["--poll", "0s"], "--poll"),
         (&["--poll", "soon"], "--poll"),
         (&["--start", "monday"], "--start"),
+        (&["--fault", "role=edge:degrade=0"], "positive factor"),
+        (&["--metric-base", "0"], "--metric-base"),
+        (&["--metric-base=-1"], "--metric-base"),
+        (&["--cohort-max", "0"], "--cohort-max"),
     ] {
         let output = simulate("plan-docker.yaml", args);
         assert_eq!(output.status.code(), Some(2), "{args:?}");

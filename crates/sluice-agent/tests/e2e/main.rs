@@ -1,7 +1,8 @@
 //! End-to-end tests of `sluice-agent` with real processes: the `sluice`
-//! server, many agents, real shell commands, Puppet, and dpkg.
+//! server, many agents, real shell commands, Puppet, dpkg, and Prometheus.
 
 mod artifact;
+mod canary;
 mod dpkg;
 mod drift;
 mod enroll;

@@ -78,6 +78,8 @@ pub struct Gates {
     pub host_timeout: Duration,
     pub prometheus: Vec<PrometheusGate>,
     pub http: Vec<HttpGate>,
+    /// Canary analysis: the canary cohort against its baseline.
+    pub compare: Vec<CompareGate>,
 }
 
 /// Settings shared by every external gate.
@@ -109,6 +111,101 @@ pub struct HttpGate {
     /// GET; 2xx passes, anything else or a timeout fails.
     pub url: String,
     pub timeout: Duration,
+}
+
+/// A comparison gate (`compare:`): a per-host query, read for the hosts of
+/// the rollout's canary cohort and of its baseline cohort (see
+/// [`crate::rollout::Cohorts`]), aggregated per cohort and judged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompareGate {
+    pub common: GateCommon,
+    /// Base URL of the Prometheus HTTP API.
+    pub url: String,
+    /// A PromQL query giving one series per host (`instance`), such as
+    /// `rate(container_restarts_total[5m])`; several series of one host are
+    /// summed.
+    pub query: String,
+    /// How each cohort's per-host values become one value.
+    pub aggregate: Aggregate,
+    /// What makes the canary fail against the baseline.
+    pub judge: Judge,
+    /// Hosts with data each cohort needs before the gate judges; fewer is
+    /// no data.
+    pub min_hosts: u64,
+}
+
+/// How a cohort's per-host values are summarised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Aggregate {
+    #[default]
+    Mean,
+    Median,
+    P90,
+}
+
+impl Aggregate {
+    pub fn name(self) -> &'static str {
+        match self {
+            Aggregate::Mean => "mean",
+            Aggregate::Median => "median",
+            Aggregate::P90 => "p90",
+        }
+    }
+}
+
+/// How a comparison gate judges the canary against the baseline.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Judge {
+    /// `fail_if: "ratio > 1.5"`: canary / baseline of the aggregates.
+    Ratio(Threshold),
+    /// `fail_if: "diff > 0.2"`: canary − baseline of the aggregates.
+    Diff(Threshold),
+    /// `test: mann-whitney`: the Mann-Whitney U test of the per-host values;
+    /// fails when the canary differs from the baseline in `direction` with
+    /// at least `confidence` (a p-value below `1 - confidence`).
+    MannWhitney {
+        confidence: f64,
+        direction: Direction,
+    },
+}
+
+/// Which difference of the canary from its baseline the test looks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Direction {
+    /// The canary's values are higher (errors, restarts, latency).
+    #[default]
+    Increase,
+    /// The canary's values are lower (throughput, hit rates).
+    Decrease,
+    /// Either way.
+    Either,
+}
+
+impl Direction {
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Increase => "increase",
+            Direction::Decrease => "decrease",
+            Direction::Either => "either",
+        }
+    }
+}
+
+impl fmt::Display for Judge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Judge::Ratio(threshold) => write!(f, "ratio {threshold}"),
+            Judge::Diff(threshold) => write!(f, "diff {threshold}"),
+            Judge::MannWhitney {
+                confidence,
+                direction,
+            } => write!(
+                f,
+                "mann-whitney, confidence {confidence}, direction {}",
+                direction.name()
+            ),
+        }
+    }
 }
 
 /// `fail_if: "> 0.5"`: the comparison that makes a value failing.
@@ -170,6 +267,16 @@ pub enum OnFailure {
     #[default]
     Pause,
     Rollback,
+}
+
+impl Gates {
+    /// The settings of every external gate, in the order the engine keeps
+    /// them: Prometheus, HTTP, then comparison gates.
+    pub fn external(&self) -> impl Iterator<Item = &GateCommon> + '_ {
+        (self.prometheus.iter().map(|gate| &gate.common))
+            .chain(self.http.iter().map(|gate| &gate.common))
+            .chain(self.compare.iter().map(|gate| &gate.common))
+    }
 }
 
 impl Plan {

@@ -16,8 +16,8 @@ use marked_yaml::{LoadError, LoaderOptions, Marker, Node};
 
 use super::window::{Days, Window, WindowError};
 use super::{
-    Comparison, GateCommon, Gates, HttpGate, NoData, OnFailure, Plan, PlanError, PlanErrors,
-    PrometheusGate, Stage, Strategy, Threshold,
+    Aggregate, CompareGate, Comparison, Direction, GateCommon, Gates, HttpGate, Judge, NoData,
+    OnFailure, Plan, PlanError, PlanErrors, PrometheusGate, Stage, Strategy, Threshold,
 };
 use crate::duration::Duration;
 use crate::percent::{Amount, Percent};
@@ -39,7 +39,13 @@ const PLAN_FIELDS: &[&str] = &[
 ];
 const STRATEGY_FIELDS: &[&str] = &["spread", "min_per_stratum", "salt"];
 const STAGE_FIELDS: &[&str] = &["name", "percent", "bake", "approve"];
-const GATES_FIELDS: &[&str] = &["max_failed", "host_timeout", "prometheus", "http"];
+const GATES_FIELDS: &[&str] = &[
+    "max_failed",
+    "host_timeout",
+    "prometheus",
+    "http",
+    "compare",
+];
 const PROMETHEUS_FIELDS: &[&str] = &[
     "name",
     "url",
@@ -51,6 +57,21 @@ const PROMETHEUS_FIELDS: &[&str] = &[
     "report_only",
 ];
 const HTTP_FIELDS: &[&str] = &["name", "url", "interval", "timeout", "for", "report_only"];
+const COMPARE_FIELDS: &[&str] = &[
+    "name",
+    "url",
+    "query",
+    "aggregate",
+    "fail_if",
+    "test",
+    "confidence",
+    "direction",
+    "min_hosts",
+    "for",
+    "interval",
+    "no_data",
+    "report_only",
+];
 const WINDOW_FIELDS: &[&str] = &["days", "hours", "tz"];
 
 /// Longest plan, component, stage or gate name: they appear in URLs and ids.
@@ -60,6 +81,10 @@ const DEFAULT_MIN_PER_STRATUM: u64 = 1;
 const DEFAULT_HOST_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 const DEFAULT_GATE_INTERVAL: Duration = Duration::from_secs(30);
 const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Kayenta's default confidence for its Mann-Whitney judge.
+const DEFAULT_CONFIDENCE: f64 = 0.98;
+/// Hosts with data per cohort before a comparison gate judges.
+const DEFAULT_MIN_HOSTS: u64 = 3;
 
 /// Parses and validates a YAML (or JSON) plan.
 ///
@@ -621,6 +646,7 @@ impl<'s> Parser<'s> {
                 host_timeout: DEFAULT_HOST_TIMEOUT,
                 prometheus: Vec::new(),
                 http: Vec::new(),
+                compare: Vec::new(),
             },
             |v| self.gates(v),
         );
@@ -861,11 +887,15 @@ impl<'s> Parser<'s> {
         let http = map.optional("http", Vec::new(), |v| {
             self.gate_list(v, &mut names, Self::http_gate)
         });
+        let compare = map.optional("compare", Vec::new(), |v| {
+            self.gate_list(v, &mut names, Self::compare_gate)
+        });
         Some(Gates {
             max_failed: max_failed?,
             host_timeout: host_timeout?,
             prometheus: prometheus?,
             http: http?,
+            compare: compare?,
         })
     }
 
@@ -937,13 +967,8 @@ impl<'s> Parser<'s> {
         })
     }
 
-    fn prometheus_gate(
-        &mut self,
-        value: &Val<'_>,
-        names: &mut HashMap<String, String>,
-    ) -> Option<PrometheusGate> {
-        let map = self.mapping(value, PROMETHEUS_FIELDS)?;
-        let no_data = map.optional("no_data", NoData::default(), |v| {
+    fn no_data(&mut self, map: &Map<'_>) -> Option<NoData> {
+        map.optional("no_data", NoData::default(), |v| {
             self.choice(
                 v,
                 &[
@@ -952,17 +977,28 @@ impl<'s> Parser<'s> {
                     ("pass", NoData::Pass),
                 ],
             )
-        });
+        })
+    }
+
+    fn query(&mut self, map: &Map<'_>, example: &str) -> Option<String> {
+        map.required(self, "query", example).and_then(|v| {
+            self.words(&v, &format!("a promql query such as {example}"))
+                .map(str::to_owned)
+        })
+    }
+
+    fn prometheus_gate(
+        &mut self,
+        value: &Val<'_>,
+        names: &mut HashMap<String, String>,
+    ) -> Option<PrometheusGate> {
+        let map = self.mapping(value, PROMETHEUS_FIELDS)?;
+        let no_data = self.no_data(&map);
         let common = self.gate_common(&map, names, no_data);
         let url = map
             .required(self, "url", "http://prometheus:9090")
             .and_then(|v| self.url(&v, "http://prometheus:9090"));
-        let query = map
-            .required(self, "query", "sum(rate(errors_total[5m]))")
-            .and_then(|v| {
-                self.words(&v, "a promql query such as sum(rate(errors_total[5m]))")
-                    .map(str::to_owned)
-            });
+        let query = self.query(&map, "sum(rate(errors_total[5m]))");
         let fail_if = map
             .required(self, "fail_if", "\"> 0.5\"")
             .and_then(|v| self.threshold(&v));
@@ -992,6 +1028,124 @@ impl<'s> Parser<'s> {
             url: url?,
             timeout: timeout?,
         })
+    }
+
+    fn compare_gate(
+        &mut self,
+        value: &Val<'_>,
+        names: &mut HashMap<String, String>,
+    ) -> Option<CompareGate> {
+        let map = self.mapping(value, COMPARE_FIELDS)?;
+        let no_data = self.no_data(&map);
+        let common = self.gate_common(&map, names, no_data);
+        let url = map
+            .required(self, "url", "http://prometheus:9090")
+            .and_then(|v| self.url(&v, "http://prometheus:9090"));
+        let query = self.query(&map, "rate(container_restarts_total[5m])");
+        let aggregate = map.optional("aggregate", Aggregate::default(), |v| {
+            self.choice(
+                v,
+                &[
+                    ("mean", Aggregate::Mean),
+                    ("median", Aggregate::Median),
+                    ("p90", Aggregate::P90),
+                ],
+            )
+        });
+        let min_hosts = map.optional("min_hosts", DEFAULT_MIN_HOSTS, |v| self.whole(v, 1));
+        let judge = self.judge(&map);
+        Some(CompareGate {
+            common: common?,
+            url: url?,
+            query: query?,
+            aggregate: aggregate?,
+            judge: judge?,
+            min_hosts: min_hosts?,
+        })
+    }
+
+    /// `fail_if: "ratio > 1.5"` or `"diff > 0.2"`, or `test: mann-whitney`
+    /// with its `confidence` and `direction`: exactly one of the two.
+    fn judge(&mut self, map: &Map<'_>) -> Option<Judge> {
+        let fail_if = map.get("fail_if");
+        let test = map.get("test");
+        let confidence = map.get("confidence");
+        let direction = map.get("direction");
+        if fail_if.is_some() {
+            if let Some(test) = &test {
+                let message = "is given with fail_if; judge by fail_if (a ratio or a difference) or by test: mann-whitney, not both";
+                self.error(&test.path, test.pos, message);
+            }
+            for extra in [&confidence, &direction].into_iter().flatten() {
+                let message = "goes with test: mann-whitney, not with fail_if; leave it out";
+                self.error(&extra.path, extra.pos, message);
+            }
+        }
+        if let Some(v) = fail_if {
+            let judge = self.comparison_threshold(&v);
+            return (test.is_none() && confidence.is_none() && direction.is_none())
+                .then_some(judge)
+                .flatten();
+        }
+        let Some(test) = test else {
+            for extra in [&confidence, &direction].into_iter().flatten() {
+                let message = "goes with test: mann-whitney; add it, or leave this out";
+                self.error(&extra.path, extra.pos, message);
+            }
+            let message = "missing field `fail_if` or `test`; add one, such as fail_if: \"ratio > 1.5\" or test: mann-whitney";
+            self.error(&map.path, map.pos, message);
+            return None;
+        };
+        let kind = self.choice(&test, &[("mann-whitney", ())]);
+        let confidence = map.optional("confidence", DEFAULT_CONFIDENCE, |v| self.confidence(v));
+        let direction = map.optional("direction", Direction::default(), |v| {
+            self.choice(
+                v,
+                &[
+                    ("increase", Direction::Increase),
+                    ("decrease", Direction::Decrease),
+                    ("either", Direction::Either),
+                ],
+            )
+        });
+        kind?;
+        Some(Judge::MannWhitney {
+            confidence: confidence?,
+            direction: direction?,
+        })
+    }
+
+    /// A confidence strictly between 0 and 1, such as 0.98.
+    fn confidence(&mut self, value: &Val<'_>) -> Option<f64> {
+        const EXPECTED: &str = "a number between 0 and 1 (both excluded) such as 0.98";
+        let text = self.text(value, EXPECTED)?;
+        match parse_number(text.trim()) {
+            Some(confidence) if confidence > 0.0 && confidence < 1.0 => Some(confidence),
+            _ => {
+                let message = format!("expected {EXPECTED}, found {}", describe(value.node));
+                self.error(&value.path, value.pos, message);
+                None
+            }
+        }
+    }
+
+    /// `"ratio > 1.5"` or `"diff > 0.2"`.
+    fn comparison_threshold(&mut self, value: &Val<'_>) -> Option<Judge> {
+        const EXPECTED: &str = "`ratio` or `diff`, a comparison and a number, such as \"ratio > 1.5\" or \"diff > 0.2\"";
+        let text = self.text(value, EXPECTED)?;
+        let trimmed = text.trim_start();
+        let judge = if let Some(rest) = trimmed.strip_prefix("ratio") {
+            parse_threshold(rest).map(Judge::Ratio)
+        } else if let Some(rest) = trimmed.strip_prefix("diff") {
+            parse_threshold(rest).map(Judge::Diff)
+        } else {
+            None
+        };
+        if judge.is_none() {
+            let message = format!("expected {EXPECTED}, found {}", describe(value.node));
+            self.error(&value.path, value.pos, message);
+        }
+        judge
     }
 
     /// `"> 0.5"`: a comparison and a number.

@@ -10,7 +10,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::model::{GateOutcome, HoldReason};
+use super::model::{CohortComparison, GateOutcome, HoldReason};
 
 /// One entry of the timeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,6 +102,10 @@ pub enum EventKind {
         outcome: GateOutcome,
         evidence: String,
         report_only: bool,
+        /// A comparison gate's figures (canary, baseline, ratio, U and p,
+        /// hosts, query).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comparison: Option<CohortComparison>,
     },
     GateFailed {
         gate: String,

@@ -384,6 +384,27 @@ impl HostTable {
         admitted
     }
 
+    /// Up to `count` waiting hosts of stratum `s` that admission takes
+    /// last: worst rank first, equal ranks by id, the greatest first (the
+    /// reverse of [`HostTable::take_best`]'s order).
+    pub fn worst_waiting(&self, s: u32, count: usize) -> Vec<u32> {
+        let waiting = &self.strata[s as usize].waiting;
+        let mut worst: Vec<(u64, u32)> = Vec::with_capacity(count);
+        for &(rank, host) in waiting.iter().rev() {
+            // Past `count`, only hosts tied with the last one taken matter.
+            if worst.len() >= count && worst.last().is_none_or(|&(last, _)| last != rank) {
+                break;
+            }
+            worst.push((rank, host));
+        }
+        worst.sort_by(|a, b| {
+            b.0.cmp(&a.0)
+                .then_with(|| (self.records[b.1 as usize].id).cmp(&self.records[a.1 as usize].id))
+        });
+        worst.truncate(count);
+        worst.into_iter().map(|(_, host)| host).collect()
+    }
+
     /// Resolves an interned version for display or comparison.
     pub fn version_of(&self, version: Option<VersionId>) -> Option<&str> {
         version.map(|id| self.versions.name(id))

@@ -63,6 +63,7 @@
 //! - `max_failed` is resolved against the stage's quota across strata
 //!   (what the stage admits in the end), not what is admitted so far.
 
+mod cohort;
 mod driving;
 mod error;
 mod event;
@@ -80,12 +81,14 @@ use crate::hash;
 use crate::plan::{next_opening, windows_open, NoData, OnFailure, Plan};
 use crate::selection::StratumKey;
 
+pub use cohort::{CohortStratum, Cohorts};
 pub use driving::{Fed, HostReport, Sighting};
 pub use error::{Rejected, RestoreError};
 pub use event::{Event, EventKind};
 pub use model::{
-    Action, Freeze, GateOutcome, GateReading, GateResult, GateStatus, Health, HoldReason,
-    HostChange, HostCounts, HostState, HostView, Input, Outcome, Phase, Status, StratumProgress,
+    Action, CohortComparison, Freeze, GateOutcome, GateReading, GateResult, GateStatus, Health,
+    HoldReason, HostChange, HostCounts, HostState, HostView, Input, Outcome, Phase, Status,
+    StratumProgress,
 };
 pub use snapshot::{Snapshot, SnapshotHost};
 
@@ -107,13 +110,15 @@ pub struct Rollout {
     failures: Vec<u64>,
     /// Failures of the current stage acknowledged by a resume.
     failure_baseline: u64,
-    /// The external gates, in plan order (Prometheus, then HTTP).
+    /// The external gates, in plan order (Prometheus, HTTP, comparison).
     gates: Vec<GateState>,
 }
 
 #[derive(Debug, Clone)]
 struct GateState {
     name: String,
+    /// A comparison gate: judged only while the stage bakes.
+    compares: bool,
     consecutive: u32,
     no_data: NoData,
     report_only: bool,
@@ -148,14 +153,15 @@ impl Rollout {
     /// A pending rollout of `plan`, created at `now`. Its timeline starts
     /// with [`Rollout::created_event`].
     pub fn new(id: String, plan: Plan, now: Timestamp) -> Rollout {
+        let compares = plan.gates.compare.len();
+        let external = plan.gates.external().count();
         let gates = plan
             .gates
-            .prometheus
-            .iter()
-            .map(|gate| &gate.common)
-            .chain(plan.gates.http.iter().map(|gate| &gate.common))
-            .map(|common| GateState {
+            .external()
+            .enumerate()
+            .map(|(index, common)| GateState {
                 name: common.name.clone(),
+                compares: index >= external - compares,
                 consecutive: common.consecutive.max(1),
                 no_data: common.no_data,
                 report_only: common.report_only,
@@ -407,6 +413,25 @@ impl Rollout {
         )
     }
 
+    /// Whether the external gate `name` should be evaluated now: like
+    /// [`Rollout::gates_active`], but a comparison gate only while the
+    /// stage bakes — once its canaries have all reported, so that the
+    /// cohorts are what the stage admitted and a bake is its observation
+    /// time. A stage without a bake is not compared.
+    pub fn gate_active(&self, name: &str) -> bool {
+        match self.gates.iter().find(|gate| gate.name == name) {
+            Some(gate) if gate.compares => matches!(
+                self.status,
+                Status::Running {
+                    phase: Phase::Baking { .. },
+                    ..
+                }
+            ),
+            Some(_) => self.gates_active(),
+            None => false,
+        }
+    }
+
     // ---- validation ----------------------------------------------------
 
     fn check(&self, input: &Input) -> Result<(), Rejected> {
@@ -634,7 +659,7 @@ impl Rollout {
     }
 
     fn apply_gate(&mut self, result: GateResult, tx: &mut Tx) {
-        if !self.gates_active() {
+        if !self.gate_active(&result.name) {
             return;
         }
         let Some(gate) = self.gates.iter_mut().find(|g| g.name == result.name) else {
@@ -647,12 +672,14 @@ impl Rollout {
                 outcome: result.outcome,
                 evidence: result.evidence.clone(),
                 report_only: gate.report_only,
+                comparison: result.comparison.clone(),
             },
         );
         gate.latest = Some(GateReading {
             at: tx.now,
             outcome: result.outcome,
             evidence: result.evidence.clone(),
+            comparison: result.comparison.clone(),
         });
         let effective = match (result.outcome, gate.no_data) {
             (GateOutcome::NoData, NoData::Fail) => GateOutcome::Fail,

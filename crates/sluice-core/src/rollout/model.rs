@@ -238,9 +238,9 @@ impl fmt::Display for Action {
     }
 }
 
-/// One evaluation of an external (Prometheus or HTTP) gate, done by the
-/// server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One evaluation of an external (Prometheus, HTTP or comparison) gate,
+/// done by the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GateResult {
     /// The gate's name in the plan.
     pub name: String,
@@ -248,6 +248,41 @@ pub struct GateResult {
     /// What was seen, for the event log: `sum(rate(...))=0.7 > 0.5`,
     /// `GET http://slo/ok: 503`.
     pub evidence: String,
+    /// A comparison gate's figures, when both cohorts had values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<CohortComparison>,
+}
+
+/// What a comparison gate read: each cohort's aggregate and hosts with a
+/// value, how they compare, and the query sent. Every figure is finite.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CohortComparison {
+    /// `mean`, `median` or `p90`.
+    pub aggregate: String,
+    pub canary: f64,
+    pub baseline: f64,
+    pub canary_hosts: u64,
+    pub baseline_hosts: u64,
+    /// canary / baseline; absent when the baseline is 0 and the canary not
+    /// (an infinite ratio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratio: Option<f64>,
+    /// canary − baseline.
+    pub diff: f64,
+    /// The Mann-Whitney U statistic of the canary, for `test: mann-whitney`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub u: Option<f64>,
+    /// Its p-value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p: Option<f64>,
+    /// Strata judged on their own (with `min_hosts` in each cohort).
+    #[serde(default)]
+    pub strata_judged: u64,
+    /// Those that failed, the worst first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub strata_failing: Vec<String>,
+    /// The PromQL query sent to Prometheus.
+    pub query: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -348,7 +383,7 @@ pub struct HostView<'a> {
 }
 
 /// An external gate's state, for status display.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GateStatus {
     pub name: String,
     pub report_only: bool,
@@ -360,9 +395,11 @@ pub struct GateStatus {
 }
 
 /// The latest result of a gate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GateReading {
     pub at: Timestamp,
     pub outcome: GateOutcome,
     pub evidence: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<CohortComparison>,
 }

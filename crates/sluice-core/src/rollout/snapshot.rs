@@ -20,7 +20,7 @@ use super::model::{Freeze, GateStatus, HoldReason, HostState, Status};
 use super::Rollout;
 
 /// Everything a rollout knows, but its plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub id: String,
     pub created_at: Timestamp,

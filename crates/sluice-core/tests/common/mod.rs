@@ -23,6 +23,7 @@ pub fn selection_plan(selector: Selector, strategy: Strategy, stages: Vec<Stage>
             host_timeout: Duration::from_secs(900),
             prometheus: Vec::new(),
             http: Vec::new(),
+            compare: Vec::new(),
         },
         on_failure: OnFailure::Pause,
         reversible: true,

@@ -1,6 +1,8 @@
 //! Inline SVG, drawn on the server: the chart of a rollout's hosts by
 //! version over time (one line per version, from the sampler's samples and
-//! the counts of now) and the stacked bar of a component's versions.
+//! the counts of now), a comparison gate's canary against its baseline
+//! over time (from its evaluations), and the stacked bar of a component's
+//! versions.
 //!
 //! Only presentation attributes are used (no `style`), so the page's
 //! Content-Security-Policy needs no inline styles. Text is escaped here:
@@ -183,6 +185,120 @@ pub fn versions_over_time(points: &[Point]) -> String {
     svg
 }
 
+/// One evaluation of a comparison gate: seconds since the Unix epoch, the
+/// canary cohort's aggregate and the baseline's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Comparison {
+    pub at: i64,
+    pub canary: f64,
+    pub baseline: f64,
+}
+
+/// A line of the comparison chart: its name, its colour slot, its value.
+type Line = (&'static str, usize, fn(&Comparison) -> f64);
+
+/// The line chart of a comparison gate's canary (its own colour) against
+/// its baseline over time, with a legend of the latest values. `points`
+/// are in time order; `id` makes the chart's title id unique on a page.
+pub fn canary_against_baseline(id: &str, gate: &str, points: &[Comparison]) -> String {
+    let points: Vec<&Comparison> = if points.len() <= MAX_POINTS {
+        points.iter().collect()
+    } else {
+        let step = points.len() as f64 / (MAX_POINTS - 1) as f64;
+        let mut kept: Vec<&Comparison> = (0..MAX_POINTS - 1)
+            .map(|i| &points[(i as f64 * step) as usize])
+            .collect();
+        kept.extend(points.last());
+        kept
+    };
+    let (Some(first), Some(last)) = (points.first(), points.last()) else {
+        return "<p class=\"muted\">Not compared yet.</p>".to_owned();
+    };
+    let max = points
+        .iter()
+        .flat_map(|p| [p.canary, p.baseline])
+        .fold(0.0_f64, f64::max);
+    let max = if max > 0.0 { max } else { 1.0 };
+    let span = (last.at - first.at).max(1) as f64;
+    let plot_w = WIDTH - LEFT - RIGHT;
+    let plot_h = HEIGHT - TOP - BOTTOM;
+    let x = |at: i64| LEFT + (at - first.at) as f64 / span * plot_w;
+    let y = |value: f64| TOP + plot_h - value.max(0.0) / max * plot_h;
+    let title_id = format!("compare-{}", escape(id));
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        "<svg class=\"chart\" viewBox=\"0 0 {WIDTH} {HEIGHT}\" role=\"img\" aria-labelledby=\"{title_id}\">\
+         <title id=\"{title_id}\">{}: canary against baseline over time; now canary {}, baseline {}</title>",
+        escape(gate),
+        figure(last.canary),
+        figure(last.baseline)
+    );
+    for value in [0.0, max / 2.0, max] {
+        let yy = y(value);
+        let _ = write!(
+            svg,
+            "<line x1=\"{LEFT}\" y1=\"{yy:.1}\" x2=\"{:.1}\" y2=\"{yy:.1}\" stroke=\"#d0d0d0\" stroke-width=\"1\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" font-size=\"12\" fill=\"#333\">{}</text>",
+            WIDTH - RIGHT,
+            LEFT - 6.0,
+            yy + 4.0,
+            figure(value)
+        );
+    }
+    let _ = write!(
+        svg,
+        "<text x=\"{LEFT}\" y=\"{:.1}\" font-size=\"12\" fill=\"#333\">{}</text>\
+         <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" font-size=\"12\" fill=\"#333\">{}</text>",
+        HEIGHT - 8.0,
+        escape(&time_label(first.at)),
+        WIDTH - RIGHT,
+        HEIGHT - 8.0,
+        escape(&time_label(last.at)),
+    );
+    let lines: [Line; 2] = [("baseline", 0, |p| p.baseline), ("canary", 1, |p| p.canary)];
+    for (name, slot, value) in lines {
+        let mut path = String::new();
+        for point in &points {
+            let _ = write!(path, "{:.1},{:.1} ", x(point.at), y(value(point)));
+        }
+        if points.len() == 1 {
+            let _ = write!(path, "{:.1},{:.1}", WIDTH - RIGHT, y(value(last)));
+        }
+        let _ = write!(
+            svg,
+            "<polyline class=\"{name}\" points=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"2.5\"><title>{name}</title></polyline>",
+            path.trim_end(),
+            colour(slot)
+        );
+    }
+    svg.push_str("</svg><ul class=\"legend\">");
+    for (name, slot, value) in lines {
+        let _ = write!(
+            svg,
+            "<li><svg width=\"14\" height=\"14\" aria-hidden=\"true\"><rect width=\"14\" height=\"14\" fill=\"{}\"/></svg> {name} <b>{}</b></li>",
+            colour(slot),
+            figure(value(last))
+        );
+    }
+    svg.push_str("</ul>");
+    svg
+}
+
+/// A value for an axis or a legend: at most 4 significant digits.
+fn figure(value: f64) -> String {
+    if value == 0.0 || !value.is_finite() {
+        return "0".to_owned();
+    }
+    let digits = (3 - value.abs().log10().floor() as i32).clamp(0, 12) as usize;
+    let text = format!("{value:.digits$}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        text
+    }
+}
+
 /// A horizontal bar split by share (`(label, percent, slot)`), 100% wide.
 pub fn stacked_bar(parts: &[(String, f64, usize)]) -> String {
     let mut svg = String::from(
@@ -270,6 +386,39 @@ mod tests {
             let on_grey = (luminance("#e6e6e6") + 0.05) / (luminance(colour) + 0.05);
             assert!(on_grey >= 3.0, "{colour}: {on_grey:.2}:1 against the bar");
         }
+    }
+
+    #[test]
+    fn canary_and_baseline_are_two_lines_scaled_to_the_larger() {
+        let point = |at, canary, baseline| Comparison {
+            at,
+            canary,
+            baseline,
+        };
+        let svg = canary_against_baseline(
+            "g",
+            "restarts <vs> baseline",
+            &[point(0, 1.0, 1.0), point(10, 4.0, 2.0)],
+        );
+        assert_eq!(svg.matches("<polyline").count(), 2, "{svg}");
+        assert!(svg.contains("restarts &lt;vs&gt; baseline: canary against baseline over time; now canary 4, baseline 2"), "{svg}");
+        // The canary's last point is at the top (the maximum), the
+        // baseline's halfway.
+        assert!(
+            svg.contains("class=\"canary\" points=\"56.0,162.0 708.0,12.0\""),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("class=\"baseline\" points=\"56.0,162.0 708.0,112.0\""),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("canary <b>4</b>") && svg.contains("baseline <b>2</b>"),
+            "{svg}"
+        );
+        assert!(canary_against_baseline("g", "g", &[]).contains("Not compared yet"));
+        assert_eq!(figure(0.000_123_4), "0.0001234");
+        assert_eq!(figure(2.0), "2");
     }
 
     #[test]

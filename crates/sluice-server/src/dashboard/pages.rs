@@ -245,6 +245,9 @@ struct RolloutPage {
     events_pager: views::Pager,
     /// The gates tab: every gate evaluation and failure, newest first.
     gate_events: Vec<EventRow>,
+    /// The gates tab: each comparison gate's canary against its baseline
+    /// over time (its name and the chart).
+    comparisons: Vec<(String, String)>,
     /// The report tab: the retrospective's HTML body (escaped by its
     /// renderer, its chart an inline SVG).
     report: String,
@@ -300,8 +303,8 @@ pub async fn rollout(
         at: now.as_second(),
         versions: view.versions.clone(),
     });
-    let (mut events, mut events_pager, mut gate_events) =
-        (Vec::new(), views::Pager::default(), Vec::new());
+    let (mut events, mut events_pager, mut gate_events, mut comparisons) =
+        (Vec::new(), views::Pager::default(), Vec::new(), Vec::new());
     if matches!(state.tab, "events" | "gates") {
         let stored = dash
             .app
@@ -328,6 +331,7 @@ pub async fn rollout(
                 .take(views::PAGE)
                 .map(EventRow::new)
                 .collect();
+            comparisons = comparison_charts(&view.compare_gates, &stored);
         }
     }
     let report = if state.tab == "report" {
@@ -354,9 +358,37 @@ pub async fn rollout(
         events,
         events_pager,
         gate_events,
+        comparisons,
         report,
         host_states: HostState::ALL,
     })
+}
+
+/// Each comparison gate's chart of its canary against its baseline, from
+/// the figures of its evaluations.
+fn comparison_charts(gates: &[String], stored: &[StoredEvent]) -> Vec<(String, String)> {
+    gates
+        .iter()
+        .enumerate()
+        .map(|(index, gate)| {
+            let points: Vec<chart::Comparison> = stored
+                .iter()
+                .filter(|e| {
+                    e.event.kind == "gate_evaluated" && e.event.data["gate"] == gate.as_str()
+                })
+                .filter_map(|e| {
+                    let figures = &e.event.data["comparison"];
+                    Some(chart::Comparison {
+                        at: e.event.at.as_second(),
+                        canary: figures["canary"].as_f64()?,
+                        baseline: figures["baseline"].as_f64()?,
+                    })
+                })
+                .collect();
+            let svg = chart::canary_against_baseline(&index.to_string(), gate, &points);
+            (gate.clone(), svg)
+        })
+        .collect()
 }
 
 /// `GET /rollouts/{id}/report/{format}`: the retrospective to download,

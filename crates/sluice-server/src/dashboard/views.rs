@@ -507,6 +507,9 @@ pub struct RolloutView {
     pub versions: BTreeMap<String, u64>,
     /// The tabs: name, label, link.
     pub tabs: Vec<(&'static str, &'static str, String)>,
+    /// The plan's comparison gates, whose canary and baseline the Gates
+    /// tab plots.
+    pub compare_gates: Vec<String>,
 }
 
 /// Hosts of `rollout` by the version they last reported.
@@ -613,6 +616,9 @@ pub fn rollout(world: &World, id: &str, state: &RolloutUrl) -> Result<RolloutVie
         row: RolloutRow::from(&detail.summary),
         actions: actions_for(&detail),
         versions: versions_of(&entry.rollout),
+        compare_gates: (entry.rollout.plan().gates.compare.iter())
+            .map(|gate| gate.common.name.clone())
+            .collect(),
         detail,
         stages,
         cells,

@@ -38,6 +38,7 @@ pub struct TermSettings {
     pub api_rate: u32,
     /// Served over TLS.
     pub https: bool,
+    pub cohorts: crate::cohorts::CohortSettings,
     pub controller: Settings,
     /// The gates' HTTP client.
     pub gates: reqwest::Client,
@@ -90,6 +91,7 @@ impl Term {
                 checkin_queue: settings.checkin_queue,
                 api_rate: settings.api_rate,
                 https: settings.https,
+                cohorts: settings.cohorts.clone(),
             },
             store,
         );

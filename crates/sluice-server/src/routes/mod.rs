@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod agent;
 pub mod audit;
+pub mod cohorts;
 pub mod hosts;
 pub mod ops;
 pub mod report;
@@ -103,6 +104,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::list_tokens, admin::create_token))
         .routes(routes!(admin::revoke_token))
         .routes(routes!(audit::list))
+        .routes(routes!(cohorts::cohorts))
         .routes(routes!(crate::dashboard::link::create))
 }
 

@@ -73,6 +73,7 @@ impl World {
                     at: rfc3339(reading.at),
                     outcome: vocabulary::gate_outcome(reading.outcome),
                     evidence: reading.evidence,
+                    comparison: reading.comparison.map(vocabulary::comparison),
                 }),
             })
             .collect();

@@ -22,7 +22,7 @@ use crate::helpers::{
 };
 
 /// A browser's worth of state: cookies and the page's CSRF token.
-struct Browser {
+pub(crate) struct Browser {
     client: Client,
     base: String,
     cookies: Vec<(String, String)>,
@@ -93,7 +93,7 @@ impl Browser {
 
     /// The page at `path` with the cookies as they are (none kept from
     /// the answer); `None` if it could not be read.
-    async fn fetch(&self, path: &str) -> Option<String> {
+    pub(crate) async fn fetch(&self, path: &str) -> Option<String> {
         let request = self
             .client
             .get(format!("{}{path}", self.base))
@@ -102,7 +102,7 @@ impl Browser {
     }
 
     /// A browser signed in with `token`.
-    async fn signed_in(app: &TestApp, token: &str) -> Browser {
+    pub(crate) async fn signed_in(app: &TestApp, token: &str) -> Browser {
         let mut browser = Browser::new(app);
         browser.sign_in(token).await;
         browser

@@ -8,6 +8,7 @@ mod audit;
 mod backpressure;
 mod checkin;
 mod cluster;
+mod compare;
 mod controller;
 mod dashboard;
 mod durability;

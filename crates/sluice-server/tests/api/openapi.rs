@@ -51,6 +51,7 @@ async fn the_openapi_document_lists_every_path() {
         ("/v1/tokens", "get"),
         ("/v1/tokens/{id}", "delete"),
         ("/v1/audit", "get"),
+        ("/v1/metrics/cohorts", "get"),
         ("/v1/signin-links", "post"),
         ("/v1/rollouts/{id}/report", "get"),
         ("/healthz", "get"),
@@ -65,7 +66,7 @@ async fn the_openapi_document_lists_every_path() {
             "{method} {path} missing from the OpenAPI document"
         );
     }
-    assert_eq!(paths.len(), 31, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 32, "{:?}", paths.keys().collect::<Vec<_>>());
     let schemas = document["components"]["schemas"]
         .as_object()
         .expect("schemas");
@@ -73,6 +74,7 @@ async fn the_openapi_document_lists_every_path() {
         "CheckinRequest",
         "CheckinResponse",
         "RolloutDetail",
+        "ComparisonView",
         "ErrorBody",
     ] {
         assert!(schemas.contains_key(schema), "schema {schema} missing");

@@ -2,99 +2,11 @@
 //! `scripts/test` installs): it scrapes a metric the test sets, and the
 //! controller queries it like any production Prometheus.
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-
 use serde_json::Value;
+use sluice_testkit::prometheus::{Job, Prometheus};
 use sluice_testkit::{Gate, OnFailure, Stage};
-use tempfile::TempDir;
 
 use crate::helpers::{fleet, plan, serve, spawn_app, start, wait_for, TestApp, DEADLINE};
-
-/// A Prometheus process scraping one target every second; killed on drop.
-struct Prometheus {
-    url: String,
-    child: Child,
-    _dir: TempDir,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn prometheus_binary() -> PathBuf {
-    let path = PathBuf::from(
-        std::env::var("SLUICE_TEST_PROMETHEUS").unwrap_or_else(|_| "/usr/bin/prometheus".into()),
-    );
-    assert!(
-        path.exists(),
-        "{} not found: these tests need a real Prometheus; run ./scripts/test \
-         (it installs Debian's prometheus) or set SLUICE_TEST_PROMETHEUS",
-        path.display()
-    );
-    path
-}
-
-impl Prometheus {
-    /// Starts Prometheus scraping `target`, and waits until it has scraped
-    /// `metric` at least once.
-    async fn start(target: SocketAddr, metric: &str) -> Prometheus {
-        let dir = TempDir::new().expect("temp dir");
-        let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\n\
-                 scrape_configs:\n  - job_name: docker\n    static_configs:\n      - targets: [\"{target}\"]\n"
-            ),
-        )
-        .expect("prometheus.yml");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new(prometheus_binary())
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--log.level=warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting prometheus");
-        let prometheus = Prometheus {
-            url: format!("http://127.0.0.1:{port}"),
-            child,
-            _dir: dir,
-        };
-        let client = reqwest::Client::new();
-        let query = reqwest::Url::parse_with_params(
-            &format!("{}/api/v1/query", prometheus.url),
-            [("query", metric)],
-        )
-        .expect("query url");
-        wait_for("Prometheus to scrape the target", DEADLINE, || async {
-            let answer: Value = client
-                .get(query.clone())
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            (!answer["data"]["result"].as_array()?.is_empty()).then_some(())
-        })
-        .await;
-        prometheus
-    }
-}
 
 /// A server with two hosts, and a Prometheus scraping an exporter whose
 /// `container_restarts_rate` is `rate`.
@@ -108,7 +20,10 @@ async fn watched(rate: f64) -> (TestApp, Prometheus) {
         axum::routing::get(move || async move { text.clone() }),
     ))
     .await;
-    let prometheus = Prometheus::start(exporter, "container_restarts_rate").await;
+    let prometheus = Prometheus::start(&[Job::new("docker", [exporter.to_string()])]).await;
+    prometheus
+        .wait_for_series("container_restarts_rate", 1)
+        .await;
     (app, prometheus)
 }
 

@@ -672,6 +672,12 @@ fn gates(plan: &Plan, events: &[Event]) -> Gates {
             ("http", format!("GET {}", gate.url), "not 2xx".to_owned()),
         );
     }
+    for gate in &plan.gates.compare {
+        spec.insert(
+            &gate.common.name,
+            ("compare", gate.query.clone(), gate.judge.to_string()),
+        );
+    }
     let mut evaluations = Vec::new();
     let mut acted: Vec<GateAction> = Vec::new();
     let mut pending: Option<usize> = None;
@@ -682,6 +688,7 @@ fn gates(plan: &Plan, events: &[Event]) -> Gates {
                 outcome,
                 evidence,
                 report_only,
+                ..
             } => {
                 let (kind, query, threshold) = spec.get(gate.as_str()).cloned().unwrap_or((
                     "external",
@@ -857,6 +864,7 @@ fn times(
             outcome: GateOutcome::Fail,
             evidence,
             report_only: false,
+            ..
         } => Some((e.at, format!("gate {gate} failed: {evidence}"))),
         _ => None,
     });

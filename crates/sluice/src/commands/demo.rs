@@ -107,12 +107,21 @@ fn parse_faults(specs: &[String]) -> Result<Vec<Fault>, Failure> {
         .iter()
         .map(|spec| {
             let fault = Fault::parse(spec).map_err(Failure::invalid)?;
-            if let FaultKind::FailAfter(_) = fault.kind() {
-                return Err(Failure::invalid(format!(
-                    "--fault {spec:?}: the demo's agents check health once, right after they apply, \
-                     so a late failure cannot show; rehearse it with `sluice simulate`, or use \
-                     SELECTOR:fail or SELECTOR:silent here"
-                )));
+            match fault.kind() {
+                FaultKind::FailAfter(_) => {
+                    return Err(Failure::invalid(format!(
+                        "--fault {spec:?}: the demo's agents check health once, right after they apply, \
+                         so a late failure cannot show; rehearse it with `sluice simulate`, or use \
+                         SELECTOR:fail or SELECTOR:silent here"
+                    )));
+                }
+                FaultKind::Degrade(_) => {
+                    return Err(Failure::invalid(format!(
+                        "--fault {spec:?}: the demo has no metrics for a degradation to show in; \
+                         rehearse it with `sluice simulate`, or use SELECTOR:fail or SELECTOR:silent here"
+                    )));
+                }
+                FaultKind::Fail | FaultKind::Silent => {}
             }
             Ok(fault)
         })
@@ -501,7 +510,7 @@ impl HostOps for SimulatedHost {
                 self.dark.notify_one();
                 std::future::pending().await
             }
-            Some(FaultKind::FailAfter(_)) | None => Ok(()),
+            Some(FaultKind::FailAfter(_) | FaultKind::Degrade(_)) | None => Ok(()),
         }
     }
 }

@@ -52,6 +52,15 @@ pub struct ServerArgs {
     /// with Retry-After. 0: no limit
     #[arg(long, value_name = "N", default_value_t = sluice_server::admission::DEFAULT_API_RATE)]
     api_rate: u32,
+    /// The `instance` of each host in the comparison gates' cohorts (GET /v1/metrics/cohorts):
+    /// its exporter's address, the host id put in place of {host}
+    #[arg(long, value_name = "TEMPLATE", default_value = sluice_server::cohorts::DEFAULT_INSTANCE,
+          value_parser = cohort_instance)]
+    cohort_instance: sluice_server::cohorts::InstanceTemplate,
+    /// Hosts in each cohort of a rollout's canary analysis, at most (its canary and its baseline)
+    #[arg(long, value_name = "N", default_value_t = sluice_server::cohorts::DEFAULT_COHORT_MAX,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+    cohort_max: usize,
     /// Serve HTTPS with this PEM certificate chain (the server's certificate first)
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -89,6 +98,10 @@ pub struct ServerArgs {
     peer_ca_cert: Option<PathBuf>,
 }
 
+fn cohort_instance(text: &str) -> Result<sluice_server::cohorts::InstanceTemplate, String> {
+    sluice_server::cohorts::InstanceTemplate::parse(text).map_err(|error| error.to_string())
+}
+
 /// A lease TTL: the plans' duration grammar, 2 seconds to 10 minutes.
 fn lease_ttl(text: &str) -> Result<std::time::Duration, String> {
     let seconds = sluice_api::duration::parse_seconds(text).map_err(|error| error.to_string())?;
@@ -121,6 +134,10 @@ async fn serve(listen: SocketAddr, args: ServerArgs) -> Result<(), Failure> {
     config.next_checkin_s = args.checkin_interval;
     config.checkin_queue = args.checkin_queue;
     config.api_rate = args.api_rate;
+    config.cohorts = sluice_server::cohorts::CohortSettings {
+        instance: args.cohort_instance,
+        max: args.cohort_max,
+    };
     config.database_url = args.database_url.map(DatabaseUrl::new);
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         config.tls = Some(TlsFiles { cert, key });

@@ -28,8 +28,9 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "PLAN")]
     plan: PathBuf,
     /// A fault, SELECTOR:KIND[:p=SHARE]: all:fail, role=edge:fail,
-    /// site=ash:fail:p=0.3, all:fail-after=2h, all:silent (repeatable; a host
-    /// gets the first fault that hits it)
+    /// site=ash:fail:p=0.3, all:fail-after=2h, all:silent, role=edge:degrade=2.0
+    /// (the gates' simulated metric times 2.0 on hosts running the target; repeatable;
+    /// a host gets the first fault that hits it)
     #[arg(long = "fault", value_name = "SPEC")]
     faults: Vec<String>,
     /// How often agents check in (jittered ±20 %)
@@ -44,6 +45,14 @@ pub struct SimulateArgs {
     /// The virtual start time, RFC 3339 [default: 2026-01-05T08:00:00Z, a Monday]
     #[arg(long, value_name = "TIMESTAMP")]
     start: Option<String>,
+    /// A host's usual value of the simulated metric that comparison and Prometheus gates read
+    /// (each host 0.8 to 1.2 times it), in the units of the plan's thresholds
+    #[arg(long, default_value_t = 1.0, value_name = "VALUE")]
+    metric_base: f64,
+    /// Hosts per cohort of comparison gates, at most, as `sluice server --cohort-max`
+    #[arg(long, default_value_t = sluice_sim::run::DEFAULT_COHORT_MAX, value_name = "N",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+    cohort_max: usize,
     /// Stop after this much virtual time, finished or not
     #[arg(long, default_value = "30d", value_name = "DURATION")]
     limit: String,
@@ -142,6 +151,12 @@ fn config(args: &SimulateArgs) -> Result<Config, Failure> {
         .iter()
         .map(|spec| Fault::parse(spec).map_err(Failure::invalid))
         .collect::<Result<Vec<_>, _>>()?;
+    if !(args.metric_base.is_finite() && args.metric_base > 0.0) {
+        return Err(Failure::invalid(format!(
+            "--metric-base {}: write a positive number, such as 0.00004 (restarts a second on a host)",
+            args.metric_base
+        )));
+    }
     Ok(Config {
         poll,
         seed: args.seed,
@@ -149,5 +164,7 @@ fn config(args: &SimulateArgs) -> Result<Config, Failure> {
         approve_after: duration("--approve-after", &args.approve_after)?,
         start,
         limit,
+        metric_base: args.metric_base,
+        cohort_max: args.cohort_max,
     })
 }

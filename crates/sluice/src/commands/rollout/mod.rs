@@ -768,6 +768,7 @@ mod tests {
                         outcome: GateOutcome::Pass,
                         evidence: "sum(rate(container_restarts_total[5m])) = 0.1, fail if > 0.5"
                             .into(),
+                        comparison: None,
                     }),
                 },
                 GateView {
