@@ -9,11 +9,14 @@
 //! - [`hash`]: the stable rank that orders hosts inside a stratum.
 //! - [`selection`]: strata, quotas, and the stage-by-stage preview.
 //! - [`rollout`]: the rollout state machine, driven by events and an injected clock.
+//! - [`arbiter`]: admission across rollouts sharing a fleet: the change
+//!   budget, one change per host at a time, pins.
 //!
 //! Architecture invariant: nothing here does IO, spawns tasks, reads the
 //! clock or knows about HTTP or SQL. Time comes in with every event, so the
 //! server and the simulator run exactly this code.
 
+pub mod arbiter;
 pub mod duration;
 pub mod fleet;
 pub mod hash;

@@ -56,6 +56,7 @@ fn plan(stages: &[(&str, u64, bool)]) -> PlanBuilder {
         },
         on_failure: OnFailure::Pause,
         reversible: true,
+        exclusive: true,
         windows: Vec::new(),
     })
 }

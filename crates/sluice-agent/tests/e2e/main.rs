@@ -5,6 +5,7 @@ mod artifact;
 mod dpkg;
 mod drift;
 mod enroll;
+mod fleet_ops;
 mod harness;
 mod health_loop;
 mod late_failure;

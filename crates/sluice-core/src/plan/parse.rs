@@ -35,6 +35,7 @@ const PLAN_FIELDS: &[&str] = &[
     "gates",
     "on_failure",
     "reversible",
+    "exclusive",
     "windows",
 ];
 const STRATEGY_FIELDS: &[&str] = &["spread", "min_per_stratum", "salt"];
@@ -634,6 +635,7 @@ impl<'s> Parser<'s> {
             )
         });
         let reversible = map.optional("reversible", true, |v| self.bool(v));
+        let exclusive = map.optional("exclusive", true, |v| self.bool(v));
         let windows = map.optional("windows", Vec::new(), |v| self.windows(v));
 
         Some(Plan {
@@ -648,6 +650,7 @@ impl<'s> Parser<'s> {
             gates: gates?,
             on_failure: on_failure?,
             reversible: reversible?,
+            exclusive: exclusive?,
             windows: windows?,
         })
     }
