@@ -651,7 +651,9 @@ impl Client {
     /// `PUT /v1/budget`: set the change budget (or lift it, without
     /// `max_in_flight`).
     pub async fn set_budget(&self, budget: &BudgetRequest) -> Result<BudgetView, ClientError> {
-        let request = self.request(Method::PUT, &["v1", "budget"], &[]).json(budget);
+        let request = self
+            .request(Method::PUT, &["v1", "budget"], &[])
+            .json(budget);
         self.send_json(request, "PUT /v1/budget").await
     }
 
@@ -678,7 +680,11 @@ impl Client {
         reason: &str,
     ) -> Result<PinView, ClientError> {
         let request = self
-            .request(Method::DELETE, &["v1", "hosts", host, "pins", component], &[])
+            .request(
+                Method::DELETE,
+                &["v1", "hosts", host, "pins", component],
+                &[],
+            )
             .json(&Reason {
                 reason: reason.to_owned(),
             });

@@ -38,7 +38,7 @@ use std::borrow::{Borrow, BorrowMut};
 use std::collections::BTreeSet;
 use std::fmt;
 
-use foldhash::{HashMap, HashMapExt};
+use foldhash::HashMap;
 use jiff::Timestamp;
 
 use crate::fleet::Labels;
@@ -73,25 +73,16 @@ impl Budget {
 }
 
 impl fmt::Display for Budget {
-    /// `2% of the fleet, 10% of each role,site stratum`.
+    /// `2% of the fleet in flight, 10% of each role,site stratum`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let of = |amount: Amount| match amount {
-            Amount::Count(_) => "",
-            Amount::Percent(_) => " of",
-        };
-        write!(
-            f,
-            "{}{} the fleet",
-            self.max_in_flight,
-            of(self.max_in_flight)
-        )?;
+        write!(f, "{} of the fleet in flight", self.max_in_flight)?;
         if let Some(per_stratum) = self.per_stratum {
             let spread = if self.spread.is_empty() {
                 "(all)".to_owned()
             } else {
                 self.spread.join(",")
             };
-            write!(f, ", {per_stratum}{} each {spread} stratum", of(per_stratum))?;
+            write!(f, ", {per_stratum} of each {spread} stratum")?;
         }
         Ok(())
     }
@@ -172,11 +163,7 @@ pub struct Arbiter {
 
 impl Arbiter {
     pub fn new() -> Arbiter {
-        Arbiter {
-            busy: HashMap::new(),
-            strata: HashMap::new(),
-            ..Arbiter::default()
-        }
+        Arbiter::default()
     }
 
     pub fn budget(&self) -> Option<&Budget> {
@@ -303,11 +290,10 @@ impl Arbiter {
                 HostState::Reverting => Some(false),
                 _ => None,
             };
-            let busy = match self.busy.get_mut(change.id.as_str()) {
-                Some(busy) => busy,
-                None if instructed.is_none() => continue,
-                None => self.busy.entry(change.id.clone()).or_default(),
-            };
+            if instructed.is_none() && !self.busy.contains_key(change.id.as_str()) {
+                continue;
+            }
+            let busy = self.busy.entry(change.id.clone()).or_default();
             let was_instructed = busy.instructed();
             busy.changes.retain(|change| change.rollout != index);
             if let Some(instructed) = instructed {
@@ -423,9 +409,7 @@ impl Arbiter {
             let exclusive = rollout.plan().exclusive;
             let component = rollout.plan().component.clone();
             let admission = rollout.admit_one(now, &mut |host| {
-                self.verdict(
-                    index, exclusive, &component, host, limit, labels_of, pinned,
-                )
+                self.verdict(index, exclusive, &component, host, limit, labels_of, pinned)
             });
             match admission {
                 Admission::Admitted(outcome) => {

@@ -216,12 +216,10 @@ impl World {
     fn input(&mut self, index: usize, feed: impl FnOnce(&mut Rollout, Timestamp) -> Outcome) {
         let outcome = feed(&mut self.rollouts[index], self.now);
         let labels = &self.labels;
-        self.arbiter.observe(
-            index,
-            &self.rollouts[index],
-            &outcome.hosts,
-            &|id| labels.get(id).cloned(),
-        );
+        self.arbiter
+            .observe(index, &self.rollouts[index], &outcome.hosts, &|id| {
+                labels.get(id).cloned()
+            });
         self.apply(index, &outcome);
     }
 
@@ -249,7 +247,7 @@ impl World {
         let changed = self.arbiter.arbitrate(
             self.now,
             fleet,
-            &mut self.rollouts,
+            &mut self.rollouts[..],
             &|id| labels.get(id).cloned(),
             &|host, component| pins.contains(&(host.to_owned(), component.to_owned())),
         );
@@ -330,13 +328,12 @@ impl World {
             *rollout = restored;
         }
         self.arbiter = Arbiter::new();
-        self.arbiter.set_budget(
-            self.budget.clone(),
-            labels.values(),
-            &|id| labels.get(id).cloned(),
-        );
         self.arbiter
-            .rebuild(&self.rollouts, &|id| labels.get(id).cloned());
+            .set_budget(self.budget.clone(), labels.values(), &|id| {
+                labels.get(id).cloned()
+            });
+        self.arbiter
+            .rebuild(&self.rollouts[..], &|id| labels.get(id).cloned());
     }
 
     fn run(&mut self, step: &Step) {
@@ -523,11 +520,16 @@ fn a_budget_of_one_takes_turns_and_the_wait_is_visible() {
     let mut world = World::new(&hosts, &[spec.clone(), spec], Some(budget));
     world.arbitrate();
     world.check();
-    let in_flight = |world: &World| -> Vec<u64> {
-        world.rollouts.iter().map(Rollout::in_flight).collect()
-    };
+    let in_flight =
+        |world: &World| -> Vec<u64> { world.rollouts.iter().map(Rollout::in_flight).collect() };
     assert_eq!(in_flight(&world), [1, 0], "the oldest rollout goes first");
-    assert_eq!(world.rollouts[0].waiting().map(|w| w.wait.to_string()).as_deref(), Some("waiting for fleet budget"));
+    assert_eq!(
+        world.rollouts[0]
+            .waiting()
+            .map(|w| w.wait.to_string())
+            .as_deref(),
+        Some("waiting for fleet budget")
+    );
     assert!(world.rollouts[1].waiting().is_some());
     let mut order = Vec::new();
     for _ in 0..8 {

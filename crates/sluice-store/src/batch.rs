@@ -26,9 +26,9 @@ use std::collections::{BTreeSet, HashSet};
 use std::hash::Hash;
 
 use crate::{
-    AuditRecord, BudgetRecord, ComponentRecord, PinRecord, FreezeRecord, HostComponentRecord, HostRecord, NewEvent,
-    RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord, StateSampleRecord, StoreError,
-    Timestamp, TokenRecord, Write,
+    AuditRecord, BudgetRecord, ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord,
+    NewEvent, PinRecord, RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord,
+    StateSampleRecord, StoreError, Timestamp, TokenRecord, Write,
 };
 
 /// A batch's writes by kind, each kind in batch order.

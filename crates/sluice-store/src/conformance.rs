@@ -27,9 +27,9 @@ use serde_json::json;
 
 use crate::{
     AuditQuery, AuditRecord, BudgetRecord, ComponentRecord, Enrolled, Enrollment, FreezeRecord,
-    HostComponentRecord, HostRecord, Loaded, NewEvent, Part, PinRecord, ReportedState, RolloutHostRecord,
-    RolloutRecord, SampleRecord, SessionRecord, StateSampleRecord, Store, StoreError, StoredEvent,
-    Timestamp, TokenPage, TokenRecord, TokenRole, Write,
+    HostComponentRecord, HostRecord, Loaded, NewEvent, Part, PinRecord, ReportedState,
+    RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord, StateSampleRecord, Store,
+    StoreError, StoredEvent, Timestamp, TokenPage, TokenRecord, TokenRole, Write,
 };
 
 /// A backend under test: one database, opened as often as a case needs.

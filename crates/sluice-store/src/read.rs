@@ -14,10 +14,10 @@ use std::str::FromStr;
 
 use crate::batch::token_key;
 use crate::{
-    AuditRecord, BudgetRecord, ComponentRecord, FreezeRecord, PinRecord, HostComponentRecord, HostRecord, NewEvent,
-    ReportedState, RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord,
-    StateSampleRecord, StoreError, StoredAudit, StoredEvent, Timestamp, TokenRecord, TokenRole,
-    UnknownName,
+    AuditRecord, BudgetRecord, ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord,
+    NewEvent, PinRecord, ReportedState, RolloutHostRecord, RolloutRecord, SampleRecord,
+    SessionRecord, StateSampleRecord, StoreError, StoredAudit, StoredEvent, Timestamp, TokenRecord,
+    TokenRole, UnknownName,
 };
 
 /// Rows per page when `load` reads a large table.

@@ -1165,14 +1165,16 @@ where
             None => sqlx::query("DELETE FROM fleet_budget"),
             Some(b) => sqlx::query(
                 "INSERT INTO fleet_budget (id, max_in_flight, per_stratum, spread, actor, reason, since) \
-                 VALUES (1, $1, $2, $3, $4, $5, $6) \
+                 VALUES (1, $1, NULLIF($2, ''), $3, $4, $5, $6) \
                  ON CONFLICT (id) DO UPDATE SET \
                  max_in_flight = excluded.max_in_flight, per_stratum = excluded.per_stratum, \
                  spread = excluded.spread, actor = excluded.actor, reason = excluded.reason, \
                  since = excluded.since",
             )
             .bind(b.max_in_flight.clone())
-            .bind(b.per_stratum.clone())
+            // `None` as the empty text, which no amount is (the generic
+            // dialect binds no optional text).
+            .bind(b.per_stratum.clone().unwrap_or_default())
             .bind(
                 serde_json::to_string(&b.spread)
                     .map_err(|e| StoreError::Refused(format!("the budget's spread: {e}")))?,

@@ -35,7 +35,11 @@ impl Rollout {
     /// next that `check` lets in (a stratum whose hosts are all skipped
     /// gives its turn to the next stratum). Changes nothing unless a host
     /// is admitted.
-    pub fn admit_one(&mut self, now: Timestamp, check: &mut dyn FnMut(&str) -> Verdict) -> Admission {
+    pub fn admit_one(
+        &mut self,
+        now: Timestamp,
+        check: &mut dyn FnMut(&str) -> Verdict,
+    ) -> Admission {
         if !self.wants_hosts() {
             return Admission::Nothing;
         }

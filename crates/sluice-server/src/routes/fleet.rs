@@ -106,7 +106,13 @@ pub async fn pin(
             "expires_at": pin.expires_at,
         });
         let reason = Some(request.reason.as_str());
-        writes.push(caller.audit(now, AuditKind::HostPinned, Some(host.as_str()), reason, data));
+        writes.push(caller.audit(
+            now,
+            AuditKind::HostPinned,
+            Some(host.as_str()),
+            reason,
+            data,
+        ));
         Ok::<_, crate::world::WorldError>(pin)
     });
     pending.durable().await?;

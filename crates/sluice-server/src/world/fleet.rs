@@ -148,7 +148,7 @@ impl World {
         let fleet = hosts.len() as u64;
         let changed =
             self.arbiter
-                .arbitrate(now, fleet, &mut self.rollouts, &labels_of, &pinned);
+                .arbitrate(now, fleet, &mut self.rollouts[..], &labels_of, &pinned);
         for (index, outcome) in changed {
             record(&mut self.rollouts[index], now, outcome, writes);
         }
@@ -160,12 +160,9 @@ impl World {
         let budget = self.budget.as_ref().map(parse_budget).transpose()?;
         let hosts = &self.hosts;
         let labels_of = |id: &str| hosts.get(id).map(|host| host.labels.clone());
-        self.arbiter.set_budget(
-            budget,
-            hosts.iter().map(|(_, host)| &host.labels),
-            &labels_of,
-        );
-        self.arbiter.rebuild(&self.rollouts, &labels_of);
+        self.arbiter
+            .set_budget(budget, hosts.iter().map(|(_, host)| &host.labels), &labels_of);
+        self.arbiter.rebuild(&self.rollouts[..], &labels_of);
         self.arbitration_due = true;
         Ok(())
     }
@@ -218,11 +215,8 @@ impl World {
         tracing::warn!(budget = ?budget.as_ref().map(ToString::to_string), %actor, reason = %request.reason, "fleet-wide change budget changed");
         let hosts = &self.hosts;
         let labels_of = |id: &str| hosts.get(id).map(|host| host.labels.clone());
-        self.arbiter.set_budget(
-            budget,
-            hosts.iter().map(|(_, host)| &host.labels),
-            &labels_of,
-        );
+        self.arbiter
+            .set_budget(budget, hosts.iter().map(|(_, host)| &host.labels), &labels_of);
         self.budget = record;
         writes.push(Write::Budget(self.budget.clone()));
         writes.push(Write::Event(NewEvent {

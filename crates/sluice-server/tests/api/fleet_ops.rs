@@ -50,7 +50,10 @@ async fn fleet(app: &TestApp) {
 
 async fn start(app: &TestApp, plan: String) -> String {
     let id = app.rollout(plan).await;
-    assert_eq!(app.action(&id, "start", "go").await.status(), StatusCode::OK);
+    assert_eq!(
+        app.action(&id, "start", "go").await.status(),
+        StatusCode::OK
+    );
     id
 }
 
@@ -86,11 +89,23 @@ async fn the_budget_is_validated_admin_only_and_audited() {
     )
     .await;
     for (body, field) in [
-        (json!({"max_in_flight": "lots", "reason": "r"}), "max_in_flight"),
-        (json!({"max_in_flight": "0", "reason": "r"}), "max_in_flight"),
-        (json!({"max_in_flight": "2%", "per_stratum": "200%", "reason": "r"}), "per_stratum"),
+        (
+            json!({"max_in_flight": "lots", "reason": "r"}),
+            "max_in_flight",
+        ),
+        (
+            json!({"max_in_flight": "0", "reason": "r"}),
+            "max_in_flight",
+        ),
+        (
+            json!({"max_in_flight": "2%", "per_stratum": "200%", "reason": "r"}),
+            "per_stratum",
+        ),
         (json!({"per_stratum": "10%", "reason": "r"}), "per_stratum"),
-        (json!({"max_in_flight": "2%", "spread": ["role", "role"], "reason": "r"}), "spread"),
+        (
+            json!({"max_in_flight": "2%", "spread": ["role", "role"], "reason": "r"}),
+            "spread",
+        ),
         (json!({"max_in_flight": "2%", "reason": " "}), "reason"),
     ] {
         let error = assert_error(
@@ -115,7 +130,10 @@ async fn the_budget_is_validated_admin_only_and_audited() {
     // Lifted: no limit.
     let response = set_budget(&app, &app.admin, json!({"reason": "done"})).await;
     let view: Value = response.json().await.expect("json");
-    assert!(view.get("limit").is_none() && view.get("budget").is_none(), "{view}");
+    assert!(
+        view.get("limit").is_none() && view.get("budget").is_none(),
+        "{view}"
+    );
 }
 
 #[tokio::test]
@@ -142,13 +160,23 @@ async fn rollouts_share_the_budget_fairly_and_wait_visibly() {
             .chain(docker_told.iter().filter(|&&i| runs[i].1 != "2"))
             .copied()
             .collect();
-        assert_eq!(busy.len(), 1, "one host in flight: {kernel_told:?} {docker_told:?}");
+        assert_eq!(
+            busy.len(),
+            1,
+            "one host in flight: {kernel_told:?} {docker_told:?}"
+        );
         let view = app.json("/v1/budget").await;
         assert_eq!(view["in_flight"], 1, "{view}");
         if turns.is_empty() {
-            assert_eq!(view["waiting"][0]["id"], kernel, "the oldest waits longest: {view}");
+            assert_eq!(
+                view["waiting"][0]["id"], kernel,
+                "the oldest waits longest: {view}"
+            );
             assert_eq!(view["waiting"][1]["id"], docker, "{view}");
-            assert_eq!(view["waiting"][1]["waiting"], "waiting for fleet budget", "{view}");
+            assert_eq!(
+                view["waiting"][1]["waiting"], "waiting for fleet budget",
+                "{view}"
+            );
             let detail = app.detail(&docker).await;
             assert_eq!(detail["waiting"], "waiting for fleet budget", "{detail}");
         }
@@ -197,7 +225,8 @@ async fn a_host_changes_for_one_rollout_at_a_time_unless_a_plan_opts_out() {
     );
     let detail = app.detail(&docker).await;
     assert_eq!(
-        detail["waiting"], "waiting for hosts busy with another change (in flight for another rollout, or pinned)",
+        detail["waiting"],
+        "waiting for hosts busy with another change (in flight for another rollout, or pinned)",
         "{detail}"
     );
     // One host's kernel settles healthy: that host, and only it, may change docker.
@@ -226,8 +255,13 @@ async fn a_host_changes_for_one_rollout_at_a_time_unless_a_plan_opts_out() {
 }
 
 async fn pin(app: &TestApp, token: &str, host: &str, body: Value) -> reqwest::Response {
-    app.send(Method::PUT, &format!("/v1/hosts/{host}/pins/kernel"), token, &body)
-        .await
+    app.send(
+        Method::PUT,
+        &format!("/v1/hosts/{host}/pins/kernel"),
+        token,
+        &body,
+    )
+    .await
 }
 
 #[tokio::test]
@@ -236,19 +270,42 @@ async fn a_pin_tells_one_host_a_version_and_keeps_rollouts_off_it() {
     fleet(&app).await;
     let viewer = app.token("viewer", None).await;
     let body = json!({"version": "9", "for": "2h", "reason": "taste-test"});
-    assert_error(pin(&app, &viewer, HOSTS[0], body.clone()).await, StatusCode::FORBIDDEN, "forbidden").await;
+    assert_error(
+        pin(&app, &viewer, HOSTS[0], body.clone()).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
     for (bad, field) in [
         (json!({"version": "9", "for": "soon", "reason": "r"}), "for"),
         (json!({"version": "9", "for": "0s", "reason": "r"}), "for"),
-        (json!({"version": " ", "for": "2h", "reason": "r"}), "version"),
+        (
+            json!({"version": " ", "for": "2h", "reason": "r"}),
+            "version",
+        ),
         (json!({"version": "9", "for": "2h", "reason": ""}), "reason"),
     ] {
-        let error = assert_error(pin(&app, &app.admin, HOSTS[0], bad.clone()).await, StatusCode::BAD_REQUEST, "bad_request").await;
+        let error = assert_error(
+            pin(&app, &app.admin, HOSTS[0], bad.clone()).await,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        )
+        .await;
         assert_eq!(error["error"]["field"], field, "{bad}: {error}");
     }
-    assert_error(pin(&app, &app.admin, "nobody.example.net", body.clone()).await, StatusCode::NOT_FOUND, "not_found").await;
+    assert_error(
+        pin(&app, &app.admin, "nobody.example.net", body.clone()).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
     let response = app
-        .send(Method::PUT, &format!("/v1/hosts/{}/pins/nothing", HOSTS[0]), &app.admin, &body)
+        .send(
+            Method::PUT,
+            &format!("/v1/hosts/{}/pins/nothing", HOSTS[0]),
+            &app.admin,
+            &body,
+        )
         .await;
     assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
 
@@ -271,23 +328,43 @@ async fn a_pin_tells_one_host_a_version_and_keeps_rollouts_off_it() {
     assert_eq!(told(&app, "kernel", &mut runs).await, [1, 2, 3]);
     // A pin on a host the rollout holds is refused.
     let body = json!({"version": "8", "for": "1h", "reason": "another"});
-    assert_error(pin(&app, &app.admin, HOSTS[1], body).await, StatusCode::CONFLICT, "conflict").await;
+    assert_error(
+        pin(&app, &app.admin, HOSTS[1], body).await,
+        StatusCode::CONFLICT,
+        "conflict",
+    )
+    .await;
     for i in 1..HOSTS.len() {
         checkin(&app, HOSTS[i], "2", "1").await;
     }
     let detail = app.detail(&kernel).await;
-    assert!(detail["waiting"].as_str().is_some_and(|w| w.contains("pinned")), "{detail}");
+    assert!(
+        detail["waiting"]
+            .as_str()
+            .is_some_and(|w| w.contains("pinned")),
+        "{detail}"
+    );
 
     // Unpinned: the host returns to its desired version, and the rollout takes it.
     let response = app
-        .send(Method::DELETE, &format!("/v1/hosts/{}/pins/kernel", HOSTS[0]), &app.admin, &json!({"reason": "tasted"}))
+        .send(
+            Method::DELETE,
+            &format!("/v1/hosts/{}/pins/kernel", HOSTS[0]),
+            &app.admin,
+            &json!({"reason": "tasted"}),
+        )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(checkin(&app, HOSTS[0], "9", "1").await["kernel"], "2");
     checkin(&app, HOSTS[0], "2", "1").await;
     app.wait_for_state(&kernel, "completed").await;
     let response = app
-        .send(Method::DELETE, &format!("/v1/hosts/{}/pins/kernel", HOSTS[0]), &app.admin, &json!({"reason": "again"}))
+        .send(
+            Method::DELETE,
+            &format!("/v1/hosts/{}/pins/kernel", HOSTS[0]),
+            &app.admin,
+            &json!({"reason": "again"}),
+        )
         .await;
     assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
     let audit = app.json("/v1/audit?kind=host_pinned").await;
@@ -301,15 +378,32 @@ async fn a_pin_expires_by_itself_and_survives_a_restart_until_then() {
     let app = spawn_app().await;
     fleet(&app).await;
     let stable = json!({"version": "1", "reason": "the fleet's kernel"});
-    let response = app.send(Method::PUT, "/v1/components/kernel/stable", &app.admin, &stable).await;
+    let response = app
+        .send(
+            Method::PUT,
+            "/v1/components/kernel/stable",
+            &app.admin,
+            &stable,
+        )
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     let body = json!({"version": "9", "for": "1h", "reason": "long taste-test"});
-    assert_eq!(pin(&app, &app.admin, HOSTS[0], body).await.status(), StatusCode::OK);
+    assert_eq!(
+        pin(&app, &app.admin, HOSTS[0], body).await.status(),
+        StatusCode::OK
+    );
     let body = json!({"version": "7", "for": "1s", "reason": "short taste-test"});
-    assert_eq!(pin(&app, &app.admin, HOSTS[1], body).await.status(), StatusCode::OK);
+    assert_eq!(
+        pin(&app, &app.admin, HOSTS[1], body).await.status(),
+        StatusCode::OK
+    );
     let data_dir = app.stop();
     let app = spawn_app_in(data_dir).await;
-    assert_eq!(checkin(&app, HOSTS[0], "9", "1").await["kernel"], "9", "the pin survived the restart");
+    assert_eq!(
+        checkin(&app, HOSTS[0], "9", "1").await["kernel"],
+        "9",
+        "the pin survived the restart"
+    );
     wait_for("the short pin to expire", DEADLINE, || async {
         (checkin(&app, HOSTS[1], "7", "1").await["kernel"] == "1").then_some(())
     })

@@ -31,7 +31,12 @@ pub struct SetArgs {
     per_stratum: Option<String>,
     /// The labels whose distinct values make the fleet's strata, comma
     /// separated (default: role,site)
-    #[arg(long, value_name = "LABELS", value_delimiter = ',', conflicts_with = "off")]
+    #[arg(
+        long,
+        value_name = "LABELS",
+        value_delimiter = ',',
+        conflicts_with = "off"
+    )]
     spread: Option<Vec<String>>,
     /// Lift the budget: rollouts are limited by their own plans only
     #[arg(long, conflicts_with = "max_in_flight")]

@@ -471,9 +471,11 @@ mod tests {
                     drifted: false,
                     desired: desired.map(str::to_owned),
                     rollout: desired.map(|_| "r-7".to_owned()),
+                    pinned: false,
                 },
             )]),
             last_seen: state.map(|_| "2024-06-01T09:59:00Z".to_owned()),
+            pins: Vec::new(),
         }
     }
 
