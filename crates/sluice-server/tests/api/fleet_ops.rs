@@ -63,7 +63,7 @@ async fn set_budget(app: &TestApp, token: &str, body: Value) -> reqwest::Respons
 
 /// The hosts whose answer names version 2 of `component`, each checking in
 /// as it runs (`runs`: component → version, per host).
-async fn told(app: &TestApp, component: &str, runs: &mut [(String, String)]) -> Vec<usize> {
+async fn told(app: &TestApp, component: &str, runs: &[(String, String)]) -> Vec<usize> {
     let mut told = Vec::new();
     for (i, host) in HOSTS.iter().enumerate() {
         let (kernel, docker) = &runs[i];
@@ -152,8 +152,8 @@ async fn rollouts_share_the_budget_fairly_and_wait_visibly() {
     let mut runs: Vec<(String, String)> = vec![("1".into(), "1".into()); HOSTS.len()];
     let mut turns = Vec::new();
     for _ in 0..2 * HOSTS.len() {
-        let kernel_told = told(&app, "kernel", &mut runs).await;
-        let docker_told = told(&app, "docker", &mut runs).await;
+        let kernel_told = told(&app, "kernel", &runs).await;
+        let docker_told = told(&app, "docker", &runs).await;
         let busy: Vec<usize> = kernel_told
             .iter()
             .filter(|&&i| runs[i].0 != "2")
@@ -217,9 +217,9 @@ async fn a_host_changes_for_one_rollout_at_a_time_unless_a_plan_opts_out() {
     let kernel = start(&app, plan("kernel", true)).await;
     let docker = start(&app, plan("docker", true)).await;
     let mut runs: Vec<(String, String)> = vec![("1".into(), "1".into()); HOSTS.len()];
-    assert_eq!(told(&app, "kernel", &mut runs).await, [0, 1, 2, 3]);
+    assert_eq!(told(&app, "kernel", &runs).await, [0, 1, 2, 3]);
     assert_eq!(
-        told(&app, "docker", &mut runs).await,
+        told(&app, "docker", &runs).await,
         Vec::<usize>::new(),
         "every host is in flight for the kernel"
     );
@@ -232,14 +232,13 @@ async fn a_host_changes_for_one_rollout_at_a_time_unless_a_plan_opts_out() {
     // One host's kernel settles healthy: that host, and only it, may change docker.
     runs[2].0 = "2".into();
     checkin(&app, HOSTS[2], "2", "1").await;
-    let docker_told = told(&app, "docker", &mut runs).await;
+    let docker_told = told(&app, "docker", &runs).await;
     assert_eq!(docker_told, [2]);
-    for i in 0..HOSTS.len() {
-        runs[i] = ("2".into(), "2".into());
-        checkin(&app, HOSTS[i], "2", "2").await;
-    }
-    for i in 0..HOSTS.len() {
-        checkin(&app, HOSTS[i], "2", "2").await;
+    // Every kernel settles, then every docker change does.
+    for _ in 0..2 {
+        for host in HOSTS {
+            checkin(&app, host, "2", "2").await;
+        }
     }
     app.wait_for_state(&kernel, "completed").await;
     app.wait_for_state(&docker, "completed").await;
@@ -249,9 +248,9 @@ async fn a_host_changes_for_one_rollout_at_a_time_unless_a_plan_opts_out() {
     fleet(&app).await;
     start(&app, plan("kernel", true)).await;
     start(&app, plan("docker", false)).await;
-    let mut runs: Vec<(String, String)> = vec![("1".into(), "1".into()); HOSTS.len()];
-    assert_eq!(told(&app, "kernel", &mut runs).await, [0, 1, 2, 3]);
-    assert_eq!(told(&app, "docker", &mut runs).await, [0, 1, 2, 3]);
+    let runs: Vec<(String, String)> = vec![("1".into(), "1".into()); HOSTS.len()];
+    assert_eq!(told(&app, "kernel", &runs).await, [0, 1, 2, 3]);
+    assert_eq!(told(&app, "docker", &runs).await, [0, 1, 2, 3]);
 }
 
 async fn pin(app: &TestApp, token: &str, host: &str, body: Value) -> reqwest::Response {
@@ -325,7 +324,7 @@ async fn a_pin_tells_one_host_a_version_and_keeps_rollouts_off_it() {
     let kernel = start(&app, plan("kernel", true)).await;
     let mut runs: Vec<(String, String)> = vec![("1".into(), "1".into()); HOSTS.len()];
     runs[0].0 = "9".into();
-    assert_eq!(told(&app, "kernel", &mut runs).await, [1, 2, 3]);
+    assert_eq!(told(&app, "kernel", &runs).await, [1, 2, 3]);
     // A pin on a host the rollout holds is refused.
     let body = json!({"version": "8", "for": "1h", "reason": "another"});
     assert_error(
@@ -334,8 +333,8 @@ async fn a_pin_tells_one_host_a_version_and_keeps_rollouts_off_it() {
         "conflict",
     )
     .await;
-    for i in 1..HOSTS.len() {
-        checkin(&app, HOSTS[i], "2", "1").await;
+    for host in &HOSTS[1..] {
+        checkin(&app, host, "2", "1").await;
     }
     let detail = app.detail(&kernel).await;
     assert!(
