@@ -697,11 +697,18 @@ async fn the_overview_shows_what_is_changing_now() {
     assert!(html.contains("No host is pinned."), "{html}");
 
     let budget = json!({"max_in_flight": "1", "reason": "one at a time"});
-    let response = app.send(Method::PUT, "/v1/budget", &app.admin, &budget).await;
+    let response = app
+        .send(Method::PUT, "/v1/budget", &app.admin, &budget)
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     let pin = json!({"version": "6.8", "for": "2h", "reason": "taste-test"});
     let path = format!("/v1/hosts/{}/pins/kernel", host(1));
-    assert_eq!(app.send(Method::PUT, &path, &app.admin, &pin).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.send(Method::PUT, &path, &app.admin, &pin)
+            .await
+            .status(),
+        StatusCode::OK
+    );
     let plan = "name: docker-2\ncomponent: docker-engine\nversion: \"2.0\"\nstages:\n  - { percent: 100 }\n";
     let first = app.rollout(plan).await;
     app.action(&first, "start", "go").await;
@@ -716,12 +723,39 @@ async fn the_overview_shows_what_is_changing_now() {
         html.contains("<tr><th scope=\"row\">docker-engine</th><td class=\"num\">1</td></tr>"),
         "{html}"
     );
-    assert!(html.contains(&format!("{first} docker-2</a></th><td>docker-engine</td><td>waiting for fleet budget</td>")), "{html}");
-    assert!(html.contains(&format!("<a href=\"/hosts/{0}\">{0}</a></th><td>kernel</td><td>6.8</td>", host(1))), "{html}");
-    assert!(html.contains("stage 1 · progressing · waiting for fleet budget"), "{html}");
-    let html = browser.get(&format!("/hosts/{}", host(1))).await.text().await.expect("page");
-    assert!(html.contains("<table id=\"host-pins\">") && html.contains("taste-test"), "{html}");
-    let html = browser.get(&format!("/rollouts/{first}")).await.text().await.expect("page");
+    assert!(
+        html.contains(&format!(
+            "{first} docker-2</a></th><td>docker-engine</td><td>waiting for fleet budget</td>"
+        )),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!(
+            "<a href=\"/hosts/{0}\">{0}</a></th><td>kernel</td><td>6.8</td>",
+            host(1)
+        )),
+        "{html}"
+    );
+    assert!(
+        html.contains("stage 1 · progressing · waiting for fleet budget"),
+        "{html}"
+    );
+    let html = browser
+        .get(&format!("/hosts/{}", host(1)))
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(
+        html.contains("<table id=\"host-pins\">") && html.contains("taste-test"),
+        "{html}"
+    );
+    let html = browser
+        .get(&format!("/rollouts/{first}"))
+        .await
+        .text()
+        .await
+        .expect("page");
     assert!(html.contains("Waiting for fleet budget since"), "{html}");
 }
 
