@@ -160,8 +160,11 @@ impl World {
         let budget = self.budget.as_ref().map(parse_budget).transpose()?;
         let hosts = &self.hosts;
         let labels_of = |id: &str| hosts.get(id).map(|host| host.labels.clone());
-        self.arbiter
-            .set_budget(budget, hosts.iter().map(|(_, host)| &host.labels), &labels_of);
+        self.arbiter.set_budget(
+            budget,
+            hosts.iter().map(|(_, host)| &host.labels),
+            &labels_of,
+        );
         self.arbiter.rebuild(&self.rollouts[..], &labels_of);
         self.arbitration_due = true;
         Ok(())
@@ -215,8 +218,11 @@ impl World {
         tracing::warn!(budget = ?budget.as_ref().map(ToString::to_string), %actor, reason = %request.reason, "fleet-wide change budget changed");
         let hosts = &self.hosts;
         let labels_of = |id: &str| hosts.get(id).map(|host| host.labels.clone());
-        self.arbiter
-            .set_budget(budget, hosts.iter().map(|(_, host)| &host.labels), &labels_of);
+        self.arbiter.set_budget(
+            budget,
+            hosts.iter().map(|(_, host)| &host.labels),
+            &labels_of,
+        );
         self.budget = record;
         writes.push(Write::Budget(self.budget.clone()));
         writes.push(Write::Event(NewEvent {

@@ -44,8 +44,8 @@ mod loading;
 mod views;
 
 pub use error::WorldError;
-use hosts::{HostMap, Strings};
 pub use hosts::{HostEntry, Reported, Reports};
+use hosts::{HostMap, Strings};
 pub use loading::{Loading, Restored};
 pub use views::HostFilter;
 
