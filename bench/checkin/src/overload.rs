@@ -475,6 +475,7 @@ async fn verify(
                 selector: Some("role=overload"),
                 component: None,
                 drifted: false,
+                pinned: false,
                 offset: Some(offset),
                 limit: Some(100_000),
             })

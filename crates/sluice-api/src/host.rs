@@ -38,6 +38,10 @@ pub struct HostView {
     /// RFC 3339; absent for hosts imported but never checked in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<String>,
+    /// Its components pinned to a version (`sluice hosts pin`), by
+    /// component; absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pins: Vec<crate::fleet::PinView>,
 }
 }
 
@@ -60,6 +64,9 @@ pub struct HostComponent {
     /// The rollout the host takes part in for this component, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<String>,
+    /// The desired version comes from a pin (`sluice hosts pin`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
 }
 }
 

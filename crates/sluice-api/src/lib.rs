@@ -7,7 +7,7 @@
 //!
 //! Layout: [`agent`] (the check-in), [`rollout`] (operators' view and
 //! actions), [`host`] (inventory), [`admin`] (components, freeze, tokens),
-//! [`audit`] (the audit log),
+//! [`audit`] (the audit log), [`fleet`] (the change budget and pins),
 //! [`cluster`] (the replicas and their leader), [`dashboard`] (one-time
 //! sign-in links),
 //! [`error`] (the error body every endpoint shares), [`vocabulary`] (the
@@ -21,6 +21,7 @@ pub mod audit;
 pub mod cluster;
 pub mod dashboard;
 pub mod error;
+pub mod fleet;
 pub mod host;
 pub mod rollout;
 pub mod schema;

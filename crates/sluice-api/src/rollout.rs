@@ -56,6 +56,13 @@ pub struct RolloutSummary {
     /// outside its window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<String>,
+    /// Why the rollout is given no host now although its stage wants more:
+    /// `waiting for fleet budget`, or for hosts busy with another change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
+    /// RFC 3339: when that wait began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<String>,
     pub selected: u64,
     pub admitted: u64,
     pub healthy: u64,

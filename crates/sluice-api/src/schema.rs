@@ -224,6 +224,15 @@ mod build {
                 "reversible",
                 ObjectBuilder::new().schema_type(SchemaType::Type(Type::Boolean)),
             )
+            .property(
+                "exclusive",
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::Type(Type::Boolean))
+                    .description(Some(
+                        "One change per host (default true): admit no host another exclusive \
+                         rollout has in flight; false for harmless changes.",
+                    )),
+            )
             .property("windows", object())
             .additional_properties(Some(AdditionalProperties::FreeForm(false)))
             .description(Some(

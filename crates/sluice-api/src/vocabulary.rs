@@ -215,6 +215,12 @@ vocabulary! {
         HostReenrolled = "host_reenrolled",
         /// A one-time dashboard sign-in link was made for the caller's token.
         SigninLinkCreated = "signin_link_created",
+        /// The fleet-wide change budget was set, changed or lifted.
+        BudgetSet = "budget_set",
+        /// A host's component was pinned to a version for a while.
+        HostPinned = "host_pinned",
+        /// A host's pin was lifted before it expired.
+        HostUnpinned = "host_unpinned",
     }
 }
 

@@ -44,6 +44,7 @@ use sluice_api::audit::AuditList;
 use sluice_api::cluster::ClusterView;
 use sluice_api::dashboard::SigninLink;
 use sluice_api::error::ErrorBody;
+use sluice_api::fleet::{BudgetRequest, BudgetView, PinRequest, PinView};
 use sluice_api::host::{DesiredMap, HostList, HostView, ImportHost, ImportResult, Reenrolled};
 use sluice_api::rollout::{
     Action, Created, EventList, Reason, RolloutDetail, RolloutList, RolloutSummary,
@@ -63,6 +64,8 @@ pub struct HostQuery<'a> {
     /// Only hosts whose agent reports a component (`component`, if given)
     /// drifted from its desired version.
     pub drifted: bool,
+    /// Only hosts with a component pinned to a version.
+    pub pinned: bool,
     /// Skip this many matching hosts.
     pub offset: Option<usize>,
     /// At most this many (the server's default is 1000).
@@ -422,6 +425,9 @@ impl Client {
         if query.drifted {
             pairs.push(("drifted", "true"));
         }
+        if query.pinned {
+            pairs.push(("pinned", "true"));
+        }
         if let Some(offset) = &offset {
             pairs.push(("offset", offset.as_str()));
         }
@@ -643,6 +649,62 @@ impl Client {
             });
         self.send_json(request, &format!("POST /v1/hosts/{host}/reenroll"))
             .await
+    }
+
+    // ---- fleet operations ----------------------------------------------------
+
+    /// `GET /v1/budget`: the change budget, what is in flight against it
+    /// and the rollouts waiting.
+    pub async fn budget(&self) -> Result<BudgetView, ClientError> {
+        let request = self.request(Method::GET, &["v1", "budget"], &[]);
+        self.send_json(request, "GET /v1/budget").await
+    }
+
+    /// `PUT /v1/budget`: set the change budget (or lift it, without
+    /// `max_in_flight`).
+    pub async fn set_budget(&self, budget: &BudgetRequest) -> Result<BudgetView, ClientError> {
+        let request = self
+            .request(Method::PUT, &["v1", "budget"], &[])
+            .json(budget);
+        self.send_json(request, "PUT /v1/budget").await
+    }
+
+    /// `PUT /v1/hosts/{id}/pins/{component}`: tell the host a version for
+    /// a while.
+    pub async fn pin(
+        &self,
+        host: &str,
+        component: &str,
+        pin: &PinRequest,
+    ) -> Result<PinView, ClientError> {
+        let request = self
+            .request(Method::PUT, &["v1", "hosts", host, "pins", component], &[])
+            .json(pin);
+        self.send_json(request, &format!("PUT /v1/hosts/{host}/pins/{component}"))
+            .await
+    }
+
+    /// `DELETE /v1/hosts/{id}/pins/{component}`: lift the pin.
+    pub async fn unpin(
+        &self,
+        host: &str,
+        component: &str,
+        reason: &str,
+    ) -> Result<PinView, ClientError> {
+        let request = self
+            .request(
+                Method::DELETE,
+                &["v1", "hosts", host, "pins", component],
+                &[],
+            )
+            .json(&Reason {
+                reason: reason.to_owned(),
+            });
+        self.send_json(
+            request,
+            &format!("DELETE /v1/hosts/{host}/pins/{component}"),
+        )
+        .await
     }
 
     /// `GET /healthz`: succeeds when the server answers 2xx.

@@ -11,11 +11,14 @@
 //! - [`rollout`]: the rollout state machine, driven by events and an injected clock,
 //!   and the cohorts of its canary analysis.
 //! - [`compare`]: judging a comparison gate from the cohorts' per-host values.
+//! - [`arbiter`]: admission across rollouts sharing a fleet: the change
+//!   budget, one change per host at a time, pins.
 //!
 //! Architecture invariant: nothing here does IO, spawns tasks, reads the
 //! clock or knows about HTTP or SQL. Time comes in with every event, so the
 //! server and the simulator run exactly this code.
 
+pub mod arbiter;
 pub mod compare;
 pub mod duration;
 pub mod fleet;

@@ -59,9 +59,33 @@ fn unknown_top_level_field() {
         owner: platform-team
         "#,
         expect![[r#"
-            5:1: owner: unknown field `owner`; valid fields here: name, component, version, payload, selector, strategy, max_in_flight, stages, gates, on_failure, reversible, windows
+            5:1: owner: unknown field `owner`; valid fields here: name, component, version, payload, selector, strategy, max_in_flight, stages, gates, on_failure, reversible, exclusive, windows
         "#]],
     );
+}
+
+#[test]
+fn exclusive_is_true_or_false() {
+    check(
+        r#"
+        name: p
+        component: c
+        version: "1"
+        stages: [{ percent: 100 }]
+        exclusive: sometimes
+        "#,
+        expect![[r#"
+            5:12: exclusive: expected true or false, found `sometimes`
+        "#]],
+    );
+    let plan = parse_plan("name: p\ncomponent: c\nversion: \"1\"\nstages: [{ percent: 100 }]\n")
+        .expect("plan");
+    assert!(plan.exclusive, "exclusive by default");
+    let plan = parse_plan(
+        "name: p\ncomponent: c\nversion: \"1\"\nexclusive: false\nstages: [{ percent: 100 }]\n",
+    )
+    .expect("plan");
+    assert!(!plan.exclusive);
 }
 
 #[test]

@@ -57,6 +57,7 @@ fn plan(stages: &[(&str, u64, bool)]) -> PlanBuilder {
         },
         on_failure: OnFailure::Pause,
         reversible: true,
+        exclusive: true,
         windows: Vec::new(),
     })
 }

@@ -194,6 +194,7 @@ fn build_plan(spec: &PlanSpec) -> Plan {
         },
         on_failure: spec.on_failure,
         reversible: spec.reversible,
+        exclusive: true,
         windows: Vec::new(),
     }
 }

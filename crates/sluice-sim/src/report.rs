@@ -451,6 +451,8 @@ fn describe(entry: &TimelineEntry) -> String {
         EventKind::Paused { reason } => format!("paused: {reason}"),
         EventKind::Held { hold } => format!("held: {hold}"),
         EventKind::Released { .. } => "released".to_owned(),
+        EventKind::Waiting { wait } => wait.to_string(),
+        EventKind::WaitOver { wait } => format!("wait over ({wait})"),
         EventKind::HostFailed { host, reason, .. } => {
             format!("first host failure: {host}: {reason}")
         }

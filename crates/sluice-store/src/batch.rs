@@ -26,9 +26,9 @@ use std::collections::{BTreeSet, HashSet};
 use std::hash::Hash;
 
 use crate::{
-    AuditRecord, ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, NewEvent,
-    RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord, StateSampleRecord, StoreError,
-    Timestamp, TokenRecord, Write,
+    AuditRecord, BudgetRecord, ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord,
+    NewEvent, PinRecord, RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord,
+    StateSampleRecord, StoreError, Timestamp, TokenRecord, Write,
 };
 
 /// A batch's writes by kind, each kind in batch order.
@@ -58,6 +58,18 @@ pub(crate) struct Grouped<'a> {
     /// are deleted (an earlier one deletes a subset of them).
     pub sessions_expired: Option<Timestamp>,
     pub state_samples: Vec<&'a StateSampleRecord>,
+    /// The last budget write, if any. `Some(None)` lifts the budget.
+    pub budget: Option<Option<&'a BudgetRecord>>,
+    /// Pins set and removed, in batch order (a pin may be set and lifted
+    /// in one batch).
+    pub pins: Vec<PinChange<'a>>,
+}
+
+/// A pin set, or removed (host, component).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum PinChange<'a> {
+    Set(&'a PinRecord),
+    Removed(&'a str, &'a str),
 }
 
 /// Groups `batch` by kind, preserving order within each kind.
@@ -83,6 +95,11 @@ pub(crate) fn group(batch: &[Write]) -> Grouped<'_> {
                 g.sessions_expired = g.sessions_expired.max(Some(*at));
             }
             Write::StateSample(r) => g.state_samples.push(r),
+            Write::Budget(r) => g.budget = Some(r.as_ref()),
+            Write::Pin(r) => g.pins.push(PinChange::Set(r)),
+            Write::PinRemoved { host, component } => {
+                g.pins.push(PinChange::Removed(host, component));
+            }
         }
     }
     g

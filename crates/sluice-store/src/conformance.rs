@@ -26,10 +26,10 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use crate::{
-    AuditQuery, AuditRecord, ComponentRecord, Enrolled, Enrollment, FreezeRecord,
-    HostComponentRecord, HostRecord, Loaded, NewEvent, Part, ReportedState, RolloutHostRecord,
-    RolloutRecord, SampleRecord, SessionRecord, StateSampleRecord, Store, StoreError, StoredEvent,
-    Timestamp, TokenPage, TokenRecord, TokenRole, Write,
+    AuditQuery, AuditRecord, BudgetRecord, ComponentRecord, Enrolled, Enrollment, FreezeRecord,
+    HostComponentRecord, HostRecord, Loaded, NewEvent, Part, PinRecord, ReportedState,
+    RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord, StateSampleRecord, Store,
+    StoreError, StoredEvent, Timestamp, TokenPage, TokenRecord, TokenRole, Write,
 };
 
 /// A backend under test: one database, opened as often as a case needs.
@@ -65,6 +65,8 @@ macro_rules! store_conformance_suite {
             events_are_ordered_and_paged,
             fleet_wide_events_are_in_no_rollout,
             freeze_turns_on_and_off,
+            the_budget_is_set_replaced_and_lifted,
+            pins_are_set_replaced_and_removed,
             tokens_are_stored,
             tokens_are_found_by_their_hash,
             tokens_keep_their_lifecycle_and_are_revoked,
@@ -629,6 +631,112 @@ pub async fn freeze_turns_on_and_off(backend: &dyn Backend) -> Result<(), StoreE
         ])
         .await?;
     assert_eq!(load(&*store).await?.freeze, Some(third));
+    Ok(())
+}
+
+fn budget(max_in_flight: &str, per_stratum: Option<&str>, minute: u32) -> BudgetRecord {
+    BudgetRecord {
+        max_in_flight: max_in_flight.to_owned(),
+        per_stratum: per_stratum.map(str::to_owned),
+        spread: vec!["role".to_owned(), "site".to_owned()],
+        actor: "alice".to_owned(),
+        reason: "many teams, one fleet".to_owned(),
+        since: at(minute),
+    }
+}
+
+fn pin(host: &str, component: &str, version: &str, expires: u32) -> PinRecord {
+    PinRecord {
+        host: host.to_owned(),
+        component: component.to_owned(),
+        version: version.to_owned(),
+        expires_at: at(expires),
+        actor: "alice".to_owned(),
+        reason: "taste-test".to_owned(),
+        since: at(1),
+    }
+}
+
+/// The budget is set by `Some`, replaced by a later `Some`, lifted by
+/// `None`; within a batch the last write counts.
+pub async fn the_budget_is_set_replaced_and_lifted(
+    backend: &dyn Backend,
+) -> Result<(), StoreError> {
+    let store = backend.open().await?;
+    assert_eq!(load(&*store).await?.budget, None);
+
+    let first = budget("2%", Some("10%"), 1);
+    store.commit(&[Write::Budget(Some(first.clone()))]).await?;
+    assert_eq!(load(&*store).await?.budget, Some(first));
+
+    let second = BudgetRecord {
+        spread: Vec::new(),
+        ..budget("50", None, 2)
+    };
+    store.commit(&[Write::Budget(Some(second.clone()))]).await?;
+    assert_eq!(load(&*store).await?.budget, Some(second.clone()));
+
+    store.commit(&[Write::Budget(None)]).await?;
+    assert_eq!(load(&*store).await?.budget, None);
+
+    store
+        .commit(&[Write::Budget(None), Write::Budget(Some(second.clone()))])
+        .await?;
+    assert_eq!(load(&*store).await?.budget, Some(second));
+    Ok(())
+}
+
+/// Pins round-trip by host and component; a later pin of the same pair
+/// replaces the earlier one, a removal deletes it, and within a batch the
+/// writes count in order.
+pub async fn pins_are_set_replaced_and_removed(backend: &dyn Backend) -> Result<(), StoreError> {
+    let store = backend.open().await?;
+    assert_eq!(load(&*store).await?.pins, Vec::new());
+
+    let a = pin("a.example.net", "kernel", "6.1", 120);
+    let b = pin("a.example.net", "docker", "25.0", 60);
+    let c = pin("b.example.net", "kernel", "6.2", 90);
+    store
+        .commit(&[
+            Write::Pin(a.clone()),
+            Write::Pin(b.clone()),
+            Write::Pin(c.clone()),
+        ])
+        .await?;
+    assert_eq!(load(&*store).await?.pins, [b.clone(), a.clone(), c.clone()]);
+
+    let a2 = pin("a.example.net", "kernel", "6.3", 240);
+    store
+        .commit(&[
+            Write::Pin(a2.clone()),
+            Write::PinRemoved {
+                host: "b.example.net".to_owned(),
+                component: "kernel".to_owned(),
+            },
+        ])
+        .await?;
+    assert_eq!(load(&*store).await?.pins, [b.clone(), a2]);
+
+    // Set and removed in one batch: removed; removed and set again: set.
+    store
+        .commit(&[
+            Write::Pin(c.clone()),
+            Write::PinRemoved {
+                host: "b.example.net".to_owned(),
+                component: "kernel".to_owned(),
+            },
+            Write::PinRemoved {
+                host: "a.example.net".to_owned(),
+                component: "kernel".to_owned(),
+            },
+            Write::PinRemoved {
+                host: "a.example.net".to_owned(),
+                component: "docker".to_owned(),
+            },
+            Write::Pin(b.clone()),
+        ])
+        .await?;
+    assert_eq!(load(&*store).await?.pins, [b]);
     Ok(())
 }
 
@@ -1397,6 +1505,8 @@ pub async fn the_load_comes_in_parts_and_pages(backend: &dyn Backend) -> Result<
                 Part::Freeze(freeze) => ("freeze", usize::from(freeze.is_some())),
                 Part::Tokens(rows) => ("tokens", rows.len()),
                 Part::Sessions(rows) => ("sessions", rows.len()),
+                Part::Budget(budget) => ("budget", usize::from(budget.is_some())),
+                Part::Pins(rows) => ("pins", rows.len()),
                 Part::Hosts(rows) => ("hosts", rows.len()),
                 Part::HostComponents(rows) => ("host_components", rows.len()),
                 Part::RolloutHosts(rows) => ("rollout_hosts", rows.len()),
@@ -1415,6 +1525,8 @@ pub async fn the_load_comes_in_parts_and_pages(backend: &dyn Backend) -> Result<
             "freeze",
             "tokens",
             "sessions",
+            "budget",
+            "pins",
             "hosts",
             "host_components",
             "rollout_hosts"

@@ -2,7 +2,7 @@
 //! copied into an empty PostgreSQL database, where its rollouts go on.
 //!
 //! What is copied: every row of every table the server keeps — components,
-//! rollouts, the freeze, tokens, dashboard sessions, hosts, host components, the host records
+//! rollouts, the freeze, tokens, dashboard sessions, the change budget, pins, hosts, host components, the host records
 //! of every rollout (terminal ones too, which `load` leaves out), events,
 //! samples and the audit log — as the store's records, so that every stored value is
 //! parsed on the way (one that does not parse fails the copy naming its
@@ -256,6 +256,8 @@ async fn every_table(
     let session = read::session::<String>;
     let hash = |s: &SessionRecord| Ok(vec![Key::Text(s.hash.clone())]);
     done(table(source, tx, &SESSIONS, session, session, hash).await?);
+    done(fleet_operations_budget(source, tx).await?);
+    done(pins(source, tx).await?);
     // A document's times are text, which `String` reads as SQLite keeps it.
     let (host, labelled) = (read::host::<String>, read::host_with_labels::<String>);
     done(table(source, tx, &sql::HOSTS, host, labelled, page_key::host).await?);
@@ -503,6 +505,38 @@ async fn freeze(
     Ok(Copied {
         table: "freeze",
         rows: freeze.len() as u64,
+    })
+}
+
+/// The fleet-wide change budget, if one is set.
+async fn fleet_operations_budget(
+    source: &mut SqliteConnection,
+    target: &mut PgConnection,
+) -> Result<Copied, StoreError> {
+    let budget =
+        Sql::<SqliteStore>::all(source, sql::BUDGET, "fleet_budget", read::budget::<String>)
+            .await?;
+    if let Some(budget) = budget.first() {
+        Sql::<PgStore>::set_budget(target, Some(budget)).await?;
+    }
+    Ok(Copied {
+        table: "fleet_budget",
+        rows: budget.len() as u64,
+    })
+}
+
+/// Every pin (a few), expired ones too: the server drops those at start.
+async fn pins(
+    source: &mut SqliteConnection,
+    target: &mut PgConnection,
+) -> Result<Copied, StoreError> {
+    let pins = Sql::<SqliteStore>::all(source, sql::PINS, "pins", read::pin::<String>).await?;
+    for pin in &pins {
+        Sql::<PgStore>::write_pin(target, batch::PinChange::Set(pin)).await?;
+    }
+    Ok(Copied {
+        table: "pins",
+        rows: pins.len() as u64,
     })
 }
 

@@ -87,6 +87,12 @@ pub enum Write {
     /// Keeps a rollout's hosts by state at a time (replacing a sample of
     /// the same rollout and time).
     StateSample(StateSampleRecord),
+    /// Sets the fleet-wide change budget (`Some`) or lifts it (`None`).
+    Budget(Option<BudgetRecord>),
+    /// Pins a host's component to a version (replacing its pin, if any).
+    Pin(PinRecord),
+    /// Removes the pin of a host's component (lifted, or expired).
+    PinRemoved { host: String, component: String },
 }
 
 impl Write {
@@ -109,6 +115,9 @@ impl Write {
             Write::SessionsExpired(_) => "sessions_expired",
             Write::Audit(_) => "audit",
             Write::StateSample(_) => "state_sample",
+            Write::Budget(_) => "budget",
+            Write::Pin(_) => "pin",
+            Write::PinRemoved { .. } => "pin_removed",
         }
     }
 }
@@ -245,6 +254,33 @@ pub struct FreezeRecord {
     pub since: Timestamp,
 }
 
+/// The fleet-wide change budget (table `fleet_budget`, one row while set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetRecord {
+    /// Hosts in flight across all rollouts: a count (`50`) or a share of
+    /// the fleet (`2%`), as the server writes it.
+    pub max_in_flight: String,
+    /// Hosts in flight in one stratum of the fleet, likewise.
+    pub per_stratum: Option<String>,
+    /// The labels whose distinct values make the fleet's strata.
+    pub spread: Vec<String>,
+    pub actor: String,
+    pub reason: String,
+    pub since: Timestamp,
+}
+
+/// A host's component pinned to a version until `expires_at` (table `pins`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinRecord {
+    pub host: String,
+    pub component: String,
+    pub version: String,
+    pub expires_at: Timestamp,
+    pub actor: String,
+    pub reason: String,
+    pub since: Timestamp,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRecord {
     /// SHA-256 of the secret, hex; the secret itself is never stored.
@@ -355,7 +391,7 @@ pub struct StateSampleRecord {
 
 /// A part of what [`Store::load_parts`] reads, handed over as it is read,
 /// in this order: the small tables (components, rollouts, the freeze,
-/// tokens, dashboard sessions), then the large ones a page at a time, each in key order —
+/// tokens, dashboard sessions, the budget, pins), then the large ones a page at a time, each in key order —
 /// hosts by id, host components by host and component, and the host
 /// records of rollouts that are not terminal by rollout and host.
 #[derive(Debug, Clone, PartialEq)]
@@ -369,6 +405,9 @@ pub enum Part {
     /// knows no clock; whoever loads them drops (and deletes) those past
     /// their expiry.
     Sessions(Vec<SessionRecord>),
+    Budget(Option<BudgetRecord>),
+    /// Every stored pin, expired ones included (the store knows no clock).
+    Pins(Vec<PinRecord>),
     Hosts(Vec<HostRecord>),
     HostComponents(Vec<HostComponentRecord>),
     RolloutHosts(Vec<RolloutHostRecord>),
@@ -387,6 +426,8 @@ pub struct Loaded {
     pub freeze: Option<FreezeRecord>,
     pub tokens: Vec<TokenRecord>,
     pub sessions: Vec<SessionRecord>,
+    pub budget: Option<BudgetRecord>,
+    pub pins: Vec<PinRecord>,
 }
 
 impl Loaded {
@@ -398,6 +439,8 @@ impl Loaded {
             Part::Freeze(freeze) => self.freeze = freeze,
             Part::Tokens(rows) => self.tokens.extend(rows),
             Part::Sessions(rows) => self.sessions.extend(rows),
+            Part::Budget(budget) => self.budget = budget,
+            Part::Pins(rows) => self.pins.extend(rows),
             Part::Hosts(rows) => self.hosts.extend(rows),
             Part::HostComponents(rows) => self.host_components.extend(rows),
             Part::RolloutHosts(rows) => self.rollout_hosts.extend(rows),
@@ -413,6 +456,8 @@ impl Loaded {
             Part::Freeze(self.freeze),
             Part::Tokens(self.tokens),
             Part::Sessions(self.sessions),
+            Part::Budget(self.budget),
+            Part::Pins(self.pins),
             Part::Hosts(self.hosts),
             Part::HostComponents(self.host_components),
             Part::RolloutHosts(self.rollout_hosts),

@@ -14,10 +14,10 @@ use std::str::FromStr;
 
 use crate::batch::token_key;
 use crate::{
-    AuditRecord, ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, NewEvent,
-    ReportedState, RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord,
-    StateSampleRecord, StoreError, StoredAudit, StoredEvent, Timestamp, TokenRecord, TokenRole,
-    UnknownName,
+    AuditRecord, BudgetRecord, ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord,
+    NewEvent, PinRecord, ReportedState, RolloutHostRecord, RolloutRecord, SampleRecord,
+    SessionRecord, StateSampleRecord, StoreError, StoredAudit, StoredEvent, Timestamp, TokenRecord,
+    TokenRole, UnknownName,
 };
 
 /// Rows per page when `load` reads a large table.
@@ -176,6 +176,41 @@ pub(crate) fn freeze<T: StoredTime>(
 ) -> Result<FreezeRecord, StoreError> {
     Ok(FreezeRecord {
         since: time(since, "freeze", "1", "since")?,
+        actor,
+        reason,
+    })
+}
+
+/// `max_in_flight, per_stratum, spread, actor, reason, since` of the one row.
+pub(crate) type BudgetRow<T> = (String, Option<String>, String, String, String, T);
+
+pub(crate) fn budget<T: StoredTime>(
+    (max_in_flight, per_stratum, spread, actor, reason, since): BudgetRow<T>,
+) -> Result<BudgetRecord, StoreError> {
+    let spread = json(&spread, "fleet_budget", "1", "spread")?;
+    Ok(BudgetRecord {
+        since: time(since, "fleet_budget", "1", "since")?,
+        max_in_flight,
+        per_stratum,
+        spread,
+        actor,
+        reason,
+    })
+}
+
+/// `host, component, version, expires_at, actor, reason, since`.
+pub(crate) type PinRow<T> = (String, String, String, T, String, String, T);
+
+pub(crate) fn pin<T: StoredTime>(
+    (host, component, version, expires_at, actor, reason, since): PinRow<T>,
+) -> Result<PinRecord, StoreError> {
+    let row = format!("{host}/{component}");
+    Ok(PinRecord {
+        expires_at: time(expires_at, "pins", &row, "expires_at")?,
+        since: time(since, "pins", &row, "since")?,
+        host,
+        component,
+        version,
         actor,
         reason,
     })

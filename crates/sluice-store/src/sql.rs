@@ -34,7 +34,7 @@ use sqlx::{
 use crate::batch::{self, latest, token_key};
 use crate::read::{self, StoredTime};
 use crate::{
-    AuditQuery, AuditRecord, ComponentRecord, Enrolled, Enrollment, FreezeRecord,
+    AuditQuery, AuditRecord, BudgetRecord, ComponentRecord, Enrolled, Enrollment, FreezeRecord,
     HostComponentRecord, HostRecord, NewEvent, Part, RolloutHostRecord, RolloutRecord,
     SampleRecord, SessionRecord, StateSampleRecord, StoreError, StoredAudit, StoredEvent,
     Timestamp, TokenPage, TokenRecord, TokenRole, Write,
@@ -302,6 +302,12 @@ const ROLLOUTS: &str = "SELECT id, name, component, state, plan, CAST(header AS 
                         FROM rollouts ORDER BY created_at, id";
 
 pub(crate) const FREEZE: &str = "SELECT actor, reason, since FROM \"freeze\" WHERE id = 1";
+
+pub(crate) const BUDGET: &str = "SELECT max_in_flight, per_stratum, spread, actor, reason, since \
+                                 FROM fleet_budget WHERE id = 1";
+
+pub(crate) const PINS: &str = "SELECT host, component, version, expires_at, actor, reason, since \
+                               FROM pins ORDER BY host, component";
 
 /// A token's columns, as `read::token` takes them.
 macro_rules! token_columns {
@@ -655,6 +661,10 @@ where
         )
         .await?;
         each(Part::Sessions(sessions));
+        let budget = Self::all(conn, BUDGET, "fleet_budget", read::budget::<D::Time>).await?;
+        each(Part::Budget(budget.into_iter().next()));
+        let pins = Self::all(conn, PINS, "pins", read::pin::<D::Time>).await?;
+        each(Part::Pins(pins));
         // A document's times are text, which `String` reads as SQLite keeps it.
         Self::pages(
             conn,
@@ -943,6 +953,12 @@ where
         Self::write_sessions(conn, &g.sessions, &g.ended_sessions, g.sessions_expired).await?;
         let state_samples = latest(&g.state_samples, |s| (s.rollout.as_str(), s.at));
         Self::write_state_samples(conn, &state_samples).await?;
+        if let Some(budget) = g.budget {
+            Self::set_budget(conn, budget).await?;
+        }
+        for change in &g.pins {
+            Self::write_pin(conn, *change).await?;
+        }
         D::insert_events(conn, &g.events).await?;
         D::insert_audit(conn, &g.audit).await?;
         Ok(())
@@ -1138,6 +1154,88 @@ where
             .execute(&mut *conn)
             .await
             .map_err(|e| D::classify(e, "writing the freeze"))?;
+        Ok(())
+    }
+
+    pub(crate) async fn set_budget(
+        conn: &mut Conn<D>,
+        budget: Option<&BudgetRecord>,
+    ) -> Result<(), StoreError> {
+        let query = match budget {
+            None => sqlx::query("DELETE FROM fleet_budget"),
+            Some(b) => sqlx::query(
+                "INSERT INTO fleet_budget (id, max_in_flight, per_stratum, spread, actor, reason, since) \
+                 VALUES (1, $1, NULLIF($2, ''), $3, $4, $5, $6) \
+                 ON CONFLICT (id) DO UPDATE SET \
+                 max_in_flight = excluded.max_in_flight, per_stratum = excluded.per_stratum, \
+                 spread = excluded.spread, actor = excluded.actor, reason = excluded.reason, \
+                 since = excluded.since",
+            )
+            .bind(b.max_in_flight.clone())
+            // `None` as the empty text, which no amount is (the generic
+            // dialect binds no optional text).
+            .bind(b.per_stratum.clone().unwrap_or_default())
+            .bind(
+                serde_json::to_string(&b.spread)
+                    .map_err(|e| StoreError::Refused(format!("the budget's spread: {e}")))?,
+            )
+            .bind(b.actor.clone())
+            .bind(b.reason.clone())
+            .bind(
+                D::Time::store(b.since)
+                    .map_err(|e| StoreError::Refused(format!("the budget's since: {e}")))?,
+            ),
+        };
+        query
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| D::classify(e, "writing the budget"))?;
+        Ok(())
+    }
+
+    /// Sets or removes one pin (a batch holds a few).
+    pub(crate) async fn write_pin(
+        conn: &mut Conn<D>,
+        change: batch::PinChange<'_>,
+    ) -> Result<(), StoreError> {
+        let (query, what) = match change {
+            batch::PinChange::Removed(host, component) => (
+                sqlx::query("DELETE FROM pins WHERE host = $1 AND component = $2")
+                    .bind(host.to_owned())
+                    .bind(component.to_owned()),
+                format!("removing the pin of {host}/{component}"),
+            ),
+            batch::PinChange::Set(p) => {
+                let key = format!("{}/{}", p.host, p.component);
+                let time = |at, column: &str| {
+                    D::Time::store(at)
+                        .map_err(|e| StoreError::Refused(format!("pin {key} {column}: {e}")))
+                };
+                let expires_at = time(p.expires_at, "expires_at")?;
+                let since = time(p.since, "since")?;
+                (
+                    sqlx::query(
+                        "INSERT INTO pins (host, component, version, expires_at, actor, reason, since) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                         ON CONFLICT (host, component) DO UPDATE SET \
+                         version = excluded.version, expires_at = excluded.expires_at, \
+                         actor = excluded.actor, reason = excluded.reason, since = excluded.since",
+                    )
+                    .bind(p.host.clone())
+                    .bind(p.component.clone())
+                    .bind(p.version.clone())
+                    .bind(expires_at)
+                    .bind(p.actor.clone())
+                    .bind(p.reason.clone())
+                    .bind(since),
+                    format!("writing pin {key}"),
+                )
+            }
+        };
+        query
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| D::classify(e, what))?;
         Ok(())
     }
 

@@ -15,9 +15,10 @@ use sluice_store::copy::{self, Copied, CopyError};
 use sluice_store::sqlite::{self, SqliteStore};
 use sluice_store::testing::TempPgDatabase;
 use sluice_store::{
-    AuditQuery, AuditRecord, ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord,
-    NewEvent, PgStore, ReportedState, RolloutHostRecord, RolloutRecord, SampleRecord,
-    SessionRecord, StateSampleRecord, Store, StoreError, Timestamp, TokenRecord, TokenRole, Write,
+    AuditQuery, AuditRecord, BudgetRecord, ComponentRecord, FreezeRecord, HostComponentRecord,
+    HostRecord, NewEvent, PgStore, PinRecord, ReportedState, RolloutHostRecord, RolloutRecord,
+    SampleRecord, SessionRecord, StateSampleRecord, Store, StoreError, Timestamp, TokenRecord,
+    TokenRole, Write,
 };
 use sluice_testkit::{wait_for, DEADLINE};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteLockingMode};
@@ -116,7 +117,27 @@ async fn install(dir: &Path) {
             reason: "CHG-7: holiday freeze".to_owned(),
             since: at(7),
         })),
+        Write::Budget(Some(BudgetRecord {
+            max_in_flight: "2%".to_owned(),
+            per_stratum: Some("10%".to_owned()),
+            spread: vec!["role".to_owned(), "site".to_owned()],
+            actor: "alice".to_owned(),
+            reason: "CHG-9: many teams, one fleet".to_owned(),
+            since: at(8),
+        })),
     ];
+    // One pin current, one expired: a copy keeps both as they are.
+    for (i, expires) in [(1, 7_200), (2, -60)] {
+        writes.push(Write::Pin(PinRecord {
+            host: host_id(i),
+            component: "docker-engine".to_owned(),
+            version: "17.03.1".to_owned(),
+            expires_at: at(expires),
+            actor: "alice".to_owned(),
+            reason: "taste-test".to_owned(),
+            since: at(9),
+        }));
+    }
     for (i, role) in [
         TokenRole::Admin,
         TokenRole::Operator,
@@ -273,6 +294,32 @@ const TABLES: &[Table] = &[
         name: "dashboard_sessions",
         columns: &["hash", "token", "created_at", "expires_at"],
         times: &["created_at", "expires_at"],
+    },
+    Table {
+        name: "fleet_budget",
+        columns: &[
+            "id",
+            "max_in_flight",
+            "per_stratum",
+            "spread",
+            "actor",
+            "reason",
+            "since",
+        ],
+        times: &["since"],
+    },
+    Table {
+        name: "pins",
+        columns: &[
+            "host",
+            "component",
+            "version",
+            "expires_at",
+            "actor",
+            "reason",
+            "since",
+        ],
+        times: &["expires_at", "since"],
     },
     Table {
         name: "hosts",
@@ -441,6 +488,8 @@ async fn every_row_of_every_table_is_copied_as_it_was() {
             ("freeze", 1),
             ("tokens", 5),
             ("dashboard_sessions", 2),
+            ("fleet_budget", 1),
+            ("pins", 2),
             ("hosts", hosts),
             ("host_components", hosts),
             ("rollout_hosts", hosts + hosts.div_ceil(100)),
@@ -777,10 +826,27 @@ async fn a_source_at_another_schema_version_or_missing_is_refused() {
         &format!("DELETE FROM _sqlx_migrations WHERE version >= {known}"),
     )
     .await;
+    // The version before this binary's (versions may skip numbers: each
+    // branch of the project takes its own).
+    let previous: i64 = {
+        let mut conn = SqliteConnectOptions::new()
+            .filename(source.path().join(sqlite::FILE_NAME))
+            .connect()
+            .await
+            .expect("opening the source");
+        let previous = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+            .fetch_one(&mut conn)
+            .await
+            .expect("the previous version");
+        conn.close().await.expect("closing the source");
+        previous
+    };
+    wait_until_let_go(source.path()).await;
+    assert!(previous < known);
     let refused = copy_into(source.path(), &db).await.expect_err("older");
     let message = refused.to_string();
     assert!(
-        matches!(refused, CopyError::SourceSchema { found, .. } if found == known - 1),
+        matches!(refused, CopyError::SourceSchema { found, .. } if found == previous),
         "{message}"
     );
     assert!(message.contains("sluice server --data-dir"), "{message}");

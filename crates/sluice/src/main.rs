@@ -38,7 +38,7 @@ enum Command {
     /// Create, follow and act on rollouts
     #[command(subcommand)]
     Rollout(commands::rollout::RolloutCommand),
-    /// The inventory: list and import hosts
+    /// The inventory: list, import and pin hosts
     #[command(subcommand)]
     Hosts(commands::hosts::HostsCommand),
     /// Hold every rollout at once (the big red button), or release them
@@ -46,6 +46,9 @@ enum Command {
     Freeze(commands::admin::FreezeCommand),
     /// Each component's stable version and the versions across the fleet
     Components(commands::admin::ComponentsArgs),
+    /// The fleet-wide change budget: how much of the fleet may change at once
+    #[command(subcommand)]
+    Budget(commands::budget::BudgetCommand),
     /// API tokens
     #[command(subcommand)]
     Token(commands::admin::TokenCommand),
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
         Command::Hosts(command) => commands::hosts::run(command),
         Command::Freeze(command) => commands::admin::freeze(command),
         Command::Components(args) => commands::admin::components(args),
+        Command::Budget(command) => commands::budget::run(command),
         Command::Token(command) => commands::admin::token(command),
         Command::Audit(args) => commands::audit::run(args),
         Command::Cluster(command) => commands::cluster::run(command),

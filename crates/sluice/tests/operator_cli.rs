@@ -684,6 +684,158 @@ fn freeze_holds_everything_and_says_so() {
 }
 
 #[test]
+fn budget_and_pins_through_the_cli() {
+    let server = Sandbox::start_blocking();
+    import_fleet(&server);
+    // What is refused, and why, naming the flag.
+    let run = server
+        .sluice_blocking(&["budget", "set", "--max-in-flight", "2%"])
+        .exits(2);
+    assert!(
+        run.stderr().contains("--reason is required"),
+        "{}",
+        run.stderr()
+    );
+    let run = server
+        .sluice_blocking(&["budget", "set", "--max-in-flight", "lots", "--reason", "r"])
+        .exits(2);
+    assert!(run.stderr().contains("--max-in-flight"), "{}", run.stderr());
+    let run = server
+        .sluice_blocking(&["budget", "set", "--reason", "r"])
+        .exits(2);
+    assert!(run.stderr().contains("--max-in-flight"), "{}", run.stderr());
+
+    let run = server
+        .sluice_blocking(&[
+            "budget",
+            "set",
+            "--max-in-flight",
+            "50%",
+            "--per-stratum",
+            "1",
+            "--spread",
+            "role",
+            "--reason",
+            "CHG-9: many teams",
+        ])
+        .ok();
+    assert!(
+        run.stdout()
+            .starts_with("budget: 0 in flight of at most 2 (50% of 4 hosts)"),
+        "{}",
+        run.stdout()
+    );
+    let json = server
+        .sluice_blocking(&["budget", "show", "--output", "json"])
+        .ok()
+        .json();
+    assert_eq!(json["limit"], 2, "{json}");
+    assert_eq!(
+        json["budget"]["spread"],
+        serde_json::json!(["role"]),
+        "{json}"
+    );
+    assert_eq!(json["strata"].as_array().map(Vec::len), Some(2), "{json}");
+    let run = server
+        .sluice_blocking(&["budget", "set", "--off", "--reason", "over"])
+        .ok();
+    assert!(run.stdout().starts_with("no budget"), "{}", run.stdout());
+
+    // Pins.
+    let host = "edge-1.sto.example.net";
+    let run = server
+        .sluice_blocking(&[
+            "hosts",
+            "pin",
+            host,
+            "--component",
+            "docker-engine",
+            "--version",
+            "18.0",
+            "--for",
+            "soon",
+            "--reason",
+            "r",
+        ])
+        .exits(2);
+    assert!(run.stderr().contains("--for"), "{}", run.stderr());
+    let run = server
+        .sluice_blocking(&[
+            "hosts",
+            "pin",
+            "nobody.example.net",
+            "--component",
+            "docker-engine",
+            "--version",
+            "18.0",
+            "--for",
+            "2h",
+            "--reason",
+            "r",
+        ])
+        .exits(2);
+    assert!(run.stderr().contains("no host"), "{}", run.stderr());
+    let run = server
+        .sluice_blocking(&[
+            "hosts",
+            "pin",
+            host,
+            "--component",
+            "docker-engine",
+            "--version",
+            "18.0",
+            "--for",
+            "2h",
+            "--reason",
+            "taste-test",
+        ])
+        .ok();
+    assert!(
+        run.stdout()
+            .starts_with(&format!("pinned {host} docker-engine to 18.0 until")),
+        "{}",
+        run.stdout()
+    );
+    let run = server.sluice_blocking(&["hosts", "list", "--pinned"]).ok();
+    let stdout = run.stdout();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("HOST"), "{stdout}");
+    assert!(
+        lines[1].starts_with(host) && lines[1].contains("18.0") && lines[1].contains("taste-test"),
+        "{}",
+        run.stdout()
+    );
+    assert_eq!(lines.last(), Some(&"1 host"), "{}", run.stdout());
+    let json = server
+        .sluice_blocking(&["hosts", "list", "--pinned", "--output", "json"])
+        .ok()
+        .json();
+    assert_eq!(json["hosts"][0]["pins"][0]["version"], "18.0", "{json}");
+    let run = server
+        .sluice_blocking(&[
+            "hosts",
+            "unpin",
+            host,
+            "--component",
+            "docker-engine",
+            "--reason",
+            "tasted",
+        ])
+        .ok();
+    assert!(
+        run.stdout().starts_with(&format!("unpinned {host}")),
+        "{}",
+        run.stdout()
+    );
+    let run = server.sluice_blocking(&["hosts", "list", "--pinned"]).ok();
+    assert!(
+        run.stdout().starts_with("no host is pinned"),
+        "{}",
+        run.stdout()
+    );
+}
+
+#[test]
 fn hosts_and_components_show_the_inventory() {
     let server = Sandbox::start_blocking();
     import_fleet(&server);

@@ -6,6 +6,7 @@ mod canary;
 mod dpkg;
 mod drift;
 mod enroll;
+mod fleet_ops;
 mod harness;
 mod health_loop;
 mod late_failure;

@@ -40,6 +40,11 @@ pub struct Plan {
     /// `false` for roll-forward-only changes: sluice never rolls them back by
     /// itself and pauses instead.
     pub reversible: bool,
+    /// Whether the rollout takes part in the one-change-per-host rule (the
+    /// default): it admits no host that another such rollout has in flight,
+    /// and its own hosts in flight are admitted by no other. `false` for
+    /// harmless changes, which go alongside any other.
+    pub exclusive: bool,
     /// When the rollout may admit hosts; empty is always.
     pub windows: Vec<Window>,
 }

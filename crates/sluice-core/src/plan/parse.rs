@@ -35,6 +35,7 @@ const PLAN_FIELDS: &[&str] = &[
     "gates",
     "on_failure",
     "reversible",
+    "exclusive",
     "windows",
 ];
 const STRATEGY_FIELDS: &[&str] = &["spread", "min_per_stratum", "salt"];
@@ -660,6 +661,7 @@ impl<'s> Parser<'s> {
             )
         });
         let reversible = map.optional("reversible", true, |v| self.bool(v));
+        let exclusive = map.optional("exclusive", true, |v| self.bool(v));
         let windows = map.optional("windows", Vec::new(), |v| self.windows(v));
 
         Some(Plan {
@@ -674,6 +676,7 @@ impl<'s> Parser<'s> {
             gates: gates?,
             on_failure: on_failure?,
             reversible: reversible?,
+            exclusive: exclusive?,
             windows: windows?,
         })
     }

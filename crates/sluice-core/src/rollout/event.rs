@@ -10,7 +10,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::model::{CohortComparison, GateOutcome, HoldReason};
+use super::model::{CohortComparison, GateOutcome, HoldReason, Wait};
 
 /// One entry of the timeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,6 +84,15 @@ pub enum EventKind {
         hold: HoldReason,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+    },
+    /// The rollout's stage wants hosts and an arbiter admits none now (see
+    /// [`Wait`]).
+    Waiting {
+        wait: Wait,
+    },
+    /// The wait is over: the rollout is given hosts again, or wants none.
+    WaitOver {
+        wait: Wait,
     },
     HostFailed {
         host: String,

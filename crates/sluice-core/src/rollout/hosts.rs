@@ -18,7 +18,16 @@ use jiff::Timestamp;
 use crate::percent::Percent;
 use crate::selection::{stage_quota, StratumKey};
 
-use super::model::{HostCounts, HostState};
+use super::model::{HostCounts, HostState, Verdict, Wait};
+
+/// What [`HostTable::take_best`] found in a stratum.
+enum Taken {
+    Host(u32),
+    /// No host let in; why, if the check skipped some.
+    None(Option<Wait>),
+    /// The check stopped the search.
+    Stopped(Wait),
+}
 
 /// An interned version string: agents report a handful of distinct versions,
 /// so each record holds 4 bytes instead of a string.
@@ -304,13 +313,51 @@ impl HostTable {
         self.behind.is_empty() && self.tally.in_flight.is_empty()
     }
 
-    /// Admits the best-ranked waiting host of the stratum furthest behind its
-    /// quota, instructing it at `now`; `None` when every stratum is at quota.
-    pub fn admit_next(&mut self, now: Timestamp) -> Option<u32> {
-        let stage = self.stage?;
-        let mut entry = self.behind.pop_first()?;
+    /// Whether some stratum is short of its quota at the current stage.
+    pub fn behind_quota(&self) -> bool {
+        !self.behind.is_empty()
+    }
+
+    /// Admits, instructing it at `now`, the best-ranked waiting host of the
+    /// stratum furthest behind its quota that `check` lets in. A stratum
+    /// whose waiting hosts `check` all skips gives its turn to the next one;
+    /// `Ok(None)` when every stratum is at quota (or none has a host
+    /// `check` lets in and it named no reason), `Err` with the reason when
+    /// `check` stopped, or skipped every host it was shown.
+    pub fn admit_next(
+        &mut self,
+        now: Timestamp,
+        check: &mut dyn FnMut(&str) -> Verdict,
+    ) -> Result<Option<u32>, Wait> {
+        let Some(stage) = self.stage else {
+            return Ok(None);
+        };
+        let mut aside = Vec::new();
+        let mut skipped = None;
+        let taken = loop {
+            let Some(entry) = self.behind.pop_first() else {
+                break match skipped {
+                    Some(wait) => Err(wait),
+                    None => Ok(None),
+                };
+            };
+            match self.take_best(entry.stratum, check) {
+                Taken::Host(host) => break Ok(Some((entry, host))),
+                Taken::None(wait) => {
+                    skipped = skipped.or(wait);
+                    aside.push(entry);
+                }
+                Taken::Stopped(wait) => {
+                    aside.push(entry);
+                    break Err(wait);
+                }
+            }
+        };
+        self.behind.extend(aside);
+        let Some((mut entry, host)) = taken? else {
+            return Ok(None);
+        };
         let s = entry.stratum;
-        let host = self.take_best(s)?;
         self.strata[s as usize].admitted += 1;
         entry.admitted += 1;
         if entry.admitted < entry.quota {
@@ -320,22 +367,51 @@ impl HostTable {
         record.admitted_stage = Some(stage.index);
         record.previous = record.version;
         self.set_state(host, HostState::Instructed { since: now });
-        Some(host)
+        Ok(Some(host))
     }
 
-    /// Removes from stratum `s`'s waiting set its best-ranked host: lowest
-    /// rank, ties (astronomically rare) by id.
-    fn take_best(&mut self, s: u32) -> Option<u32> {
+    /// Removes from stratum `s`'s waiting set its best-ranked host that
+    /// `check` lets in: lowest rank, ties (astronomically rare) by id.
+    fn take_best(&mut self, s: u32, check: &mut dyn FnMut(&str) -> Verdict) -> Taken {
         let waiting = &self.strata[s as usize].waiting;
-        let &(rank, first) = waiting.first()?;
-        let mut best = first;
-        for &(_, host) in waiting.range((rank, first + 1)..=(rank, u32::MAX)) {
-            if self.records[host as usize].id < self.records[best as usize].id {
-                best = host;
+        let mut skipped = None;
+        let mut hosts = waiting.iter().peekable();
+        let mut tied = Vec::new();
+        let found = 'search: loop {
+            let Some(&(rank, first)) = hosts.next() else {
+                break None;
+            };
+            tied.clear();
+            tied.push(first);
+            while let Some(&&(next_rank, next)) = hosts.peek() {
+                if next_rank != rank {
+                    break;
+                }
+                tied.push(next);
+                hosts.next();
             }
+            if tied.len() > 1 {
+                tied.sort_unstable_by(|a, b| {
+                    self.records[*a as usize]
+                        .id
+                        .cmp(&self.records[*b as usize].id)
+                });
+            }
+            for &host in &tied {
+                match check(&self.records[host as usize].id) {
+                    Verdict::Admit => break 'search Some((rank, host)),
+                    Verdict::Skip(wait) => skipped = skipped.or(Some(wait)),
+                    Verdict::Stop(wait) => return Taken::Stopped(wait),
+                }
+            }
+        };
+        match found {
+            Some(key) => {
+                self.strata[s as usize].waiting.remove(&key);
+                Taken::Host(key.1)
+            }
+            None => Taken::None(skipped),
         }
-        self.strata[s as usize].waiting.remove(&(rank, best));
-        Some(best)
     }
 
     /// Updates stratum `s`'s place among the strata behind after its size

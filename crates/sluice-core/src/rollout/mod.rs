@@ -63,6 +63,7 @@
 //! - `max_failed` is resolved against the stage's quota across strata
 //!   (what the stage admits in the end), not what is admitted so far.
 
+mod arbitrated;
 mod cohort;
 mod driving;
 mod error;
@@ -86,9 +87,9 @@ pub use driving::{Fed, HostReport, Sighting};
 pub use error::{Rejected, RestoreError};
 pub use event::{Event, EventKind};
 pub use model::{
-    Action, CohortComparison, Freeze, GateOutcome, GateReading, GateResult, GateStatus, Health,
-    HoldReason, HostChange, HostCounts, HostState, HostView, Input, Outcome, Phase, Status,
-    StratumProgress,
+    Action, Admission, CohortComparison, Freeze, GateOutcome, GateReading, GateResult, GateStatus,
+    Health, HoldReason, HostChange, HostCounts, HostState, HostView, Input, Outcome, Phase, Status,
+    StratumProgress, Verdict, Wait, Waiting,
 };
 pub use snapshot::{Snapshot, SnapshotHost};
 
@@ -112,6 +113,13 @@ pub struct Rollout {
     failure_baseline: u64,
     /// The external gates, in plan order (Prometheus, HTTP, comparison).
     gates: Vec<GateState>,
+    /// Whether an arbiter across rollouts admits its hosts
+    /// ([`Rollout::admit_one`]) rather than the rollout itself, after each
+    /// input (see [`crate::arbiter`]). Not part of the snapshot: whoever
+    /// restores a rollout says again who admits.
+    arbitrated: bool,
+    /// What it waits for, as the arbiter last said.
+    waiting: Option<Waiting>,
 }
 
 #[derive(Debug, Clone)]
@@ -180,6 +188,8 @@ impl Rollout {
             status: Status::Pending,
             frozen: None,
             hold: None,
+            arbitrated: false,
+            waiting: None,
         }
     }
 
@@ -276,6 +286,17 @@ impl Rollout {
     /// Why the rollout is held, if it is (as of the last input).
     pub fn held(&self) -> Option<&HoldReason> {
         self.hold.as_ref()
+    }
+
+    /// What the rollout waits for, if an arbiter admits none of the hosts
+    /// its stage wants (see [`Rollout::admit_one`]).
+    pub fn waiting(&self) -> Option<&Waiting> {
+        self.waiting.as_ref()
+    }
+
+    /// Whether an arbiter admits its hosts (see [`Rollout::set_arbitrated`]).
+    pub fn is_arbitrated(&self) -> bool {
+        self.arbitrated
     }
 
     /// What `host` should run according to this rollout: the target once
@@ -859,7 +880,9 @@ impl Rollout {
             if self.hold.is_some() {
                 return;
             }
-            self.admit(tx);
+            if !self.arbitrated {
+                self.admit(tx);
+            }
             if !self.transition(stage, phase, tx) {
                 return;
             }
@@ -869,7 +892,7 @@ impl Rollout {
     fn admit(&mut self, tx: &mut Tx) {
         let limit = self.max_in_flight();
         while self.hosts.in_flight() < limit {
-            let Some(host) = self.hosts.admit_next(tx.now) else {
+            let Ok(Some(host)) = self.hosts.admit_next(tx.now, &mut |_| Verdict::Admit) else {
                 break;
             };
             let record = self.hosts.record(host);

@@ -149,6 +149,62 @@ impl fmt::Display for HoldReason {
     }
 }
 
+/// Why a rollout whose admissions an arbiter decides (see
+/// [`crate::arbiter`]) admits none now although its stage wants more hosts.
+/// Not a hold: the rollout runs on; it is given hosts again as soon as the
+/// fleet has room for them, the rollout that waited longest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Wait {
+    /// The fleet-wide change budget (or a stratum's share of it) is taken
+    /// by hosts in flight.
+    FleetBudget,
+    /// Every host it could admit next is in flight for another rollout
+    /// (one change per host at a time) or pinned.
+    HostsBusy,
+}
+
+impl fmt::Display for Wait {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Wait::FleetBudget => "waiting for fleet budget",
+            Wait::HostsBusy => {
+                "waiting for hosts busy with another change (in flight for another rollout, or pinned)"
+            }
+        })
+    }
+}
+
+/// What a rollout waits for, and since when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiting {
+    pub wait: Wait,
+    pub since: Timestamp,
+}
+
+/// An arbiter's answer about one host a rollout would admit next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Admit it.
+    Admit,
+    /// Not this host, for now: try the next one.
+    Skip(Wait),
+    /// No host at all, for now.
+    Stop(Wait),
+}
+
+/// What [`super::Rollout::admit_one`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Admission {
+    /// One host admitted; the outcome names it.
+    Admitted(Outcome),
+    /// The stage wants more hosts, and none could be admitted now.
+    Blocked(Wait),
+    /// The rollout admits nothing now (not running, held, at its own
+    /// `max_in_flight`, or its stage's quotas admitted).
+    Nothing,
+}
+
 /// The fleet-wide freeze: who turned it on and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Freeze {

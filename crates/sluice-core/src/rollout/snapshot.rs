@@ -16,7 +16,7 @@ use crate::selection::StratumKey;
 
 use super::error::RestoreError;
 use super::hosts::HostRecord;
-use super::model::{Freeze, GateStatus, HoldReason, HostState, Status};
+use super::model::{Freeze, GateStatus, HoldReason, HostState, Status, Waiting};
 use super::Rollout;
 
 /// Everything a rollout knows, but its plan.
@@ -27,6 +27,10 @@ pub struct Snapshot {
     pub status: Status,
     pub frozen: Option<Freeze>,
     pub hold: Option<HoldReason>,
+    /// What it waits for, as an arbiter across rollouts last said: kept so
+    /// that the rollout that waited longest is still first after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Waiting>,
     /// Host failures counted for each stage.
     pub failures: Vec<u64>,
     /// Failures of the current stage acknowledged by a resume.
@@ -77,6 +81,7 @@ impl Rollout {
             status: self.status.clone(),
             frozen: self.frozen.clone(),
             hold: self.hold.clone(),
+            waiting: self.waiting,
             failures: self.failures.clone(),
             failure_baseline: self.failure_baseline,
             gates: self.gates(),
@@ -212,6 +217,7 @@ impl Rollout {
         rollout.status = snapshot.status;
         rollout.frozen = snapshot.frozen;
         rollout.hold = snapshot.hold;
+        rollout.waiting = snapshot.waiting;
         rollout.failures = snapshot.failures;
         rollout.failure_baseline = snapshot.failure_baseline;
         Ok(rollout)

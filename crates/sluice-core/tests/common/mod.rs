@@ -27,6 +27,7 @@ pub fn selection_plan(selector: Selector, strategy: Strategy, stages: Vec<Stage>
         },
         on_failure: OnFailure::Pause,
         reversible: true,
+        exclusive: true,
         windows: Vec::new(),
     }
 }

@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use serde::Deserialize;
 use sluice_api::admin::FreezeView;
 use sluice_api::agent::ReportState;
+use sluice_api::fleet::PinView;
 use sluice_api::host::HostView;
 use sluice_api::rollout::{
     HostState, Phase, RolloutDetail, RolloutState, RolloutSummary, StratumView,
@@ -141,6 +142,74 @@ pub struct Overview {
     pub components: Vec<ComponentRow>,
     pub freeze: FreezeView,
     pub active: Vec<RolloutRow>,
+    pub changing: Changing,
+}
+
+/// What is changing now across all rollouts: hosts in flight per
+/// component, the change budget and its use, the rollouts waiting for
+/// room, and the pins.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Changing {
+    pub in_flight: u64,
+    /// `2% of 1000 hosts: at most 20 in flight`, or empty without a budget.
+    pub budget: String,
+    /// Hosts in flight against the budget's limit, percent (0 without one).
+    pub used: f64,
+    pub by_component: Vec<(String, u64)>,
+    pub waiting: Vec<WaitingRow>,
+    pub pins: Vec<PinRow>,
+}
+
+/// A rollout waiting for room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitingRow {
+    pub id: String,
+    pub name: String,
+    pub component: String,
+    pub waiting: String,
+    pub since: String,
+}
+
+fn changing(world: &World) -> Changing {
+    let view = world.budget_view();
+    let budget = match (&view.budget, view.limit) {
+        (Some(budget), Some(limit)) => {
+            let mut text = format!(
+                "{} of {} hosts: at most {limit} in flight",
+                budget.max_in_flight, view.fleet
+            );
+            if let Some(per_stratum) = &budget.per_stratum {
+                let _ = write!(
+                    text,
+                    ", {per_stratum} of each {} stratum",
+                    budget.spread.join(",")
+                );
+            }
+            text
+        }
+        _ => String::new(),
+    };
+    Changing {
+        in_flight: view.in_flight,
+        used: match view.limit {
+            Some(limit) if limit > 0 => (view.in_flight as f64 * 100.0 / limit as f64).min(100.0),
+            _ => 0.0,
+        },
+        budget,
+        by_component: view.in_flight_by_component.into_iter().collect(),
+        waiting: view
+            .waiting
+            .into_iter()
+            .map(|waiting| WaitingRow {
+                since: short_time(&waiting.since),
+                id: waiting.id,
+                name: waiting.name,
+                component: waiting.component,
+                waiting: waiting.waiting,
+            })
+            .collect(),
+        pins: world.pin_list().into_iter().map(PinRow::from).collect(),
+    }
 }
 
 /// Shares of `versions`, largest first, with colour slots.
@@ -220,6 +289,7 @@ pub fn overview(world: &World) -> Overview {
             .filter(|r| matches!(r.state.as_str(), "pending" | "running" | "paused"))
             .map(RolloutRow::from)
             .collect(),
+        changing: changing(world),
     }
 }
 
@@ -263,6 +333,9 @@ impl From<&RolloutSummary> for RolloutRow {
         }
         if let Some(held) = &summary.held {
             let _ = write!(stage, " · held: {held}");
+        }
+        if let Some(waiting) = &summary.waiting {
+            let _ = write!(stage, " · {waiting}");
         }
         RolloutRow {
             id: summary.id.clone(),
@@ -730,6 +803,7 @@ pub fn hosts(world: &World, query: &HostsQuery) -> Result<HostSearch, DashError>
         selector: &selector,
         component: Some(component.as_str()).filter(|c| !c.is_empty()),
         drifted,
+        pinned: false,
     };
     let page = page_of(query.page);
     let skip = (page - 1) * PAGE;
@@ -827,6 +901,31 @@ pub struct HostPage {
     pub last_seen: String,
     pub components: Vec<HostComponentRow>,
     pub rollouts: Vec<HostRolloutRow>,
+    pub pins: Vec<PinRow>,
+}
+
+/// A host's component pinned to a version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinRow {
+    pub host: String,
+    pub component: String,
+    pub version: String,
+    pub expires_at: String,
+    pub actor: String,
+    pub reason: String,
+}
+
+impl From<PinView> for PinRow {
+    fn from(pin: PinView) -> PinRow {
+        PinRow {
+            expires_at: short_time(&pin.expires_at),
+            host: pin.host,
+            component: pin.component,
+            version: pin.version,
+            actor: pin.actor,
+            reason: pin.reason,
+        }
+    }
 }
 
 /// The host page of `id`.
@@ -836,6 +935,7 @@ pub fn host(world: &World, id: &str) -> Result<HostPage, DashError> {
         labels,
         components,
         last_seen,
+        pins,
     } = world.host(id).ok_or_else(|| {
         DashError::NotFound(format!(
             "no host {id:?}; search for hosts at /hosts by id or selector"
@@ -878,6 +978,7 @@ pub fn host(world: &World, id: &str) -> Result<HostPage, DashError> {
             })
             .collect(),
         rollouts,
+        pins: pins.into_iter().map(PinRow::from).collect(),
         id,
     })
 }

@@ -35,6 +35,9 @@ pub struct HostsQuery {
     /// `true`: only hosts whose agent reports a component (this
     /// `component`, if given) drifted from its desired version.
     drifted: Option<bool>,
+    /// `true`: only hosts with a component pinned to a version
+    /// (`sluice hosts pin`).
+    pinned: Option<bool>,
     /// At most this many hosts (default 1000, at most 100000).
     #[param(minimum = 1, maximum = 100000)]
     limit: Option<usize>,
@@ -43,8 +46,8 @@ pub struct HostsQuery {
     offset: Option<u32>,
 }
 
-/// Hosts, ordered by id, filtered by selector, component and drift, a page
-/// at a time.
+/// Hosts, ordered by id, filtered by selector, component, drift and pins, a
+/// page at a time.
 #[utoipa::path(
     get,
     path = "/v1/hosts",
@@ -78,6 +81,7 @@ pub async fn list(
         selector: &selector,
         component: query.component.as_deref(),
         drifted: query.drifted.unwrap_or(false),
+        pinned: query.pinned.unwrap_or(false),
     };
     let hosts = state
         .reveal(|world| world.host_list(&filter, offset, limit))

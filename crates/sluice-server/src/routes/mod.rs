@@ -10,6 +10,7 @@ pub mod admin;
 pub mod agent;
 pub mod audit;
 pub mod cohorts;
+pub mod fleet;
 pub mod hosts;
 pub mod ops;
 pub mod report;
@@ -45,7 +46,7 @@ use crate::state::AppState;
         (name = "agent", description = "The one call an agent makes"),
         (name = "rollouts", description = "Plans, rollouts and operator actions"),
         (name = "hosts", description = "The inventory and pull-only integrations"),
-        (name = "admin", description = "Components, the freeze and tokens"),
+        (name = "admin", description = "Components, the freeze, tokens and the change budget"),
         (name = "dashboard", description = "Signing in to the dashboard"),
         (name = "ops", description = "Health, readiness, metrics, the cluster and this document"),
     )
@@ -103,6 +104,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::freeze, admin::freeze_on, admin::freeze_off))
         .routes(routes!(admin::list_tokens, admin::create_token))
         .routes(routes!(admin::revoke_token))
+        .routes(routes!(fleet::budget, fleet::set_budget))
+        .routes(routes!(fleet::pin, fleet::unpin))
         .routes(routes!(audit::list))
         .routes(routes!(cohorts::cohorts))
         .routes(routes!(crate::dashboard::link::create))

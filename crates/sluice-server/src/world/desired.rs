@@ -1,6 +1,8 @@
 //! The desired version of a component for a host — the spec's rule, in one
 //! place:
 //!
+//! 0. a pin of the host's component (`sluice hosts pin`) decides while it
+//!    lasts;
 //! 1. the newest rollout of the component with an opinion on the host
 //!    decides: its target once it admitted the host; after a rollback, what
 //!    the host ran before; once completed, its target for every host its
@@ -70,6 +72,13 @@ impl World {
                 }
             }
         }
+        for name in self.pins.get(host).into_iter().flat_map(|pins| pins.keys()) {
+            if !desired.contains_key(name) {
+                if let Some(version) = self.resolve(name, host, labels, None) {
+                    desired.insert(name.clone(), version);
+                }
+            }
+        }
         desired
     }
 
@@ -82,6 +91,13 @@ impl World {
         labels: Option<&Labels>,
         reported: Option<&str>,
     ) -> Option<Desired> {
+        if let Some(pin) = self.pin_of(host, component) {
+            return Some(Desired {
+                version: pin.version.clone(),
+                rollout: None,
+                payload: self.pinned_payload(component, &pin.version),
+            });
+        }
         if let Some(desired) = self.decided(component, host, labels) {
             return Some(desired);
         }
@@ -131,6 +147,21 @@ impl World {
                 rollout.plan().version == version && *rollout.status() == Status::Completed
             })
             .and_then(|rollout| rollout.plan().payload.clone())
+    }
+
+    /// The payload of a pinned version: that of the newest completed
+    /// rollout to it, else of the newest rollout to it, if any.
+    fn pinned_payload(&self, component: &str, version: &str) -> Option<serde_json::Value> {
+        self.payload_of(component, version).or_else(|| {
+            let entry = self.components.get(component)?;
+            entry
+                .rollouts
+                .iter()
+                .rev()
+                .map(|&index| self.rollouts[index].rollout.plan())
+                .find(|plan| plan.version == version)
+                .and_then(|plan| plan.payload.clone())
+        })
     }
 
     pub fn desired_map(&self, host: &str) -> Option<DesiredMap> {

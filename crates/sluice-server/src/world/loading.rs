@@ -91,6 +91,16 @@ impl Loading {
             Part::Freeze(freeze) => world.freeze = freeze,
             Part::Tokens(tokens) => self.tokens.extend(tokens),
             Part::Sessions(sessions) => self.sessions.extend(sessions),
+            Part::Budget(budget) => world.budget = budget,
+            Part::Pins(pins) => {
+                for pin in pins {
+                    world
+                        .pins
+                        .entry(pin.host.clone())
+                        .or_default()
+                        .insert(pin.component.clone(), pin);
+                }
+            }
             Part::Hosts(page) => {
                 for host in page {
                     let id = HostId::parse(host.id).map_err(|error| {
@@ -172,6 +182,9 @@ impl Loading {
             world.next_seq = world.next_seq.max(id_number(&record.id).unwrap_or(0) + 1);
             world.insert_rollout(RolloutEntry::new(rollout, record.plan, record.updated_at));
         }
+        world
+            .rebuild_arbiter()
+            .map_err(|error| anyhow::anyhow!("reading fleet_budget: the stored budget: {error}"))?;
         Ok(Restored {
             world,
             tokens: self.tokens,

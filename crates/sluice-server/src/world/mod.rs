@@ -20,6 +20,7 @@ use sluice_api::admin::FreezeView;
 use sluice_api::agent::{CheckinRequest, CheckinResponse, ReportState};
 use sluice_api::host::ImportResult;
 use sluice_api::rollout::RolloutSummary;
+use sluice_core::arbiter::Arbiter;
 use sluice_core::fleet::{Host, HostId, Labels};
 use sluice_core::plan::Plan;
 use sluice_core::rollout::{
@@ -27,7 +28,8 @@ use sluice_core::rollout::{
     Rollout, Sighting,
 };
 use sluice_store::{
-    ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, NewEvent, RolloutRecord, Write,
+    BudgetRecord, ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, NewEvent,
+    PinRecord, RolloutRecord, Write,
 };
 
 use crate::clock::rfc3339;
@@ -36,6 +38,7 @@ use crate::vocabulary;
 
 mod desired;
 mod error;
+mod fleet;
 mod hosts;
 mod loading;
 mod views;
@@ -164,6 +167,18 @@ impl RolloutEntry {
     }
 }
 
+impl std::borrow::Borrow<Rollout> for RolloutEntry {
+    fn borrow(&self) -> &Rollout {
+        &self.rollout
+    }
+}
+
+impl std::borrow::BorrowMut<Rollout> for RolloutEntry {
+    fn borrow_mut(&mut self) -> &mut Rollout {
+        &mut self.rollout
+    }
+}
+
 /// Records what driving a rollout changed: the record of every host the
 /// outcome names that is not waiting (once, however often it is named),
 /// the header if it changed, the events. Returns whether the rollout
@@ -223,28 +238,41 @@ pub struct World {
     next_seq: u64,
     /// The label maps, component names and versions hosts share.
     strings: Strings,
+    /// Admission across rollouts: the budget, one change per host, pins
+    /// (see [`fleet`]).
+    arbiter: Arbiter,
+    /// The budget as set (who, why, since when); the arbiter holds it parsed.
+    budget: Option<BudgetRecord>,
+    /// Pins, by host, then component.
+    pins: BTreeMap<String, BTreeMap<String, PinRecord>>,
+    /// Something changed since the arbiter last handed out hosts.
+    arbitration_due: bool,
 }
 
 impl World {
     // ---- loading -------------------------------------------------------
 
     /// After a restart: feeds the freeze to every active rollout (it may
-    /// have been set after a rollout's record was last written).
+    /// have been set after a rollout's record was last written), lifts the
+    /// pins that expired meanwhile and lets the arbiter hand out hosts.
     pub fn resume(&mut self, now: Timestamp, writes: &mut Vec<Write>) {
-        let Some(freeze) = self.freeze.as_ref().map(|freeze| Freeze {
+        if let Some(freeze) = self.freeze.as_ref().map(|freeze| Freeze {
             actor: freeze.actor.clone(),
             reason: freeze.reason.clone(),
-        }) else {
-            return;
-        };
-        for index in 0..self.rollouts.len() {
-            self.drive_logged(index, now, writes, "freeze", |rollout| {
-                rollout.offer(now, [], Some(&freeze))
-            });
+        }) {
+            for index in 0..self.rollouts.len() {
+                self.drive_logged(index, now, writes, "freeze", |rollout| {
+                    rollout.offer(now, [], Some(&freeze))
+                });
+            }
         }
+        self.expire_pins(now, writes);
+        self.arbitration_due = true;
+        self.settle(now, writes);
     }
 
-    fn insert_rollout(&mut self, entry: RolloutEntry) -> usize {
+    fn insert_rollout(&mut self, mut entry: RolloutEntry) -> usize {
+        entry.rollout.set_arbitrated(true);
         let index = self.rollouts.len();
         let component = entry.rollout.plan().component.clone();
         self.by_id.insert(entry.rollout.id().to_owned(), index);
@@ -271,6 +299,11 @@ impl World {
     ) -> Option<Rejected> {
         let entry = &mut self.rollouts[index];
         let fed = step(&mut entry.rollout);
+        let hosts = &self.hosts;
+        let labels_of = |id: &str| hosts.get(id).map(|host| host.labels.clone());
+        self.arbiter
+            .observe(index, &entry.rollout, &fed.outcome.hosts, &labels_of);
+        self.arbitration_due |= !fed.outcome.is_empty();
         if record(entry, now, fed.outcome, writes) {
             self.complete(index, now, writes);
         }
@@ -370,11 +403,14 @@ impl World {
         });
     }
 
-    /// Time passes for every rollout that listens.
+    /// Time passes for every rollout that listens, and for pins.
     pub fn tick(&mut self, now: Timestamp, writes: &mut Vec<Write>) {
         for index in 0..self.rollouts.len() {
             self.drive_logged(index, now, writes, "tick", |rollout| rollout.tick(now));
         }
+        self.expire_pins(now, writes);
+        self.arbitration_due = true;
+        self.settle(now, writes);
     }
 
     /// An external gate's result.
@@ -391,6 +427,7 @@ impl World {
         self.drive_logged(index, now, writes, "gate result", |rollout| {
             rollout.handle(now, Input::Gate(result)).into()
         });
+        self.settle(now, writes);
     }
 
     /// The rollouts whose external gates are to be evaluated now.
@@ -413,10 +450,15 @@ impl World {
         writes: &mut Vec<Write>,
     ) -> CheckinResponse {
         let id = &request.host;
+        let new = !self.hosts.contains_key(id);
         let host = self.hosts.get_or_add(id);
         let relabelled = !same_labels(&host.labels, &request.labels);
-        if relabelled {
-            host.labels = self.strings.labels(&request.labels);
+        if relabelled || new {
+            let labels = self.strings.labels(&request.labels);
+            let old = std::mem::replace(&mut host.labels, labels);
+            self.arbiter
+                .host_labels((!new).then_some(&old), &host.labels);
+            self.arbitration_due |= new;
         }
         host.last_seen = Some(now);
         let stale = host
@@ -481,6 +523,7 @@ impl World {
                 rollout.check_in(now, sighting, report)
             });
         }
+        self.settle(now, writes);
         CheckinResponse {
             components: self.desired(id),
             next_checkin_s,
@@ -578,6 +621,7 @@ impl World {
         writes.push(Write::Event(persist::new_event(Some(&id), &created)));
         let index = self.insert_rollout(entry);
         self.feed_inventory(index, now, writes);
+        self.settle(now, writes);
         tracing::info!(rollout = %id, plan = %self.rollouts[index].rollout.plan().name, hosts = self.rollouts[index].rollout.selected(), "rollout created");
         Ok(id)
     }
@@ -644,6 +688,7 @@ impl World {
                 other => WorldError::Conflict(other.to_string()),
             });
         }
+        self.settle(now, writes);
         tracing::info!(rollout = %id, %action, %actor, %reason, "operator action");
         Ok(self.summary(&self.rollouts[index]))
     }
@@ -696,6 +741,7 @@ impl World {
                 });
             }
         }
+        self.settle(now, writes);
     }
 
     pub fn freeze_view(&self) -> FreezeView {
@@ -730,13 +776,17 @@ impl World {
         let mut new = 0;
         let mut ids = Vec::with_capacity(hosts.len());
         for host in hosts {
-            if !self.hosts.contains_key(&host.id) {
+            let joined = !self.hosts.contains_key(&host.id);
+            if joined {
                 new += 1;
             }
             let entry = self.hosts.get_or_add(&host.id);
             let relabelled = entry.labels != host.labels;
-            if relabelled {
-                entry.labels = self.strings.share(host.labels.clone());
+            if relabelled || joined {
+                let labels = self.strings.share(host.labels.clone());
+                let old = std::mem::replace(&mut entry.labels, labels);
+                self.arbiter
+                    .host_labels((!joined).then_some(&old), &entry.labels);
             }
             entry.saved_seen = entry.last_seen;
             writes.push(Write::Host(HostRecord {
@@ -789,6 +839,8 @@ impl World {
             kind: "hosts_imported".to_owned(),
             data: serde_json::json!({ "imported": imported, "new": new }),
         }));
+        self.arbitration_due = true;
+        self.settle(now, writes);
         ImportResult { imported, new }
     }
 

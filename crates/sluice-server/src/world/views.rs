@@ -117,6 +117,8 @@ impl World {
             stage: rollout.stage(),
             phase: rollout.phase().map(vocabulary::phase),
             held: rollout.held().map(ToString::to_string),
+            waiting: rollout.waiting().map(|waiting| waiting.wait.to_string()),
+            waiting_since: rollout.waiting().map(|waiting| rfc3339(waiting.since)),
             selected: rollout.selected(),
             admitted: rollout.admitted(),
             healthy: counts.healthy,
@@ -135,7 +137,7 @@ impl World {
         let mut total = 0u64;
         let mut hosts = Vec::new();
         for (id, entry) in self.hosts.iter() {
-            if !filter.matches(entry) {
+            if !filter.matches(entry) || (filter.pinned && !self.is_pinned(id)) {
                 continue;
             }
             if total as usize >= offset && hosts.len() < limit {
@@ -190,6 +192,7 @@ impl World {
                     drifted: reported.drifted,
                     desired: desired.map(|d| d.version),
                     rollout,
+                    pinned: self.pin_of(id, name).is_some(),
                 };
                 (name.to_owned(), view)
             })
@@ -199,6 +202,7 @@ impl World {
             labels: from_labels(&entry.labels),
             components,
             last_seen: entry.last_seen.map(rfc3339),
+            pins: self.pins_of(id),
         }
     }
 
@@ -312,6 +316,8 @@ pub struct HostFilter<'a> {
     pub selector: &'a Selector,
     pub component: Option<&'a str>,
     pub drifted: bool,
+    /// Only hosts with a pin (tested by the world, which holds the pins).
+    pub pinned: bool,
 }
 
 impl HostFilter<'_> {

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
-use reqwest::{redirect, Client, Response, StatusCode};
+use reqwest::{redirect, Client, Method, Response, StatusCode};
 use serde_json::{json, Value};
 use sluice_server::dashboard::views::encode;
 use sluice_store::testing::TempPgDatabase;
@@ -672,6 +672,91 @@ async fn drift_shows_on_the_overview_the_host_search_and_the_host_page() {
     assert!(html.contains("1.0 <span class=\"badge drifted\""), "{html}");
     let html = browser.get(&page(0)).await.text().await.expect("page");
     assert!(!html.contains("badge drifted"), "{html}");
+}
+
+/// The overview's fleet view: hosts in flight per component, the budget
+/// used, the rollouts waiting for room, the pins; and the host page's pins.
+#[tokio::test]
+async fn the_overview_shows_what_is_changing_now() {
+    let app = spawn_app().await;
+    for i in 0..2 {
+        app.checkin(
+            &host(i),
+            json!({"role": "web"}),
+            json!({
+                "docker-engine": {"version": "1.0", "state": "ok"},
+                "kernel": {"version": "6.1", "state": "ok"},
+            }),
+        )
+        .await;
+    }
+    let mut browser = Browser::signed_in(&app, &app.token("viewer", None).await).await;
+    let html = browser.get("/").await.text().await.expect("page");
+    assert!(html.contains("no fleet-wide change budget"), "{html}");
+    assert!(html.contains("No rollout is waiting for room."), "{html}");
+    assert!(html.contains("No host is pinned."), "{html}");
+
+    let budget = json!({"max_in_flight": "1", "reason": "one at a time"});
+    let response = app
+        .send(Method::PUT, "/v1/budget", &app.admin, &budget)
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let pin = json!({"version": "6.8", "for": "2h", "reason": "taste-test"});
+    let path = format!("/v1/hosts/{}/pins/kernel", host(1));
+    assert_eq!(
+        app.send(Method::PUT, &path, &app.admin, &pin)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let plan = "name: docker-2\ncomponent: docker-engine\nversion: \"2.0\"\nstages:\n  - { percent: 100 }\n";
+    let first = app.rollout(plan).await;
+    app.action(&first, "start", "go").await;
+
+    let html = browser.get("/").await.text().await.expect("page");
+    assert!(
+        html.contains("<b>1</b> hosts in flight; budget 1 of 2 hosts: at most 1 in flight."),
+        "{html}"
+    );
+    assert!(html.contains("aria-valuenow=\"100\""), "{html}");
+    assert!(
+        html.contains("<tr><th scope=\"row\">docker-engine</th><td class=\"num\">1</td></tr>"),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!(
+            "{first} docker-2</a></th><td>docker-engine</td><td>waiting for fleet budget</td>"
+        )),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!(
+            "<a href=\"/hosts/{0}\">{0}</a></th><td>kernel</td><td>6.8</td>",
+            host(1)
+        )),
+        "{html}"
+    );
+    assert!(
+        html.contains("stage 1 · progressing · waiting for fleet budget"),
+        "{html}"
+    );
+    let html = browser
+        .get(&format!("/hosts/{}", host(1)))
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(
+        html.contains("<table id=\"host-pins\">") && html.contains("taste-test"),
+        "{html}"
+    );
+    let html = browser
+        .get(&format!("/rollouts/{first}"))
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(html.contains("Waiting for fleet budget since"), "{html}");
 }
 
 #[tokio::test]

@@ -14,6 +14,7 @@ mod dashboard;
 mod durability;
 mod enroll;
 mod errors;
+mod fleet_ops;
 mod helpers;
 mod hosts;
 mod openapi;

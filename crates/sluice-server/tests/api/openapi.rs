@@ -53,6 +53,10 @@ async fn the_openapi_document_lists_every_path() {
         ("/v1/audit", "get"),
         ("/v1/metrics/cohorts", "get"),
         ("/v1/signin-links", "post"),
+        ("/v1/budget", "get"),
+        ("/v1/budget", "put"),
+        ("/v1/hosts/{id}/pins/{component}", "put"),
+        ("/v1/hosts/{id}/pins/{component}", "delete"),
         ("/v1/rollouts/{id}/report", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
@@ -66,7 +70,7 @@ async fn the_openapi_document_lists_every_path() {
             "{method} {path} missing from the OpenAPI document"
         );
     }
-    assert_eq!(paths.len(), 32, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 34, "{:?}", paths.keys().collect::<Vec<_>>());
     let schemas = document["components"]["schemas"]
         .as_object()
         .expect("schemas");

@@ -532,6 +532,8 @@ fn describe(kind: &EventKind) -> String {
                 .map(|r| format!(": {r}"))
                 .unwrap_or_default()
         ),
+        EventKind::Waiting { wait } => wait.to_string(),
+        EventKind::WaitOver { wait } => format!("wait over ({wait})"),
         EventKind::HostFailed { host, reason, .. } => format!("host {host} failed: {reason}"),
         EventKind::MaxFailedExceeded {
             stage,

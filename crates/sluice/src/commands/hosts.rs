@@ -1,9 +1,11 @@
-//! `sluice hosts list`, `sluice hosts import` and `sluice hosts reenroll`: the
-//! server's inventory, and letting a host enroll again.
+//! `sluice hosts list`, `sluice hosts import`, `sluice hosts pin|unpin` and
+//! `sluice hosts reenroll`: the server's inventory, taste-testing a version
+//! on one host, and letting a host enroll again.
 
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
+use sluice_api::fleet::PinRequest;
 use sluice_api::host::{HostComponent, HostView, ImportHost, ImportResult};
 use sluice_api::HostId;
 use sluice_client::HostQuery;
@@ -20,8 +22,47 @@ pub enum HostsCommand {
     List(ListArgs),
     /// Register hosts (and the versions they run) from a fleet file, without agents
     Import(ImportArgs),
+    /// Tell one host a version of a component for a while, whatever its
+    /// rollouts say (a taste-test); it reverts by itself when the pin expires
+    Pin(PinArgs),
+    /// Lift a host's pin: it returns to its desired version
+    Unpin(UnpinArgs),
     /// Let a host enroll again: revoke every token bound to it, effective at once
     Reenroll(ReenrollArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PinArgs {
+    /// The host's id (FQDN)
+    #[arg(value_name = "HOST")]
+    host: HostId,
+    /// The component to pin
+    #[arg(long, short = 'c', value_name = "COMPONENT")]
+    component: String,
+    /// The version the host is told
+    #[arg(long, value_name = "VERSION")]
+    version: String,
+    /// How long (30m, 2h, 1d); the pin then expires by itself
+    #[arg(long = "for", value_name = "DURATION")]
+    lasts: String,
+    #[command(flatten)]
+    reason: ReasonArgs,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UnpinArgs {
+    /// The host's id (FQDN)
+    #[arg(value_name = "HOST")]
+    host: HostId,
+    /// The component whose pin is lifted
+    #[arg(long, short = 'c', value_name = "COMPONENT")]
+    component: String,
+    #[command(flatten)]
+    reason: ReasonArgs,
+    #[command(flatten)]
+    remote: RemoteArgs,
 }
 
 #[derive(Debug, Args)]
@@ -47,6 +88,9 @@ pub struct ListArgs {
     /// an apply (changed by hand), in --component if given
     #[arg(long)]
     drifted: bool,
+    /// Only hosts with a component pinned to a version, with their pins
+    #[arg(long)]
+    pinned: bool,
     /// At most this many hosts (the server's default: 1000)
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
@@ -72,8 +116,66 @@ pub fn run(command: HostsCommand) -> Result<(), Failure> {
     match command {
         HostsCommand::List(args) => list(args),
         HostsCommand::Import(args) => import(args),
+        HostsCommand::Pin(args) => pin(args),
+        HostsCommand::Unpin(args) => unpin(args),
         HostsCommand::Reenroll(args) => reenroll(args),
     }
+}
+
+fn pin(args: PinArgs) -> Result<(), Failure> {
+    let reason = args.reason.require(
+        "pin a host",
+        "sluice hosts pin web-1.example.net --component kernel --version 6.8 --for 2h --reason \"taste-test\"",
+    )?;
+    let seconds = sluice_api::duration::parse_seconds(&args.lasts)
+        .map_err(|error| Failure::invalid(format!("--for: {error}")))?;
+    if seconds == 0 {
+        return Err(Failure::invalid(
+            "--for 0s would end the pin at once; give how long, such as 2h",
+        ));
+    }
+    let host = args.host.to_string();
+    let request = PinRequest {
+        version: args.version,
+        lasts: args.lasts,
+        reason,
+    };
+    let component = args.component;
+    args.remote.show(
+        "pinning the host",
+        async |client| client.pin(&host, &component, &request).await,
+        |pin| {
+            format!(
+                "pinned {} {} to {} until {} ({}); it reverts by itself then, or with `sluice hosts unpin {} --component {}`\n",
+                pin.host,
+                pin.component,
+                pin.version,
+                output::timestamp(&pin.expires_at),
+                output::relative(&pin.expires_at, jiff::Timestamp::now()),
+                pin.host,
+                pin.component
+            )
+        },
+    )
+}
+
+fn unpin(args: UnpinArgs) -> Result<(), Failure> {
+    let reason = args.reason.require(
+        "unpin a host",
+        "sluice hosts unpin web-1.example.net --component kernel --reason \"taste-test done\"",
+    )?;
+    let host = args.host.to_string();
+    let component = args.component;
+    args.remote.show(
+        "unpinning the host",
+        async |client| client.unpin(&host, &component, &reason).await,
+        |pin| {
+            format!(
+                "unpinned {} {} (was {}): it returns to its desired version at its next check-in\n",
+                pin.host, pin.component, pin.version
+            )
+        },
+    )
 }
 
 fn reenroll(args: ReenrollArgs) -> Result<(), Failure> {
@@ -111,6 +213,7 @@ fn list(args: ListArgs) -> Result<(), Failure> {
         selector: args.selector.as_deref(),
         component: args.component.as_deref(),
         drifted: args.drifted,
+        pinned: args.pinned,
         offset: args.offset,
         limit: args.limit,
     };
@@ -119,17 +222,24 @@ fn list(args: ListArgs) -> Result<(), Failure> {
         async |client| client.hosts_page(&query).await,
         |list| {
             if list.hosts.is_empty() {
+                if args.pinned {
+                    return "no host is pinned (pin one with `sluice hosts pin HOST --component C --version V --for 2h --reason R`)\n".to_owned();
+                }
                 return match (&args.selector, args.drifted) {
                     (_, true) => "no host has drifted: every agent found its host at the version it last ran as told\n".to_owned(),
                     (Some(selector), false) => format!("no host matches {selector:?}\n"),
                     (None, false) => "no hosts yet: agents register on their first check-in, or import a fleet with `sluice hosts import FLEET.json`\n".to_owned(),
                 };
             }
-            let mut text = render_hosts(
-                &list.hosts,
-                args.component.as_deref(),
-                jiff::Timestamp::now(),
-            );
+            let mut text = if args.pinned {
+                render_pinned(&list.hosts, jiff::Timestamp::now())
+            } else {
+                render_hosts(
+                    &list.hosts,
+                    args.component.as_deref(),
+                    jiff::Timestamp::now(),
+                )
+            };
             let shown = list.hosts.len() as u64;
             let offset = args.offset.unwrap_or(0) as u64;
             if shown < list.total {
@@ -146,6 +256,41 @@ fn list(args: ListArgs) -> Result<(), Failure> {
             text
         },
     )
+}
+
+/// Pinned hosts, one row per pin.
+fn render_pinned(hosts: &[HostView], now: jiff::Timestamp) -> String {
+    let mut table = Table::new(&[
+        "HOST",
+        "COMPONENT",
+        "PINNED",
+        "RUNS",
+        "EXPIRES",
+        "BY",
+        "REASON",
+    ]);
+    for host in hosts {
+        for pin in &host.pins {
+            let runs = host
+                .components
+                .get(&pin.component)
+                .map_or_else(|| "-".to_owned(), |c| c.version.clone());
+            table.row(vec![
+                host.id.clone(),
+                pin.component.clone(),
+                pin.version.clone(),
+                runs,
+                format!(
+                    "{} ({})",
+                    output::timestamp(&pin.expires_at),
+                    output::relative(&pin.expires_at, now)
+                ),
+                pin.actor.clone(),
+                pin.reason.clone(),
+            ]);
+        }
+    }
+    table.render()
 }
 
 fn render_hosts(hosts: &[HostView], component: Option<&str>, now: jiff::Timestamp) -> String {
@@ -326,9 +471,11 @@ mod tests {
                     drifted: false,
                     desired: desired.map(str::to_owned),
                     rollout: desired.map(|_| "r-7".to_owned()),
+                    pinned: false,
                 },
             )]),
             last_seen: state.map(|_| "2024-06-01T09:59:00Z".to_owned()),
+            pins: Vec::new(),
         }
     }
 

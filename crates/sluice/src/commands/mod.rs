@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod budget;
 pub mod cluster;
 pub mod connect;
 pub mod dashboard;

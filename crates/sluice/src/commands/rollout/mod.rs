@@ -293,6 +293,8 @@ fn short_state(rollout: &RolloutSummary) -> String {
     }
     if rollout.held.is_some() {
         text.push_str(" (held)");
+    } else if rollout.waiting.is_some() {
+        text.push_str(" (waiting)");
     }
     text
 }
@@ -312,6 +314,9 @@ fn state_line(rollout: &RolloutSummary, stages: Option<usize>) -> String {
     }
     if let Some(held) = &rollout.held {
         let _ = write!(text, ", held: {held}");
+    }
+    if let Some(waiting) = &rollout.waiting {
+        let _ = write!(text, ", {waiting}");
     }
     text
 }
@@ -444,6 +449,14 @@ fn render_status(detail: &RolloutDetail, events: &[EventView], now: jiff::Timest
     let mut facts: Vec<(&str, String)> = vec![("state", state)];
     if let Some(held) = &summary.held {
         facts.push(("held", held.clone()));
+    }
+    if let Some(waiting) = &summary.waiting {
+        let since = summary
+            .waiting_since
+            .as_deref()
+            .map(|since| format!(" since {}", output::timestamp(since)))
+            .unwrap_or_default();
+        facts.push(("waiting", format!("{waiting}{since}")));
     }
     if let Some(reason) = &detail.reason {
         facts.push(("reason", reason.clone()));
@@ -700,6 +713,8 @@ mod tests {
             stage,
             phase: phase.map(|phase| phase.parse().expect("a phase")),
             held: None,
+            waiting: None,
+            waiting_since: None,
             selected: 480,
             admitted: 48,
             healthy: 40,
