@@ -55,18 +55,43 @@ pub struct Point {
 }
 
 /// Keeps at most `MAX_POINTS` points, evenly spread, always the last.
-fn thin(points: &[Point]) -> Vec<&Point> {
+fn thin<T>(points: &[T]) -> Vec<&T> {
     if points.len() <= MAX_POINTS {
         return points.iter().collect();
     }
     let step = points.len() as f64 / (MAX_POINTS - 1) as f64;
-    let mut kept: Vec<&Point> = (0..MAX_POINTS - 1)
+    let mut kept: Vec<&T> = (0..MAX_POINTS - 1)
         .map(|i| &points[(i as f64 * step) as usize])
         .collect();
     if let Some(last) = points.last() {
         kept.push(last);
     }
     kept
+}
+
+/// A line chart's frame: a grid line with its label at each height of
+/// `grid`, and the first and last times under the plot.
+fn frame(svg: &mut String, grid: &[(f64, String)], first: i64, last: i64) {
+    for (yy, label) in grid {
+        let _ = write!(
+            svg,
+            "<line x1=\"{LEFT}\" y1=\"{yy:.1}\" x2=\"{:.1}\" y2=\"{yy:.1}\" stroke=\"#d0d0d0\" stroke-width=\"1\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" font-size=\"12\" fill=\"#333\">{label}</text>",
+            WIDTH - RIGHT,
+            LEFT - 6.0,
+            yy + 4.0
+        );
+    }
+    let _ = write!(
+        svg,
+        "<text x=\"{LEFT}\" y=\"{:.1}\" font-size=\"12\" fill=\"#333\">{}</text>\
+         <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" font-size=\"12\" fill=\"#333\">{}</text>",
+        HEIGHT - 8.0,
+        escape(&time_label(first)),
+        WIDTH - RIGHT,
+        HEIGHT - 8.0,
+        escape(&time_label(last)),
+    );
 }
 
 /// The versions in order of their latest counts (largest first).
@@ -127,31 +152,8 @@ pub fn versions_over_time(points: &[Point]) -> String {
         escape(&summary)
     );
     // Axes and the grid: 0, half, max.
-    for (hosts, label) in [
-        (0, "0".to_owned()),
-        (max / 2, (max / 2).to_string()),
-        (max, max.to_string()),
-    ] {
-        let yy = y(hosts);
-        let _ = write!(
-            svg,
-            "<line x1=\"{LEFT}\" y1=\"{yy:.1}\" x2=\"{:.1}\" y2=\"{yy:.1}\" stroke=\"#d0d0d0\" stroke-width=\"1\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" font-size=\"12\" fill=\"#333\">{label}</text>",
-            WIDTH - RIGHT,
-            LEFT - 6.0,
-            yy + 4.0
-        );
-    }
-    let _ = write!(
-        svg,
-        "<text x=\"{LEFT}\" y=\"{:.1}\" font-size=\"12\" fill=\"#333\">{}</text>\
-         <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" font-size=\"12\" fill=\"#333\">{}</text>",
-        HEIGHT - 8.0,
-        escape(&time_label(first.at)),
-        WIDTH - RIGHT,
-        HEIGHT - 8.0,
-        escape(&time_label(last.at)),
-    );
+    let grid = [0, max / 2, max].map(|hosts| (y(hosts), hosts.to_string()));
+    frame(&mut svg, &grid, first.at, last.at);
     for (slot, version) in versions.iter().enumerate() {
         let colour = colour(slot);
         let mut path = String::new();
@@ -201,16 +203,7 @@ type Line = (&'static str, usize, fn(&Comparison) -> f64);
 /// its baseline over time, with a legend of the latest values. `points`
 /// are in time order; `id` makes the chart's title id unique on a page.
 pub fn canary_against_baseline(id: &str, gate: &str, points: &[Comparison]) -> String {
-    let points: Vec<&Comparison> = if points.len() <= MAX_POINTS {
-        points.iter().collect()
-    } else {
-        let step = points.len() as f64 / (MAX_POINTS - 1) as f64;
-        let mut kept: Vec<&Comparison> = (0..MAX_POINTS - 1)
-            .map(|i| &points[(i as f64 * step) as usize])
-            .collect();
-        kept.extend(points.last());
-        kept
-    };
+    let points = thin(points);
     let (Some(first), Some(last)) = (points.first(), points.last()) else {
         return "<p class=\"muted\">Not compared yet.</p>".to_owned();
     };
@@ -234,28 +227,8 @@ pub fn canary_against_baseline(id: &str, gate: &str, points: &[Comparison]) -> S
         figure(last.canary),
         figure(last.baseline)
     );
-    for value in [0.0, max / 2.0, max] {
-        let yy = y(value);
-        let _ = write!(
-            svg,
-            "<line x1=\"{LEFT}\" y1=\"{yy:.1}\" x2=\"{:.1}\" y2=\"{yy:.1}\" stroke=\"#d0d0d0\" stroke-width=\"1\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" font-size=\"12\" fill=\"#333\">{}</text>",
-            WIDTH - RIGHT,
-            LEFT - 6.0,
-            yy + 4.0,
-            figure(value)
-        );
-    }
-    let _ = write!(
-        svg,
-        "<text x=\"{LEFT}\" y=\"{:.1}\" font-size=\"12\" fill=\"#333\">{}</text>\
-         <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" font-size=\"12\" fill=\"#333\">{}</text>",
-        HEIGHT - 8.0,
-        escape(&time_label(first.at)),
-        WIDTH - RIGHT,
-        HEIGHT - 8.0,
-        escape(&time_label(last.at)),
-    );
+    let grid = [0.0, max / 2.0, max].map(|value| (y(value), figure(value)));
+    frame(&mut svg, &grid, first.at, last.at);
     let lines: [Line; 2] = [("baseline", 0, |p| p.baseline), ("canary", 1, |p| p.canary)];
     for (name, slot, value) in lines {
         let mut path = String::new();

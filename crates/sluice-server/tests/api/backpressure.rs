@@ -12,7 +12,9 @@ use sluice_testkit::store::{Hooked, Pass};
 use tempfile::TempDir;
 use tokio::sync::Mutex;
 
-use crate::helpers::{assert_error, host, metrics, spawn_app_in, wait_for, TestApp, DEADLINE};
+use crate::helpers::{
+    assert_error, host, metrics, retry_after, spawn_app_in, wait_for, TestApp, DEADLINE,
+};
 
 fn checkin(i: usize) -> Value {
     json!({"host": host(i), "labels": {"role": "web"},
@@ -61,11 +63,7 @@ async fn past_the_queue_bound_checkins_are_refused_with_retry_after_and_acknowle
     metric(&app, "sluice_checkin_queue 4").await;
 
     let refused = app.checkin_as(&app.admin, &checkin(4)).await;
-    let retry_after = refused
-        .headers()
-        .get("retry-after")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
+    let retry_after = retry_after(&refused);
     assert_eq!(retry_after, Some(5), "a few seconds, within the interval");
     let body = assert_error(refused, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
     assert!(
@@ -122,11 +120,7 @@ async fn each_token_has_its_own_rate_and_check_ins_are_not_counted() {
         assert_eq!(response.status(), StatusCode::OK);
     }
     let refused = refused.expect("the viewer token went past its rate");
-    let retry_after = refused
-        .headers()
-        .get("retry-after")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
+    let retry_after = retry_after(&refused);
     assert!(retry_after.is_some_and(|s| s >= 1), "{retry_after:?}");
     let body = assert_error(refused, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
     assert!(

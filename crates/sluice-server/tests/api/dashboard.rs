@@ -18,7 +18,8 @@ use sluice_testkit::{Gate, Stage};
 use tempfile::TempDir;
 
 use crate::helpers::{
-    agents_round, fleet, host, plan, spawn_app, spawn_app_on, wait_for, TestApp, DEADLINE,
+    agents_round, fleet, host, plan, retry_after, spawn_app, spawn_app_on, wait_for, TestApp,
+    DEADLINE,
 };
 
 /// A browser's worth of state: cookies and the page's CSRF token.
@@ -208,11 +209,7 @@ async fn a_page_past_the_tokens_rate_says_when_to_come_back() {
         assert_eq!(response.status(), StatusCode::OK);
     }
     let refused = refused.expect("the viewer's session went past its token's rate");
-    let retry_after = refused
-        .headers()
-        .get("retry-after")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
+    let retry_after = retry_after(&refused);
     assert!(retry_after.is_some_and(|s| s >= 1), "{retry_after:?}");
     assert!(refused.headers()[CONTENT_TYPE]
         .to_str()

@@ -24,6 +24,15 @@ pub async fn assert_error(response: Response, status: StatusCode, code: &str) ->
 
 /// A fleet of `n` hosts `h{i}.example.net` with role `web`, running
 /// docker-engine 1.0.
+/// The seconds a refusal's `Retry-After` asks to wait, if it says.
+pub fn retry_after(response: &Response) -> Option<u64> {
+    response
+        .headers()
+        .get("retry-after")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok())
+}
+
 pub fn fleet(n: usize) -> Value {
     Value::Array(
         (0..n)
