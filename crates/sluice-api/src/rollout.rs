@@ -224,7 +224,11 @@ wire! {
 /// One timeline entry: `kind` is the event type (`stage_started`,
 /// `host_failed`, `paused`, …) and `data` its fields.
 pub struct EventView {
+    /// Increasing in commit order across the whole log.
     pub seq: i64,
+    /// The rollout's id; absent for fleet-wide events (the freeze).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<String>,
     pub at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,

@@ -97,6 +97,10 @@ impl Store for TestStore {
         Ok(Vec::new())
     }
 
+    async fn events_after(&self, _: i64, _: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        Ok(Vec::new())
+    }
+
     async fn audit(
         &self,
         _: &sluice_store::AuditQuery,

@@ -64,6 +64,7 @@ macro_rules! store_conformance_suite {
             rollout_hosts_load_only_for_active_rollouts,
             events_are_ordered_and_paged,
             fleet_wide_events_are_in_no_rollout,
+            the_whole_log_is_read_in_commit_order,
             freeze_turns_on_and_off,
             the_budget_is_set_replaced_and_lifted,
             pins_are_set_replaced_and_removed,
@@ -595,6 +596,48 @@ pub async fn fleet_wide_events_are_in_no_rollout(backend: &dyn Backend) -> Resul
         "the fleet-wide event took a sequence number between them"
     );
     assert_eq!(store.events("", 0, 100).await?, vec![]);
+    Ok(())
+}
+
+/// The whole log — every rollout's events and the fleet-wide ones — comes
+/// in commit order and pages with `after` and `limit`, as the events
+/// stream and webhooks read it.
+pub async fn the_whole_log_is_read_in_commit_order(
+    backend: &dyn Backend,
+) -> Result<(), StoreError> {
+    let store = backend.open().await?;
+    assert_eq!(store.events_after(0, 100).await?, vec![]);
+    store
+        .commit(&[
+            Write::Rollout(rollout("r-1", "one", "running")),
+            Write::Rollout(rollout("r-2", "two", "running")),
+            Write::Event(event(Some("r-1"), "created", 1)),
+            Write::Event(event(None, "freeze_on", 2)),
+            Write::Event(event(Some("r-2"), "created", 3)),
+        ])
+        .await?;
+    store
+        .commit(&[Write::Event(event(Some("r-1"), "paused", 4))])
+        .await?;
+
+    let all = store.events_after(0, 100).await?;
+    assert_eq!(kinds(&all), ["created", "freeze_on", "created", "paused"]);
+    assert_eq!(all[1].event, event(None, "freeze_on", 2));
+    assert_eq!(all[2].event.rollout.as_deref(), Some("r-2"));
+    assert_increasing(&all);
+
+    let mut paged = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.events_after(after, 3).await?;
+        assert!(page.len() <= 3);
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
+    assert_eq!(store.events_after(all[3].seq, 10).await?, vec![]);
+    assert_eq!(store.events_after(0, 0).await?, vec![]);
     Ok(())
 }
 

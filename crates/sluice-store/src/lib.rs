@@ -641,6 +641,12 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError>;
 
+    /// Every event with `seq > after` — all rollouts' and the fleet-wide
+    /// ones — oldest first, at most `limit`: the whole log in commit order,
+    /// for the events stream and webhooks, which page through it with the
+    /// last number they read and never skip one.
+    async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;
+
     /// Keeps samples of hosts by version (outside the group commit: they are
     /// a record for charts, not state). A sample with the same rollout and
     /// time as a stored one replaces it.

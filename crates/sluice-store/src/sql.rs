@@ -341,6 +341,9 @@ const SESSIONS: &str = "SELECT hash, token, created_at, expires_at FROM dashboar
 const EVENTS: &str = "SELECT seq, rollout, at, actor, kind, CAST(data AS TEXT) FROM events \
                       WHERE rollout = $1 AND seq > $2 ORDER BY seq LIMIT $3";
 
+const EVENTS_AFTER: &str = "SELECT seq, rollout, at, actor, kind, CAST(data AS TEXT) FROM events \
+                            WHERE seq > $1 ORDER BY seq LIMIT $2";
+
 /// The audit log's columns, as `read::audit` takes them.
 macro_rules! audit_columns {
     () => {
@@ -867,6 +870,20 @@ where
         read::each(rows, read::event::<D::Time>)
     }
 
+    pub async fn events_after(
+        store: &D,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query_as(EVENTS_AFTER)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(store.readers())
+            .await
+            .map_err(D::reading("events"))?;
+        read::each(rows, read::event::<D::Time>)
+    }
+
     pub async fn audit(store: &D, query: &AuditQuery) -> Result<Vec<StoredAudit>, StoreError>
     where
         Option<String>: for<'q> Encode<'q, D::Db> + Type<D::Db>,
@@ -1358,6 +1375,14 @@ macro_rules! store {
                 limit: u32,
             ) -> Result<Vec<$crate::StoredEvent>, $crate::StoreError> {
                 $crate::sql::Sql::events(self, rollout, after, limit).await
+            }
+
+            async fn events_after(
+                &self,
+                after: i64,
+                limit: u32,
+            ) -> Result<Vec<$crate::StoredEvent>, $crate::StoreError> {
+                $crate::sql::Sql::events_after(self, after, limit).await
             }
 
             async fn add_samples(

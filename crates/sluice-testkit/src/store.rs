@@ -83,6 +83,10 @@ impl<S: Store> Store for Hooked<S> {
         self.store.events(rollout, after, limit).await
     }
 
+    async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        self.store.events_after(after, limit).await
+    }
+
     async fn add_samples(&self, samples: &[SampleRecord]) -> Result<(), StoreError> {
         self.store.add_samples(samples).await
     }

@@ -10,6 +10,7 @@ use sluice_api::rollout::{
 };
 use sluice_api::vocabulary::AuditKind;
 use sluice_core::plan::{parse_plan, PlanErrors};
+use sluice_store::StoredEvent;
 
 use crate::auth::{Caller, Need};
 use crate::error::ApiError;
@@ -248,15 +249,19 @@ pub async fn events(
         ));
     }
     let stored = state.events(&id, query.after.unwrap_or(0), limit).await?;
-    let events = stored
-        .into_iter()
-        .map(|stored| EventView {
-            seq: stored.seq,
-            at: crate::clock::rfc3339(stored.event.at),
-            actor: stored.event.actor,
-            kind: stored.event.kind,
-            data: stored.event.data,
-        })
-        .collect();
+    let events = stored.into_iter().map(event_view).collect();
     Ok(axum::Json(EventList { events }))
+}
+
+/// A stored event as the API shows it, in a rollout's list, the events
+/// stream and webhooks alike.
+pub fn event_view(stored: StoredEvent) -> EventView {
+    EventView {
+        seq: stored.seq,
+        rollout: stored.event.rollout,
+        at: crate::clock::rfc3339(stored.event.at),
+        actor: stored.event.actor,
+        kind: stored.event.kind,
+        data: stored.event.data,
+    }
 }

@@ -801,6 +801,7 @@ mod tests {
     fn event(seq: i64, kind: &str, actor: Option<&str>, data: serde_json::Value) -> EventView {
         EventView {
             seq,
+            rollout: Some("r-1".into()),
             at: "2024-06-01T09:00:00Z".into(),
             actor: actor.map(str::to_owned),
             kind: kind.into(),
