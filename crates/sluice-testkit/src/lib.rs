@@ -16,6 +16,8 @@
 //! - [`store`] (feature `app`): [`store::Hooked`], a real store whose commits
 //!   a test holds or refuses, everything else delegated;
 //! - [`browse`]: [`browse::visit`], a link followed as a browser would;
+//! - [`chromium`] (feature `chromium`): headless Chromium through a real
+//!   `chromedriver`, and the dashboard's sign-in form;
 //! - [`wait`]: [`wait_for`] and [`wait_for_blocking`], polling with a
 //!   deadline instead of sleeping;
 //! - [`plan`]: [`Plan`], a typed builder of plan files;
@@ -31,6 +33,8 @@ pub mod agents;
 #[cfg(feature = "app")]
 pub mod app;
 pub mod browse;
+#[cfg(feature = "chromium")]
+pub mod chromium;
 pub mod cluster;
 pub mod files;
 pub mod plan;

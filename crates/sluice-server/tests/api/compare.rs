@@ -4,13 +4,15 @@
 //! (`GET /v1/metrics/cohorts`). The test plays the agents with check-ins
 //! and sets each host's rate as the version it runs: the change doubles
 //! it. The gate pauses the canary stage with its figures as evidence, and
-//! the dashboard's Gates tab plots canary against baseline.
+//! the dashboard's Gates tab plots canary against baseline, as served and
+//! as headless Chromium lays it out.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use sluice_testkit::chromium::{sign_in, Driver};
 use sluice_testkit::prometheus::{Job, Prometheus};
 use sluice_testkit::{Gate, Stage};
 
@@ -190,4 +192,52 @@ async fn a_comparison_gate_pauses_a_doubled_canary_and_the_gates_tab_plots_it() 
         figure.contains("canary <b>4</b>") && figure.contains("baseline <b>2</b>"),
         "{figure}"
     );
+
+    // And in a real browser: both lines are laid out across the plot, the
+    // canary's latest point above the baseline's, the legend legible.
+    let driver = Driver::start().await;
+    let chromium = driver.browser().await;
+    sign_in(
+        &chromium,
+        &format!("{}/rollouts/{id_}?tab=gates", app.address),
+        &app.admin,
+    )
+    .await;
+    let drawn = chromium
+        .execute(
+            "const figure = document.querySelector('figure.comparison[data-gate=\"restarts\"]');
+             if (!figure) return null;
+             const lines = {};
+             for (const line of figure.querySelectorAll('polyline')) {
+               const box = line.getBoundingClientRect();
+               const last = line.points.getItem(line.points.numberOfItems - 1);
+               lines[line.getAttribute('class')] =
+                 {width: box.width, points: line.points.numberOfItems, last_y: last.y};
+             }
+             return {lines, legend: figure.querySelector('.legend').innerText};",
+            vec![],
+        )
+        .await
+        .expect("reading the chart in the browser");
+    let lines = &drawn["lines"];
+    for name in ["canary", "baseline"] {
+        assert!(
+            lines[name]["width"].as_f64().is_some_and(|w| w > 100.0),
+            "the {name} line spans the plot: {drawn}"
+        );
+        assert!(
+            lines[name]["points"].as_u64().is_some_and(|n| n >= 3),
+            "one point per evaluation: {drawn}"
+        );
+    }
+    assert!(
+        lines["canary"]["last_y"].as_f64() < lines["baseline"]["last_y"].as_f64(),
+        "the canary (4) is drawn above the baseline (2): {drawn}"
+    );
+    let legend = drawn["legend"].as_str().unwrap_or_default();
+    assert!(
+        legend.contains("canary 4") && legend.contains("baseline 2"),
+        "{drawn}"
+    );
+    chromium.close().await.expect("closing the browser");
 }

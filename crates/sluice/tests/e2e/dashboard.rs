@@ -11,85 +11,17 @@
 //! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian's
 //! `chromium` and `chromium-driver`; `scripts/test` installs them).
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use fantoccini::key::Key;
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use sluice_api::admin::Role;
 use sluice_api::rollout::RolloutState;
+use sluice_testkit::chromium::{sign_in, Driver};
 use sluice_testkit::{wait_for, Sandbox, DEADLINE};
 
 use crate::fleet::sandbox_with_fleet_10k;
-
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-const CHROMIUM: &str = "/usr/bin/chromium";
-
-/// A chromedriver process, killed on drop.
-struct Driver {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Driver {
-    /// Starts chromedriver on a free port and waits until it listens.
-    async fn start() -> Driver {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("finding a free port")
-            .port();
-        let child = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|error| {
-                panic!("starting {CHROMEDRIVER} ({error}); install Debian's chromium-driver")
-            });
-        let address = SocketAddr::from(([127, 0, 0, 1], port));
-        wait_for("chromedriver to listen", DEADLINE, || async move {
-            TcpStream::connect_timeout(&address, Duration::from_millis(200))
-                .ok()
-                .map(drop)
-        })
-        .await;
-        Driver {
-            child,
-            url: format!("http://{address}"),
-        }
-    }
-
-    /// A new headless Chromium session, 1280×1000.
-    async fn browser(&self) -> Client {
-        let capabilities = serde_json::json!({
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": CHROMIUM,
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", "--window-size=1280,1000"],
-            },
-        });
-        let serde_json::Value::Object(capabilities) = capabilities else {
-            unreachable!("a JSON object literal");
-        };
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        ClientBuilder::new(connector)
-            .capabilities(capabilities)
-            .connect(&self.url)
-            .await
-            .expect("starting a Chromium session through chromedriver")
-    }
-}
 
 /// The server with the fixture imported and the dashboard plan running,
 /// and a token of `role` named `name`.
@@ -119,36 +51,6 @@ fn screenshots() -> PathBuf {
 async fn screenshot(browser: &Client, name: &str) {
     let png = browser.screenshot().await.expect("taking a screenshot");
     std::fs::write(screenshots().join(format!("{name}.png")), png).expect("saving a screenshot");
-}
-
-/// Opens `url`; the dashboard sends the browser to its sign-in page; signs
-/// in with `token` and waits to be back at `url`.
-async fn open_signed_in(browser: &Client, url: &str, token: &str) {
-    browser.goto(url).await.expect("opening the link");
-    let field = browser
-        .wait()
-        .at_most(Duration::from_secs(30))
-        .for_element(Locator::Id("token"))
-        .await
-        .expect("the sign-in page asks for a token");
-    field.send_keys(token).await.expect("typing the token");
-    browser
-        .find(Locator::Id("signin"))
-        .await
-        .expect("the sign-in button")
-        .click()
-        .await
-        .expect("signing in");
-    let expected = url.to_owned();
-    let browser = browser.clone();
-    wait_for("the browser to come back to the link", DEADLINE, || {
-        let (browser, expected) = (browser.clone(), expected.clone());
-        async move {
-            let now = browser.current_url().await.ok()?;
-            (now.as_str() == expected).then_some(())
-        }
-    })
-    .await;
 }
 
 /// Signs in through a one-time link that `sluice dashboard` makes for
@@ -267,7 +169,7 @@ async fn a_pasted_link_opens_the_same_view_and_a_viewer_gets_no_buttons() {
     let link = format!(
         "{base}/rollouts/r-1?tab=hosts&stratum=role%3Dconfig%2Csite%3Dsjc&hstate=instructed"
     );
-    open_signed_in(&browser, &link, &token).await;
+    sign_in(&browser, &link, &token).await;
 
     // The same view: the hosts tab, filtered by the link's stratum and state.
     assert_current_tab(&browser, "tab-hosts").await;
@@ -472,7 +374,7 @@ async fn the_report_tab_shows_the_retrospective_and_offers_its_downloads() {
     let driver = Driver::start().await;
     let browser = driver.browser().await;
     let link = format!("{}/rollouts/{id}?tab=report", sandbox.url());
-    open_signed_in(&browser, &link, &token).await;
+    sign_in(&browser, &link, &token).await;
 
     assert_current_tab(&browser, "tab-report").await;
     let report = text_of(&browser, "report").await;
