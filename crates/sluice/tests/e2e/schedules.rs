@@ -115,9 +115,9 @@ async fn a_rollout_created_with_start_at_starts_by_itself_across_a_sigkill() {
         .await
         .expect("import");
     // In Stockholm's winter offset, as an operator there would write it.
-    let at = (Timestamp::now() + SignedDuration::from_secs(5))
-        .to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(1)));
-    let at_text = at.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string();
+    let at = Timestamp::now() + SignedDuration::from_secs(5);
+    let local = at + SignedDuration::from_hours(1);
+    let at_text = format!("{}+01:00", local.strftime("%Y-%m-%dT%H:%M:%S"));
     let at: Timestamp = at_text.parse().expect("start_at");
     let id = create(
         &sandbox,
