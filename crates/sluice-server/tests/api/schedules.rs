@@ -2,14 +2,18 @@
 //! `after: NAME` make a pending rollout that starts by itself; what it
 //! waits for shows in `GET /v1/rollouts` and `GET /v1/rollouts/{id}`.
 
+use std::sync::Arc;
+
 use jiff::{SignedDuration, Timestamp};
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
+use sluice_store::testing::TempPgDatabase;
 use sluice_testkit::Stage;
+use tempfile::TempDir;
 
 use crate::helpers::{
-    agents_round, assert_error, fleet, plan, spawn_app, spawn_app_in, start, wait_for, TestApp,
-    DEADLINE,
+    agents_round, assert_error, fleet, plan, spawn_app, spawn_app_in, spawn_app_on, start,
+    wait_for, TestApp, DEADLINE,
 };
 
 /// RFC 3339, `seconds` from now (at least; in whole seconds).
@@ -297,4 +301,48 @@ async fn a_schedule_survives_a_crash_and_a_freeze_holds_it_once_started() {
         "{detail}"
     );
     assert_eq!(detail["admitted"], 0, "{detail}");
+}
+
+#[tokio::test]
+async fn on_postgresql_a_schedule_and_an_after_survive_a_crash() {
+    let db = TempPgDatabase::create().await;
+    let data_dir = Arc::new(TempDir::new().expect("temp dir"));
+    let app = spawn_app_on(Arc::clone(&data_dir), Some(db.url())).await;
+    app.import(&fleet(2)).await;
+    let first = app.rollout(plan("first", [Stage::percent(100)])).await;
+    let timed = created_id(
+        create_at(
+            &app,
+            plan("timed", [Stage::percent(100)]).after("first"),
+            &in_seconds(2),
+        )
+        .await,
+    )
+    .await;
+    let data_dir = app.crash();
+
+    // Another process on the same database (a new leader) carries both on.
+    let app = spawn_app_on(data_dir, Some(db.url())).await;
+    let detail = app.detail(&timed).await;
+    assert_eq!(detail["after"], "first");
+    assert!(detail["start_at"].is_string(), "{detail}");
+    assert_eq!(
+        app.action(&first, "start", "go").await.status(),
+        StatusCode::OK
+    );
+    agents_round(&app, 2).await;
+    app.wait_for_state(&first, "completed").await;
+    app.wait_for_state(&timed, "running").await;
+    let started = app
+        .events(&timed)
+        .await
+        .into_iter()
+        .find(|event| event["kind"] == "started")
+        .expect("started");
+    let reason = started["data"]["reason"].as_str().expect("reason");
+    assert!(
+        reason.starts_with("scheduled for ")
+            && reason.ends_with(&format!("after first ({first}) completed")),
+        "{reason}"
+    );
 }
