@@ -11,6 +11,7 @@ use sluice_store::testing::TempPgDatabase;
 use sluice_testkit::Stage;
 use tempfile::TempDir;
 
+use crate::dashboard::Browser;
 use crate::helpers::{
     agents_round, assert_error, fleet, plan, spawn_app, spawn_app_in, spawn_app_on, start,
     wait_for, TestApp, DEADLINE,
@@ -58,7 +59,8 @@ async fn wait_for_field(app: &TestApp, id: &str, field: &str, wanted: &str) -> V
 async fn a_rollout_scheduled_ahead_starts_by_itself_and_says_why() {
     let app = spawn_app().await;
     app.import(&fleet(4)).await;
-    let at = in_seconds(2);
+    // Far enough ahead that what follows runs before it.
+    let at = in_seconds(4);
     let id = created_id(create_at(&app, plan("later", [Stage::percent(100)]), &at).await).await;
 
     let detail = app.detail(&id).await;
@@ -77,6 +79,13 @@ async fn a_rollout_scheduled_ahead_starts_by_itself_and_says_why() {
     assert_eq!(detail["queue_position"], 1);
     let list = app.json("/v1/rollouts").await;
     assert_eq!(list["rollouts"][0]["queued"], detail["queued"]);
+    let browser = Browser::signed_in(&app, &app.token("viewer", None).await).await;
+    let page = browser
+        .fetch(&format!("/rollouts/{id}"))
+        .await
+        .expect("the page");
+    assert!(page.contains("id=\"queued\""), "{page}");
+    assert!(page.contains("#1 of docker-engine"), "{page}");
 
     wait_for("the scheduled start", DEADLINE, || async {
         (app.detail(&id).await["state"] == "running").then_some(())
@@ -241,6 +250,20 @@ async fn after_starts_a_chain_in_order_and_a_rollback_blocks_the_rest() {
         .and_then(|all| all.iter().find(|rollout| rollout["id"] == c.as_str()))
         .expect("listed");
     assert_eq!(listed["blocked"], detail["blocked"]);
+
+    // The dashboard: the overview's queue, the list, the rollout's page.
+    let browser = Browser::signed_in(&app, &app.token("viewer", None).await).await;
+    let why = format!("blocked: after b ({b}), which was rolled back");
+    let overview = browser.fetch("/").await.expect("the overview");
+    assert!(overview.contains("id=\"queue\""), "{overview}");
+    assert!(overview.contains(&why), "{overview}");
+    let list = browser.fetch("/rollouts").await.expect("the list");
+    assert!(list.contains(&why), "{list}");
+    let page = browser
+        .fetch(&format!("/rollouts/{c}"))
+        .await
+        .expect("the page");
+    assert!(page.contains("id=\"blocked\""), "{page}");
 
     // A plan after a rolled-back rollout would never start: refused.
     let refused = app
