@@ -178,7 +178,7 @@ fn create(args: CreateArgs) -> Result<(), Failure> {
         );
         let waits = match (&start_at, &plan.after) {
             (Some(at), Some(after)) => Some(format!(
-                "at {} once {} completed",
+                "at {} once {} completes",
                 output::timestamp(at),
                 after.name
             )),
