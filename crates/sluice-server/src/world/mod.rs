@@ -25,7 +25,7 @@ use sluice_core::fleet::{Host, HostId, Labels};
 use sluice_core::plan::Plan;
 use sluice_core::rollout::{
     EventKind, Fed, Freeze, GateResult, Health, HostReport, HostState, Input, Outcome, Rejected,
-    Rollout, Sighting,
+    Rollout, Sighting, Status,
 };
 use sluice_store::{
     BudgetRecord, ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, NewEvent,
@@ -698,9 +698,11 @@ impl World {
         writes: &mut Vec<Write>,
     ) -> Result<RolloutSummary, WorldError> {
         let index = self.index_of(id)?;
-        if action == sluice_api::rollout::Action::Start {
-            let plan = self.rollouts[index].rollout.plan();
-            if let Some(message) = self.overlap(plan, schedule::owns) {
+        let rollout = &self.rollouts[index].rollout;
+        // One owner: a pending rollout starts only once no started one
+        // shares its hosts (a scheduled one waits for that by itself).
+        if action == sluice_api::rollout::Action::Start && *rollout.status() == Status::Pending {
+            if let Some(message) = self.overlap(rollout.plan(), schedule::owns) {
                 return Err(WorldError::Conflict(format!(
                     "cannot start {id}: {message}"
                 )));
