@@ -63,6 +63,29 @@ pub struct RolloutSummary {
     /// RFC 3339: when that wait began.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_since: Option<String>,
+    /// RFC 3339: when a scheduled rollout starts by itself
+    /// (`POST /v1/rollouts?start_at=`), kept once it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<String>,
+    /// The plan's `after`: the rollout (by name) it starts after, once that
+    /// one completes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// While a scheduled rollout is pending, what it still waits for, `; `
+    /// between: `starts at 2026-12-07T08:00:00Z`, `after docker-17.03.1
+    /// (r-3, running)`, `behind r-4 (kernel-6.1), which changes the same
+    /// hosts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued: Option<String>,
+    /// Why a scheduled rollout will never start by itself: `after
+    /// docker-17.03.1 (r-3), which was rolled back` (or aborted). It may
+    /// still be started or aborted by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<String>,
+    /// While pending, its place in its component's queue: 1 is the oldest
+    /// pending rollout of the component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<u64>,
     pub selected: u64,
     pub admitted: u64,
     pub healthy: u64,

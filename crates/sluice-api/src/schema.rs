@@ -234,6 +234,14 @@ mod build {
                     )),
             )
             .property("windows", object())
+            .property(
+                "after",
+                string().min_length(Some(1)).description(Some(
+                    "The name of another rollout: this one starts by itself once that one \
+                     completes, and never if it is rolled back or aborted. It must exist \
+                     (422 otherwise).",
+                )),
+            )
             .additional_properties(Some(AdditionalProperties::FreeForm(false)))
             .description(Some(
                 "A plan, in YAML or JSON. The rules across fields (stages in increasing order \

@@ -303,13 +303,25 @@ impl Client {
     /// `POST /v1/rollouts`: submit a plan (YAML or JSON text) as a new,
     /// pending rollout.
     pub async fn create_rollout(&self, plan: &str) -> Result<Created, ClientError> {
+        self.create_rollout_at(plan, None).await
+    }
+
+    /// `POST /v1/rollouts?start_at=T`: a rollout scheduled to start by
+    /// itself at `start_at` (RFC 3339 with an offset), or, with `None`,
+    /// like [`Client::create_rollout`].
+    pub async fn create_rollout_at(
+        &self,
+        plan: &str,
+        start_at: Option<&str>,
+    ) -> Result<Created, ClientError> {
+        let query: Vec<(&str, &str)> = start_at.map(|at| ("start_at", at)).into_iter().collect();
         let content_type = if plan.trim_start().starts_with('{') {
             "application/json"
         } else {
             "application/yaml"
         };
         let request = self
-            .request(Method::POST, &["v1", "rollouts"], &[])
+            .request(Method::POST, &["v1", "rollouts"], &query)
             .header(CONTENT_TYPE, content_type)
             .body(plan.to_owned());
         self.send_json(request, "POST /v1/rollouts").await

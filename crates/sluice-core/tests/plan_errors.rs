@@ -59,7 +59,7 @@ fn unknown_top_level_field() {
         owner: platform-team
         "#,
         expect![[r#"
-            5:1: owner: unknown field `owner`; valid fields here: name, component, version, payload, selector, strategy, max_in_flight, stages, gates, on_failure, reversible, exclusive, windows
+            5:1: owner: unknown field `owner`; valid fields here: name, component, version, payload, selector, strategy, max_in_flight, stages, gates, on_failure, reversible, exclusive, windows, after
         "#]],
     );
 }
@@ -86,6 +86,76 @@ fn exclusive_is_true_or_false() {
     )
     .expect("plan");
     assert!(!plan.exclusive);
+}
+
+#[test]
+fn after_names_another_rollout() {
+    check(
+        r#"
+        name: p
+        component: c
+        version: "1"
+        after:
+        stages: [{ percent: 100 }]
+        "#,
+        expect![[r#"
+            4:1: after: has no value; name the rollout this one starts after, such as after: docker-17.03.1, or leave the field out
+        "#]],
+    );
+    check(
+        r#"
+        name: p
+        component: c
+        version: "1"
+        after: [a, b]
+        stages: [{ percent: 100 }]
+        "#,
+        expect![[r#"
+            4:8: after: expected a name such as docker-17.03.1, found a list
+        "#]],
+    );
+    check(
+        r#"
+        name: p
+        component: c
+        version: "1"
+        after: "p"
+        stages: [{ percent: 100 }]
+        "#,
+        expect![[r#"
+            4:8: after: `p` is this plan's own name; name another rollout, one that exists, such as after: docker-17.03.1
+        "#]],
+    );
+    check(
+        r#"
+        name: p
+        component: c
+        version: "1"
+        after: "no spaces please"
+        stages: [{ percent: 100 }]
+        "#,
+        expect![[r#"
+            4:11: after: `no spaces please` contains a space; a name may hold only letters, digits, `.`, `_` and `-`, such as docker-17.03.1
+        "#]],
+    );
+    let plan = parse(
+        r#"
+        name: p
+        component: c
+        version: "1"
+        stages: [{ percent: 100 }]
+        after: docker-17.03.1
+        "#,
+    );
+    let after = plan.after.expect("after");
+    assert_eq!(
+        (after.name.as_str(), after.line, after.column),
+        ("docker-17.03.1", 5, 8)
+    );
+    assert_eq!(
+        parse("name: p\ncomponent: c\nversion: \"1\"\nstages: [{ percent: 100 }]\n").after,
+        None
+    );
 }
 
 #[test]

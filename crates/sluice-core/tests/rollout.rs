@@ -59,6 +59,7 @@ fn plan(stages: &[(&str, u64, bool)]) -> PlanBuilder {
         reversible: true,
         exclusive: true,
         windows: Vec::new(),
+        after: None,
     })
 }
 

@@ -196,6 +196,7 @@ fn build_plan(spec: &PlanSpec) -> Plan {
         reversible: spec.reversible,
         exclusive: true,
         windows: Vec::new(),
+        after: None,
     }
 }
 

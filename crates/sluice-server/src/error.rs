@@ -155,6 +155,7 @@ impl From<WorldError> for ApiError {
                 message,
                 field: Some(field),
             },
+            WorldError::InvalidPlan { field, message } => ApiError::InvalidPlan { message, field },
         }
     }
 }

@@ -354,7 +354,7 @@ mod tests {
             world.checkin(&checkin, now, 60, writes);
             let plan = parse_plan(PLAN).expect("plan");
             world
-                .create_rollout(PLAN.to_owned(), plan, now, writes)
+                .create_rollout(PLAN.to_owned(), plan, None, now, writes)
                 .expect("created");
         });
         store.gate.add_permits(1);

@@ -35,6 +35,7 @@ pub struct Plan {
     host_timeout: Option<String>,
     gates: Vec<Gate>,
     on_failure: Option<OnFailure>,
+    after: Option<String>,
 }
 
 /// A count of hosts, or a share of them.
@@ -121,6 +122,7 @@ impl Plan {
             host_timeout: None,
             gates: Vec::new(),
             on_failure: None,
+            after: None,
         }
     }
 
@@ -187,6 +189,13 @@ impl Plan {
 
     pub fn on_failure(mut self, on_failure: OnFailure) -> Plan {
         self.on_failure = Some(on_failure);
+        self
+    }
+
+    /// `after: NAME`: the rollout starts by itself once rollout `name`
+    /// completes.
+    pub fn after(mut self, name: &str) -> Plan {
+        self.after = Some(name.to_owned());
         self
     }
 
@@ -408,6 +417,9 @@ impl fmt::Display for Plan {
         writeln!(f, "name: {}", quoted(&self.name))?;
         writeln!(f, "component: {}", quoted(&self.component))?;
         writeln!(f, "version: {}", quoted(&self.version))?;
+        if let Some(after) = &self.after {
+            writeln!(f, "after: {}", quoted(after))?;
+        }
         match (&self.payload_url, &self.payload_sha256) {
             (Some(url), Some(sha256)) => writeln!(
                 f,

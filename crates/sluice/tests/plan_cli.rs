@@ -41,6 +41,7 @@ fn check_accepts_the_example_plans() {
         "examples/plan-docker.yaml",
         "examples/plan-minimal.yaml",
         "examples/plan-canary.yaml",
+        "examples/plan-after.yaml",
     ] {
         let path = repo_file(plan);
         let output = sluice(&["plan", "check", "-f", path.to_str().expect("utf-8 path")]);
@@ -56,6 +57,33 @@ fn check_accepts_the_example_plans() {
             text(&output.stdout)
         );
     }
+}
+
+#[test]
+fn check_accepts_after_and_locates_a_bad_one() {
+    let path = repo_file("examples/plan-after.yaml");
+    let output = sluice(&["plan", "check", "-f", path.to_str().expect("utf-8 path")]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("starts after docker-17.03.1 completes"),
+        "{stdout}"
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plan = dir.path().join("after.yaml");
+    std::fs::write(
+        &plan,
+        "name: p\ncomponent: c\nversion: \"1\"\nafter:\nstages: [{ percent: 100 }]\n",
+    )
+    .expect("writing plan");
+    let output = sluice(&["plan", "check", "-f", plan.to_str().expect("utf-8 path")]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!("{}:4:1: after: has no value", plan.display())),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -47,6 +47,20 @@ pub struct Plan {
     pub exclusive: bool,
     /// When the rollout may admit hosts; empty is always.
     pub windows: Vec<Window>,
+    /// The rollout (by its plan's name) this one starts after, by itself,
+    /// once that one completes; `None` starts only when told (or at its
+    /// `start_at`, which is no part of the plan).
+    pub after: Option<After>,
+}
+
+/// The plan's `after: NAME`, with where it is written, so that the server
+/// can point at it when no rollout has that name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct After {
+    pub name: String,
+    /// 1-based line and column of the name in the plan.
+    pub line: usize,
+    pub column: usize,
 }
 
 /// How hosts are spread: strata and ranking.

@@ -16,8 +16,8 @@ use marked_yaml::{LoadError, LoaderOptions, Marker, Node};
 
 use super::window::{Days, Window, WindowError};
 use super::{
-    Aggregate, CompareGate, Comparison, Direction, GateCommon, Gates, HttpGate, Judge, NoData,
-    OnFailure, Plan, PlanError, PlanErrors, PrometheusGate, Stage, Strategy, Threshold,
+    After, Aggregate, CompareGate, Comparison, Direction, GateCommon, Gates, HttpGate, Judge,
+    NoData, OnFailure, Plan, PlanError, PlanErrors, PrometheusGate, Stage, Strategy, Threshold,
 };
 use crate::duration::Duration;
 use crate::percent::{Amount, Percent};
@@ -37,6 +37,7 @@ const PLAN_FIELDS: &[&str] = &[
     "reversible",
     "exclusive",
     "windows",
+    "after",
 ];
 const STRATEGY_FIELDS: &[&str] = &["spread", "min_per_stratum", "salt"];
 const STAGE_FIELDS: &[&str] = &["name", "percent", "bake", "approve"];
@@ -663,6 +664,7 @@ impl<'s> Parser<'s> {
         let reversible = map.optional("reversible", true, |v| self.bool(v));
         let exclusive = map.optional("exclusive", true, |v| self.bool(v));
         let windows = map.optional("windows", Vec::new(), |v| self.windows(v));
+        let after = self.after(&map, name.as_deref());
 
         Some(Plan {
             name: name?,
@@ -678,7 +680,39 @@ impl<'s> Parser<'s> {
             reversible: reversible?,
             exclusive: exclusive?,
             windows: windows?,
+            after: after?,
         })
+    }
+
+    /// `after: NAME`: the rollout this one starts after. Unlike the other
+    /// optional fields, an empty `after:` is a mistake (a name left out),
+    /// not the default; and a plan cannot start after itself.
+    fn after(&mut self, map: &Map<'_>, own_name: Option<&str>) -> Option<Option<After>> {
+        const EXAMPLE: &str = "docker-17.03.1";
+        let Some((key, node)) = map.map.iter().find(|(key, _)| key.as_str() == "after") else {
+            return Some(None);
+        };
+        if is_null(node) {
+            let message = format!(
+                "has no value; name the rollout this one starts after, such as after: {EXAMPLE}, or leave the field out"
+            );
+            self.error("after", key_pos(key), message);
+            return None;
+        }
+        let value = map.get("after")?;
+        let name = self.name(&value, EXAMPLE)?;
+        if own_name == Some(name.as_str()) {
+            let message = format!(
+                "`{name}` is this plan's own name; name another rollout, one that exists, such as after: {EXAMPLE}"
+            );
+            self.error(&value.path, value.pos, message);
+            return None;
+        }
+        Some(Some(After {
+            name,
+            line: value.pos.line,
+            column: value.pos.column,
+        }))
     }
 
     /// The target version: kept exactly as written, so an unquoted `17.03`

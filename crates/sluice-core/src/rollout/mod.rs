@@ -70,6 +70,7 @@ mod error;
 mod event;
 mod hosts;
 mod model;
+mod schedule;
 mod snapshot;
 
 use std::sync::Arc;
@@ -91,6 +92,7 @@ pub use model::{
     Health, HoldReason, HostChange, HostCounts, HostState, HostView, Input, Outcome, Phase, Status,
     StratumProgress, Verdict, Wait, Waiting,
 };
+pub use schedule::{Blocked, Schedule, Wait as ScheduleWait};
 pub use snapshot::{Snapshot, SnapshotHost};
 
 use hosts::{HostRecord, HostTable};
@@ -120,6 +122,9 @@ pub struct Rollout {
     arbitrated: bool,
     /// What it waits for, as the arbiter last said.
     waiting: Option<Waiting>,
+    /// When it starts by itself, if it was created with a start time (see
+    /// [`schedule`]).
+    start_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone)]
@@ -190,6 +195,7 @@ impl Rollout {
             hold: None,
             arbitrated: false,
             waiting: None,
+            start_at: None,
         }
     }
 
@@ -238,6 +244,10 @@ impl Rollout {
                 actor,
                 reason,
             } => self.apply_action(action, &actor, reason, &mut tx),
+            Input::ScheduledStart { reason } => {
+                tx.event(None, EventKind::Started { reason });
+                self.start_stage(0, &mut tx);
+            }
             Input::Freeze { on, actor, reason } => {
                 if on {
                     self.frozen.get_or_insert(Freeze { actor, reason });
@@ -474,6 +484,15 @@ impl Rollout {
                     }),
                 }
             }
+            Input::ScheduledStart { .. } => match self.action_hint(Action::Start) {
+                None => Ok(()),
+                Some(hint) => Err(Rejected::InvalidAction {
+                    rollout: self.id.clone(),
+                    action: Action::Start,
+                    state: self.describe(),
+                    hint: hint.to_owned(),
+                }),
+            },
             Input::Freeze { on, reason, .. } if reason.trim().is_empty() => {
                 Err(Rejected::EmptyReason {
                     rollout: self.id.clone(),

@@ -243,6 +243,9 @@ pub enum Input {
         actor: String,
         reason: String,
     },
+    /// Sluice starts a pending rollout whose schedule is due (see
+    /// [`super::Rollout::schedule`]): like a start by hand, with no actor.
+    ScheduledStart { reason: String },
     /// The fleet-wide freeze turned on or off.
     Freeze {
         on: bool,

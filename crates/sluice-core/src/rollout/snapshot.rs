@@ -31,6 +31,10 @@ pub struct Snapshot {
     /// that the rollout that waited longest is still first after a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<Waiting>,
+    /// When a scheduled rollout starts by itself: kept so that a restart,
+    /// or another leader, still starts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<Timestamp>,
     /// Host failures counted for each stage.
     pub failures: Vec<u64>,
     /// Failures of the current stage acknowledged by a resume.
@@ -82,6 +86,7 @@ impl Rollout {
             frozen: self.frozen.clone(),
             hold: self.hold.clone(),
             waiting: self.waiting,
+            start_at: self.start_at,
             failures: self.failures.clone(),
             failure_baseline: self.failure_baseline,
             gates: self.gates(),
@@ -218,6 +223,7 @@ impl Rollout {
         rollout.frozen = snapshot.frozen;
         rollout.hold = snapshot.hold;
         rollout.waiting = snapshot.waiting;
+        rollout.start_at = snapshot.start_at;
         rollout.failures = snapshot.failures;
         rollout.failure_baseline = snapshot.failure_baseline;
         Ok(rollout)

@@ -29,6 +29,7 @@ pub fn selection_plan(selector: Selector, strategy: Strategy, stages: Vec<Stage>
         reversible: true,
         exclusive: true,
         windows: Vec::new(),
+        after: None,
     }
 }
 

@@ -157,7 +157,47 @@ pub struct Changing {
     pub used: f64,
     pub by_component: Vec<(String, u64)>,
     pub waiting: Vec<WaitingRow>,
+    /// Pending rollouts, per component in queue order.
+    pub queue: Vec<QueueRow>,
     pub pins: Vec<PinRow>,
+}
+
+/// A pending rollout in its component's queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueRow {
+    pub component: String,
+    pub position: u64,
+    pub id: String,
+    pub name: String,
+    /// What it waits for: `starts at …; after …`, `blocked: …`, or that
+    /// only an operator starts it.
+    pub waits_for: String,
+    pub blocked: bool,
+}
+
+/// The pending rollouts of `rollouts`, by component and queue position.
+fn queue(rollouts: &[RolloutSummary]) -> Vec<QueueRow> {
+    let mut rows: Vec<QueueRow> = rollouts
+        .iter()
+        .filter_map(|rollout| {
+            let position = rollout.queue_position?;
+            let waits_for = match (&rollout.blocked, &rollout.queued) {
+                (Some(blocked), _) => format!("blocked: {blocked}"),
+                (None, Some(queued)) => queued.clone(),
+                (None, None) => "started by hand".to_owned(),
+            };
+            Some(QueueRow {
+                component: rollout.component.clone(),
+                position,
+                id: rollout.id.clone(),
+                name: rollout.name.clone(),
+                waits_for,
+                blocked: rollout.blocked.is_some(),
+            })
+        })
+        .collect();
+    rows.sort_by(|a, b| (&a.component, a.position).cmp(&(&b.component, b.position)));
+    rows
 }
 
 /// A rollout waiting for room.
@@ -170,7 +210,7 @@ pub struct WaitingRow {
     pub since: String,
 }
 
-fn changing(world: &World) -> Changing {
+fn changing(world: &World, rollouts: &[RolloutSummary]) -> Changing {
     let view = world.budget_view();
     let budget = match (&view.budget, view.limit) {
         (Some(budget), Some(limit)) => {
@@ -208,6 +248,7 @@ fn changing(world: &World) -> Changing {
                 waiting: waiting.waiting,
             })
             .collect(),
+        queue: queue(rollouts),
         pins: world.pin_list().into_iter().map(PinRow::from).collect(),
     }
 }
@@ -289,7 +330,7 @@ pub fn overview(world: &World) -> Overview {
             .filter(|r| matches!(r.state.as_str(), "pending" | "running" | "paused"))
             .map(RolloutRow::from)
             .collect(),
-        changing: changing(world),
+        changing: changing(world, &rollouts),
     }
 }
 
@@ -336,6 +377,15 @@ impl From<&RolloutSummary> for RolloutRow {
         }
         if let Some(waiting) = &summary.waiting {
             let _ = write!(stage, " · {waiting}");
+        }
+        if let Some(position) = summary.queue_position {
+            let _ = write!(stage, " · #{position} in queue");
+        }
+        if let Some(queued) = &summary.queued {
+            let _ = write!(stage, " · {queued}");
+        }
+        if let Some(blocked) = &summary.blocked {
+            let _ = write!(stage, " · blocked: {blocked}");
         }
         RolloutRow {
             id: summary.id.clone(),

@@ -19,12 +19,40 @@ use crate::routes::required_reason;
 use crate::state::AppState;
 use crate::vocabulary;
 
-/// Creates a pending rollout from a plan (YAML or JSON).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct CreateQuery {
+    /// RFC 3339 with an offset, e.g. `2026-12-07T09:00:00+01:00` (encode
+    /// `+` as `%2B`; a space in its place is read as `+`): the rollout is
+    /// scheduled and starts by itself then. Must be in the future.
+    #[param(example = "2026-12-07T09:00:00+01:00")]
+    start_at: Option<String>,
+}
+
+/// `start_at` as given, read.
+fn start_at(query: &CreateQuery) -> Result<Option<jiff::Timestamp>, ApiError> {
+    let Some(text) = &query.start_at else {
+        return Ok(None);
+    };
+    // An unencoded `+` in a query string arrives as a space.
+    let text = text.trim().replace(' ', "+");
+    text.parse::<jiff::Timestamp>().map(Some).map_err(|error| {
+        ApiError::bad_field(
+            "start_at",
+            format!("start_at {text:?} is not an RFC 3339 time with an offset, such as 2026-12-07T09:00:00+01:00 or 2026-12-07T08:00:00Z: {error}"),
+        )
+    })
+}
+
+/// Creates a pending rollout from a plan (YAML or JSON); with `start_at`,
+/// or a plan that says `after: NAME`, it is scheduled and starts by itself.
 #[utoipa::path(
     post,
     path = "/v1/rollouts",
     operation_id = "create_rollout",
     tag = "rollouts",
+    params(CreateQuery),
     request_body(
         description = "the plan, YAML or JSON (the plan file format of the spec); every problem is answered at once (422)",
         content(
@@ -33,12 +61,12 @@ use crate::vocabulary;
         ),
     ),
     responses(
-        (status = 201, description = "created, pending; start it with /start", body = Created),
-        (status = 400, description = "the body is not UTF-8 text", body = ErrorBody),
+        (status = 201, description = "created, pending; start it with /start, or it starts by itself when scheduled", body = Created),
+        (status = 400, description = "the body is not UTF-8 text, or `start_at` is no time or not in the future", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 409, description = "the name is taken, or an active rollout of the component overlaps", body = ErrorBody),
         (status = 413, body = ErrorBody),
-        (status = 422, description = "the plan is invalid: `field` is the first problem, the message lists all", body = ErrorBody),
+        (status = 422, description = "the plan is invalid: `field` is the first problem, the message lists all; or its `after` names no rollout, or one rolled back or aborted", body = ErrorBody),
         (status = 503, body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -46,17 +74,25 @@ use crate::vocabulary;
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
+    Query(query): Query<CreateQuery>,
     Text(source): Text,
 ) -> Result<(StatusCode, axum::Json<Created>), ApiError> {
     caller.require(Need::Operate)?;
+    let start_at = start_at(&query)?;
     let plan = parse_plan(&source).map_err(plan_error)?;
-    let details = serde_json::json!({
+    let mut details = serde_json::json!({
         "name": plan.name,
         "component": plan.component,
         "version": plan.version,
     });
+    if let Some(at) = start_at {
+        details["start_at"] = crate::clock::rfc3339(at).into();
+    }
+    if let Some(after) = &plan.after {
+        details["after"] = after.name.clone().into();
+    }
     let (created, pending) = state.change(|world, now, writes| {
-        let created = world.create_rollout(source, plan, now, writes);
+        let created = world.create_rollout(source, plan, start_at, now, writes);
         if let Ok(id) = &created {
             writes.push(caller.audit(now, AuditKind::RolloutCreated, Some(id), None, details));
         }

@@ -15,4 +15,9 @@ pub enum WorldError {
     /// A field of the request is invalid in itself (an empty reason).
     #[error("{message}")]
     Invalid { field: String, message: String },
+    /// The plan is valid in itself but not against the world: its `after`
+    /// names no rollout, or one that can no longer complete (422, like a
+    /// plan's own problems). `field` is `after at LINE:COLUMN`.
+    #[error("{message}")]
+    InvalidPlan { field: String, message: String },
 }

@@ -25,7 +25,7 @@ use sluice_core::fleet::{Host, HostId, Labels};
 use sluice_core::plan::Plan;
 use sluice_core::rollout::{
     EventKind, Fed, Freeze, GateResult, Health, HostReport, HostState, Input, Outcome, Rejected,
-    Rollout, Sighting,
+    Rollout, Sighting, Status,
 };
 use sluice_store::{
     BudgetRecord, ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord, NewEvent,
@@ -41,6 +41,7 @@ mod error;
 mod fleet;
 mod hosts;
 mod loading;
+mod schedule;
 mod views;
 
 pub use error::WorldError;
@@ -247,6 +248,9 @@ pub struct World {
     pins: BTreeMap<String, BTreeMap<String, PinRecord>>,
     /// Something changed since the arbiter last handed out hosts.
     arbitration_due: bool,
+    /// The latest time the controller ticked at: what the views of
+    /// schedules compare start times with.
+    latest: Timestamp,
 }
 
 impl World {
@@ -256,6 +260,7 @@ impl World {
     /// have been set after a rollout's record was last written), lifts the
     /// pins that expired meanwhile and lets the arbiter hand out hosts.
     pub fn resume(&mut self, now: Timestamp, writes: &mut Vec<Write>) {
+        self.latest = now;
         if let Some(freeze) = self.freeze.as_ref().map(|freeze| Freeze {
             actor: freeze.actor.clone(),
             reason: freeze.reason.clone(),
@@ -403,8 +408,10 @@ impl World {
         });
     }
 
-    /// Time passes for every rollout that listens, and for pins.
+    /// Time passes for every rollout that listens, and for pins; scheduled
+    /// rollouts that are due start first.
     pub fn tick(&mut self, now: Timestamp, writes: &mut Vec<Write>) {
+        self.start_due(now, writes);
         for index in 0..self.rollouts.len() {
             self.drive_logged(index, now, writes, "tick", |rollout| rollout.tick(now));
         }
@@ -589,11 +596,13 @@ impl World {
 
     // ---- rollouts ------------------------------------------------------
 
-    /// Creates a pending rollout of `plan` and feeds it the inventory.
+    /// Creates a pending rollout of `plan` and feeds it the inventory; with
+    /// `start_at` or the plan's `after` it is scheduled (see [`schedule`]).
     pub fn create_rollout(
         &mut self,
         source: String,
         plan: Plan,
+        start_at: Option<Timestamp>,
         now: Timestamp,
         writes: &mut Vec<Write>,
     ) -> Result<String, WorldError> {
@@ -609,12 +618,20 @@ impl World {
                 other.rollout.status().name()
             )));
         }
-        if let Some(message) = self.overlap(&plan) {
-            return Err(WorldError::Conflict(message));
+        self.latest = self.latest.max(now);
+        schedule::check(self, &plan, start_at, now)?;
+        // A scheduled rollout may queue behind the rollouts of its
+        // component; one started by hand may not overlap any active one.
+        let scheduled = start_at.is_some() || plan.after.is_some();
+        if !scheduled {
+            if let Some(message) = self.overlap(&plan, Rollout::is_active) {
+                return Err(WorldError::Conflict(message));
+            }
         }
         let id = format!("r-{}", self.next_seq);
         self.next_seq += 1;
-        let rollout = Rollout::new(id.clone(), plan, now);
+        let mut rollout = Rollout::new(id.clone(), plan, now);
+        rollout.set_start_at(start_at);
         let created = rollout.created_event();
         let entry = RolloutEntry::new(rollout, source, now);
         writes.push(Write::Rollout(entry.record()));
@@ -626,13 +643,28 @@ impl World {
         Ok(id)
     }
 
-    /// Why `plan` may not start beside an active rollout of its component
-    /// (they would both own some host), or `None`.
-    fn overlap(&self, plan: &Plan) -> Option<String> {
+    /// Why `plan` may not start beside a rollout of its component that
+    /// `owns` hosts (they would both own some host), or `None`.
+    fn overlap(&self, plan: &Plan, owns: impl Fn(&Rollout) -> bool) -> Option<String> {
+        self.overlapping(plan, owns).map(|(other, why)| {
+            let other = &self.rollouts[other].rollout;
+            format!(
+                "rollout {} ({:?}, {}) already changes {} on hosts this plan selects ({why}); complete, abort or roll it back first, or choose a selector that does not overlap",
+                other.id(),
+                other.plan().name,
+                other.status().name(),
+                plan.component
+            )
+        })
+    }
+
+    /// The first rollout of `plan`'s component that `owns` hosts and selects
+    /// some host `plan` selects, with why they overlap.
+    fn overlapping(&self, plan: &Plan, owns: impl Fn(&Rollout) -> bool) -> Option<(usize, String)> {
         let entry = self.components.get(&plan.component)?;
         for &index in &entry.rollouts {
             let other = &self.rollouts[index];
-            if !other.is_active() {
+            if !owns(&other.rollout) || other.rollout.plan().name == plan.name {
                 continue;
             }
             let theirs = &other.rollout.plan().selector;
@@ -649,13 +681,7 @@ impl World {
                     .map(|(id, _)| format!("both select {id}, for one"))
             };
             if let Some(why) = why {
-                return Some(format!(
-                    "rollout {} ({:?}, {}) already changes {} on hosts this plan selects ({why}); complete, abort or roll it back first, or choose a selector that does not overlap",
-                    other.rollout.id(),
-                    other.rollout.plan().name,
-                    other.rollout.status().name(),
-                    plan.component
-                ));
+                return Some((index, why));
             }
         }
         None
@@ -672,6 +698,16 @@ impl World {
         writes: &mut Vec<Write>,
     ) -> Result<RolloutSummary, WorldError> {
         let index = self.index_of(id)?;
+        let rollout = &self.rollouts[index].rollout;
+        // One owner: a pending rollout starts only once no started one
+        // shares its hosts (a scheduled one waits for that by itself).
+        if action == sluice_api::rollout::Action::Start && *rollout.status() == Status::Pending {
+            if let Some(message) = self.overlap(rollout.plan(), schedule::owns) {
+                return Err(WorldError::Conflict(format!(
+                    "cannot start {id}: {message}"
+                )));
+            }
+        }
         let input = Input::Action {
             action: vocabulary::action(action),
             actor: actor.to_owned(),

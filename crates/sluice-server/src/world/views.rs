@@ -9,7 +9,7 @@ use sluice_api::rollout::{
     GateReadingView, GateView, HostState, RolloutDetail, RolloutState, RolloutSummary, StageView,
     StratumView,
 };
-use sluice_core::rollout::{Phase, Status};
+use sluice_core::rollout::{Phase, Schedule, Status};
 use sluice_core::selection::stage_quota;
 use sluice_core::selector::Selector;
 
@@ -108,6 +108,17 @@ impl World {
         let rollout = &entry.rollout;
         let plan = rollout.plan();
         let counts = rollout.counts();
+        let index = self.by_id.get(rollout.id()).copied();
+        let schedule = index.map_or(Schedule::None, |index| self.schedule_of(index, self.latest));
+        let (queued, blocked) = match schedule {
+            Schedule::Queued(waits) => {
+                let waits: Vec<String> = waits.iter().map(ToString::to_string).collect();
+                (Some(waits.join("; ")), None)
+            }
+            Schedule::Blocked(blocked) => (None, Some(blocked.to_string())),
+            Schedule::Due { .. } => (Some("starts now".to_owned()), None),
+            Schedule::None => (None, None),
+        };
         RolloutSummary {
             id: rollout.id().to_owned(),
             name: plan.name.clone(),
@@ -119,6 +130,11 @@ impl World {
             held: rollout.held().map(ToString::to_string),
             waiting: rollout.waiting().map(|waiting| waiting.wait.to_string()),
             waiting_since: rollout.waiting().map(|waiting| rfc3339(waiting.since)),
+            start_at: rollout.start_at().map(rfc3339),
+            after: plan.after.as_ref().map(|after| after.name.clone()),
+            queued,
+            blocked,
+            queue_position: index.and_then(|index| self.queue_position(index)),
             selected: rollout.selected(),
             admitted: rollout.admitted(),
             healthy: counts.healthy,

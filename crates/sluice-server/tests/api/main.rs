@@ -22,4 +22,5 @@ mod postgres;
 mod prometheus;
 mod report;
 mod rollouts;
+mod schedules;
 mod stable;

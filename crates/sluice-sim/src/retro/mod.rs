@@ -117,6 +117,7 @@ pub struct Summary {
     pub from: Vec<VersionCount>,
     pub to: String,
     pub created_at: Option<Timestamp>,
+    /// Who started it: an actor, or `sluice` for a scheduled start.
     pub started_by: Option<String>,
     pub started_at: Option<Timestamp>,
     pub start_reason: Option<String>,
@@ -365,7 +366,8 @@ pub fn build(record: &Record<'_>) -> Report {
         from,
         to: plan.version.clone(),
         created_at: events.first().map(|e| e.at),
-        started_by: started.and_then(|(e, _)| e.actor.clone()),
+        // A scheduled rollout is started by sluice itself: no actor.
+        started_by: started.map(|(e, _)| e.actor.clone().unwrap_or_else(|| "sluice".to_owned())),
         started_at,
         start_reason: started.map(|(_, reason)| reason.clone()),
         outcome: outcome.to_owned(),

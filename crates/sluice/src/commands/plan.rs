@@ -57,8 +57,14 @@ fn check(args: &CheckArgs) -> Result<(), Failure> {
         .iter()
         .map(|stage| format!("{}%", stage.percent))
         .collect();
+    // Whether the rollout it names exists is the server's to say, at create.
+    let after = plan
+        .after
+        .as_ref()
+        .map(|after| format!("; starts after {} completes", after.name))
+        .unwrap_or_default();
     println!(
-        "{}: valid plan {:?}: {} → {}, {} stages ({})",
+        "{}: valid plan {:?}: {} → {}, {} stages ({}){after}",
         args.file.display(),
         plan.name,
         plan.component,

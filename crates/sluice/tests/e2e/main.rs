@@ -21,6 +21,9 @@
 //! - `db_copy`: a rollout under way moves from SQLite to PostgreSQL with
 //!   `sluice db copy` and finishes there, each stage admitting exactly the
 //!   preview's hosts;
+//! - `schedules`: a rollout created with `--start-at` starts by itself,
+//!   across a SIGKILL and restart before its time; an `after:` chain starts
+//!   in turn, and a rollout after a rolled-back one never starts and says why;
 //! - `api_schema`: schemathesis sends requests generated from
 //!   `/v1/openapi.json`: those valid by the document are accepted, every
 //!   answer is as the document says, none is a 5xx.
@@ -38,3 +41,4 @@ mod fleet;
 mod forwarding_secrets;
 mod full_rollout;
 mod report;
+mod schedules;

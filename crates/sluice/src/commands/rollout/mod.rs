@@ -64,6 +64,12 @@ pub struct CreateArgs {
     /// Why, recorded in the event log with --start
     #[arg(long, value_name = "REASON", requires = "start")]
     reason: Option<String>,
+    /// Start the rollout by itself at this time, RFC 3339 with an offset
+    /// (2026-12-07T09:00:00+01:00); with the plan's `after:`, once both
+    /// hold. It is pending and queued until then; `start` starts it
+    /// earlier, `abort` cancels it
+    #[arg(long, value_name = "TIME", conflicts_with = "start")]
+    start_at: Option<String>,
     #[command(flatten)]
     remote: RemoteArgs,
 }
@@ -138,11 +144,12 @@ fn create(args: CreateArgs) -> Result<(), Failure> {
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("reading plan file {}", args.file.display()))
         .map_err(Failure::Invalid)?;
+    let start_at = args.start_at.as_deref().map(parse_start_at).transpose()?;
     let (client, connection) = args.remote.connect()?;
     let doing = format!("creating a rollout from {}", args.file.display());
     block_on(async move {
         let created = client
-            .create_rollout(&text)
+            .create_rollout_at(&text, start_at.as_deref())
             .await
             .map_err(|error| connection.failure(&doing, error))?;
         let id = created.id;
@@ -169,7 +176,25 @@ fn create(args: CreateArgs) -> Result<(), Failure> {
             plan.version,
             plural(plan.stages.len() as u64, "stage")
         );
+        let waits = match (&start_at, &plan.after) {
+            (Some(at), Some(after)) => Some(format!(
+                "at {} once {} completes",
+                output::timestamp(at),
+                after.name
+            )),
+            (Some(at), None) => Some(format!("at {}", output::timestamp(at))),
+            (None, Some(after)) => Some(format!("once {} completes", after.name)),
+            (None, None) => None,
+        };
         match started {
+            None if waits.is_some() => {
+                if let (Some(waits), false) = (waits, args.remote.json()) {
+                    eprintln!(
+                        "created {what}; it starts by itself {waits} (sluice rollout list shows the queue; start it earlier with sluice rollout start {id}, cancel it with sluice rollout abort {id})"
+                    );
+                }
+                Ok(())
+            }
             None => {
                 if !args.remote.json() {
                     eprintln!(
@@ -190,6 +215,17 @@ fn create(args: CreateArgs) -> Result<(), Failure> {
             )),
         }
     })
+}
+
+/// `--start-at`: an RFC 3339 time with an offset, sent as UTC. Whether it
+/// is in the future is the server's to say (its clock decides).
+fn parse_start_at(text: &str) -> Result<String, Failure> {
+    let at: jiff::Timestamp = text.trim().parse().map_err(|error| {
+        Failure::invalid(format!(
+            "--start-at {text:?} is not an RFC 3339 time with an offset, such as 2026-12-07T09:00:00+01:00 or 2026-12-07T08:00:00Z: {error}"
+        ))
+    })?;
+    Ok(at.to_string())
 }
 
 // ---- actions ---------------------------------------------------------------
@@ -245,8 +281,61 @@ fn list(args: ListArgs) -> Result<(), Failure> {
                 return "no rollouts yet; create one with: sluice rollout create -f PLAN.yaml\n"
                     .to_owned();
             }
-            render_list(&list.rollouts, jiff::Timestamp::now())
+            let now = jiff::Timestamp::now();
+            render_list(&list.rollouts, now) + &render_queue(&list.rollouts, now)
         })
+}
+
+/// The pending rollouts per component, in queue order, with what each
+/// waits for; empty when none is pending.
+fn render_queue(rollouts: &[RolloutSummary], now: jiff::Timestamp) -> String {
+    let mut pending: Vec<&RolloutSummary> = rollouts
+        .iter()
+        .filter(|rollout| rollout.queue_position.is_some())
+        .collect();
+    pending.sort_by(|a, b| {
+        (a.component.as_str(), a.queue_position).cmp(&(b.component.as_str(), b.queue_position))
+    });
+    let mut text = String::new();
+    let mut component = None;
+    for rollout in pending {
+        if component != Some(rollout.component.as_str()) {
+            component = Some(rollout.component.as_str());
+            let _ = writeln!(text, "\nqueue of {}:", rollout.component);
+        }
+        let _ = writeln!(
+            text,
+            "  {}. {} {}: {}",
+            rollout.queue_position.unwrap_or_default(),
+            rollout.id,
+            rollout.name,
+            waits_for(rollout, now)
+        );
+    }
+    text
+}
+
+/// What a pending rollout waits for, in words: `blocked: …`, `starts at
+/// 2026-12-07 08:00:00Z (in 3h); after …`, or that it starts only by hand.
+fn waits_for(rollout: &RolloutSummary, now: jiff::Timestamp) -> String {
+    if let Some(blocked) = &rollout.blocked {
+        return format!("blocked: {blocked}; start or abort it by hand");
+    }
+    match &rollout.queued {
+        Some(queued) => queued
+            .split("; ")
+            .map(|wait| match wait.strip_prefix("starts at ") {
+                Some(at) => format!(
+                    "starts at {} ({})",
+                    output::timestamp(at),
+                    output::relative(at, now)
+                ),
+                None => wait.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        None => "not scheduled: starts when started (sluice rollout start)".to_owned(),
+    }
 }
 
 fn render_list(rollouts: &[RolloutSummary], now: jiff::Timestamp) -> String {
@@ -295,6 +384,10 @@ fn short_state(rollout: &RolloutSummary) -> String {
         text.push_str(" (held)");
     } else if rollout.waiting.is_some() {
         text.push_str(" (waiting)");
+    } else if rollout.blocked.is_some() {
+        text.push_str(" (blocked)");
+    } else if rollout.queued.is_some() {
+        text.push_str(" (queued)");
     }
     text
 }
@@ -317,6 +410,12 @@ fn state_line(rollout: &RolloutSummary, stages: Option<usize>) -> String {
     }
     if let Some(waiting) = &rollout.waiting {
         let _ = write!(text, ", {waiting}");
+    }
+    if let Some(queued) = &rollout.queued {
+        let _ = write!(text, ", queued: {queued}");
+    }
+    if let Some(blocked) = &rollout.blocked {
+        let _ = write!(text, ", blocked: {blocked}");
     }
     text
 }
@@ -457,6 +556,19 @@ fn render_status(detail: &RolloutDetail, events: &[EventView], now: jiff::Timest
             .map(|since| format!(" since {}", output::timestamp(since)))
             .unwrap_or_default();
         facts.push(("waiting", format!("{waiting}{since}")));
+    }
+    if summary.queued.is_some() || summary.blocked.is_some() {
+        let place = summary
+            .queue_position
+            .map(|position| format!(" (#{position} of {})", summary.component))
+            .unwrap_or_default();
+        facts.push(("queue", format!("{}{place}", waits_for(summary, now))));
+    }
+    if let Some(after) = &summary.after {
+        facts.push(("after", after.clone()));
+    }
+    if let Some(at) = &summary.start_at {
+        facts.push(("start at", output::timestamp(at)));
     }
     if let Some(reason) = &detail.reason {
         facts.push(("reason", reason.clone()));
@@ -715,6 +827,11 @@ mod tests {
             held: None,
             waiting: None,
             waiting_since: None,
+            start_at: None,
+            after: None,
+            queued: None,
+            blocked: None,
+            queue_position: None,
             selected: 480,
             admitted: 48,
             healthy: 40,
@@ -905,6 +1022,53 @@ mod tests {
             r-7   docker-17.03.1  docker-engine  17.03.1  completed                      -    48/480       40       2  3m ago
         "#]]
         .assert_eq(&render_list(&[paused, done], now()));
+    }
+
+    #[test]
+    fn the_queue_lists_pending_rollouts_per_component_in_order() {
+        let mut scheduled = summary("pending", None, None);
+        scheduled.id = "r-8".into();
+        scheduled.name = "docker-17.03.2".into();
+        scheduled.queue_position = Some(1);
+        scheduled.start_at = Some("2024-06-01T12:00:00Z".into());
+        scheduled.queued = Some("starts at 2024-06-01T12:00:00Z".into());
+        let mut follower = summary("pending", None, None);
+        follower.id = "r-9".into();
+        follower.name = "docker-17.03.3".into();
+        follower.queue_position = Some(2);
+        follower.after = Some("docker-17.03.2".into());
+        follower.queued = Some("after docker-17.03.2 (r-8, pending)".into());
+        let mut blocked = summary("pending", None, None);
+        blocked.id = "r-10".into();
+        blocked.name = "kernel-6.1".into();
+        blocked.component = "kernel".into();
+        blocked.queue_position = Some(1);
+        blocked.blocked = Some("after docker-17.03.1 (r-7), which was rolled back".into());
+        let done = summary("completed", None, None);
+        let all = [done, follower, blocked, scheduled];
+        expect_test::expect![[r#"
+
+            queue of docker-engine:
+              1. r-8 docker-17.03.2: starts at 2024-06-01 12:00:00Z (in 2h)
+              2. r-9 docker-17.03.3: after docker-17.03.2 (r-8, pending)
+
+            queue of kernel:
+              1. r-10 kernel-6.1: blocked: after docker-17.03.1 (r-7), which was rolled back; start or abort it by hand
+        "#]]
+        .assert_eq(&render_queue(&all, now()));
+        assert_eq!(short_state(&all[1]), "pending (queued)");
+        assert_eq!(short_state(&all[2]), "pending (blocked)");
+        assert_eq!(render_queue(&all[..1], now()), "");
+    }
+
+    #[test]
+    fn start_at_is_read_with_its_offset_and_sent_in_utc() {
+        assert_eq!(
+            parse_start_at("2026-12-07T09:00:00+01:00").ok().as_deref(),
+            Some("2026-12-07T08:00:00Z")
+        );
+        assert!(parse_start_at("2026-12-07 09:00").is_err());
+        assert!(parse_start_at("tomorrow").is_err());
     }
 
     #[test]
