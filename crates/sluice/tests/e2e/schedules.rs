@@ -115,7 +115,7 @@ async fn a_rollout_created_with_start_at_starts_by_itself_across_a_sigkill() {
         .await
         .expect("import");
     // In Stockholm's winter offset, as an operator there would write it.
-    let at = Timestamp::now() + SignedDuration::from_secs(5);
+    let at = Timestamp::now() + SignedDuration::from_secs(15);
     let local = at + SignedDuration::from_hours(1);
     let at_text = format!("{}+01:00", local.strftime("%Y-%m-%dT%H:%M:%S"));
     let at: Timestamp = at_text.parse().expect("start_at");
@@ -139,8 +139,15 @@ async fn a_rollout_created_with_start_at_starts_by_itself_across_a_sigkill() {
         .stdout();
     assert!(status.contains("starts at "), "{status}");
 
-    // Killed before its time (nothing between the create and here waits),
-    // restarted: the new process starts it by itself.
+    // Killed before its time, restarted: the new process starts it by
+    // itself. Still pending just before the kill, or the test would prove
+    // nothing of a restart.
+    let client = sandbox.client().clone();
+    assert_eq!(
+        state(&client, &id).await,
+        RolloutState::Pending,
+        "the CLI runs above took the 15 s before the start time"
+    );
     sandbox.kill9();
     sandbox.restart().await;
     let client = sandbox.client().clone();
