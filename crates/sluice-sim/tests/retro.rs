@@ -359,3 +359,91 @@ fn html_is_one_self_contained_page() {
         );
     }
 }
+
+/// Waiting for the fleet's change budget or for hosts busy with another
+/// rollout's change is a hold like a freeze: the report says how long each
+/// wait lasted, and a wait still open when the rollout ended closes there.
+#[test]
+fn waits_for_other_rollouts_are_holds() {
+    use sluice_core::rollout::Wait;
+    use EventKind::*;
+    let plan = parse_plan(PLAN).expect("the test plan");
+    let started = |offset| {
+        event(
+            offset,
+            None,
+            StageStarted {
+                index: 0,
+                name: "canary".to_owned(),
+                percent: 25.0,
+                quota: 1,
+            },
+        )
+    };
+    let events = vec![
+        event(
+            0,
+            Some("alice"),
+            Started {
+                reason: "go".to_owned(),
+            },
+        ),
+        started(0),
+        event(
+            60,
+            None,
+            Waiting {
+                wait: Wait::FleetBudget,
+            },
+        ),
+        event(
+            660,
+            None,
+            WaitOver {
+                wait: Wait::FleetBudget,
+            },
+        ),
+        event(
+            700,
+            None,
+            Waiting {
+                wait: Wait::HostsBusy,
+            },
+        ),
+        event(
+            1000,
+            Some("bob"),
+            Aborted {
+                reason: "enough".to_owned(),
+            },
+        ),
+    ];
+    let report = retro::build(&Record {
+        rollout: "r-8",
+        plan: &plan,
+        events: &events,
+        hosts: &hosts(),
+        samples: &[],
+        source: Source::Server,
+        now: at(3600),
+    });
+    let holds: Vec<_> = report
+        .holds
+        .iter()
+        .map(|h| (h.kind, h.stage, h.duration_s, h.why.as_str()))
+        .collect();
+    assert_eq!(
+        holds,
+        [
+            ("budget", Some(0), Some(600.0), "waiting for fleet budget"),
+            (
+                "busy hosts",
+                Some(0),
+                Some(300.0),
+                "waiting for hosts busy with another change (in flight for another rollout, or pinned)"
+            ),
+        ]
+    );
+    let markdown = render::markdown(&report, "r-8.svg");
+    assert!(markdown.contains("| budget |"), "{markdown}");
+}

@@ -35,7 +35,7 @@ use sluice_core::duration::Duration;
 use sluice_core::fleet::{Host, HostId, Labels, StrMap};
 use sluice_core::percent::Percent;
 use sluice_core::plan::{OnFailure, Plan, Stage};
-use sluice_core::rollout::{Event, EventKind, GateOutcome, HoldReason, HostCounts, Rollout};
+use sluice_core::rollout::{Event, EventKind, GateOutcome, HoldReason, HostCounts, Rollout, Wait};
 
 use crate::fault::Fault;
 use crate::push::push_at_once;
@@ -181,11 +181,12 @@ pub struct Act {
     pub reason: String,
 }
 
-/// A time the rollout admitted nobody: a freeze, outside its windows, or
-/// paused.
+/// A time the rollout admitted nobody: a freeze, outside its windows,
+/// paused, or waiting for what other rollouts hold (the fleet's change
+/// budget, hosts busy with another change).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Hold {
-    /// `freeze`, `window` or `pause`.
+    /// `freeze`, `window`, `pause`, `budget` or `busy hosts`.
     pub kind: &'static str,
     /// The stage it happened in (0-based).
     pub stage: Option<usize>,
@@ -574,6 +575,14 @@ fn stages(record: &Record<'_>) -> Vec<StageRow> {
     rows
 }
 
+/// A wait's kind of hold.
+fn wait_kind(wait: Wait) -> &'static str {
+    match wait {
+        Wait::FleetBudget => "budget",
+        Wait::HostsBusy => "busy hosts",
+    }
+}
+
 fn holds(events: &[Event], now: Timestamp) -> Vec<Hold> {
     let mut holds: Vec<Hold> = Vec::new();
     // Open holds: index into `holds` by kind.
@@ -649,6 +658,34 @@ fn holds(events: &[Event], now: Timestamp) -> Vec<Hold> {
                 if let Some(index) = open.remove("pause") {
                     let by = actor.or_else(|| Some("sluice".to_owned()));
                     close(&mut holds, index, at, by, Some(reason.clone()));
+                }
+                for kind in [Wait::FleetBudget, Wait::HostsBusy].map(wait_kind) {
+                    if let Some(index) = open.remove(kind) {
+                        close(&mut holds, index, at, Some("sluice".to_owned()), None);
+                    }
+                }
+            }
+            EventKind::Waiting { wait } => {
+                let kind = wait_kind(*wait);
+                if open.contains_key(kind) {
+                    continue;
+                }
+                open.insert(kind, holds.len());
+                holds.push(Hold {
+                    kind,
+                    stage,
+                    from: at,
+                    to: None,
+                    duration_s: None,
+                    by: "sluice".to_owned(),
+                    why: wait.to_string(),
+                    released_by: None,
+                    released_why: None,
+                });
+            }
+            EventKind::WaitOver { wait } => {
+                if let Some(index) = open.remove(wait_kind(*wait)) {
+                    close(&mut holds, index, at, Some("sluice".to_owned()), None);
                 }
             }
             _ => {}

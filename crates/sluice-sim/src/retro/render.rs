@@ -256,7 +256,7 @@ fn blocks(r: &Report) -> Vec<Block> {
     b.push(Block::Heading(3, "Holds".to_owned()));
     if r.holds.is_empty() {
         b.push(Block::Para(
-            "No freeze, window or pause held the rollout.".into(),
+            "No freeze, window, pause or wait for other rollouts held the rollout.".into(),
         ));
     } else {
         b.push(Block::Table(
