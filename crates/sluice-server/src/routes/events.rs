@@ -6,8 +6,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
 use axum::http::header::{HeaderName, HeaderValue};
+use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -216,10 +217,10 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
 )]
 pub async fn events(
     State(replica): State<Arc<Replica>>,
+    _: Viewer,
     headers: HeaderMap,
     Query(params): Query<EventsParams>,
 ) -> Result<Response, ApiError> {
-    replica.authorize(&headers, Need::View).await?;
     let filter = params.filter()?;
     let after = params.after()?;
     if params.follow != Some(true) {
@@ -271,6 +272,23 @@ pub async fn events(
         HeaderValue::from_static("no"),
     );
     Ok(response)
+}
+
+/// A caller whose token may read the log, checked before anything else of
+/// the request (an unauthenticated request is 401 whatever its query).
+#[derive(Debug)]
+pub struct Viewer;
+
+impl FromRequestParts<Arc<Replica>> for Viewer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        replica: &Arc<Replica>,
+    ) -> Result<Viewer, ApiError> {
+        replica.authorize(&parts.headers, Need::View).await?;
+        Ok(Viewer)
+    }
 }
 
 /// The seq of the newest event, 0 when the log is empty.
