@@ -4,15 +4,19 @@
 //! dir, then stopped gracefully (SIGTERM, with the stream open) and started
 //! again, events made each time it is back; the follower carries on by
 //! itself and ends up having printed every event of the log exactly once,
-//! in seq order — the log as `GET /v1/events` pages it.
+//! in seq order — the log as `GET /v1/events` pages it. On PostgreSQL the
+//! follower tails a standby, which serves the stream from the database
+//! itself, and goes on through the leader's SIGKILL and the standby's
+//! takeover.
 
 use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use sluice_api::rollout::EventView;
 use sluice_client::{Client, EventFilter};
-use sluice_testkit::{wait_for, Plan, Sandbox, Stage, DEADLINE};
+use sluice_store::testing::TempPgDatabase;
+use sluice_testkit::{wait_for, Cluster, Plan, Sandbox, Stage, DEADLINE};
 
 /// `sluice events --follow --output json` as a process, its lines kept.
 struct Follower {
@@ -22,9 +26,10 @@ struct Follower {
 }
 
 impl Follower {
-    fn start(sandbox: &Sandbox) -> Follower {
-        let mut child = sandbox
-            .command(&["events", "--follow", "--output", "json"])
+    /// Runs `command`, which is `sluice events --follow --output json`
+    /// against some server.
+    fn start(mut command: Command) -> Follower {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -140,7 +145,8 @@ async fn make_events(client: &Client, round: usize) {
 async fn the_follower_prints_every_event_once_in_order_across_server_restarts() {
     let mut sandbox = Sandbox::start().await;
     make_events(sandbox.client(), 0).await;
-    let mut follower = Follower::start(&sandbox);
+    let mut follower =
+        Follower::start(sandbox.command(&["events", "--follow", "--output", "json"]));
     // The newest events first, then what is made while it follows.
     follower.caught_up(sandbox.client()).await;
     make_events(sandbox.client(), 1).await;
@@ -165,4 +171,32 @@ async fn the_follower_prints_every_event_once_in_order_across_server_restarts() 
         "{kinds:?}"
     );
     assert!(log.windows(2).all(|pair| pair[0].seq < pair[1].seq));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standby_serves_the_stream_itself_and_it_outlives_the_leader() {
+    let db = TempPgDatabase::create().await;
+    let mut cluster = Cluster::start(db.url(), 2, "2s").await;
+    let leadership = cluster.wait_for_leader(&[0, 1], None).await;
+    let (leader, standby) = (leadership.leader, 1 - leadership.leader);
+    make_events(cluster.client(leader), 0).await;
+    let mut follower =
+        Follower::start(cluster.command(standby, &["events", "--follow", "--output", "json"]));
+    follower.caught_up(cluster.client(standby)).await;
+    // Written by the leader, read by the standby from the database.
+    make_events(cluster.client(leader), 1).await;
+    follower.caught_up(cluster.client(standby)).await;
+
+    cluster.replica_mut(leader).kill9();
+    let taken = cluster.wait_for_leader(&[standby], Some(&leadership)).await;
+    assert_eq!(taken.leader, standby);
+    make_events(cluster.client(standby), 2).await;
+    let log = follower.caught_up(cluster.client(standby)).await;
+    assert_eq!(follower.printed(), log, "every event once, in seq order");
+    assert_eq!(
+        follower.errors.lock().expect("errors").len(),
+        0,
+        "the standby's stream was never cut: {:?}",
+        follower.errors.lock().expect("errors")
+    );
 }
