@@ -15,7 +15,9 @@ use sluice_testkit::app::spawn_app_configured;
 use sluice_testkit::{Plan, Stage};
 use tempfile::TempDir;
 
-use crate::helpers::{assert_error, fleet, plan, retry_after, spawn_app, TestApp, DEADLINE};
+use crate::helpers::{
+    assert_error, fleet, plan, retry_after, spawn_app, wait_for, TestApp, DEADLINE,
+};
 
 /// `GET /v1/events{query}` with `token`; asserts 200 and returns the events.
 async fn page(app: &TestApp, query: &str, token: &str) -> Vec<Value> {
@@ -297,12 +299,20 @@ async fn streams_are_bounded_per_server_and_end_when_it_shuts_down() {
     )
     .await;
     let mut first = Stream::open(&app, "", None).await;
-    let _second = Stream::open(&app, "&after=0", None).await;
+    let second = Stream::open(&app, "&after=0", None).await;
     let response = app.get("/v1/events?follow=true", &app.admin).await;
     assert!(retry_after(&response).is_some_and(|seconds| seconds > 0));
     assert_error(response, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
     // Pages are not streams: still answered.
     page(&app, "", &app.admin).await;
+    // A client that goes away gives its place back (the answer admitted
+    // here is dropped at once, and gives it back too).
+    drop(second);
+    wait_for("a stream's place to be given back", DEADLINE, || async {
+        let response = app.get("/v1/events?follow=true&after=0", &app.admin).await;
+        (response.status() == StatusCode::OK).then_some(())
+    })
+    .await;
 
     // A graceful shutdown ends the streams instead of waiting for them.
     let stopped = tokio::task::spawn_blocking(move || app.stop());

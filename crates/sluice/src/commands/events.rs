@@ -2,9 +2,10 @@
 //! ones, from the whole event log.
 //!
 //! It shows the newest `--limit` events matching `--rollout` and `--kind`,
-//! oldest first: a line of text each, or one JSON object per line with
-//! `--output json`. `--follow` then prints each new event as the server
-//! streams it (`GET /v1/events?follow=true`). The stream is opened before
+//! oldest first: a line of text each, or with `--output json` the page as
+//! one document (`{"events": [...]}`). `--follow` prints them, then each
+//! new event as the server streams it (`GET /v1/events?follow=true`), with
+//! `--output json` one JSON object per line. The stream is opened before
 //! that first page is read, so nothing written in between is missed; an
 //! event the page already printed is not printed again. When the stream
 //! breaks — the server restarted, a leader changed (503), the connection
@@ -18,7 +19,7 @@ use sluice_api::rollout::EventView;
 use sluice_client::{Client, ClientError, EventFilter, EventStream};
 
 use crate::commands::connect::{block_on, Connection, RemoteArgs};
-use crate::commands::output::{fields, print_text, timestamp};
+use crate::commands::output::{fields, print_json, print_text, timestamp};
 use crate::exit::Failure;
 
 /// How long `--follow` waits before connecting again, at first and at most.
@@ -64,11 +65,14 @@ pub fn run(args: EventsArgs) -> Result<(), Failure> {
                 .log_events(&filter)
                 .await
                 .map_err(|error| connection.failure("reading the event log", error))?;
-            if page.events.is_empty() && !json {
+            if json {
+                return print_json(&page);
+            }
+            if page.events.is_empty() {
                 return print_text("no events\n");
             }
             for event in &page.events {
-                print_event(event, json)?;
+                print_event(event, false)?;
             }
             return Ok(());
         }
