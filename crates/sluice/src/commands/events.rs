@@ -166,23 +166,24 @@ fn print_event(event: &EventView, json: bool) -> Result<(), Failure> {
     }
 }
 
-/// One line: seq, time, rollout (`-` for a fleet-wide event), kind, actor
-/// (`sluice` for what sluice did by itself), then the event's fields.
+/// One line: seq, time, rollout (`-` for a fleet-wide event), kind, who
+/// (when someone did it, not sluice by itself), then the event's fields.
 fn render(event: &EventView) -> String {
-    let details = fields(&event.data);
-    let line = format!(
-        "{:>6}  {}  {:<8} {:<18} by {}",
+    let mut line = format!(
+        "{:>6}  {}  {:<8} {:<18}",
         event.seq,
         timestamp(&event.at),
         event.rollout.as_deref().unwrap_or("-"),
         event.kind,
-        event.actor.as_deref().unwrap_or("sluice"),
     );
-    if details.is_empty() {
-        line
-    } else {
-        format!("{line}  {details}")
+    if let Some(actor) = &event.actor {
+        line.push_str(&format!(" by {actor}"));
     }
+    let details = fields(&event.data);
+    if !details.is_empty() {
+        line.push_str(&format!("  {details}"));
+    }
+    line.trim_end().to_owned()
 }
 
 #[cfg(test)]
@@ -213,7 +214,7 @@ mod tests {
         };
         assert_eq!(
             render(&freeze),
-            "    43  2026-12-07 09:00:00Z  -        completed          by sluice"
+            "    43  2026-12-07 09:00:00Z  -        completed"
         );
     }
 }
