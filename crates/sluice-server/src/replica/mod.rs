@@ -4,7 +4,8 @@
 //! makes every decision, in a [`Term`] that lasts as long as its lease (the
 //! embedded store has one server, which leads for the life of the process).
 //! Every replica serves every request: its own router answers liveness,
-//! readiness, metrics, the OpenAPI document and `GET /v1/cluster` itself;
+//! readiness, metrics, the OpenAPI document, `GET /v1/cluster` and the
+//! event log (`GET /v1/events`, read from the database) itself;
 //! everything else (check-ins, the API, the dashboard) is answered by the
 //! leader's term — here when this replica leads, else forwarded to the
 //! leader ([`forward`]). So the selection invariants hold across replicas
