@@ -177,12 +177,15 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     }
 }
 
-/// The whole event log, oldest first: every rollout's events and the
-/// fleet-wide ones (the freeze, the budget, pins, tokens), each with its
-/// rollout when it has one. A page holds the events numbered above `after`
-/// (from the oldest), or without `after` the newest `limit` (default 100,
-/// at most 10000); page on with `after` = the last `seq` until a page comes
-/// back empty. `rollout` and `kind` filter either.
+/// The whole event log: a page, or with `follow=true` a live stream.
+///
+/// Every rollout's events and the fleet-wide ones (the freeze, the budget,
+/// pins, tokens), oldest first, each with its rollout when it has one. A
+/// page holds the events numbered above `after` (from the oldest), or
+/// without `after` the newest `limit` (default 100, at most 10000); page on
+/// with `after` = the last `seq` until a page comes back empty. `rollout`
+/// and `kind` filter either: the newest `limit` are then the newest that
+/// match.
 ///
 /// With `follow=true` the answer is a stream of server-sent events
 /// (`text/event-stream`) that does not end: each event as `id: <seq>`,
