@@ -44,6 +44,10 @@ pub enum ClientError {
         #[source]
         source: reqwest::Error,
     },
+    /// A stream of events sent nothing, not even a keep-alive, for this
+    /// long: the connection is taken for dead.
+    #[error("the events stream from the sluice server at {server} was silent for {}s", silence.as_secs())]
+    Silent { server: String, silence: Duration },
     /// The server refused the request with its JSON error body.
     #[error("{}", describe(error))]
     Api { status: u16, error: ErrorDetail },
@@ -122,6 +126,7 @@ impl ClientError {
             ClientError::Unreachable { .. }
                 | ClientError::Timeout { .. }
                 | ClientError::Transport { .. }
+                | ClientError::Silent { .. }
         )
     }
 

@@ -28,6 +28,7 @@
 mod download;
 mod error;
 mod server;
+mod sse;
 
 use std::fmt;
 use std::time::Duration;
@@ -47,13 +48,14 @@ use sluice_api::error::ErrorBody;
 use sluice_api::fleet::{BudgetRequest, BudgetView, PinRequest, PinView};
 use sluice_api::host::{DesiredMap, HostList, HostView, ImportHost, ImportResult, Reenrolled};
 use sluice_api::rollout::{
-    Action, Created, EventList, Reason, RolloutDetail, RolloutList, RolloutSummary,
+    Action, Created, EventList, EventView, Reason, RolloutDetail, RolloutList, RolloutSummary,
 };
 use sluice_api::HostId;
 
 pub use download::{Download, DownloadError};
 pub use error::ClientError;
 pub use server::ServerUrl;
+pub use sse::{SseEvent, SseParser};
 
 /// Which hosts `GET /v1/hosts` lists: a label selector, a component,
 /// drifted hosts only, and a page (hosts are ordered by id).
@@ -94,6 +96,69 @@ pub struct AuditFilter {
     /// The last `seq` read.
     pub after: Option<i64>,
     pub limit: Option<u32>,
+}
+
+/// Which events `GET /v1/events` lists or streams (see [`Client::log_events`]
+/// and [`Client::follow_events`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Only this rollout's events.
+    pub rollout: Option<String>,
+    /// Only events of these kinds, comma-separated.
+    pub kind: Option<String>,
+    /// The last `seq` read.
+    pub after: Option<i64>,
+    /// At most this many in a page (a stream takes none).
+    pub limit: Option<u32>,
+}
+
+/// A stream that sends nothing, not even its keep-alive comment, for this
+/// long is taken for dead (the server sends one every 15 s).
+const STREAM_SILENCE: Duration = Duration::from_secs(45);
+/// No total timeout for a stream: it ends when the server ends it.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// An open `GET /v1/events?follow=true`: [`EventStream::next`] gives its
+/// events one at a time.
+#[derive(Debug)]
+pub struct EventStream {
+    response: reqwest::Response,
+    parser: SseParser,
+    ready: std::collections::VecDeque<SseEvent>,
+    server: String,
+}
+
+impl EventStream {
+    /// The next event; `None` once the server ended the stream (it shuts
+    /// down). An error when the connection broke or fell silent: follow
+    /// again after the last event's seq.
+    pub async fn next(&mut self) -> Result<Option<EventView>, ClientError> {
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                return serde_json::from_str(&event.data)
+                    .map(Some)
+                    .map_err(|source| ClientError::Decode {
+                        request: "GET /v1/events?follow=true".to_owned(),
+                        source,
+                    });
+            }
+            let chunk = tokio::time::timeout(STREAM_SILENCE, self.response.chunk())
+                .await
+                .map_err(|_| ClientError::Silent {
+                    server: self.server.clone(),
+                    silence: STREAM_SILENCE,
+                })?
+                .map_err(|source| {
+                    ClientError::from_transport(&self.server, STREAM_TIMEOUT, source)
+                })?;
+            let Some(chunk) = chunk else {
+                return Ok(None);
+            };
+            let mut events = Vec::new();
+            self.parser.feed(&chunk, &mut events);
+            self.ready.extend(events);
+        }
+    }
 }
 
 /// Builds a [`Client`]: the server URL, the token, timeouts.
@@ -377,6 +442,48 @@ impl Client {
         let request = self.request(Method::GET, &["v1", "rollouts", id, "events"], &query);
         self.send_json(request, &format!("GET /v1/rollouts/{id}/events"))
             .await
+    }
+
+    /// `GET /v1/events`: the whole log's events matching `filter`, oldest
+    /// first (without `after`, the newest `limit`).
+    pub async fn log_events(&self, filter: &EventFilter) -> Result<EventList, ClientError> {
+        let query = event_query(filter);
+        let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let request = self.request(Method::GET, &["v1", "events"], &query);
+        self.send_json(request, "GET /v1/events").await
+    }
+
+    /// `GET /v1/events?follow=true`: the events matching `filter` (its
+    /// `limit` is not sent) as they are written, from after `last_event_id`
+    /// when given (sent as `Last-Event-ID`), else after `filter.after`,
+    /// else from the log's end. Once this returns, where the stream starts
+    /// is fixed.
+    pub async fn follow_events(
+        &self,
+        filter: &EventFilter,
+        last_event_id: Option<i64>,
+    ) -> Result<EventStream, ClientError> {
+        let filter = EventFilter {
+            limit: None,
+            ..filter.clone()
+        };
+        let mut query = event_query(&filter);
+        query.push(("follow", "true".to_owned()));
+        let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut request = self
+            .request(Method::GET, &["v1", "events"], &query)
+            .timeout(STREAM_TIMEOUT)
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        if let Some(seq) = last_event_id {
+            request = request.header("Last-Event-ID", seq.to_string());
+        }
+        let response = self.send(request).await?;
+        Ok(EventStream {
+            response,
+            parser: SseParser::default(),
+            ready: std::collections::VecDeque::new(),
+            server: self.display.clone(),
+        })
     }
 
     /// The rollout's retrospective in `format` (`md`, `html`, `json`, or
@@ -824,6 +931,19 @@ impl Client {
         }
         ClientError::from_transport(&self.display, self.timeout, source)
     }
+}
+
+/// The query parameters of `filter`.
+fn event_query(filter: &EventFilter) -> Vec<(&'static str, String)> {
+    [
+        ("rollout", filter.rollout.clone()),
+        ("kind", filter.kind.clone()),
+        ("after", filter.after.map(|after| after.to_string())),
+        ("limit", filter.limit.map(|limit| limit.to_string())),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| value.map(|value| (name, value)))
+    .collect()
 }
 
 /// How long a 429 asks to wait: its `Retry-After` in seconds (at most an

@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_store::{Store, StoreError, Write};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::metrics::Metrics;
@@ -93,7 +93,7 @@ pub struct Committer {
 /// one it settled (made durable, or discarded). When the two are equal
 /// nothing is in flight, and a barrier (an empty batch) is settled at once,
 /// without waking the writer.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Progress {
     submitted: AtomicU64,
     settled: AtomicU64,
@@ -108,6 +108,8 @@ struct Progress {
     fenced: std::sync::OnceLock<String>,
     /// Signalled when the store fenced this writer off.
     fenced_notify: Notify,
+    /// Counts the commits that held events: wakes the events streams.
+    events: watch::Sender<u64>,
 }
 
 /// A submitted batch; [`Pending::durable`] resolves once it is committed.
@@ -126,7 +128,16 @@ impl Committer {
     /// Starts the writer task.
     pub fn spawn(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> (Committer, JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let progress = Arc::new(Progress::default());
+        let progress = Arc::new(Progress {
+            submitted: AtomicU64::new(0),
+            settled: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+            rebuilding: AtomicBool::new(false),
+            refused: Notify::new(),
+            fenced: std::sync::OnceLock::new(),
+            fenced_notify: Notify::new(),
+            events: watch::Sender::new(0),
+        });
         let task = tokio::spawn(writer(store, rx, metrics, Arc::clone(&progress)));
         (Committer { tx, progress }, task)
     }
@@ -180,6 +191,13 @@ impl Committer {
             return;
         }
         notified.await;
+    }
+
+    /// Changes each time a commit that held events is durable: subscribe
+    /// before reading the log, and a change means the log may have grown
+    /// since that read (the events streams wait on it).
+    pub fn events_written(&self) -> watch::Receiver<u64> {
+        self.progress.events.subscribe()
     }
 
     /// Starts a new generation: call it under the lock that guards memory,
@@ -249,6 +267,7 @@ async fn writer(
                 Err(_) => break,
             }
         }
+        let events = writes.iter().any(|write| matches!(write, Write::Event(_)));
         let result = if writes.is_empty() {
             Ok(())
         } else {
@@ -263,6 +282,9 @@ async fn writer(
                 backoff = MIN_BACKOFF;
                 if let Some(seq) = last_seq {
                     progress.settled.fetch_max(seq, Ordering::AcqRel);
+                }
+                if events {
+                    progress.events.send_modify(|count| *count += 1);
                 }
                 Ok(())
             }

@@ -27,6 +27,9 @@ pub struct Config {
     /// Requests a second per token to every endpoint but the agents' and
     /// the ops ones (0: no limit; [`crate::admission::TokenRate`]).
     pub api_rate: u32,
+    /// Events streams (`GET /v1/events?follow=true`) open at once, at most;
+    /// one more is answered 429 with `Retry-After`.
+    pub event_streams: usize,
     /// How often the controller ticks every rollout.
     pub tick_interval: Duration,
     /// The longest a Prometheus query may take (HTTP gates have their own
@@ -91,6 +94,7 @@ impl Config {
             next_checkin_s: 60,
             checkin_queue: crate::admission::DEFAULT_CHECKIN_QUEUE,
             api_rate: crate::admission::DEFAULT_API_RATE,
+            event_streams: crate::follow::MAX_STREAMS,
             tick_interval: Duration::from_secs(1),
             gate_timeout: Duration::from_secs(10),
             cohorts: crate::cohorts::CohortSettings::default(),

@@ -31,7 +31,8 @@
 //! - [`routes`]: the HTTP API, with [`auth`] (bearer tokens and roles),
 //!   [`audit`] (the audit log's entries and the client's address),
 //!   [`error`] (the one error type and its status mapping), [`extract`]
-//!   (request extractors that fail with that error) and [`metrics`].
+//!   (request extractors that fail with that error) and [`metrics`];
+//!   [`follow`]: the events streams, which read the store on any replica.
 //!
 //! Architecture invariant: memory is changed and the matching writes are
 //! queued under one lock, so the writer commits changes in the order they
@@ -49,6 +50,7 @@ pub mod controller;
 pub mod dashboard;
 pub mod error;
 pub mod extract;
+pub mod follow;
 pub mod gates;
 pub mod metrics;
 pub mod persist;

@@ -100,6 +100,7 @@ impl Application {
             checkin_queue: config.checkin_queue,
             api_rate: config.api_rate,
             https: tls.is_some(),
+            event_streams: config.event_streams,
             cohorts: config.cohorts.clone(),
             controller: Settings {
                 tick: config.tick_interval,
@@ -179,6 +180,13 @@ impl Application {
             let _ = leadership_stopped.await;
         }));
         let router = routes::front(Arc::clone(&self.replica));
+        // Events streams never end by themselves: they end when serving
+        // does, or draining would wait for them forever.
+        let replica = Arc::clone(&self.replica);
+        let shutdown = async move {
+            shutdown.await;
+            replica.streams().close();
+        };
         tracing::info!(address = %self.local_addr, replica = %self.replica.id, "serving");
         let served = match self.tls {
             None => axum::serve(

@@ -6,8 +6,8 @@
 use std::sync::Mutex;
 
 use sluice_store::{
-    Enrolled, Enrollment, Part, SampleRecord, StateSampleRecord, Store, StoreError, StoredEvent,
-    TokenRecord, Write,
+    Enrolled, Enrollment, LogQuery, Part, SampleRecord, StateSampleRecord, Store, StoreError,
+    StoredEvent, TokenRecord, Write,
 };
 
 /// Fails the first commits with `failures` (in order), then records every
@@ -98,6 +98,10 @@ impl Store for TestStore {
     }
 
     async fn events_after(&self, _: i64, _: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn log_events(&self, _: &LogQuery) -> Result<Vec<StoredEvent>, StoreError> {
         Ok(Vec::new())
     }
 

@@ -27,7 +27,7 @@ use serde_json::json;
 
 use crate::{
     AuditQuery, AuditRecord, BudgetRecord, ComponentRecord, Enrolled, Enrollment, FreezeRecord,
-    HostComponentRecord, HostRecord, Loaded, NewEvent, Part, PinRecord, ReportedState,
+    HostComponentRecord, HostRecord, Loaded, LogQuery, NewEvent, Part, PinRecord, ReportedState,
     RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord, StateSampleRecord, Store,
     StoreError, StoredEvent, Timestamp, TokenPage, TokenRecord, TokenRole, Write,
 };
@@ -65,6 +65,7 @@ macro_rules! store_conformance_suite {
             events_are_ordered_and_paged,
             fleet_wide_events_are_in_no_rollout,
             the_whole_log_is_read_in_commit_order,
+            the_log_is_filtered_by_rollout_and_kinds,
             freeze_turns_on_and_off,
             the_budget_is_set_replaced_and_lifted,
             pins_are_set_replaced_and_removed,
@@ -638,6 +639,60 @@ pub async fn the_whole_log_is_read_in_commit_order(
     assert_eq!(paged, all);
     assert_eq!(store.events_after(all[3].seq, 10).await?, vec![]);
     assert_eq!(store.events_after(0, 0).await?, vec![]);
+    Ok(())
+}
+
+/// The whole log filtered by rollout and kinds: from `after` oldest first,
+/// without it the newest `limit` matching events, oldest first.
+pub async fn the_log_is_filtered_by_rollout_and_kinds(
+    backend: &dyn Backend,
+) -> Result<(), StoreError> {
+    let store = backend.open().await?;
+    let query = |rollout: Option<&str>, kinds: &[&str], after: Option<i64>, limit: u32| LogQuery {
+        rollout: rollout.map(str::to_owned),
+        kinds: kinds.iter().map(|kind| (*kind).to_owned()).collect(),
+        after,
+        limit,
+    };
+    assert_eq!(store.log_events(&query(None, &[], None, 10)).await?, vec![]);
+    store
+        .commit(&[
+            Write::Rollout(rollout("r-1", "one", "running")),
+            Write::Rollout(rollout("r-2", "two", "running")),
+            Write::Event(event(Some("r-1"), "created", 1)),
+            Write::Event(event(None, "freeze_on", 2)),
+            Write::Event(event(Some("r-2"), "created", 3)),
+            Write::Event(event(Some("r-1"), "paused", 4)),
+            Write::Event(event(Some("r-1"), "resumed", 5)),
+        ])
+        .await?;
+    let all = store.events_after(0, 100).await?;
+    assert_eq!(
+        store.log_events(&query(None, &[], Some(0), 100)).await?,
+        all
+    );
+    // The tail: the newest, oldest first.
+    let tail = store.log_events(&query(None, &[], None, 2)).await?;
+    assert_eq!(kinds(&tail), ["paused", "resumed"]);
+    assert_eq!(tail, all[3..]);
+    let r1 = store.log_events(&query(Some("r-1"), &[], None, 10)).await?;
+    assert_eq!(kinds(&r1), ["created", "paused", "resumed"]);
+    let after = store
+        .log_events(&query(Some("r-1"), &[], Some(all[0].seq), 1))
+        .await?;
+    assert_eq!(kinds(&after), ["paused"]);
+    let created = store
+        .log_events(&query(None, &["created", "freeze_on"], Some(0), 10))
+        .await?;
+    assert_eq!(kinds(&created), ["created", "freeze_on", "created"]);
+    let both = store
+        .log_events(&query(Some("r-2"), &["created", "paused"], None, 10))
+        .await?;
+    assert_eq!(both, all[2..3]);
+    assert_eq!(
+        store.log_events(&query(Some("r-3"), &[], None, 10)).await?,
+        vec![]
+    );
     Ok(())
 }
 

@@ -229,6 +229,18 @@ pub struct AuditQuery {
     pub limit: u32,
 }
 
+/// Which events [`Store::log_events`] reads: the whole log, filtered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogQuery {
+    /// Only this rollout's events.
+    pub rollout: Option<String>,
+    /// Only events of these kinds (any kind when empty).
+    pub kinds: Vec<String>,
+    /// Only events numbered above this (a cursor: the last `seq` read).
+    pub after: Option<i64>,
+    pub limit: u32,
+}
+
 /// Which tokens [`Store::tokens_page`] reads: ordered by hash, a page at
 /// a time.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -646,6 +658,11 @@ pub trait Store: Send + Sync + 'static {
     /// for the events stream and webhooks, which page through it with the
     /// last number they read and never skip one.
     async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Events of the whole log matching `query`, oldest first, at most
+    /// `limit`: from the oldest matching one above `after` when it is
+    /// given, else the newest `limit` (the log's tail).
+    async fn log_events(&self, query: &LogQuery) -> Result<Vec<StoredEvent>, StoreError>;
 
     /// Keeps samples of hosts by version (outside the group commit: they are
     /// a record for charts, not state). A sample with the same rollout and

@@ -35,7 +35,7 @@ use crate::batch::{self, latest, token_key};
 use crate::read::{self, StoredTime};
 use crate::{
     AuditQuery, AuditRecord, BudgetRecord, ComponentRecord, Enrolled, Enrollment, FreezeRecord,
-    HostComponentRecord, HostRecord, NewEvent, Part, RolloutHostRecord, RolloutRecord,
+    HostComponentRecord, HostRecord, LogQuery, NewEvent, Part, RolloutHostRecord, RolloutRecord,
     SampleRecord, SessionRecord, StateSampleRecord, StoreError, StoredAudit, StoredEvent,
     Timestamp, TokenPage, TokenRecord, TokenRole, Write,
 };
@@ -343,6 +343,11 @@ const EVENTS: &str = "SELECT seq, rollout, at, actor, kind, CAST(data AS TEXT) F
 
 const EVENTS_AFTER: &str = "SELECT seq, rollout, at, actor, kind, CAST(data AS TEXT) FROM events \
                             WHERE seq > $1 ORDER BY seq LIMIT $2";
+
+/// The whole log, filtered (rollout, after) each ignored when NULL; the
+/// kinds, `ORDER` and the limit follow.
+const LOG_EVENTS: &str = "SELECT seq, rollout, at, actor, kind, CAST(data AS TEXT) FROM events \
+                          WHERE ($1 IS NULL OR rollout = $1) AND ($2 IS NULL OR seq > $2) ";
 
 /// The audit log's columns, as `read::audit` takes them.
 macro_rules! audit_columns {
@@ -884,6 +889,41 @@ where
         read::each(rows, read::event::<D::Time>)
     }
 
+    pub async fn log_events(store: &D, query: &LogQuery) -> Result<Vec<StoredEvent>, StoreError>
+    where
+        Option<String>: for<'q> Encode<'q, D::Db> + Type<D::Db>,
+        Option<i64>: for<'q> Encode<'q, D::Db> + Type<D::Db>,
+    {
+        let mut sql = LOG_EVENTS.to_owned();
+        if !query.kinds.is_empty() {
+            let places: Vec<String> = (0..query.kinds.len())
+                .map(|index| format!("${}", index + 4))
+                .collect();
+            sql.push_str(&format!("AND kind IN ({}) ", places.join(", ")));
+        }
+        // Without a starting point, the newest events: read newest first,
+        // handed back oldest first.
+        let tail = query.after.is_none();
+        let order = if tail { "DESC" } else { "ASC" };
+        sql.push_str(&format!("ORDER BY seq {order} LIMIT $3"));
+        let mut statement = sqlx::query_as(&sql)
+            .bind(query.rollout.clone())
+            .bind(query.after)
+            .bind(i64::from(query.limit));
+        for kind in &query.kinds {
+            statement = statement.bind(kind.clone());
+        }
+        let rows = statement
+            .fetch_all(store.readers())
+            .await
+            .map_err(D::reading("events"))?;
+        let mut events = read::each(rows, read::event::<D::Time>)?;
+        if tail {
+            events.reverse();
+        }
+        Ok(events)
+    }
+
     pub async fn audit(store: &D, query: &AuditQuery) -> Result<Vec<StoredAudit>, StoreError>
     where
         Option<String>: for<'q> Encode<'q, D::Db> + Type<D::Db>,
@@ -1383,6 +1423,13 @@ macro_rules! store {
                 limit: u32,
             ) -> Result<Vec<$crate::StoredEvent>, $crate::StoreError> {
                 $crate::sql::Sql::events_after(self, after, limit).await
+            }
+
+            async fn log_events(
+                &self,
+                query: &$crate::LogQuery,
+            ) -> Result<Vec<$crate::StoredEvent>, $crate::StoreError> {
+                $crate::sql::Sql::log_events(self, query).await
             }
 
             async fn add_samples(

@@ -8,8 +8,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use sluice_store::{
-    AuditQuery, Enrolled, Enrollment, Part, SampleRecord, StateSampleRecord, Store, StoreError,
-    StoredAudit, StoredEvent, TokenPage, TokenRecord, Write,
+    AuditQuery, Enrolled, Enrollment, LogQuery, Part, SampleRecord, StateSampleRecord, Store,
+    StoreError, StoredAudit, StoredEvent, TokenPage, TokenRecord, Write,
 };
 
 /// What a commit waits for before it reaches the store beneath: `Ok` lets
@@ -85,6 +85,10 @@ impl<S: Store> Store for Hooked<S> {
 
     async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
         self.store.events_after(after, limit).await
+    }
+
+    async fn log_events(&self, query: &LogQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        self.store.log_events(query).await
     }
 
     async fn add_samples(&self, samples: &[SampleRecord]) -> Result<(), StoreError> {

@@ -54,6 +54,8 @@ enum Command {
     Token(commands::admin::TokenCommand),
     /// The audit log: every mutating action, who took it, when, from where and why
     Audit(commands::audit::AuditArgs),
+    /// Every rollout's events and the fleet-wide ones; --follow tails them live
+    Events(commands::events::EventsArgs),
     /// The replicas sharing one PostgreSQL database, and which one leads
     #[command(subcommand)]
     Cluster(commands::cluster::ClusterCommand),
@@ -85,6 +87,7 @@ fn main() -> ExitCode {
         Command::Budget(command) => commands::budget::run(command),
         Command::Token(command) => commands::admin::token(command),
         Command::Audit(args) => commands::audit::run(args),
+        Command::Events(args) => commands::events::run(args),
         Command::Cluster(command) => commands::cluster::run(command),
         Command::Simulate(args) => commands::simulate::run(args),
         Command::Db(command) => commands::db::run(command),

@@ -1157,6 +1157,75 @@ fn preview_and_import_refuse_exactly_the_same_fleets() {
 }
 
 #[test]
+fn the_event_log_through_the_cli_as_lines_or_one_document_filtered() {
+    let server = Sandbox::start_blocking();
+    import_fleet(&server);
+    let id = create(&server, &plan(), &[]);
+    server
+        .sluice_blocking(&["freeze", "on", "--reason", "CHG-1: holiday"])
+        .ok();
+
+    let run = server.sluice_blocking(&["events"]).ok();
+    let stdout = run.stdout();
+    let lines: Vec<&str> = stdout.lines().collect();
+    let kinds: Vec<&str> = lines
+        .iter()
+        .filter_map(|line| line.split_whitespace().nth(4))
+        .collect();
+    assert!(
+        kinds.starts_with(&["hosts_imported", "created"]) && kinds.contains(&"freeze_on"),
+        "{stdout}"
+    );
+    let created = lines[1];
+    assert!(
+        created.contains(&format!("  {id} ")) && created.contains("component=docker-engine"),
+        "{created}"
+    );
+    let freeze = lines
+        .iter()
+        .find(|line| line.contains("freeze_on"))
+        .expect("the freeze's line");
+    assert!(
+        freeze.contains("  -  ") && freeze.ends_with("by admin  reason=\"CHG-1: holiday\""),
+        "{freeze}"
+    );
+
+    let json = server
+        .sluice_blocking(&["events", "--rollout", &id, "--output", "json"])
+        .ok()
+        .json();
+    let events = json["events"].as_array().expect("events");
+    assert!(
+        !events.is_empty() && events.iter().all(|e| e["rollout"] == id.as_str()),
+        "{json}"
+    );
+    let json = server
+        .sluice_blocking(&[
+            "events",
+            "--kind",
+            "freeze_on,created",
+            "--limit",
+            "1",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(json["events"].as_array().map(Vec::len), Some(1), "{json}");
+    assert_eq!(json["events"][0]["kind"], "freeze_on", "the newest: {json}");
+
+    let bad = server
+        .sluice_blocking(&["events", "--kind", "freeze_maybe"])
+        .exits(2);
+    assert!(
+        bad.stderr().contains("kind") && bad.stderr().contains("stage_started"),
+        "{}",
+        bad.stderr()
+    );
+    server.sluice_blocking(&["events", "--limit", "0"]).exits(2);
+}
+
+#[test]
 fn the_audit_log_through_the_cli_and_follow_picks_up_new_entries() {
     let server = Sandbox::start_blocking();
     import_fleet(&server);

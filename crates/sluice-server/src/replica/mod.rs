@@ -4,7 +4,8 @@
 //! makes every decision, in a [`Term`] that lasts as long as its lease (the
 //! embedded store has one server, which leads for the life of the process).
 //! Every replica serves every request: its own router answers liveness,
-//! readiness, metrics, the OpenAPI document and `GET /v1/cluster` itself;
+//! readiness, metrics, the OpenAPI document, `GET /v1/cluster` and the
+//! event log (`GET /v1/events`, read from the database) itself;
 //! everything else (check-ins, the API, the dashboard) is answered by the
 //! leader's term — here when this replica leads, else forwarded to the
 //! leader ([`forward`]). So the selection invariants hold across replicas
@@ -30,11 +31,12 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use sluice_api::cluster::{ClusterView, ReplicaRole, ReplicaView};
-use sluice_store::{Cluster, Store};
+use sluice_store::{Cluster, LogQuery, Store, StoreError, StoredEvent};
 use tower::ServiceExt as _;
 
 use crate::auth::{hash_secret, Need};
 use crate::error::ApiError;
+use crate::follow::Streams;
 use crate::metrics::{Gauges, Metrics};
 use crate::vocabulary;
 
@@ -74,6 +76,8 @@ pub struct Replica {
     contact: AtomicU64,
     forwarder: forward::Forwarder,
     openapi: String,
+    /// The open events streams ([`crate::follow`]).
+    streams: Streams,
 }
 
 impl std::fmt::Debug for Replica {
@@ -153,6 +157,7 @@ impl Replica {
         role: Role,
         forwarder: forward::Forwarder,
     ) -> Replica {
+        let streams = Streams::new(settings.event_streams);
         Replica {
             id,
             address,
@@ -165,6 +170,7 @@ impl Replica {
             contact: AtomicU64::new(0),
             forwarder,
             openapi: crate::routes::document(),
+            streams,
         }
     }
 
@@ -217,6 +223,42 @@ impl Replica {
 
     pub fn openapi(&self) -> &str {
         &self.openapi
+    }
+
+    /// The open events streams of this server.
+    pub fn streams(&self) -> &Streams {
+        &self.streams
+    }
+
+    /// The whole event log after `after`, read from the database as it
+    /// stands (any replica can: no forwarding, no lock on memory).
+    pub async fn events_after(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        match (&self.cluster, self.term()) {
+            (Some(cluster), _) => cluster.events_after(after, limit).await,
+            (None, Some(term)) => term.state.store().events_after(after, limit).await,
+            (None, None) => Err(no_store()),
+        }
+    }
+
+    /// Events of the whole log matching `query` ([`Store::log_events`]).
+    /// A leader first waits until everything it has shown is durable, so
+    /// that the log never lags its answers.
+    pub async fn log_events(&self, query: &LogQuery) -> Result<Vec<StoredEvent>, ApiError> {
+        let unavailable =
+            |error: StoreError| ApiError::Unavailable(format!("reading the event log: {error}"));
+        if let Some(term) = self.term() {
+            term.state.reveal(|_| ()).await?;
+        }
+        let read = match (&self.cluster, self.term()) {
+            (Some(cluster), _) => cluster.log_events(query).await,
+            (None, Some(term)) => term.state.store().log_events(query).await,
+            (None, None) => Err(no_store()),
+        };
+        read.map_err(unavailable)
     }
 
     /// How long a leader may go without renewing its lease before it stops
@@ -419,6 +461,12 @@ impl Replica {
             }
         }
     }
+}
+
+/// A replica without a store: only the embedded one between its term's end
+/// and the process's.
+fn no_store() -> StoreError {
+    StoreError::Unavailable("the server is shutting down".to_owned())
 }
 
 /// The fallback of the replica's router: everything it does not answer

@@ -38,6 +38,8 @@ pub struct TermSettings {
     pub api_rate: u32,
     /// Served over TLS.
     pub https: bool,
+    /// Events streams open at once, at most (per replica, whatever its role).
+    pub event_streams: usize,
     pub cohorts: crate::cohorts::CohortSettings,
     pub controller: Settings,
     /// The gates' HTTP client.

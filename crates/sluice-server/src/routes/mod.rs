@@ -10,6 +10,7 @@ pub mod admin;
 pub mod agent;
 pub mod audit;
 pub mod cohorts;
+pub mod events;
 pub mod fleet;
 pub mod hosts;
 pub mod ops;
@@ -119,6 +120,7 @@ fn ops_routes() -> OpenApiRouter<Arc<Replica>> {
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi))
         .routes(routes!(ops::cluster))
+        .routes(routes!(events::events))
 }
 
 /// The OpenAPI document of everything served, as JSON.

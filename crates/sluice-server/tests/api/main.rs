@@ -14,6 +14,7 @@ mod dashboard;
 mod durability;
 mod enroll;
 mod errors;
+mod events;
 mod fleet_ops;
 mod helpers;
 mod hosts;

@@ -51,6 +51,7 @@ async fn the_openapi_document_lists_every_path() {
         ("/v1/tokens", "get"),
         ("/v1/tokens/{id}", "delete"),
         ("/v1/audit", "get"),
+        ("/v1/events", "get"),
         ("/v1/metrics/cohorts", "get"),
         ("/v1/signin-links", "post"),
         ("/v1/budget", "get"),
@@ -70,7 +71,11 @@ async fn the_openapi_document_lists_every_path() {
             "{method} {path} missing from the OpenAPI document"
         );
     }
-    assert_eq!(paths.len(), 34, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 35, "{:?}", paths.keys().collect::<Vec<_>>());
+    // The events stream is described as what it is.
+    let events = &paths["/v1/events"]["get"]["responses"]["200"]["content"];
+    assert!(events["application/json"].is_object(), "{events}");
+    assert!(events["text/event-stream"].is_object(), "{events}");
     let schemas = document["components"]["schemas"]
         .as_object()
         .expect("schemas");

@@ -8,6 +8,7 @@ pub mod connect;
 pub mod dashboard;
 pub mod db;
 pub mod demo;
+pub mod events;
 pub mod hosts;
 pub mod output;
 pub mod plan;

@@ -18,6 +18,8 @@
 //!   a one-time sign-in link to the leader, and no log shows a secret;
 //! - `audit`: the client's address in the audit log through a standby
 //!   replica on PostgreSQL, and a client that claims another one;
+//! - `events`: `sluice events --follow` prints every event once, in order,
+//!   across a SIGKILL and a graceful restart of the server;
 //! - `db_copy`: a rollout under way moves from SQLite to PostgreSQL with
 //!   `sluice db copy` and finishes there, each stage admitting exactly the
 //!   preview's hosts;
@@ -37,6 +39,7 @@ mod crash_rollout;
 mod dashboard;
 mod db_copy;
 mod durability;
+mod events;
 mod fleet;
 mod forwarding_secrets;
 mod full_rollout;
