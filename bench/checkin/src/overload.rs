@@ -62,6 +62,9 @@ pub struct OverloadArgs {
     /// `sluice server --checkin-queue` (default: the server's)
     #[arg(long)]
     pub checkin_queue: Option<usize>,
+    /// `sluice server --checkin-wait-ms` (default: the server's)
+    #[arg(long)]
+    pub checkin_wait_ms: Option<u64>,
     /// The sluice binary (default: `sluice` beside this binary)
     #[arg(long)]
     pub sluice: Option<PathBuf>,
@@ -96,7 +99,8 @@ pub async fn run(args: OverloadArgs) -> anyhow::Result<()> {
         .prefix("sluice-bench-overload-")
         .tempdir()
         .context("creating the data dir")?;
-    let mut server = start(&sluice, dir.path(), args.checkin_queue)?;
+    let bounds = bounds(&args);
+    let mut server = start(&sluice, dir.path(), &bounds)?;
     let token = std::fs::read_to_string(dir.path().join("data/admin.token"))
         .context("reading the admin token")?
         .trim()
@@ -206,7 +210,7 @@ pub async fn run(args: OverloadArgs) -> anyhow::Result<()> {
     drop(server);
 
     // Restarted on the same data: every acknowledged report is there.
-    let server = start(&sluice, dir.path(), args.checkin_queue)?;
+    let server = start(&sluice, dir.path(), &bounds)?;
     let (checked, missing) = verify(server.addr, &token, &outcome.acknowledged).await?;
     drop(server);
 
@@ -235,9 +239,20 @@ pub async fn run(args: OverloadArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn start(sluice: &Path, dir: &Path, queue: Option<usize>) -> anyhow::Result<Server> {
+/// The server's bounds the run sets: `--checkin-queue`, `--checkin-wait-ms`.
+fn bounds(args: &OverloadArgs) -> Vec<String> {
+    let mut bounds = Vec::new();
+    if let Some(queue) = args.checkin_queue {
+        bounds.extend(["--checkin-queue".to_owned(), queue.to_string()]);
+    }
+    if let Some(wait) = args.checkin_wait_ms {
+        bounds.extend(["--checkin-wait-ms".to_owned(), wait.to_string()]);
+    }
+    bounds
+}
+
+fn start(sluice: &Path, dir: &Path, bounds: &[String]) -> anyhow::Result<Server> {
     let data = dir.join("data").to_string_lossy().into_owned();
-    let queue = queue.map(|queue| queue.to_string());
     let mut args = vec![
         "server",
         "--listen",
@@ -248,9 +263,7 @@ fn start(sluice: &Path, dir: &Path, queue: Option<usize>) -> anyhow::Result<Serv
         "--api-rate",
         "0",
     ];
-    if let Some(queue) = &queue {
-        args.extend(["--checkin-queue", queue]);
-    }
+    args.extend(bounds.iter().map(String::as_str));
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -592,7 +605,7 @@ fn report(
         args.factor,
         seconds,
         args.connections,
-        args.checkin_queue.map_or(String::new(), |q| format!(" --checkin-queue {q}")),
+        bounds(args).iter().fold(String::new(), |line, arg| line + " " + arg),
         args.hosts,
         crate::procs::cpus()
     ));

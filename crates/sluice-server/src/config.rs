@@ -24,6 +24,10 @@ pub struct Config {
     /// Check-ins admitted and not yet answered, at most; more are answered
     /// 429 with `Retry-After` ([`crate::admission`]).
     pub checkin_queue: usize,
+    /// Check-ins answered later than this after their admission make the
+    /// server shed new ones (429) for as long (`None`: no bound in time;
+    /// [`crate::admission`]).
+    pub checkin_wait: Option<std::time::Duration>,
     /// Requests a second per token to every endpoint but the agents' and
     /// the ops ones (0: no limit; [`crate::admission::TokenRate`]).
     pub api_rate: u32,
@@ -93,6 +97,7 @@ impl Config {
             database_url: None,
             next_checkin_s: 60,
             checkin_queue: crate::admission::DEFAULT_CHECKIN_QUEUE,
+            checkin_wait: Some(crate::admission::DEFAULT_CHECKIN_WAIT),
             api_rate: crate::admission::DEFAULT_API_RATE,
             event_streams: crate::follow::MAX_STREAMS,
             tick_interval: Duration::from_secs(1),

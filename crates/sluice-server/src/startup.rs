@@ -98,6 +98,7 @@ impl Application {
             clock: Arc::clone(&config.clock),
             next_checkin_s: config.next_checkin_s,
             checkin_queue: config.checkin_queue,
+            checkin_wait: config.checkin_wait,
             api_rate: config.api_rate,
             https: tls.is_some(),
             event_streams: config.event_streams,

@@ -62,6 +62,8 @@ pub struct Parts {
     pub next_checkin_s: u64,
     /// The bound of the check-in queue.
     pub checkin_queue: usize,
+    /// The bound in time of a check-in's wait.
+    pub checkin_wait: Option<std::time::Duration>,
     /// Requests a second per token (0: no limit).
     pub api_rate: u32,
     /// Served over TLS.
@@ -76,7 +78,11 @@ impl AppState {
             tokens: parts.tokens,
             sessions: Sessions::default(),
             committer: parts.committer,
-            checkins: CheckinQueue::new(parts.checkin_queue, Arc::clone(&parts.metrics)),
+            checkins: CheckinQueue::new(
+                parts.checkin_queue,
+                parts.checkin_wait,
+                Arc::clone(&parts.metrics),
+            ),
             rate: TokenRate::new(parts.api_rate),
             metrics: parts.metrics,
             store,
@@ -331,6 +337,7 @@ mod tests {
             clock: Arc::new(SystemClock),
             next_checkin_s: 60,
             checkin_queue: 16,
+            checkin_wait: None,
             api_rate: 0,
             https: false,
             cohorts: CohortSettings::default(),

@@ -34,6 +34,8 @@ pub struct TermSettings {
     pub next_checkin_s: u64,
     /// The bound of the check-in queue.
     pub checkin_queue: usize,
+    /// The bound in time of a check-in's wait.
+    pub checkin_wait: Option<std::time::Duration>,
     /// Requests a second per token (0: no limit).
     pub api_rate: u32,
     /// Served over TLS.
@@ -91,6 +93,7 @@ impl Term {
                 clock: Arc::clone(&settings.clock),
                 next_checkin_s: settings.next_checkin_s,
                 checkin_queue: settings.checkin_queue,
+                checkin_wait: settings.checkin_wait,
                 api_rate: settings.api_rate,
                 https: settings.https,
                 cohorts: settings.cohorts.clone(),

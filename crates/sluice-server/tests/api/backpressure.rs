@@ -47,7 +47,11 @@ async fn past_the_queue_bound_checkins_are_refused_with_retry_after_and_acknowle
                 })
             }))
         })),
-        |config| config.checkin_queue = 4,
+        |config| {
+            config.checkin_queue = 4;
+            // The count alone: the held commits stall the queue.
+            config.checkin_wait = None;
+        },
     )
     .await;
     let app = Arc::new(app);
@@ -97,6 +101,82 @@ async fn past_the_queue_bound_checkins_are_refused_with_retry_after_and_acknowle
     ids.sort_unstable();
     let expected: Vec<String> = [0, 1, 2, 3, 5].into_iter().map(host).collect();
     assert_eq!(ids, expected);
+}
+
+/// The bound in time of the stalled store's test.
+const WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// A store that stalls: once no check-in was answered for the wait, new
+/// ones are refused at once, naming `--checkin-wait-ms`, however few wait;
+/// the stalled one is answered when the store comes back, and check-ins
+/// are admitted again once the wait after its late answer is over.
+#[tokio::test]
+async fn a_stalled_store_sheds_check_ins_after_the_wait_and_recovers() {
+    let hold = Arc::new(Mutex::new(()));
+    let held = Arc::clone(&hold);
+    let app = spawn_app_configured(
+        Arc::new(TempDir::new().expect("temp dir")),
+        Some(Box::new(move |store| {
+            Arc::new(Hooked::new(store, move |_: &[Write]| -> Pass {
+                let hold = Arc::clone(&held);
+                Box::pin(async move {
+                    drop(hold.lock().await);
+                    Ok(())
+                })
+            }))
+        })),
+        |config| {
+            config.checkin_queue = 512;
+            config.checkin_wait = Some(WAIT);
+        },
+    )
+    .await;
+    let app = Arc::new(app);
+
+    let guard = Arc::clone(&hold).lock_owned().await;
+    let stalled = {
+        let app = Arc::clone(&app);
+        tokio::spawn(async move { app.checkin_as(&app.admin, &checkin(0)).await.status() })
+    };
+    metric(&app, "sluice_checkin_queue 1").await;
+    // One check-in waits; once nothing was answered for the wait, the
+    // next ones are shed. (A check-in sent earlier would be admitted and
+    // wait for the held commit: the test lets the wait pass first, a lower
+    // bound, not a guess.)
+    tokio::time::sleep(WAIT * 2).await;
+    let refused = app.checkin_as(&app.admin, &checkin(1)).await;
+    assert_eq!(retry_after(&refused), Some(5));
+    let body = assert_error(refused, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("--checkin-wait-ms")),
+        "{body}"
+    );
+    metric(&app, "sluice_checkin_queue 1").await;
+
+    drop(guard);
+    assert_eq!(stalled.await.expect("task"), StatusCode::OK);
+    let again = wait_for("check-ins admitted again", DEADLINE, || async {
+        let answer = app.checkin_as(&app.admin, &checkin(2)).await;
+        (answer.status() == StatusCode::OK).then_some(())
+    })
+    .await;
+    let () = again;
+
+    let app = Arc::into_inner(app).expect("one owner");
+    let app = spawn_app_in(app.crash()).await;
+    let hosts: Value = app.json("/v1/hosts").await;
+    let ids: Vec<&str> = hosts["hosts"]
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .filter_map(|host| host["id"].as_str())
+        .collect();
+    assert!(
+        ids.contains(&host(0).as_str()) && ids.contains(&host(2).as_str()),
+        "{ids:?}"
+    );
 }
 
 #[tokio::test]

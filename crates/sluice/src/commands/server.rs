@@ -47,6 +47,12 @@ pub struct ServerArgs {
     #[arg(long, value_name = "N", default_value_t = sluice_server::admission::DEFAULT_CHECKIN_QUEUE,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     checkin_queue: usize,
+    /// Milliseconds a check-in may wait to become durable: once one was answered later than that
+    /// after it arrived, or none was answered for that long, new check-ins are answered 429 with
+    /// Retry-After for as long. 0: no bound in time (only --checkin-queue)
+    #[arg(long, value_name = "MS", default_value_t = sluice_server::admission::DEFAULT_CHECKIN_WAIT.as_millis() as u64,
+          value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(0..=600_000))]
+    checkin_wait_ms: u64,
     /// Requests a second each token may make to the API and the dashboard (agents' check-ins and
     /// enrollments, /healthz, /readyz, /metrics excepted), in bursts of up to twice that; past it, 429
     /// with Retry-After. 0: no limit
@@ -133,6 +139,8 @@ async fn serve(listen: SocketAddr, args: ServerArgs) -> Result<(), Failure> {
     let mut config = Config::new(listen, &args.data_dir);
     config.next_checkin_s = args.checkin_interval;
     config.checkin_queue = args.checkin_queue;
+    config.checkin_wait =
+        (args.checkin_wait_ms > 0).then(|| std::time::Duration::from_millis(args.checkin_wait_ms));
     config.api_rate = args.api_rate;
     config.cohorts = sluice_server::cohorts::CohortSettings {
         instance: args.cohort_instance,
