@@ -1,22 +1,19 @@
 //! Issue 16, points 4 and 7: webhook deliveries against a real HTTP
-//! receiver in its own process (a Python `http.server` written by the
-//! test, which appends each delivery — headers, body and the HMAC it
-//! computes with the secret — to a file and fsyncs it before answering
-//! 200). While an operator pauses and resumes a rollout over and over,
-//! the receiver is SIGKILLed and restarted on the same port, then the
-//! server is SIGKILLed and restarted on the same data dir. In the end
-//! every wanted event of the log was delivered, in the log's order, every
-//! signature verifies, and an event was delivered twice only when a kill
-//! fell between its delivery and the cursor's write.
-
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+//! receiver in its own process ([`WebhookReceiver`]: Python's
+//! `http.server`, which records each delivery, with the HMAC it computes
+//! with the secret, before answering 200, and hangs on its third). While
+//! an operator pauses and resumes a rollout over and over, the receiver is
+//! SIGKILLed mid-delivery and restarted on the same port, then the server
+//! is SIGKILLed mid-delivery and restarted on the same data dir. In the
+//! end every wanted event of the log was delivered, in the log's order,
+//! every signature verifies, and an event was delivered twice only when a
+//! kill fell between its delivery and the cursor's write.
 
 use serde_json::Value;
 use sluice_api::host::ImportHost;
 use sluice_api::rollout::Action;
 use sluice_api::HostId;
-use sluice_testkit::{wait_for, Plan, Sandbox, Stage, DEADLINE};
+use sluice_testkit::{wait_for, Plan, Sandbox, Stage, WebhookReceiver, DEADLINE};
 
 use crate::fleet::COMPONENT;
 
@@ -35,131 +32,6 @@ const WANTED: &[&str] = &[
     "aborted",
     "completed",
 ];
-
-const RECEIVER: &str = r#"
-import hashlib, hmac, http.server, json, os, sys, threading
-
-port, log_path, secret, port_file = int(sys.argv[1]), sys.argv[2], sys.argv[3].encode(), sys.argv[4]
-hang_at = int(sys.argv[5])
-count = 0
-lock = threading.Lock()
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        global count
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        record = {
-            "pid": os.getpid(),
-            "event": self.headers.get("X-Sluice-Event"),
-            "delivery": self.headers.get("X-Sluice-Delivery"),
-            "signature": self.headers.get("X-Sluice-Signature"),
-            "expected": "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest(),
-            "body": body.decode(),
-        }
-        with open(log_path, "a") as log:
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            os.fsync(log.fileno())
-        with lock:
-            count += 1
-            hang = count == hang_at
-        if hang:
-            # Recorded, never answered: the sender is mid-delivery until
-            # the test kills one of the two.
-            threading.Event().wait()
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-http.server.ThreadingHTTPServer.daemon_threads = True
-server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-with open(port_file + ".tmp", "w") as f:
-    f.write(str(server.server_address[1]))
-os.rename(port_file + ".tmp", port_file)
-server.serve_forever()
-"#;
-
-/// The receiver's process and files.
-struct Receiver {
-    script: PathBuf,
-    log: PathBuf,
-    port_file: PathBuf,
-    port: u16,
-    child: Child,
-}
-
-impl Receiver {
-    /// Starts the receiver on `port` (0: any free one) and waits until it
-    /// listens; it records its `hang_at`th delivery and never answers it.
-    async fn start(dir: &Path, port: u16, hang_at: usize) -> Receiver {
-        let script = dir.join("receiver.py");
-        std::fs::write(&script, RECEIVER).expect("writing the receiver");
-        let log = dir.join("deliveries.jsonl");
-        let port_file = dir.join("receiver.port");
-        let _ = std::fs::remove_file(&port_file);
-        let child = Command::new("python3")
-            .arg(&script)
-            .arg(port.to_string())
-            .arg(&log)
-            .arg(SECRET)
-            .arg(&port_file)
-            .arg(hang_at.to_string())
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("starting python3");
-        let port = wait_for("the receiver to listen", DEADLINE, || async {
-            std::fs::read_to_string(&port_file)
-                .ok()
-                .and_then(|text| text.trim().parse::<u16>().ok())
-        })
-        .await;
-        Receiver {
-            script,
-            log,
-            port_file,
-            port,
-            child,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/hook", self.port)
-    }
-
-    /// SIGKILL; waits until the process is gone.
-    fn kill9(&mut self) {
-        self.child.kill().expect("killing the receiver");
-        self.child.wait().expect("reaping the receiver");
-    }
-
-    /// Starts it again on the same port, appending to the same file.
-    async fn restart(&mut self, hang_at: usize) {
-        let dir = self.script.parent().expect("a directory").to_path_buf();
-        let again = Receiver::start(&dir, self.port, hang_at).await;
-        assert_eq!(again.log, self.log);
-        assert_eq!(again.port_file, self.port_file);
-        *self = again;
-    }
-
-    /// Every delivery recorded so far, in the order received.
-    fn deliveries(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(|line| serde_json::from_str(line).expect("a recorded delivery"))
-            .collect()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Pauses and resumes the rollout `times` times.
 async fn pause_and_resume(sandbox: &Sandbox, id: &str, times: usize) {
@@ -205,7 +77,7 @@ async fn deliveries_survive_a_receiver_and_a_server_killed_mid_stream() {
         .start()
         .await;
     let work = tempfile::TempDir::new().expect("temp dir");
-    let mut receiver = Receiver::start(work.path(), 0, HANG_AT).await;
+    let mut receiver = WebhookReceiver::start(work.path(), 0, SECRET, HANG_AT).await;
     let secret = sandbox.write("webhook.secret", format!("{SECRET}\n"));
     let events = WANTED.join(",");
     let added = sandbox
@@ -310,47 +182,12 @@ async fn deliveries_survive_a_receiver_and_a_server_killed_mid_stream() {
     })
     .await;
 
-    // Each delivery is signed with the secret and names its event.
-    let mut first_copies: Vec<Value> = Vec::new();
-    let mut seen: Vec<String> = Vec::new();
-    for (i, delivery) in deliveries.iter().enumerate() {
-        assert_eq!(
-            delivery["signature"], delivery["expected"],
-            "signed: {delivery}"
-        );
-        let event: Value =
-            serde_json::from_str(delivery["body"].as_str().expect("a body")).expect("an event");
-        assert_eq!(delivery["event"], event["kind"], "{delivery}");
-        assert_eq!(event["rollout"], id.as_str(), "{delivery}");
-        let name = delivery["delivery"]
-            .as_str()
-            .expect("a delivery id")
-            .to_owned();
-        assert_eq!(name, format!("{hook}-{}", event["seq"]), "{delivery}");
-        match seen.iter().position(|earlier| *earlier == name) {
-            None => {
-                seen.push(name);
-                first_copies.push(event);
-            }
-            Some(_) => {
-                let first = deliveries
-                    .iter()
-                    .position(|d| d["delivery"] == name.as_str())
-                    .expect("the first copy");
-                // The first copy was the last delivery before a kill, never
-                // answered, and the copy came after that kill.
-                assert!(
-                    kills.iter().any(|&kill| first + 1 == kill && i >= kill),
-                    "delivery {name} at {first} again at {i}, with kills at {kills:?}: duplicates only after a crash"
-                );
-            }
-        }
+    // Each delivery is signed with the secret and names its event, and
+    // one was received twice per kill: the one it interrupted.
+    let first_copies = WebhookReceiver::delivered_once(&deliveries, &hook, &kills);
+    for event in &first_copies {
+        assert_eq!(event["rollout"], id.as_str(), "{event}");
     }
-    assert_eq!(
-        deliveries.len() - first_copies.len(),
-        kills.len(),
-        "one duplicate per kill, the delivery it interrupted"
-    );
     // None lost, none out of order: the first copies are the log's wanted
     // events, in its order.
     assert_eq!(first_copies, logged);
