@@ -138,7 +138,7 @@ async fn reconcile(
         }
         let (stop, stopped) = oneshot::channel();
         let id = hook.webhook.id.clone();
-        tracing::info!(webhook = %id, url = %hook.webhook.url, after = hook.delivery.delivered_seq, "webhook delivery started");
+        tracing::info!(webhook = %id, receiver = %redacted(&hook.webhook.url), after = hook.delivery.delivered_seq, "webhook delivery started");
         let task = Task {
             state: state.clone(),
             settings: settings.clone(),
@@ -245,7 +245,7 @@ impl Task {
                     if failing {
                         tracing::warn!(
                             webhook = %id,
-                            url = %self.webhook.url,
+                            receiver = %redacted(&self.webhook.url),
                             failures = self.delivery.failures,
                             %error,
                             retry_in_ms = backoff.as_millis() as u64,
@@ -328,6 +328,31 @@ pub fn summary(event: &sluice_api::rollout::EventView) -> String {
         line.push_str(&fields.join(", "));
     }
     line
+}
+
+/// A webhook's URL as logs and the audit log show it: its scheme, host and
+/// port only, since the rest may be a credential (a Slack webhook's path
+/// is its secret).
+pub fn redacted(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) => {
+            let port = parsed
+                .port()
+                .map(|port| format!(":{port}"))
+                .unwrap_or_default();
+            let rest = if parsed.path() == "/" && parsed.query().is_none() {
+                "/"
+            } else {
+                "/…"
+            };
+            format!(
+                "{}://{}{port}{rest}",
+                parsed.scheme(),
+                parsed.host_str().unwrap_or_default()
+            )
+        }
+        Err(_) => "(not a URL)".to_owned(),
+    }
 }
 
 /// Text cut to 120 characters, on one line.
@@ -415,6 +440,19 @@ mod tests {
         assert_eq!(
             signature("Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn a_redacted_url_keeps_the_scheme_host_and_port_only() {
+        assert_eq!(
+            redacted("https://hooks.slack.com/services/T0/B0/XXXX"),
+            "https://hooks.slack.com/…"
+        );
+        assert_eq!(redacted("http://127.0.0.1:8080/"), "http://127.0.0.1:8080/");
+        assert_eq!(
+            redacted("http://h.example.net?key=1"),
+            "http://h.example.net/…"
         );
     }
 

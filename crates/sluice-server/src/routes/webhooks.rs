@@ -90,7 +90,7 @@ pub async fn create(
             created_by: actor.clone(),
         };
         let data = serde_json::json!({
-            "url": url,
+            "url": webhooks::redacted(&url),
             "events": events,
             "format": format,
             "signed": record.secret.is_some(),
@@ -100,7 +100,7 @@ pub async fn create(
     });
     pending.durable().await?;
     state.wake_webhooks();
-    tracing::info!(webhook = %id, %url, %actor, "webhook added");
+    tracing::info!(webhook = %id, receiver = %webhooks::redacted(&url), %actor, "webhook added");
     let added = find(&state, &id).await?;
     Ok((StatusCode::CREATED, axum::Json(view(&added))))
 }
@@ -126,7 +126,7 @@ pub async fn remove(
     let removed = find(&state, &id).await?;
     let ((), pending) = state.change(|_, now, writes| {
         writes.push(Write::WebhookRemoved(id.clone()));
-        let data = serde_json::json!({ "url": removed.webhook.url });
+        let data = serde_json::json!({ "url": webhooks::redacted(&removed.webhook.url) });
         writes.push(caller.audit(
             now,
             AuditKind::WebhookRemoved,

@@ -192,6 +192,11 @@ async fn webhooks_are_validated_admin_only_audited_and_never_show_their_secret()
     let entry = &audit["entries"][0];
     assert_eq!(entry["target"], id.as_str(), "{audit}");
     assert_eq!(entry["reason"], "tell #infra", "{audit}");
+    assert_eq!(
+        entry["data"]["url"],
+        url.replace("/hook", "/…"),
+        "the audit log (which viewers read) names the receiver without its path: {audit}"
+    );
     assert!(
         !audit.to_string().contains(SECRET),
         "the audit log shows the secret"
