@@ -407,4 +407,28 @@ async fn events_are_delivered_signed_in_order_and_a_failing_receiver_never_holds
         Some(2),
         "{audit}"
     );
+
+    // Removed: its delivery stops, and the metric forgets it.
+    let response = app
+        .send(
+            Method::DELETE,
+            &format!("/v1/webhooks/{failing_id}"),
+            &app.admin,
+            &json!({"reason": "nobody listens"}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    wait_for(
+        "the removed webhook's delivery to stop",
+        DEADLINE,
+        || async {
+            let text = metrics(&app).await;
+            if text.contains(&failing_id) {
+                Err(text)
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
 }
