@@ -8,7 +8,7 @@
 //! Layout: [`agent`] (the check-in), [`rollout`] (operators' view and
 //! actions), [`host`] (inventory), [`admin`] (components, freeze, tokens),
 //! [`audit`] (the audit log), [`fleet`] (the change budget and pins),
-//! [`cluster`] (the replicas and their leader), [`dashboard`] (one-time
+//! [`webhook`] (notifications), [`cluster`] (the replicas and their leader), [`dashboard`] (one-time
 //! sign-in links),
 //! [`error`] (the error body every endpoint shares), [`vocabulary`] (the
 //! closed sets of words: states, phases, actions, roles). Re-exported from
@@ -26,6 +26,7 @@ pub mod host;
 pub mod rollout;
 pub mod schema;
 pub mod vocabulary;
+pub mod webhook;
 
 pub use sluice_types::{duration, HostId};
 

@@ -221,6 +221,10 @@ vocabulary! {
         HostPinned = "host_pinned",
         /// A host's pin was lifted before it expired.
         HostUnpinned = "host_unpinned",
+        WebhookAdded = "webhook_added",
+        WebhookRemoved = "webhook_removed",
+        /// A test delivery was sent to a webhook.
+        WebhookTested = "webhook_tested",
     }
 }
 
@@ -236,6 +240,87 @@ impl AuditKind {
             Action::Abort => AuditKind::RolloutAborted,
             Action::Rollback => AuditKind::RolloutRolledBack,
         }
+    }
+}
+
+vocabulary! {
+    /// The type of an event of the log (`EventView.kind`): a rollout's
+    /// (the engine's timeline) or a fleet-wide one (the freeze, the
+    /// budget, tokens, enrollments, pins). Webhooks choose among them.
+    EventKind ("event kind") {
+        Created = "created",
+        Started = "started",
+        StageStarted = "stage_started",
+        Baking = "baking",
+        AwaitingApproval = "awaiting_approval",
+        Approved = "approved",
+        Advanced = "advanced",
+        StageCompleted = "stage_completed",
+        Completed = "completed",
+        Paused = "paused",
+        Resumed = "resumed",
+        Held = "held",
+        Released = "released",
+        Waiting = "waiting",
+        WaitOver = "wait_over",
+        HostFailed = "host_failed",
+        MaxFailedExceeded = "max_failed_exceeded",
+        GateEvaluated = "gate_evaluated",
+        GateFailed = "gate_failed",
+        RollbackSkipped = "rollback_skipped",
+        RollbackStarted = "rollback_started",
+        Aborted = "aborted",
+        FreezeOn = "freeze_on",
+        FreezeOff = "freeze_off",
+        BudgetSet = "budget_set",
+        BudgetLifted = "budget_lifted",
+        StableVersionSet = "stable_version_set",
+        HostsImported = "hosts_imported",
+        TokenCreated = "token_created",
+        TokenRevoked = "token_revoked",
+        HostEnrolled = "host_enrolled",
+        HostReenrolled = "host_reenrolled",
+        HostPinned = "host_pinned",
+        HostUnpinned = "host_unpinned",
+        PinExpired = "pin_expired",
+    }
+}
+
+impl EventKind {
+    /// The group name `halted`: the events that stop a rollout — paused
+    /// (by an operator, a failure or a gate), rollback_started and aborted.
+    pub const HALTED: &'static [EventKind] = &[
+        EventKind::Paused,
+        EventKind::RollbackStarted,
+        EventKind::Aborted,
+    ];
+
+    /// The kinds a word names: one kind, or the group `halted`
+    /// ([`EventKind::HALTED`]). An unknown word's error lists every valid
+    /// one, the group included.
+    pub fn named(word: &str) -> Result<Vec<EventKind>, UnknownWord> {
+        if word == "halted" {
+            return Ok(EventKind::HALTED.to_vec());
+        }
+        word.parse::<EventKind>()
+            .map(|kind| vec![kind])
+            .map_err(|error| UnknownWord {
+                valid: format!(
+                    "{}, or halted (paused, rollback_started, aborted)",
+                    error.valid
+                ),
+                ..error
+            })
+    }
+}
+
+vocabulary! {
+    /// How a webhook's deliveries are written.
+    WebhookFormat ("webhook format") {
+        /// The event as the API shows it (`EventView`).
+        Json = "json",
+        /// `{"text": "…"}`: one readable line, for a Slack incoming webhook.
+        Slack = "slack",
     }
 }
 
@@ -275,6 +360,34 @@ mod tests {
         same_words(ReportState::ALL);
         same_words(ReplicaRole::ALL);
         same_words(AuditKind::ALL);
+        same_words(EventKind::ALL);
+        same_words(WebhookFormat::ALL);
+    }
+
+    #[test]
+    fn halted_names_the_events_that_stop_a_rollout_and_unknown_kinds_list_the_valid_ones() {
+        assert_eq!(
+            EventKind::named("halted").expect("a group"),
+            [
+                EventKind::Paused,
+                EventKind::RollbackStarted,
+                EventKind::Aborted
+            ]
+        );
+        assert_eq!(
+            EventKind::named("stage_started").expect("a kind"),
+            [EventKind::StageStarted]
+        );
+        let error = EventKind::named("stage_begun").expect_err("unknown");
+        let message = error.to_string();
+        assert!(
+            message.starts_with("unknown event kind \"stage_begun\"; expected one of created, "),
+            "{message}"
+        );
+        assert!(
+            message.ends_with(", pin_expired, or halted (paused, rollback_started, aborted)"),
+            "{message}"
+        );
     }
 
     #[test]

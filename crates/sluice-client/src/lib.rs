@@ -50,6 +50,7 @@ use sluice_api::host::{DesiredMap, HostList, HostView, ImportHost, ImportResult,
 use sluice_api::rollout::{
     Action, Created, EventList, EventView, Reason, RolloutDetail, RolloutList, RolloutSummary,
 };
+use sluice_api::webhook::{WebhookList, WebhookRequest, WebhookTestResult, WebhookView};
 use sluice_api::HostId;
 
 pub use download::{Download, DownloadError};
@@ -824,6 +825,38 @@ impl Client {
             &format!("DELETE /v1/hosts/{host}/pins/{component}"),
         )
         .await
+    }
+
+    /// `GET /v1/webhooks`: every webhook and how its delivery goes.
+    pub async fn webhooks(&self) -> Result<WebhookList, ClientError> {
+        let request = self.request(Method::GET, &["v1", "webhooks"], &[]);
+        self.send_json(request, "GET /v1/webhooks").await
+    }
+
+    /// `POST /v1/webhooks`: deliver events to a receiver from now on.
+    pub async fn add_webhook(&self, webhook: &WebhookRequest) -> Result<WebhookView, ClientError> {
+        let request = self
+            .request(Method::POST, &["v1", "webhooks"], &[])
+            .json(webhook);
+        self.send_json(request, "POST /v1/webhooks").await
+    }
+
+    /// `DELETE /v1/webhooks/{id}`: stop delivering to a webhook.
+    pub async fn remove_webhook(&self, id: &str, reason: &str) -> Result<WebhookView, ClientError> {
+        let request = self
+            .request(Method::DELETE, &["v1", "webhooks", id], &[])
+            .json(&Reason {
+                reason: reason.to_owned(),
+            });
+        self.send_json(request, &format!("DELETE /v1/webhooks/{id}"))
+            .await
+    }
+
+    /// `POST /v1/webhooks/{id}/test`: one test delivery, now.
+    pub async fn test_webhook(&self, id: &str) -> Result<WebhookTestResult, ClientError> {
+        let request = self.request(Method::POST, &["v1", "webhooks", id, "test"], &[]);
+        self.send_json(request, &format!("POST /v1/webhooks/{id}/test"))
+            .await
     }
 
     /// `GET /healthz`: succeeds when the server answers 2xx.

@@ -47,6 +47,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// With `database_url`: how this replica takes part in the cluster.
     pub replica: ReplicaConfig,
+    /// The longest wait between two retries of a failing webhook delivery.
+    pub webhook_retry_max: Duration,
 }
 
 /// A replica's identity and its lease (PostgreSQL only: the embedded store
@@ -106,6 +108,7 @@ impl Config {
             clock: Arc::new(SystemClock),
             tls: None,
             replica: ReplicaConfig::default(),
+            webhook_retry_max: crate::webhooks::DEFAULT_RETRY_MAX,
         }
     }
 }

@@ -27,6 +27,7 @@
 //!   `sluice_sim::retro`.
 //! - [`controller`] and [`gates`]: the loop that drives rollouts, and the
 //!   Prometheus and HTTP gate evaluations.
+//! - [`webhooks`]: the leader's delivery of the event log to webhooks.
 //! - [`admission`]: back-pressure, the bound of the check-in queue.
 //! - [`routes`]: the HTTP API, with [`auth`] (bearer tokens and roles),
 //!   [`audit`] (the audit log's entries and the client's address),
@@ -62,6 +63,7 @@ pub mod state;
 #[cfg(test)]
 mod test_store;
 pub mod vocabulary;
+pub mod webhooks;
 pub mod world;
 
 use std::path::{Path, PathBuf};

@@ -36,6 +36,7 @@ pub struct Metrics {
     rollout_hosts: GaugeFamily,
     leader: Gauge,
     epoch: Gauge,
+    webhooks_failing: GaugeFamily,
 }
 
 /// The gauges' values, read from memory at scrape time.
@@ -141,6 +142,12 @@ impl Metrics {
             "the epoch of the leader's lease as this replica last saw it (0: none yet, or the embedded store)",
             Gauge::default(),
         );
+        let webhooks_failing = registered(
+            r,
+            "webhook_failing",
+            "1 for a webhook whose receiver failed 3 deliveries in a row or more (delivery keeps retrying), 0 for one that delivers; by webhook id, on the leader",
+            Family::default(),
+        );
         Metrics {
             registry,
             render: std::sync::Mutex::new(()),
@@ -158,6 +165,23 @@ impl Metrics {
             rollout_hosts,
             leader,
             epoch,
+            webhooks_failing,
+        }
+    }
+
+    /// Whether the webhook `id` is failing; `None` forgets it (removed, or
+    /// no longer delivered here).
+    pub fn webhook_failing(&self, id: &str, failing: Option<bool>) {
+        let labels = vec![("webhook", id.to_owned())];
+        match failing {
+            Some(failing) => {
+                self.webhooks_failing
+                    .get_or_create(&labels)
+                    .set(i64::from(failing));
+            }
+            None => {
+                self.webhooks_failing.remove(&labels);
+            }
         }
     }
 

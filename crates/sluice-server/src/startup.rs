@@ -111,6 +111,7 @@ impl Application {
                 .user_agent(concat!("sluice-server/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .context("building the HTTP client for gates")?,
+            webhooks: crate::webhooks::WebhookSettings::new(config.webhook_retry_max)?,
         };
         let metrics = Arc::new(Metrics::new());
         let replica = match backing {

@@ -40,6 +40,8 @@ struct Inner {
     cohorts: CohortSettings,
     /// Wakes the controller after an operator action.
     wake: Notify,
+    /// Wakes the webhooks' delivery after one was added or removed.
+    webhooks: Notify,
 }
 
 impl fmt::Debug for Inner {
@@ -91,6 +93,7 @@ impl AppState {
             https: parts.https,
             cohorts: parts.cohorts,
             wake: Notify::new(),
+            webhooks: Notify::new(),
         }))
     }
 
@@ -306,6 +309,16 @@ impl AppState {
 
     pub async fn woken(&self) {
         self.0.wake.notified().await;
+    }
+
+    /// Wakes the webhooks' delivery ([`crate::webhooks`]): one was added or
+    /// removed.
+    pub fn wake_webhooks(&self) {
+        self.0.webhooks.notify_one();
+    }
+
+    pub async fn webhooks_woken(&self) {
+        self.0.webhooks.notified().await;
     }
 }
 

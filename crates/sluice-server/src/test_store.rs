@@ -124,6 +124,10 @@ impl Store for TestStore {
         Ok(Vec::new())
     }
 
+    async fn webhooks(&self) -> Result<Vec<sluice_store::StoredWebhook>, StoreError> {
+        Ok(Vec::new())
+    }
+
     async fn schema_version(&self) -> Result<i64, StoreError> {
         Ok(1)
     }

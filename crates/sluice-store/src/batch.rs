@@ -28,7 +28,7 @@ use std::hash::Hash;
 use crate::{
     AuditRecord, BudgetRecord, ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord,
     NewEvent, PinRecord, RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord,
-    StateSampleRecord, StoreError, Timestamp, TokenRecord, Write,
+    StateSampleRecord, StoreError, Timestamp, TokenRecord, WebhookDelivery, WebhookRecord, Write,
 };
 
 /// A batch's writes by kind, each kind in batch order.
@@ -63,6 +63,16 @@ pub(crate) struct Grouped<'a> {
     /// Pins set and removed, in batch order (a pin may be set and lifted
     /// in one batch).
     pub pins: Vec<PinChange<'a>>,
+    /// Webhooks added, removed and their deliveries, in batch order.
+    pub webhooks: Vec<WebhookChange<'a>>,
+}
+
+/// A webhook added, removed (its id), or its delivery's progress.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum WebhookChange<'a> {
+    Added(&'a WebhookRecord),
+    Removed(&'a str),
+    Delivery(&'a str, &'a WebhookDelivery),
 }
 
 /// A pin set, or removed (host, component).
@@ -99,6 +109,11 @@ pub(crate) fn group(batch: &[Write]) -> Grouped<'_> {
             Write::Pin(r) => g.pins.push(PinChange::Set(r)),
             Write::PinRemoved { host, component } => {
                 g.pins.push(PinChange::Removed(host, component));
+            }
+            Write::Webhook(r) => g.webhooks.push(WebhookChange::Added(r)),
+            Write::WebhookRemoved(id) => g.webhooks.push(WebhookChange::Removed(id)),
+            Write::WebhookDelivery { id, delivery } => {
+                g.webhooks.push(WebhookChange::Delivery(id, delivery));
             }
         }
     }

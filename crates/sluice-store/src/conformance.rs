@@ -29,7 +29,8 @@ use crate::{
     AuditQuery, AuditRecord, BudgetRecord, ComponentRecord, Enrolled, Enrollment, FreezeRecord,
     HostComponentRecord, HostRecord, Loaded, LogQuery, NewEvent, Part, PinRecord, ReportedState,
     RolloutHostRecord, RolloutRecord, SampleRecord, SessionRecord, StateSampleRecord, Store,
-    StoreError, StoredEvent, Timestamp, TokenPage, TokenRecord, TokenRole, Write,
+    StoreError, StoredEvent, StoredWebhook, Timestamp, TokenPage, TokenRecord, TokenRole,
+    WebhookDelivery, WebhookRecord, Write,
 };
 
 /// A backend under test: one database, opened as often as a case needs.
@@ -69,6 +70,7 @@ macro_rules! store_conformance_suite {
             freeze_turns_on_and_off,
             the_budget_is_set_replaced_and_lifted,
             pins_are_set_replaced_and_removed,
+            webhooks_start_at_the_end_of_the_log_and_keep_their_delivery,
             tokens_are_stored,
             tokens_are_found_by_their_hash,
             tokens_keep_their_lifecycle_and_are_revoked,
@@ -781,6 +783,108 @@ pub async fn the_budget_is_set_replaced_and_lifted(
         .commit(&[Write::Budget(None), Write::Budget(Some(second.clone()))])
         .await?;
     assert_eq!(load(&*store).await?.budget, Some(second));
+    Ok(())
+}
+
+fn webhook(id: &str, secret: Option<&str>) -> WebhookRecord {
+    WebhookRecord {
+        id: id.to_owned(),
+        url: format!("https://hooks.example.net/{id}"),
+        events: vec!["stage_started".to_owned(), "completed".to_owned()],
+        format: "json".to_owned(),
+        secret: secret.map(str::to_owned),
+        created_at: at(1),
+        created_by: "admin".to_owned(),
+    }
+}
+
+/// A webhook is stored with its delivery after the last event stored
+/// before its batch (the batch's own events are delivered); its delivery's
+/// progress replaces the stored one, optional columns set and cleared; a
+/// removed webhook is gone, and progress written for it is no error.
+pub async fn webhooks_start_at_the_end_of_the_log_and_keep_their_delivery(
+    backend: &dyn Backend,
+) -> Result<(), StoreError> {
+    let store = backend.open().await?;
+    assert_eq!(store.webhooks().await?, vec![]);
+    let (a, b) = (webhook("wh-a", Some("s3cret")), webhook("wh-b", None));
+    store.commit(&[Write::Webhook(a.clone())]).await?;
+    store
+        .commit(&[
+            Write::Rollout(rollout("r-1", "one", "running")),
+            Write::Event(event(Some("r-1"), "created", 1)),
+            Write::Event(event(None, "freeze_on", 2)),
+        ])
+        .await?;
+    store
+        .commit(&[
+            Write::Webhook(b.clone()),
+            Write::Event(event(Some("r-1"), "paused", 3)),
+        ])
+        .await?;
+    let log = store.events_after(0, 10).await?;
+    assert_eq!(kinds(&log), ["created", "freeze_on", "paused"]);
+    let stored = store.webhooks().await?;
+    assert_eq!(
+        stored,
+        [
+            StoredWebhook {
+                webhook: a.clone(),
+                delivery: WebhookDelivery::default(),
+            },
+            StoredWebhook {
+                webhook: b.clone(),
+                delivery: WebhookDelivery {
+                    delivered_seq: log[1].seq,
+                    ..WebhookDelivery::default()
+                },
+            },
+        ]
+    );
+
+    let failing = WebhookDelivery {
+        delivered_seq: log[0].seq,
+        failures: 3,
+        last_error: Some("connection refused".to_owned()),
+        last_attempt_at: Some(at(5)),
+        last_success_at: Some(at(4)),
+    };
+    store
+        .commit(&[Write::WebhookDelivery {
+            id: a.id.clone(),
+            delivery: failing.clone(),
+        }])
+        .await?;
+    assert_eq!(store.webhooks().await?[0].delivery, failing);
+    let delivered = WebhookDelivery {
+        delivered_seq: log[2].seq,
+        failures: 0,
+        last_error: None,
+        last_attempt_at: Some(at(6)),
+        last_success_at: Some(at(6)),
+    };
+    store
+        .commit(&[Write::WebhookDelivery {
+            id: a.id.clone(),
+            delivery: delivered.clone(),
+        }])
+        .await?;
+    assert_eq!(store.webhooks().await?[0].delivery, delivered);
+
+    store
+        .commit(&[
+            Write::WebhookRemoved(a.id.clone()),
+            Write::WebhookDelivery {
+                id: a.id.clone(),
+                delivery: failing,
+            },
+        ])
+        .await?;
+    let left: Vec<String> = (store.webhooks().await?)
+        .into_iter()
+        .map(|w| w.webhook.id)
+        .collect();
+    assert_eq!(left, ["wh-b"]);
     Ok(())
 }
 

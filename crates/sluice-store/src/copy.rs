@@ -2,7 +2,7 @@
 //! copied into an empty PostgreSQL database, where its rollouts go on.
 //!
 //! What is copied: every row of every table the server keeps — components,
-//! rollouts, the freeze, tokens, dashboard sessions, the change budget, pins, hosts, host components, the host records
+//! rollouts, the freeze, tokens, dashboard sessions, the change budget, pins, webhooks, hosts, host components, the host records
 //! of every rollout (terminal ones too, which `load` leaves out), events,
 //! samples and the audit log — as the store's records, so that every stored value is
 //! parsed on the way (one that does not parse fails the copy naming its
@@ -276,6 +276,7 @@ async fn every_table(
     let seq = |e: &StoredAudit| Ok(vec![Key::Int(e.seq)]);
     done(table(source, tx, &AUDIT, entry, entry, seq).await?);
     continue_audit(source, tx).await?;
+    done(webhooks(source, tx).await?);
     let state_sample = read::state_sample::<String>;
     let key = state_sample_key;
     done(table(source, tx, &STATE_SAMPLES, state_sample, state_sample, key).await?);
@@ -537,6 +538,25 @@ async fn pins(
     Ok(Copied {
         table: "pins",
         rows: pins.len() as u64,
+    })
+}
+
+/// Every webhook (a few) with its delivery's progress, after the events,
+/// whose numbers its cursor names.
+async fn webhooks(
+    source: &mut SqliteConnection,
+    target: &mut PgConnection,
+) -> Result<Copied, StoreError> {
+    let hooks =
+        Sql::<SqliteStore>::all(source, sql::WEBHOOKS, "webhooks", read::webhook::<String>).await?;
+    for hook in &hooks {
+        let id = hook.webhook.id.as_str();
+        Sql::<PgStore>::write_webhook(target, batch::WebhookChange::Added(&hook.webhook)).await?;
+        Sql::<PgStore>::write_delivery(target, id, &hook.delivery).await?;
+    }
+    Ok(Copied {
+        table: "webhooks",
+        rows: hooks.len() as u64,
     })
 }
 

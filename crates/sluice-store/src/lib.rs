@@ -93,6 +93,17 @@ pub enum Write {
     Pin(PinRecord),
     /// Removes the pin of a host's component (lifted, or expired).
     PinRemoved { host: String, component: String },
+    /// Stores a new webhook, its delivery starting after the last event
+    /// stored before this batch (the batch's own events are delivered).
+    Webhook(WebhookRecord),
+    /// Deletes the webhook of this id.
+    WebhookRemoved(String),
+    /// A webhook's delivery progressed (or failed): replaces its delivery
+    /// state; nothing when the webhook was removed meanwhile.
+    WebhookDelivery {
+        id: String,
+        delivery: WebhookDelivery,
+    },
 }
 
 impl Write {
@@ -118,6 +129,9 @@ impl Write {
             Write::Budget(_) => "budget",
             Write::Pin(_) => "pin",
             Write::PinRemoved { .. } => "pin_removed",
+            Write::Webhook(_) => "webhook",
+            Write::WebhookRemoved(_) => "webhook_removed",
+            Write::WebhookDelivery { .. } => "webhook_delivery",
         }
     }
 }
@@ -291,6 +305,44 @@ pub struct PinRecord {
     pub actor: String,
     pub reason: String,
     pub since: Timestamp,
+}
+
+/// A webhook as it was added (table `webhooks`): where and how events are
+/// delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookRecord {
+    pub id: String,
+    pub url: String,
+    /// The event kinds delivered; empty: every kind.
+    pub events: Vec<String>,
+    /// `json` or `slack`, as the server writes it.
+    pub format: String,
+    /// The key the bodies are signed with (HMAC-SHA256); `None`: unsigned.
+    pub secret: Option<String>,
+    pub created_at: Timestamp,
+    /// The name (or id) of the token that added it.
+    pub created_by: String,
+}
+
+/// How far a webhook's delivery got through the event log.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WebhookDelivery {
+    /// The `seq` of the last event delivered (or not wanted): delivery
+    /// goes on after it.
+    pub delivered_seq: i64,
+    /// Failed attempts since the last success.
+    pub failures: i64,
+    /// Why the last attempt failed, if it did.
+    pub last_error: Option<String>,
+    pub last_attempt_at: Option<Timestamp>,
+    pub last_success_at: Option<Timestamp>,
+}
+
+/// A stored webhook with its delivery's progress ([`Store::webhooks`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredWebhook {
+    pub webhook: WebhookRecord,
+    pub delivery: WebhookDelivery,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -675,6 +727,11 @@ pub trait Store: Send + Sync + 'static {
     /// A rollout's samples of hosts by state ([`Write::StateSample`]),
     /// oldest first.
     async fn state_samples(&self, rollout: &str) -> Result<Vec<StateSampleRecord>, StoreError>;
+
+    /// Every stored webhook with its delivery's progress, by id, as the
+    /// database holds them now: the leader's delivery reads where each
+    /// one's delivery stands when its term starts (and when one is added).
+    async fn webhooks(&self) -> Result<Vec<StoredWebhook>, StoreError>;
 
     /// The schema version of the open database.
     async fn schema_version(&self) -> Result<i64, StoreError>;

@@ -16,8 +16,8 @@ use crate::batch::token_key;
 use crate::{
     AuditRecord, BudgetRecord, ComponentRecord, FreezeRecord, HostComponentRecord, HostRecord,
     NewEvent, PinRecord, ReportedState, RolloutHostRecord, RolloutRecord, SampleRecord,
-    SessionRecord, StateSampleRecord, StoreError, StoredAudit, StoredEvent, Timestamp, TokenRecord,
-    TokenRole, UnknownName,
+    SessionRecord, StateSampleRecord, StoreError, StoredAudit, StoredEvent, StoredWebhook,
+    Timestamp, TokenRecord, TokenRole, UnknownName, WebhookDelivery, WebhookRecord,
 };
 
 /// Rows per page when `load` reads a large table.
@@ -248,6 +248,61 @@ pub(crate) fn token<T: StoredTime>(
         name: name_,
         selector,
         uses_left,
+    })
+}
+
+/// `id, url, events, format, secret, created_at, created_by, delivered_seq,
+/// failures, last_error, last_attempt_at, last_success_at`.
+pub(crate) type WebhookRow<T> = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    T,
+    String,
+    i64,
+    i64,
+    Option<String>,
+    Option<T>,
+    Option<T>,
+);
+
+pub(crate) fn webhook<T: StoredTime>(
+    (
+        id,
+        url,
+        events,
+        format,
+        secret,
+        created_at,
+        created_by,
+        delivered_seq,
+        failures,
+        last_error,
+        last_attempt_at,
+        last_success_at,
+    ): WebhookRow<T>,
+) -> Result<StoredWebhook, StoreError> {
+    let maybe = |at: Option<T>, column| at.map(|at| time(at, "webhooks", &id, column)).transpose();
+    let delivery = WebhookDelivery {
+        delivered_seq,
+        failures,
+        last_error,
+        last_attempt_at: maybe(last_attempt_at, "last_attempt_at")?,
+        last_success_at: maybe(last_success_at, "last_success_at")?,
+    };
+    Ok(StoredWebhook {
+        webhook: WebhookRecord {
+            events: json(&events, "webhooks", &id, "events")?,
+            created_at: time(created_at, "webhooks", &id, "created_at")?,
+            id,
+            url,
+            format,
+            secret,
+            created_by,
+        },
+        delivery,
     })
 }
 

@@ -37,7 +37,7 @@ use crate::{
     AuditQuery, AuditRecord, BudgetRecord, ComponentRecord, Enrolled, Enrollment, FreezeRecord,
     HostComponentRecord, HostRecord, LogQuery, NewEvent, Part, RolloutHostRecord, RolloutRecord,
     SampleRecord, SessionRecord, StateSampleRecord, StoreError, StoredAudit, StoredEvent,
-    Timestamp, TokenPage, TokenRecord, TokenRole, Write,
+    StoredWebhook, Timestamp, TokenPage, TokenRecord, TokenRole, WebhookDelivery, Write,
 };
 
 /// A dialect's connection.
@@ -308,6 +308,10 @@ pub(crate) const BUDGET: &str = "SELECT max_in_flight, per_stratum, spread, acto
 
 pub(crate) const PINS: &str = "SELECT host, component, version, expires_at, actor, reason, since \
                                FROM pins ORDER BY host, component";
+
+pub(crate) const WEBHOOKS: &str =
+    "SELECT id, url, events, format, secret, created_at, created_by, delivered_seq, failures, \
+     last_error, last_attempt_at, last_success_at FROM webhooks ORDER BY id";
 
 /// A token's columns, as `read::token` takes them.
 macro_rules! token_columns {
@@ -973,6 +977,14 @@ where
         read::each(rows, read::sample::<D::Time>)
     }
 
+    pub async fn webhooks(store: &D) -> Result<Vec<StoredWebhook>, StoreError> {
+        let rows: Vec<read::WebhookRow<D::Time>> = sqlx::query_as(WEBHOOKS)
+            .fetch_all(store.readers())
+            .await
+            .map_err(D::reading("webhooks"))?;
+        read::each(rows, read::webhook::<D::Time>)
+    }
+
     pub async fn schema_version(store: &D) -> Result<i64, StoreError> {
         Self::applied(store.readers())
             .await
@@ -1015,6 +1027,9 @@ where
         }
         for change in &g.pins {
             Self::write_pin(conn, *change).await?;
+        }
+        for change in &g.webhooks {
+            Self::write_webhook(conn, *change).await?;
         }
         D::insert_events(conn, &g.events).await?;
         D::insert_audit(conn, &g.audit).await?;
@@ -1296,6 +1311,97 @@ where
         Ok(())
     }
 
+    /// Adds or removes a webhook, or records its delivery's progress (a
+    /// batch holds a few). A webhook is added with its delivery after the
+    /// last event stored: the batch's own events are written after it.
+    pub(crate) async fn write_webhook(
+        conn: &mut Conn<D>,
+        change: batch::WebhookChange<'_>,
+    ) -> Result<(), StoreError> {
+        let (query, what) = match change {
+            batch::WebhookChange::Removed(id) => (
+                sqlx::query("DELETE FROM webhooks WHERE id = $1").bind(id.to_owned()),
+                format!("removing webhook {id}"),
+            ),
+            batch::WebhookChange::Added(w) => {
+                let created_at = D::Time::store(w.created_at).map_err(|e| {
+                    StoreError::Refused(format!("webhook {} created_at: {e}", w.id))
+                })?;
+                let events = serde_json::to_string(&w.events)
+                    .map_err(|e| StoreError::Refused(format!("webhook {} events: {e}", w.id)))?;
+                (
+                    sqlx::query(
+                        "INSERT INTO webhooks (id, url, events, format, secret, created_at, \
+                         created_by, delivered_seq, failures) \
+                         VALUES ($1, $2, $3, $4, NULLIF($5, ''), $6, $7, \
+                         (SELECT COALESCE(MAX(seq), 0) FROM events), 0)",
+                    )
+                    .bind(w.id.clone())
+                    .bind(w.url.clone())
+                    .bind(events)
+                    .bind(w.format.clone())
+                    // `None` as the empty text, which no secret is (the
+                    // generic dialect binds no optional text here).
+                    .bind(w.secret.clone().unwrap_or_default())
+                    .bind(created_at)
+                    .bind(w.created_by.clone()),
+                    format!("writing webhook {}", w.id),
+                )
+            }
+            batch::WebhookChange::Delivery(id, d) => {
+                return Self::write_delivery(conn, id, d).await;
+            }
+        };
+        query
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| D::classify(e, what))?;
+        Ok(())
+    }
+
+    /// A webhook's delivery state: the cursor and failures, then each of the
+    /// optional columns set or cleared by a statement of its own (the
+    /// generic dialect binds no optional value here).
+    pub(crate) async fn write_delivery(
+        conn: &mut Conn<D>,
+        id: &str,
+        d: &WebhookDelivery,
+    ) -> Result<(), StoreError> {
+        let what = || format!("writing the delivery of webhook {id}");
+        let time = |at: Timestamp| {
+            D::Time::store(at)
+                .map_err(|e| StoreError::Refused(format!("webhook {id} delivery time: {e}")))
+        };
+        sqlx::query(
+            "UPDATE webhooks SET delivered_seq = $2, failures = $3, \
+             last_error = NULLIF($4, '') WHERE id = $1",
+        )
+        .bind(id.to_owned())
+        .bind(d.delivered_seq)
+        .bind(d.failures)
+        .bind(d.last_error.clone().unwrap_or_default())
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| D::classify(e, what()))?;
+        let times = [
+            ("last_attempt_at", d.last_attempt_at),
+            ("last_success_at", d.last_success_at),
+        ];
+        for (column, at) in times {
+            let set = format!("UPDATE webhooks SET {column} = $2 WHERE id = $1");
+            let clear = format!("UPDATE webhooks SET {column} = NULL WHERE id = $1");
+            let query = match at {
+                Some(at) => sqlx::query(&set).bind(id.to_owned()).bind(time(at)?),
+                None => sqlx::query(&clear).bind(id.to_owned()),
+            };
+            query
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| D::classify(e, what()))?;
+        }
+        Ok(())
+    }
+
     /// The error of a failed batch, once its transaction is rolled back:
     /// for a taken rollout name, the rollout holding it; for a foreign key,
     /// the writes naming a host or rollout that does not exist.
@@ -1451,6 +1557,10 @@ macro_rules! store {
                 rollout: &str,
             ) -> Result<Vec<$crate::StateSampleRecord>, $crate::StoreError> {
                 $crate::sql::Sql::state_samples(self, rollout).await
+            }
+
+            async fn webhooks(&self) -> Result<Vec<$crate::StoredWebhook>, $crate::StoreError> {
+                $crate::sql::Sql::webhooks(self).await
             }
 
             async fn schema_version(&self) -> Result<i64, $crate::StoreError> {

@@ -18,7 +18,7 @@ use sluice_store::{
     AuditQuery, AuditRecord, BudgetRecord, ComponentRecord, FreezeRecord, HostComponentRecord,
     HostRecord, NewEvent, PgStore, PinRecord, ReportedState, RolloutHostRecord, RolloutRecord,
     SampleRecord, SessionRecord, StateSampleRecord, Store, StoreError, Timestamp, TokenRecord,
-    TokenRole, Write,
+    TokenRole, WebhookDelivery, WebhookRecord, Write,
 };
 use sluice_testkit::{wait_for, DEADLINE};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteLockingMode};
@@ -249,6 +249,38 @@ async fn install(dir: &Path) {
         .commit(&state_samples)
         .await
         .expect("writing state samples");
+    // Two webhooks after the events: one signed, failing, whose delivery
+    // got somewhere; one plain, at the end of the log.
+    let webhook = |id: &str, secret: Option<&str>| WebhookRecord {
+        id: id.to_owned(),
+        url: format!("https://hooks.example.net/{id}"),
+        events: if secret.is_some() {
+            vec!["completed".to_owned()]
+        } else {
+            Vec::new()
+        },
+        format: ["json", "slack"][usize::from(secret.is_none())].to_owned(),
+        secret: secret.map(str::to_owned),
+        created_at: at(10),
+        created_by: "alice".to_owned(),
+    };
+    store
+        .commit(&[
+            Write::Webhook(webhook("wh-1", Some("k3y"))),
+            Write::Webhook(webhook("wh-2", None)),
+            Write::WebhookDelivery {
+                id: "wh-1".to_owned(),
+                delivery: WebhookDelivery {
+                    delivered_seq: 17,
+                    failures: 4,
+                    last_error: Some("the receiver answered 502 Bad Gateway".to_owned()),
+                    last_attempt_at: Some(at(12)),
+                    last_success_at: Some(at(11)),
+                },
+            },
+        ])
+        .await
+        .expect("writing webhooks");
     let_go(store, dir).await;
 }
 
@@ -361,6 +393,24 @@ const TABLES: &[Table] = &[
             "data",
         ],
         times: &["at"],
+    },
+    Table {
+        name: "webhooks",
+        columns: &[
+            "id",
+            "url",
+            "events",
+            "format",
+            "secret",
+            "created_at",
+            "created_by",
+            "delivered_seq",
+            "failures",
+            "last_error",
+            "last_attempt_at",
+            "last_success_at",
+        ],
+        times: &["created_at", "last_attempt_at", "last_success_at"],
     },
     Table {
         name: "rollout_state_samples",
@@ -496,6 +546,7 @@ async fn every_row_of_every_table_is_copied_as_it_was() {
             ("events", EVENTS as u64),
             ("rollout_samples", 30),
             ("audit", AUDIT as u64),
+            ("webhooks", 2),
             ("rollout_state_samples", 20),
         ]
     );

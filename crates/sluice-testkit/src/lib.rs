@@ -22,6 +22,8 @@
 //!   deadline instead of sleeping;
 //! - [`plan`]: [`Plan`], a typed builder of plan files;
 //! - [`files`]: [`FileServer`], a small HTTP server of files (artifacts);
+//! - [`receiver`]: [`WebhookReceiver`], a webhook receiver in its own
+//!   process that records every delivery and can hang on one;
 //! - [`prometheus`] (feature `prometheus`): a real Prometheus scraping
 //!   the jobs a test gives it;
 //! - [`tls`]: a private CA and a server certificate for the HTTPS tests.
@@ -40,6 +42,7 @@ pub mod files;
 pub mod plan;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
+pub mod receiver;
 pub mod sandbox;
 pub mod server;
 #[cfg(feature = "app")]
@@ -51,6 +54,7 @@ pub use agents::Agents;
 pub use cluster::Cluster;
 pub use files::FileServer;
 pub use plan::{Amount, Gate, OnFailure, Plan, Stage};
+pub use receiver::WebhookReceiver;
 pub use sandbox::{Preview, Run, Sandbox};
 pub use server::Server;
 pub use wait::{wait_for, wait_for_blocking, DEADLINE};

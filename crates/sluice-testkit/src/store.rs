@@ -103,6 +103,10 @@ impl<S: Store> Store for Hooked<S> {
         self.store.state_samples(rollout).await
     }
 
+    async fn webhooks(&self) -> Result<Vec<sluice_store::StoredWebhook>, StoreError> {
+        self.store.webhooks().await
+    }
+
     async fn schema_version(&self) -> Result<i64, StoreError> {
         self.store.schema_version().await
     }

@@ -49,6 +49,9 @@ enum Command {
     /// The fleet-wide change budget: how much of the fleet may change at once
     #[command(subcommand)]
     Budget(commands::budget::BudgetCommand),
+    /// Notifications: POST every rollout's events to a receiver (json or slack), signed
+    #[command(subcommand)]
+    Webhook(commands::webhook::WebhookCommand),
     /// API tokens
     #[command(subcommand)]
     Token(commands::admin::TokenCommand),
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
         Command::Freeze(command) => commands::admin::freeze(command),
         Command::Components(args) => commands::admin::components(args),
         Command::Budget(command) => commands::budget::run(command),
+        Command::Webhook(command) => commands::webhook::run(command),
         Command::Token(command) => commands::admin::token(command),
         Command::Audit(args) => commands::audit::run(args),
         Command::Events(args) => commands::events::run(args),

@@ -1307,3 +1307,107 @@ fn the_audit_log_through_the_cli_and_follow_picks_up_new_entries() {
     follow.wait().expect("reaping the follow");
     reader.join().expect("the reader");
 }
+
+#[test]
+fn webhooks_through_the_cli() {
+    let server = Sandbox::start_blocking();
+    // What is refused, and why, naming the flag or field.
+    let url = "http://127.0.0.1:9/hook";
+    let run = server.sluice_blocking(&["webhook", "add", url]).exits(2);
+    assert!(
+        run.stderr().contains("--reason is required"),
+        "{}",
+        run.stderr()
+    );
+    let run = server
+        .sluice_blocking(&[
+            "webhook",
+            "add",
+            url,
+            "--events",
+            "started,done",
+            "--reason",
+            "r",
+        ])
+        .exits(2);
+    assert!(
+        run.stderr().contains("--events")
+            && run
+                .stderr()
+                .contains("or halted (paused, rollback_started, aborted)"),
+        "{}",
+        run.stderr()
+    );
+    let empty = server.write("empty.key", "\n");
+    let run = server
+        .sluice_blocking(&[
+            "webhook",
+            "add",
+            url,
+            "--secret-file",
+            empty.to_str().expect("a UTF-8 path"),
+            "--reason",
+            "r",
+        ])
+        .exits(2);
+    assert!(run.stderr().contains("--secret-file"), "{}", run.stderr());
+    let run = server
+        .sluice_blocking(&[
+            "webhook",
+            "add",
+            "ftp://hooks.example.net/x",
+            "--reason",
+            "r",
+        ])
+        .exits(2);
+    assert!(run.stderr().contains("http or https"), "{}", run.stderr());
+
+    // Added (nothing listens there), listed, tested, removed.
+    let run = server
+        .sluice_blocking(&[
+            "webhook", "add", url, "--events", "halted", "--format", "slack", "--reason", "CHG-12",
+        ])
+        .ok();
+    assert!(
+        run.stdout().starts_with("added webhook wh-"),
+        "{}",
+        run.stdout()
+    );
+    let json = server
+        .sluice_blocking(&["webhook", "list", "--output", "json"])
+        .ok()
+        .json();
+    let hook = &json["webhooks"][0];
+    let id = hook["id"].as_str().expect("an id").to_owned();
+    assert_eq!(
+        hook["events"],
+        serde_json::json!(["paused", "rollback_started", "aborted"]),
+        "{json}"
+    );
+    assert_eq!(
+        (&hook["format"], &hook["signed"]),
+        (&"slack".into(), &false.into())
+    );
+    let run = server.sluice_blocking(&["webhook", "list"]).ok();
+    assert!(
+        run.stdout().contains(&id) && run.stdout().contains("paused,rollback_started,aborted"),
+        "{}",
+        run.stdout()
+    );
+    let run = server.sluice_blocking(&["webhook", "test", &id]).exits(1);
+    assert!(
+        run.stdout().starts_with("not delivered: cannot connect"),
+        "{}",
+        run.stdout()
+    );
+    server.sluice_blocking(&["webhook", "remove", &id]).exits(2);
+    server
+        .sluice_blocking(&["webhook", "remove", &id, "--reason", "done"])
+        .ok();
+    let run = server.sluice_blocking(&["webhook", "list"]).ok();
+    assert!(run.stdout().starts_with("no webhooks"), "{}", run.stdout());
+    let run = server
+        .sluice_blocking(&["webhook", "remove", &id, "--reason", "again"])
+        .exits(2);
+    assert!(run.stderr().contains("no webhook"), "{}", run.stderr());
+}

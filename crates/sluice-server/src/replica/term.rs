@@ -1,7 +1,7 @@
 //! A leadership term: everything a replica runs while it leads. Memory is
 //! loaded from the store, the group commit writes through the store as the
 //! term's lease fences it, and the controller, the dashboard's sampler and
-//! the memory rebuilder run beside it. The embedded store has a single term
+//! the memory rebuilder and the webhooks' delivery run beside it. The embedded store has a single term
 //! that lasts as long as the process.
 
 use std::io::Write as _;
@@ -46,6 +46,8 @@ pub struct TermSettings {
     pub controller: Settings,
     /// The gates' HTTP client.
     pub gates: reqwest::Client,
+    /// How webhooks are delivered.
+    pub webhooks: crate::webhooks::WebhookSettings,
 }
 
 /// One term of leadership (see the module's documentation).
@@ -140,6 +142,16 @@ impl Term {
             tokio::spawn(dashboard::sampler::run(
                 state.clone(),
                 dashboard::sampler::interval(settings.controller.tick),
+                stopped,
+            )),
+        ));
+        let (stop, stopped) = oneshot::channel();
+        stops.push(stop);
+        handles.push((
+            "webhook delivery",
+            tokio::spawn(crate::webhooks::run(
+                state.clone(),
+                settings.webhooks.clone(),
                 stopped,
             )),
         ));

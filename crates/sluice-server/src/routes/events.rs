@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use sluice_api::error::ErrorBody;
 use sluice_api::rollout::EventList;
+use sluice_api::vocabulary::EventKind;
 use sluice_store::LogQuery;
 
 use crate::auth::Need;
@@ -30,50 +31,6 @@ pub const DEFAULT_LIMIT: u32 = 100;
 pub const MAX_LIMIT: u32 = 10_000;
 /// How long a client refused for too many streams is asked to wait.
 const RETRY_AFTER_S: u64 = 5;
-
-/// Every kind of event the log holds: the engine's (a rollout's timeline,
-/// `sluice_core::rollout::EventKind` in snake case) and the server's own
-/// (fleet-wide changes and the records of tokens and hosts). The one list
-/// `kind` is checked against.
-pub const EVENT_KINDS: &[&str] = &[
-    // The engine's.
-    "created",
-    "started",
-    "stage_started",
-    "baking",
-    "awaiting_approval",
-    "approved",
-    "advanced",
-    "stage_completed",
-    "completed",
-    "paused",
-    "resumed",
-    "held",
-    "released",
-    "waiting",
-    "wait_over",
-    "host_failed",
-    "max_failed_exceeded",
-    "gate_evaluated",
-    "gate_failed",
-    "rollback_skipped",
-    "rollback_started",
-    "aborted",
-    // The server's.
-    "freeze_on",
-    "freeze_off",
-    "budget_set",
-    "budget_lifted",
-    "host_pinned",
-    "host_unpinned",
-    "pin_expired",
-    "stable_version_set",
-    "hosts_imported",
-    "host_enrolled",
-    "host_reenrolled",
-    "token_created",
-    "token_revoked",
-];
 
 /// `GET /v1/events` query.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
@@ -137,17 +94,19 @@ impl EventsParams {
     }
 }
 
-/// `kind`: comma-separated kinds, each one of [`EVENT_KINDS`].
+/// `kind`: comma-separated kinds, each one of the API's [`EventKind`]s
+/// (every kind the log holds).
 fn parse_kinds(text: &str) -> Result<Vec<String>, ApiError> {
     let mut kinds = Vec::new();
     for kind in text.split(',').map(str::trim) {
-        if !EVENT_KINDS.contains(&kind) {
+        if kind.parse::<EventKind>().is_err() {
             let shown = if kind.is_empty() { "(empty)" } else { kind };
+            let valid: Vec<&str> = EventKind::ALL.iter().map(|kind| kind.as_str()).collect();
             return Err(ApiError::bad_field(
                 "kind",
                 format!(
                     "kind {shown:?} is not a kind of event; give one or more of {}, comma-separated",
-                    EVENT_KINDS.join(", ")
+                    valid.join(", ")
                 ),
             ));
         }

@@ -16,6 +16,7 @@ pub mod hosts;
 pub mod ops;
 pub mod report;
 pub mod rollouts;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -47,7 +48,7 @@ use crate::state::AppState;
         (name = "agent", description = "The one call an agent makes"),
         (name = "rollouts", description = "Plans, rollouts and operator actions"),
         (name = "hosts", description = "The inventory and pull-only integrations"),
-        (name = "admin", description = "Components, the freeze, tokens and the change budget"),
+        (name = "admin", description = "Components, the freeze, tokens, the change budget and webhooks"),
         (name = "dashboard", description = "Signing in to the dashboard"),
         (name = "ops", description = "Health, readiness, metrics, the cluster and this document"),
     )
@@ -107,6 +108,9 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::revoke_token))
         .routes(routes!(fleet::budget, fleet::set_budget))
         .routes(routes!(fleet::pin, fleet::unpin))
+        .routes(routes!(webhooks::list, webhooks::create))
+        .routes(routes!(webhooks::remove))
+        .routes(routes!(webhooks::test))
         .routes(routes!(audit::list))
         .routes(routes!(cohorts::cohorts))
         .routes(routes!(crate::dashboard::link::create))

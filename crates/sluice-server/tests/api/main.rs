@@ -25,3 +25,4 @@ mod report;
 mod rollouts;
 mod schedules;
 mod stable;
+mod webhooks;

@@ -58,6 +58,10 @@ async fn the_openapi_document_lists_every_path() {
         ("/v1/budget", "put"),
         ("/v1/hosts/{id}/pins/{component}", "put"),
         ("/v1/hosts/{id}/pins/{component}", "delete"),
+        ("/v1/webhooks", "get"),
+        ("/v1/webhooks", "post"),
+        ("/v1/webhooks/{id}", "delete"),
+        ("/v1/webhooks/{id}/test", "post"),
         ("/v1/rollouts/{id}/report", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
@@ -71,7 +75,7 @@ async fn the_openapi_document_lists_every_path() {
             "{method} {path} missing from the OpenAPI document"
         );
     }
-    assert_eq!(paths.len(), 35, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 38, "{:?}", paths.keys().collect::<Vec<_>>());
     // The events stream is described as what it is.
     let events = &paths["/v1/events"]["get"]["responses"]["200"]["content"];
     assert!(events["application/json"].is_object(), "{events}");

@@ -15,3 +15,4 @@ pub mod plan;
 pub mod rollout;
 pub mod server;
 pub mod simulate;
+pub mod webhook;

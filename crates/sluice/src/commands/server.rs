@@ -102,6 +102,11 @@ pub struct ServerArgs {
     /// With --database-url: trust this PEM CA when forwarding to a leader that serves HTTPS
     #[arg(long, value_name = "FILE", requires = "database_url")]
     peer_ca_cert: Option<PathBuf>,
+    /// The longest wait between two retries of a webhook delivery that fails (the
+    /// first retry waits 1s, each next one twice as long, up to this)
+    #[arg(long, value_name = "DURATION", default_value = "1m", env = "SLUICE_WEBHOOK_RETRY_MAX",
+          value_parser = webhook_retry_max)]
+    webhook_retry_max: std::time::Duration,
 }
 
 fn cohort_instance(text: &str) -> Result<sluice_server::cohorts::InstanceTemplate, String> {
@@ -114,6 +119,17 @@ fn lease_ttl(text: &str) -> Result<std::time::Duration, String> {
     if !(2..=600).contains(&seconds) {
         return Err(format!(
             "{text:?} is outside 2s to 10m: shorter makes leaders step down at every hiccup of the database, longer makes take-overs slow"
+        ));
+    }
+    Ok(std::time::Duration::from_secs(seconds))
+}
+
+/// The webhook retries' cap: the plans' duration grammar, 1 second to 1 hour.
+fn webhook_retry_max(text: &str) -> Result<std::time::Duration, String> {
+    let seconds = sluice_api::duration::parse_seconds(text).map_err(|error| error.to_string())?;
+    if !(1..=3600).contains(&seconds) {
+        return Err(format!(
+            "{text:?} is outside 1s to 1h: a receiver back from an outage would wait that long for its next delivery"
         ));
     }
     Ok(std::time::Duration::from_secs(seconds))
@@ -142,6 +158,7 @@ async fn serve(listen: SocketAddr, args: ServerArgs) -> Result<(), Failure> {
     config.checkin_wait =
         (args.checkin_wait_ms > 0).then(|| std::time::Duration::from_millis(args.checkin_wait_ms));
     config.api_rate = args.api_rate;
+    config.webhook_retry_max = args.webhook_retry_max;
     config.cohorts = sluice_server::cohorts::CohortSettings {
         instance: args.cohort_instance,
         max: args.cohort_max,

@@ -28,7 +28,10 @@
 //!   in turn, and a rollout after a rolled-back one never starts and says why;
 //! - `api_schema`: schemathesis sends requests generated from
 //!   `/v1/openapi.json`: those valid by the document are accepted, every
-//!   answer is as the document says, none is a 5xx.
+//!   answer is as the document says, none is a 5xx;
+//! - `webhooks`: deliveries to a real receiver, killed and restarted
+//!   mid-stream, and through a SIGKILL of the server: none lost, none out
+//!   of order, every one signed, duplicates only after a kill.
 //!
 //! `TEST_LOG=1` shows the servers' logs; `E2E_SEED=N` replays the random
 //! crash moments of a failed run.
@@ -45,3 +48,4 @@ mod forwarding_secrets;
 mod full_rollout;
 mod report;
 mod schedules;
+mod webhooks;

@@ -11,7 +11,9 @@
 //!   restarted, rejoins as a standby;
 //! - `stalled`: SIGSTOP of the leader in the middle of a commit, past its
 //!   lease: a successor takes over; SIGCONT: the old leader steps down and
-//!   nothing it tries to write lands.
+//!   nothing it tries to write lands;
+//! - `webhooks`: the leader killed mid-delivery: the standby taking over
+//!   delivers from the stored cursor, nothing lost, one duplicate.
 //!
 //! Restarting PostgreSQL under load is `tests/postgres_restart.rs`, a
 //! binary of its own so that it never pulls the database from under the
@@ -24,6 +26,7 @@
 mod failover;
 mod stalled;
 mod support;
+mod webhooks;
 
 /// Held by each test for its whole run (see the crate's documentation).
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
