@@ -9,7 +9,7 @@ use serde_json::Value;
 use sluice_store::testing::TempPgDatabase;
 use tempfile::TempDir;
 
-use crate::helpers::{assert_error, spawn_app, spawn_app_on, TestApp};
+use crate::helpers::{assert_error, spawn_app, spawn_app_on, wait_for, TestApp, DEADLINE};
 
 async fn text(app: &TestApp, path: &str) -> (StatusCode, String) {
     let response = app.client.get(app.url(path)).send().await.expect("sent");
@@ -24,7 +24,15 @@ async fn a_lone_server_leads(app: &TestApp, epoch: Option<i64>) {
     let ready: Value = serde_json::from_str(&ready).expect("json");
     assert_eq!(ready["role"], "leader");
 
-    let cluster: Value = app.json("/v1/cluster").await;
+    // A replica's first heartbeat may land just after it serves.
+    let cluster: Value = wait_for("the replica's first heartbeat", DEADLINE, || async {
+        let cluster: Value = app.json("/v1/cluster").await;
+        let heard = cluster["replicas"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty());
+        heard.then_some(cluster)
+    })
+    .await;
     let replicas = cluster["replicas"].as_array().expect("replicas");
     assert_eq!(cluster["leader"], cluster["answered_by"], "{cluster}");
     assert_eq!(cluster["epoch"].as_i64(), epoch, "{cluster}");
