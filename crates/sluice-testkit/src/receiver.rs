@@ -9,8 +9,46 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
+use sluice_api::rollout::Action;
+use sluice_client::Client;
 
 use crate::{wait_for, DEADLINE};
+
+/// Pauses and resumes rollout `id` `times` times (each action an event a
+/// webhook may want), the reasons saying `who`.
+pub async fn pause_and_resume(client: &Client, id: &str, times: usize, who: &str) {
+    for i in 0..times {
+        for action in [Action::Pause, Action::Resume] {
+            client
+                .action(id, action, &format!("{who} {i}"))
+                .await
+                .unwrap_or_else(|error| panic!("{action} {id}: {error}"));
+        }
+    }
+}
+
+/// Rollout `id`'s events of the `kinds` given, from its log, oldest first,
+/// as the API shows them: what a webhook wanting those kinds must deliver.
+pub async fn logged_events(client: &Client, id: &str, kinds: &[&str]) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut after = None;
+    loop {
+        let page = client
+            .events(id, after, Some(500))
+            .await
+            .expect("reading the events");
+        let Some(last) = page.events.last() else {
+            return events;
+        };
+        after = Some(last.seq);
+        events.extend(
+            page.events
+                .iter()
+                .filter(|event| kinds.contains(&event.kind.as_str()))
+                .map(|event| serde_json::to_value(event).expect("json")),
+        );
+    }
+}
 
 const SCRIPT: &str = r#"
 import hashlib, hmac, http.server, json, os, sys, threading

@@ -30,14 +30,15 @@ async fn metric(app: &TestApp, line: &str) {
     .await;
 }
 
-#[tokio::test]
-async fn past_the_queue_bound_checkins_are_refused_with_retry_after_and_acknowledged_ones_are_durable(
-) {
+/// A server `configure`d on the real SQLite store, whose commits wait
+/// while the test holds the mutex returned beside it.
+async fn held_app(
+    configure: impl FnOnce(&mut sluice_server::Config),
+) -> (Arc<TestApp>, Arc<Mutex<()>>) {
     let hold = Arc::new(Mutex::new(()));
     let held = Arc::clone(&hold);
     let app = spawn_app_configured(
         Arc::new(TempDir::new().expect("temp dir")),
-        // The real SQLite store, whose commits wait while the test holds `hold`.
         Some(Box::new(move |store| {
             Arc::new(Hooked::new(store, move |_: &[Write]| -> Pass {
                 let hold = Arc::clone(&held);
@@ -47,14 +48,21 @@ async fn past_the_queue_bound_checkins_are_refused_with_retry_after_and_acknowle
                 })
             }))
         })),
-        |config| {
-            config.checkin_queue = 4;
-            // The count alone: the held commits stall the queue.
-            config.checkin_wait = None;
-        },
+        configure,
     )
     .await;
-    let app = Arc::new(app);
+    (Arc::new(app), hold)
+}
+
+#[tokio::test]
+async fn past_the_queue_bound_checkins_are_refused_with_retry_after_and_acknowledged_ones_are_durable(
+) {
+    let (app, hold) = held_app(|config| {
+        config.checkin_queue = 4;
+        // The count alone: the held commits stall the queue.
+        config.checkin_wait = None;
+    })
+    .await;
 
     // The store's commits are held: four check-ins wait to become durable.
     let guard = Arc::clone(&hold).lock_owned().await;
@@ -112,26 +120,11 @@ const WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 /// are admitted again once the wait after its late answer is over.
 #[tokio::test]
 async fn a_stalled_store_sheds_check_ins_after_the_wait_and_recovers() {
-    let hold = Arc::new(Mutex::new(()));
-    let held = Arc::clone(&hold);
-    let app = spawn_app_configured(
-        Arc::new(TempDir::new().expect("temp dir")),
-        Some(Box::new(move |store| {
-            Arc::new(Hooked::new(store, move |_: &[Write]| -> Pass {
-                let hold = Arc::clone(&held);
-                Box::pin(async move {
-                    drop(hold.lock().await);
-                    Ok(())
-                })
-            }))
-        })),
-        |config| {
-            config.checkin_queue = 512;
-            config.checkin_wait = Some(WAIT);
-        },
-    )
+    let (app, hold) = held_app(|config| {
+        config.checkin_queue = 512;
+        config.checkin_wait = Some(WAIT);
+    })
     .await;
-    let app = Arc::new(app);
 
     let guard = Arc::clone(&hold).lock_owned().await;
     let stalled = {

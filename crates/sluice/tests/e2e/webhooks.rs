@@ -13,6 +13,7 @@ use serde_json::Value;
 use sluice_api::host::ImportHost;
 use sluice_api::rollout::Action;
 use sluice_api::HostId;
+use sluice_testkit::receiver::{logged_events, pause_and_resume};
 use sluice_testkit::{wait_for, Plan, Sandbox, Stage, WebhookReceiver, DEADLINE};
 
 use crate::fleet::COMPONENT;
@@ -32,42 +33,6 @@ const WANTED: &[&str] = &[
     "aborted",
     "completed",
 ];
-
-/// Pauses and resumes the rollout `times` times.
-async fn pause_and_resume(sandbox: &Sandbox, id: &str, times: usize) {
-    for i in 0..times {
-        for action in [Action::Pause, Action::Resume] {
-            sandbox
-                .client()
-                .action(id, action, &format!("e2e {i}"))
-                .await
-                .unwrap_or_else(|error| panic!("{action} {id}: {error}"));
-        }
-    }
-}
-
-/// The rollout's events of the wanted kinds, from its log.
-async fn wanted_events(sandbox: &Sandbox, id: &str) -> Vec<Value> {
-    let mut events = Vec::new();
-    let mut after = None;
-    loop {
-        let page = sandbox
-            .client()
-            .events(id, after, Some(500))
-            .await
-            .expect("reading the events");
-        let Some(last) = page.events.last() else {
-            return events;
-        };
-        after = Some(last.seq);
-        events.extend(
-            page.events
-                .iter()
-                .filter(|event| WANTED.contains(&event.kind.as_str()))
-                .map(|event| serde_json::to_value(event).expect("json")),
-        );
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_survive_a_receiver_and_a_server_killed_mid_stream() {
@@ -121,7 +86,7 @@ async fn deliveries_survive_a_receiver_and_a_server_killed_mid_stream() {
 
     // Mid-stream: events wait to be delivered while the receiver hangs on
     // its third delivery, recorded but not answered; it is killed then.
-    pause_and_resume(&sandbox, &id, 10).await;
+    pause_and_resume(sandbox.client(), &id, 10, "e2e").await;
     wait_for("the receiver's third delivery", DEADLINE, || async {
         receiver.deliveries().len() >= HANG_AT
     })
@@ -130,7 +95,7 @@ async fn deliveries_survive_a_receiver_and_a_server_killed_mid_stream() {
     let mut kills = vec![receiver.deliveries().len()];
     assert_eq!(kills, [HANG_AT]);
     // Events keep coming while it is down; the webhook is marked failing.
-    pause_and_resume(&sandbox, &id, 5).await;
+    pause_and_resume(sandbox.client(), &id, 5, "e2e").await;
     wait_for("the webhook marked failing", DEADLINE, || async {
         let listed = sandbox
             .sluice(&["webhook", "list", "--output", "json"])
@@ -155,14 +120,14 @@ async fn deliveries_survive_a_receiver_and_a_server_killed_mid_stream() {
     kills.push(receiver.deliveries().len());
     assert_eq!(kills, [HANG_AT, 2 * HANG_AT]);
     sandbox.restart().await;
-    pause_and_resume(&sandbox, &id, 5).await;
+    pause_and_resume(sandbox.client(), &id, 5, "e2e").await;
     sandbox
         .client()
         .action(&id, Action::Abort, "e2e over")
         .await
         .expect("aborting");
 
-    let logged = wanted_events(&sandbox, &id).await;
+    let logged = logged_events(sandbox.client(), &id, WANTED).await;
     assert!(
         logged.len() >= 42,
         "20 pauses and resumes, a start, a stage, an abort: {logged:?}"

@@ -10,8 +10,8 @@ use serde_json::Value;
 use sluice_api::host::ImportHost;
 use sluice_api::rollout::Action;
 use sluice_api::HostId;
-use sluice_client::Client;
 use sluice_store::testing::TempPgDatabase;
+use sluice_testkit::receiver::{logged_events, pause_and_resume};
 use sluice_testkit::{wait_for, Cluster, Plan, Stage, WebhookReceiver, DEADLINE};
 
 use crate::support::{COMPONENT, LEASE_TTL};
@@ -19,39 +19,6 @@ use crate::support::{COMPONENT, LEASE_TTL};
 const SECRET: &str = "ha-webhook-secret";
 const HANG_AT: usize = 3;
 const WANTED: &[&str] = &["started", "stage_started", "paused", "resumed", "aborted"];
-
-async fn pause_and_resume(client: &Client, id: &str, times: usize) {
-    for i in 0..times {
-        for action in [Action::Pause, Action::Resume] {
-            client
-                .action(id, action, &format!("ha {i}"))
-                .await
-                .unwrap_or_else(|error| panic!("{action} {id}: {error}"));
-        }
-    }
-}
-
-/// The rollout's events of the wanted kinds, from its log.
-async fn wanted_events(client: &Client, id: &str) -> Vec<Value> {
-    let mut events = Vec::new();
-    let mut after = None;
-    loop {
-        let page = client
-            .events(id, after, Some(500))
-            .await
-            .expect("reading the events");
-        let Some(last) = page.events.last() else {
-            return events;
-        };
-        after = Some(last.seq);
-        events.extend(
-            page.events
-                .iter()
-                .filter(|event| WANTED.contains(&event.kind.as_str()))
-                .map(|event| serde_json::to_value(event).expect("json")),
-        );
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_taking_over_delivers_from_the_stored_cursor() {
@@ -107,7 +74,7 @@ async fn a_standby_taking_over_delivers_from_the_stored_cursor() {
 
     // The leader sends the third delivery and waits for its answer, which
     // never comes: it is killed then.
-    pause_and_resume(cluster.client(standby), &id, 5).await;
+    pause_and_resume(cluster.client(standby), &id, 5, "ha").await;
     wait_for("the receiver's third delivery", DEADLINE, || async {
         receiver.deliveries().len() >= HANG_AT
     })
@@ -121,12 +88,12 @@ async fn a_standby_taking_over_delivers_from_the_stored_cursor() {
     // The new leader delivers from the stored cursor (the receiver answers
     // again: its hung delivery was its third), and what follows.
     let client = cluster.client(standby);
-    pause_and_resume(client, &id, 5).await;
+    pause_and_resume(client, &id, 5, "ha").await;
     client
         .action(&id, Action::Abort, "ha over")
         .await
         .expect("aborting");
-    let logged = wanted_events(client, &id).await;
+    let logged = logged_events(client, &id, WANTED).await;
     assert!(logged.len() >= 23, "{logged:?}");
     let last = logged.last().expect("events")["seq"].clone();
     let deliveries = wait_for("every wanted event delivered", DEADLINE, || async {
