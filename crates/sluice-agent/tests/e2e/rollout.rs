@@ -31,7 +31,7 @@ fn plan() -> Plan {
 }
 
 fn labels(i: usize) -> BTreeMap<String, String> {
-    let role = if i % 2 == 0 { "web" } else { "db" };
+    let role = if i.is_multiple_of(2) { "web" } else { "db" };
     BTreeMap::from([
         ("role".to_owned(), role.to_owned()),
         ("site".to_owned(), format!("s{}", i % 3)),
