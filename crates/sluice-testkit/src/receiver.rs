@@ -159,6 +159,24 @@ impl WebhookReceiver {
         *self = WebhookReceiver::start(&self.dir, self.port, &self.secret, hang_at).await;
     }
 
+    /// Every delivery recorded so far once the event numbered `last` is
+    /// among them, waiting for it with the deadline.
+    pub async fn deliveries_through(&self, last: &Value) -> Vec<Value> {
+        wait_for("every wanted event delivered", DEADLINE, || async {
+            let got = self.deliveries();
+            let delivered = got
+                .iter()
+                .filter_map(|d| serde_json::from_str::<Value>(d["body"].as_str()?).ok())
+                .any(|event| &event["seq"] == last);
+            if delivered {
+                Ok(got)
+            } else {
+                Err(got.len())
+            }
+        })
+        .await
+    }
+
     /// Every delivery recorded so far, in the order received: objects with
     /// `event`, `delivery`, `signature` (the headers), `expected` (the
     /// signature the body should have) and `body`.

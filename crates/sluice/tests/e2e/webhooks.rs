@@ -9,7 +9,6 @@
 //! every signature verifies, and an event was delivered twice only when a
 //! kill fell between its delivery and the cursor's write.
 
-use serde_json::Value;
 use sluice_api::host::ImportHost;
 use sluice_api::rollout::Action;
 use sluice_api::HostId;
@@ -132,20 +131,9 @@ async fn deliveries_survive_a_receiver_and_a_server_killed_mid_stream() {
         logged.len() >= 42,
         "20 pauses and resumes, a start, a stage, an abort: {logged:?}"
     );
-    let last = logged.last().expect("events")["seq"].as_i64().expect("seq");
-    let deliveries = wait_for("every wanted event delivered", DEADLINE, || async {
-        let got = receiver.deliveries();
-        let delivered = got
-            .iter()
-            .filter_map(|d| serde_json::from_str::<Value>(d["body"].as_str()?).ok())
-            .any(|event| event["seq"] == last);
-        if delivered {
-            Ok(got)
-        } else {
-            Err(got.len())
-        }
-    })
-    .await;
+    let deliveries = receiver
+        .deliveries_through(&logged.last().expect("events")["seq"])
+        .await;
 
     // Each delivery is signed with the secret and names its event, and
     // one was received twice per kill: the one it interrupted.

@@ -6,7 +6,6 @@
 //! stored: every wanted event arrives, in the log's order, signed, and
 //! only the interrupted one twice.
 
-use serde_json::Value;
 use sluice_api::host::ImportHost;
 use sluice_api::rollout::Action;
 use sluice_api::HostId;
@@ -95,20 +94,9 @@ async fn a_standby_taking_over_delivers_from_the_stored_cursor() {
         .expect("aborting");
     let logged = logged_events(client, &id, WANTED).await;
     assert!(logged.len() >= 23, "{logged:?}");
-    let last = logged.last().expect("events")["seq"].clone();
-    let deliveries = wait_for("every wanted event delivered", DEADLINE, || async {
-        let got = receiver.deliveries();
-        let delivered = got
-            .iter()
-            .filter_map(|d| serde_json::from_str::<Value>(d["body"].as_str()?).ok())
-            .any(|event| event["seq"] == last);
-        if delivered {
-            Ok(got)
-        } else {
-            Err(got.len())
-        }
-    })
-    .await;
+    let deliveries = receiver
+        .deliveries_through(&logged.last().expect("events")["seq"])
+        .await;
     let delivered = WebhookReceiver::delivered_once(&deliveries, &hook, &kills);
     assert_eq!(delivered, logged, "none lost, none out of order");
 }
