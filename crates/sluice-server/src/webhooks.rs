@@ -42,8 +42,10 @@ pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(60);
 /// Failed deliveries in a row after which a webhook is failing.
 pub const FAILING_AFTER: i64 = 3;
 
-/// How often a task that delivered everything looks for new events.
-const POLL: Duration = Duration::from_millis(250);
+/// How often a task that delivered everything looks for new events the
+/// term's committer did not signal (an enrollment's, written in a
+/// transaction of its own); those it commits wake the task at once.
+const POLL: Duration = Duration::from_secs(1);
 
 /// Events read from the log at a time.
 const PAGE: u32 = 100;
@@ -163,7 +165,10 @@ impl Task {
         self.state
             .metrics()
             .webhook_failing(&id, Some(self.delivery.failures >= FAILING_AFTER));
+        let mut written = self.state.committer().events_written();
         loop {
+            // Seen before the read: a commit after it wakes the wait below.
+            written.borrow_and_update();
             let page = match self
                 .state
                 .store()
@@ -198,6 +203,7 @@ impl Task {
             if !full {
                 tokio::select! {
                     _ = &mut stopped => return,
+                    _ = written.changed() => {}
                     () = tokio::time::sleep(POLL) => {}
                 }
             }

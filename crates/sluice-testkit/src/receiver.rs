@@ -159,6 +159,28 @@ impl WebhookReceiver {
         *self = WebhookReceiver::start(&self.dir, self.port, &self.secret, hang_at).await;
     }
 
+    /// The arguments of `sluice webhook add` for this receiver: the event
+    /// `kinds`, signed with the key in `secret`, the reason `reason`, the
+    /// answer as JSON.
+    pub fn add_args(&self, kinds: &[&str], secret: &Path, reason: &str) -> Vec<String> {
+        let secret = secret.to_str().expect("a UTF-8 path");
+        [
+            "webhook",
+            "add",
+            &self.url(),
+            "--events",
+            &kinds.join(","),
+            "--secret-file",
+            secret,
+            "--reason",
+            reason,
+            "--output",
+            "json",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
     /// Every delivery recorded so far once the event numbered `last` is
     /// among them, waiting for it with the deadline.
     pub async fn deliveries_through(&self, last: &Value) -> Vec<Value> {

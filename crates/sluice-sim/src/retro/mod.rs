@@ -583,18 +583,57 @@ fn wait_kind(wait: Wait) -> &'static str {
     }
 }
 
-fn holds(events: &[Event], now: Timestamp) -> Vec<Hold> {
-    let mut holds: Vec<Hold> = Vec::new();
-    // Open holds: index into `holds` by kind.
-    let mut open: HashMap<&'static str, usize> = HashMap::new();
-    let mut stage = None;
-    let close = |holds: &mut Vec<Hold>, index: usize, at, by: Option<String>, why| {
-        let hold: &mut Hold = &mut holds[index];
+/// The holds of a timeline as it is read, those still open by kind.
+#[derive(Default)]
+struct HoldLog {
+    holds: Vec<Hold>,
+    open: HashMap<&'static str, usize>,
+}
+
+impl HoldLog {
+    /// Opens a hold of `kind` at `from`, unless one is open already.
+    fn open(
+        &mut self,
+        kind: &'static str,
+        stage: Option<usize>,
+        from: Timestamp,
+        by: String,
+        why: String,
+    ) {
+        if self.open.contains_key(kind) {
+            return;
+        }
+        self.open.insert(kind, self.holds.len());
+        self.holds.push(Hold {
+            kind,
+            stage,
+            from,
+            to: None,
+            duration_s: None,
+            by,
+            why,
+            released_by: None,
+            released_why: None,
+        });
+    }
+
+    /// Closes the open hold of `kind` at `at`, if there is one; `by`
+    /// released it (`sluice` when no one did), saying `why`.
+    fn close(&mut self, kind: &str, at: Timestamp, by: Option<String>, why: Option<String>) {
+        let Some(index) = self.open.remove(kind) else {
+            return;
+        };
+        let hold = &mut self.holds[index];
         hold.to = Some(at);
         hold.duration_s = Some(secs(hold.from, at));
-        hold.released_by = by;
+        hold.released_by = by.or_else(|| Some("sluice".to_owned()));
         hold.released_why = why;
-    };
+    }
+}
+
+fn holds(events: &[Event], now: Timestamp) -> Vec<Hold> {
+    let mut log = HoldLog::default();
+    let mut stage = None;
     for event in events {
         let at = event.at;
         let actor = event.actor.clone();
@@ -609,88 +648,41 @@ fn holds(events: &[Event], now: Timestamp) -> Vec<Hold> {
                         ("window", "sluice".to_owned(), hold.to_string())
                     }
                 };
-                if open.contains_key(kind) {
-                    continue;
-                }
-                open.insert(kind, holds.len());
-                holds.push(Hold {
-                    kind,
-                    stage,
-                    from: at,
-                    to: None,
-                    duration_s: None,
-                    by,
-                    why,
-                    released_by: None,
-                    released_why: None,
-                });
+                log.open(kind, stage, at, by, why);
             }
             EventKind::Released { hold, reason } => {
                 let kind = match hold {
                     HoldReason::Frozen { .. } => "freeze",
                     HoldReason::OutsideWindow { .. } => "window",
                 };
-                if let Some(index) = open.remove(kind) {
-                    let by = actor.or_else(|| Some("sluice".to_owned()));
-                    close(&mut holds, index, at, by, reason.clone());
-                }
+                log.close(kind, at, actor, reason.clone());
             }
             EventKind::Paused { reason } => {
-                if open.contains_key("pause") {
-                    continue;
-                }
-                open.insert("pause", holds.len());
-                holds.push(Hold {
-                    kind: "pause",
-                    stage,
-                    from: at,
-                    to: None,
-                    duration_s: None,
-                    by: actor.unwrap_or_else(|| "sluice".to_owned()),
-                    why: reason.clone(),
-                    released_by: None,
-                    released_why: None,
-                });
+                let by = actor.unwrap_or_else(|| "sluice".to_owned());
+                log.open("pause", stage, at, by, reason.clone());
             }
             EventKind::Resumed { reason, .. }
             | EventKind::RollbackStarted { reason, .. }
             | EventKind::Aborted { reason } => {
-                if let Some(index) = open.remove("pause") {
-                    let by = actor.or_else(|| Some("sluice".to_owned()));
-                    close(&mut holds, index, at, by, Some(reason.clone()));
-                }
-                for kind in [Wait::FleetBudget, Wait::HostsBusy].map(wait_kind) {
-                    if let Some(index) = open.remove(kind) {
-                        close(&mut holds, index, at, Some("sluice".to_owned()), None);
-                    }
+                log.close("pause", at, actor, Some(reason.clone()));
+                for wait in [Wait::FleetBudget, Wait::HostsBusy] {
+                    log.close(wait_kind(wait), at, None, None);
                 }
             }
             EventKind::Waiting { wait } => {
-                let kind = wait_kind(*wait);
-                if open.contains_key(kind) {
-                    continue;
-                }
-                open.insert(kind, holds.len());
-                holds.push(Hold {
-                    kind,
+                log.open(
+                    wait_kind(*wait),
                     stage,
-                    from: at,
-                    to: None,
-                    duration_s: None,
-                    by: "sluice".to_owned(),
-                    why: wait.to_string(),
-                    released_by: None,
-                    released_why: None,
-                });
+                    at,
+                    "sluice".to_owned(),
+                    wait.to_string(),
+                );
             }
-            EventKind::WaitOver { wait } => {
-                if let Some(index) = open.remove(wait_kind(*wait)) {
-                    close(&mut holds, index, at, Some("sluice".to_owned()), None);
-                }
-            }
+            EventKind::WaitOver { wait } => log.close(wait_kind(*wait), at, None, None),
             _ => {}
         }
     }
+    let mut holds = log.holds;
     for hold in holds.iter_mut().filter(|h| h.to.is_none()) {
         hold.duration_s = Some(secs(hold.from, now));
     }

@@ -43,21 +43,9 @@ async fn deliveries_survive_a_receiver_and_a_server_killed_mid_stream() {
     let work = tempfile::TempDir::new().expect("temp dir");
     let mut receiver = WebhookReceiver::start(work.path(), 0, SECRET, HANG_AT).await;
     let secret = sandbox.write("webhook.secret", format!("{SECRET}\n"));
-    let events = WANTED.join(",");
+    let add = receiver.add_args(WANTED, &secret, "e2e: tell the receiver");
     let added = sandbox
-        .sluice(&[
-            "webhook",
-            "add",
-            &receiver.url(),
-            "--events",
-            &events,
-            "--secret-file",
-            secret.to_str().expect("a UTF-8 path"),
-            "--reason",
-            "e2e: tell the receiver",
-            "--output",
-            "json",
-        ])
+        .sluice(&add.iter().map(String::as_str).collect::<Vec<_>>())
         .await
         .ok()
         .json();

@@ -41,24 +41,9 @@ async fn a_standby_taking_over_delivers_from_the_stored_cursor() {
     let work = tempfile::TempDir::new().expect("temp dir");
     let receiver = WebhookReceiver::start(work.path(), 0, SECRET, HANG_AT).await;
     let secret = cluster.write("webhook.secret", SECRET);
-    let events = WANTED.join(",");
+    let add = receiver.add_args(WANTED, &secret, "ha: tell the receiver");
     let added = cluster
-        .sluice(
-            standby,
-            &[
-                "webhook",
-                "add",
-                &receiver.url(),
-                "--events",
-                &events,
-                "--secret-file",
-                secret.to_str().expect("a UTF-8 path"),
-                "--reason",
-                "ha: tell the receiver",
-                "--output",
-                "json",
-            ],
-        )
+        .sluice(standby, &add.iter().map(String::as_str).collect::<Vec<_>>())
         .await
         .ok()
         .json();
