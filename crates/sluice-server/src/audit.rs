@@ -47,28 +47,31 @@ impl Source {
     }
 }
 
+/// Marks a request another replica of the cluster sent, proven with the
+/// forwarding key (an extension set by [`resolve`]).
+#[derive(Debug, Clone, Copy)]
+pub struct FromReplica;
+
 /// The key replicas prove forwarded requests with; `None` on the embedded
 /// store, which has no replicas (and so believes no forwarded address).
 pub type ForwardKey = Option<Arc<str>>;
 
 /// Sets the request's [`Source`]: the address a replica that forwarded it
 /// passed on, if it proved itself with the forwarding key, else the
-/// connection's peer. Removes both headers from the request.
+/// connection's peer; marks a request so proven [`FromReplica`]. Removes
+/// both headers from the request.
 pub async fn resolve(State(key): State<ForwardKey>, mut request: Request, next: Next) -> Response {
     let headers = request.headers_mut();
     let claimed = headers.remove(FORWARDED_FOR);
     let proof = headers.remove(FORWARD_KEY);
-    let forwarded = match (&key, claimed, proof) {
-        (Some(key), Some(claimed), Some(proof))
-            if constant_time_eq(proof.as_bytes(), key.as_bytes()) =>
-        {
-            claimed
-                .to_str()
-                .ok()
-                .and_then(|text| text.parse::<IpAddr>().ok())
-        }
-        _ => None,
-    };
+    let proven = matches!((&key, &proof), (Some(key), Some(proof))
+            if constant_time_eq(proof.as_bytes(), key.as_bytes()));
+    let forwarded = claimed
+        .filter(|_| proven)
+        .and_then(|claimed| claimed.to_str().ok()?.parse::<IpAddr>().ok());
+    if proven {
+        request.extensions_mut().insert(FromReplica);
+    }
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()

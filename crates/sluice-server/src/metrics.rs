@@ -30,6 +30,7 @@ pub struct Metrics {
     commit_requests: Histogram,
     commit_seconds: Histogram,
     commit_failures: Counter,
+    forwarded_batches: Histogram,
     rollouts: GaugeFamily,
     hosts: GaugeFamily,
     drifted: GaugeFamily,
@@ -111,6 +112,12 @@ impl Metrics {
             "group commits the store refused",
             Counter::default(),
         );
+        let forwarded_batches = registered(
+            r,
+            "forwarded_checkin_batch_size",
+            "check-ins per batch a standby forwarded to the leader (crate::replica::batch)",
+            Histogram::new(exponential_buckets(1.0, 2.0, 8)),
+        );
         let rollouts = registered(r, "rollouts", "rollouts by state", Family::default());
         let hosts = registered(
             r,
@@ -159,6 +166,7 @@ impl Metrics {
             commit_requests,
             commit_seconds,
             commit_failures,
+            forwarded_batches,
             rollouts,
             hosts,
             drifted,
@@ -194,6 +202,11 @@ impl Metrics {
     pub fn checkin(&self, elapsed: Duration) {
         self.checkins.inc();
         self.checkin_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// A standby forwarded a batch of `checkins` check-ins to the leader.
+    pub fn forwarded_batch(&self, checkins: usize) {
+        self.forwarded_batches.observe(checkins as f64);
     }
 
     pub fn checkin_rejected(&self) {

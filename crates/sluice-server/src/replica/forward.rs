@@ -48,6 +48,15 @@ impl Forwarder {
     pub fn key(&self) -> ForwardKey {
         self.key.clone()
     }
+
+    /// Sends `request` as it is, on a kept-alive connection to its host.
+    pub async fn send(
+        &self,
+        request: Request,
+    ) -> Result<Response, hyper_util::client::legacy::Error> {
+        let response = self.client.request(request).await?;
+        Ok(response.map(Body::new))
+    }
 }
 
 /// The forwarding client: trusts the system's roots, and `ca` (PEM) when
@@ -153,15 +162,11 @@ pub async fn forward(
             parts.headers.insert(FORWARDED_FOR, source);
         }
     }
-    match forwarder
-        .client
-        .request(Request::from_parts(parts, body))
-        .await
-    {
+    match forwarder.send(Request::from_parts(parts, body)).await {
         Ok(answer) => {
             let (mut parts, body) = answer.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            Response::from_parts(parts, Body::new(body))
+            Response::from_parts(parts, body)
         }
         Err(error) => unreachable(&error),
     }

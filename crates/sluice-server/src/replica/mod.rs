@@ -18,6 +18,7 @@
 //! tries to commit fails against the lease's fence. The lease itself is
 //! kept by [`leadership`].
 
+pub mod batch;
 pub mod forward;
 pub mod leadership;
 pub mod term;
@@ -75,6 +76,9 @@ pub struct Replica {
     /// milliseconds of [`Replica::clock`].
     contact: AtomicU64,
     forwarder: forward::Forwarder,
+    /// Batches the check-ins a standby forwards (`None` on the embedded
+    /// store, whose one server never forwards).
+    batcher: Option<batch::Batcher>,
     openapi: String,
     /// The open events streams ([`crate::follow`]).
     streams: Streams,
@@ -118,6 +122,7 @@ impl Replica {
             Duration::MAX,
             Role::Leader(Arc::new(term)),
             forward::client(None, None)?,
+            None,
         )))
     }
 
@@ -134,6 +139,7 @@ impl Replica {
         forwarder: forward::Forwarder,
     ) -> Arc<Replica> {
         metrics.set_leadership(false, None);
+        let batcher = batch::Batcher::new(forwarder.clone(), id.clone(), Arc::clone(&metrics));
         Arc::new(Replica::new(
             id,
             address,
@@ -143,6 +149,7 @@ impl Replica {
             lease_ttl,
             Role::Standby(None),
             forwarder,
+            Some(batcher),
         ))
     }
 
@@ -156,6 +163,7 @@ impl Replica {
         lease_ttl: Duration,
         role: Role,
         forwarder: forward::Forwarder,
+        batcher: Option<batch::Batcher>,
     ) -> Replica {
         let streams = Streams::new(settings.event_streams);
         Replica {
@@ -169,6 +177,7 @@ impl Replica {
             started: Instant::now(),
             contact: AtomicU64::new(0),
             forwarder,
+            batcher,
             openapi: crate::routes::document(),
             streams,
         }
@@ -272,13 +281,15 @@ impl Replica {
         self.cluster.is_none() || self.clock().saturating_sub(term.renewed()) < self.freshness()
     }
 
-    fn route(&self, request: &Request) -> Route {
+    /// How a request is answered here; `forwarded` when another replica
+    /// forwarded it.
+    fn route(&self, forwarded: bool) -> Route {
         match self.role() {
             Role::Leader(term) if self.fresh(&term) => Route::Here(term),
             Role::Leader(_) => Route::Unavailable(
                 "this replica leads but could not renew its lease in time; it answers nothing until it knows whether it still leads, retry in a moment".to_owned(),
             ),
-            Role::Standby(Some(_)) if request.headers().contains_key(forward::FORWARDED_BY) => {
+            Role::Standby(Some(_)) if forwarded => {
                 Route::Unavailable(
                     "the leader moved while this request was forwarded to it; retry".to_owned(),
                 )
@@ -293,14 +304,17 @@ impl Replica {
     /// Answers a request the replica's own router does not: by the term
     /// when this replica leads, else by forwarding it to the leader.
     pub async fn dispatch(self: Arc<Replica>, request: Request) -> Response {
-        match self.route(&request) {
+        match self.route(request.headers().contains_key(forward::FORWARDED_BY)) {
             Route::Here(term) => match term.router.clone().oneshot(request).await {
                 Ok(response) => response,
                 Err(never) => match never {},
             },
-            Route::Forward(leader) => {
-                forward::forward(&self.forwarder, &leader.address, &self.id, request).await
-            }
+            Route::Forward(leader) => match &self.batcher {
+                Some(batcher) if batch::batches(&request) => {
+                    batcher.forward(&leader.address, request).await
+                }
+                _ => forward::forward(&self.forwarder, &leader.address, &self.id, request).await,
+            },
             Route::Unavailable(why) => ApiError::Unavailable(why).into_response(),
         }
     }

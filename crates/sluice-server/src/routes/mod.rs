@@ -201,7 +201,14 @@ pub fn front(replica: Arc<Replica>) -> Router {
     let key = replica.forward_key();
     let router = match replica.lasting_term() {
         Some(term) => ops.with_state(replica).merge(term.router.clone()),
-        None => ops.fallback(crate::replica::dispatch).with_state(replica),
+        None => ops
+            .route(
+                crate::replica::batch::PATH,
+                axum::routing::post(crate::replica::batch::answer)
+                    .layer(DefaultBodyLimit::max(crate::replica::batch::MAX_BODY)),
+            )
+            .fallback(crate::replica::dispatch)
+            .with_state(replica),
     };
     // A 5xx is logged once, by `ApiError` with its cause, at WARN; the
     // layer's own line of it (ERROR by default) would double every one, a

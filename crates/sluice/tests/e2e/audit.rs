@@ -18,17 +18,18 @@ use sluice_testkit::Cluster;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpSocket;
 
-/// `METHOD path` with `token` and a JSON body to the server at `url`,
-/// from the local address `from`, with `headers` besides; the status.
-async fn request_from(
+/// `METHOD path` with `token` and `body` (sent as JSON) to the server at
+/// `url`, from the local address `from`, with `headers` besides; the status
+/// and the whole answer.
+pub(crate) async fn request_from(
     from: &str,
     url: &str,
     method: &str,
     path: &str,
     token: &str,
-    body: &serde_json::Value,
+    body: &str,
     headers: &[(&str, &str)],
-) -> u16 {
+) -> (u16, String) {
     let server: SocketAddr = url
         .trim_start_matches("http://")
         .parse()
@@ -38,7 +39,6 @@ async fn request_from(
         .bind(format!("{from}:0").parse().expect("a local address"))
         .expect("binding the client's address");
     let mut stream = socket.connect(server).await.expect("connecting");
-    let body = body.to_string();
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {server}\r\nAuthorization: Bearer {token}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
@@ -56,11 +56,12 @@ async fn request_from(
         .read_to_string(&mut answer)
         .await
         .expect("reading the answer");
-    answer
+    let status = answer
         .split(' ')
         .nth(1)
         .and_then(|status| status.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP answer: {answer}"))
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer}"));
+    (status, answer)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -76,25 +77,25 @@ async fn a_standby_passes_the_clients_address_on_and_nobody_else_can() {
     ];
 
     // Through the standby, which replaces what the client claimed.
-    let status = request_from(
+    let (status, _) = request_from(
         "127.0.0.2",
         &urls[standby],
         "PUT",
         "/v1/freeze",
         cluster.token(),
-        &json!({"reason": "through the standby"}),
+        &json!({"reason": "through the standby"}).to_string(),
         &forged,
     )
     .await;
     assert_eq!(status, 200);
     // Straight to the leader, claiming to be forwarded.
-    let status = request_from(
+    let (status, _) = request_from(
         "127.0.0.3",
         &urls[leader],
         "DELETE",
         "/v1/freeze",
         cluster.token(),
-        &json!({"reason": "straight to the leader"}),
+        &json!({"reason": "straight to the leader"}).to_string(),
         &forged,
     )
     .await;

@@ -18,6 +18,9 @@
 //!   a one-time sign-in link to the leader, and no log shows a secret;
 //! - `audit`: the client's address in the audit log through a standby
 //!   replica on PostgreSQL, and a client that claims another one;
+//! - `checkin_batches`: a standby forwards the check-ins that arrive
+//!   together as one batch, and each agent gets its own answer (its desired
+//!   versions, or its own refusal), its report durable on the leader;
 //! - `events`: `sluice events --follow` prints every event once, in order,
 //!   across a SIGKILL and a graceful restart of the server;
 //! - `db_copy`: a rollout under way moves from SQLite to PostgreSQL with
@@ -38,6 +41,7 @@
 
 mod api_schema;
 mod audit;
+mod checkin_batches;
 mod crash_rollout;
 mod dashboard;
 mod db_copy;
