@@ -9,6 +9,11 @@
 //! streams are woken at once), for [`POLL`] to pass (the leader's writes,
 //! seen from a standby), or for the server to shut down, which ends every
 //! stream cleanly. At most [`MAX_STREAMS`] are open at once per server.
+//!
+//! A stream outlives the request that opened it, so it checks its token
+//! again each time before it reads the log: once the token is revoked or
+//! expired, the stream sends nothing more and ends, and the client's
+//! reconnection is refused as any request with that token is.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -16,11 +21,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::header::AUTHORIZATION;
+use axum::http::HeaderMap;
 use axum::response::sse::Event;
 use futures_util::stream::Stream;
 use sluice_store::StoredEvent;
 use tokio::sync::watch;
 
+use crate::auth::Need;
+use crate::error::ApiError;
 use crate::replica::Replica;
 use crate::routes::rollouts::event_view;
 
@@ -122,17 +131,27 @@ struct Follow {
     closing: watch::Receiver<bool>,
     /// A failed read is logged once until one succeeds again.
     failing: bool,
+    /// The `Authorization` header the stream was opened with.
+    credentials: HeaderMap,
 }
 
 /// Every event after `cursor` that `filter` admits, as server-sent events
 /// (`id` the seq, `event` the kind, `data` the API's event), until the
-/// server shuts down.
+/// server shuts down or the token of `headers` (just checked) may no longer
+/// read the log.
 pub fn events(
     slot: Slot,
     filter: Filter,
     cursor: i64,
+    headers: &HeaderMap,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let closing = slot.0.streams().closing.subscribe();
+    let mut credentials = HeaderMap::new();
+    if let Some(value) = headers.get(AUTHORIZATION) {
+        let mut value = value.clone();
+        value.set_sensitive(true);
+        credentials.insert(AUTHORIZATION, value);
+    }
     let follow = Follow {
         slot,
         filter,
@@ -140,6 +159,7 @@ pub fn events(
         ready: VecDeque::new(),
         closing,
         failing: false,
+        credentials,
     };
     futures_util::stream::unfold(follow, |mut follow| async move {
         let event = follow.next().await?;
@@ -158,6 +178,16 @@ impl Follow {
                 return Some(event);
             }
             let replica = &self.slot.0;
+            match replica.authorize(&self.credentials, Need::View).await {
+                Ok(()) => {}
+                Err(refused @ (ApiError::Unauthorized(_) | ApiError::Forbidden(_))) => {
+                    tracing::info!(reason = %refused, "an events stream ends: its token may no longer read the log");
+                    return None;
+                }
+                // The database is away: the read below fails as well, and
+                // both are tried again.
+                Err(_) => {}
+            }
             // Subscribed before the read: a commit after it wakes the wait.
             let mut written = replica
                 .term()

@@ -220,7 +220,7 @@ pub async fn events(
         ),
         retry_after_s: RETRY_AFTER_S,
     })?;
-    let stream = follow::events(slot, filter, start);
+    let stream = follow::events(slot, filter, start, &headers);
     let mut response = Sse::new(stream)
         .keep_alive(
             KeepAlive::new()

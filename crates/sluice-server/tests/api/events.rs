@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Response, StatusCode};
-use serde_json::Value;
+use serde_json::{json, Value};
 use sluice_client::{SseEvent, SseParser};
 use sluice_testkit::app::spawn_app_configured;
 use sluice_testkit::{Plan, Stage};
@@ -69,10 +69,20 @@ struct Stream {
 
 impl Stream {
     async fn open(app: &TestApp, query: &str, last_event_id: Option<i64>) -> Stream {
+        Stream::open_as(app, &app.admin, query, last_event_id).await
+    }
+
+    /// [`Stream::open`] with `token`.
+    async fn open_as(
+        app: &TestApp,
+        token: &str,
+        query: &str,
+        last_event_id: Option<i64>,
+    ) -> Stream {
         let mut request = app
             .client
             .get(app.url(&format!("/v1/events?follow=true{query}")))
-            .bearer_auth(&app.admin)
+            .bearer_auth(token)
             // The stream outlives the harness client's request timeout.
             .timeout(Duration::from_secs(3600));
         if let Some(seq) = last_event_id {
@@ -321,4 +331,58 @@ async fn streams_are_bounded_per_server_and_end_when_it_shuts_down() {
         .await
         .expect("the server stops with streams open")
         .expect("the stopping thread");
+}
+
+#[tokio::test]
+async fn a_stream_ends_once_its_token_is_revoked() {
+    let app = spawn_app().await;
+    let created = app
+        .post(
+            "/v1/tokens",
+            &app.admin,
+            &json!({"role": "viewer", "name": "reader", "reason": "a test's reader"}),
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = created.json().await.expect("json");
+    let secret = created["token"].as_str().expect("token").to_owned();
+    let mut stream = Stream::open_as(&app, &secret, "", None).await;
+    let freeze = |on: bool, reason: &str| {
+        let request = if on {
+            app.client.put(app.url("/v1/freeze"))
+        } else {
+            app.client.delete(app.url("/v1/freeze"))
+        };
+        request
+            .bearer_auth(&app.admin)
+            .json(&json!({ "reason": reason }))
+            .send()
+    };
+    assert_eq!(
+        freeze(true, "CHG-9").await.expect("sent").status(),
+        StatusCode::OK
+    );
+    assert_eq!(kinds(&stream.take(1).await), ["freeze_on"]);
+
+    let revoked = app
+        .client
+        .delete(app.url("/v1/tokens/reader"))
+        .bearer_auth(&app.admin)
+        .json(&json!({"reason": "left the team"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(revoked.status(), StatusCode::OK);
+    // What is written after the revocation is not the stream's to send.
+    assert_eq!(
+        freeze(false, "CHG-9 done").await.expect("sent").status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        stream.next().await,
+        None,
+        "the stream ended, sending nothing more"
+    );
+    let again = app.get("/v1/events?follow=true", &secret).await;
+    assert_error(again, StatusCode::UNAUTHORIZED, "unauthorized").await;
 }
