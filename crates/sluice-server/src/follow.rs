@@ -179,7 +179,7 @@ impl Follow {
             }
             let replica = &self.slot.0;
             match replica.authorize(&self.credentials, Need::View).await {
-                Ok(()) => {}
+                Ok(_) => {}
                 Err(refused @ (ApiError::Unauthorized(_) | ApiError::Forbidden(_))) => {
                     tracing::info!(reason = %refused, "an events stream ends: its token may no longer read the log");
                     return None;

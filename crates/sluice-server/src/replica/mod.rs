@@ -35,6 +35,7 @@ use sluice_api::cluster::{ClusterView, ReplicaRole, ReplicaView};
 use sluice_store::{Cluster, LogQuery, Store, StoreError, StoredEvent};
 use tower::ServiceExt as _;
 
+use crate::admission::TokenRate;
 use crate::auth::{hash_secret, Need};
 use crate::error::ApiError;
 use crate::follow::Streams;
@@ -82,6 +83,9 @@ pub struct Replica {
     openapi: String,
     /// The open events streams ([`crate::follow`]).
     streams: Streams,
+    /// Each token's rate of requests to the endpoints a standby answers
+    /// itself (a leader counts them in its term's).
+    rate: TokenRate,
 }
 
 impl std::fmt::Debug for Replica {
@@ -166,6 +170,7 @@ impl Replica {
         batcher: Option<batch::Batcher>,
     ) -> Replica {
         let streams = Streams::new(settings.event_streams);
+        let rate = TokenRate::new(settings.api_rate);
         Replica {
             id,
             address,
@@ -180,6 +185,7 @@ impl Replica {
             batcher,
             openapi: crate::routes::document(),
             streams,
+            rate,
         }
     }
 
@@ -354,9 +360,22 @@ impl Replica {
         }
     }
 
+    /// [`Replica::authorize`], and counts the request against the token's
+    /// rate (`--api-rate`): the term's when this replica leads, so that
+    /// the endpoints it answers itself share the rate of the API's, else
+    /// this standby's own.
+    pub async fn admit(&self, headers: &HeaderMap, need: Need) -> Result<(), ApiError> {
+        let hash = self.authorize(headers, need).await?;
+        match self.term() {
+            Some(term) => term.state.limit_rate(&hash),
+            None => self.rate.check(&hash),
+        }
+    }
+
     /// Checks that the bearer token of `headers` may `need`: against the
     /// term's tokens when this replica leads, else against the database.
-    pub async fn authorize(&self, headers: &HeaderMap, need: Need) -> Result<(), ApiError> {
+    /// Returns the token's hash.
+    pub async fn authorize(&self, headers: &HeaderMap, need: Need) -> Result<String, ApiError> {
         let secret = headers
             .get(AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
@@ -376,7 +395,7 @@ impl Replica {
             ApiError::Unavailable(format!("checking the token: {error}"))
         };
         let now = self.settings.clock.now();
-        let role = match (self.term(), &self.cluster) {
+        let (role, hash) = match (self.term(), &self.cluster) {
             (Some(term), _) => {
                 let token = term
                     .state
@@ -386,12 +405,13 @@ impl Replica {
                     .map_err(unavailable)?
                     .ok_or_else(unknown)?;
                 token.check_usable(now)?;
-                token.role
+                (token.role, token.hash.clone())
             }
             // The database as it stands: a revoked token is gone from it.
             (None, Some(cluster)) => {
+                let hash = hash_secret(secret);
                 let record = cluster
-                    .token(&hash_secret(secret))
+                    .token(&hash)
                     .await
                     .map_err(unavailable)?
                     .ok_or_else(unknown)?;
@@ -401,11 +421,12 @@ impl Replica {
                         crate::clock::rfc3339(at)
                     )));
                 }
-                vocabulary::wire_role(record.role)
+                (vocabulary::wire_role(record.role), hash)
             }
             (None, None) => return Err(unknown()),
         };
-        crate::auth::require(role, need)
+        crate::auth::require(role, need)?;
+        Ok(hash)
     }
 
     /// `GET /v1/cluster`: the replicas as the database knows them.

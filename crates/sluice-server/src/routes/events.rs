@@ -171,7 +171,7 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
         (status = 400, description = "a parameter is invalid: `field` names it (an unknown kind is answered with every valid one)", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, description = "agent and enrollment tokens may not read the event log", body = ErrorBody),
-        (status = 429, description = "too many streams are open on this server: come back after Retry-After", body = ErrorBody,
+        (status = 429, description = "too many streams are open on this server, or this token is past its rate of requests (sluice server --api-rate): come back after Retry-After", body = ErrorBody,
             headers(("Retry-After" = u64, description = "seconds"))),
         (status = 503, description = "the database cannot be reached", body = ErrorBody),
     ),
@@ -248,7 +248,7 @@ impl FromRequestParts<Arc<Replica>> for Viewer {
         parts: &mut Parts,
         replica: &Arc<Replica>,
     ) -> Result<Viewer, ApiError> {
-        replica.authorize(&parts.headers, Need::View).await?;
+        replica.admit(&parts.headers, Need::View).await?;
         Ok(Viewer)
     }
 }

@@ -130,9 +130,9 @@ fn ops_routes() -> OpenApiRouter<Arc<Replica>> {
 /// The OpenAPI document of everything served, as JSON.
 pub fn document() -> String {
     let (_, mut openapi) = api_routes().split_for_parts();
-    document_rate_limit(&mut openapi);
     let (_, ops) = ops_routes().split_for_parts();
     openapi.merge(ops);
+    document_rate_limit(&mut openapi);
     serde_json::to_string_pretty(&openapi).unwrap_or_else(|error| {
         tracing::error!(%error, "serialising the OpenAPI document");
         "{}".to_owned()
@@ -140,7 +140,7 @@ pub fn document() -> String {
 }
 
 /// Adds the 429 of the per-token rate ([`crate::admission::TokenRate`]) to
-/// every operation of [`api_routes`] that takes a token, but the agents'
+/// every operation that takes a token, but the agents'
 /// (whose check-in documents its own 429, the check-in queue's).
 fn document_rate_limit(openapi: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{header::Header, ContentBuilder, Object, Ref, ResponseBuilder, Type};

@@ -105,6 +105,6 @@ pub async fn cluster(
     State(replica): State<Arc<Replica>>,
     headers: HeaderMap,
 ) -> Result<Json<ClusterView>, ApiError> {
-    replica.authorize(&headers, Need::View).await?;
+    replica.admit(&headers, Need::View).await?;
     Ok(Json(replica.cluster_view().await?))
 }

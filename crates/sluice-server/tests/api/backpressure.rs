@@ -193,8 +193,8 @@ async fn each_token_has_its_own_rate_and_check_ins_are_not_counted() {
         assert_eq!(response.status(), StatusCode::OK);
     }
     let refused = refused.expect("the viewer token went past its rate");
-    let retry_after = retry_after(&refused);
-    assert!(retry_after.is_some_and(|s| s >= 1), "{retry_after:?}");
+    let wait = retry_after(&refused);
+    assert!(wait.is_some_and(|s| s >= 1), "{wait:?}");
     let body = assert_error(refused, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
     assert!(
         body["error"]["message"]
@@ -204,7 +204,7 @@ async fn each_token_has_its_own_rate_and_check_ins_are_not_counted() {
     );
 
     // Check-ins are not counted against a token's rate (the check-in queue
-    // bounds them), nor are the ops endpoints.
+    // bounds them), nor are the ops endpoints without a token.
     for i in 0..10 {
         let response = app.checkin_as(&app.admin, &checkin(i)).await;
         assert_eq!(response.status(), StatusCode::OK);
@@ -216,6 +216,37 @@ async fn each_token_has_its_own_rate_and_check_ins_are_not_counted() {
     // (the viewer's creation), has room left.
     let response = app.get("/v1/rollouts", &app.admin).await;
     assert_eq!(response.status(), StatusCode::OK);
+
+    // The endpoints every replica answers itself, with a token, are
+    // counted too (on the leader, in the same count as the API's).
+    // (The admin token is spent now: a second viewer is made after a second.)
+    let reader = wait_for("the admin token's rate to have room", DEADLINE, || async {
+        let response = app
+            .post(
+                "/v1/tokens",
+                &app.admin,
+                &json!({"role": "viewer", "reason": "a second reader"}),
+            )
+            .await;
+        (response.status() == StatusCode::CREATED).then_some(response)
+    })
+    .await;
+    let reader: Value = reader.json().await.expect("json");
+    let reader = reader["token"].as_str().expect("a token").to_owned();
+    for path in ["/v1/events?limit=1", "/v1/cluster"] {
+        let mut refused = None;
+        for _ in 0..50 {
+            let response = app.get(path, &reader).await;
+            if response.status() == StatusCode::TOO_MANY_REQUESTS {
+                refused = Some(response);
+                break;
+            }
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+        }
+        let refused = refused.unwrap_or_else(|| panic!("{path} went past the rate"));
+        assert!(retry_after(&refused).is_some_and(|s| s >= 1), "{path}");
+        assert_error(refused, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
+    }
 }
 
 #[tokio::test]
@@ -227,6 +258,8 @@ async fn the_api_document_lists_the_429_answers() {
         ("/v1/rollouts", "get"),
         ("/v1/rollouts", "post"),
         ("/v1/tokens", "post"),
+        ("/v1/events", "get"),
+        ("/v1/cluster", "get"),
     ] {
         let answer = &paths[path][method]["responses"]["429"];
         assert!(
