@@ -7,7 +7,8 @@
 //! in seq order — the log as `GET /v1/events` pages it. On PostgreSQL the
 //! follower tails a standby, which serves the stream from the database
 //! itself, and goes on through the leader's SIGKILL and the standby's
-//! takeover.
+//! takeover; a standby counts each token's rate (`--api-rate`) on what it
+//! answers itself.
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -199,4 +200,58 @@ async fn a_standby_serves_the_stream_itself_and_it_outlives_the_leader() {
         "the standby's stream was never cut: {:?}",
         follower.errors.lock().expect("errors")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_counts_each_tokens_rate_on_what_it_answers_itself() {
+    let db = TempPgDatabase::create().await;
+    let replica = |id: &str, admin_from: Option<&Sandbox>| {
+        let mut builder = Sandbox::builder()
+            .arg("--database-url")
+            .arg(db.url())
+            .arg("--replica-id")
+            .arg(id)
+            .arg("--api-rate")
+            .arg("1");
+        if let Some(first) = admin_from {
+            builder = builder.data_from(first.data_dir());
+        }
+        builder.start()
+    };
+    let leader = replica("a", None).await;
+    let standby = replica("b", Some(&leader)).await;
+    let client = standby.client();
+    // Polled past the rate too: a 429 is one more "not yet".
+    wait_for("b to answer as a standby of a", DEADLINE, || async {
+        match client.cluster().await {
+            Ok(view) if view.answered_by == "b" && view.leader.as_deref() == Some("a") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    // One request a second, in bursts of two, counted by the standby
+    // itself for what it answers itself: the log, and the cluster.
+    for what in ["the event log", "the cluster"] {
+        let mut refused = None;
+        for _ in 0..50 {
+            let answer = match what {
+                "the event log" => client
+                    .log_events(&EventFilter::default())
+                    .await
+                    .map(|_| ()),
+                _ => client.cluster().await.map(|_| ()),
+            };
+            if let Err(error) = answer {
+                refused = Some(error);
+                break;
+            }
+        }
+        let refused = refused.unwrap_or_else(|| panic!("{what}: never past the rate"));
+        assert_eq!(refused.status(), Some(429), "{what}: {refused}");
+        assert!(
+            refused.retry_after().is_some_and(|wait| wait.as_secs() >= 1),
+            "{what}: {refused}"
+        );
+    }
 }
