@@ -236,10 +236,7 @@ async fn a_standby_counts_each_tokens_rate_on_what_it_answers_itself() {
         let mut refused = None;
         for _ in 0..50 {
             let answer = match what {
-                "the event log" => client
-                    .log_events(&EventFilter::default())
-                    .await
-                    .map(|_| ()),
+                "the event log" => client.log_events(&EventFilter::default()).await.map(|_| ()),
                 _ => client.cluster().await.map(|_| ()),
             };
             if let Err(error) = answer {
@@ -250,7 +247,9 @@ async fn a_standby_counts_each_tokens_rate_on_what_it_answers_itself() {
         let refused = refused.unwrap_or_else(|| panic!("{what}: never past the rate"));
         assert_eq!(refused.status(), Some(429), "{what}: {refused}");
         assert!(
-            refused.retry_after().is_some_and(|wait| wait.as_secs() >= 1),
+            refused
+                .retry_after()
+                .is_some_and(|wait| wait.as_secs() >= 1),
             "{what}: {refused}"
         );
     }
