@@ -10,8 +10,10 @@
 //! server that cannot be reached (refused, reset, no answer in time) is
 //! left for the rest of the round, as an agent with a server list moves to
 //! the next one; a check-in that fails (unreachable, 503) fails static: the
-//! host changes nothing and tries again next round. Any other refusal is a
-//! bug and fails the test. After a round in which most check-ins failed,
+//! host changes nothing and tries again next round, as does one the server
+//! sheds (429: its check-ins wait too long to become durable, as while its
+//! database stalls; the agent comes back after `Retry-After`, here at the
+//! next round). Any other refusal is a bug and fails the test. After a round in which most check-ins failed,
 //! the agents back off a little before the next.
 //!
 //! Every report is numbered per host: its message is `check-in N`. A
@@ -68,6 +70,8 @@ struct State {
     /// answered (refused, reset, timed out).
     unavailable: Vec<u64>,
     unreachable: Vec<u64>,
+    /// Check-ins shed (429), per server.
+    shed: Vec<u64>,
     /// Check-ins answered, per server.
     answered: Vec<u64>,
 }
@@ -91,6 +95,8 @@ pub struct Tally {
     pub unavailable: u64,
     /// Not answered: refused, reset, or no answer in time.
     pub unreachable: u64,
+    /// Answered 429: the server sheds check-ins for now.
+    pub shed: u64,
 }
 
 /// The outcome of one round.
@@ -141,6 +147,7 @@ impl Agents {
                 told_through: vec![BTreeSet::new(); servers.len()],
                 unavailable: vec![0; servers.len()],
                 unreachable: vec![0; servers.len()],
+                shed: vec![0; servers.len()],
                 answered: vec![0; servers.len()],
             }),
             clients,
@@ -193,6 +200,7 @@ impl Agents {
                 answered: state.answered[server],
                 unavailable: state.unavailable[server],
                 unreachable: state.unreachable[server],
+                shed: state.shed[server],
             })
             .collect()
     }
@@ -300,6 +308,9 @@ impl Agents {
                     Err(true)
                 } else if error.status() == Some(503) {
                     state.unavailable[server] += 1;
+                    Err(false)
+                } else if error.status() == Some(429) {
+                    state.shed[server] += 1;
                     Err(false)
                 } else {
                     panic!(
