@@ -109,6 +109,25 @@ impl Answer {
     /// answer is small).
     async fn of(response: Response) -> Answer {
         let (parts, body) = response.into_parts();
+        match axum::body::to_bytes(body, usize::MAX).await {
+            Ok(body) => Answer::from_parts(&parts, body),
+            Err(error) => Answer::error(ApiError::Internal(format!(
+                "reading the answer to a check-in: {error}"
+            ))),
+        }
+    }
+
+    /// The answer of `error`: its response's status and headers, and its
+    /// body (serialised here, so that no body needs reading).
+    fn error(error: ApiError) -> Answer {
+        let body = serde_json::to_vec(&error.body())
+            .map(Bytes::from)
+            .unwrap_or_default();
+        let (parts, _) = error.into_response().into_parts();
+        Answer::from_parts(&parts, body)
+    }
+
+    fn from_parts(parts: &axum::http::response::Parts, body: Bytes) -> Answer {
         let headers = parts
             .headers
             .iter()
@@ -120,41 +139,16 @@ impl Answer {
                 )
             })
             .collect();
-        match axum::body::to_bytes(body, usize::MAX).await {
-            Ok(body) => Answer {
-                status: parts.status.as_u16(),
-                headers,
-                body,
-            },
-            Err(error) => Answer::error(ApiError::Internal(format!(
-                "reading the answer to a check-in: {error}"
-            ))),
+        Answer {
+            status: parts.status.as_u16(),
+            headers,
+            body,
         }
     }
 
-    /// The answer of `error`, as [`ApiError`]'s response gives it.
-    fn error(error: ApiError) -> Answer {
-        let status = error.status();
-        if status.is_server_error() {
-            tracing::warn!(code = error.code(), %error, "check-in failed");
-        }
-        let mut headers = vec![(
-            CONTENT_TYPE.as_str().to_owned(),
-            Bytes::from_static(b"application/json"),
-        )];
-        if let ApiError::TooManyRequests { retry_after_s, .. } = &error {
-            headers.push((
-                header::RETRY_AFTER.as_str().to_owned(),
-                Bytes::from(retry_after_s.to_string()),
-            ));
-        }
-        Answer {
-            status: status.as_u16(),
-            headers,
-            body: serde_json::to_vec(&error.body())
-                .map(Bytes::from)
-                .unwrap_or_default(),
-        }
+    /// This answer for each of `count` check-ins.
+    fn to_each(&self, count: usize) -> Vec<Response> {
+        (0..count).map(|_| self.clone().into_response()).collect()
     }
 }
 
@@ -315,15 +309,13 @@ impl Sender {
                 .into_iter()
                 .map(IntoResponse::into_response)
                 .collect(),
-            Exchanged::Answers(answers) => self.everyone(
-                replies.len(),
-                &Answer::error(ApiError::Internal(format!(
-                    "the leader at {leader} answered {} check-ins of a batch of {}",
-                    answers.len(),
-                    replies.len()
-                ))),
-            ),
-            Exchanged::Everyone(answer) => self.everyone(replies.len(), &answer),
+            Exchanged::Answers(answers) => Answer::error(ApiError::Internal(format!(
+                "the leader at {leader} answered {} check-ins of a batch of {}",
+                answers.len(),
+                replies.len()
+            )))
+            .to_each(replies.len()),
+            Exchanged::Everyone(answer) => answer.to_each(replies.len()),
             Exchanged::Unknown => {
                 let forwards = checkins.into_iter().map(|checkin| {
                     forward::forward(
@@ -340,10 +332,6 @@ impl Sender {
             // An agent that hung up meanwhile needs no answer.
             let _ = reply.send(answer);
         }
-    }
-
-    fn everyone(&self, count: usize, answer: &Answer) -> Vec<Response> {
-        (0..count).map(|_| answer.clone().into_response()).collect()
     }
 
     async fn exchange(&self, leader: &str, checkins: &[Checkin]) -> Exchanged {

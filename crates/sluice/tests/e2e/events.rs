@@ -205,30 +205,9 @@ async fn a_standby_serves_the_stream_itself_and_it_outlives_the_leader() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_counts_each_tokens_rate_on_what_it_answers_itself() {
     let db = TempPgDatabase::create().await;
-    let replica = |id: &str, admin_from: Option<&Sandbox>| {
-        let mut builder = Sandbox::builder()
-            .arg("--database-url")
-            .arg(db.url())
-            .arg("--replica-id")
-            .arg(id)
-            .arg("--api-rate")
-            .arg("1");
-        if let Some(first) = admin_from {
-            builder = builder.data_from(first.data_dir());
-        }
-        builder.start()
-    };
-    let leader = replica("a", None).await;
-    let standby = replica("b", Some(&leader)).await;
+    let (_leader, standby) =
+        crate::leader_and_standby(db.url(), |replica| replica.arg("--api-rate").arg("1")).await;
     let client = standby.client();
-    // Polled past the rate too: a 429 is one more "not yet".
-    wait_for("b to answer as a standby of a", DEADLINE, || async {
-        match client.cluster().await {
-            Ok(view) if view.answered_by == "b" && view.leader.as_deref() == Some("a") => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
 
     // One request a second, in bursts of two, counted by the standby
     // itself for what it answers itself: the log, and the cluster.

@@ -13,36 +13,13 @@ use sluice_api::HostId;
 use sluice_client::Client;
 use sluice_store::testing::TempPgDatabase;
 use sluice_testkit::browse::{set_cookie, visit};
-use sluice_testkit::{wait_for, Sandbox, DEADLINE};
-
-/// A replica `id` on the database at `url`, logging at debug level; with
-/// `admin_from`, the data dir holding the cluster's admin token.
-async fn replica(id: &str, url: &str, admin_from: Option<&Sandbox>) -> Sandbox {
-    let mut builder = Sandbox::builder()
-        .arg("--database-url")
-        .arg(url)
-        .arg("--replica-id")
-        .arg(id)
-        .log_filter("debug");
-    if let Some(first) = admin_from {
-        builder = builder.data_from(first.data_dir());
-    }
-    builder.start().await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_forwards_without_logging_a_secret() {
     let db = TempPgDatabase::create().await;
-    let leader = replica("a", db.url(), None).await;
-    let standby = replica("b", db.url(), Some(&leader)).await;
+    let (leader, standby) =
+        crate::leader_and_standby(db.url(), |replica| replica.log_filter("debug")).await;
     let client = standby.client();
-    wait_for("b to answer as a standby of a", DEADLINE, || async {
-        match client.cluster().await {
-            Ok(view) if view.answered_by == "b" && view.leader.as_deref() == Some("a") => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
 
     let id = HostId::parse("fwd.test").expect("a host id");
     let labels = BTreeMap::from([("role".to_owned(), "web".to_owned())]);

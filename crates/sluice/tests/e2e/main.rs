@@ -53,3 +53,37 @@ mod full_rollout;
 mod report;
 mod schedules;
 mod webhooks;
+
+use sluice_testkit::sandbox::SandboxBuilder;
+use sluice_testkit::{wait_for, Sandbox, DEADLINE};
+
+/// Two `sluice server` replicas on the PostgreSQL database at `url`: `a`,
+/// which starts first and leads, and `b`, with `a`'s admin token, returned
+/// once it answers as `a`'s standby. `configure` adds to each one's
+/// arguments.
+async fn leader_and_standby(
+    url: &str,
+    configure: impl Fn(SandboxBuilder) -> SandboxBuilder,
+) -> (Sandbox, Sandbox) {
+    let replica = |id: &str| {
+        configure(
+            Sandbox::builder()
+                .arg("--database-url")
+                .arg(url)
+                .arg("--replica-id")
+                .arg(id),
+        )
+    };
+    let leader = replica("a").start().await;
+    let standby = replica("b").data_from(leader.data_dir()).start().await;
+    let client = standby.client();
+    // A standby may answer 429 past `--api-rate`: one more "not yet".
+    wait_for("b to answer as a standby of a", DEADLINE, || async {
+        match client.cluster().await {
+            Ok(view) if view.answered_by == "b" && view.leader.as_deref() == Some("a") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    (leader, standby)
+}
